@@ -1,0 +1,212 @@
+//! Typed identifiers and validated inputs. Parse, don't validate: once a value
+//! has one of these types it is known to be well formed.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+use crate::limits;
+
+macro_rules! uuid_id {
+    ($(#[$m:meta])* $name:ident, $what:literal) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+                Uuid::parse_str(s.trim())
+                    .map($name)
+                    .map_err(|_| InvalidInput::new($what, format!("{} is not a UUID: {s:?}", $what)))
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An event (a performance on a venue); owns one seat map.
+    EventId,
+    "event_id"
+);
+uuid_id!(
+    /// A venue: sections, rows, seats.
+    VenueId,
+    "venue_id"
+);
+uuid_id!(
+    /// A hold of seats, later confirmed into a sale, released or expired.
+    HoldId,
+    "hold_id"
+);
+
+/// Index of a seat inside one venue's layout. Seats of a row are contiguous
+/// and ordered by seat number, which is what makes "side by side" cheap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SeatIdx(pub u32);
+
+/// Unix time in milliseconds. The engine never reads a clock: time is passed in.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Millis(pub i64);
+
+impl Millis {
+    pub fn plus_ms(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+}
+
+/// A rejected input at the edge, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidInput {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InvalidInput {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        InvalidInput {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+impl std::error::Error for InvalidInput {}
+
+fn token(field: &'static str, s: &str, max: usize) -> Result<String, InvalidInput> {
+    if s.is_empty() {
+        return Err(InvalidInput::new(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if s.len() > max {
+        return Err(InvalidInput::new(
+            field,
+            format!("{field} is longer than {max} bytes"),
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:@+/".contains(*c)))
+    {
+        return Err(InvalidInput::new(
+            field,
+            format!("{field} has a character {c:?} outside [A-Za-z0-9-_.:@+/]"),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// Who holds seats. Identity comes later; for now an opaque, validated token.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        token("customer_id", s, limits::CUSTOMER_ID_BYTES_MAX).map(CustomerId)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Client-chosen key that makes a command safe to retry.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        token("idempotency_key", s, limits::IDEMPOTENCY_KEY_BYTES_MAX).map(IdempotencyKey)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Amount in integer minor units (cents) with an ISO 4217 code. Never floats.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        let b = s.as_bytes();
+        if b.len() != 3 || !b.iter().all(u8::is_ascii_uppercase) {
+            return Err(InvalidInput::new(
+                "currency",
+                format!("currency must be a 3-letter ISO 4217 code in capitals, got {s:?}"),
+            ));
+        }
+        Ok(Currency([b[0], b[1], b[2]]))
+    }
+    pub fn as_str(&self) -> &str {
+        // Constructed only from ASCII capitals.
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+}
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_id_boundaries() {
+        assert!(CustomerId::parse("").is_err());
+        assert!(CustomerId::parse("alice@example.com").is_ok());
+        assert!(CustomerId::parse(&"a".repeat(limits::CUSTOMER_ID_BYTES_MAX)).is_ok());
+        assert!(CustomerId::parse(&"a".repeat(limits::CUSTOMER_ID_BYTES_MAX + 1)).is_err());
+        assert_eq!(CustomerId::parse("a b").unwrap_err().field, "customer_id");
+    }
+
+    #[test]
+    fn currency_is_three_capitals() {
+        assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
+        assert!(Currency::parse("eur").is_err());
+        assert!(Currency::parse("EURO").is_err());
+    }
+
+    #[test]
+    fn ids_parse_uuids_and_name_the_field() {
+        let e = EventId::parse("nope").unwrap_err();
+        assert_eq!(e.field, "event_id");
+        let id = EventId::parse("6f1c6bd4-4a3e-4a7e-9d1b-0c9a4f7e2a10").unwrap();
+        assert_eq!(id.to_string(), "6f1c6bd4-4a3e-4a7e-9d1b-0c9a4f7e2a10");
+    }
+}

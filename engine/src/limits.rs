@@ -1,0 +1,36 @@
+//! Every limit in one table, units last in the name. ARCHITECTURE.md repeats it.
+
+/// Seats one event's map may hold (a large stadium is ~100k).
+pub const SEATS_PER_EVENT_MAX: usize = 200_000;
+/// Sections in one venue.
+pub const SECTIONS_PER_VENUE_MAX: usize = 1_000;
+/// Rows in one section.
+pub const ROWS_PER_SECTION_MAX: usize = 1_000;
+/// Seats in one row.
+pub const SEATS_PER_ROW_MAX: usize = 1_000;
+/// Price categories per venue.
+pub const CATEGORIES_PER_VENUE_MAX: usize = 64;
+/// Upper bound for an event's own per-hold seat limit.
+pub const HOLD_SEATS_MAX: u32 = 100;
+/// Default per-hold seat limit of a new event.
+pub const HOLD_SEATS_DEFAULT: u32 = 6;
+/// Default hold duration of a new event: 30 minutes.
+pub const HOLD_DURATION_MS_DEFAULT: u64 = 30 * 60 * 1000;
+/// Shortest hold an event may configure.
+pub const HOLD_DURATION_MS_MIN: u64 = 1_000;
+/// Longest hold an event may configure: one day.
+pub const HOLD_DURATION_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Live holds one customer may have on one event at once.
+pub const HOLDS_PER_CUSTOMER_MAX: u32 = 8;
+/// How long an idempotency record answers retries.
+pub const IDEMPOTENCY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+/// Length of a customer id.
+pub const CUSTOMER_ID_BYTES_MAX: usize = 128;
+/// Length of an idempotency key.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// Length of names (venue, event, section).
+pub const NAME_BYTES_MAX: usize = 200;
+/// Length of an event description.
+pub const DESCRIPTION_BYTES_MAX: usize = 4_000;
+/// Length of a section code, row label.
+pub const LABEL_BYTES_MAX: usize = 16;

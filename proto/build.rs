@@ -1,1 +1,26 @@
-fn main() {}
+//! Compiles the .proto files with protox (pure Rust), so no `protoc` has to be
+//! installed, and keeps the descriptor set for gRPC server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "usher/v1/catalog.proto",
+        "usher/v1/inventory.proto",
+        "usher/events/v1/events.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed=proto/{f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("usher_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

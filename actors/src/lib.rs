@@ -1,1 +1,15 @@
+//! The actor system: a registry that spawns and supervises one `EventActor`
+//! per event, each owning that event's in-memory seat map and committing its
+//! decisions in groups. Also owns the ports the actors drive.
 
+pub mod clock;
+pub mod event;
+pub mod ports;
+pub mod registry;
+
+pub use clock::Clock;
+pub use event::{
+    BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatChange, SeatMapView,
+};
+pub use ports::*;
+pub use registry::{Registry, RegistryConfig};

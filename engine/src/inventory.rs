@@ -282,6 +282,15 @@ impl Command {
     }
 }
 
+/// FNV-1a, 64 bits: a stable digest for request fingerprints (not for
+/// security: keys are scoped per caller and per event).
+pub fn fingerprint_bytes(tag: u8, bytes: &[u8]) -> u64 {
+    let mut h = Fnv::new();
+    h.tag(tag);
+    h.bytes(bytes);
+    h.0
+}
+
 struct Fnv(u64);
 impl Fnv {
     fn new() -> Self {
@@ -373,6 +382,22 @@ pub enum Reject {
     },
 }
 
+impl Reject {
+    /// The request itself is malformed: decided from its shape and the
+    /// event's fixed limits alone. Such answers are not remembered under the
+    /// idempotency key (nothing executed), so they leave nothing behind.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            Reject::SeatListEmpty
+                | Reject::SeatDuplicated { .. }
+                | Reject::UnknownSeats { .. }
+                | Reject::QuantityInvalid { .. }
+                | Reject::OverHoldLimit { .. }
+        )
+    }
+}
+
 /// What a successful command answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
@@ -405,7 +430,7 @@ pub struct IdempotencyRecord {
 }
 
 /// Result of `apply_keyed`: the answer, the events to persist, and the
-/// idempotency record to persist (None when this was a replay).
+/// idempotency record to persist (None for a replay or a malformed request).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub result: Result<Reply, Reject>,
@@ -589,6 +614,13 @@ impl Inventory {
         }
         let (result, events) = match self.apply(cmd, now) {
             Ok((reply, events)) => (Ok(reply), events),
+            Err(r) if r.is_malformed() => {
+                return Decision {
+                    result: Err(r),
+                    events: Vec::new(),
+                    record: None,
+                };
+            }
             Err(r) => (Err(r), Vec::new()),
         };
         let record = IdempotencyRecord {

@@ -284,6 +284,72 @@ impl Layout {
     }
 }
 
+/// Resolves `SECTION-ROW-NUMBER` labels to seat indexes without a string per
+/// seat: a map per section of its rows, and seat numbers are consecutive.
+#[derive(Clone, Debug)]
+pub struct SeatIndex {
+    sections: HashMap<String, HashMap<String, u32>>,
+}
+
+/// Why a seat label did not resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelError {
+    /// Not of the form SECTION-ROW-NUMBER.
+    Malformed,
+    /// Well formed, but no such seat in this venue.
+    Unknown,
+}
+
+impl SeatIndex {
+    pub fn new(layout: &Layout) -> SeatIndex {
+        let mut sections: HashMap<String, HashMap<String, u32>> = layout
+            .sections
+            .iter()
+            .map(|s| (s.code.clone(), HashMap::new()))
+            .collect();
+        for (ri, r) in layout.rows.iter().enumerate() {
+            let code = &layout.sections[r.section as usize].code;
+            sections
+                .get_mut(code)
+                .expect("section exists")
+                .insert(r.label.clone(), ri as u32);
+        }
+        SeatIndex { sections }
+    }
+
+    pub fn resolve(&self, layout: &Layout, label: &str) -> Result<SeatIdx, LabelError> {
+        let mut parts = label.trim().splitn(3, '-');
+        let (Some(sec), Some(row), Some(num)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(LabelError::Malformed);
+        };
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.len() <= limits::LABEL_BYTES_MAX
+                && p.chars().all(|c| c.is_ascii_alphanumeric())
+        };
+        if !ok(sec)
+            || !ok(row)
+            || !num.chars().all(|c| c.is_ascii_digit())
+            || num.is_empty()
+            || num.len() > 9
+        {
+            return Err(LabelError::Malformed);
+        }
+        let number: u32 = num.parse().map_err(|_| LabelError::Malformed)?;
+        let ri = *self
+            .sections
+            .get(sec)
+            .and_then(|rows| rows.get(row))
+            .ok_or(LabelError::Unknown)?;
+        let r = &layout.rows[ri as usize];
+        let first = layout.seats[r.first_seat as usize].number;
+        if number < first || number - first >= r.len {
+            return Err(LabelError::Unknown);
+        }
+        Ok(SeatIdx(r.first_seat + (number - first)))
+    }
+}
+
 /// A rectangular venue: `sections` sections of `rows` × `seats_per_row`,
 /// alternately in two price categories. Used by demo data, tests and benchmarks.
 pub fn grid_venue(name: &str, sections: usize, rows: usize, seats_per_row: u32) -> VenueSpec {
@@ -346,6 +412,16 @@ mod tests {
             }
         }
         assert_eq!(l.label_index().len(), 60);
+        let idx = SeatIndex::new(&l);
+        for (label, seat) in l.label_index() {
+            assert_eq!(idx.resolve(&l, &label), Ok(seat));
+        }
+        assert_eq!(idx.resolve(&l, "A-1-6"), Err(LabelError::Unknown));
+        assert_eq!(idx.resolve(&l, "A-1-0"), Err(LabelError::Unknown));
+        assert_eq!(idx.resolve(&l, "Z-1-1"), Err(LabelError::Unknown));
+        assert_eq!(idx.resolve(&l, "A-1"), Err(LabelError::Malformed));
+        assert_eq!(idx.resolve(&l, "A-1-x"), Err(LabelError::Malformed));
+        assert_eq!(idx.resolve(&l, "A--1"), Err(LabelError::Malformed));
     }
 
     #[test]

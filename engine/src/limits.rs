@@ -34,3 +34,13 @@ pub const NAME_BYTES_MAX: usize = 200;
 pub const DESCRIPTION_BYTES_MAX: usize = 4_000;
 /// Length of a section code, row label.
 pub const LABEL_BYTES_MAX: usize = 16;
+/// Commands one event's queue may hold before callers are refused at once.
+pub const MAILBOX_CAPACITY_MAX: usize = 4_096;
+/// Commands decided and committed in one transaction (group commit).
+pub const BATCH_COMMANDS_MAX: usize = 512;
+/// Events that may be loaded (have a live actor) at once on one node.
+pub const EVENTS_LOADED_MAX: usize = 10_000;
+/// Actor restarts within `RESTART_WINDOW_MS` before restarts are delayed.
+pub const RESTARTS_PER_WINDOW_MAX: u32 = 5;
+pub const RESTART_WINDOW_MS: u64 = 60_000;
+pub const RESTART_DELAY_MS: u64 = 5_000;

@@ -502,3 +502,31 @@ fn event_config_validation_names_fields() {
     c.prices.pop();
     assert_eq!(c.validate(&layout).unwrap_err().field, "prices");
 }
+
+#[test]
+fn malformed_requests_are_not_remembered_under_their_key() {
+    let mut i = inv(1, 1, 5);
+    let k = IdempotencyKey::parse("k").unwrap();
+    let d = i.apply_keyed(
+        &k,
+        &Command::HoldSeats {
+            hold_id: hid(1),
+            customer: cust("a"),
+            seats: vec![],
+        },
+        T0,
+    );
+    assert_eq!(d.result, Err(Reject::SeatListEmpty));
+    assert!(d.record.is_none());
+    // The key is still free for a well-formed request.
+    let d = i.apply_keyed(
+        &k,
+        &Command::HoldSeats {
+            hold_id: hid(1),
+            customer: cust("a"),
+            seats: seats(&[0]),
+        },
+        T0,
+    );
+    assert!(d.result.is_ok());
+}

@@ -1,1 +1,15 @@
+//! The wire contract: generated gRPC/protobuf code plus the one place where
+//! domain rejections become gRPC statuses and HTTP codes.
 
+#![allow(clippy::all, clippy::pedantic)]
+
+pub mod v1 {
+    tonic::include_proto!("usher.v1");
+}
+
+pub mod events {
+    tonic::include_proto!("usher.events.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Usher proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("usher_descriptor");

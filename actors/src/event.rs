@@ -1,0 +1,536 @@
+//! `EventActor`: owns one event's inventory in memory and serializes every
+//! command for it.
+//!
+//! Data plane: callers put requests on a bounded channel (full → refused at
+//! once) and wake the actor. The actor drains up to `BATCH_COMMANDS_MAX`
+//! requests, decides them in memory, writes all decisions in one transaction,
+//! and only then replies (group commit). Queries are answered after the
+//! commit, so nobody ever sees a decision that is not durable.
+//!
+//! Control plane: ractor messages (`Wake`, `Tick`, fault injection), and
+//! supervision by the registry, which restarts a failed actor; the new one
+//! rebuilds its state from storage.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, warn};
+
+use usher_engine::{
+    Command, Counts, Decision, EventConfig, EventId, Hold, HoldId, IdempotencyKey, Inventory,
+    Layout, Millis, Reject, Reply, SeatIdx, SeatIndex, SeatState, limits,
+};
+
+use crate::clock::Clock;
+use crate::ports::{Batch, Store, StoreError};
+
+/// Infrastructure failures, as opposed to domain rejections.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("event {0} not found")]
+    EventNotFound(EventId),
+    #[error("event {0} is overloaded: its queue is full")]
+    Overloaded(EventId),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// The answer to a command: the domain result plus the event's state after it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: Result<Reply, Reject>,
+    pub counts: Counts,
+    pub config: EventConfig,
+    pub layout: Arc<Layout>,
+}
+
+/// Seat status changes, published after they are durable.
+#[derive(Debug, Clone)]
+pub struct SeatChange {
+    pub event_id: EventId,
+    pub seats: Vec<(SeatIdx, SeatState)>,
+    pub counts: Counts,
+}
+
+pub enum Query {
+    Summary(oneshot::Sender<(EventConfig, Counts)>),
+    SeatMap(oneshot::Sender<SeatMapView>),
+    Hold(HoldId, oneshot::Sender<Option<(Hold, EventConfig)>>),
+}
+
+pub struct SeatMapView {
+    pub config: EventConfig,
+    pub layout: Arc<Layout>,
+    pub seats: Vec<SeatState>,
+    pub counts: Counts,
+}
+
+pub enum Request {
+    Command {
+        key: IdempotencyKey,
+        cmd: Command,
+        reply: oneshot::Sender<Result<Outcome, CommandError>>,
+    },
+    Query(Query),
+}
+
+pub enum EventMsg {
+    /// Requests are waiting on the channel.
+    Wake,
+    /// A hold may have expired.
+    Tick,
+    /// Fault injection for tests: panic inside the handler.
+    Panic,
+}
+
+/// Counters of group commits, shared with the registry for reporting.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: AtomicU64,
+    pub commands: AtomicU64,
+    pub largest: AtomicU64,
+    /// Batches of size 1, 2–4, 5–16, 17–64, 65–256, 257+.
+    pub by_size: [AtomicU64; 6],
+}
+
+impl BatchStats {
+    fn record(&self, n: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.commands.fetch_add(n as u64, Ordering::Relaxed);
+        self.largest.fetch_max(n as u64, Ordering::Relaxed);
+        let b = match n {
+            0..=1 => 0,
+            2..=4 => 1,
+            5..=16 => 2,
+            17..=64 => 3,
+            65..=256 => 4,
+            _ => 5,
+        };
+        self.by_size[b].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn summary(&self) -> String {
+        let b: Vec<u64> = self
+            .by_size
+            .iter()
+            .map(|x| x.load(Ordering::Relaxed))
+            .collect();
+        format!(
+            "batches={} commands={} largest={} sizes[1,2-4,5-16,17-64,65-256,257+]={:?}",
+            self.batches.load(Ordering::Relaxed),
+            self.commands.load(Ordering::Relaxed),
+            self.largest.load(Ordering::Relaxed),
+            b
+        )
+    }
+}
+
+/// How callers reach one event actor. Cheap to clone.
+#[derive(Clone)]
+pub struct EventHandle {
+    pub event_id: EventId,
+    pub actor: ActorRef<EventMsg>,
+    /// The venue layout never changes for an event: the edge resolves seat
+    /// labels with it without asking the actor.
+    pub layout: Arc<Layout>,
+    pub seat_index: Arc<SeatIndex>,
+    tx: mpsc::Sender<Request>,
+    wake_pending: Arc<AtomicBool>,
+}
+
+impl EventHandle {
+    fn push(&self, req: Request) -> Result<(), CommandError> {
+        match self.tx.try_send(req) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(CommandError::Overloaded(self.event_id));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(CommandError::Unavailable(format!(
+                    "event {} is restarting",
+                    self.event_id
+                )));
+            }
+        }
+        // One Wake in flight is enough: the actor clears the flag before it
+        // drains, so a request pushed after the drain sends a new Wake.
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.actor.cast(EventMsg::Wake);
+        }
+        Ok(())
+    }
+
+    pub async fn command(
+        &self,
+        key: IdempotencyKey,
+        cmd: Command,
+    ) -> Result<Outcome, CommandError> {
+        let (reply, rx) = oneshot::channel();
+        self.push(Request::Command { key, cmd, reply })?;
+        rx.await.map_err(|_| {
+            CommandError::Unavailable(format!(
+                "event {} failed while deciding; retry with the same key",
+                self.event_id
+            ))
+        })?
+    }
+
+    async fn query<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Query,
+    ) -> Result<T, CommandError> {
+        let (tx, rx) = oneshot::channel();
+        self.push(Request::Query(make(tx)))?;
+        rx.await.map_err(|_| {
+            CommandError::Unavailable(format!("event {} failed while answering", self.event_id))
+        })
+    }
+
+    pub async fn summary(&self) -> Result<(EventConfig, Counts), CommandError> {
+        self.query(Query::Summary).await
+    }
+    pub async fn seat_map(&self) -> Result<SeatMapView, CommandError> {
+        self.query(Query::SeatMap).await
+    }
+    pub async fn hold(&self, id: HoldId) -> Result<Option<(Hold, EventConfig)>, CommandError> {
+        self.query(|tx| Query::Hold(id, tx)).await
+    }
+}
+
+pub struct EventActor;
+
+pub struct EventArgs {
+    /// Loaded by the registry after it took ownership with `epoch`.
+    pub inv: Inventory,
+    pub epoch: i64,
+    pub ctx: EventCtx,
+}
+
+/// What an event actor keeps from its arguments for its whole life.
+pub struct EventCtx {
+    pub event_id: EventId,
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub rx: mpsc::Receiver<Request>,
+    pub wake_pending: Arc<AtomicBool>,
+    pub changes: broadcast::Sender<Arc<SeatChange>>,
+    pub stats: Arc<BatchStats>,
+    pub batch_max: usize,
+}
+
+pub struct EventState {
+    args: EventCtx,
+    inv: Inventory,
+    epoch: i64,
+    /// The in-memory state may be ahead of storage (a commit failed): rebuild
+    /// before deciding anything else.
+    dirty: bool,
+    timer: Option<(Millis, tokio::task::JoinHandle<()>)>,
+}
+
+/// Builds the channel and handle for a new actor.
+pub fn channel(
+    event_id: EventId,
+    actor: ActorRef<EventMsg>,
+    layout: Arc<Layout>,
+    tx: mpsc::Sender<Request>,
+    wake_pending: Arc<AtomicBool>,
+) -> EventHandle {
+    let seat_index = Arc::new(SeatIndex::new(&layout));
+    EventHandle {
+        event_id,
+        actor,
+        layout,
+        seat_index,
+        tx,
+        wake_pending,
+    }
+}
+
+pub(crate) async fn load(
+    store: &dyn Store,
+    id: EventId,
+    now: Millis,
+) -> Result<Inventory, StoreError> {
+    let loaded = store
+        .load_event(id, now)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("event {id}")))?;
+    let now = now.max(
+        loaded
+            .snapshot
+            .holds
+            .iter()
+            .map(|h| h.ended_at.unwrap_or(h.created_at))
+            .max()
+            .unwrap_or(now),
+    );
+    Inventory::restore(loaded.config, loaded.layout, loaded.snapshot, now)
+        .map_err(StoreError::Corrupt)
+}
+
+impl Actor for EventActor {
+    type Msg = EventMsg;
+    type State = EventState;
+    type Arguments = EventArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EventMsg>,
+        args: EventArgs,
+    ) -> Result<EventState, ActorProcessingErr> {
+        let EventArgs { inv, epoch, ctx } = args;
+        let mut state = EventState {
+            args: ctx,
+            inv,
+            epoch,
+            dirty: false,
+            timer: None,
+        };
+        state.schedule_expiry(&myself);
+        // Requests may have been queued for a predecessor's channel: look.
+        let _ = myself.cast(EventMsg::Wake);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EventMsg>,
+        msg: EventMsg,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EventMsg::Wake => {
+                state.args.wake_pending.store(false, Ordering::Release);
+                let mut reqs = Vec::new();
+                while reqs.len() < state.args.batch_max {
+                    match state.args.rx.try_recv() {
+                        Ok(r) => reqs.push(r),
+                        Err(_) => break,
+                    }
+                }
+                if !reqs.is_empty() {
+                    let full = reqs.len() == state.args.batch_max;
+                    state.process(reqs, &myself).await?;
+                    if full && !state.args.wake_pending.swap(true, Ordering::AcqRel) {
+                        myself.cast(EventMsg::Wake)?;
+                    }
+                }
+            }
+            EventMsg::Tick => {
+                state.timer = None;
+                state.process(Vec::new(), &myself).await?;
+            }
+            EventMsg::Panic => panic!(
+                "fault injection: event actor {} told to panic",
+                state.args.event_id
+            ),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<EventMsg>,
+        state: &mut EventState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, t)) = state.timer.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+impl EventState {
+    fn now(&self) -> Millis {
+        // Never let a wall-clock step backwards reach the engine.
+        self.args.clock.now().max(self.inv.now())
+    }
+
+    fn schedule_expiry(&mut self, myself: &ActorRef<EventMsg>) {
+        let Some(at) = self.inv.next_expiry() else {
+            if let Some((_, t)) = self.timer.take() {
+                t.abort();
+            }
+            return;
+        };
+        if self.timer.as_ref().is_some_and(|(t, _)| *t == at) {
+            return;
+        }
+        if let Some((_, t)) = self.timer.take() {
+            t.abort();
+        }
+        let deadline = self.args.clock.instant_at(at);
+        let me = myself.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            let _ = me.cast(EventMsg::Tick);
+        });
+        self.timer = Some((at, task));
+    }
+
+    async fn rebuild(&mut self) -> Result<(), StoreError> {
+        let now = self.now();
+        self.inv = load(self.args.store.as_ref(), self.args.event_id, now).await?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// One group commit: decide everything in memory, write once, then reply.
+    async fn process(
+        &mut self,
+        reqs: Vec<Request>,
+        myself: &ActorRef<EventMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut commands = Vec::new();
+        let mut queries = Vec::new();
+        for r in reqs {
+            match r {
+                Request::Command { key, cmd, reply } => commands.push((key, cmd, reply)),
+                Request::Query(q) => queries.push(q),
+            }
+        }
+        if self.dirty
+            && let Err(e) = self.rebuild().await
+        {
+            warn!(event_id = %self.args.event_id, error = %e, "rebuild after a failed commit failed");
+            for (_, _, reply) in commands {
+                let _ = reply.send(Err(CommandError::Unavailable(e.to_string())));
+            }
+            return Ok(());
+        }
+        let now = self.now();
+        let mut decisions: Vec<Decision> = Vec::with_capacity(commands.len() + 1);
+        if self.inv.next_expiry().is_some_and(|t| t <= now) {
+            let (_, events) = self
+                .inv
+                .apply(&Command::Expire, now)
+                .expect("expire never rejects");
+            decisions.push(Decision {
+                result: Ok(Reply::Expired {
+                    holds: events.len() as u32,
+                }),
+                events,
+                record: None,
+            });
+        }
+        let first_command = decisions.len();
+        for (key, cmd, _) in &commands {
+            decisions.push(self.inv.apply_keyed(key, cmd, now));
+        }
+        let needs_write = decisions
+            .iter()
+            .any(|d| !d.events.is_empty() || d.record.is_some());
+        if needs_write {
+            let batch = Batch {
+                event_id: self.args.event_id,
+                epoch: self.epoch,
+                now,
+                layout: self.inv.layout(),
+                decisions: &decisions,
+            };
+            if let Err(e) = self.args.store.commit(batch).await {
+                // Nothing of this batch is durable: nobody is told yes, and the
+                // state goes back to what storage holds.
+                self.dirty = true;
+                let fenced = matches!(e, StoreError::Fenced { .. });
+                error!(event_id = %self.args.event_id, error = %e, commands = commands.len(), "group commit failed");
+                for (_, _, reply) in commands {
+                    let _ = reply.send(Err(CommandError::Unavailable(e.to_string())));
+                }
+                if fenced {
+                    // Another owner has the event; this actor must not serve it.
+                    myself.stop(Some("fenced".into()));
+                    return Ok(());
+                }
+                if let Err(e) = self.rebuild().await {
+                    warn!(event_id = %self.args.event_id, error = %e, "rebuild failed; will retry before the next batch");
+                }
+                self.schedule_expiry(myself);
+                return Ok(());
+            }
+            self.args.stats.record(commands.len());
+        }
+        if !cfg!(debug_assertions) {
+            // Debug builds check after every apply; release checks per batch.
+            self.inv.assert_invariants();
+        }
+        let counts = self.inv.counts();
+        let config = self.inv.config().clone();
+        let mut changed: Vec<(SeatIdx, SeatState)> = Vec::new();
+        for d in &decisions {
+            for e in &d.events {
+                changed.extend(seats_of(e).iter().map(|&s| (s, SeatState::Available)));
+            }
+        }
+        for (d, (_, _, reply)) in decisions.drain(first_command..).zip(commands) {
+            let _ = reply.send(Ok(Outcome {
+                result: d.result,
+                counts,
+                config: config.clone(),
+                layout: self.inv.layout().clone(),
+            }));
+        }
+        if !changed.is_empty() {
+            changed.sort_by_key(|(s, _)| *s);
+            changed.dedup_by_key(|(s, _)| *s);
+            for c in &mut changed {
+                c.1 = self.inv.seat_state(c.0).expect("seat in range");
+            }
+            let _ = self.args.changes.send(Arc::new(SeatChange {
+                event_id: self.args.event_id,
+                seats: changed,
+                counts,
+            }));
+        }
+        for q in queries {
+            self.answer(q);
+        }
+        self.schedule_expiry(myself);
+        Ok(())
+    }
+
+    fn answer(&self, q: Query) {
+        match q {
+            Query::Summary(tx) => {
+                let _ = tx.send((self.inv.config().clone(), self.inv.counts()));
+            }
+            Query::SeatMap(tx) => {
+                let _ = tx.send(SeatMapView {
+                    config: self.inv.config().clone(),
+                    layout: self.inv.layout().clone(),
+                    seats: self.inv.seat_states().to_vec(),
+                    counts: self.inv.counts(),
+                });
+            }
+            Query::Hold(id, tx) => {
+                let _ = tx.send(
+                    self.inv
+                        .hold(id)
+                        .cloned()
+                        .map(|h| (h, self.inv.config().clone())),
+                );
+            }
+        }
+    }
+}
+
+fn seats_of(e: &usher_engine::Event) -> &[SeatIdx] {
+    use usher_engine::Event::*;
+    match e {
+        HoldPlaced { hold } | HoldReleased { hold } | HoldExpired { hold } | SeatsSold { hold } => {
+            &hold.seats
+        }
+        SeatsBlocked { seats } | SeatsUnblocked { seats } => seats,
+        StatusChanged { .. } => &[],
+    }
+}
+
+/// The capacity of an event's request channel.
+pub const fn mailbox_capacity() -> usize {
+    limits::MAILBOX_CAPACITY_MAX
+}

@@ -1,0 +1,337 @@
+//! The registry: supervisor of every `EventActor` on this node. It spawns an
+//! actor on first use of an event, restarts one that failed (the new actor
+//! rebuilds from storage), and on start wakes every event that may hold live
+//! holds, so expiry timers run without traffic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{error, info, warn};
+
+use usher_engine::{EventId, EventStatus, Millis, limits};
+
+use crate::clock::Clock;
+use crate::event::{
+    BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, SeatChange, channel,
+    load,
+};
+use crate::ports::{EventFilter, Store, StoreError};
+
+#[derive(Clone)]
+pub struct RegistryConfig {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub mailbox_capacity: usize,
+    pub batch_max: usize,
+}
+
+impl RegistryConfig {
+    pub fn new(store: Arc<dyn Store>) -> RegistryConfig {
+        RegistryConfig {
+            store,
+            clock: Clock::system(),
+            mailbox_capacity: limits::MAILBOX_CAPACITY_MAX,
+            batch_max: limits::BATCH_COMMANDS_MAX,
+        }
+    }
+}
+
+pub enum RegistryMsg {
+    Get(EventId, RpcReplyPort<Result<EventHandle, CommandError>>),
+    Subscribe(EventId, RpcReplyPort<broadcast::Receiver<Arc<SeatChange>>>),
+    /// Spawn actors for events that may have live holds.
+    Warm,
+    Restart(EventId),
+}
+
+struct Entry {
+    handle: EventHandle,
+    restarts: Vec<Millis>,
+}
+
+pub struct RegistryState {
+    cfg: RegistryConfig,
+    events: HashMap<EventId, Entry>,
+    by_actor: HashMap<ractor::ActorId, EventId>,
+    changes: HashMap<EventId, broadcast::Sender<Arc<SeatChange>>>,
+    restarts: HashMap<EventId, Vec<Millis>>,
+    stats: Arc<BatchStats>,
+    stopping: bool,
+}
+
+pub struct RegistryActor;
+
+impl RegistryState {
+    fn changes_for(&mut self, id: EventId) -> broadcast::Sender<Arc<SeatChange>> {
+        self.changes
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .clone()
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<RegistryMsg>,
+        id: EventId,
+    ) -> Result<EventHandle, CommandError> {
+        if self.stopping {
+            return Err(CommandError::ShuttingDown);
+        }
+        if let Some(e) = self.events.get(&id) {
+            return Ok(e.handle.clone());
+        }
+        if self.events.len() >= limits::EVENTS_LOADED_MAX {
+            return Err(CommandError::Unavailable(format!(
+                "this node already serves {} events",
+                limits::EVENTS_LOADED_MAX
+            )));
+        }
+        // Take ownership first, then read: no older owner can write after this.
+        let store = self.cfg.store.clone();
+        let loaded = async {
+            let epoch = store.acquire_event(id).await?;
+            let inv = load(store.as_ref(), id, self.cfg.clock.now()).await?;
+            Ok::<_, StoreError>((epoch, inv))
+        }
+        .await;
+        let (epoch, inv) = match loaded {
+            Ok(x) => x,
+            Err(StoreError::NotFound(_)) => return Err(CommandError::EventNotFound(id)),
+            Err(e) => {
+                warn!(event_id = %id, error = %e, "event failed to load");
+                return Err(CommandError::Unavailable(e.to_string()));
+            }
+        };
+        let layout = inv.layout().clone();
+        let (tx, rx) = mpsc::channel(self.cfg.mailbox_capacity);
+        let wake = Arc::new(AtomicBool::new(false));
+        let args = EventArgs {
+            inv,
+            epoch,
+            ctx: EventCtx {
+                event_id: id,
+                store: self.cfg.store.clone(),
+                clock: self.cfg.clock.clone(),
+                rx,
+                wake_pending: wake.clone(),
+                changes: self.changes_for(id),
+                stats: self.stats.clone(),
+                batch_max: self.cfg.batch_max,
+            },
+        };
+        match Actor::spawn_linked(None, EventActor, args, myself.get_cell()).await {
+            Ok((actor, _join)) => {
+                let handle = channel(id, actor.clone(), layout, tx, wake);
+                self.by_actor.insert(actor.get_id(), id);
+                let restarts = self.restarts.remove(&id).unwrap_or_default();
+                self.events.insert(
+                    id,
+                    Entry {
+                        handle: handle.clone(),
+                        restarts,
+                    },
+                );
+                Ok(handle)
+            }
+            Err(e) => {
+                warn!(event_id = %id, error = %e, "event actor failed to start");
+                Err(CommandError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    fn forget(&mut self, cell: &ActorCell) -> Option<(EventId, Entry)> {
+        let id = self.by_actor.remove(&cell.get_id())?;
+        self.events.remove(&id).map(|e| (id, e))
+    }
+}
+
+impl Actor for RegistryActor {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = (RegistryConfig, Arc<BatchStats>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        (cfg, stats): Self::Arguments,
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        myself.cast(RegistryMsg::Warm)?;
+        Ok(RegistryState {
+            cfg,
+            events: HashMap::new(),
+            by_actor: HashMap::new(),
+            changes: HashMap::new(),
+            restarts: HashMap::new(),
+            stats,
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        msg: RegistryMsg,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegistryMsg::Get(id, reply) => {
+                let r = state.spawn(&myself, id).await;
+                let _ = reply.send(r);
+            }
+            RegistryMsg::Subscribe(id, reply) => {
+                let _ = reply.send(state.changes_for(id).subscribe());
+            }
+            RegistryMsg::Warm => {
+                for status in [EventStatus::OnSale, EventStatus::SalesClosed] {
+                    let filter = EventFilter {
+                        status: Some(status),
+                        limit: limits::EVENTS_LOADED_MAX as u32,
+                        ..EventFilter::default()
+                    };
+                    match state.cfg.store.list_events(filter).await {
+                        Ok(events) => {
+                            for e in events {
+                                if let Err(err) = state.spawn(&myself, e.id).await {
+                                    warn!(event_id = %e.id, error = %err, "could not wake event");
+                                }
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "could not list events to wake"),
+                    }
+                }
+            }
+            RegistryMsg::Restart(id) => {
+                if let Err(e) = state.spawn(&myself, id).await {
+                    warn!(event_id = %id, error = %e, "restart failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        evt: SupervisionEvent,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some((id, entry)) = state.forget(&cell) else {
+                    return Ok(());
+                };
+                error!(event_id = %id, error = %err, "event actor failed; restarting from storage");
+                if state.stopping {
+                    return Ok(());
+                }
+                let now = state.cfg.clock.now();
+                let mut recent: Vec<Millis> = entry
+                    .restarts
+                    .into_iter()
+                    .filter(|t| t.0 > now.0 - limits::RESTART_WINDOW_MS as i64)
+                    .collect();
+                recent.push(now);
+                let delay = recent.len() as u32 > limits::RESTARTS_PER_WINDOW_MAX;
+                state.restarts.insert(id, recent);
+                if delay {
+                    warn!(event_id = %id, "event actor keeps failing; delaying its restart");
+                    myself.send_after(Duration::from_millis(limits::RESTART_DELAY_MS), move || {
+                        RegistryMsg::Restart(id)
+                    });
+                } else {
+                    myself.cast(RegistryMsg::Restart(id))?;
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some((id, _)) = state.forget(&cell) {
+                    info!(event_id = %id, reason = ?reason, "event actor stopped");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The node's handle on its actor system. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    actor: ActorRef<RegistryMsg>,
+    stats: Arc<BatchStats>,
+    store: Arc<dyn Store>,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Registry {
+    pub async fn start(
+        cfg: RegistryConfig,
+    ) -> Result<(Registry, tokio::task::JoinHandle<()>), StoreError> {
+        let stats = Arc::new(BatchStats::default());
+        let store = cfg.store.clone();
+        let (actor, join) = Actor::spawn(None, RegistryActor, (cfg, stats.clone()))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("registry failed to start: {e}")))?;
+        Ok((
+            Registry {
+                actor,
+                stats,
+                store,
+            },
+            join,
+        ))
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
+    pub async fn event(&self, id: EventId) -> Result<EventHandle, CommandError> {
+        match self
+            .actor
+            .call(|reply| RegistryMsg::Get(id, reply), Some(CALL_TIMEOUT))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(_) => Err(CommandError::Unavailable(
+                "registry did not answer in time".into(),
+            )),
+            Err(_) => Err(CommandError::ShuttingDown),
+        }
+    }
+
+    pub async fn subscribe(
+        &self,
+        id: EventId,
+    ) -> Result<broadcast::Receiver<Arc<SeatChange>>, CommandError> {
+        match self
+            .actor
+            .call(
+                |reply| RegistryMsg::Subscribe(id, reply),
+                Some(CALL_TIMEOUT),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+            _ => Err(CommandError::ShuttingDown),
+        }
+    }
+
+    /// Stops every actor after the batch it is deciding, then the registry.
+    pub async fn shutdown(&self) {
+        let _ = self
+            .actor
+            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(30)))
+            .await;
+        self.actor.stop(Some("shutdown".into()));
+    }
+}

@@ -1,0 +1,565 @@
+//! The sqlx store, for SQLite (embedded default) and PostgreSQL. Both speak
+//! the same SQL (PostgreSQL reaches its per-context schemas through the
+//! search_path), so one macro body serves both drivers with concrete types
+//! instead of a thicket of generic bounds.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, PgPool, QueryBuilder, Row, SqlitePool};
+
+use usher_actors::{
+    Batch, BoxFuture, Created, EventFilter, LoadedEvent, Store, StoreError, VenueRecord,
+};
+use usher_engine::{
+    Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState,
+    IdempotencyKey, IdempotencyRecord, Inventory, Layout, Millis, Money, SeatIdx, Snapshot,
+    VenueId, VenueSpec, limits,
+};
+
+use crate::plan::plan;
+
+/// Rows per multi-row INSERT: well under both drivers' bind-parameter limits.
+const ROWS_PER_STATEMENT_MAX: usize = 500;
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn parse_uuid<T>(
+    s: &str,
+    f: impl Fn(&str) -> Result<T, usher_engine::InvalidInput>,
+) -> Result<T, StoreError> {
+    f(s).map_err(|e| corrupt(format!("stored id {s:?}: {e}")))
+}
+
+/// Opens the store named by a URL: `sqlite://PATH` (or a bare path) or
+/// `postgres://…`. Runs migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    }
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &std::path::Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before we answer. Group commit pays
+            // for the fsync once per batch.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let opts = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET search_path TO bc_catalog, bc_inventory, public")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(unavailable)?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn event_from_parts(
+    id: &str,
+    venue_id: &str,
+    name: String,
+    description: String,
+    times: [i64; 3],
+    status: &str,
+    hold_duration_ms: i64,
+    hold_seats_max: i64,
+    currency: &str,
+    prices: &str,
+) -> Result<EventConfig, StoreError> {
+    let currency = Currency::parse(currency).map_err(corrupt)?;
+    let prices: Vec<i64> = serde_json::from_str(prices).map_err(corrupt)?;
+    Ok(EventConfig {
+        id: parse_uuid(id, EventId::parse)?,
+        venue_id: parse_uuid(venue_id, VenueId::parse)?,
+        name,
+        description,
+        starts_at: Millis(times[0]),
+        sales_start: Millis(times[1]),
+        sales_end: Millis(times[2]),
+        status: EventStatus::parse(status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
+        hold_duration_ms: hold_duration_ms as u64,
+        hold_seats_max: hold_seats_max as u32,
+        prices: prices
+            .into_iter()
+            .map(|minor| Money { minor, currency })
+            .collect(),
+    })
+}
+
+const EVENT_COLUMNS: &str = "id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, hold_seats_max, currency, prices";
+
+macro_rules! sql_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            fn event_from_row(r: &<$db as sqlx::Database>::Row) -> Result<EventConfig, StoreError> {
+                event_from_parts(
+                    r.get::<&str, _>(0),
+                    r.get::<&str, _>(1),
+                    r.get(2),
+                    r.get(3),
+                    [r.get(4), r.get(5), r.get(6)],
+                    r.get::<&str, _>(7),
+                    r.get(8),
+                    r.get(9),
+                    r.get::<&str, _>(10),
+                    r.get::<&str, _>(11),
+                )
+            }
+
+            /// Inserts the command-log row of a keyed create, or tells what the
+            /// key already stands for.
+            async fn claim_key(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                key: &IdempotencyKey,
+                fingerprint: u64,
+                resource_id: &str,
+                now: Millis,
+            ) -> Result<Option<Created<String>>, StoreError> {
+                let inserted = sqlx::query(
+                    "INSERT INTO command_log (key, fingerprint, resource_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key.as_str())
+                .bind(fingerprint as i64)
+                .bind(resource_id)
+                .bind(now.0)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+                if inserted == 1 {
+                    return Ok(None);
+                }
+                let row = sqlx::query("SELECT fingerprint, resource_id FROM command_log WHERE key = $1")
+                    .bind(key.as_str())
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(unavailable)?;
+                let (fp, id): (i64, String) = (row.get(0), row.get(1));
+                Ok(Some(if fp == fingerprint as i64 { Created::Replayed(id) } else { Created::KeyReused }))
+            }
+
+            async fn do_create_venue(
+                &self,
+                key: &IdempotencyKey,
+                fingerprint: u64,
+                id: VenueId,
+                spec: &VenueSpec,
+                layout: &Layout,
+                now: Millis,
+            ) -> Result<Created<VenueId>, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                match Self::claim_key(&mut tx, key, fingerprint, &id.to_string(), now).await? {
+                    Some(Created::Replayed(id)) => return Ok(Created::Replayed(parse_uuid(&id, VenueId::parse)?)),
+                    Some(_) => return Ok(Created::KeyReused),
+                    None => {}
+                }
+                sqlx::query("INSERT INTO venues (id, name, spec, seat_count, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id.to_string())
+                    .bind(&spec.name)
+                    .bind(serde_json::to_string(spec).map_err(corrupt)?)
+                    .bind(layout.seat_count() as i64)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                let seats: Vec<u32> = (0..layout.seat_count() as u32).collect();
+                for chunk in seats.chunks(ROWS_PER_STATEMENT_MAX) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new("INSERT INTO venue_seats (venue_id, seat_idx, label, section, row_label, number, category, x, y) ");
+                    q.push_values(chunk, |mut b, &i| {
+                        let s = SeatIdx(i);
+                        let def = layout.seat(s).expect("seat in range");
+                        let row = layout.row_of(s);
+                        let section = layout.section_of(s);
+                        b.push_bind(id.to_string())
+                            .push_bind(i as i64)
+                            .push_bind(layout.label(s))
+                            .push_bind(section.code.clone())
+                            .push_bind(row.label.clone())
+                            .push_bind(def.number as i64)
+                            .push_bind(layout.categories[section.category as usize].code.clone())
+                            .push_bind(def.x as f64)
+                            .push_bind(def.y as f64);
+                    });
+                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
+                }
+                tx.commit().await.map_err(unavailable)?;
+                Ok(Created::New(id))
+            }
+
+            async fn do_get_venue(&self, id: VenueId) -> Result<Option<VenueRecord>, StoreError> {
+                let row = sqlx::query("SELECT spec, seat_count FROM venues WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                let Some(row) = row else { return Ok(None) };
+                let spec: VenueSpec = serde_json::from_str(row.get::<&str, _>(0)).map_err(corrupt)?;
+                Ok(Some(VenueRecord { id, spec, seat_count: row.get::<i64, _>(1) as u32 }))
+            }
+
+            async fn do_create_event(
+                &self,
+                key: &IdempotencyKey,
+                fingerprint: u64,
+                c: &EventConfig,
+                now: Millis,
+            ) -> Result<Created<EventId>, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                match Self::claim_key(&mut tx, key, fingerprint, &c.id.to_string(), now).await? {
+                    Some(Created::Replayed(id)) => return Ok(Created::Replayed(parse_uuid(&id, EventId::parse)?)),
+                    Some(_) => return Ok(Created::KeyReused),
+                    None => {}
+                }
+                let prices: Vec<i64> = c.prices.iter().map(|p| p.minor).collect();
+                let currency = c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO events (id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, \
+                     hold_seats_max, currency, prices, owner_epoch, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13)",
+                )
+                .bind(c.id.to_string())
+                .bind(c.venue_id.to_string())
+                .bind(&c.name)
+                .bind(&c.description)
+                .bind(c.starts_at.0)
+                .bind(c.sales_start.0)
+                .bind(c.sales_end.0)
+                .bind(c.status.as_str())
+                .bind(c.hold_duration_ms as i64)
+                .bind(c.hold_seats_max as i64)
+                .bind(currency)
+                .bind(serde_json::to_string(&prices).map_err(corrupt)?)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(Created::New(c.id))
+            }
+
+            async fn do_get_event(&self, id: EventId) -> Result<Option<EventConfig>, StoreError> {
+                let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                row.map(|r| Self::event_from_row(&r)).transpose()
+            }
+
+            async fn do_list_events(&self, f: EventFilter) -> Result<Vec<EventConfig>, StoreError> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1"));
+                if let Some(s) = f.status {
+                    q.push(" AND status = ").push_bind(s.as_str());
+                }
+                if let Some(t) = f.starts_after {
+                    q.push(" AND starts_at >= ").push_bind(t.0);
+                }
+                if let Some(t) = f.starts_before {
+                    q.push(" AND starts_at < ").push_bind(t.0);
+                }
+                if let Some((t, id)) = f.after {
+                    q.push(" AND (starts_at > ").push_bind(t.0).push(" OR (starts_at = ").push_bind(t.0);
+                    q.push(" AND id > ").push_bind(id.to_string()).push("))");
+                }
+                q.push(" ORDER BY starts_at, id LIMIT ").push_bind(i64::from(f.limit));
+                let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
+                rows.iter().map(Self::event_from_row).collect()
+            }
+
+            async fn do_find_hold_event(&self, hold: HoldId) -> Result<Option<EventId>, StoreError> {
+                let row = sqlx::query("SELECT event_id FROM holds WHERE id = $1")
+                    .bind(hold.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                row.map(|r| parse_uuid(r.get::<&str, _>(0), EventId::parse)).transpose()
+            }
+
+            async fn do_acquire(&self, id: EventId) -> Result<i64, StoreError> {
+                let row = sqlx::query("UPDATE events SET owner_epoch = owner_epoch + 1 WHERE id = $1 RETURNING owner_epoch")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                row.map(|r| r.get::<i64, _>(0)).ok_or_else(|| StoreError::NotFound(format!("event {id}")))
+            }
+
+            async fn do_load(&self, id: EventId, now: Millis) -> Result<Option<LoadedEvent>, StoreError> {
+                let Some(config) = self.do_get_event(id).await? else { return Ok(None) };
+                let venue = self.do_get_venue(config.venue_id).await?.ok_or_else(|| corrupt(format!("event {id} has no venue")))?;
+                let layout = Arc::new(Layout::build(&venue.spec).map_err(corrupt)?);
+                let mut snapshot = Snapshot::default();
+                let eid = id.to_string();
+                let rows = sqlx::query("SELECT seat_idx FROM seat_claims WHERE event_id = $1 AND kind = 'blocked' ORDER BY seat_idx")
+                    .bind(&eid)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                snapshot.blocked = rows.iter().map(|r| SeatIdx(r.get::<i64, _>(0) as u32)).collect();
+                let rows = sqlx::query(
+                    "SELECT id, customer_id, seats, state, created_at, expires_at, ended_at FROM holds WHERE event_id = $1 ORDER BY created_at, id",
+                )
+                .bind(&eid)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                for r in &rows {
+                    let seats: Vec<u32> = serde_json::from_str(r.get::<&str, _>(2)).map_err(corrupt)?;
+                    let state: &str = r.get(3);
+                    snapshot.holds.push(Hold {
+                        id: parse_uuid(r.get::<&str, _>(0), HoldId::parse)?,
+                        customer: CustomerId::parse(r.get::<&str, _>(1)).map_err(corrupt)?,
+                        seats: seats.into_iter().map(SeatIdx).collect(),
+                        state: HoldState::parse(state).ok_or_else(|| corrupt(format!("hold state {state:?}")))?,
+                        created_at: Millis(r.get(4)),
+                        expires_at: Millis(r.get(5)),
+                        ended_at: r.get::<Option<i64>, _>(6).map(Millis),
+                    });
+                }
+                let horizon = now.0.saturating_sub(limits::IDEMPOTENCY_RETENTION_MS as i64);
+                let rows = sqlx::query("SELECT key, fingerprint, result, created_at FROM idempotency WHERE scope = $1 AND created_at >= $2")
+                    .bind(&eid)
+                    .bind(horizon)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                for r in &rows {
+                    snapshot.idempotency.push(IdempotencyRecord {
+                        key: IdempotencyKey::parse(r.get::<&str, _>(0)).map_err(corrupt)?,
+                        fingerprint: r.get::<i64, _>(1) as u64,
+                        result: serde_json::from_str(r.get::<&str, _>(2)).map_err(corrupt)?,
+                        at: Millis(r.get(3)),
+                    });
+                }
+                // Second look at the same facts: the claim rows must agree with
+                // the holds they were derived from.
+                let rows = sqlx::query("SELECT kind, COUNT(*) FROM seat_claims WHERE event_id = $1 GROUP BY kind")
+                    .bind(&eid)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                let inv = Inventory::restore(config.clone(), layout.clone(), snapshot.clone(), now).map_err(corrupt)?;
+                let counts = inv.counts();
+                for r in &rows {
+                    let (kind, n): (&str, i64) = (r.get(0), r.get(1));
+                    let want = match kind {
+                        "held" => counts.held,
+                        "sold" => counts.sold,
+                        _ => counts.blocked,
+                    };
+                    if n != i64::from(want) {
+                        return Err(corrupt(format!("event {id}: {n} {kind} claim rows but holds say {want}")));
+                    }
+                }
+                Ok(Some(LoadedEvent { config, layout, snapshot }))
+            }
+
+            async fn do_commit(&self, batch: Batch<'_>) -> Result<(), StoreError> {
+                let p = plan(&batch);
+                let eid = batch.event_id.to_string();
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                // Fencing: a writer with a stale epoch changes nothing. In
+                // PostgreSQL this also locks the event row until commit.
+                let fenced = sqlx::query("UPDATE events SET updated_at = $1 WHERE id = $2 AND owner_epoch = $3")
+                    .bind(batch.now.0)
+                    .bind(&eid)
+                    .bind(batch.epoch)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected()
+                    == 0;
+                if fenced {
+                    return Err(StoreError::Fenced { event_id: batch.event_id, epoch: batch.epoch });
+                }
+                if p.is_empty() && p.outbox.is_empty() {
+                    return tx.commit().await.map_err(unavailable);
+                }
+                if let Some(s) = p.status {
+                    sqlx::query("UPDATE events SET status = $1 WHERE id = $2")
+                        .bind(s.as_str())
+                        .bind(&eid)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                for chunk in p.holds.chunks(ROWS_PER_STATEMENT_MAX) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO holds (id, event_id, customer_id, seats, seat_count, state, created_at, expires_at, ended_at) ",
+                    );
+                    q.push_values(chunk, |mut b, h| {
+                        let seats: Vec<u32> = h.seats.iter().map(|s| s.0).collect();
+                        b.push_bind(h.id.to_string())
+                            .push_bind(eid.clone())
+                            .push_bind(h.customer.as_str().to_owned())
+                            .push_bind(serde_json::to_string(&seats).expect("seats serialize"))
+                            .push_bind(h.seats.len() as i64)
+                            .push_bind(h.state.as_str())
+                            .push_bind(h.created_at.0)
+                            .push_bind(h.expires_at.0)
+                            .push_bind(h.ended_at.map(|t| t.0));
+                    });
+                    q.push(" ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at");
+                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
+                }
+                for chunk in p.claim_deletes.chunks(ROWS_PER_STATEMENT_MAX) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM seat_claims WHERE event_id = ");
+                    q.push_bind(eid.clone()).push(" AND seat_idx IN (");
+                    let mut sep = q.separated(", ");
+                    chunk.iter().for_each(|s| {
+                        sep.push_bind(*s);
+                    });
+                    q.push(")");
+                    let n = q.build().execute(&mut *tx).await.map_err(unavailable)?.rows_affected();
+                    if n != chunk.len() as u64 {
+                        return Err(corrupt(format!("event {eid}: {} claim rows to free, {n} found", chunk.len())));
+                    }
+                }
+                for chunk in p.claim_inserts.chunks(ROWS_PER_STATEMENT_MAX) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO seat_claims (event_id, seat_idx, kind, hold_id) ");
+                    q.push_values(chunk, |mut b, c| {
+                        b.push_bind(eid.clone()).push_bind(c.seat_idx).push_bind(c.kind).push_bind(c.hold_id.clone());
+                    });
+                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
+                }
+                for chunk in p.idempotency.chunks(ROWS_PER_STATEMENT_MAX) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO idempotency (scope, key, fingerprint, result, created_at) ");
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(eid.clone()).push_bind(r.key.clone()).push_bind(r.fingerprint).push_bind(r.result.clone()).push_bind(r.at);
+                    });
+                    // A record older than the retention may still be in the
+                    // table with the same key: the new answer replaces it.
+                    q.push(" ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, result = excluded.result, created_at = excluded.created_at");
+                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
+                }
+                for chunk in p.outbox.chunks(ROWS_PER_STATEMENT_MAX) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) ");
+                    q.push_values(chunk, |mut b, o| {
+                        b.push_bind(o.message_id.clone())
+                            .push_bind(o.topic)
+                            .push_bind(o.aggregate_id.clone())
+                            .push_bind(o.payload.clone())
+                            .push_bind(batch.now.0);
+                    });
+                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
+                }
+                tx.commit().await.map_err(unavailable)
+            }
+        }
+
+        impl Store for $store {
+            fn create_venue<'a>(
+                &'a self,
+                key: &'a IdempotencyKey,
+                fingerprint: u64,
+                id: VenueId,
+                spec: &'a VenueSpec,
+                layout: &'a Layout,
+                now: Millis,
+            ) -> BoxFuture<'a, Result<Created<VenueId>, StoreError>> {
+                Box::pin(self.do_create_venue(key, fingerprint, id, spec, layout, now))
+            }
+            fn get_venue(&self, id: VenueId) -> BoxFuture<'_, Result<Option<VenueRecord>, StoreError>> {
+                Box::pin(self.do_get_venue(id))
+            }
+            fn create_event<'a>(
+                &'a self,
+                key: &'a IdempotencyKey,
+                fingerprint: u64,
+                config: &'a EventConfig,
+                now: Millis,
+            ) -> BoxFuture<'a, Result<Created<EventId>, StoreError>> {
+                Box::pin(self.do_create_event(key, fingerprint, config, now))
+            }
+            fn get_event(&self, id: EventId) -> BoxFuture<'_, Result<Option<EventConfig>, StoreError>> {
+                Box::pin(self.do_get_event(id))
+            }
+            fn list_events(&self, filter: EventFilter) -> BoxFuture<'_, Result<Vec<EventConfig>, StoreError>> {
+                Box::pin(self.do_list_events(filter))
+            }
+            fn find_hold_event(&self, hold: HoldId) -> BoxFuture<'_, Result<Option<EventId>, StoreError>> {
+                Box::pin(self.do_find_hold_event(hold))
+            }
+            fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<i64, StoreError>> {
+                Box::pin(self.do_acquire(id))
+            }
+            fn load_event(&self, id: EventId, now: Millis) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>> {
+                Box::pin(self.do_load(id, now))
+            }
+            fn commit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+                Box::pin(self.do_commit(batch))
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite);
+sql_store!(PgStore, sqlx::Postgres);

@@ -1,0 +1,125 @@
+//! Typed configuration: defaults, then a TOML file, then `USHER_*`
+//! environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded default keeps its SQLite file.
+    pub data_dir: PathBuf,
+    /// Empty: SQLite in `data_dir`. `postgres://…` for PostgreSQL.
+    pub database_url: String,
+    /// gRPC listen address; port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+    /// Load the demo venue and events on start (idempotent). Defaults to on
+    /// for the embedded default and off for PostgreSQL.
+    pub demo_data: Option<bool>,
+    /// tracing filter, e.g. `info` or `usher=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("usher-data"),
+            database_url: String::new(),
+            grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
+            demo_data: None,
+            log: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let file = file
+            .map(PathBuf::from)
+            .or_else(|| env("USHER_CONFIG").map(PathBuf::from));
+        let mut c = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = env("USHER_DATA_DIR") {
+            c.data_dir = v.into();
+        }
+        if let Some(v) = env("USHER_DATABASE_URL") {
+            c.database_url = v;
+        }
+        if let Some(v) = env("USHER_GRPC_ADDR") {
+            c.grpc_addr = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("USHER_GRPC_ADDR={v:?}: {e}"))?;
+        }
+        if let Some(v) = env("USHER_DEMO_DATA") {
+            c.demo_data = Some(matches!(v.as_str(), "1" | "true" | "yes" | "on"));
+        }
+        if let Some(v) = env("USHER_LOG") {
+            c.log = v;
+        }
+        Ok(c)
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.database_url.is_empty() || self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn store_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("usher.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn demo_data(&self) -> bool {
+        self.demo_data.unwrap_or(self.is_embedded())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("usher-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("usher.toml");
+        std::fs::write(&f, "grpc_addr = \"127.0.0.1:7000\"\nlog = \"debug\"\n").unwrap();
+        let env = |k: &str| (k == "USHER_LOG").then(|| "warn".to_string());
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.grpc_addr.port(), 7000);
+        assert_eq!(c.log, "warn");
+        assert!(c.is_embedded() && c.demo_data());
+        assert!(c.store_url().ends_with("usher-data/usher.db"));
+        std::fs::write(&f, "grpc_port = 1\n").unwrap();
+        assert!(
+            Config::load(Some(&f), |_| None)
+                .unwrap_err()
+                .to_string()
+                .contains("grpc_port")
+        );
+    }
+
+    #[test]
+    fn postgres_turns_demo_data_off_by_default() {
+        let c = Config::load(None, |k| {
+            (k == "USHER_DATABASE_URL").then(|| "postgres://x/y".into())
+        })
+        .unwrap();
+        assert!(!c.is_embedded() && !c.demo_data());
+    }
+}

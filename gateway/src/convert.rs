@@ -1,0 +1,224 @@
+//! Wire types ↔ domain types. Inputs are parsed into newtypes here, at the edge.
+
+use prost_types::Timestamp;
+use usher_actors::EventHandle;
+use usher_engine::{
+    Counts, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, LabelError,
+    Layout, Millis, Money, SeatIdx, SeatState,
+};
+use usher_proto::v1 as pb;
+
+use crate::error::{ApiError, ErrorCode};
+
+pub fn ts(t: Millis) -> Timestamp {
+    Timestamp {
+        seconds: t.0.div_euclid(1000),
+        nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn millis(field: &str, t: &Timestamp) -> Result<Millis, ApiError> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(ApiError::invalid(field, "nanos must be in [0, 1e9)"));
+    }
+    t.seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(t.nanos / 1_000_000)))
+        .map(Millis)
+        .ok_or_else(|| ApiError::invalid(field, "timestamp out of range"))
+}
+
+pub fn key(s: &str) -> Result<IdempotencyKey, ApiError> {
+    Ok(IdempotencyKey::parse(s)?)
+}
+
+pub fn event_id(s: &str) -> Result<EventId, ApiError> {
+    Ok(EventId::parse(s)?)
+}
+
+pub fn hold_id(s: &str) -> Result<HoldId, ApiError> {
+    Ok(HoldId::parse(s)?)
+}
+
+pub fn status_to_pb(s: EventStatus) -> pb::EventStatus {
+    match s {
+        EventStatus::Draft => pb::EventStatus::Draft,
+        EventStatus::OnSale => pb::EventStatus::OnSale,
+        EventStatus::SalesClosed => pb::EventStatus::SalesClosed,
+        EventStatus::Cancelled => pb::EventStatus::Cancelled,
+    }
+}
+
+pub fn status_from_pb(v: i32) -> Result<Option<EventStatus>, ApiError> {
+    match pb::EventStatus::try_from(v) {
+        Ok(pb::EventStatus::Unspecified) => Ok(None),
+        Ok(pb::EventStatus::Draft) => Ok(Some(EventStatus::Draft)),
+        Ok(pb::EventStatus::OnSale) => Ok(Some(EventStatus::OnSale)),
+        Ok(pb::EventStatus::SalesClosed) => Ok(Some(EventStatus::SalesClosed)),
+        Ok(pb::EventStatus::Cancelled) => Ok(Some(EventStatus::Cancelled)),
+        Err(_) => Err(ApiError::invalid(
+            "status",
+            format!("unknown event status {v}"),
+        )),
+    }
+}
+
+pub fn seat_status(s: SeatState) -> pb::SeatStatus {
+    match s {
+        SeatState::Available => pb::SeatStatus::Available,
+        SeatState::Held => pb::SeatStatus::Held,
+        SeatState::Sold => pb::SeatStatus::Sold,
+        SeatState::Blocked => pb::SeatStatus::Blocked,
+    }
+}
+
+fn hold_state(s: HoldState) -> pb::HoldState {
+    match s {
+        HoldState::Active => pb::HoldState::Active,
+        HoldState::Released => pb::HoldState::Released,
+        HoldState::Expired => pb::HoldState::Expired,
+        HoldState::Confirmed => pb::HoldState::Confirmed,
+    }
+}
+
+pub fn money(m: Money) -> pb::Money {
+    pb::Money {
+        amount_minor: m.minor,
+        currency: m.currency.as_str().to_owned(),
+    }
+}
+
+pub fn counts(c: Counts) -> pb::SeatCounts {
+    pb::SeatCounts {
+        available: c.available,
+        held: c.held,
+        sold: c.sold,
+        blocked: c.blocked,
+    }
+}
+
+pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
+    pb::Event {
+        event_id: c.id.to_string(),
+        venue_id: c.venue_id.to_string(),
+        name: c.name.clone(),
+        description: c.description.clone(),
+        starts_at: Some(ts(c.starts_at)),
+        sales_start: Some(ts(c.sales_start)),
+        sales_end: Some(ts(c.sales_end)),
+        status: status_to_pb(c.status) as i32,
+        hold_duration_seconds: (c.hold_duration_ms / 1000) as u32,
+        hold_seats_max: c.hold_seats_max,
+        currency: c
+            .prices
+            .first()
+            .map(|p| p.currency.as_str().to_owned())
+            .unwrap_or_default(),
+        prices: layout
+            .categories
+            .iter()
+            .zip(&c.prices)
+            .map(|(cat, p)| pb::CategoryPrice {
+                category: cat.code.clone(),
+                amount_minor: p.minor,
+            })
+            .collect(),
+        seat_count: layout.seat_count() as u32,
+        counts: n.map(counts),
+        venue_name: layout.name.clone(),
+    }
+}
+
+pub fn seat(layout: &Layout, c: &EventConfig, s: SeatIdx, state: SeatState) -> pb::Seat {
+    let def = layout.seat(s).expect("seat in range");
+    let row = layout.row_of(s);
+    let section = layout.section_of(s);
+    pb::Seat {
+        seat_id: layout.label(s),
+        section: section.code.clone(),
+        row: row.label.clone(),
+        number: def.number,
+        x: def.x,
+        y: def.y,
+        category: layout.categories[section.category as usize].code.clone(),
+        price: Some(money(c.prices[section.category as usize])),
+        status: seat_status(state) as i32,
+    }
+}
+
+pub fn hold(h: &Hold, c: &EventConfig, layout: &Layout) -> pb::Hold {
+    let seats: Vec<pb::HeldSeat> = h
+        .seats
+        .iter()
+        .map(|&s| {
+            let section = layout.section_of(s);
+            pb::HeldSeat {
+                seat_id: layout.label(s),
+                section: section.code.clone(),
+                row: layout.row_of(s).label.clone(),
+                number: layout.seat(s).expect("seat in range").number,
+                category: layout.categories[section.category as usize].code.clone(),
+                price: Some(money(c.prices[section.category as usize])),
+            }
+        })
+        .collect();
+    let total_minor: i64 = h
+        .seats
+        .iter()
+        .map(|&s| c.prices[layout.category_of(s) as usize].minor)
+        .sum();
+    let currency = c
+        .prices
+        .first()
+        .map(|p| p.currency.as_str().to_owned())
+        .unwrap_or_default();
+    pb::Hold {
+        hold_id: h.id.to_string(),
+        event_id: c.id.to_string(),
+        customer_id: h.customer.as_str().to_owned(),
+        seats,
+        total: Some(pb::Money {
+            amount_minor: total_minor,
+            currency,
+        }),
+        state: hold_state(h.state) as i32,
+        created_at: Some(ts(h.created_at)),
+        expires_at: Some(ts(h.expires_at)),
+    }
+}
+
+/// Resolves seat labels: malformed ones are INVALID_ARGUMENT, unknown ones
+/// NOT_FOUND, each naming every offending seat.
+pub fn seats(handle: &EventHandle, labels: &[String]) -> Result<Vec<SeatIdx>, ApiError> {
+    let mut out = Vec::with_capacity(labels.len());
+    let (mut malformed, mut unknown) = (Vec::new(), Vec::new());
+    for l in labels {
+        match handle.seat_index.resolve(&handle.layout, l) {
+            Ok(s) => out.push(s),
+            Err(LabelError::Malformed) => malformed.push(format!("{l:?}")),
+            Err(LabelError::Unknown) => unknown.push(l.clone()),
+        }
+    }
+    if !malformed.is_empty() {
+        return Err(ApiError::invalid(
+            "seat_ids",
+            format!(
+                "seat ids must look like SECTION-ROW-NUMBER (e.g. A-3-12): {}",
+                malformed.join(", ")
+            ),
+        ));
+    }
+    if !unknown.is_empty() {
+        let mut e = ApiError::new(
+            ErrorCode::NotFound,
+            "UNKNOWN_SEATS",
+            format!(
+                "seat_ids: no such seats in this venue: {}",
+                unknown.join(", ")
+            ),
+        );
+        e.seats = unknown;
+        return Err(e);
+    }
+    Ok(out)
+}

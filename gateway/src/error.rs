@@ -1,0 +1,300 @@
+//! The one place where failures become gRPC statuses (and HTTP codes, for the
+//! HTTP side). Every status carries a clear message and an `usher-reason`
+//! metadata entry that clients can match on.
+
+use tonic::{Code, Status};
+use usher_actors::{CommandError, StoreError};
+use usher_engine::{InvalidInput, Layout, Reject, SeatIdx};
+
+/// A small, closed set of reasons, each with its gRPC code and HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    FailedPrecondition,
+    ResourceExhausted,
+    Aborted,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn grpc_code(self) -> Code {
+        match self {
+            ErrorCode::InvalidArgument => Code::InvalidArgument,
+            ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::AlreadyExists => Code::AlreadyExists,
+            ErrorCode::PermissionDenied => Code::PermissionDenied,
+            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+            ErrorCode::Aborted => Code::Aborted,
+            ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::Internal => Code::Internal,
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidArgument => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::AlreadyExists => 409,
+            ErrorCode::PermissionDenied => 403,
+            ErrorCode::FailedPrecondition => 409,
+            ErrorCode::ResourceExhausted => 429,
+            ErrorCode::Aborted => 409,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// An error on its way out of the gateway.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// A stable, machine-readable reason, e.g. `SEATS_TAKEN`.
+    pub reason: &'static str,
+    pub message: String,
+    /// Seat ids the error is about, when there are any.
+    pub seats: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            seats: Vec::new(),
+        }
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            "INVALID_ARGUMENT",
+            if message.starts_with(field) {
+                message
+            } else {
+                format!("{field}: {message}")
+            },
+        )
+    }
+
+    fn with_seats(mut self, layout: &Layout, seats: &[SeatIdx]) -> ApiError {
+        self.seats = seats.iter().map(|&s| layout.label(s)).collect();
+        self
+    }
+
+    pub fn from_reject(r: &Reject, layout: &Layout) -> ApiError {
+        use ErrorCode::*;
+        let labels = |seats: &[SeatIdx]| {
+            seats
+                .iter()
+                .map(|&s| layout.label(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match r {
+            Reject::SeatListEmpty => ApiError::new(
+                InvalidArgument,
+                "SEAT_LIST_EMPTY",
+                "seat_ids: at least one seat is needed",
+            ),
+            Reject::SeatDuplicated { seat } => ApiError::new(
+                InvalidArgument,
+                "SEAT_DUPLICATED",
+                format!("seat_ids: seat {} is listed twice", layout.label(*seat)),
+            )
+            .with_seats(layout, &[*seat]),
+            Reject::UnknownSeats { seats } => ApiError::new(
+                NotFound,
+                "UNKNOWN_SEATS",
+                format!("seat_ids: no such seats: {}", labels(seats)),
+            ),
+            Reject::QuantityInvalid { quantity } => ApiError::new(
+                InvalidArgument,
+                "QUANTITY_INVALID",
+                format!("quantity: must be at least 1, got {quantity}"),
+            ),
+            Reject::OverHoldLimit { requested, max } => ApiError::new(
+                ResourceExhausted,
+                "OVER_HOLD_LIMIT",
+                format!(
+                    "a hold may have at most {max} seats for this event; {requested} were asked for"
+                ),
+            ),
+            Reject::IdempotencyKeyReused => ApiError::new(
+                AlreadyExists,
+                "IDEMPOTENCY_KEY_REUSED",
+                "idempotency_key: this key was already used for a different request",
+            ),
+            Reject::HoldNotFound { hold_id } => ApiError::new(
+                NotFound,
+                "HOLD_NOT_FOUND",
+                format!("hold {hold_id} not found"),
+            ),
+            Reject::NotHoldOwner { hold_id } => ApiError::new(
+                PermissionDenied,
+                "NOT_HOLD_OWNER",
+                format!("hold {hold_id} belongs to another customer"),
+            ),
+            Reject::HoldExpired { hold_id } => ApiError::new(
+                FailedPrecondition,
+                "HOLD_EXPIRED",
+                format!("hold {hold_id} has expired"),
+            ),
+            Reject::HoldNotActive { hold_id, state } => ApiError::new(
+                FailedPrecondition,
+                "HOLD_NOT_ACTIVE",
+                format!("hold {hold_id} is {}", state.as_str()),
+            ),
+            Reject::HoldIdExists { hold_id } => ApiError::new(
+                Aborted,
+                "HOLD_ID_EXISTS",
+                format!("hold id {hold_id} is taken; retry"),
+            ),
+            Reject::StatusTransition { from, to } => ApiError::new(
+                FailedPrecondition,
+                "STATUS_TRANSITION",
+                format!(
+                    "an event that is {} cannot become {}",
+                    from.as_str(),
+                    to.as_str()
+                ),
+            ),
+            Reject::EventNotOnSale { status } => ApiError::new(
+                FailedPrecondition,
+                "EVENT_NOT_ON_SALE",
+                format!("the event is not on sale (it is {})", status.as_str()),
+            ),
+            Reject::OutsideSalesWindow { .. } => ApiError::new(
+                FailedPrecondition,
+                "OUTSIDE_SALES_WINDOW",
+                "the event's sales window is not open now",
+            ),
+            Reject::EventCancelled => ApiError::new(
+                FailedPrecondition,
+                "EVENT_CANCELLED",
+                "the event is cancelled",
+            ),
+            Reject::CustomerHoldLimit { max } => ApiError::new(
+                ResourceExhausted,
+                "CUSTOMER_HOLD_LIMIT",
+                format!("a customer may have at most {max} live holds on one event"),
+            ),
+            Reject::SeatsTaken { seats } => ApiError::new(
+                FailedPrecondition,
+                "SEATS_TAKEN",
+                format!("seats already taken: {}", labels(seats)),
+            )
+            .with_seats(layout, seats),
+            Reject::SeatsNotBlocked { seats } => ApiError::new(
+                FailedPrecondition,
+                "SEATS_NOT_BLOCKED",
+                format!("seats are not blocked: {}", labels(seats)),
+            )
+            .with_seats(layout, seats),
+            Reject::NotEnoughSeats {
+                requested,
+                available,
+            } => ApiError::new(
+                FailedPrecondition,
+                "NOT_ENOUGH_SEATS",
+                format!("not enough seats: {requested} asked for, {available} available"),
+            ),
+        }
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> ApiError {
+        ApiError::invalid(e.field, e.message)
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> ApiError {
+        match e {
+            CommandError::EventNotFound(id) => ApiError::new(
+                ErrorCode::NotFound,
+                "EVENT_NOT_FOUND",
+                format!("event {id} not found"),
+            ),
+            CommandError::Overloaded(id) => ApiError::new(
+                ErrorCode::ResourceExhausted,
+                "OVERLOADED",
+                format!(
+                    "event {id} is overloaded; retry with the same idempotency key after a short wait"
+                ),
+            ),
+            CommandError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
+            CommandError::ShuttingDown => ApiError::new(
+                ErrorCode::Unavailable,
+                "SHUTTING_DOWN",
+                "this node is shutting down",
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(m) => ApiError::new(ErrorCode::NotFound, "NOT_FOUND", m),
+            StoreError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
+            StoreError::Fenced { .. } => {
+                ApiError::new(ErrorCode::Unavailable, "FENCED", e.to_string())
+            }
+            StoreError::Corrupt(m) => {
+                tracing::error!(error = %m, "stored data is corrupt");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "INTERNAL",
+                    "internal error; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let mut s = Status::new(e.code.grpc_code(), e.message);
+        if let Ok(v) = e.reason.parse() {
+            s.metadata_mut().insert("usher-reason", v);
+        }
+        if !e.seats.is_empty()
+            && let Ok(v) = e.seats.join(",").parse()
+        {
+            s.metadata_mut().insert("usher-seats", v);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use usher_engine::{Layout, grid_venue};
+
+    #[test]
+    fn seats_taken_is_failed_precondition_naming_seats() {
+        let l = Layout::build(&grid_venue("v", 1, 1, 3)).unwrap();
+        let e = ApiError::from_reject(
+            &Reject::SeatsTaken {
+                seats: vec![SeatIdx(0), SeatIdx(2)],
+            },
+            &l,
+        );
+        assert_eq!(e.code.grpc_code(), Code::FailedPrecondition);
+        assert_eq!(e.code.http_status(), 409);
+        let s: Status = e.into();
+        assert!(s.message().contains("A-1-1, A-1-3"), "{}", s.message());
+        assert_eq!(s.metadata().get("usher-seats").unwrap(), "A-1-1,A-1-3");
+        assert_eq!(s.metadata().get("usher-reason").unwrap(), "SEATS_TAKEN");
+    }
+}

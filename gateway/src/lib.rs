@@ -1,0 +1,14 @@
+//! The `usher` binary's library: configuration, the gRPC gateway and wiring.
+//! Only this crate knows tonic.
+
+pub mod app;
+pub mod catalog;
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod demo;
+pub mod error;
+pub mod inventory;
+
+pub use app::Application;
+pub use config::Config;

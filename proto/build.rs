@@ -4,23 +4,13 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "usher/v1/catalog.proto",
-        "usher/v1/inventory.proto",
-        "usher/events/v1/events.proto",
-    ];
+    let files = ["usher/v1/catalog.proto", "usher/v1/inventory.proto", "usher/events/v1/events.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out.join("usher_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    std::fs::write(out.join("usher_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -11,22 +11,13 @@ pub struct Clock {
 
 impl Clock {
     pub fn system() -> Clock {
-        let base_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        Clock {
-            base_ms,
-            base: tokio::time::Instant::now(),
-        }
+        let base_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        Clock { base_ms, base: tokio::time::Instant::now() }
     }
 
     /// A clock that starts at `at`, for tests.
     pub fn starting_at(at: Millis) -> Clock {
-        Clock {
-            base_ms: at.0,
-            base: tokio::time::Instant::now(),
-        }
+        Clock { base_ms: at.0, base: tokio::time::Instant::now() }
     }
 
     pub fn now(&self) -> Millis {

@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, warn};
 
 use usher_engine::{
-    Command, Counts, Decision, EventConfig, EventId, Hold, HoldId, IdempotencyKey, Inventory,
-    Layout, Millis, Reject, Reply, SeatIdx, SeatIndex, SeatState, limits,
+    Command, Counts, Decision, EventConfig, EventId, Hold, HoldId, IdempotencyKey, Inventory, Layout, Millis, Reject, Reply, SeatIdx,
+    SeatIndex, SeatState, limits,
 };
 
 use crate::clock::Clock;
@@ -70,11 +70,7 @@ pub struct SeatMapView {
 }
 
 pub enum Request {
-    Command {
-        key: IdempotencyKey,
-        cmd: Command,
-        reply: oneshot::Sender<Result<Outcome, CommandError>>,
-    },
+    Command { key: IdempotencyKey, cmd: Command, reply: oneshot::Sender<Result<Outcome, CommandError>> },
     Query(Query),
 }
 
@@ -114,11 +110,7 @@ impl BatchStats {
     }
 
     pub fn summary(&self) -> String {
-        let b: Vec<u64> = self
-            .by_size
-            .iter()
-            .map(|x| x.load(Ordering::Relaxed))
-            .collect();
+        let b: Vec<u64> = self.by_size.iter().map(|x| x.load(Ordering::Relaxed)).collect();
         format!(
             "batches={} commands={} largest={} sizes[1,2-4,5-16,17-64,65-256,257+]={:?}",
             self.batches.load(Ordering::Relaxed),
@@ -150,10 +142,7 @@ impl EventHandle {
                 return Err(CommandError::Overloaded(self.event_id));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(CommandError::Unavailable(format!(
-                    "event {} is restarting",
-                    self.event_id
-                )));
+                return Err(CommandError::Unavailable(format!("event {} is restarting", self.event_id)));
             }
         }
         // One Wake in flight is enough: the actor clears the flag before it
@@ -164,30 +153,17 @@ impl EventHandle {
         Ok(())
     }
 
-    pub async fn command(
-        &self,
-        key: IdempotencyKey,
-        cmd: Command,
-    ) -> Result<Outcome, CommandError> {
+    pub async fn command(&self, key: IdempotencyKey, cmd: Command) -> Result<Outcome, CommandError> {
         let (reply, rx) = oneshot::channel();
         self.push(Request::Command { key, cmd, reply })?;
-        rx.await.map_err(|_| {
-            CommandError::Unavailable(format!(
-                "event {} failed while deciding; retry with the same key",
-                self.event_id
-            ))
-        })?
+        rx.await
+            .map_err(|_| CommandError::Unavailable(format!("event {} failed while deciding; retry with the same key", self.event_id)))?
     }
 
-    async fn query<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Query,
-    ) -> Result<T, CommandError> {
+    async fn query<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Result<T, CommandError> {
         let (tx, rx) = oneshot::channel();
         self.push(Request::Query(make(tx)))?;
-        rx.await.map_err(|_| {
-            CommandError::Unavailable(format!("event {} failed while answering", self.event_id))
-        })
+        rx.await.map_err(|_| CommandError::Unavailable(format!("event {} failed while answering", self.event_id)))
     }
 
     pub async fn summary(&self) -> Result<(EventConfig, Counts), CommandError> {
@@ -241,36 +217,13 @@ pub fn channel(
     wake_pending: Arc<AtomicBool>,
 ) -> EventHandle {
     let seat_index = Arc::new(SeatIndex::new(&layout));
-    EventHandle {
-        event_id,
-        actor,
-        layout,
-        seat_index,
-        tx,
-        wake_pending,
-    }
+    EventHandle { event_id, actor, layout, seat_index, tx, wake_pending }
 }
 
-pub(crate) async fn load(
-    store: &dyn Store,
-    id: EventId,
-    now: Millis,
-) -> Result<Inventory, StoreError> {
-    let loaded = store
-        .load_event(id, now)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("event {id}")))?;
-    let now = now.max(
-        loaded
-            .snapshot
-            .holds
-            .iter()
-            .map(|h| h.ended_at.unwrap_or(h.created_at))
-            .max()
-            .unwrap_or(now),
-    );
-    Inventory::restore(loaded.config, loaded.layout, loaded.snapshot, now)
-        .map_err(StoreError::Corrupt)
+pub(crate) async fn load(store: &dyn Store, id: EventId, now: Millis) -> Result<Inventory, StoreError> {
+    let loaded = store.load_event(id, now).await?.ok_or_else(|| StoreError::NotFound(format!("event {id}")))?;
+    let now = now.max(loaded.snapshot.holds.iter().map(|h| h.ended_at.unwrap_or(h.created_at)).max().unwrap_or(now));
+    Inventory::restore(loaded.config, loaded.layout, loaded.snapshot, now).map_err(StoreError::Corrupt)
 }
 
 impl Actor for EventActor {
@@ -278,31 +231,16 @@ impl Actor for EventActor {
     type State = EventState;
     type Arguments = EventArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<EventMsg>,
-        args: EventArgs,
-    ) -> Result<EventState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<EventMsg>, args: EventArgs) -> Result<EventState, ActorProcessingErr> {
         let EventArgs { inv, epoch, ctx } = args;
-        let mut state = EventState {
-            args: ctx,
-            inv,
-            epoch,
-            dirty: false,
-            timer: None,
-        };
+        let mut state = EventState { args: ctx, inv, epoch, dirty: false, timer: None };
         state.schedule_expiry(&myself);
         // Requests may have been queued for a predecessor's channel: look.
         let _ = myself.cast(EventMsg::Wake);
         Ok(state)
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<EventMsg>,
-        msg: EventMsg,
-        state: &mut EventState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<EventMsg>, msg: EventMsg, state: &mut EventState) -> Result<(), ActorProcessingErr> {
         match msg {
             EventMsg::Wake => {
                 state.args.wake_pending.store(false, Ordering::Release);
@@ -325,19 +263,12 @@ impl Actor for EventActor {
                 state.timer = None;
                 state.process(Vec::new(), &myself).await?;
             }
-            EventMsg::Panic => panic!(
-                "fault injection: event actor {} told to panic",
-                state.args.event_id
-            ),
+            EventMsg::Panic => panic!("fault injection: event actor {} told to panic", state.args.event_id),
         }
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<EventMsg>,
-        state: &mut EventState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<EventMsg>, state: &mut EventState) -> Result<(), ActorProcessingErr> {
         if let Some((_, t)) = state.timer.take() {
             t.abort();
         }
@@ -381,11 +312,7 @@ impl EventState {
     }
 
     /// One group commit: decide everything in memory, write once, then reply.
-    async fn process(
-        &mut self,
-        reqs: Vec<Request>,
-        myself: &ActorRef<EventMsg>,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn process(&mut self, reqs: Vec<Request>, myself: &ActorRef<EventMsg>) -> Result<(), ActorProcessingErr> {
         let mut commands = Vec::new();
         let mut queries = Vec::new();
         for r in reqs {
@@ -406,33 +333,16 @@ impl EventState {
         let now = self.now();
         let mut decisions: Vec<Decision> = Vec::with_capacity(commands.len() + 1);
         if self.inv.next_expiry().is_some_and(|t| t <= now) {
-            let (_, events) = self
-                .inv
-                .apply(&Command::Expire, now)
-                .expect("expire never rejects");
-            decisions.push(Decision {
-                result: Ok(Reply::Expired {
-                    holds: events.len() as u32,
-                }),
-                events,
-                record: None,
-            });
+            let (_, events) = self.inv.apply(&Command::Expire, now).expect("expire never rejects");
+            decisions.push(Decision { result: Ok(Reply::Expired { holds: events.len() as u32 }), events, record: None });
         }
         let first_command = decisions.len();
         for (key, cmd, _) in &commands {
             decisions.push(self.inv.apply_keyed(key, cmd, now));
         }
-        let needs_write = decisions
-            .iter()
-            .any(|d| !d.events.is_empty() || d.record.is_some());
+        let needs_write = decisions.iter().any(|d| !d.events.is_empty() || d.record.is_some());
         if needs_write {
-            let batch = Batch {
-                event_id: self.args.event_id,
-                epoch: self.epoch,
-                now,
-                layout: self.inv.layout(),
-                decisions: &decisions,
-            };
+            let batch = Batch { event_id: self.args.event_id, epoch: self.epoch, now, layout: self.inv.layout(), decisions: &decisions };
             if let Err(e) = self.args.store.commit(batch).await {
                 // Nothing of this batch is durable: nobody is told yes, and the
                 // state goes back to what storage holds.
@@ -468,12 +378,7 @@ impl EventState {
             }
         }
         for (d, (_, _, reply)) in decisions.drain(first_command..).zip(commands) {
-            let _ = reply.send(Ok(Outcome {
-                result: d.result,
-                counts,
-                config: config.clone(),
-                layout: self.inv.layout().clone(),
-            }));
+            let _ = reply.send(Ok(Outcome { result: d.result, counts, config: config.clone(), layout: self.inv.layout().clone() }));
         }
         if !changed.is_empty() {
             changed.sort_by_key(|(s, _)| *s);
@@ -481,11 +386,7 @@ impl EventState {
             for c in &mut changed {
                 c.1 = self.inv.seat_state(c.0).expect("seat in range");
             }
-            let _ = self.args.changes.send(Arc::new(SeatChange {
-                event_id: self.args.event_id,
-                seats: changed,
-                counts,
-            }));
+            let _ = self.args.changes.send(Arc::new(SeatChange { event_id: self.args.event_id, seats: changed, counts }));
         }
         for q in queries {
             self.answer(q);
@@ -508,12 +409,7 @@ impl EventState {
                 });
             }
             Query::Hold(id, tx) => {
-                let _ = tx.send(
-                    self.inv
-                        .hold(id)
-                        .cloned()
-                        .map(|h| (h, self.inv.config().clone())),
-                );
+                let _ = tx.send(self.inv.hold(id).cloned().map(|h| (h, self.inv.config().clone())));
             }
         }
     }
@@ -522,9 +418,7 @@ impl EventState {
 fn seats_of(e: &usher_engine::Event) -> &[SeatIdx] {
     use usher_engine::Event::*;
     match e {
-        HoldPlaced { hold } | HoldReleased { hold } | HoldExpired { hold } | SeatsSold { hold } => {
-            &hold.seats
-        }
+        HoldPlaced { hold } | HoldReleased { hold } | HoldExpired { hold } | SeatsSold { hold } => &hold.seats,
         SeatsBlocked { seats } | SeatsUnblocked { seats } => seats,
         StatusChanged { .. } => &[],
     }

@@ -8,8 +8,6 @@ pub mod ports;
 pub mod registry;
 
 pub use clock::Clock;
-pub use event::{
-    BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatChange, SeatMapView,
-};
+pub use event::{BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatChange, SeatMapView};
 pub use ports::*;
 pub use registry::{Registry, RegistryConfig};

@@ -6,10 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use usher_engine::{
-    Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Layout, Millis, Snapshot,
-    VenueId, VenueSpec,
-};
+use usher_engine::{Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Layout, Millis, Snapshot, VenueId, VenueSpec};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -90,10 +87,7 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> BoxFuture<'a, Result<Created<EventId>, StoreError>>;
     fn get_event(&self, id: EventId) -> BoxFuture<'_, Result<Option<EventConfig>, StoreError>>;
-    fn list_events(
-        &self,
-        filter: EventFilter,
-    ) -> BoxFuture<'_, Result<Vec<EventConfig>, StoreError>>;
+    fn list_events(&self, filter: EventFilter) -> BoxFuture<'_, Result<Vec<EventConfig>, StoreError>>;
     /// Which event a hold belongs to, for calls that name only the hold.
     fn find_hold_event(&self, hold: HoldId) -> BoxFuture<'_, Result<Option<EventId>, StoreError>>;
 
@@ -101,10 +95,6 @@ pub trait Store: Send + Sync + 'static {
     /// Takes ownership of an event: bumps and returns its fencing epoch. Any
     /// writer still holding an older epoch is refused from now on.
     fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<i64, StoreError>>;
-    fn load_event(
-        &self,
-        id: EventId,
-        now: Millis,
-    ) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>>;
+    fn load_event(&self, id: EventId, now: Millis) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>>;
     fn commit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
 }

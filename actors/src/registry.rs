@@ -15,10 +15,7 @@ use tracing::{error, info, warn};
 use usher_engine::{EventId, EventStatus, Millis, limits};
 
 use crate::clock::Clock;
-use crate::event::{
-    BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, SeatChange, channel,
-    load,
-};
+use crate::event::{BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, SeatChange, channel, load};
 use crate::ports::{EventFilter, Store, StoreError};
 
 #[derive(Clone)]
@@ -67,17 +64,10 @@ pub struct RegistryActor;
 
 impl RegistryState {
     fn changes_for(&mut self, id: EventId) -> broadcast::Sender<Arc<SeatChange>> {
-        self.changes
-            .entry(id)
-            .or_insert_with(|| broadcast::channel(1024).0)
-            .clone()
+        self.changes.entry(id).or_insert_with(|| broadcast::channel(1024).0).clone()
     }
 
-    async fn spawn(
-        &mut self,
-        myself: &ActorRef<RegistryMsg>,
-        id: EventId,
-    ) -> Result<EventHandle, CommandError> {
+    async fn spawn(&mut self, myself: &ActorRef<RegistryMsg>, id: EventId) -> Result<EventHandle, CommandError> {
         if self.stopping {
             return Err(CommandError::ShuttingDown);
         }
@@ -85,10 +75,7 @@ impl RegistryState {
             return Ok(e.handle.clone());
         }
         if self.events.len() >= limits::EVENTS_LOADED_MAX {
-            return Err(CommandError::Unavailable(format!(
-                "this node already serves {} events",
-                limits::EVENTS_LOADED_MAX
-            )));
+            return Err(CommandError::Unavailable(format!("this node already serves {} events", limits::EVENTS_LOADED_MAX)));
         }
         // Take ownership first, then read: no older owner can write after this.
         let store = self.cfg.store.clone();
@@ -128,13 +115,7 @@ impl RegistryState {
                 let handle = channel(id, actor.clone(), layout, tx, wake);
                 self.by_actor.insert(actor.get_id(), id);
                 let restarts = self.restarts.remove(&id).unwrap_or_default();
-                self.events.insert(
-                    id,
-                    Entry {
-                        handle: handle.clone(),
-                        restarts,
-                    },
-                );
+                self.events.insert(id, Entry { handle: handle.clone(), restarts });
                 Ok(handle)
             }
             Err(e) => {
@@ -155,11 +136,7 @@ impl Actor for RegistryActor {
     type State = RegistryState;
     type Arguments = (RegistryConfig, Arc<BatchStats>);
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<RegistryMsg>,
-        (cfg, stats): Self::Arguments,
-    ) -> Result<RegistryState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<RegistryMsg>, (cfg, stats): Self::Arguments) -> Result<RegistryState, ActorProcessingErr> {
         myself.cast(RegistryMsg::Warm)?;
         Ok(RegistryState {
             cfg,
@@ -172,12 +149,7 @@ impl Actor for RegistryActor {
         })
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<RegistryMsg>,
-        msg: RegistryMsg,
-        state: &mut RegistryState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<RegistryMsg>, msg: RegistryMsg, state: &mut RegistryState) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::Get(id, reply) => {
                 let r = state.spawn(&myself, id).await;
@@ -188,11 +160,7 @@ impl Actor for RegistryActor {
             }
             RegistryMsg::Warm => {
                 for status in [EventStatus::OnSale, EventStatus::SalesClosed] {
-                    let filter = EventFilter {
-                        status: Some(status),
-                        limit: limits::EVENTS_LOADED_MAX as u32,
-                        ..EventFilter::default()
-                    };
+                    let filter = EventFilter { status: Some(status), limit: limits::EVENTS_LOADED_MAX as u32, ..EventFilter::default() };
                     match state.cfg.store.list_events(filter).await {
                         Ok(events) => {
                             for e in events {
@@ -230,19 +198,14 @@ impl Actor for RegistryActor {
                     return Ok(());
                 }
                 let now = state.cfg.clock.now();
-                let mut recent: Vec<Millis> = entry
-                    .restarts
-                    .into_iter()
-                    .filter(|t| t.0 > now.0 - limits::RESTART_WINDOW_MS as i64)
-                    .collect();
+                let mut recent: Vec<Millis> =
+                    entry.restarts.into_iter().filter(|t| t.0 > now.0 - limits::RESTART_WINDOW_MS as i64).collect();
                 recent.push(now);
                 let delay = recent.len() as u32 > limits::RESTARTS_PER_WINDOW_MAX;
                 state.restarts.insert(id, recent);
                 if delay {
                     warn!(event_id = %id, "event actor keeps failing; delaying its restart");
-                    myself.send_after(Duration::from_millis(limits::RESTART_DELAY_MS), move || {
-                        RegistryMsg::Restart(id)
-                    });
+                    myself.send_after(Duration::from_millis(limits::RESTART_DELAY_MS), move || RegistryMsg::Restart(id));
                 } else {
                     myself.cast(RegistryMsg::Restart(id))?;
                 }
@@ -269,22 +232,13 @@ pub struct Registry {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Registry {
-    pub async fn start(
-        cfg: RegistryConfig,
-    ) -> Result<(Registry, tokio::task::JoinHandle<()>), StoreError> {
+    pub async fn start(cfg: RegistryConfig) -> Result<(Registry, tokio::task::JoinHandle<()>), StoreError> {
         let stats = Arc::new(BatchStats::default());
         let store = cfg.store.clone();
         let (actor, join) = Actor::spawn(None, RegistryActor, (cfg, stats.clone()))
             .await
             .map_err(|e| StoreError::Unavailable(format!("registry failed to start: {e}")))?;
-        Ok((
-            Registry {
-                actor,
-                stats,
-                store,
-            },
-            join,
-        ))
+        Ok((Registry { actor, stats, store }, join))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -296,31 +250,15 @@ impl Registry {
     }
 
     pub async fn event(&self, id: EventId) -> Result<EventHandle, CommandError> {
-        match self
-            .actor
-            .call(|reply| RegistryMsg::Get(id, reply), Some(CALL_TIMEOUT))
-            .await
-        {
+        match self.actor.call(|reply| RegistryMsg::Get(id, reply), Some(CALL_TIMEOUT)).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(_) => Err(CommandError::Unavailable(
-                "registry did not answer in time".into(),
-            )),
+            Ok(_) => Err(CommandError::Unavailable("registry did not answer in time".into())),
             Err(_) => Err(CommandError::ShuttingDown),
         }
     }
 
-    pub async fn subscribe(
-        &self,
-        id: EventId,
-    ) -> Result<broadcast::Receiver<Arc<SeatChange>>, CommandError> {
-        match self
-            .actor
-            .call(
-                |reply| RegistryMsg::Subscribe(id, reply),
-                Some(CALL_TIMEOUT),
-            )
-            .await
-        {
+    pub async fn subscribe(&self, id: EventId) -> Result<broadcast::Receiver<Arc<SeatChange>>, CommandError> {
+        match self.actor.call(|reply| RegistryMsg::Subscribe(id, reply), Some(CALL_TIMEOUT)).await {
             Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
             _ => Err(CommandError::ShuttingDown),
         }
@@ -328,10 +266,7 @@ impl Registry {
 
     /// Stops every actor after the batch it is deciding, then the registry.
     pub async fn shutdown(&self) {
-        let _ = self
-            .actor
-            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(30)))
-            .await;
+        let _ = self.actor.stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(30))).await;
         self.actor.stop(Some("shutdown".into()));
     }
 }

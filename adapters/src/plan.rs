@@ -85,32 +85,21 @@ pub fn plan(batch: &Batch<'_>) -> Plan {
             match e {
                 Event::HoldPlaced { hold } => {
                     upsert_hold(hold, &mut p);
-                    hold.seats
-                        .iter()
-                        .for_each(|&s| touch(s, None, Some(Claim::Held(hold.id))));
+                    hold.seats.iter().for_each(|&s| touch(s, None, Some(Claim::Held(hold.id))));
                 }
                 Event::HoldReleased { hold } | Event::HoldExpired { hold } => {
                     upsert_hold(hold, &mut p);
-                    hold.seats
-                        .iter()
-                        .for_each(|&s| touch(s, Some(Claim::Held(hold.id)), None));
+                    hold.seats.iter().for_each(|&s| touch(s, Some(Claim::Held(hold.id)), None));
                 }
                 Event::SeatsSold { hold } => {
                     upsert_hold(hold, &mut p);
-                    hold.seats.iter().for_each(|&s| {
-                        touch(s, Some(Claim::Held(hold.id)), Some(Claim::Sold(hold.id)))
-                    });
+                    hold.seats.iter().for_each(|&s| touch(s, Some(Claim::Held(hold.id)), Some(Claim::Sold(hold.id))));
                 }
-                Event::SeatsBlocked { seats } => seats
-                    .iter()
-                    .for_each(|&s| touch(s, None, Some(Claim::Blocked))),
-                Event::SeatsUnblocked { seats } => seats
-                    .iter()
-                    .for_each(|&s| touch(s, Some(Claim::Blocked), None)),
+                Event::SeatsBlocked { seats } => seats.iter().for_each(|&s| touch(s, None, Some(Claim::Blocked))),
+                Event::SeatsUnblocked { seats } => seats.iter().for_each(|&s| touch(s, Some(Claim::Blocked), None)),
                 Event::StatusChanged { to, .. } => p.status = Some(*to),
             }
-            p.outbox
-                .push(outbox::encode(batch.event_id, batch.layout, batch.now, e));
+            p.outbox.push(outbox::encode(batch.event_id, batch.layout, batch.now, e));
         }
     }
     for s in seats {
@@ -127,11 +116,7 @@ pub fn plan(batch: &Batch<'_>) -> Plan {
                 Claim::Sold(h) => ("sold", Some(h.to_string())),
                 Claim::Blocked => ("blocked", None),
             };
-            p.claim_inserts.push(ClaimRow {
-                seat_idx: s.0 as i64,
-                kind,
-                hold_id,
-            });
+            p.claim_inserts.push(ClaimRow { seat_idx: s.0 as i64, kind, hold_id });
         }
     }
     p

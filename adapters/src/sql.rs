@@ -11,13 +11,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, PgPool, QueryBuilder, Row, SqlitePool};
 
-use usher_actors::{
-    Batch, BoxFuture, Created, EventFilter, LoadedEvent, Store, StoreError, VenueRecord,
-};
+use usher_actors::{Batch, BoxFuture, Created, EventFilter, LoadedEvent, Store, StoreError, VenueRecord};
 use usher_engine::{
-    Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState,
-    IdempotencyKey, IdempotencyRecord, Inventory, Layout, Millis, Money, SeatIdx, Snapshot,
-    VenueId, VenueSpec, limits,
+    Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, Inventory, Layout,
+    Millis, Money, SeatIdx, Snapshot, VenueId, VenueSpec, limits,
 };
 
 use crate::plan::plan;
@@ -33,10 +30,7 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
-fn parse_uuid<T>(
-    s: &str,
-    f: impl Fn(&str) -> Result<T, usher_engine::InvalidInput>,
-) -> Result<T, StoreError> {
+fn parse_uuid<T>(s: &str, f: impl Fn(&str) -> Result<T, usher_engine::InvalidInput>) -> Result<T, StoreError> {
     f(s).map_err(|e| corrupt(format!("stored id {s:?}: {e}")))
 }
 
@@ -47,9 +41,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(PgStore::connect(url).await?))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        Ok(Arc::new(
-            SqliteStore::open(std::path::Path::new(path)).await?,
-        ))
+        Ok(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))
     }
 }
 
@@ -60,8 +52,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     pub async fn open(path: &std::path::Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
         }
         let opts = SqliteConnectOptions::new()
             .filename(path)
@@ -72,15 +63,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(unavailable)?;
-        sqlx::migrate!("../migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(unavailable)?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
         Ok(SqliteStore { pool })
     }
 
@@ -96,23 +80,25 @@ pub struct PgStore {
 impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let opts = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        // Migrate on a plain connection: with the contexts' search_path, the
+        // bookkeeping table would land in bc_catalog once that schema exists,
+        // and the next start would run migration 1 again.
+        {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts).await.map_err(unavailable)?;
+            sqlx::migrate!("../migrations/postgres").run(&mut conn).await.map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("SET search_path TO bc_catalog, bc_inventory, public")
-                        .await?;
+                    conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await?;
                     Ok(())
                 })
             })
             .connect_with(opts)
             .await
             .map_err(unavailable)?;
-        sqlx::migrate!("../migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
         Ok(PgStore { pool })
     }
 
@@ -146,14 +132,12 @@ fn event_from_parts(
         status: EventStatus::parse(status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
         hold_duration_ms: hold_duration_ms as u64,
         hold_seats_max: hold_seats_max as u32,
-        prices: prices
-            .into_iter()
-            .map(|minor| Money { minor, currency })
-            .collect(),
+        prices: prices.into_iter().map(|minor| Money { minor, currency }).collect(),
     })
 }
 
-const EVENT_COLUMNS: &str = "id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, hold_seats_max, currency, prices";
+const EVENT_COLUMNS: &str =
+    "id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, hold_seats_max, currency, prices";
 
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {

@@ -57,9 +57,7 @@ uuid_id!(
 pub struct SeatIdx(pub u32);
 
 /// Unix time in milliseconds. The engine never reads a clock: time is passed in.
-#[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Millis(pub i64);
 
@@ -78,10 +76,7 @@ pub struct InvalidInput {
 
 impl InvalidInput {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        InvalidInput {
-            field,
-            message: message.into(),
-        }
+        InvalidInput { field, message: message.into() }
     }
 }
 
@@ -94,25 +89,13 @@ impl std::error::Error for InvalidInput {}
 
 fn token(field: &'static str, s: &str, max: usize) -> Result<String, InvalidInput> {
     if s.is_empty() {
-        return Err(InvalidInput::new(
-            field,
-            format!("{field} must not be empty"),
-        ));
+        return Err(InvalidInput::new(field, format!("{field} must not be empty")));
     }
     if s.len() > max {
-        return Err(InvalidInput::new(
-            field,
-            format!("{field} is longer than {max} bytes"),
-        ));
+        return Err(InvalidInput::new(field, format!("{field} is longer than {max} bytes")));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:@+/".contains(*c)))
-    {
-        return Err(InvalidInput::new(
-            field,
-            format!("{field} has a character {c:?} outside [A-Za-z0-9-_.:@+/]"),
-        ));
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:@+/".contains(*c))) {
+        return Err(InvalidInput::new(field, format!("{field} has a character {c:?} outside [A-Za-z0-9-_.:@+/]")));
     }
     Ok(s.to_owned())
 }
@@ -159,10 +142,7 @@ impl Currency {
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
         let b = s.as_bytes();
         if b.len() != 3 || !b.iter().all(u8::is_ascii_uppercase) {
-            return Err(InvalidInput::new(
-                "currency",
-                format!("currency must be a 3-letter ISO 4217 code in capitals, got {s:?}"),
-            ));
+            return Err(InvalidInput::new("currency", format!("currency must be a 3-letter ISO 4217 code in capitals, got {s:?}")));
         }
         Ok(Currency([b[0], b[1], b[2]]))
     }

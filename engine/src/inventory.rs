@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::ids::{
-    CustomerId, EventId, HoldId, IdempotencyKey, InvalidInput, Millis, Money, SeatIdx, VenueId,
-};
+use crate::ids::{CustomerId, EventId, HoldId, IdempotencyKey, InvalidInput, Millis, Money, SeatIdx, VenueId};
 use crate::layout::{Layout, check_name};
 use crate::limits;
 
@@ -33,14 +31,7 @@ impl EventStatus {
         }
     }
     pub fn parse(s: &str) -> Option<EventStatus> {
-        [
-            EventStatus::Draft,
-            EventStatus::OnSale,
-            EventStatus::SalesClosed,
-            EventStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        [EventStatus::Draft, EventStatus::OnSale, EventStatus::SalesClosed, EventStatus::Cancelled].into_iter().find(|x| x.as_str() == s)
     }
     fn can_become(self, to: EventStatus) -> bool {
         use EventStatus::*;
@@ -77,66 +68,31 @@ impl EventConfig {
     pub fn validate(&self, layout: &Layout) -> Result<(), InvalidInput> {
         check_name("name", &self.name)?;
         if self.description.len() > limits::DESCRIPTION_BYTES_MAX {
-            return Err(InvalidInput::new(
-                "description",
-                format!(
-                    "description is longer than {} bytes",
-                    limits::DESCRIPTION_BYTES_MAX
-                ),
-            ));
+            return Err(InvalidInput::new("description", format!("description is longer than {} bytes", limits::DESCRIPTION_BYTES_MAX)));
         }
         if self.sales_end <= self.sales_start {
-            return Err(InvalidInput::new(
-                "sales_end",
-                "sales_end must be after sales_start",
-            ));
+            return Err(InvalidInput::new("sales_end", "sales_end must be after sales_start"));
         }
-        if !(limits::HOLD_DURATION_MS_MIN..=limits::HOLD_DURATION_MS_MAX)
-            .contains(&self.hold_duration_ms)
-        {
+        if !(limits::HOLD_DURATION_MS_MIN..=limits::HOLD_DURATION_MS_MAX).contains(&self.hold_duration_ms) {
             return Err(InvalidInput::new(
                 "hold_duration_ms",
-                format!(
-                    "hold_duration_ms must be between {} and {}",
-                    limits::HOLD_DURATION_MS_MIN,
-                    limits::HOLD_DURATION_MS_MAX
-                ),
+                format!("hold_duration_ms must be between {} and {}", limits::HOLD_DURATION_MS_MIN, limits::HOLD_DURATION_MS_MAX),
             ));
         }
         if self.hold_seats_max == 0 || self.hold_seats_max > limits::HOLD_SEATS_MAX {
-            return Err(InvalidInput::new(
-                "hold_seats_max",
-                format!(
-                    "hold_seats_max must be between 1 and {}",
-                    limits::HOLD_SEATS_MAX
-                ),
-            ));
+            return Err(InvalidInput::new("hold_seats_max", format!("hold_seats_max must be between 1 and {}", limits::HOLD_SEATS_MAX)));
         }
         if self.prices.len() != layout.categories.len() {
             return Err(InvalidInput::new(
                 "prices",
-                format!(
-                    "one price per venue category is needed: {} categories, {} prices",
-                    layout.categories.len(),
-                    self.prices.len()
-                ),
+                format!("one price per venue category is needed: {} categories, {} prices", layout.categories.len(), self.prices.len()),
             ));
         }
         if let Some(p) = self.prices.iter().find(|p| p.minor < 0) {
-            return Err(InvalidInput::new(
-                "prices",
-                format!("price {} is negative", p.minor),
-            ));
+            return Err(InvalidInput::new("prices", format!("price {} is negative", p.minor)));
         }
-        if self
-            .prices
-            .windows(2)
-            .any(|w| w[0].currency != w[1].currency)
-        {
-            return Err(InvalidInput::new(
-                "prices",
-                "all prices of an event must be in one currency",
-            ));
+        if self.prices.windows(2).any(|w| w[0].currency != w[1].currency) {
+            return Err(InvalidInput::new("prices", "all prices of an event must be in one currency"));
         }
         Ok(())
     }
@@ -170,14 +126,7 @@ impl HoldState {
         }
     }
     pub fn parse(s: &str) -> Option<HoldState> {
-        [
-            HoldState::Active,
-            HoldState::Released,
-            HoldState::Expired,
-            HoldState::Confirmed,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        [HoldState::Active, HoldState::Released, HoldState::Expired, HoldState::Confirmed].into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -235,20 +184,12 @@ impl Command {
     pub fn fingerprint(&self) -> u64 {
         let mut h = Fnv::new();
         match self {
-            Command::HoldSeats {
-                customer, seats, ..
-            } => {
+            Command::HoldSeats { customer, seats, .. } => {
                 h.tag(1);
                 h.str(customer.as_str());
                 seats.iter().for_each(|s| h.u64(s.0 as u64));
             }
-            Command::HoldBestAvailable {
-                customer,
-                quantity,
-                section,
-                category,
-                ..
-            } => {
+            Command::HoldBestAvailable { customer, quantity, section, category, .. } => {
                 h.tag(2);
                 h.str(customer.as_str());
                 h.u64(*quantity as u64);
@@ -321,65 +262,28 @@ impl Fnv {
 pub enum Reject {
     // -- the request itself is malformed
     SeatListEmpty,
-    SeatDuplicated {
-        seat: SeatIdx,
-    },
-    UnknownSeats {
-        seats: Vec<SeatIdx>,
-    },
-    QuantityInvalid {
-        quantity: u32,
-    },
-    OverHoldLimit {
-        requested: u32,
-        max: u32,
-    },
+    SeatDuplicated { seat: SeatIdx },
+    UnknownSeats { seats: Vec<SeatIdx> },
+    QuantityInvalid { quantity: u32 },
+    OverHoldLimit { requested: u32, max: u32 },
     // -- the idempotency key was used before for a different request
     IdempotencyKeyReused,
     // -- the named hold
-    HoldNotFound {
-        hold_id: HoldId,
-    },
-    NotHoldOwner {
-        hold_id: HoldId,
-    },
-    HoldExpired {
-        hold_id: HoldId,
-    },
-    HoldNotActive {
-        hold_id: HoldId,
-        state: HoldState,
-    },
-    HoldIdExists {
-        hold_id: HoldId,
-    },
+    HoldNotFound { hold_id: HoldId },
+    NotHoldOwner { hold_id: HoldId },
+    HoldExpired { hold_id: HoldId },
+    HoldNotActive { hold_id: HoldId, state: HoldState },
+    HoldIdExists { hold_id: HoldId },
     // -- the event's state
-    StatusTransition {
-        from: EventStatus,
-        to: EventStatus,
-    },
-    EventNotOnSale {
-        status: EventStatus,
-    },
-    OutsideSalesWindow {
-        sales_start: Millis,
-        sales_end: Millis,
-    },
+    StatusTransition { from: EventStatus, to: EventStatus },
+    EventNotOnSale { status: EventStatus },
+    OutsideSalesWindow { sales_start: Millis, sales_end: Millis },
     EventCancelled,
     // -- capacity
-    CustomerHoldLimit {
-        max: u32,
-    },
-    SeatsTaken {
-        seats: Vec<SeatIdx>,
-    },
-    SeatsNotBlocked {
-        seats: Vec<SeatIdx>,
-    },
-    NotEnoughSeats {
-        requested: u32,
-        available: u32,
-    },
+    CustomerHoldLimit { max: u32 },
+    SeatsTaken { seats: Vec<SeatIdx> },
+    SeatsNotBlocked { seats: Vec<SeatIdx> },
+    NotEnoughSeats { requested: u32, available: u32 },
 }
 
 impl Reject {
@@ -479,10 +383,7 @@ impl Inventory {
             config,
             seats: vec![SeatState::Available; n],
             row_available,
-            counts: Counts {
-                available: n as u32,
-                ..Counts::default()
-            },
+            counts: Counts { available: n as u32, ..Counts::default() },
             layout,
             active: HashMap::new(),
             ended: HashMap::new(),
@@ -498,12 +399,7 @@ impl Inventory {
 
     /// Rebuilds from storage and checks every invariant: a broken snapshot is
     /// refused rather than served.
-    pub fn restore(
-        config: EventConfig,
-        layout: Arc<Layout>,
-        snap: Snapshot,
-        now: Millis,
-    ) -> Result<Inventory, String> {
+    pub fn restore(config: EventConfig, layout: Arc<Layout>, snap: Snapshot, now: Millis) -> Result<Inventory, String> {
         let mut inv = Inventory::new(config, layout, Millis(i64::MIN));
         for s in snap.blocked {
             if s.0 as usize >= inv.seats.len() || inv.seats[s.0 as usize] != SeatState::Available {
@@ -519,14 +415,8 @@ impl Inventory {
             }
             match h.state {
                 HoldState::Active => {
-                    if h.seats
-                        .iter()
-                        .any(|s| inv.seats[s.0 as usize] != SeatState::Available)
-                    {
-                        return Err(format!(
-                            "hold {} claims a seat that is already claimed",
-                            h.id
-                        ));
+                    if h.seats.iter().any(|s| inv.seats[s.0 as usize] != SeatState::Available) {
+                        return Err(format!("hold {} claims a seat that is already claimed", h.id));
                     }
                     for &s in &h.seats {
                         inv.set_seat(s, SeatState::Held);
@@ -536,14 +426,8 @@ impl Inventory {
                     inv.active.insert(h.id, h);
                 }
                 HoldState::Confirmed => {
-                    if h.seats
-                        .iter()
-                        .any(|s| inv.seats[s.0 as usize] != SeatState::Available)
-                    {
-                        return Err(format!(
-                            "sold hold {} claims a seat that is already claimed",
-                            h.id
-                        ));
+                    if h.seats.iter().any(|s| inv.seats[s.0 as usize] != SeatState::Available) {
+                        return Err(format!("sold hold {} claims a seat that is already claimed", h.id));
                     }
                     for &s in &h.seats {
                         inv.set_seat(s, SeatState::Sold);
@@ -601,66 +485,32 @@ impl Inventory {
     pub fn apply_keyed(&mut self, key: &IdempotencyKey, cmd: &Command, now: Millis) -> Decision {
         let fingerprint = cmd.fingerprint();
         if let Some(rec) = self.idempotency.get(key) {
-            let result = if rec.fingerprint == fingerprint {
-                rec.result.clone()
-            } else {
-                Err(Reject::IdempotencyKeyReused)
-            };
-            return Decision {
-                result,
-                events: Vec::new(),
-                record: None,
-            };
+            let result = if rec.fingerprint == fingerprint { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
+            return Decision { result, events: Vec::new(), record: None };
         }
         let (result, events) = match self.apply(cmd, now) {
             Ok((reply, events)) => (Ok(reply), events),
             Err(r) if r.is_malformed() => {
-                return Decision {
-                    result: Err(r),
-                    events: Vec::new(),
-                    record: None,
-                };
+                return Decision { result: Err(r), events: Vec::new(), record: None };
             }
             Err(r) => (Err(r), Vec::new()),
         };
-        let record = IdempotencyRecord {
-            key: key.clone(),
-            fingerprint,
-            at: self.now,
-            result: result.clone(),
-        };
+        let record = IdempotencyRecord { key: key.clone(), fingerprint, at: self.now, result: result.clone() };
         self.idempotency.insert(key.clone(), record.clone());
         self.idempotency_order.push_back((self.now, key.clone()));
-        Decision {
-            result,
-            events,
-            record: Some(record),
-        }
+        Decision { result, events, record: Some(record) }
     }
 
     /// Decides one command. On `Err` nothing changed but the clock, which only
     /// moves forward.
     pub fn apply(&mut self, cmd: &Command, now: Millis) -> Result<(Reply, Vec<Event>), Reject> {
-        assert!(
-            now >= self.now,
-            "time went backwards: {:?} after {:?}",
-            now,
-            self.now
-        );
+        assert!(now >= self.now, "time went backwards: {:?} after {:?}", now, self.now);
         self.now = now;
         let out = match cmd {
-            Command::HoldSeats {
-                hold_id,
-                customer,
-                seats,
-            } => self.hold_seats(*hold_id, customer, seats),
-            Command::HoldBestAvailable {
-                hold_id,
-                customer,
-                quantity,
-                section,
-                category,
-            } => self.hold_best(*hold_id, customer, *quantity, *section, *category),
+            Command::HoldSeats { hold_id, customer, seats } => self.hold_seats(*hold_id, customer, seats),
+            Command::HoldBestAvailable { hold_id, customer, quantity, section, category } => {
+                self.hold_best(*hold_id, customer, *quantity, *section, *category)
+            }
             Command::Release { hold_id, customer } => self.release(*hold_id, customer.as_ref()),
             Command::Confirm { hold_id } => self.confirm(*hold_id),
             Command::Block { seats } => self.block(seats),
@@ -684,11 +534,7 @@ impl Inventory {
                 return Err(Reject::SeatDuplicated { seat: s });
             }
         }
-        let unknown: Vec<SeatIdx> = seats
-            .iter()
-            .copied()
-            .filter(|s| s.0 as usize >= self.seats.len())
-            .collect();
+        let unknown: Vec<SeatIdx> = seats.iter().copied().filter(|s| s.0 as usize >= self.seats.len()).collect();
         if !unknown.is_empty() {
             return Err(Reject::UnknownSeats { seats: unknown });
         }
@@ -700,45 +546,24 @@ impl Inventory {
             return Err(Reject::HoldIdExists { hold_id });
         }
         if self.config.status != EventStatus::OnSale {
-            return Err(Reject::EventNotOnSale {
-                status: self.config.status,
-            });
+            return Err(Reject::EventNotOnSale { status: self.config.status });
         }
         if self.now < self.config.sales_start || self.now >= self.config.sales_end {
-            return Err(Reject::OutsideSalesWindow {
-                sales_start: self.config.sales_start,
-                sales_end: self.config.sales_end,
-            });
+            return Err(Reject::OutsideSalesWindow { sales_start: self.config.sales_start, sales_end: self.config.sales_end });
         }
-        if self.holds_by_customer.get(customer).copied().unwrap_or(0)
-            >= limits::HOLDS_PER_CUSTOMER_MAX
-        {
-            return Err(Reject::CustomerHoldLimit {
-                max: limits::HOLDS_PER_CUSTOMER_MAX,
-            });
+        if self.holds_by_customer.get(customer).copied().unwrap_or(0) >= limits::HOLDS_PER_CUSTOMER_MAX {
+            return Err(Reject::CustomerHoldLimit { max: limits::HOLDS_PER_CUSTOMER_MAX });
         }
         Ok(())
     }
 
-    fn hold_seats(
-        &mut self,
-        hold_id: HoldId,
-        customer: &CustomerId,
-        seats: &[SeatIdx],
-    ) -> Result<(Reply, Vec<Event>), Reject> {
+    fn hold_seats(&mut self, hold_id: HoldId, customer: &CustomerId, seats: &[SeatIdx]) -> Result<(Reply, Vec<Event>), Reject> {
         self.check_seat_list(seats)?;
         if seats.len() as u32 > self.config.hold_seats_max {
-            return Err(Reject::OverHoldLimit {
-                requested: seats.len() as u32,
-                max: self.config.hold_seats_max,
-            });
+            return Err(Reject::OverHoldLimit { requested: seats.len() as u32, max: self.config.hold_seats_max });
         }
         self.check_can_hold(hold_id, customer)?;
-        let taken: Vec<SeatIdx> = seats
-            .iter()
-            .copied()
-            .filter(|s| self.seats[s.0 as usize] != SeatState::Available)
-            .collect();
+        let taken: Vec<SeatIdx> = seats.iter().copied().filter(|s| self.seats[s.0 as usize] != SeatState::Available).collect();
         if !taken.is_empty() {
             return Err(Reject::SeatsTaken { seats: taken });
         }
@@ -757,10 +582,7 @@ impl Inventory {
             return Err(Reject::QuantityInvalid { quantity });
         }
         if quantity > self.config.hold_seats_max {
-            return Err(Reject::OverHoldLimit {
-                requested: quantity,
-                max: self.config.hold_seats_max,
-            });
+            return Err(Reject::OverHoldLimit { requested: quantity, max: self.config.hold_seats_max });
         }
         self.check_can_hold(hold_id, customer)?;
         let seats = self.pick_best(quantity, section, category)?;
@@ -771,17 +593,11 @@ impl Inventory {
     /// venue order (sections are listed best first, then rows front to back) and
     /// the run nearest the row's centre; failing that, the first free seats in
     /// that same order, so the party is spread over as few rows as possible.
-    fn pick_best(
-        &self,
-        quantity: u32,
-        section: Option<u16>,
-        category: Option<u16>,
-    ) -> Result<Vec<SeatIdx>, Reject> {
+    fn pick_best(&self, quantity: u32, section: Option<u16>, category: Option<u16>) -> Result<Vec<SeatIdx>, Reject> {
         let layout = &self.layout;
         let row_ok = |ri: usize| {
             let row = &layout.rows[ri];
-            section.is_none_or(|s| row.section == s)
-                && category.is_none_or(|c| layout.sections[row.section as usize].category == c)
+            section.is_none_or(|s| row.section == s) && category.is_none_or(|c| layout.sections[row.section as usize].category == c)
         };
         let mut total = 0u32;
         for (ri, row) in layout.rows.iter().enumerate() {
@@ -812,16 +628,11 @@ impl Inventory {
                 }
             }
             if let Some((_, first)) = best {
-                return Ok((0..quantity as usize)
-                    .map(|i| SeatIdx((start + first + i) as u32))
-                    .collect());
+                return Ok((0..quantity as usize).map(|i| SeatIdx((start + first + i) as u32)).collect());
             }
         }
         if total < quantity {
-            return Err(Reject::NotEnoughSeats {
-                requested: quantity,
-                available: total,
-            });
+            return Err(Reject::NotEnoughSeats { requested: quantity, available: total });
         }
         let mut picked = Vec::with_capacity(quantity as usize);
         'rows: for (ri, row) in layout.rows.iter().enumerate() {
@@ -841,12 +652,7 @@ impl Inventory {
         Ok(picked)
     }
 
-    fn place(
-        &mut self,
-        hold_id: HoldId,
-        customer: &CustomerId,
-        seats: Vec<SeatIdx>,
-    ) -> (Reply, Vec<Event>) {
+    fn place(&mut self, hold_id: HoldId, customer: &CustomerId, seats: Vec<SeatIdx>) -> (Reply, Vec<Event>) {
         for &s in &seats {
             self.set_seat(s, SeatState::Held);
         }
@@ -868,19 +674,12 @@ impl Inventory {
     fn ended_reject(&self, hold_id: HoldId) -> Reject {
         match self.ended.get(&hold_id) {
             Some(h) if h.state == HoldState::Expired => Reject::HoldExpired { hold_id },
-            Some(h) => Reject::HoldNotActive {
-                hold_id,
-                state: h.state,
-            },
+            Some(h) => Reject::HoldNotActive { hold_id, state: h.state },
             None => Reject::HoldNotFound { hold_id },
         }
     }
 
-    fn release(
-        &mut self,
-        hold_id: HoldId,
-        customer: Option<&CustomerId>,
-    ) -> Result<(Reply, Vec<Event>), Reject> {
+    fn release(&mut self, hold_id: HoldId, customer: Option<&CustomerId>) -> Result<(Reply, Vec<Event>), Reject> {
         let Some(hold) = self.active.get(&hold_id) else {
             return Err(self.ended_reject(hold_id));
         };
@@ -888,10 +687,7 @@ impl Inventory {
             return Err(Reject::NotHoldOwner { hold_id });
         }
         let hold = self.end_hold(hold_id, HoldState::Released);
-        Ok((
-            Reply::Hold(hold.clone()),
-            vec![Event::HoldReleased { hold }],
-        ))
+        Ok((Reply::Hold(hold.clone()), vec![Event::HoldReleased { hold }]))
     }
 
     fn confirm(&mut self, hold_id: HoldId) -> Result<(Reply, Vec<Event>), Reject> {
@@ -910,23 +706,13 @@ impl Inventory {
     }
 
     fn end_hold(&mut self, hold_id: HoldId, state: HoldState) -> Hold {
-        let mut hold = self
-            .active
-            .remove(&hold_id)
-            .expect("caller checked the hold is active");
-        let seat_state = if state == HoldState::Confirmed {
-            SeatState::Sold
-        } else {
-            SeatState::Available
-        };
+        let mut hold = self.active.remove(&hold_id).expect("caller checked the hold is active");
+        let seat_state = if state == HoldState::Confirmed { SeatState::Sold } else { SeatState::Available };
         for &s in &hold.seats {
             self.set_seat(s, seat_state);
         }
         self.expiries.remove(&(hold.expires_at, hold_id));
-        let n = self
-            .holds_by_customer
-            .get_mut(&hold.customer)
-            .expect("active hold counted");
+        let n = self.holds_by_customer.get_mut(&hold.customer).expect("active hold counted");
         *n -= 1;
         if *n == 0 {
             self.holds_by_customer.remove(&hold.customer);
@@ -942,52 +728,30 @@ impl Inventory {
         if self.config.status == EventStatus::Cancelled {
             return Err(Reject::EventCancelled);
         }
-        let taken: Vec<SeatIdx> = seats
-            .iter()
-            .copied()
-            .filter(|s| matches!(self.seats[s.0 as usize], SeatState::Held | SeatState::Sold))
-            .collect();
+        let taken: Vec<SeatIdx> =
+            seats.iter().copied().filter(|s| matches!(self.seats[s.0 as usize], SeatState::Held | SeatState::Sold)).collect();
         if !taken.is_empty() {
             return Err(Reject::SeatsTaken { seats: taken });
         }
-        let changed: Vec<SeatIdx> = seats
-            .iter()
-            .copied()
-            .filter(|s| self.seats[s.0 as usize] == SeatState::Available)
-            .collect();
+        let changed: Vec<SeatIdx> = seats.iter().copied().filter(|s| self.seats[s.0 as usize] == SeatState::Available).collect();
         for &s in &changed {
             self.set_seat(s, SeatState::Blocked);
         }
         let n = changed.len() as u32;
-        let events = if changed.is_empty() {
-            vec![]
-        } else {
-            vec![Event::SeatsBlocked { seats: changed }]
-        };
+        let events = if changed.is_empty() { vec![] } else { vec![Event::SeatsBlocked { seats: changed }] };
         Ok((Reply::Seats { changed: n }, events))
     }
 
     fn unblock(&mut self, seats: &[SeatIdx]) -> Result<(Reply, Vec<Event>), Reject> {
         self.check_seat_list(seats)?;
-        let not_blocked: Vec<SeatIdx> = seats
-            .iter()
-            .copied()
-            .filter(|s| self.seats[s.0 as usize] != SeatState::Blocked)
-            .collect();
+        let not_blocked: Vec<SeatIdx> = seats.iter().copied().filter(|s| self.seats[s.0 as usize] != SeatState::Blocked).collect();
         if !not_blocked.is_empty() {
             return Err(Reject::SeatsNotBlocked { seats: not_blocked });
         }
         for &s in seats {
             self.set_seat(s, SeatState::Available);
         }
-        Ok((
-            Reply::Seats {
-                changed: seats.len() as u32,
-            },
-            vec![Event::SeatsUnblocked {
-                seats: seats.to_vec(),
-            }],
-        ))
+        Ok((Reply::Seats { changed: seats.len() as u32 }, vec![Event::SeatsUnblocked { seats: seats.to_vec() }]))
     }
 
     fn set_status(&mut self, to: EventStatus) -> Result<(Reply, Vec<Event>), Reject> {
@@ -1022,11 +786,7 @@ impl Inventory {
             events.push(Event::HoldExpired { hold });
         }
         // Idempotency records answer retries for a bounded time only.
-        let horizon = Millis(
-            self.now
-                .0
-                .saturating_sub(limits::IDEMPOTENCY_RETENTION_MS as i64),
-        );
+        let horizon = Millis(self.now.0.saturating_sub(limits::IDEMPOTENCY_RETENTION_MS as i64));
         while let Some((at, _)) = self.idempotency_order.front() {
             if *at >= horizon {
                 break;
@@ -1034,12 +794,7 @@ impl Inventory {
             let (_, key) = self.idempotency_order.pop_front().expect("front exists");
             self.idempotency.remove(&key);
         }
-        (
-            Reply::Expired {
-                holds: events.len() as u32,
-            },
-            events,
-        )
+        (Reply::Expired { holds: events.len() as u32 }, events)
     }
 
     fn set_seat(&mut self, s: SeatIdx, to: SeatState) {
@@ -1072,33 +827,18 @@ impl Inventory {
 
     /// The durable part of the state, as storage would hand it back.
     pub fn snapshot(&self) -> Snapshot {
-        let mut holds: Vec<Hold> = self
-            .active
-            .values()
-            .chain(self.ended.values())
-            .cloned()
-            .collect();
+        let mut holds: Vec<Hold> = self.active.values().chain(self.ended.values()).cloned().collect();
         holds.sort_by_key(|h| (h.created_at, h.id));
         Snapshot {
-            blocked: (0..self.seats.len() as u32)
-                .map(SeatIdx)
-                .filter(|s| self.seats[s.0 as usize] == SeatState::Blocked)
-                .collect(),
+            blocked: (0..self.seats.len() as u32).map(SeatIdx).filter(|s| self.seats[s.0 as usize] == SeatState::Blocked).collect(),
             holds,
-            idempotency: self
-                .idempotency_order
-                .iter()
-                .filter_map(|(_, k)| self.idempotency.get(k).cloned())
-                .collect(),
+            idempotency: self.idempotency_order.iter().filter_map(|(_, k)| self.idempotency.get(k).cloned()).collect(),
         }
     }
 
     pub fn assert_invariants(&self) {
         if let Err(e) = self.check_invariants() {
-            panic!(
-                "inventory invariant broken for event {}: {e}",
-                self.config.id
-            );
+            panic!("inventory invariant broken for event {}: {e}", self.config.id);
         }
     }
 
@@ -1106,10 +846,7 @@ impl Inventory {
     pub fn check_invariants(&self) -> Result<(), String> {
         let n = self.layout.seat_count();
         if self.seats.len() != n {
-            return Err(format!(
-                "I1 seat vector has {} entries for {n} seats",
-                self.seats.len()
-            ));
+            return Err(format!("I1 seat vector has {} entries for {n} seats", self.seats.len()));
         }
         let mut c = Counts::default();
         let mut rows = vec![0u32; self.layout.rows.len()];
@@ -1125,10 +862,7 @@ impl Inventory {
             }
         }
         if c != self.counts || (c.available + c.held + c.sold + c.blocked) as usize != n {
-            return Err(format!(
-                "I1 counts {:?} disagree with seats {c:?} (capacity {n})",
-                self.counts
-            ));
+            return Err(format!("I1 counts {:?} disagree with seats {c:?} (capacity {n})", self.counts));
         }
         if rows != self.row_available {
             return Err("I1 per-row availability disagrees with seats".into());
@@ -1152,19 +886,13 @@ impl Inventory {
                     return Err(format!("I2 seat {s:?} is in two holds"));
                 }
                 if self.seats[i] != SeatState::Held {
-                    return Err(format!(
-                        "I3 seat {s:?} of live hold {id} is {:?}",
-                        self.seats[i]
-                    ));
+                    return Err(format!("I3 seat {s:?} of live hold {id} is {:?}", self.seats[i]));
                 }
                 held_in_holds += 1;
             }
         }
         if held_in_holds != c.held {
-            return Err(format!(
-                "I3 {} seats held but live holds cover {held_in_holds}",
-                c.held
-            ));
+            return Err(format!("I3 {} seats held but live holds cover {held_in_holds}", c.held));
         }
         if self.expiries.len() != self.active.len() {
             return Err("I4 expiry timers do not match live holds".into());
@@ -1186,15 +914,9 @@ impl Inventory {
             }
         }
         if sold_in_holds != c.sold {
-            return Err(format!(
-                "I5 {} seats sold but confirmed holds cover {sold_in_holds}",
-                c.sold
-            ));
+            return Err(format!("I5 {} seats sold but confirmed holds cover {sold_in_holds}", c.sold));
         }
-        if per_customer.len() != self.holds_by_customer.len()
-            || per_customer
-                .iter()
-                .any(|(k, v)| self.holds_by_customer.get(*k) != Some(v))
+        if per_customer.len() != self.holds_by_customer.len() || per_customer.iter().any(|(k, v)| self.holds_by_customer.get(*k) != Some(v))
         {
             return Err("I6 per-customer hold counts disagree with live holds".into());
         }

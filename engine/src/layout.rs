@@ -79,32 +79,17 @@ pub struct Layout {
 
 fn check_label(field: &'static str, s: &str) -> Result<(), InvalidInput> {
     if s.is_empty() || s.len() > limits::LABEL_BYTES_MAX {
-        return Err(InvalidInput::new(
-            field,
-            format!(
-                "{field} must be 1 to {} bytes, got {s:?}",
-                limits::LABEL_BYTES_MAX
-            ),
-        ));
+        return Err(InvalidInput::new(field, format!("{field} must be 1 to {} bytes, got {s:?}", limits::LABEL_BYTES_MAX)));
     }
     if !s.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(InvalidInput::new(
-            field,
-            format!("{field} must be letters and digits only, got {s:?}"),
-        ));
+        return Err(InvalidInput::new(field, format!("{field} must be letters and digits only, got {s:?}")));
     }
     Ok(())
 }
 
 pub fn check_name(field: &'static str, s: &str) -> Result<(), InvalidInput> {
     if s.trim().is_empty() || s.len() > limits::NAME_BYTES_MAX {
-        return Err(InvalidInput::new(
-            field,
-            format!(
-                "{field} must be 1 to {} bytes and not blank",
-                limits::NAME_BYTES_MAX
-            ),
-        ));
+        return Err(InvalidInput::new(field, format!("{field} must be 1 to {} bytes and not blank", limits::NAME_BYTES_MAX)));
     }
     Ok(())
 }
@@ -115,10 +100,7 @@ impl Layout {
         if spec.categories.is_empty() || spec.categories.len() > limits::CATEGORIES_PER_VENUE_MAX {
             return Err(InvalidInput::new(
                 "venue.categories",
-                format!(
-                    "a venue needs 1 to {} price categories",
-                    limits::CATEGORIES_PER_VENUE_MAX
-                ),
+                format!("a venue needs 1 to {} price categories", limits::CATEGORIES_PER_VENUE_MAX),
             ));
         }
         let mut cat_index = HashMap::new();
@@ -126,20 +108,11 @@ impl Layout {
             check_label("venue.categories.code", &c.code)?;
             check_name("venue.categories.name", &c.name)?;
             if cat_index.insert(c.code.as_str(), i as u16).is_some() {
-                return Err(InvalidInput::new(
-                    "venue.categories.code",
-                    format!("category {:?} appears twice", c.code),
-                ));
+                return Err(InvalidInput::new("venue.categories.code", format!("category {:?} appears twice", c.code)));
             }
         }
         if spec.sections.is_empty() || spec.sections.len() > limits::SECTIONS_PER_VENUE_MAX {
-            return Err(InvalidInput::new(
-                "venue.sections",
-                format!(
-                    "a venue needs 1 to {} sections",
-                    limits::SECTIONS_PER_VENUE_MAX
-                ),
-            ));
+            return Err(InvalidInput::new("venue.sections", format!("a venue needs 1 to {} sections", limits::SECTIONS_PER_VENUE_MAX)));
         }
         let mut layout = Layout {
             name: spec.name.clone(),
@@ -153,35 +126,21 @@ impl Layout {
             check_label("venue.sections.code", &s.code)?;
             check_name("venue.sections.name", &s.name)?;
             if section_codes.insert(s.code.as_str(), si).is_some() {
-                return Err(InvalidInput::new(
-                    "venue.sections.code",
-                    format!("section {:?} appears twice", s.code),
-                ));
+                return Err(InvalidInput::new("venue.sections.code", format!("section {:?} appears twice", s.code)));
             }
             let Some(&category) = cat_index.get(s.category.as_str()) else {
                 return Err(InvalidInput::new(
                     "venue.sections.category",
-                    format!(
-                        "section {:?} names unknown category {:?}",
-                        s.code, s.category
-                    ),
+                    format!("section {:?} names unknown category {:?}", s.code, s.category),
                 ));
             };
             if s.rows.is_empty() || s.rows.len() > limits::ROWS_PER_SECTION_MAX {
                 return Err(InvalidInput::new(
                     "venue.sections.rows",
-                    format!(
-                        "section {:?} needs 1 to {} rows",
-                        s.code,
-                        limits::ROWS_PER_SECTION_MAX
-                    ),
+                    format!("section {:?} needs 1 to {} rows", s.code, limits::ROWS_PER_SECTION_MAX),
                 ));
             }
-            layout.sections.push(Section {
-                code: s.code.clone(),
-                name: s.name.clone(),
-                category,
-            });
+            layout.sections.push(Section { code: s.code.clone(), name: s.name.clone(), category });
             let mut row_labels = HashMap::new();
             for (ri, r) in s.rows.iter().enumerate() {
                 check_label("venue.sections.rows.label", &r.label)?;
@@ -194,37 +153,19 @@ impl Layout {
                 if r.seats == 0 || r.seats as usize > limits::SEATS_PER_ROW_MAX {
                     return Err(InvalidInput::new(
                         "venue.sections.rows.seats",
-                        format!(
-                            "row {:?} of section {:?} needs 1 to {} seats",
-                            r.label,
-                            s.code,
-                            limits::SEATS_PER_ROW_MAX
-                        ),
+                        format!("row {:?} of section {:?} needs 1 to {} seats", r.label, s.code, limits::SEATS_PER_ROW_MAX),
                     ));
                 }
                 let first_seat = layout.seats.len() as u32;
                 let row_idx = layout.rows.len() as u32;
                 for n in 0..r.seats {
-                    layout.seats.push(SeatDef {
-                        row: row_idx,
-                        number: r.first_number.max(1) + n,
-                        x: s.x + n as f32,
-                        y: s.y + ri as f32,
-                    });
+                    layout.seats.push(SeatDef { row: row_idx, number: r.first_number.max(1) + n, x: s.x + n as f32, y: s.y + ri as f32 });
                 }
-                layout.rows.push(Row {
-                    section: si as u16,
-                    label: r.label.clone(),
-                    first_seat,
-                    len: r.seats,
-                });
+                layout.rows.push(Row { section: si as u16, label: r.label.clone(), first_seat, len: r.seats });
                 if layout.seats.len() > limits::SEATS_PER_EVENT_MAX {
                     return Err(InvalidInput::new(
                         "venue.sections",
-                        format!(
-                            "a venue may have at most {} seats",
-                            limits::SEATS_PER_EVENT_MAX
-                        ),
+                        format!("a venue may have at most {} seats", limits::SEATS_PER_EVENT_MAX),
                     ));
                 }
             }
@@ -252,10 +193,7 @@ impl Layout {
     pub fn label(&self, idx: SeatIdx) -> String {
         let seat = &self.seats[idx.0 as usize];
         let row = &self.rows[seat.row as usize];
-        format!(
-            "{}-{}-{}",
-            self.sections[row.section as usize].code, row.label, seat.number
-        )
+        format!("{}-{}-{}", self.sections[row.section as usize].code, row.label, seat.number)
     }
 
     pub fn category_of(&self, idx: SeatIdx) -> u16 {
@@ -263,24 +201,16 @@ impl Layout {
     }
 
     pub fn section_index(&self, code: &str) -> Option<u16> {
-        self.sections
-            .iter()
-            .position(|s| s.code == code)
-            .map(|i| i as u16)
+        self.sections.iter().position(|s| s.code == code).map(|i| i as u16)
     }
 
     pub fn category_index(&self, code: &str) -> Option<u16> {
-        self.categories
-            .iter()
-            .position(|c| c.code == code)
-            .map(|i| i as u16)
+        self.categories.iter().position(|c| c.code == code).map(|i| i as u16)
     }
 
     /// Builds the label → index map used at the edge to resolve seat labels.
     pub fn label_index(&self) -> HashMap<String, SeatIdx> {
-        (0..self.seats.len() as u32)
-            .map(|i| (self.label(SeatIdx(i)), SeatIdx(i)))
-            .collect()
+        (0..self.seats.len() as u32).map(|i| (self.label(SeatIdx(i)), SeatIdx(i))).collect()
     }
 }
 
@@ -302,17 +232,11 @@ pub enum LabelError {
 
 impl SeatIndex {
     pub fn new(layout: &Layout) -> SeatIndex {
-        let mut sections: HashMap<String, HashMap<String, u32>> = layout
-            .sections
-            .iter()
-            .map(|s| (s.code.clone(), HashMap::new()))
-            .collect();
+        let mut sections: HashMap<String, HashMap<String, u32>> =
+            layout.sections.iter().map(|s| (s.code.clone(), HashMap::new())).collect();
         for (ri, r) in layout.rows.iter().enumerate() {
             let code = &layout.sections[r.section as usize].code;
-            sections
-                .get_mut(code)
-                .expect("section exists")
-                .insert(r.label.clone(), ri as u32);
+            sections.get_mut(code).expect("section exists").insert(r.label.clone(), ri as u32);
         }
         SeatIndex { sections }
     }
@@ -322,25 +246,12 @@ impl SeatIndex {
         let (Some(sec), Some(row), Some(num)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(LabelError::Malformed);
         };
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.len() <= limits::LABEL_BYTES_MAX
-                && p.chars().all(|c| c.is_ascii_alphanumeric())
-        };
-        if !ok(sec)
-            || !ok(row)
-            || !num.chars().all(|c| c.is_ascii_digit())
-            || num.is_empty()
-            || num.len() > 9
-        {
+        let ok = |p: &str| !p.is_empty() && p.len() <= limits::LABEL_BYTES_MAX && p.chars().all(|c| c.is_ascii_alphanumeric());
+        if !ok(sec) || !ok(row) || !num.chars().all(|c| c.is_ascii_digit()) || num.is_empty() || num.len() > 9 {
             return Err(LabelError::Malformed);
         }
         let number: u32 = num.parse().map_err(|_| LabelError::Malformed)?;
-        let ri = *self
-            .sections
-            .get(sec)
-            .and_then(|rows| rows.get(row))
-            .ok_or(LabelError::Unknown)?;
+        let ri = *self.sections.get(sec).and_then(|rows| rows.get(row)).ok_or(LabelError::Unknown)?;
         let r = &layout.rows[ri as usize];
         let first = layout.seats[r.first_seat as usize].number;
         if number < first || number - first >= r.len {
@@ -356,14 +267,8 @@ pub fn grid_venue(name: &str, sections: usize, rows: usize, seats_per_row: u32) 
     VenueSpec {
         name: name.to_owned(),
         categories: vec![
-            CategorySpec {
-                code: "P1".into(),
-                name: "Premium".into(),
-            },
-            CategorySpec {
-                code: "P2".into(),
-                name: "Standard".into(),
-            },
+            CategorySpec { code: "P1".into(), name: "Premium".into() },
+            CategorySpec { code: "P2".into(), name: "Standard".into() },
         ],
         sections: (0..sections)
             .map(|s| SectionSpec {
@@ -372,13 +277,7 @@ pub fn grid_venue(name: &str, sections: usize, rows: usize, seats_per_row: u32) 
                 category: if s % 2 == 0 { "P1".into() } else { "P2".into() },
                 x: (s % 4) as f32 * (seats_per_row as f32 + 4.0),
                 y: (s / 4) as f32 * (rows as f32 + 4.0),
-                rows: (0..rows)
-                    .map(|r| RowSpec {
-                        label: (r + 1).to_string(),
-                        seats: seats_per_row,
-                        first_number: 1,
-                    })
-                    .collect(),
+                rows: (0..rows).map(|r| RowSpec { label: (r + 1).to_string(), seats: seats_per_row, first_number: 1 }).collect(),
             })
             .collect(),
     }
@@ -387,11 +286,7 @@ pub fn grid_venue(name: &str, sections: usize, rows: usize, seats_per_row: u32) 
 fn section_code(i: usize) -> String {
     // A, B, ..., Z, A1, B1, ...
     let letter = (b'A' + (i % 26) as u8) as char;
-    if i < 26 {
-        letter.to_string()
-    } else {
-        format!("{letter}{}", i / 26)
-    }
+    if i < 26 { letter.to_string() } else { format!("{letter}{}", i / 26) }
 }
 
 #[cfg(test)]
@@ -428,18 +323,12 @@ mod tests {
     fn rejects_unknown_category_and_duplicates() {
         let mut v = grid_venue("t", 2, 1, 1);
         v.sections[0].category = "X".into();
-        assert_eq!(
-            Layout::build(&v).unwrap_err().field,
-            "venue.sections.category"
-        );
+        assert_eq!(Layout::build(&v).unwrap_err().field, "venue.sections.category");
         let mut v = grid_venue("t", 2, 1, 1);
         v.sections[1].code = "A".into();
         assert_eq!(Layout::build(&v).unwrap_err().field, "venue.sections.code");
         let mut v = grid_venue("t", 1, 1, 1);
         v.sections[0].rows[0].seats = 0;
-        assert_eq!(
-            Layout::build(&v).unwrap_err().field,
-            "venue.sections.rows.seats"
-        );
+        assert_eq!(Layout::build(&v).unwrap_err().field, "venue.sections.rows.seats");
     }
 }

@@ -18,14 +18,7 @@ pub(crate) fn config(layout: &Layout) -> EventConfig {
         status: EventStatus::OnSale,
         hold_duration_ms: 60_000,
         hold_seats_max: 6,
-        prices: layout
-            .categories
-            .iter()
-            .map(|_| Money {
-                minor: 5000,
-                currency: Currency::parse("EUR").unwrap(),
-            })
-            .collect(),
+        prices: layout.categories.iter().map(|_| Money { minor: 5000, currency: Currency::parse("EUR").unwrap() }).collect(),
     }
 }
 
@@ -45,14 +38,7 @@ fn seats(v: &[u32]) -> Vec<SeatIdx> {
     v.iter().map(|&i| SeatIdx(i)).collect()
 }
 fn hold(i: &mut Inventory, id: u128, who: &str, s: &[u32]) -> Result<(Reply, Vec<Event>), Reject> {
-    i.apply(
-        &Command::HoldSeats {
-            hold_id: hid(id),
-            customer: cust(who),
-            seats: seats(s),
-        },
-        i.now(),
-    )
+    i.apply(&Command::HoldSeats { hold_id: hid(id), customer: cust(who), seats: seats(s) }, i.now())
 }
 
 #[test]
@@ -63,15 +49,7 @@ fn hold_takes_all_seats_or_none() {
     assert_eq!(err, Reject::SeatsTaken { seats: seats(&[2]) });
     assert_eq!(i.seat_state(SeatIdx(0)), Some(SeatState::Available));
     assert_eq!(i.seat_state(SeatIdx(3)), Some(SeatState::Available));
-    assert_eq!(
-        i.counts(),
-        Counts {
-            available: 8,
-            held: 2,
-            sold: 0,
-            blocked: 0
-        }
-    );
+    assert_eq!(i.counts(), Counts { available: 8, held: 2, sold: 0, blocked: 0 });
 }
 
 #[test]
@@ -79,93 +57,43 @@ fn hold_is_rejected_when_seat_is_sold() {
     let mut i = inv(1, 1, 4);
     hold(&mut i, 1, "a", &[0]).unwrap();
     i.apply(&Command::Confirm { hold_id: hid(1) }, T0).unwrap();
-    assert_eq!(
-        hold(&mut i, 2, "b", &[0]).unwrap_err(),
-        Reject::SeatsTaken { seats: seats(&[0]) }
-    );
+    assert_eq!(hold(&mut i, 2, "b", &[0]).unwrap_err(), Reject::SeatsTaken { seats: seats(&[0]) });
     assert_eq!(i.counts().sold, 1);
 }
 
 #[test]
 fn malformed_seat_lists_are_rejected_in_precedence_order() {
     let mut i = inv(1, 1, 10);
-    assert_eq!(
-        hold(&mut i, 1, "a", &[]).unwrap_err(),
-        Reject::SeatListEmpty
-    );
-    assert_eq!(
-        hold(&mut i, 1, "a", &[1, 1]).unwrap_err(),
-        Reject::SeatDuplicated { seat: SeatIdx(1) }
-    );
-    assert_eq!(
-        hold(&mut i, 1, "a", &[1, 99]).unwrap_err(),
-        Reject::UnknownSeats {
-            seats: seats(&[99])
-        }
-    );
-    assert_eq!(
-        hold(&mut i, 1, "a", &[0, 1, 2, 3, 4, 5, 6]).unwrap_err(),
-        Reject::OverHoldLimit {
-            requested: 7,
-            max: 6
-        }
-    );
+    assert_eq!(hold(&mut i, 1, "a", &[]).unwrap_err(), Reject::SeatListEmpty);
+    assert_eq!(hold(&mut i, 1, "a", &[1, 1]).unwrap_err(), Reject::SeatDuplicated { seat: SeatIdx(1) });
+    assert_eq!(hold(&mut i, 1, "a", &[1, 99]).unwrap_err(), Reject::UnknownSeats { seats: seats(&[99]) });
+    assert_eq!(hold(&mut i, 1, "a", &[0, 1, 2, 3, 4, 5, 6]).unwrap_err(), Reject::OverHoldLimit { requested: 7, max: 6 });
     assert_eq!(i.counts().available, 10);
 }
 
 #[test]
 fn hold_is_rejected_when_event_is_not_on_sale_or_outside_window() {
     let mut i = inv(1, 1, 10);
-    i.apply(
-        &Command::SetStatus {
-            to: EventStatus::SalesClosed,
-        },
-        T0,
-    )
-    .unwrap();
-    assert_eq!(
-        hold(&mut i, 1, "a", &[0]).unwrap_err(),
-        Reject::EventNotOnSale {
-            status: EventStatus::SalesClosed
-        }
-    );
-    i.apply(
-        &Command::SetStatus {
-            to: EventStatus::OnSale,
-        },
-        T0,
-    )
-    .unwrap();
+    i.apply(&Command::SetStatus { to: EventStatus::SalesClosed }, T0).unwrap();
+    assert_eq!(hold(&mut i, 1, "a", &[0]).unwrap_err(), Reject::EventNotOnSale { status: EventStatus::SalesClosed });
+    i.apply(&Command::SetStatus { to: EventStatus::OnSale }, T0).unwrap();
     let end = i.config().sales_end;
     i.apply(&Command::Expire, end).unwrap();
-    assert!(matches!(
-        hold(&mut i, 1, "a", &[0]).unwrap_err(),
-        Reject::OutsideSalesWindow { .. }
-    ));
+    assert!(matches!(hold(&mut i, 1, "a", &[0]).unwrap_err(), Reject::OutsideSalesWindow { .. }));
 }
 
 #[test]
 fn expire_frees_seats_exactly_at_expiry() {
     let mut i = inv(1, 1, 4);
-    let (Reply::Hold(h), _) = hold(&mut i, 1, "a", &[0, 1]).unwrap() else {
-        panic!()
-    };
+    let (Reply::Hold(h), _) = hold(&mut i, 1, "a", &[0, 1]).unwrap() else { panic!() };
     assert_eq!(h.expires_at, T0.plus_ms(60_000));
-    let (r, ev) = i
-        .apply(&Command::Expire, Millis(h.expires_at.0 - 1))
-        .unwrap();
+    let (r, ev) = i.apply(&Command::Expire, Millis(h.expires_at.0 - 1)).unwrap();
     assert_eq!((r, ev.len()), (Reply::Expired { holds: 0 }, 0));
     let (r, ev) = i.apply(&Command::Expire, h.expires_at).unwrap();
     assert_eq!(r, Reply::Expired { holds: 1 });
-    assert!(
-        matches!(&ev[0], Event::HoldExpired { hold } if hold.seats == seats(&[0, 1]) && hold.state == HoldState::Expired)
-    );
+    assert!(matches!(&ev[0], Event::HoldExpired { hold } if hold.seats == seats(&[0, 1]) && hold.state == HoldState::Expired));
     assert_eq!(i.counts().available, 4);
-    assert_eq!(
-        i.apply(&Command::Confirm { hold_id: hid(1) }, h.expires_at)
-            .unwrap_err(),
-        Reject::HoldExpired { hold_id: hid(1) }
-    );
+    assert_eq!(i.apply(&Command::Confirm { hold_id: hid(1) }, h.expires_at).unwrap_err(), Reject::HoldExpired { hold_id: hid(1) });
 }
 
 #[test]
@@ -173,11 +101,7 @@ fn confirm_after_expiry_time_is_refused_even_before_expire_runs() {
     let mut i = inv(1, 1, 4);
     hold(&mut i, 1, "a", &[0]).unwrap();
     let late = T0.plus_ms(60_000);
-    assert_eq!(
-        i.apply(&Command::Confirm { hold_id: hid(1) }, late)
-            .unwrap_err(),
-        Reject::HoldExpired { hold_id: hid(1) }
-    );
+    assert_eq!(i.apply(&Command::Confirm { hold_id: hid(1) }, late).unwrap_err(), Reject::HoldExpired { hold_id: hid(1) });
     assert_eq!(i.counts().held, 1, "the seats wait for Expire to be freed");
 }
 
@@ -185,106 +109,43 @@ fn confirm_after_expiry_time_is_refused_even_before_expire_runs() {
 fn release_checks_owner_and_state() {
     let mut i = inv(1, 1, 4);
     hold(&mut i, 1, "a", &[0]).unwrap();
-    let rel = |who: &str| Command::Release {
-        hold_id: hid(1),
-        customer: Some(cust(who)),
-    };
-    assert_eq!(
-        i.apply(&rel("b"), T0).unwrap_err(),
-        Reject::NotHoldOwner { hold_id: hid(1) }
-    );
+    let rel = |who: &str| Command::Release { hold_id: hid(1), customer: Some(cust(who)) };
+    assert_eq!(i.apply(&rel("b"), T0).unwrap_err(), Reject::NotHoldOwner { hold_id: hid(1) });
     i.apply(&rel("a"), T0).unwrap();
-    assert_eq!(
-        i.apply(&rel("a"), T0).unwrap_err(),
-        Reject::HoldNotActive {
-            hold_id: hid(1),
-            state: HoldState::Released
-        }
-    );
-    assert_eq!(
-        i.apply(
-            &Command::Release {
-                hold_id: hid(9),
-                customer: None
-            },
-            T0
-        )
-        .unwrap_err(),
-        Reject::HoldNotFound { hold_id: hid(9) }
-    );
+    assert_eq!(i.apply(&rel("a"), T0).unwrap_err(), Reject::HoldNotActive { hold_id: hid(1), state: HoldState::Released });
+    assert_eq!(i.apply(&Command::Release { hold_id: hid(9), customer: None }, T0).unwrap_err(), Reject::HoldNotFound { hold_id: hid(9) });
 }
 
 #[test]
 fn best_available_prefers_side_by_side_in_the_best_row_centre() {
     let mut i = inv(2, 3, 10);
-    let c = Command::HoldBestAvailable {
-        hold_id: hid(1),
-        customer: cust("a"),
-        quantity: 4,
-        section: None,
-        category: None,
-    };
-    let (Reply::Hold(h), _) = i.apply(&c, T0).unwrap() else {
-        panic!()
-    };
+    let c = Command::HoldBestAvailable { hold_id: hid(1), customer: cust("a"), quantity: 4, section: None, category: None };
+    let (Reply::Hold(h), _) = i.apply(&c, T0).unwrap() else { panic!() };
     // Row A-1 holds seats 0..10; the centred run of 4 starts at offset 3.
     assert_eq!(h.seats, seats(&[3, 4, 5, 6]));
     // Break row 1 so that no 4-run is left: the next row is used.
     hold(&mut i, 2, "b", &[1, 8]).unwrap();
-    let c = Command::HoldBestAvailable {
-        hold_id: hid(3),
-        customer: cust("a"),
-        quantity: 4,
-        section: None,
-        category: None,
-    };
-    let (Reply::Hold(h), _) = i.apply(&c, T0).unwrap() else {
-        panic!()
-    };
+    let c = Command::HoldBestAvailable { hold_id: hid(3), customer: cust("a"), quantity: 4, section: None, category: None };
+    let (Reply::Hold(h), _) = i.apply(&c, T0).unwrap() else { panic!() };
     assert_eq!(h.seats, seats(&[13, 14, 15, 16]));
 }
 
 #[test]
 fn best_available_honours_section_and_reports_shortage() {
     let mut i = inv(2, 1, 3);
-    let c = |id, q, s| Command::HoldBestAvailable {
-        hold_id: hid(id),
-        customer: cust("a"),
-        quantity: q,
-        section: s,
-        category: None,
-    };
-    let (Reply::Hold(h), _) = i.apply(&c(1, 2, Some(1)), T0).unwrap() else {
-        panic!()
-    };
+    let c = |id, q, s| Command::HoldBestAvailable { hold_id: hid(id), customer: cust("a"), quantity: q, section: s, category: None };
+    let (Reply::Hold(h), _) = i.apply(&c(1, 2, Some(1)), T0).unwrap() else { panic!() };
     assert!(h.seats.iter().all(|s| s.0 >= 3));
-    assert_eq!(
-        i.apply(&c(2, 2, Some(1)), T0).unwrap_err(),
-        Reject::NotEnoughSeats {
-            requested: 2,
-            available: 1
-        }
-    );
-    assert_eq!(
-        i.apply(&c(2, 0, None), T0).unwrap_err(),
-        Reject::QuantityInvalid { quantity: 0 }
-    );
+    assert_eq!(i.apply(&c(2, 2, Some(1)), T0).unwrap_err(), Reject::NotEnoughSeats { requested: 2, available: 1 });
+    assert_eq!(i.apply(&c(2, 0, None), T0).unwrap_err(), Reject::QuantityInvalid { quantity: 0 });
 }
 
 #[test]
 fn best_available_spreads_when_no_row_has_a_run() {
     let mut i = inv(1, 2, 3);
     hold(&mut i, 1, "a", &[1, 4]).unwrap();
-    let c = Command::HoldBestAvailable {
-        hold_id: hid(2),
-        customer: cust("b"),
-        quantity: 3,
-        section: None,
-        category: None,
-    };
-    let (Reply::Hold(h), _) = i.apply(&c, T0).unwrap() else {
-        panic!()
-    };
+    let c = Command::HoldBestAvailable { hold_id: hid(2), customer: cust("b"), quantity: 3, section: None, category: None };
+    let (Reply::Hold(h), _) = i.apply(&c, T0).unwrap() else { panic!() };
     assert_eq!(h.seats, seats(&[0, 2, 3]));
 }
 
@@ -292,53 +153,12 @@ fn best_available_spreads_when_no_row_has_a_run() {
 fn block_refuses_held_seats_and_unblock_refuses_free_ones() {
     let mut i = inv(1, 1, 5);
     hold(&mut i, 1, "a", &[0]).unwrap();
-    assert_eq!(
-        i.apply(
-            &Command::Block {
-                seats: seats(&[0, 1])
-            },
-            T0
-        )
-        .unwrap_err(),
-        Reject::SeatsTaken { seats: seats(&[0]) }
-    );
-    i.apply(
-        &Command::Block {
-            seats: seats(&[1, 2]),
-        },
-        T0,
-    )
-    .unwrap();
-    assert_eq!(
-        hold(&mut i, 2, "b", &[2]).unwrap_err(),
-        Reject::SeatsTaken { seats: seats(&[2]) }
-    );
-    assert_eq!(
-        i.apply(
-            &Command::Unblock {
-                seats: seats(&[2, 3])
-            },
-            T0
-        )
-        .unwrap_err(),
-        Reject::SeatsNotBlocked { seats: seats(&[3]) }
-    );
-    i.apply(
-        &Command::Unblock {
-            seats: seats(&[1, 2]),
-        },
-        T0,
-    )
-    .unwrap();
-    assert_eq!(
-        i.counts(),
-        Counts {
-            available: 4,
-            held: 1,
-            sold: 0,
-            blocked: 0
-        }
-    );
+    assert_eq!(i.apply(&Command::Block { seats: seats(&[0, 1]) }, T0).unwrap_err(), Reject::SeatsTaken { seats: seats(&[0]) });
+    i.apply(&Command::Block { seats: seats(&[1, 2]) }, T0).unwrap();
+    assert_eq!(hold(&mut i, 2, "b", &[2]).unwrap_err(), Reject::SeatsTaken { seats: seats(&[2]) });
+    assert_eq!(i.apply(&Command::Unblock { seats: seats(&[2, 3]) }, T0).unwrap_err(), Reject::SeatsNotBlocked { seats: seats(&[3]) });
+    i.apply(&Command::Unblock { seats: seats(&[1, 2]) }, T0).unwrap();
+    assert_eq!(i.counts(), Counts { available: 4, held: 1, sold: 0, blocked: 0 });
 }
 
 #[test]
@@ -347,12 +167,7 @@ fn per_customer_hold_limit() {
     for n in 0..limits::HOLDS_PER_CUSTOMER_MAX {
         hold(&mut i, n as u128 + 1, "a", &[n]).unwrap();
     }
-    assert_eq!(
-        hold(&mut i, 100, "a", &[19]).unwrap_err(),
-        Reject::CustomerHoldLimit {
-            max: limits::HOLDS_PER_CUSTOMER_MAX
-        }
-    );
+    assert_eq!(hold(&mut i, 100, "a", &[19]).unwrap_err(), Reject::CustomerHoldLimit { max: limits::HOLDS_PER_CUSTOMER_MAX });
     hold(&mut i, 101, "b", &[19]).unwrap();
 }
 
@@ -362,36 +177,12 @@ fn cancelling_releases_live_holds_and_keeps_sales() {
     hold(&mut i, 1, "a", &[0]).unwrap();
     hold(&mut i, 2, "b", &[1]).unwrap();
     i.apply(&Command::Confirm { hold_id: hid(2) }, T0).unwrap();
-    let (_, ev) = i
-        .apply(
-            &Command::SetStatus {
-                to: EventStatus::Cancelled,
-            },
-            T0,
-        )
-        .unwrap();
+    let (_, ev) = i.apply(&Command::SetStatus { to: EventStatus::Cancelled }, T0).unwrap();
     assert_eq!(ev.len(), 2);
+    assert_eq!(i.counts(), Counts { available: 4, held: 0, sold: 1, blocked: 0 });
     assert_eq!(
-        i.counts(),
-        Counts {
-            available: 4,
-            held: 0,
-            sold: 1,
-            blocked: 0
-        }
-    );
-    assert_eq!(
-        i.apply(
-            &Command::SetStatus {
-                to: EventStatus::OnSale
-            },
-            T0
-        )
-        .unwrap_err(),
-        Reject::StatusTransition {
-            from: EventStatus::Cancelled,
-            to: EventStatus::OnSale
-        }
+        i.apply(&Command::SetStatus { to: EventStatus::OnSale }, T0).unwrap_err(),
+        Reject::StatusTransition { from: EventStatus::Cancelled, to: EventStatus::OnSale }
     );
 }
 
@@ -399,39 +190,20 @@ fn cancelling_releases_live_holds_and_keeps_sales() {
 fn idempotent_retry_returns_first_answer_and_reuse_is_refused() {
     let mut i = inv(1, 1, 5);
     let k = IdempotencyKey::parse("k1").unwrap();
-    let c1 = Command::HoldSeats {
-        hold_id: hid(1),
-        customer: cust("a"),
-        seats: seats(&[0]),
-    };
+    let c1 = Command::HoldSeats { hold_id: hid(1), customer: cust("a"), seats: seats(&[0]) };
     let first = i.apply_keyed(&k, &c1, T0);
     assert!(first.result.is_ok() && first.record.is_some() && first.events.len() == 1);
     // A retry picks a new hold id; it must still get the first answer.
-    let retry = Command::HoldSeats {
-        hold_id: hid(2),
-        customer: cust("a"),
-        seats: seats(&[0]),
-    };
+    let retry = Command::HoldSeats { hold_id: hid(2), customer: cust("a"), seats: seats(&[0]) };
     let again = i.apply_keyed(&k, &retry, T0);
     assert_eq!(again.result, first.result);
     assert!(again.events.is_empty() && again.record.is_none());
-    let other = Command::HoldSeats {
-        hold_id: hid(3),
-        customer: cust("a"),
-        seats: seats(&[1]),
-    };
-    assert_eq!(
-        i.apply_keyed(&k, &other, T0).result,
-        Err(Reject::IdempotencyKeyReused)
-    );
+    let other = Command::HoldSeats { hold_id: hid(3), customer: cust("a"), seats: seats(&[1]) };
+    assert_eq!(i.apply_keyed(&k, &other, T0).result, Err(Reject::IdempotencyKeyReused));
     assert_eq!(i.counts().held, 1);
     // Rejections are remembered too.
     let k2 = IdempotencyKey::parse("k2").unwrap();
-    let taken = Command::HoldSeats {
-        hold_id: hid(4),
-        customer: cust("b"),
-        seats: seats(&[0]),
-    };
+    let taken = Command::HoldSeats { hold_id: hid(4), customer: cust("b"), seats: seats(&[0]) };
     let r = i.apply_keyed(&k2, &taken, T0);
     assert!(matches!(r.result, Err(Reject::SeatsTaken { .. })) && r.record.is_some());
 }
@@ -441,11 +213,7 @@ fn idempotency_records_are_forgotten_after_retention() {
     let mut i = inv(1, 1, 5);
     let k = IdempotencyKey::parse("k").unwrap();
     i.apply_keyed(&k, &Command::Block { seats: seats(&[0]) }, T0);
-    i.apply(
-        &Command::Expire,
-        T0.plus_ms(limits::IDEMPOTENCY_RETENTION_MS + 1),
-    )
-    .unwrap();
+    i.apply(&Command::Expire, T0.plus_ms(limits::IDEMPOTENCY_RETENTION_MS + 1)).unwrap();
     assert!(i.snapshot().idempotency.is_empty());
 }
 
@@ -474,11 +242,7 @@ fn restore_refuses_a_seat_in_two_holds() {
         state: HoldState::Active,
         ended_at: None,
     };
-    let snap = Snapshot {
-        blocked: vec![],
-        holds: vec![h(1, 0), h(2, 0)],
-        idempotency: vec![],
-    };
+    let snap = Snapshot { blocked: vec![], holds: vec![h(1, 0), h(2, 0)], idempotency: vec![] };
     assert!(Inventory::restore(i.config().clone(), i.layout().clone(), snap, T0).is_err());
 }
 
@@ -507,26 +271,10 @@ fn event_config_validation_names_fields() {
 fn malformed_requests_are_not_remembered_under_their_key() {
     let mut i = inv(1, 1, 5);
     let k = IdempotencyKey::parse("k").unwrap();
-    let d = i.apply_keyed(
-        &k,
-        &Command::HoldSeats {
-            hold_id: hid(1),
-            customer: cust("a"),
-            seats: vec![],
-        },
-        T0,
-    );
+    let d = i.apply_keyed(&k, &Command::HoldSeats { hold_id: hid(1), customer: cust("a"), seats: vec![] }, T0);
     assert_eq!(d.result, Err(Reject::SeatListEmpty));
     assert!(d.record.is_none());
     // The key is still free for a well-formed request.
-    let d = i.apply_keyed(
-        &k,
-        &Command::HoldSeats {
-            hold_id: hid(1),
-            customer: cust("a"),
-            seats: seats(&[0]),
-        },
-        T0,
-    );
+    let d = i.apply_keyed(&k, &Command::HoldSeats { hold_id: hid(1), customer: cust("a"), seats: seats(&[0]) }, T0);
     assert!(d.result.is_ok());
 }

@@ -8,9 +8,8 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use usher_engine::{
-    Command, Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey,
-    IdempotencyRecord, Inventory, Layout, Millis, Money, Reject, Reply, SeatIdx, SeatState,
-    Snapshot, VenueId, grid_venue,
+    Command, Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Inventory, Layout,
+    Millis, Money, Reject, Reply, SeatIdx, SeatState, Snapshot, VenueId, grid_venue,
 };
 use uuid::Uuid;
 
@@ -45,14 +44,7 @@ fn inventory((sections, rows, per_row): Grid) -> Inventory {
         status: EventStatus::OnSale,
         hold_duration_ms: 60_000,
         hold_seats_max: HOLD_SEATS_MAX,
-        prices: layout
-            .categories
-            .iter()
-            .map(|_| Money {
-                minor: 5_000,
-                currency: Currency::parse("EUR").unwrap(),
-            })
-            .collect(),
+        prices: layout.categories.iter().map(|_| Money { minor: 5_000, currency: Currency::parse("EUR").unwrap() }).collect(),
     };
     config.validate(&layout).unwrap();
     Inventory::new(config, Arc::new(layout), T0)
@@ -70,14 +62,8 @@ fn arb_grid() -> impl Strategy<Value = Grid> {
 /// now and then a raw list of 0 to 7 entries that may hold an unknown seat or a
 /// duplicate.
 fn arb_seats(n: u32) -> impl Strategy<Value = Vec<SeatIdx>> + Clone {
-    let distinct = prop::sample::subsequence(
-        (0..n).map(SeatIdx).collect::<Vec<_>>(),
-        1..=n.min(6) as usize,
-    );
-    let raw = vec(
-        prop_oneof![9 => 0..n, 1 => n..n + 3].prop_map(SeatIdx),
-        0..=7,
-    );
+    let distinct = prop::sample::subsequence((0..n).map(SeatIdx).collect::<Vec<_>>(), 1..=n.min(6) as usize);
+    let raw = vec(prop_oneof![9 => 0..n, 1 => n..n + 3].prop_map(SeatIdx), 0..=7);
     prop_oneof![8 => distinct, 2 => raw]
 }
 
@@ -91,12 +77,7 @@ fn arb_hold_id() -> impl Strategy<Value = HoldId> + Clone {
 }
 
 fn arb_status() -> impl Strategy<Value = EventStatus> {
-    prop_oneof![
-        Just(EventStatus::Draft),
-        Just(EventStatus::OnSale),
-        Just(EventStatus::SalesClosed),
-        Just(EventStatus::Cancelled),
-    ]
+    prop_oneof![Just(EventStatus::Draft), Just(EventStatus::OnSale), Just(EventStatus::SalesClosed), Just(EventStatus::Cancelled),]
 }
 
 /// Any command against a venue of `n` seats and `sections` sections;
@@ -137,11 +118,7 @@ fn arb_command(n: u32, sections: u16, with_status: bool) -> BoxedStrategy<Comman
 }
 
 /// Commands, each after a delay of up to 20 s.
-fn arb_script(
-    grid: Grid,
-    with_status: bool,
-    len: usize,
-) -> impl Strategy<Value = Vec<(u64, Command)>> {
+fn arb_script(grid: Grid, with_status: bool, len: usize) -> impl Strategy<Value = Vec<(u64, Command)>> {
     let cmd = arb_command(seat_count(grid), grid.0 as u16, with_status);
     vec((0u64..20_000, cmd), 0..=len)
 }

@@ -24,9 +24,8 @@ use std::sync::Arc;
 
 use usher_engine::limits::{HOLDS_PER_CUSTOMER_MAX, IDEMPOTENCY_RETENTION_MS};
 use usher_engine::{
-    Command, Counts, Currency, CustomerId, Decision, Event, EventConfig, EventId, EventStatus,
-    Hold, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, Inventory, Layout, Millis, Money,
-    Reject, Reply, SeatIdx, SeatState, VenueId, grid_venue,
+    Command, Counts, Currency, CustomerId, Decision, Event, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey,
+    IdempotencyRecord, Inventory, Layout, Millis, Money, Reject, Reply, SeatIdx, SeatState, VenueId, grid_venue,
 };
 use uuid::Uuid;
 
@@ -60,16 +59,8 @@ fn random_interleavings_keep_every_invariant() {
         return;
     }
     // A simulation that never reaches a branch proves nothing about it.
-    let missing: Vec<&str> = EXPECTED_OUTCOMES
-        .iter()
-        .copied()
-        .filter(|o| !seen.0.contains_key(o))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "the default seeds never reached {missing:?}; outcomes seen: {:?}",
-        seen.0
-    );
+    let missing: Vec<&str> = EXPECTED_OUTCOMES.iter().copied().filter(|o| !seen.0.contains_key(o)).collect();
+    assert!(missing.is_empty(), "the default seeds never reached {missing:?}; outcomes seen: {:?}", seen.0);
 }
 
 #[test]
@@ -77,10 +68,7 @@ fn the_same_seed_replays_the_same_history() {
     for seed in default_seeds().take(3) {
         let a = run_seed(seed, 800);
         let b = run_seed(seed, 800);
-        assert_eq!(
-            a.digest, b.digest,
-            "seed={seed:#x}: two runs of the same seed answered differently"
-        );
+        assert_eq!(a.digest, b.digest, "seed={seed:#x}: two runs of the same seed answered differently");
     }
 }
 
@@ -144,10 +132,7 @@ fn run_seed(seed: u64, steps: usize) -> RunResult {
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(seed);
         sim.run(steps, &mut trace);
-        RunResult {
-            stats: sim.stats,
-            digest: sim.digest,
-        }
+        RunResult { stats: sim.stats, digest: sim.digest }
     }));
     match result {
         Ok(r) => r,
@@ -348,11 +333,7 @@ impl Model {
         if let Some(&seat) = seats.iter().find(|s| !seen.insert(**s)) {
             return Err(Reject::SeatDuplicated { seat });
         }
-        let unknown: Vec<SeatIdx> = seats
-            .iter()
-            .copied()
-            .filter(|s| s.0 >= self.grid.seats())
-            .collect();
+        let unknown: Vec<SeatIdx> = seats.iter().copied().filter(|s| s.0 >= self.grid.seats()).collect();
         if !unknown.is_empty() {
             return Err(Reject::UnknownSeats { seats: unknown });
         }
@@ -364,25 +345,14 @@ impl Model {
             return Err(Reject::HoldIdExists { hold_id });
         }
         if self.status != EventStatus::OnSale {
-            return Err(Reject::EventNotOnSale {
-                status: self.status,
-            });
+            return Err(Reject::EventNotOnSale { status: self.status });
         }
         if self.now < self.sales_start || self.now >= self.sales_end {
-            return Err(Reject::OutsideSalesWindow {
-                sales_start: self.sales_start,
-                sales_end: self.sales_end,
-            });
+            return Err(Reject::OutsideSalesWindow { sales_start: self.sales_start, sales_end: self.sales_end });
         }
-        let live = self
-            .active
-            .iter()
-            .filter(|id| self.holds[id].customer == *customer)
-            .count() as u32;
+        let live = self.active.iter().filter(|id| self.holds[id].customer == *customer).count() as u32;
         if live >= HOLDS_PER_CUSTOMER_MAX {
-            return Err(Reject::CustomerHoldLimit {
-                max: HOLDS_PER_CUSTOMER_MAX,
-            });
+            return Err(Reject::CustomerHoldLimit { max: HOLDS_PER_CUSTOMER_MAX });
         }
         Ok(())
     }
@@ -399,19 +369,10 @@ impl Model {
         }
     }
 
-    fn place(
-        &mut self,
-        id: HoldId,
-        customer: &CustomerId,
-        seats: Vec<SeatIdx>,
-    ) -> (Reply, Vec<Event>) {
+    fn place(&mut self, id: HoldId, customer: &CustomerId, seats: Vec<SeatIdx>) -> (Reply, Vec<Event>) {
         for s in &seats {
             let o = &mut self.seats[s.0 as usize];
-            assert_eq!(
-                *o,
-                Owner::Free,
-                "model: placing hold {id} on a claimed seat {s:?}"
-            );
+            assert_eq!(*o, Owner::Free, "model: placing hold {id} on a claimed seat {s:?}");
             *o = Owner::Held(id);
         }
         let hold = Hold {
@@ -435,11 +396,7 @@ impl Model {
         for s in &hold.seats {
             let o = &mut self.seats[s.0 as usize];
             assert_eq!(*o, Owner::Held(id), "model: seat {s:?} of hold {id}");
-            *o = if state == HoldState::Confirmed {
-                Owner::Sold(id)
-            } else {
-                Owner::Free
-            };
+            *o = if state == HoldState::Confirmed { Owner::Sold(id) } else { Owner::Free };
         }
         hold.state = state;
         hold.ended_at = Some(now);
@@ -461,30 +418,13 @@ impl Model {
     /// such a run, the run nearest the row's centre; otherwise the first free
     /// seats in venue order.
     fn check_best_pick(&self, rows: &[u32], q: u32, picked: &[SeatIdx]) {
-        assert_eq!(
-            picked.len(),
-            q as usize,
-            "best available of {q} picked {picked:?}"
-        );
+        assert_eq!(picked.len(), q as usize, "best available of {q} picked {picked:?}");
         let mut seen = HashSet::new();
         for s in picked {
-            assert!(
-                seen.insert(*s),
-                "best available picked {s:?} twice: {picked:?}"
-            );
-            assert!(
-                s.0 < self.grid.seats(),
-                "best available picked unknown {s:?}"
-            );
-            assert_eq!(
-                self.seats[s.0 as usize],
-                Owner::Free,
-                "best available picked a seat that was not available: {s:?} in {picked:?}"
-            );
-            assert!(
-                rows.contains(&self.grid.row_of(s.0)),
-                "best available picked {s:?} outside the section/category filter"
-            );
+            assert!(seen.insert(*s), "best available picked {s:?} twice: {picked:?}");
+            assert!(s.0 < self.grid.seats(), "best available picked unknown {s:?}");
+            assert_eq!(self.seats[s.0 as usize], Owner::Free, "best available picked a seat that was not available: {s:?} in {picked:?}");
+            assert!(rows.contains(&self.grid.row_of(s.0)), "best available picked {s:?} outside the section/category filter");
         }
         let free = |s: u32| self.seats[s as usize] == Owner::Free;
         for &row in rows {
@@ -493,9 +433,7 @@ impl Model {
             if len < q {
                 continue;
             }
-            let runs: Vec<u32> = (0..=len - q)
-                .filter(|&first| (seats.start + first..seats.start + first + q).all(free))
-                .collect();
+            let runs: Vec<u32> = (0..=len - q).filter(|&first| (seats.start + first..seats.start + first + q).all(free)).collect();
             if runs.is_empty() {
                 continue;
             }
@@ -516,18 +454,9 @@ impl Model {
             );
             return;
         }
-        let expected: Vec<SeatIdx> = rows
-            .iter()
-            .flat_map(|&r| self.grid.row_seats(r))
-            .filter(|&s| free(s))
-            .take(q as usize)
-            .map(SeatIdx)
-            .collect();
-        assert_eq!(
-            picked,
-            expected.as_slice(),
-            "with no run of {q} anywhere, best available must take the first free seats"
-        );
+        let expected: Vec<SeatIdx> =
+            rows.iter().flat_map(|&r| self.grid.row_seats(r)).filter(|&s| free(s)).take(q as usize).map(SeatIdx).collect();
+        assert_eq!(picked, expected.as_slice(), "with no run of {q} anywhere, best available must take the first free seats");
     }
 
     /// Decides `cmd` at `now`, updates the model and returns what the engine
@@ -536,58 +465,32 @@ impl Model {
     fn step(&mut self, cmd: &Command, now: Millis, engine: &Outcome) -> Outcome {
         self.now = now;
         match cmd {
-            Command::HoldSeats {
-                hold_id,
-                customer,
-                seats,
-            } => {
+            Command::HoldSeats { hold_id, customer, seats } => {
                 self.check_list(seats)?;
                 if seats.len() as u32 > self.hold_max {
-                    return Err(Reject::OverHoldLimit {
-                        requested: seats.len() as u32,
-                        max: self.hold_max,
-                    });
+                    return Err(Reject::OverHoldLimit { requested: seats.len() as u32, max: self.hold_max });
                 }
                 self.check_can_hold(*hold_id, customer)?;
-                let taken: Vec<SeatIdx> = seats
-                    .iter()
-                    .copied()
-                    .filter(|s| self.seats[s.0 as usize] != Owner::Free)
-                    .collect();
+                let taken: Vec<SeatIdx> = seats.iter().copied().filter(|s| self.seats[s.0 as usize] != Owner::Free).collect();
                 if !taken.is_empty() {
                     return Err(Reject::SeatsTaken { seats: taken });
                 }
                 Ok(self.place(*hold_id, customer, seats.clone()))
             }
-            Command::HoldBestAvailable {
-                hold_id,
-                customer,
-                quantity,
-                section,
-                category,
-            } => {
+            Command::HoldBestAvailable { hold_id, customer, quantity, section, category } => {
                 let q = *quantity;
                 if q == 0 {
                     return Err(Reject::QuantityInvalid { quantity: q });
                 }
                 if q > self.hold_max {
-                    return Err(Reject::OverHoldLimit {
-                        requested: q,
-                        max: self.hold_max,
-                    });
+                    return Err(Reject::OverHoldLimit { requested: q, max: self.hold_max });
                 }
                 self.check_can_hold(*hold_id, customer)?;
                 let rows = self.rows_matching(*section, *category);
-                let total = rows
-                    .iter()
-                    .flat_map(|&r| self.grid.row_seats(r))
-                    .filter(|&s| self.seats[s as usize] == Owner::Free)
-                    .count() as u32;
+                let total =
+                    rows.iter().flat_map(|&r| self.grid.row_seats(r)).filter(|&s| self.seats[s as usize] == Owner::Free).count() as u32;
                 if total < q {
-                    return Err(Reject::NotEnoughSeats {
-                        requested: q,
-                        available: total,
-                    });
+                    return Err(Reject::NotEnoughSeats { requested: q, available: total });
                 }
                 let picked = match engine {
                     Ok((Reply::Hold(h), _)) => h.seats.clone(),
@@ -605,10 +508,7 @@ impl Model {
                     return Err(Reject::NotHoldOwner { hold_id: *hold_id });
                 }
                 let hold = self.end(*hold_id, HoldState::Released);
-                Ok((
-                    Reply::Hold(hold.clone()),
-                    vec![Event::HoldReleased { hold }],
-                ))
+                Ok((Reply::Hold(hold.clone()), vec![Event::HoldReleased { hold }]))
             }
             Command::Confirm { hold_id } => {
                 let expires_at = self.live_hold(*hold_id)?.expires_at;
@@ -626,53 +526,29 @@ impl Model {
                 if self.status == EventStatus::Cancelled {
                     return Err(Reject::EventCancelled);
                 }
-                let taken: Vec<SeatIdx> = seats
-                    .iter()
-                    .copied()
-                    .filter(|s| matches!(self.seats[s.0 as usize], Owner::Held(_) | Owner::Sold(_)))
-                    .collect();
+                let taken: Vec<SeatIdx> =
+                    seats.iter().copied().filter(|s| matches!(self.seats[s.0 as usize], Owner::Held(_) | Owner::Sold(_))).collect();
                 if !taken.is_empty() {
                     return Err(Reject::SeatsTaken { seats: taken });
                 }
-                let changed: Vec<SeatIdx> = seats
-                    .iter()
-                    .copied()
-                    .filter(|s| self.seats[s.0 as usize] == Owner::Free)
-                    .collect();
+                let changed: Vec<SeatIdx> = seats.iter().copied().filter(|s| self.seats[s.0 as usize] == Owner::Free).collect();
                 for s in &changed {
                     self.seats[s.0 as usize] = Owner::Blocked;
                 }
-                let reply = Reply::Seats {
-                    changed: changed.len() as u32,
-                };
-                let events = if changed.is_empty() {
-                    vec![]
-                } else {
-                    vec![Event::SeatsBlocked { seats: changed }]
-                };
+                let reply = Reply::Seats { changed: changed.len() as u32 };
+                let events = if changed.is_empty() { vec![] } else { vec![Event::SeatsBlocked { seats: changed }] };
                 Ok((reply, events))
             }
             Command::Unblock { seats } => {
                 self.check_list(seats)?;
-                let not_blocked: Vec<SeatIdx> = seats
-                    .iter()
-                    .copied()
-                    .filter(|s| self.seats[s.0 as usize] != Owner::Blocked)
-                    .collect();
+                let not_blocked: Vec<SeatIdx> = seats.iter().copied().filter(|s| self.seats[s.0 as usize] != Owner::Blocked).collect();
                 if !not_blocked.is_empty() {
                     return Err(Reject::SeatsNotBlocked { seats: not_blocked });
                 }
                 for s in seats {
                     self.seats[s.0 as usize] = Owner::Free;
                 }
-                Ok((
-                    Reply::Seats {
-                        changed: seats.len() as u32,
-                    },
-                    vec![Event::SeatsUnblocked {
-                        seats: seats.clone(),
-                    }],
-                ))
+                Ok((Reply::Seats { changed: seats.len() as u32 }, vec![Event::SeatsUnblocked { seats: seats.clone() }]))
             }
             Command::SetStatus { to } => {
                 let (from, to) = (self.status, *to);
@@ -694,27 +570,14 @@ impl Model {
                 Ok((Reply::Status { status: to }, events))
             }
             Command::Expire => {
-                let mut due: Vec<(Millis, HoldId)> = self
-                    .active
-                    .iter()
-                    .map(|id| (self.holds[id].expires_at, *id))
-                    .filter(|(at, _)| *at <= self.now)
-                    .collect();
+                let mut due: Vec<(Millis, HoldId)> =
+                    self.active.iter().map(|id| (self.holds[id].expires_at, *id)).filter(|(at, _)| *at <= self.now).collect();
                 due.sort();
-                let events: Vec<Event> = due
-                    .into_iter()
-                    .map(|(_, id)| Event::HoldExpired {
-                        hold: self.end(id, HoldState::Expired),
-                    })
-                    .collect();
+                let events: Vec<Event> =
+                    due.into_iter().map(|(_, id)| Event::HoldExpired { hold: self.end(id, HoldState::Expired) }).collect();
                 let horizon = self.now.0.saturating_sub(IDEMPOTENCY_RETENTION_MS as i64);
                 self.keys.retain(|_, r| r.at.0 >= horizon);
-                Ok((
-                    Reply::Expired {
-                        holds: events.len() as u32,
-                    },
-                    events,
-                ))
+                Ok((Reply::Expired { holds: events.len() as u32 }, events))
             }
         }
     }
@@ -722,41 +585,19 @@ impl Model {
     /// `step` under an idempotency key.
     fn step_keyed(&mut self, key: &str, cmd: &Command, now: Millis, engine: &Decision) -> Decision {
         if let Some(rec) = self.keys.get(key) {
-            let result = if rec.request == request_of(cmd) {
-                rec.result.clone()
-            } else {
-                Err(Reject::IdempotencyKeyReused)
-            };
-            return Decision {
-                result,
-                events: vec![],
-                record: None,
-            };
+            let result = if rec.request == request_of(cmd) { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
+            return Decision { result, events: vec![], record: None };
         }
-        let engine_outcome = engine
-            .result
-            .clone()
-            .map(|reply| (reply, engine.events.clone()));
+        let engine_outcome = engine.result.clone().map(|reply| (reply, engine.events.clone()));
         let (result, events) = match self.step(cmd, now, &engine_outcome) {
             Ok((reply, events)) => (Ok(reply), events),
             // Nothing executed, so nothing is remembered under the key.
             Err(r) if is_malformed(&r) => {
-                return Decision {
-                    result: Err(r),
-                    events: vec![],
-                    record: None,
-                };
+                return Decision { result: Err(r), events: vec![], record: None };
             }
             Err(r) => (Err(r), vec![]),
         };
-        self.keys.insert(
-            key.to_owned(),
-            KeyRecord {
-                request: request_of(cmd),
-                result: result.clone(),
-                at: now,
-            },
-        );
+        self.keys.insert(key.to_owned(), KeyRecord { request: request_of(cmd), result: result.clone(), at: now });
         Decision {
             result: result.clone(),
             events,
@@ -872,29 +713,13 @@ struct Sim {
 impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = Rng(seed);
-        let grid = Grid {
-            sections: rng.range(2, 4) as u32,
-            rows: rng.range(2, 6) as u32,
-            per_row: rng.range(3, 12) as u32,
-        };
-        let layout = Layout::build(&grid_venue(
-            "Sim",
-            grid.sections as usize,
-            grid.rows as usize,
-            grid.per_row,
-        ))
-        .expect("grid venue is valid");
+        let grid = Grid { sections: rng.range(2, 4) as u32, rows: rng.range(2, 6) as u32, per_row: rng.range(3, 12) as u32 };
+        let layout =
+            Layout::build(&grid_venue("Sim", grid.sections as usize, grid.rows as usize, grid.per_row)).expect("grid venue is valid");
         assert_eq!(layout.seat_count() as u32, grid.seats());
-        let sales_start = if rng.chance(30) {
-            T0.plus_ms(rng.range(1, 3_000))
-        } else {
-            T0
-        };
-        let sales_end = if rng.chance(20) {
-            T0.plus_ms(rng.range(DAY_MS, 3 * DAY_MS))
-        } else {
-            T0.plus_ms(rng.range(20 * DAY_MS, 40 * DAY_MS))
-        };
+        let sales_start = if rng.chance(30) { T0.plus_ms(rng.range(1, 3_000)) } else { T0 };
+        let sales_end =
+            if rng.chance(20) { T0.plus_ms(rng.range(DAY_MS, 3 * DAY_MS)) } else { T0.plus_ms(rng.range(20 * DAY_MS, 40 * DAY_MS)) };
         let config = EventConfig {
             id: EventId(Uuid::from_u128(u128::from(seed) + 1)),
             venue_id: VenueId(Uuid::from_u128(7)),
@@ -903,20 +728,13 @@ impl Sim {
             starts_at: sales_end.plus_ms(HOUR_MS),
             sales_start,
             sales_end,
-            status: if rng.chance(85) {
-                EventStatus::OnSale
-            } else {
-                EventStatus::Draft
-            },
+            status: if rng.chance(85) { EventStatus::OnSale } else { EventStatus::Draft },
             hold_duration_ms: rng.range(1_000, 10_000),
             hold_seats_max: rng.range(1, 8) as u32,
             prices: layout
                 .categories
                 .iter()
-                .map(|_| Money {
-                    minor: 4_200,
-                    currency: Currency::parse("EUR").expect("valid currency"),
-                })
+                .map(|_| Money { minor: 4_200, currency: Currency::parse("EUR").expect("valid currency") })
                 .collect(),
         };
         config.validate(&layout).expect("simulated config is valid");
@@ -939,10 +757,7 @@ impl Sim {
             grid,
             model,
             clock: T0,
-            customers: CUSTOMERS
-                .iter()
-                .map(|c| CustomerId::parse(c).expect("valid customer"))
-                .collect(),
+            customers: CUSTOMERS.iter().map(|c| CustomerId::parse(c).expect("valid customer")).collect(),
             next_hold: 0,
             hold_ids: Vec::new(),
             placed: Vec::new(),
@@ -977,51 +792,23 @@ impl Sim {
                 let key = format!("k{}", self.keys.len());
                 let cmd = self.gen_command();
                 self.keys.push((key.clone(), cmd.clone()));
-                Op::Keyed {
-                    key,
-                    cmd,
-                    kind: KeyUse::Fresh,
-                }
+                Op::Keyed { key, cmd, kind: KeyUse::Fresh }
             }
             89..=93 if !self.keys.is_empty() => {
                 let (key, first) = self.rng.pick(&self.keys).clone();
                 // A retry picks a new hold id, as a client does per attempt.
                 let cmd = match first {
-                    Command::HoldSeats {
-                        customer, seats, ..
-                    } => Command::HoldSeats {
-                        hold_id: self.new_hold_id(),
-                        customer,
-                        seats,
-                    },
-                    Command::HoldBestAvailable {
-                        customer,
-                        quantity,
-                        section,
-                        category,
-                        ..
-                    } => Command::HoldBestAvailable {
-                        hold_id: self.new_hold_id(),
-                        customer,
-                        quantity,
-                        section,
-                        category,
-                    },
+                    Command::HoldSeats { customer, seats, .. } => Command::HoldSeats { hold_id: self.new_hold_id(), customer, seats },
+                    Command::HoldBestAvailable { customer, quantity, section, category, .. } => {
+                        Command::HoldBestAvailable { hold_id: self.new_hold_id(), customer, quantity, section, category }
+                    }
                     other => other,
                 };
-                Op::Keyed {
-                    key,
-                    cmd,
-                    kind: KeyUse::Retry,
-                }
+                Op::Keyed { key, cmd, kind: KeyUse::Retry }
             }
             94..=96 if !self.keys.is_empty() => {
                 let key = self.rng.pick(&self.keys).0.clone();
-                Op::Keyed {
-                    key,
-                    cmd: self.gen_command(),
-                    kind: KeyUse::Reuse,
-                }
+                Op::Keyed { key, cmd: self.gen_command(), kind: KeyUse::Reuse }
             }
             97..=99 => Op::Restart,
             _ => Op::Apply(self.gen_command()),
@@ -1036,11 +823,7 @@ impl Sim {
     }
 
     fn hold_id_for_new_hold(&mut self) -> HoldId {
-        if self.rng.chance(4) && !self.placed.is_empty() {
-            *self.rng.pick(&self.placed)
-        } else {
-            self.new_hold_id()
-        }
+        if self.rng.chance(4) && !self.placed.is_empty() { *self.rng.pick(&self.placed) } else { self.new_hold_id() }
     }
 
     fn existing_hold_id(&mut self) -> HoldId {
@@ -1054,28 +837,20 @@ impl Sim {
             // Possibly never placed: rejected when first sent.
             *self.rng.pick(&self.hold_ids)
         } else {
-            HoldId(Uuid::from_u128(
-                u128::MAX - u128::from(self.rng.below(1_000)),
-            ))
+            HoldId(Uuid::from_u128(u128::MAX - u128::from(self.rng.below(1_000))))
         }
     }
 
     /// Skewed towards the first customer so that the per-customer hold limit
     /// is reached now and then.
     fn customer(&mut self) -> CustomerId {
-        if self.rng.chance(50) {
-            self.customers[0].clone()
-        } else {
-            self.rng.pick(&self.customers).clone()
-        }
+        if self.rng.chance(50) { self.customers[0].clone() } else { self.rng.pick(&self.customers).clone() }
     }
 
     /// `k` distinct seats, mostly ones the model says are in state `want`.
     fn some_seats(&mut self, want: SeatState, k: usize) -> Vec<SeatIdx> {
         let n = self.grid.seats();
-        let candidates: Vec<u32> = (0..n)
-            .filter(|&s| self.model.seats[s as usize].state() == want)
-            .collect();
+        let candidates: Vec<u32> = (0..n).filter(|&s| self.model.seats[s as usize].state() == want).collect();
         let mut out: Vec<SeatIdx> = Vec::with_capacity(k);
         let mut tries = 0;
         while out.len() < k && tries < 4 * k + 8 {
@@ -1152,16 +927,8 @@ impl Sim {
                 } else {
                     self.rng.below(9) as u32
                 },
-                section: if self.rng.chance(25) {
-                    Some(self.rng.below(u64::from(self.grid.sections) + 1) as u16)
-                } else {
-                    None
-                },
-                category: if self.rng.chance(20) {
-                    Some(self.rng.below(3) as u16)
-                } else {
-                    None
-                },
+                section: if self.rng.chance(25) { Some(self.rng.below(u64::from(self.grid.sections) + 1) as u16) } else { None },
+                category: if self.rng.chance(20) { Some(self.rng.below(3) as u16) } else { None },
             },
             48..=61 => {
                 let hold_id = self.existing_hold_id();
@@ -1175,18 +942,10 @@ impl Sim {
                 };
                 Command::Release { hold_id, customer }
             }
-            62..=75 => Command::Confirm {
-                hold_id: self.existing_hold_id(),
-            },
-            76..=82 => Command::Block {
-                seats: self.seat_list(SeatState::Available, 4),
-            },
-            83..=89 => Command::Unblock {
-                seats: self.seat_list(SeatState::Blocked, 4),
-            },
-            90..=92 => Command::SetStatus {
-                to: self.gen_status(),
-            },
+            62..=75 => Command::Confirm { hold_id: self.existing_hold_id() },
+            76..=82 => Command::Block { seats: self.seat_list(SeatState::Available, 4) },
+            83..=89 => Command::Unblock { seats: self.seat_list(SeatState::Blocked, 4) },
+            90..=92 => Command::SetStatus { to: self.gen_status() },
             _ => Command::Expire,
         }
     }
@@ -1196,11 +955,7 @@ impl Sim {
         if self.rng.below(1_000) < 4 {
             // Land just before or exactly on an edge of the sales window. Rare:
             // past the end nothing can be held any more.
-            let edge = if self.rng.chance(50) {
-                self.model.sales_start
-            } else {
-                self.model.sales_end
-            };
+            let edge = if self.rng.chance(50) { self.model.sales_start } else { self.model.sales_end };
             let target = edge.0 - self.rng.below(2) as i64;
             if target >= self.clock.0 {
                 return (target - self.clock.0) as u64;
@@ -1240,30 +995,19 @@ impl Sim {
                 let replay = self.model.keys.contains_key(&key);
                 let got = self.inv.apply_keyed(&k, &cmd, self.clock);
                 let want = self.model.step_keyed(&key, &cmd, self.clock, &got);
-                assert_eq!(
-                    got, want,
-                    "engine and model disagree on {kind:?} key {key} {cmd:?}"
-                );
+                assert_eq!(got, want, "engine and model disagree on {kind:?} key {key} {cmd:?}");
                 if replay {
                     // A replay or a refused reuse: nothing happened at all.
                     assert!(got.record.is_none(), "a replay was recorded again");
                     assert!(got.events.is_empty(), "a replay emitted events");
-                    assert_eq!(
-                        self.inv.seat_states(),
-                        &before[..],
-                        "a replay changed seats"
-                    );
+                    assert_eq!(self.inv.seat_states(), &before[..], "a replay changed seats");
                     assert_eq!(self.inv.now(), now_before, "a replay moved the clock");
                     self.stats.add(match got.result {
                         Err(Reject::IdempotencyKeyReused) => "IdempotencyKeyReused",
                         _ => "replayed",
                     });
                     if matches!(kind, KeyUse::Retry) {
-                        assert_ne!(
-                            got.result,
-                            Err(Reject::IdempotencyKeyReused),
-                            "a retry of the same request was refused as a reuse"
-                        );
+                        assert_ne!(got.result, Err(Reject::IdempotencyKeyReused), "a retry of the same request was refused as a reuse");
                     }
                 } else {
                     if got.record.is_some() {
@@ -1310,18 +1054,10 @@ impl Sim {
     /// Spec-level checks that hold whatever the model says.
     fn check_outcome(&self, cmd: &Command, result: Result<&Reply, &Reject>, before: &[SeatState]) {
         match result {
-            Err(r) => assert_eq!(
-                self.inv.seat_states(),
-                before,
-                "rejected {cmd:?} ({r:?}) changed seats"
-            ),
+            Err(r) => assert_eq!(self.inv.seat_states(), before, "rejected {cmd:?} ({r:?}) changed seats"),
             Ok(Reply::Hold(h)) if h.state == HoldState::Active => {
                 for s in &h.seats {
-                    assert_eq!(
-                        before[s.0 as usize],
-                        SeatState::Available,
-                        "accepted hold {h:?} took seat {s:?} that was not available"
-                    );
+                    assert_eq!(before[s.0 as usize], SeatState::Available, "accepted hold {h:?} took seat {s:?} that was not available");
                 }
             }
             Ok(_) => {}
@@ -1329,40 +1065,16 @@ impl Sim {
     }
 
     fn restart(&mut self) {
-        let restored = Inventory::restore(
-            self.inv.config().clone(),
-            self.inv.layout().clone(),
-            self.inv.snapshot(),
-            self.clock,
-        )
-        .unwrap_or_else(|e| panic!("restore refused the engine's own snapshot: {e}"));
-        assert_eq!(
-            restored.counts(),
-            self.inv.counts(),
-            "restore changed counts"
-        );
-        assert_eq!(
-            restored.seat_states(),
-            self.inv.seat_states(),
-            "restore changed seats"
-        );
-        assert_eq!(
-            restored.next_expiry(),
-            self.inv.next_expiry(),
-            "restore changed next expiry"
-        );
-        assert_eq!(
-            restored.config(),
-            self.inv.config(),
-            "restore changed config"
-        );
+        let restored = Inventory::restore(self.inv.config().clone(), self.inv.layout().clone(), self.inv.snapshot(), self.clock)
+            .unwrap_or_else(|e| panic!("restore refused the engine's own snapshot: {e}"));
+        assert_eq!(restored.counts(), self.inv.counts(), "restore changed counts");
+        assert_eq!(restored.seat_states(), self.inv.seat_states(), "restore changed seats");
+        assert_eq!(restored.next_expiry(), self.inv.next_expiry(), "restore changed next expiry");
+        assert_eq!(restored.config(), self.inv.config(), "restore changed config");
         let (old, new) = (self.inv.snapshot(), restored.snapshot());
         assert_eq!(old.blocked, new.blocked, "restore changed blocked seats");
         assert_eq!(old.holds, new.holds, "restore changed holds");
-        assert_eq!(
-            old.idempotency, new.idempotency,
-            "restore changed idempotency records"
-        );
+        assert_eq!(old.idempotency, new.idempotency, "restore changed idempotency records");
         self.inv = restored;
         self.model.now = self.clock;
         self.stats.add("restarted");
@@ -1372,34 +1084,21 @@ impl Sim {
     /// Compares engine and model after a step; `full` also compares every hold
     /// ever placed and every idempotency record.
     fn check(&self, full: bool) {
-        self.inv
-            .check_invariants()
-            .unwrap_or_else(|e| panic!("engine invariant broken: {e}"));
+        self.inv.check_invariants().unwrap_or_else(|e| panic!("engine invariant broken: {e}"));
         assert_eq!(self.inv.now(), self.model.now, "engine clock");
         let states = self.inv.seat_states();
         assert_eq!(states.len(), self.model.seats.len(), "seat count");
         for (i, (got, owner)) in states.iter().zip(&self.model.seats).enumerate() {
-            assert_eq!(
-                *got,
-                owner.state(),
-                "seat {i} is {got:?} in the engine, model says {owner:?}"
-            );
+            assert_eq!(*got, owner.state(), "seat {i} is {got:?} in the engine, model says {owner:?}");
         }
         assert_eq!(self.inv.counts(), self.model.counts(), "counts");
-        assert_eq!(
-            self.inv.next_expiry(),
-            self.model.next_expiry(),
-            "next expiry"
-        );
+        assert_eq!(self.inv.next_expiry(), self.model.next_expiry(), "next expiry");
         // Live holds: the same set, the same content, and no seat in two.
         let mut claimed = vec![None::<HoldId>; states.len()];
         let mut live = 0;
         for h in self.inv.active_holds() {
             live += 1;
-            assert!(
-                self.model.active.contains(&h.id),
-                "engine has live hold {h:?} the model does not"
-            );
+            assert!(self.model.active.contains(&h.id), "engine has live hold {h:?} the model does not");
             assert_eq!(Some(h), self.model.holds.get(&h.id), "live hold {}", h.id);
             for s in &h.seats {
                 let c = &mut claimed[s.0 as usize];
@@ -1413,21 +1112,11 @@ impl Sim {
                 assert_eq!(self.inv.hold(*id), Some(h), "hold {id}");
             }
             let records = self.inv.snapshot().idempotency;
-            assert_eq!(
-                records.len(),
-                self.model.keys.len(),
-                "idempotency records kept"
-            );
+            assert_eq!(records.len(), self.model.keys.len(), "idempotency records kept");
             for r in &records {
-                let m = self.model.keys.get(r.key.as_str()).unwrap_or_else(|| {
-                    panic!("engine kept record {} the model forgot", r.key.as_str())
-                });
-                assert_eq!(
-                    (&r.result, r.at),
-                    (&m.result, m.at),
-                    "record {}",
-                    r.key.as_str()
-                );
+                let m =
+                    self.model.keys.get(r.key.as_str()).unwrap_or_else(|| panic!("engine kept record {} the model forgot", r.key.as_str()));
+                assert_eq!((&r.result, r.at), (&m.result, m.at), "record {}", r.key.as_str());
             }
         }
     }

@@ -11,9 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 use usher_actors::{Clock, Registry, RegistryConfig, Store};
 use usher_engine::Millis;
-use usher_proto::v1::{
-    catalog_service_server::CatalogServiceServer, inventory_service_server::InventoryServiceServer,
-};
+use usher_proto::v1::{catalog_service_server::CatalogServiceServer, inventory_service_server::InventoryServiceServer};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -24,6 +22,9 @@ use crate::inventory::Inventory;
 pub struct Ctx {
     pub registry: Registry,
     pub clock: Clock,
+    /// Turns true when the node starts shutting down: open streams end, so
+    /// that the server can drain.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Ctx {
@@ -40,13 +41,12 @@ pub struct Application {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     registry_join: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
-        let store = usher_adapters::connect(&config.store_url())
-            .await
-            .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+        let store = usher_adapters::connect(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
         if config.demo_data() {
             crate::demo::load(store.as_ref(), clock.now()).await?;
@@ -54,33 +54,20 @@ impl Application {
         let mut rc = RegistryConfig::new(store);
         rc.clock = clock.clone();
         let (registry, registry_join) = Registry::start(rc).await?;
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.grpc_addr))?;
+        let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
-        Ok(Application {
-            ctx: Ctx { registry, clock },
-            listener,
-            grpc_addr,
-            registry_join,
-        })
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        Ok(Application { ctx: Ctx { registry, clock, stopping }, listener, grpc_addr, registry_join, stop })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
     }
 
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<CatalogServiceServer<Catalog>>()
-            .await;
-        health_reporter
-            .set_serving::<InventoryServiceServer<Inventory>>()
-            .await;
+        health_reporter.set_serving::<CatalogServiceServer<Catalog>>().await;
+        health_reporter.set_serving::<InventoryServiceServer<Inventory>>().await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(usher_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -90,12 +77,14 @@ impl Application {
             .register_encoded_file_descriptor_set(usher_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let catalog = CatalogServiceServer::new(Catalog {
-            ctx: self.ctx.clone(),
-        });
-        let inventory = InventoryServiceServer::new(Inventory {
-            ctx: self.ctx.clone(),
-        });
+        let catalog = CatalogServiceServer::new(Catalog { ctx: self.ctx.clone() });
+        let inventory = InventoryServiceServer::new(Inventory { ctx: self.ctx.clone() });
+        let stop = self.stop;
+        let shutdown = async move {
+            shutdown.await;
+            info!("shutting down: no new calls; finishing the ones in flight");
+            let _ = stop.send(true);
+        };
         tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection_v1)

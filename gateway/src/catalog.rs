@@ -10,8 +10,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 use usher_actors::{Created, EventFilter};
 use usher_engine::{
-    CategorySpec, Command, Currency, EventConfig, EventId, EventStatus, Layout, Millis, Money,
-    Reply, RowSpec, SectionSpec, VenueId, VenueSpec, fingerprint_bytes, limits,
+    CategorySpec, Command, Currency, EventConfig, EventId, EventStatus, Layout, Millis, Money, Reply, RowSpec, SectionSpec, VenueId,
+    VenueSpec, fingerprint_bytes, limits,
 };
 use usher_proto::v1::{self as pb, catalog_service_server::CatalogService};
 
@@ -35,14 +35,7 @@ fn venue_pb(id: VenueId, spec: &VenueSpec, seat_count: u32) -> pb::Venue {
         venue_id: id.to_string(),
         name: spec.name.clone(),
         seat_count,
-        categories: spec
-            .categories
-            .iter()
-            .map(|c| pb::PriceCategory {
-                code: c.code.clone(),
-                name: c.name.clone(),
-            })
-            .collect(),
+        categories: spec.categories.iter().map(|c| pb::PriceCategory { code: c.code.clone(), name: c.name.clone() }).collect(),
         sections: spec
             .sections
             .iter()
@@ -52,15 +45,7 @@ fn venue_pb(id: VenueId, spec: &VenueSpec, seat_count: u32) -> pb::Venue {
                 category: s.category.clone(),
                 x: s.x,
                 y: s.y,
-                rows: s
-                    .rows
-                    .iter()
-                    .map(|r| pb::RowSpec {
-                        label: r.label.clone(),
-                        seats: r.seats,
-                        first_number: r.first_number,
-                    })
-                    .collect(),
+                rows: s.rows.iter().map(|r| pb::RowSpec { label: r.label.clone(), seats: r.seats, first_number: r.first_number }).collect(),
             })
             .collect(),
     }
@@ -68,22 +53,16 @@ fn venue_pb(id: VenueId, spec: &VenueSpec, seat_count: u32) -> pb::Venue {
 
 impl Catalog {
     async fn layout_of(&self, venue: VenueId) -> Result<Layout, ApiError> {
-        let v = self.ctx.store().get_venue(venue).await?.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                "VENUE_NOT_FOUND",
-                format!("venue {venue} not found"),
-            )
-        })?;
+        let v = self
+            .ctx
+            .store()
+            .get_venue(venue)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {venue} not found")))?;
         Ok(Layout::build(&v.spec)?)
     }
 
-    async fn event_command(
-        &self,
-        key: &str,
-        event_id: &str,
-        cmd: Command,
-    ) -> Result<pb::Event, ApiError> {
+    async fn event_command(&self, key: &str, event_id: &str, cmd: Command) -> Result<pb::Event, ApiError> {
         let key = convert::key(key)?;
         let id = convert::event_id(event_id)?;
         let handle = self.ctx.registry.event(id).await?;
@@ -94,32 +73,17 @@ impl Catalog {
         }
     }
 
-    async fn seats_command(
-        &self,
-        req: pb::SeatsCommandRequest,
-        block: bool,
-    ) -> Result<pb::SeatsChanged, ApiError> {
+    async fn seats_command(&self, req: pb::SeatsCommandRequest, block: bool) -> Result<pb::SeatsChanged, ApiError> {
         let key = convert::key(&req.idempotency_key)?;
         let id = convert::event_id(&req.event_id)?;
         check_seat_list(&req.seat_ids)?;
         let handle = self.ctx.registry.event(id).await?;
         let seats = convert::seats(&handle, &req.seat_ids)?;
-        let cmd = if block {
-            Command::Block { seats }
-        } else {
-            Command::Unblock { seats }
-        };
+        let cmd = if block { Command::Block { seats } } else { Command::Unblock { seats } };
         let out = handle.command(key, cmd).await?;
         match out.result {
-            Ok(Reply::Seats { changed }) => Ok(pb::SeatsChanged {
-                event_id: id.to_string(),
-                changed,
-            }),
-            Ok(other) => Err(ApiError::new(
-                ErrorCode::Internal,
-                "INTERNAL",
-                format!("unexpected answer {other:?}"),
-            )),
+            Ok(Reply::Seats { changed }) => Ok(pb::SeatsChanged { event_id: id.to_string(), changed }),
+            Ok(other) => Err(ApiError::new(ErrorCode::Internal, "INTERNAL", format!("unexpected answer {other:?}"))),
             Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
         }
     }
@@ -145,14 +109,7 @@ pub fn check_seat_list(ids: &[String]) -> Result<(), ApiError> {
 fn spec_from(req: &pb::CreateVenueRequest) -> VenueSpec {
     VenueSpec {
         name: req.name.clone(),
-        categories: req
-            .categories
-            .iter()
-            .map(|c| CategorySpec {
-                code: c.code.clone(),
-                name: c.name.clone(),
-            })
-            .collect(),
+        categories: req.categories.iter().map(|c| CategorySpec { code: c.code.clone(), name: c.name.clone() }).collect(),
         sections: req
             .sections
             .iter()
@@ -165,11 +122,7 @@ fn spec_from(req: &pb::CreateVenueRequest) -> VenueSpec {
                 rows: s
                     .rows
                     .iter()
-                    .map(|r| RowSpec {
-                        label: r.label.clone(),
-                        seats: r.seats,
-                        first_number: r.first_number.max(1),
-                    })
+                    .map(|r| RowSpec { label: r.label.clone(), seats: r.seats, first_number: r.first_number.max(1) })
                     .collect(),
             })
             .collect(),
@@ -182,56 +135,31 @@ fn page_token(t: &str) -> Result<Option<(Millis, EventId)>, ApiError> {
     }
     let bad = || ApiError::invalid("page_token", "not a token this server issued");
     let (ms, id) = t.split_once('_').ok_or_else(bad)?;
-    Ok(Some((
-        Millis(ms.parse().map_err(|_| bad())?),
-        EventId::parse(id).map_err(|_| bad())?,
-    )))
+    Ok(Some((Millis(ms.parse().map_err(|_| bad())?), EventId::parse(id).map_err(|_| bad())?)))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SeatChanges, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl CatalogService for Catalog {
-    async fn create_venue(
-        &self,
-        req: Request<pb::CreateVenueRequest>,
-    ) -> Result<Response<pb::Venue>, Status> {
+    async fn create_venue(&self, req: Request<pb::CreateVenueRequest>) -> Result<Response<pb::Venue>, Status> {
         let req = req.into_inner();
         let key = convert::key(&req.idempotency_key)?;
         let spec = spec_from(&req);
         let layout = Layout::build(&spec).map_err(ApiError::from)?;
         let fp = fingerprint(1, &req, |r| r.idempotency_key.clear());
         let id = VenueId(uuid::Uuid::new_v4());
-        let id = match self
-            .ctx
-            .store()
-            .create_venue(&key, fp, id, &spec, &layout, self.ctx.now())
-            .await
-            .map_err(ApiError::from)?
-        {
+        let id = match self.ctx.store().create_venue(&key, fp, id, &spec, &layout, self.ctx.now()).await.map_err(ApiError::from)? {
             Created::New(id) | Created::Replayed(id) => id,
             Created::KeyReused => {
-                return Err(ApiError::from_reject(
-                    &usher_engine::Reject::IdempotencyKeyReused,
-                    &layout,
-                )
-                .into());
+                return Err(ApiError::from_reject(&usher_engine::Reject::IdempotencyKeyReused, &layout).into());
             }
         };
-        let v = self
-            .ctx
-            .store()
-            .get_venue(id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| Status::internal("venue vanished"))?;
+        let v = self.ctx.store().get_venue(id).await.map_err(ApiError::from)?.ok_or_else(|| Status::internal("venue vanished"))?;
         Ok(Response::new(venue_pb(v.id, &v.spec, v.seat_count)))
     }
 
-    async fn get_venue(
-        &self,
-        req: Request<pb::GetVenueRequest>,
-    ) -> Result<Response<pb::Venue>, Status> {
+    async fn get_venue(&self, req: Request<pb::GetVenueRequest>) -> Result<Response<pb::Venue>, Status> {
         let id = VenueId::parse(&req.get_ref().venue_id).map_err(ApiError::from)?;
         let v = self
             .ctx
@@ -239,79 +167,32 @@ impl CatalogService for Catalog {
             .get_venue(id)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| {
-                Status::from(ApiError::new(
-                    ErrorCode::NotFound,
-                    "VENUE_NOT_FOUND",
-                    format!("venue {id} not found"),
-                ))
-            })?;
+            .ok_or_else(|| Status::from(ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {id} not found"))))?;
         Ok(Response::new(venue_pb(v.id, &v.spec, v.seat_count)))
     }
 
-    async fn create_event(
-        &self,
-        req: Request<pb::CreateEventRequest>,
-    ) -> Result<Response<pb::Event>, Status> {
+    async fn create_event(&self, req: Request<pb::CreateEventRequest>) -> Result<Response<pb::Event>, Status> {
         let req = req.into_inner();
         let key = convert::key(&req.idempotency_key)?;
         let venue_id = VenueId::parse(&req.venue_id).map_err(ApiError::from)?;
         let layout = self.layout_of(venue_id).await?;
         let now = self.ctx.now();
-        let starts_at = convert::millis(
-            "starts_at",
-            req.starts_at
-                .as_ref()
-                .ok_or_else(|| ApiError::invalid("starts_at", "is required"))?,
-        )?;
-        let sales_start = req
-            .sales_start
-            .as_ref()
-            .map(|t| convert::millis("sales_start", t))
-            .transpose()?
-            .unwrap_or(now);
-        let sales_end = req
-            .sales_end
-            .as_ref()
-            .map(|t| convert::millis("sales_end", t))
-            .transpose()?
-            .unwrap_or(starts_at);
+        let starts_at = convert::millis("starts_at", req.starts_at.as_ref().ok_or_else(|| ApiError::invalid("starts_at", "is required"))?)?;
+        let sales_start = req.sales_start.as_ref().map(|t| convert::millis("sales_start", t)).transpose()?.unwrap_or(now);
+        let sales_end = req.sales_end.as_ref().map(|t| convert::millis("sales_end", t)).transpose()?.unwrap_or(starts_at);
         let currency = Currency::parse(&req.currency).map_err(ApiError::from)?;
         let mut prices: Vec<Option<Money>> = vec![None; layout.categories.len()];
         for p in &req.prices {
-            let i = layout.category_index(&p.category).ok_or_else(|| {
-                ApiError::invalid(
-                    "prices",
-                    format!("the venue has no category {:?}", p.category),
-                )
-            })?;
-            if prices[i as usize]
-                .replace(Money {
-                    minor: p.amount_minor,
-                    currency,
-                })
-                .is_some()
-            {
-                return Err(ApiError::invalid(
-                    "prices",
-                    format!("category {:?} is priced twice", p.category),
-                )
-                .into());
+            let i = layout
+                .category_index(&p.category)
+                .ok_or_else(|| ApiError::invalid("prices", format!("the venue has no category {:?}", p.category)))?;
+            if prices[i as usize].replace(Money { minor: p.amount_minor, currency }).is_some() {
+                return Err(ApiError::invalid("prices", format!("category {:?} is priced twice", p.category)).into());
             }
         }
-        let missing: Vec<&str> = layout
-            .categories
-            .iter()
-            .zip(&prices)
-            .filter(|(_, p)| p.is_none())
-            .map(|(c, _)| c.code.as_str())
-            .collect();
+        let missing: Vec<&str> = layout.categories.iter().zip(&prices).filter(|(_, p)| p.is_none()).map(|(c, _)| c.code.as_str()).collect();
         if !missing.is_empty() {
-            return Err(ApiError::invalid(
-                "prices",
-                format!("no price for categories {}", missing.join(", ")),
-            )
-            .into());
+            return Err(ApiError::invalid("prices", format!("no price for categories {}", missing.join(", "))).into());
         }
         let config = EventConfig {
             id: EventId(uuid::Uuid::new_v4()),
@@ -321,154 +202,64 @@ impl CatalogService for Catalog {
             starts_at,
             sales_start,
             sales_end,
-            status: if req.open_sales {
-                EventStatus::OnSale
-            } else {
-                EventStatus::Draft
-            },
+            status: if req.open_sales { EventStatus::OnSale } else { EventStatus::Draft },
             hold_duration_ms: if req.hold_duration_seconds == 0 {
                 limits::HOLD_DURATION_MS_DEFAULT
             } else {
                 u64::from(req.hold_duration_seconds) * 1000
             },
-            hold_seats_max: if req.hold_seats_max == 0 {
-                limits::HOLD_SEATS_DEFAULT
-            } else {
-                req.hold_seats_max
-            },
+            hold_seats_max: if req.hold_seats_max == 0 { limits::HOLD_SEATS_DEFAULT } else { req.hold_seats_max },
             prices: prices.into_iter().flatten().collect(),
         };
         config.validate(&layout).map_err(ApiError::from)?;
         let fp = fingerprint(2, &req, |r| r.idempotency_key.clear());
-        let id = match self
-            .ctx
-            .store()
-            .create_event(&key, fp, &config, now)
-            .await
-            .map_err(ApiError::from)?
-        {
+        let id = match self.ctx.store().create_event(&key, fp, &config, now).await.map_err(ApiError::from)? {
             Created::New(id) | Created::Replayed(id) => id,
             Created::KeyReused => {
-                return Err(ApiError::from_reject(
-                    &usher_engine::Reject::IdempotencyKeyReused,
-                    &layout,
-                )
-                .into());
+                return Err(ApiError::from_reject(&usher_engine::Reject::IdempotencyKeyReused, &layout).into());
             }
         };
-        let stored = self
-            .ctx
-            .store()
-            .get_event(id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| Status::internal("event vanished"))?;
+        let stored = self.ctx.store().get_event(id).await.map_err(ApiError::from)?.ok_or_else(|| Status::internal("event vanished"))?;
         Ok(Response::new(convert::event(&stored, &layout, None)))
     }
 
-    async fn open_sales(
-        &self,
-        req: Request<pb::EventCommandRequest>,
-    ) -> Result<Response<pb::Event>, Status> {
+    async fn open_sales(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
         let r = req.get_ref();
-        Ok(Response::new(
-            self.event_command(
-                &r.idempotency_key,
-                &r.event_id,
-                Command::SetStatus {
-                    to: EventStatus::OnSale,
-                },
-            )
-            .await?,
-        ))
+        Ok(Response::new(self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::OnSale }).await?))
     }
 
-    async fn close_sales(
-        &self,
-        req: Request<pb::EventCommandRequest>,
-    ) -> Result<Response<pb::Event>, Status> {
+    async fn close_sales(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
         let r = req.get_ref();
-        Ok(Response::new(
-            self.event_command(
-                &r.idempotency_key,
-                &r.event_id,
-                Command::SetStatus {
-                    to: EventStatus::SalesClosed,
-                },
-            )
-            .await?,
-        ))
+        Ok(Response::new(self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::SalesClosed }).await?))
     }
 
-    async fn cancel_event(
-        &self,
-        req: Request<pb::EventCommandRequest>,
-    ) -> Result<Response<pb::Event>, Status> {
+    async fn cancel_event(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
         let r = req.get_ref();
-        Ok(Response::new(
-            self.event_command(
-                &r.idempotency_key,
-                &r.event_id,
-                Command::SetStatus {
-                    to: EventStatus::Cancelled,
-                },
-            )
-            .await?,
-        ))
+        Ok(Response::new(self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::Cancelled }).await?))
     }
 
-    async fn block_seats(
-        &self,
-        req: Request<pb::SeatsCommandRequest>,
-    ) -> Result<Response<pb::SeatsChanged>, Status> {
-        Ok(Response::new(
-            self.seats_command(req.into_inner(), true).await?,
-        ))
+    async fn block_seats(&self, req: Request<pb::SeatsCommandRequest>) -> Result<Response<pb::SeatsChanged>, Status> {
+        Ok(Response::new(self.seats_command(req.into_inner(), true).await?))
     }
 
-    async fn unblock_seats(
-        &self,
-        req: Request<pb::SeatsCommandRequest>,
-    ) -> Result<Response<pb::SeatsChanged>, Status> {
-        Ok(Response::new(
-            self.seats_command(req.into_inner(), false).await?,
-        ))
+    async fn unblock_seats(&self, req: Request<pb::SeatsCommandRequest>) -> Result<Response<pb::SeatsChanged>, Status> {
+        Ok(Response::new(self.seats_command(req.into_inner(), false).await?))
     }
 
-    async fn list_events(
-        &self,
-        req: Request<pb::ListEventsRequest>,
-    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+    async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
         let req = req.into_inner();
         if req.page_size > 500 {
             return Err(ApiError::invalid("page_size", "at most 500").into());
         }
-        let size = if req.page_size == 0 {
-            50
-        } else {
-            req.page_size
-        };
+        let size = if req.page_size == 0 { 50 } else { req.page_size };
         let filter = EventFilter {
             status: convert::status_from_pb(req.status)?,
-            starts_after: req
-                .starts_after
-                .as_ref()
-                .map(|t| convert::millis("starts_after", t))
-                .transpose()?,
-            starts_before: req
-                .starts_before
-                .as_ref()
-                .map(|t| convert::millis("starts_before", t))
-                .transpose()?,
+            starts_after: req.starts_after.as_ref().map(|t| convert::millis("starts_after", t)).transpose()?,
+            starts_before: req.starts_before.as_ref().map(|t| convert::millis("starts_before", t)).transpose()?,
             after: page_token(&req.page_token)?,
             limit: size + 1,
         };
-        let mut events = self
-            .ctx
-            .store()
-            .list_events(filter)
-            .await
-            .map_err(ApiError::from)?;
+        let mut events = self.ctx.store().list_events(filter).await.map_err(ApiError::from)?;
         let more = events.len() > size as usize;
         events.truncate(size as usize);
         let mut layouts: HashMap<VenueId, Arc<Layout>> = HashMap::new();
@@ -483,61 +274,32 @@ impl CatalogService for Catalog {
             (true, Some(last)) => format!("{}_{}", last.starts_at.0, last.id),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListEventsResponse {
-            events: out,
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListEventsResponse { events: out, next_page_token }))
     }
 
-    async fn get_event(
-        &self,
-        req: Request<pb::GetEventRequest>,
-    ) -> Result<Response<pb::Event>, Status> {
+    async fn get_event(&self, req: Request<pb::GetEventRequest>) -> Result<Response<pb::Event>, Status> {
         let id = convert::event_id(&req.get_ref().event_id)?;
         let handle = self.ctx.registry.event(id).await.map_err(ApiError::from)?;
         let (config, counts) = handle.summary().await.map_err(ApiError::from)?;
-        Ok(Response::new(convert::event(
-            &config,
-            &handle.layout,
-            Some(counts),
-        )))
+        Ok(Response::new(convert::event(&config, &handle.layout, Some(counts))))
     }
 
-    async fn get_seat_map(
-        &self,
-        req: Request<pb::GetSeatMapRequest>,
-    ) -> Result<Response<pb::SeatMap>, Status> {
+    async fn get_seat_map(&self, req: Request<pb::GetSeatMapRequest>) -> Result<Response<pb::SeatMap>, Status> {
         let id = convert::event_id(&req.get_ref().event_id)?;
         let handle = self.ctx.registry.event(id).await.map_err(ApiError::from)?;
         let m = handle.seat_map().await.map_err(ApiError::from)?;
-        let seats = m
-            .seats
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| convert::seat(&m.layout, &m.config, usher_engine::SeatIdx(i as u32), s))
-            .collect();
-        Ok(Response::new(pb::SeatMap {
-            event_id: id.to_string(),
-            seats,
-            counts: Some(convert::counts(m.counts)),
-        }))
+        let seats =
+            m.seats.iter().enumerate().map(|(i, &s)| convert::seat(&m.layout, &m.config, usher_engine::SeatIdx(i as u32), s)).collect();
+        Ok(Response::new(pb::SeatMap { event_id: id.to_string(), seats, counts: Some(convert::counts(m.counts)) }))
     }
 
     type WatchSeatsStream = WatchStream;
 
-    async fn watch_seats(
-        &self,
-        req: Request<pb::WatchSeatsRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
+    async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {
         let id = convert::event_id(&req.get_ref().event_id)?;
         let handle = self.ctx.registry.event(id).await.map_err(ApiError::from)?;
         // Subscribe before the snapshot so no change falls between the two.
-        let mut rx = self
-            .ctx
-            .registry
-            .subscribe(id)
-            .await
-            .map_err(ApiError::from)?;
+        let mut rx = self.ctx.registry.subscribe(id).await.map_err(ApiError::from)?;
         let (tx, out) = tokio::sync::mpsc::channel::<Result<pb::SeatChanges, Status>>(16);
         let snapshot = move |m: usher_actors::SeatMapView| pb::SeatChanges {
             event_id: id.to_string(),
@@ -554,12 +316,21 @@ impl CatalogService for Catalog {
             snapshot: true,
         };
         let first = snapshot(handle.seat_map().await.map_err(ApiError::from)?);
+        let mut stopping = self.ctx.stopping.clone();
         tokio::spawn(async move {
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
             loop {
-                let msg = match rx.recv().await {
+                let next = tokio::select! {
+                    r = rx.recv() => Some(r),
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                let Some(next) = next else {
+                    let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again elsewhere"))).await;
+                    return;
+                };
+                let msg = match next {
                     Ok(c) => pb::SeatChanges {
                         event_id: id.to_string(),
                         changes: c
@@ -588,8 +359,6 @@ impl CatalogService for Catalog {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
     }
 }

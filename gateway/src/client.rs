@@ -5,21 +5,11 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use tonic::transport::Channel;
-use usher_proto::v1::{
-    self as pb, catalog_service_client::CatalogServiceClient,
-    inventory_service_client::InventoryServiceClient,
-};
+use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
 
 pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    Channel::from_shared(url.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {url} (is `usher serve` running?)"))
+    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    Channel::from_shared(url.clone())?.connect().await.with_context(|| format!("connecting to {url} (is `usher serve` running?)"))
 }
 
 fn fail(s: tonic::Status) -> anyhow::Error {
@@ -37,37 +27,18 @@ pub fn new_key() -> String {
 pub async fn events(ch: Channel) -> anyhow::Result<()> {
     let mut c = CatalogServiceClient::new(ch);
     let mut token = String::new();
-    println!(
-        "{:<36}  {:<13}  {:<25}  {:>6}  NAME",
-        "EVENT", "STATUS", "STARTS", "SEATS"
-    );
+    println!("{:<36}  {:<13}  {:<25}  {:>6}  NAME", "EVENT", "STATUS", "STARTS", "SEATS");
     loop {
         let r = c
-            .list_events(pb::ListEventsRequest {
-                page_size: 100,
-                page_token: token,
-                ..Default::default()
-            })
+            .list_events(pb::ListEventsRequest { page_size: 100, page_token: token, ..Default::default() })
             .await
             .map_err(fail)?
             .into_inner();
         for e in &r.events {
             let status = pb::EventStatus::try_from(e.status)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("EVENT_STATUS_")
-                        .to_lowercase()
-                })
+                .map(|s| s.as_str_name().trim_start_matches("EVENT_STATUS_").to_lowercase())
                 .unwrap_or_default();
-            println!(
-                "{:<36}  {:<13}  {:<25}  {:>6}  {} @ {}",
-                e.event_id,
-                status,
-                time(&e.starts_at),
-                e.seat_count,
-                e.name,
-                e.venue_name
-            );
+            println!("{:<36}  {:<13}  {:<25}  {:>6}  {} @ {}", e.event_id, status, time(&e.starts_at), e.seat_count, e.name, e.venue_name);
         }
         if r.next_page_token.is_empty() {
             return Ok(());
@@ -78,11 +49,7 @@ pub async fn events(ch: Channel) -> anyhow::Result<()> {
 
 pub async fn seats(ch: Channel, event_id: String) -> anyhow::Result<()> {
     let mut c = CatalogServiceClient::new(ch);
-    let m = c
-        .get_seat_map(pb::GetSeatMapRequest { event_id })
-        .await
-        .map_err(fail)?
-        .into_inner();
+    let m = c.get_seat_map(pb::GetSeatMapRequest { event_id }).await.map_err(fail)?.into_inner();
     // section -> row -> seats, in venue order.
     let mut order: Vec<(String, String)> = Vec::new();
     let mut rows: BTreeMap<(usize, String), Vec<&pb::Seat>> = BTreeMap::new();
@@ -109,77 +76,32 @@ pub async fn seats(ch: Channel, event_id: String) -> anyhow::Result<()> {
         let price = seats
             .first()
             .and_then(|s| s.price.as_ref())
-            .map(|p| {
-                format!(
-                    "{}.{:02} {}",
-                    p.amount_minor / 100,
-                    p.amount_minor % 100,
-                    p.currency
-                )
-            })
+            .map(|p| format!("{}.{:02} {}", p.amount_minor / 100, p.amount_minor % 100, p.currency))
             .unwrap_or_default();
-        println!(
-            "{:>4}-{:<3} from {:>3}  {line}  {price}",
-            order[i].0, order[i].1, first
-        );
+        println!("{:>4}-{:<3} from {:>3}  {line}  {price}", order[i].0, order[i].1, first);
     }
     if let Some(n) = m.counts {
-        println!(
-            "available {}  held {}  sold {}  blocked {}",
-            n.available, n.held, n.sold, n.blocked
-        );
+        println!("available {}  held {}  sold {}  blocked {}", n.available, n.held, n.sold, n.blocked);
     }
     Ok(())
 }
 
 pub fn print_hold(h: &pb::Hold) {
-    let state = pb::HoldState::try_from(h.state)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("HOLD_STATE_")
-                .to_lowercase()
-        })
-        .unwrap_or_default();
+    let state =
+        pb::HoldState::try_from(h.state).map(|s| s.as_str_name().trim_start_matches("HOLD_STATE_").to_lowercase()).unwrap_or_default();
     println!("hold {}  ({state})", h.hold_id);
     println!("  event    {}", h.event_id);
     println!("  customer {}", h.customer_id);
-    println!(
-        "  seats    {}",
-        h.seats
-            .iter()
-            .map(|s| s.seat_id.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("  seats    {}", h.seats.iter().map(|s| s.seat_id.as_str()).collect::<Vec<_>>().join(" "));
     if let Some(t) = &h.total {
-        println!(
-            "  total    {}.{:02} {}",
-            t.amount_minor / 100,
-            t.amount_minor % 100,
-            t.currency
-        );
+        println!("  total    {}.{:02} {}", t.amount_minor / 100, t.amount_minor % 100, t.currency);
     }
     println!("  expires  {}", time(&h.expires_at));
 }
 
-pub async fn hold(
-    ch: Channel,
-    event_id: String,
-    seat_ids: Vec<String>,
-    customer_id: String,
-    key: String,
-) -> anyhow::Result<()> {
+pub async fn hold(ch: Channel, event_id: String, seat_ids: Vec<String>, customer_id: String, key: String) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
-    let h = c
-        .hold_seats(pb::HoldSeatsRequest {
-            idempotency_key: key,
-            event_id,
-            customer_id,
-            seat_ids,
-        })
-        .await
-        .map_err(fail)?
-        .into_inner();
+    let h = c.hold_seats(pb::HoldSeatsRequest { idempotency_key: key, event_id, customer_id, seat_ids }).await.map_err(fail)?.into_inner();
     print_hold(&h);
     Ok(())
 }
@@ -192,29 +114,14 @@ pub async fn best(ch: Channel, r: pb::HoldBestAvailableRequest) -> anyhow::Resul
 
 pub async fn release(ch: Channel, hold_id: String, key: String) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
-    let h = c
-        .release_hold(pb::ReleaseHoldRequest {
-            idempotency_key: key,
-            hold_id,
-            ..Default::default()
-        })
-        .await
-        .map_err(fail)?
-        .into_inner();
+    let h =
+        c.release_hold(pb::ReleaseHoldRequest { idempotency_key: key, hold_id, ..Default::default() }).await.map_err(fail)?.into_inner();
     print_hold(&h);
     Ok(())
 }
 
 pub async fn show_hold(ch: Channel, hold_id: String) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
-    print_hold(
-        &c.get_hold(pb::GetHoldRequest {
-            hold_id,
-            event_id: String::new(),
-        })
-        .await
-        .map_err(fail)?
-        .into_inner(),
-    );
+    print_hold(&c.get_hold(pb::GetHoldRequest { hold_id, event_id: String::new() }).await.map_err(fail)?.into_inner());
     Ok(())
 }

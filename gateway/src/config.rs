@@ -36,19 +36,12 @@ impl Default for Config {
 
 impl Config {
     /// Reads the file (if any) and the environment.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Config> {
-        let file = file
-            .map(PathBuf::from)
-            .or_else(|| env("USHER_CONFIG").map(PathBuf::from));
+    pub fn load(file: Option<&std::path::Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let file = file.map(PathBuf::from).or_else(|| env("USHER_CONFIG").map(PathBuf::from));
         let mut c = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+                let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
             }
             None => Config::default(),
         };
@@ -59,9 +52,7 @@ impl Config {
             c.database_url = v;
         }
         if let Some(v) = env("USHER_GRPC_ADDR") {
-            c.grpc_addr = v
-                .parse()
-                .map_err(|e| anyhow::anyhow!("USHER_GRPC_ADDR={v:?}: {e}"))?;
+            c.grpc_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_GRPC_ADDR={v:?}: {e}"))?;
         }
         if let Some(v) = env("USHER_DEMO_DATA") {
             c.demo_data = Some(matches!(v.as_str(), "1" | "true" | "yes" | "on"));
@@ -106,20 +97,12 @@ mod tests {
         assert!(c.is_embedded() && c.demo_data());
         assert!(c.store_url().ends_with("usher-data/usher.db"));
         std::fs::write(&f, "grpc_port = 1\n").unwrap();
-        assert!(
-            Config::load(Some(&f), |_| None)
-                .unwrap_err()
-                .to_string()
-                .contains("grpc_port")
-        );
+        assert!(Config::load(Some(&f), |_| None).unwrap_err().to_string().contains("grpc_port"));
     }
 
     #[test]
     fn postgres_turns_demo_data_off_by_default() {
-        let c = Config::load(None, |k| {
-            (k == "USHER_DATABASE_URL").then(|| "postgres://x/y".into())
-        })
-        .unwrap();
+        let c = Config::load(None, |k| (k == "USHER_DATABASE_URL").then(|| "postgres://x/y".into())).unwrap();
         assert!(!c.is_embedded() && !c.demo_data());
     }
 }

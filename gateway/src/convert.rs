@@ -3,18 +3,15 @@
 use prost_types::Timestamp;
 use usher_actors::EventHandle;
 use usher_engine::{
-    Counts, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, LabelError,
-    Layout, Millis, Money, SeatIdx, SeatState,
+    Counts, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, LabelError, Layout, Millis, Money, SeatIdx,
+    SeatState,
 };
 use usher_proto::v1 as pb;
 
 use crate::error::{ApiError, ErrorCode};
 
 pub fn ts(t: Millis) -> Timestamp {
-    Timestamp {
-        seconds: t.0.div_euclid(1000),
-        nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32,
-    }
+    Timestamp { seconds: t.0.div_euclid(1000), nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 pub fn millis(field: &str, t: &Timestamp) -> Result<Millis, ApiError> {
@@ -56,10 +53,7 @@ pub fn status_from_pb(v: i32) -> Result<Option<EventStatus>, ApiError> {
         Ok(pb::EventStatus::OnSale) => Ok(Some(EventStatus::OnSale)),
         Ok(pb::EventStatus::SalesClosed) => Ok(Some(EventStatus::SalesClosed)),
         Ok(pb::EventStatus::Cancelled) => Ok(Some(EventStatus::Cancelled)),
-        Err(_) => Err(ApiError::invalid(
-            "status",
-            format!("unknown event status {v}"),
-        )),
+        Err(_) => Err(ApiError::invalid("status", format!("unknown event status {v}"))),
     }
 }
 
@@ -82,19 +76,11 @@ fn hold_state(s: HoldState) -> pb::HoldState {
 }
 
 pub fn money(m: Money) -> pb::Money {
-    pb::Money {
-        amount_minor: m.minor,
-        currency: m.currency.as_str().to_owned(),
-    }
+    pb::Money { amount_minor: m.minor, currency: m.currency.as_str().to_owned() }
 }
 
 pub fn counts(c: Counts) -> pb::SeatCounts {
-    pb::SeatCounts {
-        available: c.available,
-        held: c.held,
-        sold: c.sold,
-        blocked: c.blocked,
-    }
+    pb::SeatCounts { available: c.available, held: c.held, sold: c.sold, blocked: c.blocked }
 }
 
 pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
@@ -109,19 +95,12 @@ pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
         status: status_to_pb(c.status) as i32,
         hold_duration_seconds: (c.hold_duration_ms / 1000) as u32,
         hold_seats_max: c.hold_seats_max,
-        currency: c
-            .prices
-            .first()
-            .map(|p| p.currency.as_str().to_owned())
-            .unwrap_or_default(),
+        currency: c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default(),
         prices: layout
             .categories
             .iter()
             .zip(&c.prices)
-            .map(|(cat, p)| pb::CategoryPrice {
-                category: cat.code.clone(),
-                amount_minor: p.minor,
-            })
+            .map(|(cat, p)| pb::CategoryPrice { category: cat.code.clone(), amount_minor: p.minor })
             .collect(),
         seat_count: layout.seat_count() as u32,
         counts: n.map(counts),
@@ -162,25 +141,14 @@ pub fn hold(h: &Hold, c: &EventConfig, layout: &Layout) -> pb::Hold {
             }
         })
         .collect();
-    let total_minor: i64 = h
-        .seats
-        .iter()
-        .map(|&s| c.prices[layout.category_of(s) as usize].minor)
-        .sum();
-    let currency = c
-        .prices
-        .first()
-        .map(|p| p.currency.as_str().to_owned())
-        .unwrap_or_default();
+    let total_minor: i64 = h.seats.iter().map(|&s| c.prices[layout.category_of(s) as usize].minor).sum();
+    let currency = c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default();
     pb::Hold {
         hold_id: h.id.to_string(),
         event_id: c.id.to_string(),
         customer_id: h.customer.as_str().to_owned(),
         seats,
-        total: Some(pb::Money {
-            amount_minor: total_minor,
-            currency,
-        }),
+        total: Some(pb::Money { amount_minor: total_minor, currency }),
         state: hold_state(h.state) as i32,
         created_at: Some(ts(h.created_at)),
         expires_at: Some(ts(h.expires_at)),
@@ -202,21 +170,12 @@ pub fn seats(handle: &EventHandle, labels: &[String]) -> Result<Vec<SeatIdx>, Ap
     if !malformed.is_empty() {
         return Err(ApiError::invalid(
             "seat_ids",
-            format!(
-                "seat ids must look like SECTION-ROW-NUMBER (e.g. A-3-12): {}",
-                malformed.join(", ")
-            ),
+            format!("seat ids must look like SECTION-ROW-NUMBER (e.g. A-3-12): {}", malformed.join(", ")),
         ));
     }
     if !unknown.is_empty() {
-        let mut e = ApiError::new(
-            ErrorCode::NotFound,
-            "UNKNOWN_SEATS",
-            format!(
-                "seat_ids: no such seats in this venue: {}",
-                unknown.join(", ")
-            ),
-        );
+        let mut e =
+            ApiError::new(ErrorCode::NotFound, "UNKNOWN_SEATS", format!("seat_ids: no such seats in this venue: {}", unknown.join(", ")));
         e.seats = unknown;
         return Err(e);
     }

@@ -3,8 +3,8 @@
 
 use usher_actors::{Created, Store};
 use usher_engine::{
-    CategorySpec, Currency, EventConfig, EventId, EventStatus, IdempotencyKey, Layout, Millis,
-    Money, RowSpec, SectionSpec, VenueId, VenueSpec, fingerprint_bytes, limits,
+    CategorySpec, Currency, EventConfig, EventId, EventStatus, IdempotencyKey, Layout, Millis, Money, RowSpec, SectionSpec, VenueId,
+    VenueSpec, fingerprint_bytes, limits,
 };
 
 pub fn venue() -> VenueSpec {
@@ -22,13 +22,7 @@ pub fn venue() -> VenueSpec {
     ];
     VenueSpec {
         name: "Usher Arena".into(),
-        categories: cats
-            .iter()
-            .map(|(c, n)| CategorySpec {
-                code: (*c).into(),
-                name: (*n).into(),
-            })
-            .collect(),
+        categories: cats.iter().map(|(c, n)| CategorySpec { code: (*c).into(), name: (*n).into() }).collect(),
         sections: sections
             .iter()
             .enumerate()
@@ -38,13 +32,7 @@ pub fn venue() -> VenueSpec {
                 category: (*cat).into(),
                 x: (i % 3) as f32 * 28.0,
                 y: (i / 3) as f32 * 13.0,
-                rows: (0..10)
-                    .map(|r| RowSpec {
-                        label: ((b'A' + r as u8) as char).to_string(),
-                        seats: 25,
-                        first_number: 1,
-                    })
-                    .collect(),
+                rows: (0..10).map(|r| RowSpec { label: ((b'A' + r as u8) as char).to_string(), seats: 25, first_number: 1 }).collect(),
             })
             .collect(),
     }
@@ -55,36 +43,17 @@ pub async fn load(store: &dyn Store, now: Millis) -> anyhow::Result<Vec<EventId>
     let spec = venue();
     let layout = Layout::build(&spec)?;
     let key = IdempotencyKey::parse("demo-venue-v1")?;
-    let venue_id = match store
-        .create_venue(
-            &key,
-            fingerprint_bytes(0, b"demo-venue-v1"),
-            VenueId(uuid::Uuid::new_v4()),
-            &spec,
-            &layout,
-            now,
-        )
-        .await?
-    {
-        Created::New(id) | Created::Replayed(id) => id,
-        Created::KeyReused => anyhow::bail!("demo venue key is taken by another request"),
-    };
+    let venue_id =
+        match store.create_venue(&key, fingerprint_bytes(0, b"demo-venue-v1"), VenueId(uuid::Uuid::new_v4()), &spec, &layout, now).await? {
+            Created::New(id) | Created::Replayed(id) => id,
+            Created::KeyReused => anyhow::bail!("demo venue key is taken by another request"),
+        };
     let eur = Currency::parse("EUR")?;
     let day = 86_400_000u64;
     let mut ids = Vec::new();
     for (n, (name, desc, days, prices)) in [
-        (
-            "Opening Night",
-            "The first night of the season, with the full company.",
-            30u64,
-            [12_000i64, 8_000, 4_500],
-        ),
-        (
-            "Symphony No. 9",
-            "Beethoven's ninth, with choir.",
-            45,
-            [9_500, 6_500, 3_500],
-        ),
+        ("Opening Night", "The first night of the season, with the full company.", 30u64, [12_000i64, 8_000, 4_500]),
+        ("Symphony No. 9", "Beethoven's ninth, with choir.", 45, [9_500, 6_500, 3_500]),
     ]
     .into_iter()
     .enumerate()
@@ -101,21 +70,12 @@ pub async fn load(store: &dyn Store, now: Millis) -> anyhow::Result<Vec<EventId>
             status: EventStatus::OnSale,
             hold_duration_ms: limits::HOLD_DURATION_MS_DEFAULT,
             hold_seats_max: limits::HOLD_SEATS_DEFAULT,
-            prices: prices
-                .iter()
-                .map(|&minor| Money {
-                    minor,
-                    currency: eur,
-                })
-                .collect(),
+            prices: prices.iter().map(|&minor| Money { minor, currency: eur }).collect(),
         };
         config.validate(&layout)?;
         let k = format!("demo-event-v1-{n}");
         let key = IdempotencyKey::parse(&k)?;
-        match store
-            .create_event(&key, fingerprint_bytes(0, k.as_bytes()), &config, now)
-            .await?
-        {
+        match store.create_event(&key, fingerprint_bytes(0, k.as_bytes()), &config, now).await? {
             Created::New(id) | Created::Replayed(id) => ids.push(id),
             Created::KeyReused => anyhow::bail!("demo event key is taken by another request"),
         }

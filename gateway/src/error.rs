@@ -63,12 +63,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            seats: Vec::new(),
-        }
+        ApiError { code, reason, message: message.into(), seats: Vec::new() }
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -76,11 +71,7 @@ impl ApiError {
         ApiError::new(
             ErrorCode::InvalidArgument,
             "INVALID_ARGUMENT",
-            if message.starts_with(field) {
-                message
-            } else {
-                format!("{field}: {message}")
-            },
+            if message.starts_with(field) { message } else { format!("{field}: {message}") },
         )
     }
 
@@ -91,117 +82,62 @@ impl ApiError {
 
     pub fn from_reject(r: &Reject, layout: &Layout) -> ApiError {
         use ErrorCode::*;
-        let labels = |seats: &[SeatIdx]| {
-            seats
-                .iter()
-                .map(|&s| layout.label(s))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let labels = |seats: &[SeatIdx]| seats.iter().map(|&s| layout.label(s)).collect::<Vec<_>>().join(", ");
         match r {
-            Reject::SeatListEmpty => ApiError::new(
-                InvalidArgument,
-                "SEAT_LIST_EMPTY",
-                "seat_ids: at least one seat is needed",
-            ),
-            Reject::SeatDuplicated { seat } => ApiError::new(
-                InvalidArgument,
-                "SEAT_DUPLICATED",
-                format!("seat_ids: seat {} is listed twice", layout.label(*seat)),
-            )
-            .with_seats(layout, &[*seat]),
-            Reject::UnknownSeats { seats } => ApiError::new(
-                NotFound,
-                "UNKNOWN_SEATS",
-                format!("seat_ids: no such seats: {}", labels(seats)),
-            ),
-            Reject::QuantityInvalid { quantity } => ApiError::new(
-                InvalidArgument,
-                "QUANTITY_INVALID",
-                format!("quantity: must be at least 1, got {quantity}"),
-            ),
+            Reject::SeatListEmpty => ApiError::new(InvalidArgument, "SEAT_LIST_EMPTY", "seat_ids: at least one seat is needed"),
+            Reject::SeatDuplicated { seat } => {
+                ApiError::new(InvalidArgument, "SEAT_DUPLICATED", format!("seat_ids: seat {} is listed twice", layout.label(*seat)))
+                    .with_seats(layout, &[*seat])
+            }
+            Reject::UnknownSeats { seats } => {
+                ApiError::new(NotFound, "UNKNOWN_SEATS", format!("seat_ids: no such seats: {}", labels(seats)))
+            }
+            Reject::QuantityInvalid { quantity } => {
+                ApiError::new(InvalidArgument, "QUANTITY_INVALID", format!("quantity: must be at least 1, got {quantity}"))
+            }
             Reject::OverHoldLimit { requested, max } => ApiError::new(
                 ResourceExhausted,
                 "OVER_HOLD_LIMIT",
-                format!(
-                    "a hold may have at most {max} seats for this event; {requested} were asked for"
-                ),
+                format!("a hold may have at most {max} seats for this event; {requested} were asked for"),
             ),
-            Reject::IdempotencyKeyReused => ApiError::new(
-                AlreadyExists,
-                "IDEMPOTENCY_KEY_REUSED",
-                "idempotency_key: this key was already used for a different request",
-            ),
-            Reject::HoldNotFound { hold_id } => ApiError::new(
-                NotFound,
-                "HOLD_NOT_FOUND",
-                format!("hold {hold_id} not found"),
-            ),
-            Reject::NotHoldOwner { hold_id } => ApiError::new(
-                PermissionDenied,
-                "NOT_HOLD_OWNER",
-                format!("hold {hold_id} belongs to another customer"),
-            ),
-            Reject::HoldExpired { hold_id } => ApiError::new(
-                FailedPrecondition,
-                "HOLD_EXPIRED",
-                format!("hold {hold_id} has expired"),
-            ),
-            Reject::HoldNotActive { hold_id, state } => ApiError::new(
-                FailedPrecondition,
-                "HOLD_NOT_ACTIVE",
-                format!("hold {hold_id} is {}", state.as_str()),
-            ),
-            Reject::HoldIdExists { hold_id } => ApiError::new(
-                Aborted,
-                "HOLD_ID_EXISTS",
-                format!("hold id {hold_id} is taken; retry"),
-            ),
+            Reject::IdempotencyKeyReused => {
+                ApiError::new(AlreadyExists, "IDEMPOTENCY_KEY_REUSED", "idempotency_key: this key was already used for a different request")
+            }
+            Reject::HoldNotFound { hold_id } => ApiError::new(NotFound, "HOLD_NOT_FOUND", format!("hold {hold_id} not found")),
+            Reject::NotHoldOwner { hold_id } => {
+                ApiError::new(PermissionDenied, "NOT_HOLD_OWNER", format!("hold {hold_id} belongs to another customer"))
+            }
+            Reject::HoldExpired { hold_id } => ApiError::new(FailedPrecondition, "HOLD_EXPIRED", format!("hold {hold_id} has expired")),
+            Reject::HoldNotActive { hold_id, state } => {
+                ApiError::new(FailedPrecondition, "HOLD_NOT_ACTIVE", format!("hold {hold_id} is {}", state.as_str()))
+            }
+            Reject::HoldIdExists { hold_id } => ApiError::new(Aborted, "HOLD_ID_EXISTS", format!("hold id {hold_id} is taken; retry")),
             Reject::StatusTransition { from, to } => ApiError::new(
                 FailedPrecondition,
                 "STATUS_TRANSITION",
-                format!(
-                    "an event that is {} cannot become {}",
-                    from.as_str(),
-                    to.as_str()
-                ),
+                format!("an event that is {} cannot become {}", from.as_str(), to.as_str()),
             ),
-            Reject::EventNotOnSale { status } => ApiError::new(
-                FailedPrecondition,
-                "EVENT_NOT_ON_SALE",
-                format!("the event is not on sale (it is {})", status.as_str()),
-            ),
-            Reject::OutsideSalesWindow { .. } => ApiError::new(
-                FailedPrecondition,
-                "OUTSIDE_SALES_WINDOW",
-                "the event's sales window is not open now",
-            ),
-            Reject::EventCancelled => ApiError::new(
-                FailedPrecondition,
-                "EVENT_CANCELLED",
-                "the event is cancelled",
-            ),
+            Reject::EventNotOnSale { status } => {
+                ApiError::new(FailedPrecondition, "EVENT_NOT_ON_SALE", format!("the event is not on sale (it is {})", status.as_str()))
+            }
+            Reject::OutsideSalesWindow { .. } => {
+                ApiError::new(FailedPrecondition, "OUTSIDE_SALES_WINDOW", "the event's sales window is not open now")
+            }
+            Reject::EventCancelled => ApiError::new(FailedPrecondition, "EVENT_CANCELLED", "the event is cancelled"),
             Reject::CustomerHoldLimit { max } => ApiError::new(
                 ResourceExhausted,
                 "CUSTOMER_HOLD_LIMIT",
                 format!("a customer may have at most {max} live holds on one event"),
             ),
-            Reject::SeatsTaken { seats } => ApiError::new(
-                FailedPrecondition,
-                "SEATS_TAKEN",
-                format!("seats already taken: {}", labels(seats)),
-            )
-            .with_seats(layout, seats),
-            Reject::SeatsNotBlocked { seats } => ApiError::new(
-                FailedPrecondition,
-                "SEATS_NOT_BLOCKED",
-                format!("seats are not blocked: {}", labels(seats)),
-            )
-            .with_seats(layout, seats),
-            Reject::NotEnoughSeats {
-                requested,
-                available,
-            } => ApiError::new(
+            Reject::SeatsTaken { seats } => {
+                ApiError::new(FailedPrecondition, "SEATS_TAKEN", format!("seats already taken: {}", labels(seats)))
+                    .with_seats(layout, seats)
+            }
+            Reject::SeatsNotBlocked { seats } => {
+                ApiError::new(FailedPrecondition, "SEATS_NOT_BLOCKED", format!("seats are not blocked: {}", labels(seats)))
+                    .with_seats(layout, seats)
+            }
+            Reject::NotEnoughSeats { requested, available } => ApiError::new(
                 FailedPrecondition,
                 "NOT_ENOUGH_SEATS",
                 format!("not enough seats: {requested} asked for, {available} available"),
@@ -219,24 +155,14 @@ impl From<InvalidInput> for ApiError {
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
         match e {
-            CommandError::EventNotFound(id) => ApiError::new(
-                ErrorCode::NotFound,
-                "EVENT_NOT_FOUND",
-                format!("event {id} not found"),
-            ),
+            CommandError::EventNotFound(id) => ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {id} not found")),
             CommandError::Overloaded(id) => ApiError::new(
                 ErrorCode::ResourceExhausted,
                 "OVERLOADED",
-                format!(
-                    "event {id} is overloaded; retry with the same idempotency key after a short wait"
-                ),
+                format!("event {id} is overloaded; retry with the same idempotency key after a short wait"),
             ),
             CommandError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
-            CommandError::ShuttingDown => ApiError::new(
-                ErrorCode::Unavailable,
-                "SHUTTING_DOWN",
-                "this node is shutting down",
-            ),
+            CommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "this node is shutting down"),
         }
     }
 }
@@ -246,16 +172,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError::new(ErrorCode::NotFound, "NOT_FOUND", m),
             StoreError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
-            StoreError::Fenced { .. } => {
-                ApiError::new(ErrorCode::Unavailable, "FENCED", e.to_string())
-            }
+            StoreError::Fenced { .. } => ApiError::new(ErrorCode::Unavailable, "FENCED", e.to_string()),
             StoreError::Corrupt(m) => {
                 tracing::error!(error = %m, "stored data is corrupt");
-                ApiError::new(
-                    ErrorCode::Internal,
-                    "INTERNAL",
-                    "internal error; it has been logged",
-                )
+                ApiError::new(ErrorCode::Internal, "INTERNAL", "internal error; it has been logged")
             }
         }
     }
@@ -284,12 +204,7 @@ mod tests {
     #[test]
     fn seats_taken_is_failed_precondition_naming_seats() {
         let l = Layout::build(&grid_venue("v", 1, 1, 3)).unwrap();
-        let e = ApiError::from_reject(
-            &Reject::SeatsTaken {
-                seats: vec![SeatIdx(0), SeatIdx(2)],
-            },
-            &l,
-        );
+        let e = ApiError::from_reject(&Reject::SeatsTaken { seats: vec![SeatIdx(0), SeatIdx(2)] }, &l);
         assert_eq!(e.code.grpc_code(), Code::FailedPrecondition);
         assert_eq!(e.code.http_status(), 409);
         let s: Status = e.into();

@@ -7,11 +7,7 @@ use usher_gateway::{Application, Config, client};
 use usher_proto::v1::HoldBestAvailableRequest;
 
 #[derive(Parser)]
-#[command(
-    name = "usher",
-    version,
-    about = "Usher: an actor-system ticketing engine"
-)]
+#[command(name = "usher", version, about = "Usher: an actor-system ticketing engine")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -20,12 +16,7 @@ struct Cli {
 #[derive(Args)]
 struct Addr {
     /// Server address.
-    #[arg(
-        long,
-        env = "USHER_ADDR",
-        default_value = "127.0.0.1:50051",
-        global = true
-    )]
+    #[arg(long, env = "USHER_ADDR", default_value = "127.0.0.1:50051", global = true)]
     addr: String,
 }
 
@@ -113,8 +104,7 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -142,38 +132,19 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         c.demo_data = Some(false);
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&c.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&c.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let app = Application::build(&c).await?;
     let store = if c.is_embedded() {
-        format!(
-            "embedded SQLite at {}",
-            c.store_url().trim_start_matches("sqlite://")
-        )
+        format!("embedded SQLite at {}", c.store_url().trim_start_matches("sqlite://"))
     } else {
         "PostgreSQL".to_owned()
     };
-    println!(
-        "usher: store: {store}{}",
-        if c.demo_data() {
-            " (demo data loaded)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "usher: grpc listening on http://{} (reflection v1 and v1alpha, grpc.health.v1)",
-        app.grpc_addr()
-    );
-    println!(
-        "usher: storefront: not part of this build yet; use the client: usher events --addr {}",
-        app.grpc_addr()
-    );
+    println!("usher: store: {store}{}", if c.demo_data() { " (demo data loaded)" } else { "" });
+    println!("usher: grpc listening on http://{} (reflection v1 and v1alpha, grpc.health.v1)", app.grpc_addr());
+    println!("usher: storefront: not part of this build yet; use the client: usher events --addr {}", app.grpc_addr());
     app.run(shutdown_signal()).await?;
     println!("usher: stopped cleanly");
     Ok(())
@@ -193,31 +164,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Serve(a) => serve(a).await,
         Cmd::Events { a } => client::events(client::connect(&a.addr).await?).await,
         Cmd::Seats { event, a } => client::seats(client::connect(&a.addr).await?, event).await,
-        Cmd::Hold {
-            event,
-            seats,
-            customer,
-            key,
-            a,
-        } => {
-            client::hold(
-                client::connect(&a.addr).await?,
-                event,
-                seats,
-                customer,
-                key.unwrap_or_else(client::new_key),
-            )
-            .await
+        Cmd::Hold { event, seats, customer, key, a } => {
+            client::hold(client::connect(&a.addr).await?, event, seats, customer, key.unwrap_or_else(client::new_key)).await
         }
-        Cmd::Best {
-            event,
-            quantity,
-            section,
-            category,
-            customer,
-            key,
-            a,
-        } => {
+        Cmd::Best { event, quantity, section, category, customer, key, a } => {
             let r = HoldBestAvailableRequest {
                 idempotency_key: key.unwrap_or_else(client::new_key),
                 event_id: event,
@@ -229,13 +179,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client::best(client::connect(&a.addr).await?, r).await
         }
         Cmd::ShowHold { hold, a } => client::show_hold(client::connect(&a.addr).await?, hold).await,
-        Cmd::Release { hold, key, a } => {
-            client::release(
-                client::connect(&a.addr).await?,
-                hold,
-                key.unwrap_or_else(client::new_key),
-            )
-            .await
-        }
+        Cmd::Release { hold, key, a } => client::release(client::connect(&a.addr).await?, hold, key.unwrap_or_else(client::new_key)).await,
     }
 }

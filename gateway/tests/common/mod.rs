@@ -1,0 +1,266 @@
+//! Test helpers: the real app on port 0 with a fresh database (a new SQLite
+//! file or a new PostgreSQL database), typed gRPC clients, and direct SQL
+//! access to check what storage holds.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::{Executor, Row};
+use tonic::transport::Channel;
+use usher_gateway::{Application, Config};
+use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the PostgreSQL tests create their databases. The test command makes
+/// sure a server is there; a missing one fails the tests, never skips them.
+pub fn pg_admin_url() -> String {
+    std::env::var("USHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl TestDb {
+    pub async fn fresh(backend: Backend) -> TestDb {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("usher-test-{tag}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", data_dir.join("usher.db").display()),
+            Backend::Postgres => {
+                let admin = format!("{}/postgres", pg_admin_url());
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests and was not reachable at {admin}: {e}"));
+                let name = format!("usher_t_{}", &tag[..16]);
+                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+                format!("{}/{name}", pg_admin_url())
+            }
+        };
+        TestDb { backend, url, data_dir }
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            data_dir: self.data_dir.clone(),
+            database_url: self.url.clone(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            demo_data: Some(false),
+            log: "warn".into(),
+        }
+    }
+
+    /// One number from SQL, with `$1`… bound as text.
+    pub async fn scalar(&self, sql: &str, args: &[&str]) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                let v: i64 = q.fetch_one(&pool).await.unwrap().get(0);
+                pool.close().await;
+                v
+            }
+            Backend::Postgres => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
+                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.fetch_one(&mut conn).await.unwrap().get::<i64, _>(0)
+            }
+        }
+    }
+
+    /// Every (seat_idx, hold_id) claim row of an event.
+    pub async fn claims(&self, event_id: &str) -> Vec<(i64, Option<String>, String)> {
+        let sql = "SELECT seat_idx, hold_id, kind FROM seat_claims WHERE event_id = $1 ORDER BY seat_idx";
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sql).bind(event_id).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+            }
+            Backend::Postgres => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
+                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let rows = sqlx::query(sql).bind(event_id).fetch_all(&mut conn).await.unwrap();
+                rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    pub app_ctx: usher_gateway::app::Ctx,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let db = TestDb::fresh(backend).await;
+        TestApp::spawn_on(db).await
+    }
+
+    pub async fn spawn_on(db: TestDb) -> TestApp {
+        let app = Application::build(&db.config()).await.expect("app builds");
+        let addr = app.grpc_addr();
+        let app_ctx = app.ctx.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let join = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        TestApp { addr, db, app_ctx, shutdown: Some(tx), join: Some(join) }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect(self.addr).await
+    }
+
+    pub async fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel().await)
+    }
+
+    pub async fn inventory(&self) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) -> TestDb {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            tokio::time::timeout(Duration::from_secs(30), j).await.expect("clean shutdown in time").unwrap().unwrap();
+        }
+        let TestApp { db, .. } = self;
+        db
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+pub fn key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn now_ts(offset_s: i64) -> prost_types::Timestamp {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    prost_types::Timestamp { seconds: now + offset_s, nanos: 0 }
+}
+
+/// A grid venue: `sections` × `rows` × `per_row`, sections A, B, … rows 1, 2, …
+pub async fn create_venue(c: &mut CatalogServiceClient<Channel>, sections: usize, rows: usize, per_row: u32) -> pb::Venue {
+    let req = pb::CreateVenueRequest {
+        idempotency_key: key(),
+        name: "Test Hall".into(),
+        categories: vec![
+            pb::PriceCategory { code: "P1".into(), name: "Premium".into() },
+            pb::PriceCategory { code: "P2".into(), name: "Standard".into() },
+        ],
+        sections: (0..sections)
+            .map(|s| pb::SectionSpec {
+                code: ((b'A' + s as u8) as char).to_string(),
+                name: format!("Section {s}"),
+                category: if s % 2 == 0 { "P1".into() } else { "P2".into() },
+                x: 0.0,
+                y: (s * rows) as f32,
+                rows: (0..rows).map(|r| pb::RowSpec { label: (r + 1).to_string(), seats: per_row, first_number: 1 }).collect(),
+            })
+            .collect(),
+    };
+    c.create_venue(req).await.unwrap().into_inner()
+}
+
+pub fn event_request(venue_id: &str, hold_seconds: u32) -> pb::CreateEventRequest {
+    pb::CreateEventRequest {
+        idempotency_key: key(),
+        venue_id: venue_id.into(),
+        name: "Test Night".into(),
+        description: "a test".into(),
+        starts_at: Some(now_ts(86_400 * 10)),
+        sales_start: Some(now_ts(-60)),
+        sales_end: Some(now_ts(86_400 * 9)),
+        hold_duration_seconds: hold_seconds,
+        hold_seats_max: 6,
+        currency: "EUR".into(),
+        prices: vec![
+            pb::CategoryPrice { category: "P1".into(), amount_minor: 9_000 },
+            pb::CategoryPrice { category: "P2".into(), amount_minor: 5_000 },
+        ],
+        open_sales: true,
+    }
+}
+
+/// A venue and an on-sale event; returns the event id.
+pub async fn create_event(app: &TestApp, sections: usize, rows: usize, per_row: u32) -> String {
+    let mut c = app.catalog().await;
+    let v = create_venue(&mut c, sections, rows, per_row).await;
+    c.create_event(event_request(&v.venue_id, 0)).await.unwrap().into_inner().event_id
+}
+
+pub fn hold_req(event_id: &str, customer: &str, seats: &[&str]) -> pb::HoldSeatsRequest {
+    pb::HoldSeatsRequest {
+        idempotency_key: key(),
+        event_id: event_id.into(),
+        customer_id: customer.into(),
+        seat_ids: seats.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub fn reason(s: &tonic::Status) -> String {
+    s.metadata().get("usher-reason").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+}
+
+/// Tiny deterministic PRNG for test workloads (splitmix64).
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Runs a scenario once per backend, as two tests.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

@@ -107,33 +107,38 @@ impl PgStore {
     }
 }
 
-fn event_from_parts(
-    id: &str,
-    venue_id: &str,
+/// The columns of an `events` row, as both drivers decode them.
+struct EventRow<'r> {
+    id: &'r str,
+    venue_id: &'r str,
     name: String,
     description: String,
     times: [i64; 3],
-    status: &str,
+    status: &'r str,
     hold_duration_ms: i64,
     hold_seats_max: i64,
-    currency: &str,
-    prices: &str,
-) -> Result<EventConfig, StoreError> {
-    let currency = Currency::parse(currency).map_err(corrupt)?;
-    let prices: Vec<i64> = serde_json::from_str(prices).map_err(corrupt)?;
-    Ok(EventConfig {
-        id: parse_uuid(id, EventId::parse)?,
-        venue_id: parse_uuid(venue_id, VenueId::parse)?,
-        name,
-        description,
-        starts_at: Millis(times[0]),
-        sales_start: Millis(times[1]),
-        sales_end: Millis(times[2]),
-        status: EventStatus::parse(status).ok_or_else(|| corrupt(format!("status {status:?}")))?,
-        hold_duration_ms: hold_duration_ms as u64,
-        hold_seats_max: hold_seats_max as u32,
-        prices: prices.into_iter().map(|minor| Money { minor, currency }).collect(),
-    })
+    currency: &'r str,
+    prices: &'r str,
+}
+
+impl EventRow<'_> {
+    fn into_config(self) -> Result<EventConfig, StoreError> {
+        let currency = Currency::parse(self.currency).map_err(corrupt)?;
+        let prices: Vec<i64> = serde_json::from_str(self.prices).map_err(corrupt)?;
+        Ok(EventConfig {
+            id: parse_uuid(self.id, EventId::parse)?,
+            venue_id: parse_uuid(self.venue_id, VenueId::parse)?,
+            name: self.name,
+            description: self.description,
+            starts_at: Millis(self.times[0]),
+            sales_start: Millis(self.times[1]),
+            sales_end: Millis(self.times[2]),
+            status: EventStatus::parse(self.status).ok_or_else(|| corrupt(format!("status {:?}", self.status)))?,
+            hold_duration_ms: self.hold_duration_ms as u64,
+            hold_seats_max: self.hold_seats_max as u32,
+            prices: prices.into_iter().map(|minor| Money { minor, currency }).collect(),
+        })
+    }
 }
 
 const EVENT_COLUMNS: &str =
@@ -143,18 +148,19 @@ macro_rules! sql_store {
     ($store:ty, $db:ty) => {
         impl $store {
             fn event_from_row(r: &<$db as sqlx::Database>::Row) -> Result<EventConfig, StoreError> {
-                event_from_parts(
-                    r.get::<&str, _>(0),
-                    r.get::<&str, _>(1),
-                    r.get(2),
-                    r.get(3),
-                    [r.get(4), r.get(5), r.get(6)],
-                    r.get::<&str, _>(7),
-                    r.get(8),
-                    r.get(9),
-                    r.get::<&str, _>(10),
-                    r.get::<&str, _>(11),
-                )
+                EventRow {
+                    id: r.get(0),
+                    venue_id: r.get(1),
+                    name: r.get(2),
+                    description: r.get(3),
+                    times: [r.get(4), r.get(5), r.get(6)],
+                    status: r.get(7),
+                    hold_duration_ms: r.get(8),
+                    hold_seats_max: r.get(9),
+                    currency: r.get(10),
+                    prices: r.get(11),
+                }
+                .into_config()
             }
 
             /// Inserts the command-log row of a keyed create, or tells what the

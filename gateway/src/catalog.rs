@@ -265,10 +265,15 @@ impl CatalogService for Catalog {
         let mut layouts: HashMap<VenueId, Arc<Layout>> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
         for e in &events {
-            if !layouts.contains_key(&e.venue_id) {
-                layouts.insert(e.venue_id, Arc::new(self.layout_of(e.venue_id).await?));
-            }
-            out.push(convert::event(e, &layouts[&e.venue_id], None));
+            let layout = match layouts.get(&e.venue_id) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = Arc::new(self.layout_of(e.venue_id).await?);
+                    layouts.insert(e.venue_id, l.clone());
+                    l
+                }
+            };
+            out.push(convert::event(e, &layout, None));
         }
         let next_page_token = match (more, events.last()) {
             (true, Some(last)) => format!("{}_{}", last.starts_at.0, last.id),

@@ -440,8 +440,9 @@ async fn seat_changes_are_streamed_to_watchers(b: Backend) {
     got.sort();
     assert_eq!(got, [("A-1-2".to_string(), pb::SeatStatus::Held as i32), ("A-1-3".to_string(), pb::SeatStatus::Held as i32)]);
     assert_eq!(next.counts.unwrap().held, 2);
-    let e =
-        cat.watch_seats(pb::WatchSeatsRequest { event_id: uuid::Uuid::new_v4().to_string() }).await.err().expect("unknown event refused");
+    let Err(e) = cat.watch_seats(pb::WatchSeatsRequest { event_id: uuid::Uuid::new_v4().to_string() }).await else {
+        panic!("an unknown event must be refused")
+    };
     assert_eq!(e.code(), Code::NotFound);
     app.stop().await;
 }

@@ -205,6 +205,9 @@ pub struct EventState {
     /// The in-memory state may be ahead of storage (a commit failed): rebuild
     /// before deciding anything else.
     dirty: bool,
+    /// Wait before touching storage again after a failed write; 0 when the
+    /// last write worked. Doubles per failure, so a sick store is not hammered.
+    backoff_ms: u64,
     timer: Option<(Millis, tokio::task::JoinHandle<()>)>,
 }
 
@@ -233,7 +236,7 @@ impl Actor for EventActor {
 
     async fn pre_start(&self, myself: ActorRef<EventMsg>, args: EventArgs) -> Result<EventState, ActorProcessingErr> {
         let EventArgs { inv, epoch, ctx } = args;
-        let mut state = EventState { args: ctx, inv, epoch, dirty: false, timer: None };
+        let mut state = EventState { args: ctx, inv, epoch, dirty: false, backoff_ms: 0, timer: None };
         state.schedule_expiry(&myself);
         // Requests may have been queued for a predecessor's channel: look.
         let _ = myself.cast(EventMsg::Wake);
@@ -282,8 +285,20 @@ impl EventState {
         self.args.clock.now().max(self.inv.now())
     }
 
+    /// Arms the one timer: at the earliest hold expiry, but never sooner than
+    /// the retry backoff; while memory is ahead of storage, at the backoff
+    /// alone (to rebuild, then expire what is due).
     fn schedule_expiry(&mut self, myself: &ActorRef<EventMsg>) {
-        let Some(at) = self.inv.next_expiry() else {
+        let retry_at = (self.backoff_ms > 0).then(|| self.now().plus_ms(self.backoff_ms));
+        let due = if self.dirty {
+            retry_at
+        } else {
+            match (self.inv.next_expiry(), retry_at) {
+                (Some(e), Some(r)) => Some(e.max(r)),
+                (e, _) => e,
+            }
+        };
+        let Some(at) = due else {
             if let Some((_, t)) = self.timer.take() {
                 t.abort();
             }
@@ -302,6 +317,10 @@ impl EventState {
             let _ = me.cast(EventMsg::Tick);
         });
         self.timer = Some((at, task));
+    }
+
+    fn back_off(&mut self) {
+        self.backoff_ms = (self.backoff_ms * 2).clamp(limits::STORE_RETRY_BACKOFF_MS_MIN, limits::STORE_RETRY_BACKOFF_MS_MAX);
     }
 
     async fn rebuild(&mut self) -> Result<(), StoreError> {
@@ -328,6 +347,10 @@ impl EventState {
             for (_, _, reply) in commands {
                 let _ = reply.send(Err(CommandError::Unavailable(e.to_string())));
             }
+            // Queries are dropped (their callers get UNAVAILABLE): memory is
+            // ahead of storage and must not be shown.
+            self.back_off();
+            self.schedule_expiry(myself);
             return Ok(());
         }
         let now = self.now();
@@ -357,13 +380,19 @@ impl EventState {
                     myself.stop(Some("fenced".into()));
                     return Ok(());
                 }
-                if let Err(e) = self.rebuild().await {
-                    warn!(event_id = %self.args.event_id, error = %e, "rebuild failed; will retry before the next batch");
+                match self.rebuild().await {
+                    // Memory equals storage again: queries can be answered.
+                    Ok(()) => queries.into_iter().for_each(|q| self.answer(q)),
+                    Err(e) => warn!(event_id = %self.args.event_id, error = %e, "rebuild failed; will retry after a backoff"),
                 }
+                self.back_off();
                 self.schedule_expiry(myself);
                 return Ok(());
             }
-            self.args.stats.record(commands.len());
+            self.backoff_ms = 0;
+            if !commands.is_empty() {
+                self.args.stats.record(commands.len());
+            }
         }
         if !cfg!(debug_assertions) {
             // Debug builds check after every apply; release checks per batch.

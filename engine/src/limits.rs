@@ -44,3 +44,7 @@ pub const EVENTS_LOADED_MAX: usize = 10_000;
 pub const RESTARTS_PER_WINDOW_MAX: u32 = 5;
 pub const RESTART_WINDOW_MS: u64 = 60_000;
 pub const RESTART_DELAY_MS: u64 = 5_000;
+/// First wait before an event actor retries storage after a failed write.
+pub const STORE_RETRY_BACKOFF_MS_MIN: u64 = 50;
+/// Longest wait between such retries (the backoff doubles up to this).
+pub const STORE_RETRY_BACKOFF_MS_MAX: u64 = 5_000;

@@ -138,7 +138,8 @@ fn page_token(t: &str) -> Result<Option<(Millis, EventId)>, ApiError> {
     Ok(Some((Millis(ms.parse().map_err(|_| bad())?), EventId::parse(id).map_err(|_| bad())?)))
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SeatChanges, Status>> + Send>>;
+/// What the generated trait expects a server stream to be (`BoxStream`).
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SeatChanges, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl CatalogService for Catalog {
@@ -297,8 +298,6 @@ impl CatalogService for Catalog {
             m.seats.iter().enumerate().map(|(i, &s)| convert::seat(&m.layout, &m.config, usher_engine::SeatIdx(i as u32), s)).collect();
         Ok(Response::new(pb::SeatMap { event_id: id.to_string(), seats, counts: Some(convert::counts(m.counts)) }))
     }
-
-    type WatchSeatsStream = WatchStream;
 
     async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {
         let id = convert::event_id(&req.get_ref().event_id)?;

@@ -1,0 +1,727 @@
+//! `usher-bench`: drives Usher (embedded SQLite and PostgreSQL) and the
+//! lock-per-seat baseline with the same scenarios over many HTTP/2
+//! connections, with a fixed seed, and reports a table plus JSON.
+//! Servers run as separate processes (the `usher` and `usher-baseline`
+//! binaries next to this one).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Serialize;
+use sqlx::{Connection, Executor, Row};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::Code;
+use tonic::transport::Channel;
+use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
+
+#[derive(Parser, Clone)]
+#[command(about = "Onsale load generator for Usher, with the lock-per-seat baseline side by side")]
+struct Args {
+    /// hot-seat, stadium, memory (comma-separated), or all.
+    #[arg(long, default_value = "all")]
+    scenarios: String,
+    /// usher-sqlite, usher-pg, baseline (comma-separated).
+    #[arg(long, default_value = "usher-sqlite,usher-pg,baseline")]
+    targets: String,
+    #[arg(long, default_value_t = 1_000)]
+    hot_buyers: usize,
+    #[arg(long, default_value_t = 50_000)]
+    seats: usize,
+    #[arg(long, default_value_t = 200_000)]
+    buyers: usize,
+    /// Requests in flight at once (virtual buyers acting at the same moment).
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// HTTP/2 connections the buyers share.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    pg_url: String,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    json: PathBuf,
+}
+
+// ---------------------------------------------------------------- servers
+
+struct Server {
+    child: Child,
+    addr: String,
+    pg_db: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
+fn sibling(bin: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me.with_file_name(bin);
+    if !p.exists() {
+        bail!("{} not found: build it first (cargo build --release --bins)", p.display());
+    }
+    Ok(p)
+}
+
+async fn pg_create(args: &Args, name: &str) -> anyhow::Result<String> {
+    let mut c = sqlx::PgConnection::connect(&format!("{}/postgres", args.pg_url)).await.context("PostgreSQL")?;
+    c.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await?;
+    c.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+    Ok(format!("{}/{name}", args.pg_url))
+}
+
+async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let (mut cmd, pg_db, data_dir) = match target {
+        "usher-sqlite" => {
+            let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
+            let mut c = Command::new(sibling("usher")?);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--data-dir"]).arg(&dir);
+            (c, None, Some(dir))
+        }
+        "usher-pg" => {
+            let name = format!("usher_bench_{tag}");
+            let url = pg_create(args, &name).await?;
+            let mut c = Command::new(sibling("usher")?);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--database-url", &url]);
+            (c, Some(name), None)
+        }
+        "baseline" => {
+            let name = format!("usher_bench_{tag}");
+            let url = pg_create(args, &name).await?;
+            let mut c = Command::new(sibling("usher-baseline")?);
+            c.args(["--grpc-addr", "127.0.0.1:0", "--database-url", &url, "--redis-url", &args.redis_url]);
+            (c, Some(name), None)
+        }
+        other => bail!("unknown target {other}"),
+    };
+    let mut child = cmd.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix("usher: grpc listening on http://") {
+                return Ok(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+        bail!("{target} exited before listening")
+    })
+    .await
+    .context("server start")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Server { child, addr, pg_db, data_dir })
+}
+
+impl Server {
+    async fn stop(mut self, args: &Args) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        if let Some(db) = self.pg_db {
+            let mut c = sqlx::PgConnection::connect(&format!("{}/postgres", args.pg_url)).await?;
+            c.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await?;
+        }
+        if let Some(d) = self.data_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        Ok(())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+async fn channels(addr: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(Channel::from_shared(format!("http://{addr}"))?.connect().await?);
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------- workload
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A stadium: `sections` sections of `rows` × `per_row`, listed best first.
+fn venue(sections: usize, rows: usize, per_row: u32) -> pb::CreateVenueRequest {
+    pb::CreateVenueRequest {
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+        name: "Bench Stadium".into(),
+        categories: vec![
+            pb::PriceCategory { code: "P1".into(), name: "Front".into() },
+            pb::PriceCategory { code: "P2".into(), name: "Back".into() },
+        ],
+        sections: (0..sections)
+            .map(|s| pb::SectionSpec {
+                code: format!("S{s}"),
+                name: format!("Section {s}"),
+                category: if s < sections / 2 { "P1".into() } else { "P2".into() },
+                x: (s % 10) as f32 * (per_row as f32 + 2.0),
+                y: (s / 10) as f32 * (rows as f32 + 2.0),
+                rows: (0..rows).map(|r| pb::RowSpec { label: (r + 1).to_string(), seats: per_row, first_number: 1 }).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn ts(offset_s: i64) -> prost_types::Timestamp {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    prost_types::Timestamp { seconds: now + offset_s, nanos: 0 }
+}
+
+async fn create_event(ch: &Channel, sections: usize, rows: usize, per_row: u32) -> anyhow::Result<String> {
+    let mut c = CatalogServiceClient::new(ch.clone());
+    let v = c.create_venue(venue(sections, rows, per_row)).await?.into_inner();
+    let e = c
+        .create_event(pb::CreateEventRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            venue_id: v.venue_id,
+            name: "Onsale".into(),
+            starts_at: Some(ts(86_400 * 30)),
+            sales_start: Some(ts(-60)),
+            sales_end: Some(ts(86_400 * 29)),
+            currency: "EUR".into(),
+            prices: vec![
+                pb::CategoryPrice { category: "P1".into(), amount_minor: 12_000 },
+                pb::CategoryPrice { category: "P2".into(), amount_minor: 6_000 },
+            ],
+            open_sales: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(e.event_id)
+}
+
+#[derive(Serialize, Clone, Default, Debug)]
+struct Latency {
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn latency(mut us: Vec<u64>) -> Latency {
+    if us.is_empty() {
+        return Latency::default();
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)] as f64 / 1000.0;
+    Latency { p50_ms: at(0.50), p95_ms: at(0.95), p99_ms: at(0.99), max_ms: *us.last().expect("non-empty") as f64 / 1000.0 }
+}
+
+#[derive(Serialize, Clone, Debug)]
+struct HotSeat {
+    buyers: usize,
+    winners: usize,
+    taken: usize,
+    other_errors: usize,
+    all_answered_ms: f64,
+    latency: Latency,
+}
+
+async fn hot_seat(args: &Args, addr: &str) -> anyhow::Result<HotSeat> {
+    let chans = channels(addr, args.connections).await?;
+    let event = create_event(&chans[0], 1, 10, 20).await?;
+    let n = args.hot_buyers;
+    let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = InventoryServiceClient::new(chans[i % chans.len()].clone());
+        let req = pb::HoldSeatsRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            event_id: event.clone(),
+            customer_id: format!("hot-{i}"),
+            seat_ids: vec!["S0-5-10".into()],
+        };
+        let b = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            let t = Instant::now();
+            let r = c.hold_seats(req).await;
+            (r.map(|_| ()).map_err(|s| s.code()), t.elapsed())
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let (mut winners, mut taken, mut other) = (0, 0, 0);
+    let mut lat = Vec::with_capacity(n);
+    let mut last = Duration::ZERO;
+    for t in tasks {
+        let (r, d) = t.await?;
+        lat.push(d.as_micros() as u64);
+        last = last.max(d);
+        match r {
+            Ok(()) => winners += 1,
+            Err(Code::FailedPrecondition) => taken += 1,
+            Err(_) => other += 1,
+        }
+    }
+    let _ = start;
+    Ok(HotSeat { buyers: n, winners, taken, other_errors: other, all_answered_ms: last.as_secs_f64() * 1000.0, latency: latency(lat) })
+}
+
+#[derive(Serialize, Clone, Debug)]
+struct Stadium {
+    seats: usize,
+    buyers: usize,
+    buyers_served: usize,
+    holds: u64,
+    seats_held: u64,
+    requests: u64,
+    conflicts: u64,
+    retries: u64,
+    other_errors: u64,
+    sold_out_ms: Option<f64>,
+    holds_per_s: f64,
+    requests_per_s: f64,
+    latency: Latency,
+    seats_held_twice: i64,
+    storage_consistent: bool,
+}
+
+/// Per-buyer choice: how many seats, and where.
+enum Want {
+    Best { q: u32 },
+    Specific { seats: Vec<String> },
+}
+
+fn grid(seats: usize) -> (usize, usize, u32) {
+    // 50 seats a row, 50 rows a section; sections to fit.
+    let per_row = 50u32;
+    let rows = 50usize;
+    let sections = seats.div_ceil(per_row as usize * rows).max(1);
+    (sections, rows, per_row)
+}
+
+fn pick(rng: &mut Rng, sections: usize, rows: usize, per_row: u32) -> Want {
+    // 1–6 seats, pairs most common.
+    let q = match rng.below(100) {
+        0..15 => 1,
+        15..55 => 2,
+        55..70 => 3,
+        70..90 => 4,
+        90..95 => 5,
+        _ => 6,
+    };
+    if rng.below(100) < 30 {
+        return Want::Best { q };
+    }
+    // Popularity: front sections and front rows first (a power curve).
+    let s = ((rng.unit().powf(2.0)) * sections as f64) as usize;
+    let r = ((rng.unit().powf(1.5)) * rows as f64) as usize;
+    let first = rng.below(u64::from(per_row - q + 1)) as u32 + 1;
+    Want::Specific { seats: (0..q).map(|i| format!("S{}-{}-{}", s.min(sections - 1), r.min(rows - 1) + 1, first + i)).collect() }
+}
+
+async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<Stadium> {
+    let chans = channels(&server.addr, args.connections).await?;
+    let (sections, rows, per_row) = grid(args.seats);
+    let seats = sections * rows * per_row as usize;
+    let event = create_event(&chans[0], sections, rows, per_row).await?;
+    if target != "usher-sqlite" {
+        // Fresh tables after a bulk load: plans must see real statistics.
+        analyze(args, server).await?;
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let sold_out = Arc::new(AtomicBool::new(false));
+    let (holds, held, requests, conflicts, retries, other) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let start = Instant::now();
+    let sold_out_at = Arc::new(AtomicU64::new(0));
+    // A monitor watches availability, as a storefront would, and closes the
+    // doors once nothing is left.
+    let monitor = {
+        let (sold_out, sold_out_at, ch, event) = (sold_out.clone(), sold_out_at.clone(), chans[0].clone(), event.clone());
+        tokio::spawn(async move {
+            let mut c = CatalogServiceClient::new(ch);
+            while !sold_out.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(e) = c.get_event(pb::GetEventRequest { event_id: event.clone() }).await
+                    && e.get_ref().counts.as_ref().is_some_and(|n| n.available == 0)
+                {
+                    sold_out_at.store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    sold_out.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let mut c = InventoryServiceClient::new(chans[w % chans.len()].clone());
+        let (next, sold_out, event) = (next.clone(), sold_out.clone(), event.clone());
+        let (holds, held, requests, conflicts, retries, other) =
+            (holds.clone(), held.clone(), requests.clone(), conflicts.clone(), retries.clone(), other.clone());
+        let buyers = args.buyers;
+        let seed = args.seed;
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= buyers || sold_out.load(Ordering::Relaxed) {
+                    return (lat, b.min(buyers));
+                }
+                let mut rng = Rng(seed ^ (b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                let (sections, rows, per_row) = grid_from_event(sections, rows, per_row);
+                // A buyer tries up to 4 times, choosing again after a conflict.
+                for attempt in 0..4 {
+                    if attempt > 0 {
+                        retries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let want = pick(&mut rng, sections, rows, per_row);
+                    let key = uuid::Uuid::new_v4().to_string();
+                    let customer = format!("b{b}");
+                    let t = Instant::now();
+                    let r = match &want {
+                        Want::Best { q } => c
+                            .hold_best_available(pb::HoldBestAvailableRequest {
+                                idempotency_key: key,
+                                event_id: event.clone(),
+                                customer_id: customer,
+                                quantity: *q,
+                                ..Default::default()
+                            })
+                            .await
+                            .map(|h| h.into_inner().seats.len()),
+                        Want::Specific { seats } => c
+                            .hold_seats(pb::HoldSeatsRequest {
+                                idempotency_key: key,
+                                event_id: event.clone(),
+                                customer_id: customer,
+                                seat_ids: seats.clone(),
+                            })
+                            .await
+                            .map(|h| h.into_inner().seats.len()),
+                    };
+                    lat.push(t.elapsed().as_micros() as u64);
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    match r {
+                        Ok(n) => {
+                            holds.fetch_add(1, Ordering::Relaxed);
+                            held.fetch_add(n as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(s) if s.code() == Code::FailedPrecondition => {
+                            conflicts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            other.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    let mut served = 0;
+    for w in workers {
+        let (lat, b) = w.await?;
+        served = served.max(b);
+        all.extend(lat);
+    }
+    let elapsed = start.elapsed();
+    sold_out.store(true, Ordering::Relaxed);
+    let _ = monitor.await;
+    let at = sold_out_at.load(Ordering::Relaxed);
+    let window = if at > 0 { Duration::from_micros(at) } else { elapsed };
+    let (twice, consistent) = check_storage(args, target, server, &event).await?;
+    let h = holds.load(Ordering::Relaxed);
+    let req = requests.load(Ordering::Relaxed);
+    Ok(Stadium {
+        seats,
+        buyers: args.buyers,
+        buyers_served: served,
+        holds: h,
+        seats_held: held.load(Ordering::Relaxed),
+        requests: req,
+        conflicts: conflicts.load(Ordering::Relaxed),
+        retries: retries.load(Ordering::Relaxed),
+        other_errors: other.load(Ordering::Relaxed),
+        sold_out_ms: (at > 0).then(|| at as f64 / 1000.0),
+        holds_per_s: h as f64 / window.as_secs_f64(),
+        requests_per_s: req as f64 / elapsed.as_secs_f64(),
+        latency: latency(all),
+        seats_held_twice: twice,
+        storage_consistent: consistent,
+    })
+}
+
+fn grid_from_event(s: usize, r: usize, p: u32) -> (usize, usize, u32) {
+    (s, r, p)
+}
+
+async fn analyze(args: &Args, server: &Server) -> anyhow::Result<()> {
+    if let Some(db) = &server.pg_db {
+        let mut c = sqlx::PgConnection::connect(&format!("{}/{db}", args.pg_url)).await?;
+        c.execute("ANALYZE").await?;
+    }
+    Ok(())
+}
+
+/// After the run, ask the database itself: how many seats are in more than
+/// one live hold (must be 0), and do claims agree with holds?
+async fn check_storage(args: &Args, target: &str, server: &Server, event: &str) -> anyhow::Result<(i64, bool)> {
+    match target {
+        "usher-sqlite" => {
+            let path = server.data_dir.as_ref().expect("sqlite dir").join("usher.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?;
+            let twice: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM (SELECT j.value FROM holds h, json_each(h.seats) j \
+                 WHERE h.event_id = $1 AND h.state IN ('active', 'confirmed') GROUP BY j.value HAVING COUNT(*) > 1)",
+            )
+            .bind(event)
+            .fetch_one(&pool)
+            .await?
+            .get(0);
+            let held: i64 = sqlx::query("SELECT COALESCE(SUM(seat_count), 0) FROM holds WHERE event_id = $1 AND state = 'active'")
+                .bind(event)
+                .fetch_one(&pool)
+                .await?
+                .get(0);
+            let claims: i64 = sqlx::query("SELECT COUNT(*) FROM seat_claims WHERE event_id = $1 AND kind = 'held'")
+                .bind(event)
+                .fetch_one(&pool)
+                .await?
+                .get(0);
+            Ok((twice, held == claims))
+        }
+        "usher-pg" => {
+            let db = server.pg_db.as_ref().expect("pg db");
+            let mut c = sqlx::PgConnection::connect(&format!("{}/{db}", args.pg_url)).await?;
+            let twice: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM (SELECT j.value FROM bc_inventory.holds h, json_array_elements_text(h.seats::json) j \
+                 WHERE h.event_id = $1 AND h.state IN ('active', 'confirmed') GROUP BY j.value HAVING COUNT(*) > 1) x",
+            )
+            .bind(event)
+            .fetch_one(&mut c)
+            .await?
+            .get(0);
+            let held: i64 =
+                sqlx::query("SELECT COALESCE(SUM(seat_count), 0)::bigint FROM bc_inventory.holds WHERE event_id = $1 AND state = 'active'")
+                    .bind(event)
+                    .fetch_one(&mut c)
+                    .await?
+                    .get(0);
+            let claims: i64 = sqlx::query("SELECT COUNT(*) FROM bc_inventory.seat_claims WHERE event_id = $1 AND kind = 'held'")
+                .bind(event)
+                .fetch_one(&mut c)
+                .await?
+                .get(0);
+            Ok((twice, held == claims))
+        }
+        _ => {
+            let db = server.pg_db.as_ref().expect("pg db");
+            let mut c = sqlx::PgConnection::connect(&format!("{}/{db}", args.pg_url)).await?;
+            let twice: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM (SELECT s FROM baseline.holds h, unnest(h.seats) s WHERE h.event_id = $1 GROUP BY s HAVING COUNT(*) > 1) x",
+            )
+            .bind(event)
+            .fetch_one(&mut c)
+            .await?
+            .get(0);
+            let held: i64 = sqlx::query("SELECT COALESCE(SUM(cardinality(seats)), 0)::bigint FROM baseline.holds WHERE event_id = $1")
+                .bind(event)
+                .fetch_one(&mut c)
+                .await?
+                .get(0);
+            let rows: i64 = sqlx::query("SELECT COUNT(*) FROM baseline.seats WHERE event_id = $1 AND status = 'held'")
+                .bind(event)
+                .fetch_one(&mut c)
+                .await?
+                .get(0);
+            Ok((twice, held == rows))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- memory
+
+#[derive(Serialize, Clone, Debug)]
+struct Memory {
+    idle_rss_mib: f64,
+    one_100k_event_rss_mib: f64,
+    bytes_per_seat_100k: f64,
+    hundred_10k_events_rss_mib: f64,
+    bytes_per_seat_100x10k: f64,
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+async fn memory(args: &Args) -> anyhow::Result<Memory> {
+    // Two fresh servers, so each figure is its own.
+    let measure = |events: usize, sections: usize| {
+        let args = args.clone();
+        async move {
+            let server = start(&args, "usher-sqlite").await?;
+            let pid = server.pid().context("pid")?;
+            let ch = channels(&server.addr, 1).await?.remove(0);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let idle = rss_kib(pid)?;
+            let mut c = CatalogServiceClient::new(ch.clone());
+            let v = c.create_venue(venue(sections, 50, 40)).await?.into_inner();
+            for _ in 0..events {
+                let e = c
+                    .create_event(pb::CreateEventRequest {
+                        idempotency_key: uuid::Uuid::new_v4().to_string(),
+                        venue_id: v.venue_id.clone(),
+                        name: "m".into(),
+                        starts_at: Some(ts(86_400)),
+                        currency: "EUR".into(),
+                        prices: vec![
+                            pb::CategoryPrice { category: "P1".into(), amount_minor: 1 },
+                            pb::CategoryPrice { category: "P2".into(), amount_minor: 1 },
+                        ],
+                        open_sales: true,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                // Loads the event's actor and seat map.
+                c.get_event(pb::GetEventRequest { event_id: e.event_id }).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let loaded = rss_kib(pid)?;
+            server.stop(&args).await?;
+            anyhow::Ok((idle, loaded, v.seat_count as u64 * events as u64))
+        }
+    };
+    // 50 sections × 50 rows × 40 = 100,000 seats; 5 × 50 × 40 = 10,000.
+    let (idle, one, seats_one) = measure(1, 50).await?;
+    let (idle2, hundred, seats_hundred) = measure(100, 5).await?;
+    Ok(Memory {
+        idle_rss_mib: idle as f64 / 1024.0,
+        one_100k_event_rss_mib: one as f64 / 1024.0,
+        bytes_per_seat_100k: (one.saturating_sub(idle) * 1024) as f64 / seats_one as f64,
+        hundred_10k_events_rss_mib: hundred as f64 / 1024.0,
+        bytes_per_seat_100x10k: (hundred.saturating_sub(idle2) * 1024) as f64 / seats_hundred as f64,
+    })
+}
+
+// ---------------------------------------------------------------- main
+
+#[derive(Serialize, Default)]
+struct Report {
+    machine: String,
+    seed: u64,
+    concurrency: usize,
+    connections: usize,
+    hot_seat: Vec<(String, HotSeat)>,
+    stadium: Vec<(String, Stadium)>,
+    memory: Option<Memory>,
+    ratios: Vec<(String, f64)>,
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    format!("{cpus} cores, {model}")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let scenarios: Vec<&str> =
+        if args.scenarios == "all" { vec!["hot-seat", "stadium", "memory"] } else { args.scenarios.split(',').collect() };
+    let targets: Vec<&str> = args.targets.split(',').collect();
+    let mut report =
+        Report { machine: machine(), seed: args.seed, concurrency: args.concurrency, connections: args.connections, ..Default::default() };
+    println!("usher-bench: {} | seed {} | {} in flight over {} connections", report.machine, args.seed, args.concurrency, args.connections);
+    for t in &targets {
+        if scenarios.contains(&"hot-seat") {
+            let s = start(&args, t).await?;
+            let r = hot_seat(&args, &s.addr).await?;
+            println!(
+                "hot-seat   {t:<13} winners {} taken {} errors {} | all answered {:.1} ms | p50 {:.1} p99 {:.1} max {:.1} ms",
+                r.winners, r.taken, r.other_errors, r.all_answered_ms, r.latency.p50_ms, r.latency.p99_ms, r.latency.max_ms
+            );
+            report.hot_seat.push((t.to_string(), r));
+            s.stop(&args).await?;
+        }
+        if scenarios.contains(&"stadium") {
+            let s = start(&args, t).await?;
+            let r = stadium(&args, t, &s).await?;
+            println!(
+                "stadium    {t:<13} {:.0} holds/s | p50 {:.1} p95 {:.1} p99 {:.1} max {:.1} ms | holds {} seats {} of {} | sold out {} | requests {} conflicts {} retries {} errors {} | held twice {} | consistent {}",
+                r.holds_per_s,
+                r.latency.p50_ms,
+                r.latency.p95_ms,
+                r.latency.p99_ms,
+                r.latency.max_ms,
+                r.holds,
+                r.seats_held,
+                r.seats,
+                r.sold_out_ms.map(|m| format!("{:.2} s", m / 1000.0)).unwrap_or_else(|| "no".into()),
+                r.requests,
+                r.conflicts,
+                r.retries,
+                r.other_errors,
+                r.seats_held_twice,
+                r.storage_consistent
+            );
+            report.stadium.push((t.to_string(), r));
+            s.stop(&args).await?;
+        }
+    }
+    let rate = |name: &str| report.stadium.iter().find(|(t, _)| t == name).map(|(_, s)| s.holds_per_s);
+    if let Some(base) = rate("baseline") {
+        for t in ["usher-pg", "usher-sqlite"] {
+            if let Some(r) = rate(t) {
+                let ratio = r / base;
+                println!("ratio      {t} / baseline holds per second: {ratio:.1}x");
+                report.ratios.push((format!("{t}/baseline holds_per_s"), ratio));
+            }
+        }
+    }
+    if scenarios.contains(&"memory") {
+        let m = memory(&args).await?;
+        println!(
+            "memory     idle {:.1} MiB | one 100k-seat event {:.1} MiB ({:.0} B/seat) | 100 × 10k-seat events {:.1} MiB ({:.0} B/seat)",
+            m.idle_rss_mib, m.one_100k_event_rss_mib, m.bytes_per_seat_100k, m.hundred_10k_events_rss_mib, m.bytes_per_seat_100x10k
+        );
+        report.memory = Some(m);
+    }
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("usher-bench: report written to {}", args.json.display());
+    Ok(())
+}

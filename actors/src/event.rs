@@ -208,6 +208,7 @@ pub struct EventState {
     /// Wait before touching storage again after a failed write; 0 when the
     /// last write worked. Doubles per failure, so a sick store is not hammered.
     backoff_ms: u64,
+    batches_since_full_check: u32,
     timer: Option<(Millis, tokio::task::JoinHandle<()>)>,
 }
 
@@ -236,7 +237,7 @@ impl Actor for EventActor {
 
     async fn pre_start(&self, myself: ActorRef<EventMsg>, args: EventArgs) -> Result<EventState, ActorProcessingErr> {
         let EventArgs { inv, epoch, ctx } = args;
-        let mut state = EventState { args: ctx, inv, epoch, dirty: false, backoff_ms: 0, timer: None };
+        let mut state = EventState { args: ctx, inv, epoch, dirty: false, backoff_ms: 0, batches_since_full_check: 0, timer: None };
         state.schedule_expiry(&myself);
         // Requests may have been queued for a predecessor's channel: look.
         let _ = myself.cast(EventMsg::Wake);
@@ -394,8 +395,12 @@ impl EventState {
                 self.args.stats.record(commands.len());
             }
         }
-        if !cfg!(debug_assertions) {
-            // Debug builds check after every apply; release checks per batch.
+        // Every apply checks its own change; the full recheck (O(seats +
+        // holds)) runs after every apply in debug builds and every
+        // INVARIANTS_FULL_CHECK_EVERY_BATCHES batches here.
+        self.batches_since_full_check += 1;
+        if !cfg!(debug_assertions) && self.batches_since_full_check >= limits::INVARIANTS_FULL_CHECK_EVERY_BATCHES {
+            self.batches_since_full_check = 0;
             self.inv.assert_invariants();
         }
         let counts = self.inv.counts();

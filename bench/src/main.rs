@@ -267,7 +267,6 @@ async fn hot_seat(args: &Args, addr: &str) -> anyhow::Result<HotSeat> {
         }));
     }
     barrier.wait().await;
-    let start = Instant::now();
     let (mut winners, mut taken, mut other) = (0, 0, 0);
     let mut lat = Vec::with_capacity(n);
     let mut last = Duration::ZERO;
@@ -281,7 +280,6 @@ async fn hot_seat(args: &Args, addr: &str) -> anyhow::Result<HotSeat> {
             Err(_) => other += 1,
         }
     }
-    let _ = start;
     Ok(HotSeat { buyers: n, winners, taken, other_errors: other, all_answered_ms: last.as_secs_f64() * 1000.0, latency: latency(lat) })
 }
 
@@ -297,6 +295,10 @@ struct Stadium {
     retries: u64,
     other_errors: u64,
     sold_out_ms: Option<f64>,
+    /// When 99% of the seats were held: the end of the window below.
+    ninety_nine_ms: Option<f64>,
+    /// Holds per second until 99% of the seats were held (or until the
+    /// buyers ran out): the sustained rate, not diluted by the sold-out tail.
     holds_per_s: f64,
     requests_per_s: f64,
     latency: Latency,
@@ -359,18 +361,25 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
     );
     let start = Instant::now();
     let sold_out_at = Arc::new(AtomicU64::new(0));
+    let (at99, holds99) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     // A monitor watches availability, as a storefront would, and closes the
     // doors once nothing is left.
     let monitor = {
         let (sold_out, sold_out_at, ch, event) = (sold_out.clone(), sold_out_at.clone(), chans[0].clone(), event.clone());
+        let (at99, holds99, holds) = (at99.clone(), holds99.clone(), holds.clone());
         tokio::spawn(async move {
             let mut c = CatalogServiceClient::new(ch);
             while !sold_out.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Ok(e) = c.get_event(pb::GetEventRequest { event_id: event.clone() }).await
-                    && e.get_ref().counts.as_ref().is_some_and(|n| n.available == 0)
-                {
-                    sold_out_at.store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Ok(e) = c.get_event(pb::GetEventRequest { event_id: event.clone() }).await else { continue };
+                let Some(n) = e.get_ref().counts.clone() else { continue };
+                let now = start.elapsed().as_micros() as u64;
+                if at99.load(Ordering::Relaxed) == 0 && (n.available as usize) * 100 <= seats {
+                    holds99.store(holds.load(Ordering::Relaxed), Ordering::Relaxed);
+                    at99.store(now, Ordering::Relaxed);
+                }
+                if n.available == 0 {
+                    sold_out_at.store(now, Ordering::Relaxed);
                     sold_out.store(true, Ordering::Relaxed);
                 }
             }
@@ -392,7 +401,6 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
                     return (lat, b.min(buyers));
                 }
                 let mut rng = Rng(seed ^ (b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-                let (sections, rows, per_row) = grid_from_event(sections, rows, per_row);
                 // A buyer tries up to 4 times, choosing again after a conflict.
                 for attempt in 0..4 {
                     if attempt > 0 {
@@ -454,7 +462,9 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
     sold_out.store(true, Ordering::Relaxed);
     let _ = monitor.await;
     let at = sold_out_at.load(Ordering::Relaxed);
-    let window = if at > 0 { Duration::from_micros(at) } else { elapsed };
+    let t99 = at99.load(Ordering::Relaxed);
+    let (window, holds_in_window) =
+        if t99 > 0 { (Duration::from_micros(t99), holds99.load(Ordering::Relaxed)) } else { (elapsed, holds.load(Ordering::Relaxed)) };
     let (twice, consistent) = check_storage(args, target, server, &event).await?;
     let h = holds.load(Ordering::Relaxed);
     let req = requests.load(Ordering::Relaxed);
@@ -469,16 +479,13 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
         retries: retries.load(Ordering::Relaxed),
         other_errors: other.load(Ordering::Relaxed),
         sold_out_ms: (at > 0).then(|| at as f64 / 1000.0),
-        holds_per_s: h as f64 / window.as_secs_f64(),
+        ninety_nine_ms: (t99 > 0).then(|| t99 as f64 / 1000.0),
+        holds_per_s: holds_in_window as f64 / window.as_secs_f64(),
         requests_per_s: req as f64 / elapsed.as_secs_f64(),
         latency: latency(all),
         seats_held_twice: twice,
         storage_consistent: consistent,
     })
-}
-
-fn grid_from_event(s: usize, r: usize, p: u32) -> (usize, usize, u32) {
-    (s, r, p)
 }
 
 async fn analyze(args: &Args, server: &Server) -> anyhow::Result<()> {
@@ -679,7 +686,7 @@ async fn main() -> anyhow::Result<()> {
             let s = start(&args, t).await?;
             let r = stadium(&args, t, &s).await?;
             println!(
-                "stadium    {t:<13} {:.0} holds/s | p50 {:.1} p95 {:.1} p99 {:.1} max {:.1} ms | holds {} seats {} of {} | sold out {} | requests {} conflicts {} retries {} errors {} | held twice {} | consistent {}",
+                "stadium    {t:<13} {:.0} holds/s | p50 {:.1} p95 {:.1} p99 {:.1} max {:.1} ms | holds {} seats {} of {} | 99% at {} sold out {} | requests {} conflicts {} retries {} errors {} | held twice {} | consistent {}",
                 r.holds_per_s,
                 r.latency.p50_ms,
                 r.latency.p95_ms,
@@ -688,6 +695,7 @@ async fn main() -> anyhow::Result<()> {
                 r.holds,
                 r.seats_held,
                 r.seats,
+                r.ninety_nine_ms.map(|m| format!("{:.2} s", m / 1000.0)).unwrap_or_else(|| "never".into()),
                 r.sold_out_ms.map(|m| format!("{:.2} s", m / 1000.0)).unwrap_or_else(|| "no".into()),
                 r.requests,
                 r.conflicts,

@@ -6,6 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// Hash maps with a fast, per-process seeded hasher: SipHash showed up as the
+/// top cost in the onsale profile, and keys (customer ids, idempotency keys)
+/// come from clients, so the seed keeps collision attacks off.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use crate::ids::{CustomerId, EventId, HoldId, IdempotencyKey, InvalidInput, Millis, Money, SeatIdx, VenueId};
@@ -358,11 +363,17 @@ pub struct Inventory {
     seats: Vec<SeatState>,
     row_available: Vec<u32>,
     counts: Counts,
-    active: HashMap<HoldId, Hold>,
-    ended: HashMap<HoldId, Hold>,
+    active: Map<HoldId, Hold>,
+    ended: Map<HoldId, Hold>,
     expiries: BTreeSet<(Millis, HoldId)>,
-    holds_by_customer: HashMap<CustomerId, u32>,
-    idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    holds_by_customer: Map<CustomerId, u32>,
+    idempotency: Map<IdempotencyKey, IdempotencyRecord>,
+    /// Seats covered by live holds and by confirmed holds, kept as counters so
+    /// that "every held seat is in exactly one live hold" is an O(1) check
+    /// after every change (a seat in two holds makes them disagree with the
+    /// seat states).
+    seats_in_live_holds: u32,
+    seats_in_sold_holds: u32,
     idempotency_order: VecDeque<(Millis, IdempotencyKey)>,
     now: Millis,
 }
@@ -385,11 +396,13 @@ impl Inventory {
             row_available,
             counts: Counts { available: n as u32, ..Counts::default() },
             layout,
-            active: HashMap::new(),
-            ended: HashMap::new(),
+            active: Map::default(),
+            ended: Map::default(),
             expiries: BTreeSet::new(),
-            holds_by_customer: HashMap::new(),
-            idempotency: HashMap::new(),
+            holds_by_customer: Map::default(),
+            idempotency: Map::default(),
+            seats_in_live_holds: 0,
+            seats_in_sold_holds: 0,
             idempotency_order: VecDeque::new(),
             now,
         };
@@ -423,6 +436,7 @@ impl Inventory {
                     }
                     inv.expiries.insert((h.expires_at, h.id));
                     *inv.holds_by_customer.entry(h.customer.clone()).or_default() += 1;
+                    inv.seats_in_live_holds += h.seats.len() as u32;
                     inv.active.insert(h.id, h);
                 }
                 HoldState::Confirmed => {
@@ -432,6 +446,7 @@ impl Inventory {
                     for &s in &h.seats {
                         inv.set_seat(s, SeatState::Sold);
                     }
+                    inv.seats_in_sold_holds += h.seats.len() as u32;
                     inv.ended.insert(h.id, h);
                 }
                 HoldState::Released | HoldState::Expired => {
@@ -518,21 +533,83 @@ impl Inventory {
             Command::SetStatus { to } => self.set_status(*to),
             Command::Expire => Ok(self.expire()),
         };
+        // Every change is checked where it happened, in every build; the full
+        // O(seats + holds) recheck runs after every apply in debug builds
+        // (tests, simulation) and periodically in release (see the actor).
+        if let Ok((_, events)) = &out
+            && let Err(e) = self.check_change(events)
+        {
+            panic!("inventory invariant broken for event {} by {cmd:?}: {e}", self.config.id);
+        }
         if cfg!(debug_assertions) {
             self.assert_invariants();
         }
         out
     }
 
+    /// O(size of the change): the touched seats and holds are where the events
+    /// say, and the global counters still add up.
+    fn check_change(&self, events: &[Event]) -> Result<(), String> {
+        let c = self.counts;
+        if (c.available + c.held + c.sold + c.blocked) as usize != self.seats.len() {
+            return Err(format!("I1 counts {c:?} do not add up to {} seats", self.seats.len()));
+        }
+        if self.seats_in_live_holds != c.held {
+            return Err(format!("I2/I3 {} seats held but live holds cover {}", c.held, self.seats_in_live_holds));
+        }
+        if self.seats_in_sold_holds != c.sold {
+            return Err(format!("I5 {} seats sold but confirmed holds cover {}", c.sold, self.seats_in_sold_holds));
+        }
+        if self.expiries.len() != self.active.len() {
+            return Err("I4 expiry timers do not match live holds".into());
+        }
+        let seats_are = |seats: &[SeatIdx], want: SeatState| match seats.iter().find(|s| self.seats[s.0 as usize] != want) {
+            Some(s) => Err(format!("seat {s:?} is {:?}, expected {want:?}", self.seats[s.0 as usize])),
+            None => Ok(()),
+        };
+        for e in events {
+            match e {
+                Event::HoldPlaced { hold } => {
+                    let live = self.active.get(&hold.id).ok_or_else(|| format!("I3 placed hold {} is not live", hold.id))?;
+                    if live.seats != hold.seats || !self.expiries.contains(&(hold.expires_at, hold.id)) {
+                        return Err(format!("I3/I4 placed hold {} is recorded differently", hold.id));
+                    }
+                    seats_are(&hold.seats, SeatState::Held)?;
+                }
+                Event::HoldReleased { hold } | Event::HoldExpired { hold } => {
+                    if self.active.contains_key(&hold.id) || self.ended.get(&hold.id).map(|h| h.state) != Some(hold.state) {
+                        return Err(format!("I3 ended hold {} is still live or recorded differently", hold.id));
+                    }
+                    seats_are(&hold.seats, SeatState::Available)?;
+                }
+                Event::SeatsSold { hold } => {
+                    if self.ended.get(&hold.id).map(|h| h.state) != Some(HoldState::Confirmed) {
+                        return Err(format!("I5 sold hold {} is not recorded as confirmed", hold.id));
+                    }
+                    seats_are(&hold.seats, SeatState::Sold)?;
+                }
+                Event::SeatsBlocked { seats } => seats_are(seats, SeatState::Blocked)?,
+                Event::SeatsUnblocked { seats } => seats_are(seats, SeatState::Available)?,
+                Event::StatusChanged { to, .. } if self.config.status != *to => {
+                    return Err(format!("status is {:?} after changing to {to:?}", self.config.status));
+                }
+                Event::StatusChanged { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
     fn check_seat_list(&self, seats: &[SeatIdx]) -> Result<(), Reject> {
         if seats.is_empty() {
             return Err(Reject::SeatListEmpty);
         }
-        let mut seen = std::collections::HashSet::with_capacity(seats.len());
-        for &s in seats {
-            if !seen.insert(s) {
-                return Err(Reject::SeatDuplicated { seat: s });
-            }
+        // Lists are short (≤ HOLD_SEATS_MAX): a sorted copy beats hashing.
+        let mut sorted = seats.to_vec();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            // Report the first duplicate in the caller's order.
+            let dup = seats.iter().enumerate().find(|(i, s)| seats[..*i].contains(s)).map_or(w[0], |(_, s)| *s);
+            return Err(Reject::SeatDuplicated { seat: dup });
         }
         let unknown: Vec<SeatIdx> = seats.iter().copied().filter(|s| s.0 as usize >= self.seats.len()).collect();
         if !unknown.is_empty() {
@@ -667,6 +744,7 @@ impl Inventory {
         };
         self.expiries.insert((hold.expires_at, hold_id));
         *self.holds_by_customer.entry(customer.clone()).or_default() += 1;
+        self.seats_in_live_holds += hold.seats.len() as u32;
         self.active.insert(hold_id, hold.clone());
         (Reply::Hold(hold.clone()), vec![Event::HoldPlaced { hold }])
     }
@@ -707,6 +785,10 @@ impl Inventory {
 
     fn end_hold(&mut self, hold_id: HoldId, state: HoldState) -> Hold {
         let mut hold = self.active.remove(&hold_id).expect("caller checked the hold is active");
+        self.seats_in_live_holds -= hold.seats.len() as u32;
+        if state == HoldState::Confirmed {
+            self.seats_in_sold_holds += hold.seats.len() as u32;
+        }
         let seat_state = if state == HoldState::Confirmed { SeatState::Sold } else { SeatState::Available };
         for &s in &hold.seats {
             self.set_seat(s, seat_state);
@@ -870,7 +952,7 @@ impl Inventory {
         // I2: no seat in two holds; I3: every held seat in exactly one live hold.
         let mut owner = vec![0u8; n];
         let mut held_in_holds = 0u32;
-        let mut per_customer: HashMap<&CustomerId, u32> = HashMap::new();
+        let mut per_customer: Map<&CustomerId, u32> = Map::default();
         for (id, h) in &self.active {
             if h.id != *id || h.state != HoldState::Active {
                 return Err(format!("I3 active hold {id} is in state {:?}", h.state));
@@ -891,7 +973,7 @@ impl Inventory {
                 held_in_holds += 1;
             }
         }
-        if held_in_holds != c.held {
+        if held_in_holds != c.held || held_in_holds != self.seats_in_live_holds {
             return Err(format!("I3 {} seats held but live holds cover {held_in_holds}", c.held));
         }
         if self.expiries.len() != self.active.len() {
@@ -913,7 +995,7 @@ impl Inventory {
                 }
             }
         }
-        if sold_in_holds != c.sold {
+        if sold_in_holds != c.sold || sold_in_holds != self.seats_in_sold_holds {
             return Err(format!("I5 {} seats sold but confirmed holds cover {sold_in_holds}", c.sold));
         }
         if per_customer.len() != self.holds_by_customer.len() || per_customer.iter().any(|(k, v)| self.holds_by_customer.get(*k) != Some(v))

@@ -48,3 +48,6 @@ pub const RESTART_DELAY_MS: u64 = 5_000;
 pub const STORE_RETRY_BACKOFF_MS_MIN: u64 = 50;
 /// Longest wait between such retries (the backoff doubles up to this).
 pub const STORE_RETRY_BACKOFF_MS_MAX: u64 = 5_000;
+/// Batches between full invariant rechecks in release builds (every change is
+/// still checked locally, and debug builds recheck everything every time).
+pub const INVARIANTS_FULL_CHECK_EVERY_BATCHES: u32 = 1_024;

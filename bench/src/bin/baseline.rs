@@ -319,32 +319,63 @@ impl InventoryService for Baseline {
         if q == 0 || r.quantity > info.hold_seats_max {
             return Err(Status::invalid_argument("quantity"));
         }
-        // Candidates in venue order (best first); prefer q side by side in a row.
+        // The usual way: pick free seats in venue order, skipping rows other
+        // transactions hold (SKIP LOCKED), then the same per-seat Redis locks
+        // and versioned update as HoldSeats.
         for _attempt in 0..3 {
-            let rows =
-                sqlx::query("SELECT seat_idx FROM baseline.seats WHERE event_id = $1 AND status = 'available' ORDER BY seat_idx LIMIT 256")
-                    .bind(&r.event_id)
-                    .fetch_all(&self.pg)
-                    .await
-                    .map_err(internal)?;
-            let free: Vec<SeatIdx> = rows.iter().map(|r| SeatIdx(r.get::<i64, _>(0) as u32)).collect();
-            if free.len() < q {
-                let mut s = Status::failed_precondition(format!("not enough seats: {q} asked for, {} available", free.len()));
+            let mut tx = self.pg.begin().await.map_err(internal)?;
+            let rows = sqlx::query(
+                "SELECT seat_idx FROM baseline.seats WHERE event_id = $1 AND status = 'available' \
+                 ORDER BY seat_idx LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&r.event_id)
+            .bind(q as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(internal)?;
+            let pick: Vec<SeatIdx> = rows.iter().map(|r| SeatIdx(r.get::<i64, _>(0) as u32)).collect();
+            if pick.len() < q {
+                let mut s = Status::failed_precondition(format!("not enough seats: {q} asked for, {} available", pick.len()));
                 s.metadata_mut().insert("usher-reason", "NOT_ENOUGH_SEATS".parse().expect("ascii"));
                 return Err(s);
             }
-            let mut pick: Vec<SeatIdx> = Vec::new();
-            for w in free.windows(q) {
-                let row = info.layout.seats[w[0].0 as usize].row;
-                if w.iter().all(|s| info.layout.seats[s.0 as usize].row == row) && w.windows(2).all(|p| p[1].0 == p[0].0 + 1) {
-                    pick = w.to_vec();
-                    break;
-                }
+            let token = uuid::Uuid::new_v4().to_string();
+            let Some(keys) = self.lock(&r.event_id, &pick, &token).await? else { continue };
+            let hold_id = uuid::Uuid::new_v4().to_string();
+            let idx: Vec<i64> = pick.iter().map(|s| i64::from(s.0)).collect();
+            let n = sqlx::query(
+                "UPDATE baseline.seats SET status = 'held', hold_id = $1, version = version + 1 \
+                 WHERE event_id = $2 AND seat_idx = ANY($3) AND status = 'available'",
+            )
+            .bind(&hold_id)
+            .bind(&r.event_id)
+            .bind(&idx)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?
+            .rows_affected();
+            let ok = n == idx.len() as u64;
+            if ok {
+                sqlx::query("INSERT INTO baseline.holds (id, event_id, customer_id, seats) VALUES ($1, $2, $3, $4)")
+                    .bind(&hold_id)
+                    .bind(&r.event_id)
+                    .bind(&r.customer_id)
+                    .bind(&idx)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                sqlx::query("INSERT INTO baseline.idempotency (key, hold_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&r.idempotency_key)
+                    .bind(&hold_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                tx.commit().await.map_err(internal)?;
+            } else {
+                tx.rollback().await.map_err(internal)?;
             }
-            if pick.is_empty() {
-                pick = free[..q].to_vec();
-            }
-            if let Some(hold_id) = self.hold(&r.event_id, &r.customer_id, &r.idempotency_key, &pick).await? {
+            self.unlock(&keys, &token).await?;
+            if ok {
                 return Ok(Response::new(self.reply(&info, &r.event_id, &r.customer_id, hold_id, &pick)));
             }
         }

@@ -2,6 +2,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use usher_engine::{
@@ -32,60 +33,84 @@ fn stadium() -> Inventory {
 }
 
 fn benches(c: &mut Criterion) {
-    let customer = CustomerId::parse("bench").expect("valid");
     let mut n: u128 = 0;
     let mut next_id = move || {
         n += 1;
         HoldId(uuid::Uuid::from_u128(n))
     };
-
-    // Hold then release one seat, spread over the map (release keeps the
-    // state from filling up; measured separately below).
-    let mut inv = stadium();
-    let mut seat = 0u32;
-    c.bench_function("hold 1 seat (then release), 100k-seat map", |b| {
-        b.iter(|| {
-            let id = next_id();
-            seat = (seat + 7919) % 100_000;
-            let cmd = Command::HoldSeats { hold_id: id, customer: customer.clone(), seats: vec![SeatIdx(seat)] };
-            black_box(inv.apply(&cmd, T0).expect("free"));
-            inv.apply(&Command::Release { hold_id: id, customer: None }, T0).expect("live");
-        })
-    });
-
     // One customer per hold (a customer may have only 8 live holds), made
     // before timing.
     let customers: Vec<CustomerId> = (0..100_000).map(|i| CustomerId::parse(&format!("c{i}")).expect("valid")).collect();
-    let mut inv = stadium();
-    c.bench_function("hold 1 seat, 100k-seat map (filling up)", |b| {
-        let mut s = 0u32;
-        b.iter(|| {
-            if s == 100_000 {
-                inv = stadium();
-                s = 0;
+    let start = |customers: &[CustomerId], ids: &mut dyn FnMut() -> HoldId, inv: &mut Inventory, from: u32, count: u32| -> Vec<HoldId> {
+        (from..from + count)
+            .map(|s| {
+                let id = ids();
+                let cmd = Command::HoldSeats { hold_id: id, customer: customers[s as usize].clone(), seats: vec![SeatIdx(s)] };
+                inv.apply(&cmd, T0).expect("free");
+                id
+            })
+            .collect()
+    };
+
+    // Hold one seat on a 100k-seat map; the map is refilled untimed.
+    c.bench_function("hold 1 seat, 100k-seat map", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let batch = left.min(100_000) as u32;
+                let mut inv = stadium();
+                let cmds: Vec<Command> = (0..batch)
+                    .map(|s| Command::HoldSeats { hold_id: next_id(), customer: customers[s as usize].clone(), seats: vec![SeatIdx(s)] })
+                    .collect();
+                let t = Instant::now();
+                for cmd in &cmds {
+                    black_box(inv.apply(cmd, T0).expect("free"));
+                }
+                total += t.elapsed();
+                left -= u64::from(batch);
             }
-            let cmd = Command::HoldSeats { hold_id: next_id(), customer: customers[s as usize].clone(), seats: vec![SeatIdx(s)] };
-            s += 1;
-            black_box(inv.apply(&cmd, T0))
+            total
         })
     });
 
+    // Release one hold of one seat; the holds are placed untimed.
+    c.bench_function("release a 1-seat hold, 100k-seat map", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let batch = left.min(100_000) as u32;
+                let mut inv = stadium();
+                let ids = start(&customers, &mut next_id, &mut inv, 0, batch);
+                let t = Instant::now();
+                for id in &ids {
+                    black_box(inv.apply(&Command::Release { hold_id: *id, customer: None }, T0).expect("live"));
+                }
+                total += t.elapsed();
+                left -= u64::from(batch);
+            }
+            total
+        })
+    });
+
+    // Best available 4 on a half-full map: the first 50,000 seats are held,
+    // so the search skips full rows. Each timed hold is released untimed.
     let mut inv = stadium();
-    c.bench_function("best available 4, 100k-seat map half full (then release)", |b| {
-        // Fill the first half so the search has to skip full rows.
-        for s in (0..50_000u32).step_by(5) {
-            let cmd = Command::HoldSeats {
-                hold_id: next_id(),
-                customer: customers[s as usize].clone(),
-                seats: (s..s + 5).map(SeatIdx).collect(),
-            };
-            inv.apply(&cmd, T0).expect("free");
-        }
-        b.iter(|| {
-            let id = next_id();
-            let cmd = Command::HoldBestAvailable { hold_id: id, customer: customer.clone(), quantity: 4, section: None, category: None };
-            black_box(inv.apply(&cmd, T0).expect("room"));
-            inv.apply(&Command::Release { hold_id: id, customer: None }, T0).expect("live");
+    start(&customers, &mut next_id, &mut inv, 0, 50_000);
+    let best = CustomerId::parse("best").expect("valid");
+    c.bench_function("best available 4, 100k-seat map half full", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let id = next_id();
+                let cmd = Command::HoldBestAvailable { hold_id: id, customer: best.clone(), quantity: 4, section: None, category: None };
+                let t = Instant::now();
+                black_box(inv.apply(&cmd, T0).expect("room"));
+                total += t.elapsed();
+                inv.apply(&Command::Release { hold_id: id, customer: None }, T0).expect("live");
+            }
+            total
         })
     });
 }

@@ -91,9 +91,18 @@ pub struct BatchStats {
     pub largest: AtomicU64,
     /// Batches of size 1, 2–4, 5–16, 17–64, 65–256, 257+.
     pub by_size: [AtomicU64; 6],
+    /// Time spent in `Store::commit`, summed and the longest, in µs.
+    pub commit_us_total: AtomicU64,
+    pub commit_us_max: AtomicU64,
 }
 
 impl BatchStats {
+    fn record_commit(&self, took: std::time::Duration) {
+        let us = took.as_micros() as u64;
+        self.commit_us_total.fetch_add(us, Ordering::Relaxed);
+        self.commit_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+
     fn record(&self, n: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.commands.fetch_add(n as u64, Ordering::Relaxed);
@@ -111,12 +120,15 @@ impl BatchStats {
 
     pub fn summary(&self) -> String {
         let b: Vec<u64> = self.by_size.iter().map(|x| x.load(Ordering::Relaxed)).collect();
+        let batches = self.batches.load(Ordering::Relaxed).max(1);
         format!(
-            "batches={} commands={} largest={} sizes[1,2-4,5-16,17-64,65-256,257+]={:?}",
+            "batches={} commands={} largest={} sizes[1,2-4,5-16,17-64,65-256,257+]={:?} commit_ms_mean={:.2} commit_ms_max={:.2}",
             self.batches.load(Ordering::Relaxed),
             self.commands.load(Ordering::Relaxed),
             self.largest.load(Ordering::Relaxed),
-            b
+            b,
+            self.commit_us_total.load(Ordering::Relaxed) as f64 / batches as f64 / 1000.0,
+            self.commit_us_max.load(Ordering::Relaxed) as f64 / 1000.0,
         )
     }
 }
@@ -367,7 +379,10 @@ impl EventState {
         let needs_write = decisions.iter().any(|d| !d.events.is_empty() || d.record.is_some());
         if needs_write {
             let batch = Batch { event_id: self.args.event_id, epoch: self.epoch, now, layout: self.inv.layout(), decisions: &decisions };
-            if let Err(e) = self.args.store.commit(batch).await {
+            let started = std::time::Instant::now();
+            let committed = self.args.store.commit(batch).await;
+            self.args.stats.record_commit(started.elapsed());
+            if let Err(e) = committed {
                 // Nothing of this batch is durable: nobody is told yes, and the
                 // state goes back to what storage holds.
                 self.dirty = true;

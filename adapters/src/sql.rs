@@ -441,66 +441,7 @@ macro_rules! sql_store {
                         .await
                         .map_err(unavailable)?;
                 }
-                for chunk in p.holds.chunks(ROWS_PER_STATEMENT_MAX) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO holds (id, event_id, customer_id, seats, seat_count, state, created_at, expires_at, ended_at) ",
-                    );
-                    q.push_values(chunk, |mut b, h| {
-                        let seats: Vec<u32> = h.seats.iter().map(|s| s.0).collect();
-                        b.push_bind(h.id.to_string())
-                            .push_bind(eid.clone())
-                            .push_bind(h.customer.as_str().to_owned())
-                            .push_bind(serde_json::to_string(&seats).expect("seats serialize"))
-                            .push_bind(h.seats.len() as i64)
-                            .push_bind(h.state.as_str())
-                            .push_bind(h.created_at.0)
-                            .push_bind(h.expires_at.0)
-                            .push_bind(h.ended_at.map(|t| t.0));
-                    });
-                    q.push(" ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at");
-                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
-                }
-                for chunk in p.claim_deletes.chunks(ROWS_PER_STATEMENT_MAX) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new("DELETE FROM seat_claims WHERE event_id = ");
-                    q.push_bind(eid.clone()).push(" AND seat_idx IN (");
-                    let mut sep = q.separated(", ");
-                    chunk.iter().for_each(|s| {
-                        sep.push_bind(*s);
-                    });
-                    q.push(")");
-                    let n = q.build().execute(&mut *tx).await.map_err(unavailable)?.rows_affected();
-                    if n != chunk.len() as u64 {
-                        return Err(corrupt(format!("event {eid}: {} claim rows to free, {n} found", chunk.len())));
-                    }
-                }
-                for chunk in p.claim_inserts.chunks(ROWS_PER_STATEMENT_MAX) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO seat_claims (event_id, seat_idx, kind, hold_id) ");
-                    q.push_values(chunk, |mut b, c| {
-                        b.push_bind(eid.clone()).push_bind(c.seat_idx).push_bind(c.kind).push_bind(c.hold_id.clone());
-                    });
-                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
-                }
-                for chunk in p.idempotency.chunks(ROWS_PER_STATEMENT_MAX) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO idempotency (scope, key, fingerprint, result, created_at) ");
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(eid.clone()).push_bind(r.key.clone()).push_bind(r.fingerprint).push_bind(r.result.clone()).push_bind(r.at);
-                    });
-                    // A record older than the retention may still be in the
-                    // table with the same key: the new answer replaces it.
-                    q.push(" ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, result = excluded.result, created_at = excluded.created_at");
-                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
-                }
-                for chunk in p.outbox.chunks(ROWS_PER_STATEMENT_MAX) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new("INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) ");
-                    q.push_values(chunk, |mut b, o| {
-                        b.push_bind(o.message_id.clone())
-                            .push_bind(o.topic)
-                            .push_bind(o.aggregate_id.clone())
-                            .push_bind(o.payload.clone())
-                            .push_bind(batch.now.0);
-                    });
-                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
-                }
+                Self::write_rows(&mut tx, &eid, &p, batch.now).await?;
                 tx.commit().await.map_err(unavailable)
             }
         }
@@ -549,6 +490,194 @@ macro_rules! sql_store {
             }
         }
     };
+}
+
+impl SqliteStore {
+    /// Multi-row VALUES statements: SQLite parses in-process, so the varying
+    /// statement text costs little.
+    async fn write_rows(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        eid: &str,
+        p: &crate::plan::Plan,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        type Db = sqlx::Sqlite;
+        let eid = eid.to_owned();
+        let batch_now = now;
+        for chunk in p.holds.chunks(ROWS_PER_STATEMENT_MAX) {
+            let mut q: QueryBuilder<Db> = QueryBuilder::new(
+                "INSERT INTO holds (id, event_id, customer_id, seats, seat_count, state, created_at, expires_at, ended_at) ",
+            );
+            q.push_values(chunk, |mut b, h| {
+                let seats: Vec<u32> = h.seats.iter().map(|s| s.0).collect();
+                b.push_bind(h.id.to_string())
+                    .push_bind(eid.clone())
+                    .push_bind(h.customer.as_str().to_owned())
+                    .push_bind(serde_json::to_string(&seats).expect("seats serialize"))
+                    .push_bind(h.seats.len() as i64)
+                    .push_bind(h.state.as_str())
+                    .push_bind(h.created_at.0)
+                    .push_bind(h.expires_at.0)
+                    .push_bind(h.ended_at.map(|t| t.0));
+            });
+            q.push(" ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at");
+            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+        }
+        for chunk in p.claim_deletes.chunks(ROWS_PER_STATEMENT_MAX) {
+            let mut q: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM seat_claims WHERE event_id = ");
+            q.push_bind(eid.clone()).push(" AND seat_idx IN (");
+            let mut sep = q.separated(", ");
+            chunk.iter().for_each(|s| {
+                sep.push_bind(*s);
+            });
+            q.push(")");
+            let n = q.build().execute(&mut **tx).await.map_err(unavailable)?.rows_affected();
+            if n != chunk.len() as u64 {
+                return Err(corrupt(format!("event {eid}: {} claim rows to free, {n} found", chunk.len())));
+            }
+        }
+        for chunk in p.claim_inserts.chunks(ROWS_PER_STATEMENT_MAX) {
+            let mut q: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO seat_claims (event_id, seat_idx, kind, hold_id) ");
+            q.push_values(chunk, |mut b, c| {
+                b.push_bind(eid.clone()).push_bind(c.seat_idx).push_bind(c.kind).push_bind(c.hold_id.clone());
+            });
+            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+        }
+        for chunk in p.idempotency.chunks(ROWS_PER_STATEMENT_MAX) {
+            let mut q: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO idempotency (scope, key, fingerprint, result, created_at) ");
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(eid.clone()).push_bind(r.key.clone()).push_bind(r.fingerprint).push_bind(r.result.clone()).push_bind(r.at);
+            });
+            // A record older than the retention may still be in the
+            // table with the same key: the new answer replaces it.
+            q.push(" ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, result = excluded.result, created_at = excluded.created_at");
+            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+        }
+        for chunk in p.outbox.chunks(ROWS_PER_STATEMENT_MAX) {
+            let mut q: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) ");
+            q.push_values(chunk, |mut b, o| {
+                b.push_bind(o.message_id.clone())
+                    .push_bind(o.topic)
+                    .push_bind(o.aggregate_id.clone())
+                    .push_bind(o.payload.clone())
+                    .push_bind(batch_now.0);
+            });
+            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// One fixed statement per table, rows passed as arrays (UNNEST): prepared
+    /// once per connection, whatever the batch size. Multi-row VALUES with
+    /// thousands of parameters made PostgreSQL parse and plan every batch.
+    async fn write_rows(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        eid: &str,
+        p: &crate::plan::Plan,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if !p.holds.is_empty() {
+            let ids: Vec<String> = p.holds.iter().map(|h| h.id.to_string()).collect();
+            let customers: Vec<&str> = p.holds.iter().map(|h| h.customer.as_str()).collect();
+            let seats: Vec<String> = p
+                .holds
+                .iter()
+                .map(|h| serde_json::to_string(&h.seats.iter().map(|s| s.0).collect::<Vec<u32>>()).expect("seats serialize"))
+                .collect();
+            let counts: Vec<i64> = p.holds.iter().map(|h| h.seats.len() as i64).collect();
+            let states: Vec<&str> = p.holds.iter().map(|h| h.state.as_str()).collect();
+            let created: Vec<i64> = p.holds.iter().map(|h| h.created_at.0).collect();
+            let expires: Vec<i64> = p.holds.iter().map(|h| h.expires_at.0).collect();
+            let ended: Vec<Option<i64>> = p.holds.iter().map(|h| h.ended_at.map(|t| t.0)).collect();
+            sqlx::query(
+                "INSERT INTO holds (id, event_id, customer_id, seats, seat_count, state, created_at, expires_at, ended_at) \
+                 SELECT u.id, $1, u.customer_id, u.seats, u.seat_count, u.state, u.created_at, u.expires_at, u.ended_at \
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[]) \
+                   AS u(id, customer_id, seats, seat_count, state, created_at, expires_at, ended_at) \
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at",
+            )
+            .bind(eid)
+            .bind(&ids)
+            .bind(&customers)
+            .bind(&seats)
+            .bind(&counts)
+            .bind(&states)
+            .bind(&created)
+            .bind(&expires)
+            .bind(&ended)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        if !p.claim_deletes.is_empty() {
+            let n = sqlx::query("DELETE FROM seat_claims WHERE event_id = $1 AND seat_idx = ANY($2)")
+                .bind(eid)
+                .bind(&p.claim_deletes)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+            if n != p.claim_deletes.len() as u64 {
+                return Err(corrupt(format!("event {eid}: {} claim rows to free, {n} found", p.claim_deletes.len())));
+            }
+        }
+        if !p.claim_inserts.is_empty() {
+            let idx: Vec<i64> = p.claim_inserts.iter().map(|c| c.seat_idx).collect();
+            let kinds: Vec<&str> = p.claim_inserts.iter().map(|c| c.kind).collect();
+            let holds: Vec<Option<&str>> = p.claim_inserts.iter().map(|c| c.hold_id.as_deref()).collect();
+            sqlx::query(
+                "INSERT INTO seat_claims (event_id, seat_idx, kind, hold_id) \
+                 SELECT $1, u.seat_idx, u.kind, u.hold_id FROM UNNEST($2::bigint[], $3::text[], $4::text[]) AS u(seat_idx, kind, hold_id)",
+            )
+            .bind(eid)
+            .bind(&idx)
+            .bind(&kinds)
+            .bind(&holds)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        if !p.idempotency.is_empty() {
+            let keys: Vec<&str> = p.idempotency.iter().map(|r| r.key.as_str()).collect();
+            let fps: Vec<i64> = p.idempotency.iter().map(|r| r.fingerprint).collect();
+            let results: Vec<&str> = p.idempotency.iter().map(|r| r.result.as_str()).collect();
+            let at: Vec<i64> = p.idempotency.iter().map(|r| r.at).collect();
+            sqlx::query(
+                "INSERT INTO idempotency (scope, key, fingerprint, result, created_at) \
+                 SELECT $1, u.key, u.fingerprint, u.result, u.created_at \
+                 FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(key, fingerprint, result, created_at) \
+                 ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, result = excluded.result, created_at = excluded.created_at",
+            )
+            .bind(eid)
+            .bind(&keys)
+            .bind(&fps)
+            .bind(&results)
+            .bind(&at)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        if !p.outbox.is_empty() {
+            let ids: Vec<&str> = p.outbox.iter().map(|o| o.message_id.as_str()).collect();
+            let topics: Vec<&str> = p.outbox.iter().map(|o| o.topic).collect();
+            let payloads: Vec<&[u8]> = p.outbox.iter().map(|o| o.payload.as_slice()).collect();
+            sqlx::query(
+                "INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) \
+                 SELECT u.message_id, u.topic, $1, u.payload, $2 FROM UNNEST($3::text[], $4::text[], $5::bytea[]) AS u(message_id, topic, payload)",
+            )
+            .bind(eid)
+            .bind(now.0)
+            .bind(&ids)
+            .bind(&topics)
+            .bind(&payloads)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        Ok(())
+    }
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite);

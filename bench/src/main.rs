@@ -56,6 +56,8 @@ struct Args {
 
 struct Server {
     child: Child,
+    /// The server's last "group commit" line (printed when it stops).
+    commits: Arc<std::sync::Mutex<Option<String>>>,
     addr: String,
     pg_db: Option<String>,
     data_dir: Option<PathBuf>,
@@ -114,16 +116,28 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     })
     .await
     .context("server start")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Server { child, addr, pg_db, data_dir })
+    let commits: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let seen = commits.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("usher: group commit: ") {
+                *seen.lock().expect("not poisoned") = Some(rest.to_owned());
+            }
+        }
+    });
+    Ok(Server { child, commits, addr, pg_db, data_dir })
 }
 
 impl Server {
-    async fn stop(mut self, args: &Args) -> anyhow::Result<()> {
+    /// Stops the server; returns its group-commit summary, if it printed one.
+    async fn stop(mut self, args: &Args) -> anyhow::Result<Option<String>> {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        // Let the reader take the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let commits = self.commits.lock().expect("not poisoned").clone();
         if let Some(db) = self.pg_db {
             let mut c = sqlx::PgConnection::connect(&format!("{}/postgres", args.pg_url)).await?;
             c.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await?;
@@ -131,7 +145,7 @@ impl Server {
         if let Some(d) = self.data_dir {
             let _ = std::fs::remove_dir_all(d);
         }
-        Ok(())
+        Ok(commits)
     }
 
     fn pid(&self) -> Option<u32> {
@@ -304,6 +318,8 @@ struct Stadium {
     latency: Latency,
     seats_held_twice: i64,
     storage_consistent: bool,
+    /// The server's group-commit counters (Usher only).
+    group_commit: Option<String>,
 }
 
 /// Per-buyer choice: how many seats, and where.
@@ -485,6 +501,7 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
         latency: latency(all),
         seats_held_twice: twice,
         storage_consistent: consistent,
+        group_commit: None,
     })
 }
 
@@ -684,7 +701,8 @@ async fn main() -> anyhow::Result<()> {
         }
         if scenarios.contains(&"stadium") {
             let s = start(&args, t).await?;
-            let r = stadium(&args, t, &s).await?;
+            let mut r = stadium(&args, t, &s).await?;
+            r.group_commit = s.stop(&args).await?;
             println!(
                 "stadium    {t:<13} {:.0} holds/s | p50 {:.1} p95 {:.1} p99 {:.1} max {:.1} ms | holds {} seats {} of {} | 99% at {} sold out {} | requests {} conflicts {} retries {} errors {} | held twice {} | consistent {}",
                 r.holds_per_s,
@@ -704,8 +722,10 @@ async fn main() -> anyhow::Result<()> {
                 r.seats_held_twice,
                 r.storage_consistent
             );
+            if let Some(g) = &r.group_commit {
+                println!("           {t:<13} group commit: {g}");
+            }
             report.stadium.push((t.to_string(), r));
-            s.stop(&args).await?;
         }
     }
     let rate = |name: &str| report.stadium.iter().find(|(t, _)| t == name).map(|(_, s)| s.holds_per_s);

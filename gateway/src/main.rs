@@ -145,7 +145,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     println!("usher: store: {store}{}", if c.demo_data() { " (demo data loaded)" } else { "" });
     println!("usher: grpc listening on http://{} (reflection v1 and v1alpha, grpc.health.v1)", app.grpc_addr());
     println!("usher: storefront: not part of this build yet; use the client: usher events --addr {}", app.grpc_addr());
+    let ctx = app.ctx.clone();
     app.run(shutdown_signal()).await?;
+    println!("usher: group commit: {}", ctx.registry.stats().summary());
     println!("usher: stopped cleanly");
     Ok(())
 }

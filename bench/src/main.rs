@@ -388,7 +388,7 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
             while !sold_out.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let Ok(e) = c.get_event(pb::GetEventRequest { event_id: event.clone() }).await else { continue };
-                let Some(n) = e.get_ref().counts.clone() else { continue };
+                let Some(n) = e.get_ref().counts else { continue };
                 let now = start.elapsed().as_micros() as u64;
                 if at99.load(Ordering::Relaxed) == 0 && (n.available as usize) * 100 <= seats {
                     holds99.store(holds.load(Ordering::Relaxed), Ordering::Relaxed);

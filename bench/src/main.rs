@@ -85,14 +85,14 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         "usher-sqlite" => {
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let mut c = Command::new(sibling("usher")?);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--data-dir"]).arg(&dir);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"]).arg(&dir);
             (c, None, Some(dir))
         }
         "usher-pg" => {
             let name = format!("usher_bench_{tag}");
             let url = pg_create(args, &name).await?;
             let mut c = Command::new(sibling("usher")?);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--database-url", &url]);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--database-url", &url]);
             (c, Some(name), None)
         }
         "baseline" => {

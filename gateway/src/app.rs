@@ -40,6 +40,8 @@ pub struct Application {
     pub ctx: Ctx,
     listener: TcpListener,
     grpc_addr: SocketAddr,
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
     registry_join: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -56,12 +58,18 @@ impl Application {
         let (registry, registry_join) = Registry::start(rc).await?;
         let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
+        let http_listener = TcpListener::bind(config.http_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.http_addr))?;
+        let http_addr = http_listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        Ok(Application { ctx: Ctx { registry, clock, stopping }, listener, grpc_addr, registry_join, stop })
+        Ok(Application { ctx: Ctx { registry, clock, stopping }, listener, grpc_addr, http_listener, http_addr, registry_join, stop })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -85,14 +93,20 @@ impl Application {
             info!("shutting down: no new calls; finishing the ones in flight");
             let _ = stop.send(true);
         };
-        tonic::transport::Server::builder()
+        let mut http_stopping = self.ctx.stopping.clone();
+        let http = axum::serve(self.http_listener, crate::http::router(self.ctx.clone())).with_graceful_shutdown(async move {
+            let _ = http_stopping.wait_for(|s| *s).await;
+        });
+        let grpc = tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(catalog)
             .add_service(inventory)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await?;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
+        let (g, h) = tokio::join!(grpc, async { http.await });
+        g?;
+        h?;
         // The server no longer accepts and every in-flight call has its
         // answer: now let each actor finish its batch and stop.
         info!(batches = %self.ctx.registry.stats().summary(), "draining event actors");

@@ -52,6 +52,57 @@ fn venue_pb(id: VenueId, spec: &VenueSpec, seat_count: u32) -> pb::Venue {
 }
 
 impl Catalog {
+    pub(crate) async fn list(&self, req: pb::ListEventsRequest) -> Result<pb::ListEventsResponse, ApiError> {
+        if req.page_size > 500 {
+            return Err(ApiError::invalid("page_size", "at most 500"));
+        }
+        let size = if req.page_size == 0 { 50 } else { req.page_size };
+        let filter = EventFilter {
+            status: convert::status_from_pb(req.status)?,
+            starts_after: req.starts_after.as_ref().map(|t| convert::millis("starts_after", t)).transpose()?,
+            starts_before: req.starts_before.as_ref().map(|t| convert::millis("starts_before", t)).transpose()?,
+            after: page_token(&req.page_token)?,
+            limit: size + 1,
+        };
+        let mut events = self.ctx.store().list_events(filter).await?;
+        let more = events.len() > size as usize;
+        events.truncate(size as usize);
+        let mut layouts: HashMap<VenueId, Arc<Layout>> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for e in &events {
+            let layout = match layouts.get(&e.venue_id) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = Arc::new(self.layout_of(e.venue_id).await?);
+                    layouts.insert(e.venue_id, l.clone());
+                    l
+                }
+            };
+            out.push(convert::event(e, &layout, None));
+        }
+        let next_page_token = match (more, events.last()) {
+            (true, Some(last)) => format!("{}_{}", last.starts_at.0, last.id),
+            _ => String::new(),
+        };
+        Ok(pb::ListEventsResponse { events: out, next_page_token })
+    }
+
+    pub(crate) async fn event(&self, event_id: &str) -> Result<pb::Event, ApiError> {
+        let id = convert::event_id(event_id)?;
+        let handle = self.ctx.registry.event(id).await?;
+        let (config, counts) = handle.summary().await?;
+        Ok(convert::event(&config, &handle.layout, Some(counts)))
+    }
+
+    pub(crate) async fn seat_map(&self, event_id: &str) -> Result<pb::SeatMap, ApiError> {
+        let id = convert::event_id(event_id)?;
+        let handle = self.ctx.registry.event(id).await?;
+        let m = handle.seat_map().await?;
+        let seats =
+            m.seats.iter().enumerate().map(|(i, &s)| convert::seat(&m.layout, &m.config, usher_engine::SeatIdx(i as u32), s)).collect();
+        Ok(pb::SeatMap { event_id: id.to_string(), seats, counts: Some(convert::counts(m.counts)) })
+    }
+
     async fn layout_of(&self, venue: VenueId) -> Result<Layout, ApiError> {
         let v = self
             .ctx
@@ -248,55 +299,15 @@ impl CatalogService for Catalog {
     }
 
     async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let req = req.into_inner();
-        if req.page_size > 500 {
-            return Err(ApiError::invalid("page_size", "at most 500").into());
-        }
-        let size = if req.page_size == 0 { 50 } else { req.page_size };
-        let filter = EventFilter {
-            status: convert::status_from_pb(req.status)?,
-            starts_after: req.starts_after.as_ref().map(|t| convert::millis("starts_after", t)).transpose()?,
-            starts_before: req.starts_before.as_ref().map(|t| convert::millis("starts_before", t)).transpose()?,
-            after: page_token(&req.page_token)?,
-            limit: size + 1,
-        };
-        let mut events = self.ctx.store().list_events(filter).await.map_err(ApiError::from)?;
-        let more = events.len() > size as usize;
-        events.truncate(size as usize);
-        let mut layouts: HashMap<VenueId, Arc<Layout>> = HashMap::new();
-        let mut out = Vec::with_capacity(events.len());
-        for e in &events {
-            let layout = match layouts.get(&e.venue_id) {
-                Some(l) => l.clone(),
-                None => {
-                    let l = Arc::new(self.layout_of(e.venue_id).await?);
-                    layouts.insert(e.venue_id, l.clone());
-                    l
-                }
-            };
-            out.push(convert::event(e, &layout, None));
-        }
-        let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => format!("{}_{}", last.starts_at.0, last.id),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListEventsResponse { events: out, next_page_token }))
+        Ok(Response::new(self.list(req.into_inner()).await?))
     }
 
     async fn get_event(&self, req: Request<pb::GetEventRequest>) -> Result<Response<pb::Event>, Status> {
-        let id = convert::event_id(&req.get_ref().event_id)?;
-        let handle = self.ctx.registry.event(id).await.map_err(ApiError::from)?;
-        let (config, counts) = handle.summary().await.map_err(ApiError::from)?;
-        Ok(Response::new(convert::event(&config, &handle.layout, Some(counts))))
+        Ok(Response::new(self.event(&req.get_ref().event_id).await?))
     }
 
     async fn get_seat_map(&self, req: Request<pb::GetSeatMapRequest>) -> Result<Response<pb::SeatMap>, Status> {
-        let id = convert::event_id(&req.get_ref().event_id)?;
-        let handle = self.ctx.registry.event(id).await.map_err(ApiError::from)?;
-        let m = handle.seat_map().await.map_err(ApiError::from)?;
-        let seats =
-            m.seats.iter().enumerate().map(|(i, &s)| convert::seat(&m.layout, &m.config, usher_engine::SeatIdx(i as u32), s)).collect();
-        Ok(Response::new(pb::SeatMap { event_id: id.to_string(), seats, counts: Some(convert::counts(m.counts)) }))
+        Ok(Response::new(self.seat_map(&req.get_ref().event_id).await?))
     }
 
     async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {

@@ -15,6 +15,8 @@ pub struct Config {
     pub database_url: String,
     /// gRPC listen address; port 0 picks a free port.
     pub grpc_addr: SocketAddr,
+    /// HTTP listen address (storefront and JSON API); port 0 picks one.
+    pub http_addr: SocketAddr,
     /// Load the demo venue and events on start (idempotent). Defaults to on
     /// for the embedded default and off for PostgreSQL.
     pub demo_data: Option<bool>,
@@ -28,6 +30,7 @@ impl Default for Config {
             data_dir: PathBuf::from("usher-data"),
             database_url: String::new(),
             grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
+            http_addr: "127.0.0.1:8080".parse().expect("valid address"),
             demo_data: None,
             log: "info".into(),
         }
@@ -53,6 +56,9 @@ impl Config {
         }
         if let Some(v) = env("USHER_GRPC_ADDR") {
             c.grpc_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_GRPC_ADDR={v:?}: {e}"))?;
+        }
+        if let Some(v) = env("USHER_HTTP_ADDR") {
+            c.http_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_HTTP_ADDR={v:?}: {e}"))?;
         }
         if let Some(v) = env("USHER_DEMO_DATA") {
             c.demo_data = Some(matches!(v.as_str(), "1" | "true" | "yes" | "on"));

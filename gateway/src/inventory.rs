@@ -37,7 +37,7 @@ impl Inventory {
         Ok(self.ctx.registry.event(id).await?)
     }
 
-    async fn hold_seats(&self, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
+    pub(crate) async fn hold_seats(&self, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
         let key = convert::key(&r.idempotency_key)?;
         let id: EventId = convert::event_id(&r.event_id)?;
         let customer = CustomerId::parse(&r.customer_id)?;
@@ -48,7 +48,7 @@ impl Inventory {
         hold_reply(handle.command(key, cmd).await?)
     }
 
-    async fn hold_best(&self, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
+    pub(crate) async fn hold_best(&self, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
         let key = convert::key(&r.idempotency_key)?;
         let id = convert::event_id(&r.event_id)?;
         let customer = CustomerId::parse(&r.customer_id)?;
@@ -78,7 +78,7 @@ impl Inventory {
         hold_reply(handle.command(key, cmd).await?)
     }
 
-    async fn get(&self, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
+    pub(crate) async fn get(&self, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
         let hold = convert::hold_id(&r.hold_id)?;
         let handle = self.event_of(hold, &r.event_id).await?;
         let (h, config) = handle
@@ -88,7 +88,7 @@ impl Inventory {
         Ok(convert::hold(&h, &config, &handle.layout))
     }
 
-    async fn release(&self, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {
+    pub(crate) async fn release(&self, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {
         let key = convert::key(&r.idempotency_key)?;
         let hold = convert::hold_id(&r.hold_id)?;
         let customer = if r.customer_id.is_empty() { None } else { Some(CustomerId::parse(&r.customer_id)?) };

@@ -8,6 +8,7 @@ pub mod config;
 pub mod convert;
 pub mod demo;
 pub mod error;
+pub mod http;
 pub mod inventory;
 
 pub use app::Application;

@@ -93,6 +93,9 @@ struct ServeArgs {
     /// gRPC listen address (also USHER_GRPC_ADDR); port 0 picks one.
     #[arg(long)]
     grpc_addr: Option<std::net::SocketAddr>,
+    /// HTTP listen address for the storefront and JSON API (also USHER_HTTP_ADDR).
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
     /// Load the demo venue and events (default: on for the embedded default).
     #[arg(long, conflicts_with = "no_demo_data")]
     demo_data: bool,
@@ -125,6 +128,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.grpc_addr {
         c.grpc_addr = v;
     }
+    if let Some(v) = a.http_addr {
+        c.http_addr = v;
+    }
     if a.demo_data {
         c.demo_data = Some(true);
     }
@@ -144,7 +150,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     println!("usher: store: {store}{}", if c.demo_data() { " (demo data loaded)" } else { "" });
     println!("usher: grpc listening on http://{} (reflection v1 and v1alpha, grpc.health.v1)", app.grpc_addr());
-    println!("usher: storefront: not part of this build yet; use the client: usher events --addr {}", app.grpc_addr());
+    println!("usher: storefront on http://{}/ (JSON API under /api)", app.http_addr());
     let ctx = app.ctx.clone();
     app.run(shutdown_signal()).await?;
     println!("usher: group commit: {}", ctx.registry.stats().summary());

@@ -18,7 +18,7 @@ both_backends!(acknowledged_holds_survive_sigkill_mid_load);
 /// Starts `usher serve` on the test database and waits for its address.
 async fn start_server(db: &TestDb) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--no-demo-data", "--database-url", &db.url])
+        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data", "--database-url", &db.url])
         .env("USHER_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

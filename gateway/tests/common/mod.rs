@@ -56,6 +56,7 @@ impl TestDb {
             data_dir: self.data_dir.clone(),
             database_url: self.url.clone(),
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
             demo_data: Some(false),
             log: "warn".into(),
         }
@@ -108,6 +109,8 @@ impl TestDb {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The storefront and JSON API.
+    pub http: SocketAddr,
     pub db: TestDb,
     pub app_ctx: usher_gateway::app::Ctx,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -123,12 +126,13 @@ impl TestApp {
     pub async fn spawn_on(db: TestDb) -> TestApp {
         let app = Application::build(&db.config()).await.expect("app builds");
         let addr = app.grpc_addr();
+        let http = app.http_addr();
         let app_ctx = app.ctx.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let join = tokio::spawn(app.run(async move {
             let _ = rx.await;
         }));
-        TestApp { addr, db, app_ctx, shutdown: Some(tx), join: Some(join) }
+        TestApp { addr, http, db, app_ctx, shutdown: Some(tx), join: Some(join) }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -263,4 +267,28 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+/// A minimal HTTP/1.1 client (one request per connection): status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    // Chunked bodies: keep the JSON between the first '{' and the last '}'.
+    let body = match (rest.find('{'), rest.rfind('}')) {
+        (Some(a), Some(b)) if b >= a => rest[a..=b].to_owned(),
+        _ => rest.to_owned(),
+    };
+    (status, body)
 }

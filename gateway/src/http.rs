@@ -1,0 +1,360 @@
+//! The HTTP side: the storefront page and a JSON API over the same services
+//! as gRPC. Errors go through the same `ApiError` and become a 4xx/5xx with a
+//! JSON body `{"error": {"code", "reason", "message", "seats"}}`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use usher_proto::v1 as pb;
+
+use crate::app::Ctx;
+use crate::catalog::Catalog;
+use crate::error::{ApiError, ErrorCode};
+use crate::inventory::Inventory;
+
+#[derive(Clone)]
+struct Http {
+    catalog: std::sync::Arc<Catalog>,
+    inventory: std::sync::Arc<Inventory>,
+}
+
+pub fn router(ctx: Ctx) -> Router {
+    let state = Http { catalog: std::sync::Arc::new(Catalog { ctx: ctx.clone() }), inventory: std::sync::Arc::new(Inventory { ctx }) };
+    Router::new()
+        .route("/", get(storefront))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/events", get(list_events))
+        .route("/api/events/{id}", get(get_event))
+        .route("/api/events/{id}/seats", get(seat_map))
+        .route("/api/events/{id}/holds", post(create_hold))
+        .route("/api/holds/{id}", get(get_hold).delete(release_hold))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "NOT_FOUND", "no such route") })
+        .with_state(state)
+}
+
+const STOREFRONT: &str = include_str!("storefront.html");
+
+async fn storefront() -> Html<&'static str> {
+    Html(STOREFRONT)
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: ErrorJson,
+}
+
+#[derive(Serialize)]
+struct ErrorJson {
+    code: &'static str,
+    reason: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    seats: Vec<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = match self.code {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorCode::Aborted => "ABORTED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        };
+        (status, Json(ErrorBody { error: ErrorJson { code, reason: self.reason, message: self.message, seats: self.seats } }))
+            .into_response()
+    }
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> Option<String> {
+    t.as_ref().map(|t| t.to_string())
+}
+
+fn status_name(v: i32) -> String {
+    pb::EventStatus::try_from(v).map(|s| s.as_str_name().trim_start_matches("EVENT_STATUS_").to_lowercase()).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct CountsJson {
+    available: u32,
+    held: u32,
+    sold: u32,
+    blocked: u32,
+}
+
+impl From<pb::SeatCounts> for CountsJson {
+    fn from(c: pb::SeatCounts) -> Self {
+        CountsJson { available: c.available, held: c.held, sold: c.sold, blocked: c.blocked }
+    }
+}
+
+#[derive(Serialize)]
+struct PriceJson {
+    category: String,
+    amount_minor: i64,
+}
+
+#[derive(Serialize)]
+struct EventJson {
+    event_id: String,
+    name: String,
+    description: String,
+    venue_name: String,
+    starts_at: Option<String>,
+    sales_start: Option<String>,
+    sales_end: Option<String>,
+    status: String,
+    seat_count: u32,
+    hold_seats_max: u32,
+    hold_duration_seconds: u32,
+    currency: String,
+    prices: Vec<PriceJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counts: Option<CountsJson>,
+}
+
+impl From<pb::Event> for EventJson {
+    fn from(e: pb::Event) -> Self {
+        EventJson {
+            starts_at: ts(&e.starts_at),
+            sales_start: ts(&e.sales_start),
+            sales_end: ts(&e.sales_end),
+            status: status_name(e.status),
+            event_id: e.event_id,
+            name: e.name,
+            description: e.description,
+            venue_name: e.venue_name,
+            seat_count: e.seat_count,
+            hold_seats_max: e.hold_seats_max,
+            hold_duration_seconds: e.hold_duration_seconds,
+            currency: e.currency,
+            prices: e.prices.into_iter().map(|p| PriceJson { category: p.category, amount_minor: p.amount_minor }).collect(),
+            counts: e.counts.map(CountsJson::from),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SeatJson {
+    seat_id: String,
+    section: String,
+    row: String,
+    number: u32,
+    x: f32,
+    y: f32,
+    category: String,
+    price_minor: i64,
+    status: String,
+}
+
+#[derive(Serialize)]
+struct SeatMapJson {
+    event_id: String,
+    counts: Option<CountsJson>,
+    seats: Vec<SeatJson>,
+}
+
+#[derive(Serialize)]
+struct HeldSeatJson {
+    seat_id: String,
+    section: String,
+    row: String,
+    number: u32,
+    price_minor: i64,
+}
+
+#[derive(Serialize)]
+struct HoldJson {
+    hold_id: String,
+    event_id: String,
+    customer_id: String,
+    state: String,
+    seats: Vec<HeldSeatJson>,
+    total_minor: i64,
+    currency: String,
+    created_at: Option<String>,
+    expires_at: Option<String>,
+}
+
+impl From<pb::Hold> for HoldJson {
+    fn from(h: pb::Hold) -> Self {
+        let total = h.total.clone().unwrap_or_default();
+        HoldJson {
+            state: pb::HoldState::try_from(h.state)
+                .map(|s| s.as_str_name().trim_start_matches("HOLD_STATE_").to_lowercase())
+                .unwrap_or_default(),
+            created_at: ts(&h.created_at),
+            expires_at: ts(&h.expires_at),
+            hold_id: h.hold_id,
+            event_id: h.event_id,
+            customer_id: h.customer_id,
+            seats: h
+                .seats
+                .into_iter()
+                .map(|s| HeldSeatJson {
+                    seat_id: s.seat_id,
+                    section: s.section,
+                    row: s.row,
+                    number: s.number,
+                    price_minor: s.price.map(|p| p.amount_minor).unwrap_or_default(),
+                })
+                .collect(),
+            total_minor: total.amount_minor,
+            currency: total.currency,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EventsJson {
+    events: Vec<EventJson>,
+    next_page_token: String,
+}
+
+async fn list_events(
+    State(h): State<Http>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsJson>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let status = match q.status.as_deref() {
+        None | Some("") => pb::EventStatus::Unspecified,
+        Some(s) => pb::EventStatus::from_str_name(&format!("EVENT_STATUS_{}", s.to_uppercase()))
+            .ok_or_else(|| ApiError::invalid("status", format!("unknown status {s:?}")))?,
+    };
+    let r = h
+        .catalog
+        .list(pb::ListEventsRequest {
+            page_size: q.page_size.unwrap_or(0),
+            page_token: q.page_token.unwrap_or_default(),
+            status: status as i32,
+            ..Default::default()
+        })
+        .await?;
+    Ok(Json(EventsJson { events: r.events.into_iter().map(EventJson::from).collect(), next_page_token: r.next_page_token }))
+}
+
+async fn get_event(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
+    Ok(Json(h.catalog.event(&id).await?.into()))
+}
+
+async fn seat_map(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<SeatMapJson>, ApiError> {
+    let m = h.catalog.seat_map(&id).await?;
+    Ok(Json(SeatMapJson {
+        event_id: m.event_id,
+        counts: m.counts.map(CountsJson::from),
+        seats: m
+            .seats
+            .into_iter()
+            .map(|s| SeatJson {
+                status: pb::SeatStatus::try_from(s.status)
+                    .map(|x| x.as_str_name().trim_start_matches("SEAT_STATUS_").to_lowercase())
+                    .unwrap_or_default(),
+                price_minor: s.price.map(|p| p.amount_minor).unwrap_or_default(),
+                seat_id: s.seat_id,
+                section: s.section,
+                row: s.row,
+                number: s.number,
+                x: s.x,
+                y: s.y,
+                category: s.category,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    customer_id: String,
+    #[serde(default)]
+    seat_ids: Vec<String>,
+    /// Best available instead of seat_ids.
+    #[serde(default)]
+    quantity: u32,
+    #[serde(default)]
+    section: String,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+/// The key from the `Idempotency-Key` header or the body.
+fn idempotency_key(headers: &HeaderMap, body: &str) -> String {
+    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_else(|| body.to_owned())
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::invalid("body", "send JSON with Content-Type: application/json"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", format!("not the expected JSON: {e}")))
+}
+
+async fn create_hold(
+    State(h): State<Http>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<HoldJson>), ApiError> {
+    let b: HoldBody = parse(&headers, &body)?;
+    let key = idempotency_key(&headers, &b.idempotency_key);
+    let hold = if b.quantity > 0 {
+        if !b.seat_ids.is_empty() {
+            return Err(ApiError::invalid("seat_ids", "give seat_ids or quantity, not both"));
+        }
+        h.inventory
+            .hold_best(pb::HoldBestAvailableRequest {
+                idempotency_key: key,
+                event_id: id,
+                customer_id: b.customer_id,
+                quantity: b.quantity,
+                section: b.section,
+                category: String::new(),
+            })
+            .await?
+    } else {
+        h.inventory
+            .hold_seats(pb::HoldSeatsRequest { idempotency_key: key, event_id: id, customer_id: b.customer_id, seat_ids: b.seat_ids })
+            .await?
+    };
+    Ok((StatusCode::CREATED, Json(hold.into())))
+}
+
+async fn get_hold(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<HoldJson>, ApiError> {
+    Ok(Json(h.inventory.get(pb::GetHoldRequest { hold_id: id, event_id: String::new() }).await?.into()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ReleaseQuery {
+    customer_id: String,
+}
+
+async fn release_hold(
+    State(h): State<Http>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HoldJson>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let key = idempotency_key(&headers, "");
+    let r = pb::ReleaseHoldRequest { idempotency_key: key, hold_id: id, event_id: String::new(), customer_id: q.customer_id };
+    Ok(Json(h.inventory.release(r).await?.into()))
+}

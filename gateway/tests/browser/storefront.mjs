@@ -1,0 +1,50 @@
+// Drives the storefront like a person: open the page, pick the event, click
+// two seats, type a name, hold them, see the hold, release it. Prints one
+// JSON line with what it saw; exits non-zero on any failure.
+// Usage: node storefront.mjs BASE_URL EVENT_NAME SEAT_A SEAT_B SCREENSHOT.png
+import { chromium } from "playwright-core";
+
+const [base, eventName, seatA, seatB, shot] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const browser = await chromium.launch({
+  executablePath,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const out = {};
+try {
+  const page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(base + "/");
+  await page.getByRole("button", { name: new RegExp(eventName) }).click();
+  await page.locator("#seat-" + seatA).waitFor();
+  out.seats_drawn = await page.locator("#map circle").count();
+  await page.locator("#seat-" + seatA).click();
+  await page.locator("#seat-" + seatB).click();
+  out.selected_class = await page.locator("#seat-" + seatA).getAttribute("class");
+  out.selection_text = await page.locator("#selection").innerText();
+  await page.fill("#customer", "grace");
+  await page.click("#hold-btn");
+  await page.locator("#hold-title").waitFor();
+  out.hold_title = await page.locator("#hold-title").innerText();
+  out.hold_seats = await page.locator("#hold-seats").innerText();
+  out.expiry = await page.locator("#hold-expiry").innerText();
+  out.held_class = await page.locator("#seat-" + seatA).getAttribute("class");
+  if (shot) await page.screenshot({ path: shot, fullPage: true });
+  // The same seat again is refused with a readable message.
+  await page.locator("#seat-" + seatA).click();
+  out.click_on_held_class = await page.locator("#seat-" + seatA).getAttribute("class");
+  await page.click("#release-btn");
+  await page.waitForFunction(() => document.querySelector("#hold-title")?.innerText.includes("released"));
+  out.after_release = await page.locator("#hold-title").innerText();
+  await page.waitForFunction((id) => document.getElementById("seat-" + id)?.getAttribute("class") === "available", seatA);
+  out.released_class = await page.locator("#seat-" + seatA).getAttribute("class");
+  out.page_errors = errors;
+  console.log(JSON.stringify(out));
+} catch (e) {
+  console.log(JSON.stringify({ ...out, failure: String(e) }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

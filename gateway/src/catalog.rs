@@ -157,7 +157,8 @@ pub fn check_seat_list(ids: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn spec_from(req: &pb::CreateVenueRequest) -> VenueSpec {
+/// The venue a `CreateVenueRequest` describes (rows numbered from 1 by default).
+pub fn spec_from(req: &pb::CreateVenueRequest) -> VenueSpec {
     VenueSpec {
         name: req.name.clone(),
         categories: req.categories.iter().map(|c| CategorySpec { code: c.code.clone(), name: c.name.clone() }).collect(),

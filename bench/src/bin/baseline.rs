@@ -13,7 +13,7 @@ use redis::aio::ConnectionManager;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tonic::{Request, Response, Status};
-use usher_engine::{CategorySpec, Layout, RowSpec, SeatIdx, SeatIndex, SectionSpec, VenueSpec};
+use usher_engine::{Layout, SeatIdx, SeatIndex};
 use usher_proto::v1::{
     self as pb,
     catalog_service_server::{CatalogService, CatalogServiceServer},
@@ -198,26 +198,8 @@ fn taken(seats: &[String]) -> Status {
 impl CatalogService for Baseline {
     async fn create_venue(&self, req: Request<pb::CreateVenueRequest>) -> Result<Response<pb::Venue>, Status> {
         let r = req.into_inner();
-        let spec = VenueSpec {
-            name: r.name.clone(),
-            categories: r.categories.iter().map(|c| CategorySpec { code: c.code.clone(), name: c.name.clone() }).collect(),
-            sections: r
-                .sections
-                .iter()
-                .map(|s| SectionSpec {
-                    code: s.code.clone(),
-                    name: s.name.clone(),
-                    category: s.category.clone(),
-                    x: s.x,
-                    y: s.y,
-                    rows: s
-                        .rows
-                        .iter()
-                        .map(|w| RowSpec { label: w.label.clone(), seats: w.seats, first_number: w.first_number.max(1) })
-                        .collect(),
-                })
-                .collect(),
-        };
+        // The same reading of the request as Usher's.
+        let spec = usher_gateway::catalog::spec_from(&r);
         let layout = Layout::build(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = uuid::Uuid::new_v4().to_string();
         sqlx::query("INSERT INTO baseline.venues (id, spec) VALUES ($1, $2)")

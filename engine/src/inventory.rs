@@ -498,6 +498,9 @@ impl Inventory {
     /// request gets the first answer back and changes nothing; the same key with
     /// another request is refused.
     pub fn apply_keyed(&mut self, key: &IdempotencyKey, cmd: &Command, now: Millis) -> Decision {
+        // A record answers for exactly its retention window, whether or not
+        // an Expire ran since.
+        self.forget_records(now.max(self.now));
         let fingerprint = cmd.fingerprint();
         if let Some(rec) = self.idempotency.get(key) {
             let result = if rec.fingerprint == fingerprint { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
@@ -867,16 +870,22 @@ impl Inventory {
             let hold = self.end_hold(id, HoldState::Expired);
             events.push(Event::HoldExpired { hold });
         }
-        // Idempotency records answer retries for a bounded time only.
-        let horizon = Millis(self.now.0.saturating_sub(limits::IDEMPOTENCY_RETENTION_MS as i64));
+        self.forget_records(self.now);
+        (Reply::Expired { holds: events.len() as u32 }, events)
+    }
+
+    /// Drops idempotency records older than the retention, and the oldest
+    /// beyond `IDEMPOTENCY_RECORDS_PER_EVENT_MAX` (leaving room for one more),
+    /// so memory stays bounded through a long onsale.
+    fn forget_records(&mut self, now: Millis) {
+        let horizon = Millis(now.0.saturating_sub(limits::IDEMPOTENCY_RETENTION_MS as i64));
         while let Some((at, _)) = self.idempotency_order.front() {
-            if *at >= horizon {
+            if *at >= horizon && self.idempotency_order.len() < limits::IDEMPOTENCY_RECORDS_PER_EVENT_MAX {
                 break;
             }
             let (_, key) = self.idempotency_order.pop_front().expect("front exists");
             self.idempotency.remove(&key);
         }
-        (Reply::Expired { holds: events.len() as u32 }, events)
     }
 
     fn set_seat(&mut self, s: SeatIdx, to: SeatState) {

@@ -51,3 +51,6 @@ pub const STORE_RETRY_BACKOFF_MS_MAX: u64 = 5_000;
 /// Batches between full invariant rechecks in release builds (every change is
 /// still checked locally, and debug builds recheck everything every time).
 pub const INVARIANTS_FULL_CHECK_EVERY_BATCHES: u32 = 1_024;
+/// Idempotency records one event keeps in memory (~300 B each, so ~75 MiB at
+/// most); past this the oldest are forgotten before their retention ends.
+pub const IDEMPOTENCY_RECORDS_PER_EVENT_MAX: usize = 250_000;

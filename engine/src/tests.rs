@@ -209,6 +209,32 @@ fn idempotent_retry_returns_first_answer_and_reuse_is_refused() {
 }
 
 #[test]
+fn an_expired_record_no_longer_answers_even_before_expire_runs() {
+    let mut i = inv(1, 1, 5);
+    let k = IdempotencyKey::parse("k").unwrap();
+    let c = Command::Block { seats: seats(&[0]) };
+    i.apply_keyed(&k, &c, T0);
+    let later = T0.plus_ms(limits::IDEMPOTENCY_RETENTION_MS + 1);
+    // Same key, another request: accepted as new, because the old answer expired.
+    let d = i.apply_keyed(&k, &Command::Block { seats: seats(&[1]) }, later);
+    assert!(d.result.is_ok() && d.record.is_some(), "{d:?}");
+    assert_eq!(i.snapshot().idempotency.len(), 1);
+}
+
+#[test]
+fn idempotency_records_are_capped_per_event() {
+    let mut i = inv(1, 1, 1);
+    let n = limits::IDEMPOTENCY_RECORDS_PER_EVENT_MAX + 10;
+    for k in 0..n {
+        let c = if k % 2 == 0 { Command::Block { seats: seats(&[0]) } } else { Command::Unblock { seats: seats(&[0]) } };
+        let _ = i.apply_keyed(&IdempotencyKey::parse(&format!("k{k}")).unwrap(), &c, T0);
+    }
+    let kept = i.snapshot().idempotency;
+    assert_eq!(kept.len(), limits::IDEMPOTENCY_RECORDS_PER_EVENT_MAX);
+    assert_eq!(kept[0].key.as_str(), "k10", "the oldest went first");
+}
+
+#[test]
 fn idempotency_records_are_forgotten_after_retention() {
     let mut i = inv(1, 1, 5);
     let k = IdempotencyKey::parse("k").unwrap();

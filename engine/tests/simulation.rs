@@ -584,6 +584,9 @@ impl Model {
 
     /// `step` under an idempotency key.
     fn step_keyed(&mut self, key: &str, cmd: &Command, now: Millis, engine: &Decision) -> Decision {
+        // A record answers for exactly the retention window.
+        let horizon = now.max(self.now).0.saturating_sub(IDEMPOTENCY_RETENTION_MS as i64);
+        self.keys.retain(|_, r| r.at.0 >= horizon);
         if let Some(rec) = self.keys.get(key) {
             let result = if rec.request == request_of(cmd) { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
             return Decision { result, events: vec![], record: None };
@@ -992,7 +995,9 @@ impl Sim {
             Op::Keyed { key, cmd, kind } => {
                 let k = IdempotencyKey::parse(&key).expect("valid key");
                 let now_before = self.inv.now();
-                let replay = self.model.keys.contains_key(&key);
+                // A replay only while the first answer is within the retention.
+                let horizon = self.clock.max(self.model.now).0.saturating_sub(IDEMPOTENCY_RETENTION_MS as i64);
+                let replay = self.model.keys.get(&key).is_some_and(|r| r.at.0 >= horizon);
                 let got = self.inv.apply_keyed(&k, &cmd, self.clock);
                 let want = self.model.step_keyed(&key, &cmd, self.clock, &got);
                 assert_eq!(got, want, "engine and model disagree on {kind:?} key {key} {cmd:?}");

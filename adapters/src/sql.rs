@@ -375,9 +375,13 @@ macro_rules! sql_store {
                     });
                 }
                 let horizon = now.0.saturating_sub(limits::IDEMPOTENCY_RETENTION_MS as i64);
-                let rows = sqlx::query("SELECT key, fingerprint, result, created_at FROM idempotency WHERE scope = $1 AND created_at >= $2")
-                    .bind(&eid)
-                    .bind(horizon)
+                let rows = sqlx::query(
+                    "SELECT key, fingerprint, result, created_at FROM idempotency WHERE scope = $1 AND created_at >= $2 \
+                     ORDER BY created_at DESC LIMIT $3",
+                )
+                .bind(&eid)
+                .bind(horizon)
+                .bind(limits::IDEMPOTENCY_RECORDS_PER_EVENT_MAX as i64)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(unavailable)?;

@@ -202,6 +202,23 @@ mod tests {
     use usher_engine::{Layout, grid_venue};
 
     #[test]
+    fn infrastructure_failures_map_to_retryable_codes() {
+        let id = usher_engine::EventId(uuid::Uuid::nil());
+        let cases = [
+            (CommandError::Overloaded(id), Code::ResourceExhausted, 429),
+            (CommandError::EventNotFound(id), Code::NotFound, 404),
+            (CommandError::Unavailable("db down".into()), Code::Unavailable, 503),
+            (CommandError::ShuttingDown, Code::Unavailable, 503),
+        ];
+        for (err, grpc, http) in cases {
+            let e = ApiError::from(err);
+            assert_eq!((e.code.grpc_code(), e.code.http_status()), (grpc, http), "{e:?}");
+        }
+        let e = ApiError::from_reject(&Reject::IdempotencyKeyReused, &Layout::build(&grid_venue("v", 1, 1, 1)).unwrap());
+        assert_eq!((e.code.grpc_code(), e.code.http_status()), (Code::AlreadyExists, 409));
+    }
+
+    #[test]
     fn seats_taken_is_failed_precondition_naming_seats() {
         let l = Layout::build(&grid_venue("v", 1, 1, 3)).unwrap();
         let e = ApiError::from_reject(&Reject::SeatsTaken { seats: vec![SeatIdx(0), SeatIdx(2)] }, &l);

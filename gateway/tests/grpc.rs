@@ -19,6 +19,7 @@ both_backends!(
     holds_can_be_read_released_and_best_available_picks_neighbours,
     organizers_block_seats_and_change_sales_status,
     events_are_listed_in_pages_and_filtered,
+    a_venue_reads_back_as_it_was_created,
     a_hold_expires_by_itself_and_frees_its_seats,
     seat_changes_are_streamed_to_watchers,
     every_change_writes_its_domain_events_to_the_outbox,
@@ -398,6 +399,22 @@ async fn events_are_listed_in_pages_and_filtered(b: Backend) {
         cat.list_events(pb::ListEventsRequest { page_size: 10_000, ..Default::default() }).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    app.stop().await;
+}
+
+async fn a_venue_reads_back_as_it_was_created(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let mut cat = app.catalog().await;
+    let v = create_venue(&mut cat, 3, 4, 7).await;
+    assert_eq!(v.seat_count, 84);
+    let got = cat.get_venue(pb::GetVenueRequest { venue_id: v.venue_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(got, v);
+    assert_eq!(got.sections.len(), 3);
+    assert_eq!(got.sections[1].rows[3].seats, 7);
+    let e = cat.get_venue(pb::GetVenueRequest { venue_id: uuid::Uuid::new_v4().to_string() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = cat.get_venue(pb::GetVenueRequest { venue_id: "x".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
     app.stop().await;
 }
 

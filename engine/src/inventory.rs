@@ -261,8 +261,9 @@ impl Fnv {
 }
 
 /// Why a command was refused. Closed and ordered by precedence: when several
-/// apply, the earliest variant is the one reported. Mapped to gRPC and HTTP
-/// codes in exactly one place (`usher_proto::error`).
+/// apply, the earliest variant is the one reported (except that a key reused
+/// for another request is reported before the request's shape is looked at).
+/// Mapped to gRPC and HTTP codes in exactly one place (`gateway/src/error.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reject {
     // -- the request itself is malformed
@@ -762,6 +763,12 @@ impl Inventory {
 
     fn release(&mut self, hold_id: HoldId, customer: Option<&CustomerId>) -> Result<(Reply, Vec<Event>), Reject> {
         let Some(hold) = self.active.get(&hold_id) else {
+            // Another customer learns nothing about an ended hold's state.
+            if let (Some(c), Some(h)) = (customer, self.ended.get(&hold_id))
+                && *c != h.customer
+            {
+                return Err(Reject::NotHoldOwner { hold_id });
+            }
             return Err(self.ended_reject(hold_id));
         };
         if customer.is_some_and(|c| *c != hold.customer) {

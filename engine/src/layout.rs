@@ -128,6 +128,12 @@ impl Layout {
             if section_codes.insert(s.code.as_str(), si).is_some() {
                 return Err(InvalidInput::new("venue.sections.code", format!("section {:?} appears twice", s.code)));
             }
+            if !s.x.is_finite() || !s.y.is_finite() {
+                return Err(InvalidInput::new(
+                    "venue.sections.x",
+                    format!("section {:?} needs a finite position, got ({}, {})", s.code, s.x, s.y),
+                ));
+            }
             let Some(&category) = cat_index.get(s.category.as_str()) else {
                 return Err(InvalidInput::new(
                     "venue.sections.category",
@@ -148,6 +154,13 @@ impl Layout {
                     return Err(InvalidInput::new(
                         "venue.sections.rows.label",
                         format!("row {:?} appears twice in section {:?}", r.label, s.code),
+                    ));
+                }
+                // Seat numbers stay within 9 digits, the most a label may carry.
+                if u64::from(r.first_number.max(1)) + u64::from(r.seats) > limits::SEAT_NUMBER_MAX {
+                    return Err(InvalidInput::new(
+                        "venue.sections.rows.first_number",
+                        format!("row {:?} of section {:?} numbers seats past {}", r.label, s.code, limits::SEAT_NUMBER_MAX),
                     ));
                 }
                 if r.seats == 0 || r.seats as usize > limits::SEATS_PER_ROW_MAX {
@@ -330,5 +343,11 @@ mod tests {
         let mut v = grid_venue("t", 1, 1, 1);
         v.sections[0].rows[0].seats = 0;
         assert_eq!(Layout::build(&v).unwrap_err().field, "venue.sections.rows.seats");
+        let mut v = grid_venue("t", 1, 1, 1);
+        v.sections[0].x = f32::NAN;
+        assert_eq!(Layout::build(&v).unwrap_err().field, "venue.sections.x");
+        let mut v = grid_venue("t", 1, 1, 2);
+        v.sections[0].rows[0].first_number = u32::MAX - 1;
+        assert_eq!(Layout::build(&v).unwrap_err().field, "venue.sections.rows.first_number");
     }
 }

@@ -32,6 +32,8 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 pub const NAME_BYTES_MAX: usize = 200;
 /// Length of an event description.
 pub const DESCRIPTION_BYTES_MAX: usize = 4_000;
+/// Highest seat number (labels carry at most 9 digits).
+pub const SEAT_NUMBER_MAX: u64 = 999_999_999;
 /// Length of a section code, row label.
 pub const LABEL_BYTES_MAX: usize = 16;
 /// Commands one event's queue may hold before callers are refused at once.

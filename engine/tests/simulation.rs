@@ -503,6 +503,12 @@ impl Model {
                 Ok(self.place(*hold_id, customer, picked))
             }
             Command::Release { hold_id, customer } => {
+                // A non-owner is told so even about an ended hold.
+                if let (Some(c), Some(h)) = (customer, self.holds.get(hold_id))
+                    && *c != h.customer
+                {
+                    return Err(Reject::NotHoldOwner { hold_id: *hold_id });
+                }
                 let owner = self.live_hold(*hold_id)?.customer.clone();
                 if customer.as_ref().is_some_and(|c| *c != owner) {
                     return Err(Reject::NotHoldOwner { hold_id: *hold_id });

@@ -35,6 +35,9 @@ pub enum CommandError {
     Overloaded(EventId),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Stored data breaks an invariant: a person must look; retrying won't help.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("node is shutting down")]
     ShuttingDown,
 }
@@ -220,6 +223,8 @@ pub struct EventState {
     /// Wait before touching storage again after a failed write; 0 when the
     /// last write worked. Doubles per failure, so a sick store is not hammered.
     backoff_ms: u64,
+    /// Until then, commands are refused at once instead of touching storage.
+    retry_at: Option<Millis>,
     batches_since_full_check: u32,
     timer: Option<(Millis, tokio::task::JoinHandle<()>)>,
 }
@@ -249,9 +254,10 @@ impl Actor for EventActor {
 
     async fn pre_start(&self, myself: ActorRef<EventMsg>, args: EventArgs) -> Result<EventState, ActorProcessingErr> {
         let EventArgs { inv, epoch, ctx } = args;
-        let mut state = EventState { args: ctx, inv, epoch, dirty: false, backoff_ms: 0, batches_since_full_check: 0, timer: None };
+        let mut state =
+            EventState { args: ctx, inv, epoch, dirty: false, backoff_ms: 0, retry_at: None, batches_since_full_check: 0, timer: None };
         state.schedule_expiry(&myself);
-        // Requests may have been queued for a predecessor's channel: look.
+        // Requests may already wait on this actor's channel: look.
         let _ = myself.cast(EventMsg::Wake);
         Ok(state)
     }
@@ -302,7 +308,7 @@ impl EventState {
     /// the retry backoff; while memory is ahead of storage, at the backoff
     /// alone (to rebuild, then expire what is due).
     fn schedule_expiry(&mut self, myself: &ActorRef<EventMsg>) {
-        let retry_at = (self.backoff_ms > 0).then(|| self.now().plus_ms(self.backoff_ms));
+        let retry_at = self.retry_at;
         let due = if self.dirty {
             retry_at
         } else {
@@ -334,6 +340,7 @@ impl EventState {
 
     fn back_off(&mut self) {
         self.backoff_ms = (self.backoff_ms * 2).clamp(limits::STORE_RETRY_BACKOFF_MS_MIN, limits::STORE_RETRY_BACKOFF_MS_MAX);
+        self.retry_at = Some(self.now().plus_ms(self.backoff_ms));
     }
 
     async fn rebuild(&mut self) -> Result<(), StoreError> {
@@ -353,12 +360,29 @@ impl EventState {
                 Request::Query(q) => queries.push(q),
             }
         }
+        // Storage failed moments ago: refuse at once rather than hammer it;
+        // the timer retries when the backoff ends.
+        if let Some(at) = self.retry_at
+            && self.now() < at
+        {
+            let wait = at.0 - self.now().0;
+            for (_, _, reply) in commands {
+                let _ = reply.send(Err(CommandError::Unavailable(format!(
+                    "storage for event {} is failing; retry with the same key in {wait} ms or later",
+                    self.args.event_id
+                ))));
+            }
+            if !self.dirty {
+                queries.into_iter().for_each(|q| self.answer(q));
+            }
+            return Ok(());
+        }
         if self.dirty
             && let Err(e) = self.rebuild().await
         {
             warn!(event_id = %self.args.event_id, error = %e, "rebuild after a failed commit failed");
             for (_, _, reply) in commands {
-                let _ = reply.send(Err(CommandError::Unavailable(e.to_string())));
+                let _ = reply.send(Err(command_error(&e)));
             }
             // Queries are dropped (their callers get UNAVAILABLE): memory is
             // ahead of storage and must not be shown.
@@ -389,7 +413,7 @@ impl EventState {
                 let fenced = matches!(e, StoreError::Fenced { .. });
                 error!(event_id = %self.args.event_id, error = %e, commands = commands.len(), "group commit failed");
                 for (_, _, reply) in commands {
-                    let _ = reply.send(Err(CommandError::Unavailable(e.to_string())));
+                    let _ = reply.send(Err(command_error(&e)));
                 }
                 if fenced {
                     // Another owner has the event; this actor must not serve it.
@@ -406,6 +430,7 @@ impl EventState {
                 return Ok(());
             }
             self.backoff_ms = 0;
+            self.retry_at = None;
             if !commands.is_empty() {
                 self.args.stats.record(commands.len());
             }
@@ -461,6 +486,15 @@ impl EventState {
                 let _ = tx.send(self.inv.hold(id).cloned().map(|h| (h, self.inv.config().clone())));
             }
         }
+    }
+}
+
+/// What a caller is told when storage failed: retry later, or (corrupt data)
+/// an internal error a person must look at.
+pub(crate) fn command_error(e: &StoreError) -> CommandError {
+    match e {
+        StoreError::Corrupt(m) => CommandError::Internal(m.clone()),
+        other => CommandError::Unavailable(other.to_string()),
     }
 }
 

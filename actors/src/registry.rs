@@ -43,6 +43,8 @@ pub enum RegistryMsg {
     /// Spawn actors for events that may have live holds.
     Warm,
     Restart(EventId),
+    /// The node is going down: no more spawns or restarts.
+    Stopping(RpcReplyPort<()>),
 }
 
 struct Entry {
@@ -56,6 +58,8 @@ pub struct RegistryState {
     by_actor: HashMap<ractor::ActorId, EventId>,
     changes: HashMap<EventId, broadcast::Sender<Arc<SeatChange>>>,
     restarts: HashMap<EventId, Vec<Millis>>,
+    /// Events that failed too often: no spawn before this time, whoever asks.
+    not_before: HashMap<EventId, Millis>,
     stats: Arc<BatchStats>,
     stopping: bool,
 }
@@ -74,6 +78,16 @@ impl RegistryState {
         if let Some(e) = self.events.get(&id) {
             return Ok(e.handle.clone());
         }
+        let now = self.cfg.clock.now();
+        if let Some(t) = self.not_before.get(&id).copied() {
+            if now < t {
+                return Err(CommandError::Unavailable(format!(
+                    "event {id} keeps failing and restarts in {} ms; retry with the same key then",
+                    t.0 - now.0
+                )));
+            }
+            self.not_before.remove(&id);
+        }
         if self.events.len() >= limits::EVENTS_LOADED_MAX {
             return Err(CommandError::Unavailable(format!("this node already serves {} events", limits::EVENTS_LOADED_MAX)));
         }
@@ -88,6 +102,10 @@ impl RegistryState {
         let (epoch, inv) = match loaded {
             Ok(x) => x,
             Err(StoreError::NotFound(_)) => return Err(CommandError::EventNotFound(id)),
+            Err(e @ StoreError::Corrupt(_)) => {
+                error!(event_id = %id, error = %e, "stored event breaks an invariant; not serving it");
+                return Err(crate::event::command_error(&e));
+            }
             Err(e) => {
                 warn!(event_id = %id, error = %e, "event failed to load");
                 return Err(CommandError::Unavailable(e.to_string()));
@@ -144,6 +162,7 @@ impl Actor for RegistryActor {
             by_actor: HashMap::new(),
             changes: HashMap::new(),
             restarts: HashMap::new(),
+            not_before: HashMap::new(),
             stats,
             stopping: false,
         })
@@ -172,6 +191,10 @@ impl Actor for RegistryActor {
                         Err(e) => warn!(error = %e, "could not list events to wake"),
                     }
                 }
+            }
+            RegistryMsg::Stopping(reply) => {
+                state.stopping = true;
+                let _ = reply.send(());
             }
             RegistryMsg::Restart(id) => {
                 if let Err(e) = state.spawn(&myself, id).await {
@@ -205,6 +228,7 @@ impl Actor for RegistryActor {
                 state.restarts.insert(id, recent);
                 if delay {
                     warn!(event_id = %id, "event actor keeps failing; delaying its restart");
+                    state.not_before.insert(id, now.plus_ms(limits::RESTART_DELAY_MS));
                     myself.send_after(Duration::from_millis(limits::RESTART_DELAY_MS), move || RegistryMsg::Restart(id));
                 } else {
                     myself.cast(RegistryMsg::Restart(id))?;
@@ -266,6 +290,8 @@ impl Registry {
 
     /// Stops every actor after the batch it is deciding, then the registry.
     pub async fn shutdown(&self) {
+        // First no more spawns or restarts, then drain the children.
+        let _ = self.actor.call(RegistryMsg::Stopping, Some(CALL_TIMEOUT)).await;
         let _ = self.actor.stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(30))).await;
         self.actor.stop(Some("shutdown".into()));
     }

@@ -122,7 +122,12 @@ async fn a_failed_commit_acknowledges_nothing_and_restores_memory() {
     let row = h.store.event_row(h.event_id);
     assert!(row.holds.is_empty() && row.log.is_empty() && row.idempotency.is_empty());
 
-    // The retry under the same key is decided afresh and stored.
+    // A retry inside the backoff is refused at once; after it, the retry
+    // under the same key is decided afresh and stored.
+    let early = within(ev.command(key("k1"), cmd.clone())).await;
+    assert!(matches!(early, Err(CommandError::Unavailable(_))), "{early:?}");
+    assert_eq!(h.store.commit_attempts(), 1, "the early retry did not touch storage");
+    tokio::time::sleep(Duration::from_millis(usher_engine::limits::STORE_RETRY_BACKOFF_MS_MIN + 1)).await;
     let out = within(ev.command(key("k1"), cmd)).await.unwrap();
     let hold = expect_hold(out.result);
     assert_eq!(hold.id, hold_id);
@@ -303,9 +308,31 @@ async fn replayed_key_returns_first_answer_through_the_actor() {
 }
 
 // ------------------------------------------------------------------------
-// Reproductions of production bugs found while writing these specs. They
-// state the behaviour that should hold and fail today; run them with
-// `cargo test -p usher-actors --test event_actor -- --ignored`.
+// Failure paths that were production bugs when these specs were written
+// (all fixed): expiry after an outage, retry backoff, queries in a failed
+// batch, traffic during the backoff.
+
+#[tokio::test(start_paused = true)]
+async fn traffic_during_the_backoff_is_refused_without_touching_storage() {
+    let h = Harness::start(Setup::at_t0()).await;
+    let ev = h.event().await;
+    h.store.fail_next_commits(1_000);
+    let loads_before = h.store.loads();
+    let mut refused = 0;
+    for i in 0..50u32 {
+        let r = within(ev.command(key(&format!("k{i}")), hold_seats(new_hold_id(), "alice", &[i % 8]))).await;
+        assert!(matches!(r, Err(CommandError::Unavailable(_))), "{r:?}");
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(refused, 50);
+    // 50 requests within the first backoff windows: a handful of attempts,
+    // not one commit and one reload per request.
+    let attempts = h.store.commit_attempts();
+    let reloads = h.store.loads() - loads_before;
+    assert!(attempts <= 3, "{attempts} commit attempts for 50 requests in 50 ms");
+    assert!(reloads <= 3, "{reloads} reloads for 50 requests in 50 ms");
+}
 
 #[tokio::test(start_paused = true)]
 async fn an_expiry_that_could_not_be_written_is_retried_without_traffic() {
@@ -370,4 +397,30 @@ async fn a_query_batched_with_a_failed_commit_is_still_answered() {
     // answered from durable state.
     let seat = within(query).await.unwrap();
     assert_eq!(seat, Ok(SeatState::Available));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_actor_that_keeps_failing_is_not_restarted_by_traffic_before_its_delay() {
+    let h = Harness::start(Setup::at_t0()).await;
+    let mut ev = h.event().await;
+    // RESTARTS_PER_WINDOW_MAX failures restart at once; the next one waits.
+    for _ in 0..usher_engine::limits::RESTARTS_PER_WINDOW_MAX {
+        let old = ev.actor.get_id();
+        ev.actor.cast(EventMsg::Panic).unwrap();
+        ev = h.next_actor(old).await;
+    }
+    ev.actor.cast(EventMsg::Panic).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let loads = h.store.loads();
+    let r = within(h.registry.event(h.event_id)).await;
+    match r {
+        Err(CommandError::Unavailable(m)) => assert!(m.contains("keeps failing"), "{m}"),
+        Err(e) => panic!("expected Unavailable, got {e:?}"),
+        Ok(_) => panic!("a request restarted the actor before its delay"),
+    }
+    assert_eq!(h.store.loads(), loads, "no reload during the delay");
+    // After the delay the event is served again.
+    tokio::time::sleep(Duration::from_millis(usher_engine::limits::RESTART_DELAY_MS + 100)).await;
+    let ev = h.event().await;
+    within(ev.summary()).await.unwrap();
 }

@@ -92,7 +92,9 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await?;
+                    // No call may wait forever (a lock held by an operator's
+                    // open transaction would hang an event's actor).
+                    conn.execute("SET search_path TO bc_catalog, bc_inventory, public; SET statement_timeout = '30s'").await?;
                     Ok(())
                 })
             })
@@ -393,24 +395,41 @@ macro_rules! sql_store {
                         at: Millis(r.get(3)),
                     });
                 }
-                // Second look at the same facts: the claim rows must agree with
-                // the holds they were derived from.
-                let rows = sqlx::query("SELECT kind, COUNT(*) FROM seat_claims WHERE event_id = $1 GROUP BY kind")
+                // Second look at the same facts: every claim row must be the one
+                // the holds imply (seat, kind, hold), none missing, none extra.
+                // Restore also rechecks every invariant.
+                Inventory::restore(config.clone(), layout.clone(), snapshot.clone(), now).map_err(corrupt)?;
+                let mut expected: std::collections::HashMap<i64, (&str, Option<String>)> = std::collections::HashMap::new();
+                for s in &snapshot.blocked {
+                    expected.insert(i64::from(s.0), ("blocked", None));
+                }
+                for h in &snapshot.holds {
+                    let kind = match h.state {
+                        HoldState::Active => "held",
+                        HoldState::Confirmed => "sold",
+                        HoldState::Released | HoldState::Expired => continue,
+                    };
+                    for s in &h.seats {
+                        expected.insert(i64::from(s.0), (kind, Some(h.id.to_string())));
+                    }
+                }
+                let rows = sqlx::query("SELECT seat_idx, kind, hold_id FROM seat_claims WHERE event_id = $1")
                     .bind(&eid)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(unavailable)?;
-                let inv = Inventory::restore(config.clone(), layout.clone(), snapshot.clone(), now).map_err(corrupt)?;
-                let counts = inv.counts();
+                if rows.len() != expected.len() {
+                    return Err(corrupt(format!("event {id}: {} seat claim rows, but the holds and blocks imply {}", rows.len(), expected.len())));
+                }
                 for r in &rows {
-                    let (kind, n): (&str, i64) = (r.get(0), r.get(1));
-                    let want = match kind {
-                        "held" => counts.held,
-                        "sold" => counts.sold,
-                        _ => counts.blocked,
-                    };
-                    if n != i64::from(want) {
-                        return Err(corrupt(format!("event {id}: {n} {kind} claim rows but holds say {want}")));
+                    let (seat, kind, hold): (i64, &str, Option<String>) = (r.get(0), r.get(1), r.get(2));
+                    match expected.get(&seat) {
+                        Some((k, h)) if *k == kind && *h == hold => {}
+                        other => {
+                            return Err(corrupt(format!(
+                                "event {id}: seat {seat} is claimed as {kind} by {hold:?}, but the holds say {other:?}"
+                            )));
+                        }
                     }
                 }
                 Ok(Some(LoadedEvent { config, layout, snapshot }))

@@ -234,6 +234,10 @@ impl CatalogService for Catalog {
         let sales_start = req.sales_start.as_ref().map(|t| convert::millis("sales_start", t)).transpose()?.unwrap_or(now);
         let sales_end = req.sales_end.as_ref().map(|t| convert::millis("sales_end", t)).transpose()?.unwrap_or(starts_at);
         let currency = Currency::parse(&req.currency).map_err(ApiError::from)?;
+        let (lo, hi) = (limits::HOLD_DURATION_MS_MIN / 1000, limits::HOLD_DURATION_MS_MAX / 1000);
+        if req.hold_duration_seconds != 0 && !(lo..=hi).contains(&u64::from(req.hold_duration_seconds)) {
+            return Err(ApiError::invalid("hold_duration_seconds", format!("must be between {lo} and {hi} (0 means 30 minutes)")).into());
+        }
         let mut prices: Vec<Option<Money>> = vec![None; layout.categories.len()];
         for p in &req.prices {
             let i = layout

@@ -163,6 +163,8 @@ impl From<CommandError> for ApiError {
             ),
             CommandError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
             CommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "this node is shutting down"),
+            // Logged at ERROR where it was found; the caller gets no internals.
+            CommandError::Internal(_) => ApiError::new(ErrorCode::Internal, "INTERNAL", "internal error; it has been logged"),
         }
     }
 }
@@ -209,6 +211,7 @@ mod tests {
             (CommandError::EventNotFound(id), Code::NotFound, 404),
             (CommandError::Unavailable("db down".into()), Code::Unavailable, 503),
             (CommandError::ShuttingDown, Code::Unavailable, 503),
+            (CommandError::Internal("claims disagree".into()), Code::Internal, 500),
         ];
         for (err, grpc, http) in cases {
             let e = ApiError::from(err);

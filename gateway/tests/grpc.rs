@@ -20,6 +20,7 @@ both_backends!(
     organizers_block_seats_and_change_sales_status,
     events_are_listed_in_pages_and_filtered,
     a_venue_reads_back_as_it_was_created,
+    storage_that_breaks_an_invariant_is_refused_not_served,
     a_hold_expires_by_itself_and_frees_its_seats,
     seat_changes_are_streamed_to_watchers,
     every_change_writes_its_domain_events_to_the_outbox,
@@ -402,6 +403,29 @@ async fn events_are_listed_in_pages_and_filtered(b: Backend) {
     app.stop().await;
 }
 
+async fn storage_that_breaks_an_invariant_is_refused_not_served(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let broken = create_event(&app, 1, 1, 5).await;
+    let healthy = create_event(&app, 1, 1, 5).await;
+    let mut inv = app.inventory().await;
+    inv.hold_seats(hold_req(&broken, "ann", &["A-1-1", "A-1-2"])).await.unwrap();
+    let db = app.stop().await;
+    // Someone deletes the claim rows behind Usher's back.
+    db.exec("DELETE FROM seat_claims WHERE event_id = $1", &[&broken]).await;
+    let app = TestApp::spawn_on(db).await;
+    let mut cat = app.catalog().await;
+    let e = cat.get_event(pb::GetEventRequest { event_id: broken.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(!e.message().contains("claim"), "no internals leak to the caller: {}", e.message());
+    let mut inv = app.inventory().await;
+    let e = inv.hold_seats(hold_req(&broken, "bob", &["A-1-1"])).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert!(app.db.claims(&broken).await.is_empty(), "nothing was written on top of broken data");
+    // Other events are served as usual.
+    inv.hold_seats(hold_req(&healthy, "bob", &["A-1-1"])).await.unwrap();
+    app.stop().await;
+}
+
 async fn a_venue_reads_back_as_it_was_created(b: Backend) {
     let app = TestApp::spawn(b).await;
     let mut cat = app.catalog().await;
@@ -425,18 +449,20 @@ async fn a_hold_expires_by_itself_and_frees_its_seats(b: Backend) {
     let event = cat.create_event(event_request(&v.venue_id, 1)).await.unwrap().into_inner().event_id;
     let mut inv = app.inventory().await;
     let h = inv.hold_seats(hold_req(&event, "erin", &["A-1-1", "A-1-2"])).await.unwrap().into_inner();
+    // No call at all until storage shows the expiry: only the actor's own
+    // timer can have done it (any call would also run a due Expire).
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let got = inv.get_hold(pb::GetHoldRequest { hold_id: h.hold_id.clone(), event_id: event.clone() }).await.unwrap().into_inner();
-        if got.state == pb::HoldState::Expired as i32 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if app.db.scalar("SELECT COUNT(*) FROM holds WHERE id = $1 AND state = 'expired'", &[&h.hold_id]).await == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the hold never expired");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "the hold never expired by itself");
     }
     assert!(app.db.claims(&event).await.is_empty());
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM holds WHERE id = $1 AND state = 'expired'", &[&h.hold_id]).await, 1);
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM outbox WHERE topic = 'reservation-expired' AND aggregate_id = $1", &[&event]).await, 1);
+    let got = inv.get_hold(pb::GetHoldRequest { hold_id: h.hold_id.clone(), event_id: event.clone() }).await.unwrap().into_inner();
+    assert_eq!(got.state, pb::HoldState::Expired as i32);
     inv.hold_seats(hold_req(&event, "frank", &["A-1-1"])).await.unwrap();
     app.stop().await;
 }

@@ -87,6 +87,30 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement with `$1`… bound as text (for tests that damage data).
+    pub async fn exec(&self, sql: &str, args: &[&str]) {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
+                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
     /// Every (seat_idx, hold_id) claim row of an event.
     pub async fn claims(&self, event_id: &str) -> Vec<(i64, Option<String>, String)> {
         let sql = "SELECT seat_idx, hold_id, kind FROM seat_claims WHERE event_id = $1 ORDER BY seat_idx";

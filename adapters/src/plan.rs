@@ -121,3 +121,127 @@ pub fn plan(batch: &Batch<'_>) -> Plan {
     }
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use usher_actors::Batch;
+    use usher_engine::{
+        Command, Currency, CustomerId, Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Inventory, Layout, Millis,
+        Money, SeatIdx, VenueId, grid_venue,
+    };
+
+    use super::plan;
+
+    const T0: Millis = Millis(1_700_000_000_000);
+
+    fn inventory() -> Inventory {
+        let layout = Layout::build(&grid_venue("v", 1, 1, 6)).unwrap();
+        let eur = Currency::parse("EUR").unwrap();
+        let config = EventConfig {
+            id: EventId(uuid::Uuid::from_u128(1)),
+            venue_id: VenueId(uuid::Uuid::from_u128(2)),
+            name: "e".into(),
+            description: String::new(),
+            starts_at: T0.plus_ms(10_000_000),
+            sales_start: Millis(0),
+            sales_end: T0.plus_ms(10_000_000),
+            status: EventStatus::OnSale,
+            hold_duration_ms: 60_000,
+            hold_seats_max: 6,
+            prices: vec![Money { minor: 1, currency: eur }; 2],
+        };
+        Inventory::new(config, Arc::new(layout), T0)
+    }
+
+    fn hid(n: u128) -> HoldId {
+        HoldId(uuid::Uuid::from_u128(n))
+    }
+
+    fn hold(n: u128, who: &str, seats: &[u32]) -> Command {
+        Command::HoldSeats {
+            hold_id: hid(n),
+            customer: CustomerId::parse(who).unwrap(),
+            seats: seats.iter().map(|&s| SeatIdx(s)).collect(),
+        }
+    }
+
+    /// Decides `cmds` as one batch, each under a fresh key.
+    fn decide(inv: &mut Inventory, cmds: &[Command]) -> Vec<Decision> {
+        cmds.iter().map(|c| inv.apply_keyed(&IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string()).unwrap(), c, T0)).collect()
+    }
+
+    fn claims(p: &super::Plan) -> Vec<(i64, &str, Option<String>)> {
+        p.claim_inserts.iter().map(|c| (c.seat_idx, c.kind, c.hold_id.clone())).collect()
+    }
+
+    #[test]
+    fn a_seat_released_and_held_again_in_one_batch_moves_to_the_new_hold() {
+        let mut inv = inventory();
+        let first = decide(&mut inv, &[hold(1, "a", &[0, 1])]);
+        let layout = inv.layout().clone();
+        let p = plan(&Batch { event_id: inv.config().id, epoch: 1, now: T0, layout: &layout, decisions: &first });
+        assert_eq!(claims(&p), [(0, "held", Some(hid(1).to_string())), (1, "held", Some(hid(1).to_string()))]);
+        assert!(p.claim_deletes.is_empty());
+
+        let second = decide(&mut inv, &[Command::Release { hold_id: hid(1), customer: None }, hold(2, "b", &[1, 2])]);
+        let p = plan(&Batch { event_id: inv.config().id, epoch: 1, now: T0, layout: &layout, decisions: &second });
+        // Seat 0 freed; seat 1 deleted and reinserted for hold 2; seat 2 new.
+        assert_eq!(p.claim_deletes, [0, 1]);
+        assert_eq!(claims(&p), [(1, "held", Some(hid(2).to_string())), (2, "held", Some(hid(2).to_string()))]);
+        // Each hold once, in its final state; one outbox row per event.
+        assert_eq!(p.holds.iter().map(|h| (h.id, h.state.as_str())).collect::<Vec<_>>(), [(hid(1), "released"), (hid(2), "active")]);
+        assert_eq!(p.outbox.iter().map(|o| o.topic).collect::<Vec<_>>(), ["reservation-released", "reservation-created"]);
+        assert_eq!(p.idempotency.len(), 2);
+    }
+
+    #[test]
+    fn a_hold_placed_and_sold_in_one_batch_is_inserted_as_sold() {
+        let mut inv = inventory();
+        let d = decide(&mut inv, &[hold(1, "a", &[3]), Command::Confirm { hold_id: hid(1) }]);
+        let layout = inv.layout().clone();
+        let p = plan(&Batch { event_id: inv.config().id, epoch: 1, now: T0, layout: &layout, decisions: &d });
+        assert!(p.claim_deletes.is_empty(), "never stored as held, so nothing to delete");
+        assert_eq!(claims(&p), [(3, "sold", Some(hid(1).to_string()))]);
+        assert_eq!(p.holds.len(), 1);
+        assert_eq!(p.holds[0].state.as_str(), "confirmed");
+    }
+
+    #[test]
+    fn an_unblocked_seat_held_in_the_same_batch_changes_kind() {
+        let mut inv = inventory();
+        let layout = inv.layout().clone();
+        let blocked = decide(&mut inv, &[Command::Block { seats: vec![SeatIdx(4)] }]);
+        let p = plan(&Batch { event_id: inv.config().id, epoch: 1, now: T0, layout: &layout, decisions: &blocked });
+        assert_eq!(claims(&p), [(4, "blocked", None)]);
+        let d = decide(&mut inv, &[Command::Unblock { seats: vec![SeatIdx(4)] }, hold(7, "c", &[4])]);
+        let p = plan(&Batch { event_id: inv.config().id, epoch: 1, now: T0, layout: &layout, decisions: &d });
+        assert_eq!(p.claim_deletes, [4]);
+        assert_eq!(claims(&p), [(4, "held", Some(hid(7).to_string()))]);
+    }
+
+    #[test]
+    fn cancelling_frees_every_live_hold_and_records_the_status() {
+        let mut inv = inventory();
+        let layout = inv.layout().clone();
+        let _ = decide(&mut inv, &[hold(1, "a", &[0]), hold(2, "b", &[5])]);
+        let d = decide(&mut inv, &[Command::SetStatus { to: EventStatus::Cancelled }]);
+        let p = plan(&Batch { event_id: inv.config().id, epoch: 1, now: T0, layout: &layout, decisions: &d });
+        assert_eq!(p.status, Some(EventStatus::Cancelled));
+        assert_eq!(p.claim_deletes, [0, 5]);
+        assert!(p.claim_inserts.is_empty());
+        assert!(p.holds.iter().all(|h| h.state.as_str() == "released"));
+    }
+
+    #[test]
+    fn a_replay_writes_nothing() {
+        let mut inv = inventory();
+        let layout = inv.layout().clone();
+        let key = IdempotencyKey::parse("same").unwrap();
+        let _ = inv.apply_keyed(&key, &hold(1, "a", &[0]), T0);
+        let again = [inv.apply_keyed(&key, &hold(9, "a", &[0]), T0)];
+        let p = plan(&Batch { event_id: inv.config().id, epoch: 1, now: T0, layout: &layout, decisions: &again });
+        assert!(p.is_empty() && p.outbox.is_empty());
+    }
+}

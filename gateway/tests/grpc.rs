@@ -491,18 +491,40 @@ async fn seat_changes_are_streamed_to_watchers(b: Backend) {
 }
 
 async fn every_change_writes_its_domain_events_to_the_outbox(b: Backend) {
+    use prost::Message;
+    use usher_proto::events as ev;
     let app = TestApp::spawn(b).await;
     let event = create_event(&app, 1, 1, 5).await;
     let mut inv = app.inventory().await;
+    let mut cat = app.catalog().await;
     let h = inv.hold_seats(hold_req(&event, "hal", &["A-1-1", "A-1-2"])).await.unwrap().into_inner();
     inv.release_hold(pb::ReleaseHoldRequest { idempotency_key: key(), hold_id: h.hold_id.clone(), ..Default::default() }).await.unwrap();
-    let count = |topic: &'static str| {
-        let db = &app.db;
-        let event = event.clone();
-        async move { db.scalar("SELECT COUNT(*) FROM outbox WHERE topic = $1 AND aggregate_id = $2", &[topic, &event]).await }
-    };
-    assert_eq!(count("reservation-created").await, 1);
-    assert_eq!(count("reservation-released").await, 1);
+    let blk = pb::SeatsCommandRequest { idempotency_key: key(), event_id: event.clone(), seat_ids: vec!["A-1-5".into()] };
+    cat.block_seats(blk).await.unwrap();
+    cat.close_sales(pb::EventCommandRequest { idempotency_key: key(), event_id: event.clone() }).await.unwrap();
+
+    let created = app.db.payloads("reservation-created", &event).await;
+    assert_eq!(created.len(), 1);
+    let c = ev::ReservationCreated::decode(created[0].as_slice()).unwrap();
+    assert_eq!((c.hold_id.as_str(), c.customer_id.as_str()), (h.hold_id.as_str(), "hal"));
+    let seats: Vec<&str> = c.seats.iter().map(|s| s.seat_id.as_str()).collect();
+    assert_eq!(seats, ["A-1-1", "A-1-2"], "every seat, not only the first");
+    let env = c.envelope.unwrap();
+    assert_eq!(env.event_id, event);
+    assert!(!env.message_id.is_empty() && env.occurred_at.is_some());
+    assert_eq!(c.expires_at, h.expires_at);
+
+    let released = app.db.payloads("reservation-released", &event).await;
+    let r = ev::ReservationReleased::decode(released[0].as_slice()).unwrap();
+    assert_eq!((r.hold_id, r.seats.len()), (h.hold_id.clone(), 2));
+    let blocked = app.db.payloads("seats-blocked", &event).await;
+    let bl = ev::SeatsBlockChanged::decode(blocked[0].as_slice()).unwrap();
+    assert!(bl.blocked);
+    assert_eq!(bl.seats[0].seat_id, "A-1-5");
+    let status = app.db.payloads("event-status-changed", &event).await;
+    let st = ev::EventStatusChanged::decode(status[0].as_slice()).unwrap();
+    assert_eq!((st.from.as_str(), st.to.as_str()), ("on_sale", "sales_closed"));
+    // Message ids are unique across the outbox: consumers deduplicate on them.
     assert_eq!(
         app.db.scalar("SELECT COUNT(DISTINCT message_id) FROM outbox", &[]).await,
         app.db.scalar("SELECT COUNT(*) FROM outbox", &[]).await

@@ -111,6 +111,25 @@ impl TestDb {
         }
     }
 
+    /// The outbox payloads of one topic for one event, oldest first.
+    pub async fn payloads(&self, topic: &str, event_id: &str) -> Vec<Vec<u8>> {
+        let sql = "SELECT payload FROM outbox WHERE topic = $1 AND aggregate_id = $2 ORDER BY seq";
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sql).bind(topic).bind(event_id).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                rows.iter().map(|r| r.get(0)).collect()
+            }
+            Backend::Postgres => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
+                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let rows = sqlx::query(sql).bind(topic).bind(event_id).fetch_all(&mut conn).await.unwrap();
+                rows.iter().map(|r| r.get(0)).collect()
+            }
+        }
+    }
+
     /// Every (seat_idx, hold_id) claim row of an event.
     pub async fn claims(&self, event_id: &str) -> Vec<(i64, Option<String>, String)> {
         let sql = "SELECT seat_idx, hold_id, kind FROM seat_claims WHERE event_id = $1 ORDER BY seat_idx";

@@ -40,6 +40,9 @@ pub enum CommandError {
     Internal(String),
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The node serves as many events as `EVENTS_LOADED_MAX` allows.
+    #[error("this node already serves {0} events")]
+    TooManyEvents(usize),
 }
 
 /// The answer to a command: the domain result plus the event's state after it.

@@ -89,7 +89,7 @@ impl RegistryState {
             self.not_before.remove(&id);
         }
         if self.events.len() >= limits::EVENTS_LOADED_MAX {
-            return Err(CommandError::Unavailable(format!("this node already serves {} events", limits::EVENTS_LOADED_MAX)));
+            return Err(CommandError::TooManyEvents(limits::EVENTS_LOADED_MAX));
         }
         // Take ownership first, then read: no older owner can write after this.
         let store = self.cfg.store.clone();

@@ -163,6 +163,11 @@ impl From<CommandError> for ApiError {
             ),
             CommandError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
             CommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "this node is shutting down"),
+            CommandError::TooManyEvents(n) => ApiError::new(
+                ErrorCode::ResourceExhausted,
+                "TOO_MANY_EVENTS",
+                format!("this node already serves {n} events; try another node or later"),
+            ),
             // Logged at ERROR where it was found; the caller gets no internals.
             CommandError::Internal(_) => ApiError::new(ErrorCode::Internal, "INTERNAL", "internal error; it has been logged"),
         }
@@ -212,6 +217,7 @@ mod tests {
             (CommandError::Unavailable("db down".into()), Code::Unavailable, 503),
             (CommandError::ShuttingDown, Code::Unavailable, 503),
             (CommandError::Internal("claims disagree".into()), Code::Internal, 500),
+            (CommandError::TooManyEvents(10), Code::ResourceExhausted, 429),
         ];
         for (err, grpc, http) in cases {
             let e = ApiError::from(err);

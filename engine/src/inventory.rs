@@ -261,8 +261,7 @@ impl Fnv {
 }
 
 /// Why a command was refused. Closed and ordered by precedence: when several
-/// apply, the earliest variant is the one reported (except that a key reused
-/// for another request is reported before the request's shape is looked at).
+/// apply, the earliest variant is the one reported.
 /// Mapped to gRPC and HTTP codes in exactly one place (`gateway/src/error.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reject {
@@ -502,6 +501,12 @@ impl Inventory {
         // A record answers for exactly its retention window, whether or not
         // an Expire ran since.
         self.forget_records(now.max(self.now));
+        // The request's shape comes first in the `Reject` order, even before a
+        // reused key; such requests are never remembered, so this is also
+        // what a retry would get.
+        if let Err(r) = self.check_shape(cmd) {
+            return Decision { result: Err(r), events: Vec::new(), record: None };
+        }
         let fingerprint = cmd.fingerprint();
         if let Some(rec) = self.idempotency.get(key) {
             let result = if rec.fingerprint == fingerprint { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
@@ -601,6 +606,31 @@ impl Inventory {
             }
         }
         Ok(())
+    }
+
+    /// The malformed-request checks alone (`Reject::is_malformed`): they read
+    /// only the command and the event's fixed limits, never the seat states.
+    pub fn check_shape(&self, cmd: &Command) -> Result<(), Reject> {
+        match cmd {
+            Command::HoldSeats { seats, .. } => {
+                self.check_seat_list(seats)?;
+                if seats.len() as u32 > self.config.hold_seats_max {
+                    return Err(Reject::OverHoldLimit { requested: seats.len() as u32, max: self.config.hold_seats_max });
+                }
+                Ok(())
+            }
+            Command::HoldBestAvailable { quantity, .. } => {
+                if *quantity == 0 {
+                    return Err(Reject::QuantityInvalid { quantity: *quantity });
+                }
+                if *quantity > self.config.hold_seats_max {
+                    return Err(Reject::OverHoldLimit { requested: *quantity, max: self.config.hold_seats_max });
+                }
+                Ok(())
+            }
+            Command::Block { seats } | Command::Unblock { seats } => self.check_seat_list(seats),
+            Command::Release { .. } | Command::Confirm { .. } | Command::SetStatus { .. } | Command::Expire => Ok(()),
+        }
     }
 
     fn check_seat_list(&self, seats: &[SeatIdx]) -> Result<(), Reject> {

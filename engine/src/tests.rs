@@ -304,3 +304,14 @@ fn malformed_requests_are_not_remembered_under_their_key() {
     let d = i.apply_keyed(&k, &Command::HoldSeats { hold_id: hid(1), customer: cust("a"), seats: seats(&[0]) }, T0);
     assert!(d.result.is_ok());
 }
+
+#[test]
+fn a_malformed_request_is_reported_as_such_even_under_a_reused_key() {
+    let mut i = inv(1, 1, 5);
+    let k = IdempotencyKey::parse("k").unwrap();
+    i.apply_keyed(&k, &Command::Block { seats: seats(&[0]) }, T0);
+    let d = i.apply_keyed(&k, &Command::HoldSeats { hold_id: hid(1), customer: cust("a"), seats: vec![] }, T0);
+    assert_eq!(d.result, Err(Reject::SeatListEmpty), "shape comes before the key's reuse");
+    let d = i.apply_keyed(&k, &Command::Unblock { seats: seats(&[1]) }, T0);
+    assert_eq!(d.result, Err(Reject::IdempotencyKeyReused));
+}

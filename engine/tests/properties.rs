@@ -450,8 +450,10 @@ proptest! {
         prop_assert!(retry.events.is_empty() && retry.record.is_none());
         prop_assert_eq!(&observe(&inv), &after_first);
         if other.fingerprint() != cmd.fingerprint() {
+            // The request's shape is judged first, then the key's reuse.
+            let want = inv.check_shape(&other).err().unwrap_or(Reject::IdempotencyKeyReused);
             let reused = inv.apply_keyed(&key, &other, later);
-            prop_assert_eq!(reused.result, Err(Reject::IdempotencyKeyReused));
+            prop_assert_eq!(reused.result, Err(want));
             prop_assert!(reused.events.is_empty() && reused.record.is_none());
             prop_assert_eq!(observe(&inv), after_first);
         }

@@ -462,6 +462,30 @@ impl Model {
     /// Decides `cmd` at `now`, updates the model and returns what the engine
     /// must have answered. `engine` is only consulted for which seats best
     /// available chose, and that choice is checked against the rule first.
+    /// The malformed-request checks of `step`, alone.
+    fn shape(&self, cmd: &Command) -> Result<(), Reject> {
+        match cmd {
+            Command::HoldSeats { seats, .. } => {
+                self.check_list(seats)?;
+                if seats.len() as u32 > self.hold_max {
+                    return Err(Reject::OverHoldLimit { requested: seats.len() as u32, max: self.hold_max });
+                }
+                Ok(())
+            }
+            Command::HoldBestAvailable { quantity, .. } => {
+                if *quantity == 0 {
+                    return Err(Reject::QuantityInvalid { quantity: *quantity });
+                }
+                if *quantity > self.hold_max {
+                    return Err(Reject::OverHoldLimit { requested: *quantity, max: self.hold_max });
+                }
+                Ok(())
+            }
+            Command::Block { seats } | Command::Unblock { seats } => self.check_list(seats),
+            _ => Ok(()),
+        }
+    }
+
     fn step(&mut self, cmd: &Command, now: Millis, engine: &Outcome) -> Outcome {
         self.now = now;
         match cmd {
@@ -593,6 +617,10 @@ impl Model {
         // A record answers for exactly the retention window.
         let horizon = now.max(self.now).0.saturating_sub(IDEMPOTENCY_RETENTION_MS as i64);
         self.keys.retain(|_, r| r.at.0 >= horizon);
+        // A malformed request is answered as such before its key is looked up.
+        if let Err(r) = self.shape(cmd) {
+            return Decision { result: Err(r), events: vec![], record: None };
+        }
         if let Some(rec) = self.keys.get(key) {
             let result = if rec.request == request_of(cmd) { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
             return Decision { result, events: vec![], record: None };

@@ -25,6 +25,7 @@ use usher_engine::{
 
 use crate::clock::Clock;
 use crate::ports::{Batch, Store, StoreError};
+use crate::registry::RegistryMsg;
 
 /// Infrastructure failures, as opposed to domain rejections.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +88,9 @@ pub enum EventMsg {
     Tick,
     /// Fault injection for tests: panic inside the handler.
     Panic,
+    /// From the registry, after this actor reported itself idle: decide what
+    /// is already queued, then stop.
+    Unload,
 }
 
 /// Counters of group commits, shared with the registry for reporting.
@@ -150,18 +154,35 @@ pub struct EventHandle {
     pub seat_index: Arc<SeatIndex>,
     tx: mpsc::Sender<Request>,
     wake_pending: Arc<AtomicBool>,
+    registry: ActorRef<RegistryMsg>,
 }
 
 impl EventHandle {
-    fn push(&self, req: Request) -> Result<(), CommandError> {
+    /// Queues a request. If this handle's actor was unloaded meanwhile, the
+    /// request comes back from the closed channel and goes to the actor the
+    /// registry serves now (the registry starts it only once the old one has
+    /// stopped, so the two never overlap).
+    async fn push(&self, req: Request) -> Result<(), CommandError> {
+        let req = match self.try_push(req) {
+            Ok(()) => return Ok(()),
+            Err(PushError::Refused(e)) => return Err(e),
+            Err(PushError::Closed(req)) => req,
+        };
+        let fresh = crate::registry::get(&self.registry, self.event_id).await?;
+        match fresh.try_push(req) {
+            Ok(()) => Ok(()),
+            Err(PushError::Refused(e)) => Err(e),
+            Err(PushError::Closed(_)) => Err(CommandError::Unavailable(format!("event {} is restarting; retry", self.event_id))),
+        }
+    }
+
+    fn try_push(&self, req: Request) -> Result<(), PushError> {
         match self.tx.try_send(req) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(CommandError::Overloaded(self.event_id));
+                return Err(PushError::Refused(CommandError::Overloaded(self.event_id)));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(CommandError::Unavailable(format!("event {} is restarting", self.event_id)));
-            }
+            Err(mpsc::error::TrySendError::Closed(req)) => return Err(PushError::Closed(req)),
         }
         // One Wake in flight is enough: the actor clears the flag before it
         // drains, so a request pushed after the drain sends a new Wake.
@@ -173,14 +194,14 @@ impl EventHandle {
 
     pub async fn command(&self, key: IdempotencyKey, cmd: Command) -> Result<Outcome, CommandError> {
         let (reply, rx) = oneshot::channel();
-        self.push(Request::Command { key, cmd, reply })?;
+        self.push(Request::Command { key, cmd, reply }).await?;
         rx.await
             .map_err(|_| CommandError::Unavailable(format!("event {} failed while deciding; retry with the same key", self.event_id)))?
     }
 
     async fn query<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Result<T, CommandError> {
         let (tx, rx) = oneshot::channel();
-        self.push(Request::Query(make(tx)))?;
+        self.push(Request::Query(make(tx))).await?;
         rx.await.map_err(|_| CommandError::Unavailable(format!("event {} failed while answering", self.event_id)))
     }
 
@@ -193,6 +214,11 @@ impl EventHandle {
     pub async fn hold(&self, id: HoldId) -> Result<Option<(Hold, EventConfig)>, CommandError> {
         self.query(|tx| Query::Hold(id, tx)).await
     }
+}
+
+enum PushError {
+    Refused(CommandError),
+    Closed(Request),
 }
 
 pub struct EventActor;
@@ -214,6 +240,7 @@ pub struct EventCtx {
     pub changes: broadcast::Sender<Arc<SeatChange>>,
     pub stats: Arc<BatchStats>,
     pub batch_max: usize,
+    pub registry: ActorRef<RegistryMsg>,
 }
 
 pub struct EventState {
@@ -226,6 +253,10 @@ pub struct EventState {
     /// Wait before touching storage again after a failed write; 0 when the
     /// last write worked. Doubles per failure, so a sick store is not hammered.
     backoff_ms: u64,
+    /// The last time a request arrived: idle events are unloaded.
+    last_activity: Millis,
+    /// Idle was reported to the registry; an `Unload` will follow.
+    idle_reported: bool,
     /// Until then, commands are refused at once instead of touching storage.
     retry_at: Option<Millis>,
     batches_since_full_check: u32,
@@ -239,9 +270,10 @@ pub fn channel(
     layout: Arc<Layout>,
     tx: mpsc::Sender<Request>,
     wake_pending: Arc<AtomicBool>,
+    registry: ActorRef<RegistryMsg>,
 ) -> EventHandle {
     let seat_index = Arc::new(SeatIndex::new(&layout));
-    EventHandle { event_id, actor, layout, seat_index, tx, wake_pending }
+    EventHandle { event_id, actor, layout, seat_index, tx, wake_pending, registry }
 }
 
 pub(crate) async fn load(store: &dyn Store, id: EventId, now: Millis) -> Result<Inventory, StoreError> {
@@ -257,8 +289,19 @@ impl Actor for EventActor {
 
     async fn pre_start(&self, myself: ActorRef<EventMsg>, args: EventArgs) -> Result<EventState, ActorProcessingErr> {
         let EventArgs { inv, epoch, ctx } = args;
-        let mut state =
-            EventState { args: ctx, inv, epoch, dirty: false, backoff_ms: 0, retry_at: None, batches_since_full_check: 0, timer: None };
+        let last_activity = ctx.clock.now();
+        let mut state = EventState {
+            args: ctx,
+            inv,
+            epoch,
+            dirty: false,
+            backoff_ms: 0,
+            last_activity,
+            idle_reported: false,
+            retry_at: None,
+            batches_since_full_check: 0,
+            timer: None,
+        };
         state.schedule_expiry(&myself);
         // Requests may already wait on this actor's channel: look.
         let _ = myself.cast(EventMsg::Wake);
@@ -287,6 +330,30 @@ impl Actor for EventActor {
             EventMsg::Tick => {
                 state.timer = None;
                 state.process(Vec::new(), &myself).await?;
+                if !state.idle_reported && state.is_idle() {
+                    state.idle_reported = true;
+                    state.args.registry.cast(RegistryMsg::Idle(state.args.event_id, myself.get_id()))?;
+                }
+            }
+            EventMsg::Unload => {
+                // The registry hands out no handle to this actor any more;
+                // late requests either made it into the channel (decided now)
+                // or come back to their sender, who resends them.
+                state.args.rx.close();
+                loop {
+                    let mut reqs = Vec::new();
+                    while reqs.len() < state.args.batch_max {
+                        match state.args.rx.try_recv() {
+                            Ok(r) => reqs.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    if reqs.is_empty() {
+                        break;
+                    }
+                    state.process(reqs, &myself).await?;
+                }
+                myself.stop(Some("idle".into()));
             }
             EventMsg::Panic => panic!("fault injection: event actor {} told to panic", state.args.event_id),
         }
@@ -307,6 +374,14 @@ impl EventState {
         self.args.clock.now().max(self.inv.now())
     }
 
+    /// Nothing live to expire, nothing unsaved, nobody asked for a while.
+    fn is_idle(&self) -> bool {
+        !self.dirty
+            && self.inv.active_holds().next().is_none()
+            && self.args.rx.is_empty()
+            && self.now() >= self.last_activity.plus_ms(limits::EVENT_IDLE_UNLOAD_MS)
+    }
+
     /// Arms the one timer: at the earliest hold expiry, but never sooner than
     /// the retry backoff; while memory is ahead of storage, at the backoff
     /// alone (to rebuild, then expire what is due).
@@ -315,9 +390,16 @@ impl EventState {
         let due = if self.dirty {
             retry_at
         } else {
-            match (self.inv.next_expiry(), retry_at) {
+            let expiry = match (self.inv.next_expiry(), retry_at) {
                 (Some(e), Some(r)) => Some(e.max(r)),
                 (e, _) => e,
+            };
+            // With no live hold, the timer's next job is the idle check.
+            let idle =
+                (self.inv.next_expiry().is_none() && !self.idle_reported).then(|| self.last_activity.plus_ms(limits::EVENT_IDLE_UNLOAD_MS));
+            match (expiry, idle) {
+                (Some(e), Some(i)) => Some(e.min(i)),
+                (e, i) => e.or(i),
             }
         };
         let Some(at) = due else {
@@ -355,6 +437,9 @@ impl EventState {
 
     /// One group commit: decide everything in memory, write once, then reply.
     async fn process(&mut self, reqs: Vec<Request>, myself: &ActorRef<EventMsg>) -> Result<(), ActorProcessingErr> {
+        if !reqs.is_empty() {
+            self.last_activity = self.now();
+        }
         let mut commands = Vec::new();
         let mut queries = Vec::new();
         for r in reqs {

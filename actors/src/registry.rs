@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use usher_engine::{EventId, EventStatus, Millis, limits};
 
 use crate::clock::Clock;
-use crate::event::{BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, SeatChange, channel, load};
+use crate::event::{BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, EventMsg, SeatChange, channel, load};
 use crate::ports::{EventFilter, Store, StoreError};
 
 #[derive(Clone)]
@@ -45,6 +45,8 @@ pub enum RegistryMsg {
     Restart(EventId),
     /// The node is going down: no more spawns or restarts.
     Stopping(RpcReplyPort<()>),
+    /// An event actor has been idle long enough to be unloaded.
+    Idle(EventId, ractor::ActorId),
 }
 
 struct Entry {
@@ -60,6 +62,9 @@ pub struct RegistryState {
     restarts: HashMap<EventId, Vec<Millis>>,
     /// Events that failed too often: no spawn before this time, whoever asks.
     not_before: HashMap<EventId, Millis>,
+    /// Events whose actor is unloading: look-ups wait here until it has
+    /// stopped, so that the old and the new owner never overlap.
+    unloading: HashMap<EventId, Vec<RpcReplyPort<Result<EventHandle, CommandError>>>>,
     stats: Arc<BatchStats>,
     stopping: bool,
 }
@@ -126,11 +131,12 @@ impl RegistryState {
                 changes: self.changes_for(id),
                 stats: self.stats.clone(),
                 batch_max: self.cfg.batch_max,
+                registry: myself.clone(),
             },
         };
         match Actor::spawn_linked(None, EventActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
-                let handle = channel(id, actor.clone(), layout, tx, wake);
+                let handle = channel(id, actor.clone(), layout, tx, wake, myself.clone());
                 self.by_actor.insert(actor.get_id(), id);
                 let restarts = self.restarts.remove(&id).unwrap_or_default();
                 self.events.insert(id, Entry { handle: handle.clone(), restarts });
@@ -143,9 +149,24 @@ impl RegistryState {
         }
     }
 
-    fn forget(&mut self, cell: &ActorCell) -> Option<(EventId, Entry)> {
+    /// Drops what is known of a stopped actor. The event's entry goes only if
+    /// it is still this actor's (an unloading one was removed already).
+    fn forget(&mut self, cell: &ActorCell) -> Option<(EventId, Option<Entry>)> {
         let id = self.by_actor.remove(&cell.get_id())?;
-        self.events.remove(&id).map(|e| (id, e))
+        let ours = self.events.get(&id).is_some_and(|e| e.handle.actor.get_id() == cell.get_id());
+        Some((id, if ours { self.events.remove(&id) } else { None }))
+    }
+
+    /// An unloaded actor has stopped: serve the look-ups that waited for it.
+    async fn after_unload(&mut self, myself: &ActorRef<RegistryMsg>, id: EventId) {
+        let Some(waiters) = self.unloading.remove(&id) else { return };
+        if waiters.is_empty() {
+            return;
+        }
+        let r = self.spawn(myself, id).await;
+        for w in waiters {
+            let _ = w.send(r.clone());
+        }
     }
 }
 
@@ -163,6 +184,7 @@ impl Actor for RegistryActor {
             changes: HashMap::new(),
             restarts: HashMap::new(),
             not_before: HashMap::new(),
+            unloading: HashMap::new(),
             stats,
             stopping: false,
         })
@@ -171,8 +193,23 @@ impl Actor for RegistryActor {
     async fn handle(&self, myself: ActorRef<RegistryMsg>, msg: RegistryMsg, state: &mut RegistryState) -> Result<(), ActorProcessingErr> {
         match msg {
             RegistryMsg::Get(id, reply) => {
+                if let Some(waiting) = state.unloading.get_mut(&id) {
+                    waiting.push(reply);
+                    return Ok(());
+                }
                 let r = state.spawn(&myself, id).await;
                 let _ = reply.send(r);
+            }
+            RegistryMsg::Idle(id, actor_id) => {
+                let ours = state.events.get(&id).is_some_and(|e| e.handle.actor.get_id() == actor_id);
+                if ours
+                    && !state.stopping
+                    && let Some(entry) = state.events.remove(&id)
+                {
+                    state.unloading.insert(id, Vec::new());
+                    info!(event_id = %id, "unloading idle event");
+                    entry.handle.actor.cast(EventMsg::Unload)?;
+                }
             }
             RegistryMsg::Subscribe(id, reply) => {
                 let _ = reply.send(state.changes_for(id).subscribe());
@@ -217,6 +254,14 @@ impl Actor for RegistryActor {
                     return Ok(());
                 };
                 error!(event_id = %id, error = %err, "event actor failed; restarting from storage");
+                if state.unloading.contains_key(&id) {
+                    // It failed while unloading: whoever waits gets a fresh one.
+                    state.after_unload(&myself, id).await;
+                    return Ok(());
+                }
+                let Some(entry) = entry else {
+                    return Ok(());
+                };
                 if state.stopping {
                     return Ok(());
                 }
@@ -237,6 +282,7 @@ impl Actor for RegistryActor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some((id, _)) = state.forget(&cell) {
                     info!(event_id = %id, reason = ?reason, "event actor stopped");
+                    state.after_unload(&myself, id).await;
                 }
             }
             _ => {}
@@ -254,6 +300,15 @@ pub struct Registry {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The handle of an event's actor, spawning it when needed.
+pub(crate) async fn get(registry: &ActorRef<RegistryMsg>, id: EventId) -> Result<EventHandle, CommandError> {
+    match registry.call(|reply| RegistryMsg::Get(id, reply), Some(CALL_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(r)) => r,
+        Ok(_) => Err(CommandError::Unavailable("registry did not answer in time".into())),
+        Err(_) => Err(CommandError::ShuttingDown),
+    }
+}
 
 impl Registry {
     pub async fn start(cfg: RegistryConfig) -> Result<(Registry, tokio::task::JoinHandle<()>), StoreError> {
@@ -274,11 +329,7 @@ impl Registry {
     }
 
     pub async fn event(&self, id: EventId) -> Result<EventHandle, CommandError> {
-        match self.actor.call(|reply| RegistryMsg::Get(id, reply), Some(CALL_TIMEOUT)).await {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(_) => Err(CommandError::Unavailable("registry did not answer in time".into())),
-            Err(_) => Err(CommandError::ShuttingDown),
-        }
+        get(&self.actor, id).await
     }
 
     pub async fn subscribe(&self, id: EventId) -> Result<broadcast::Receiver<Arc<SeatChange>>, CommandError> {

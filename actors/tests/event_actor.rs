@@ -93,9 +93,12 @@ async fn a_panicking_actor_is_restarted_with_state_rebuilt_from_storage() {
     let taken = within(ev2.command(key("k3"), hold_seats(new_hold_id(), "bob", &[4]))).await.unwrap();
     assert_eq!(taken.result, Err(Reject::SeatsTaken { seats: seats(&[4]) }));
 
-    // The old handle no longer reaches anyone.
-    let stale = within(ev.command(key("k4"), hold_seats(new_hold_id(), "carol", &[9]))).await;
-    assert!(matches!(stale, Err(CommandError::Unavailable(_))), "{stale:?}");
+    // A request through the old handle comes back from its closed channel
+    // and goes to the actor the registry serves now.
+    let stale_id = new_hold_id();
+    let stale = within(ev.command(key("k4"), hold_seats(stale_id, "carol", &[9]))).await.unwrap();
+    expect_hold(stale.result);
+    assert_eq!(h.store.hold(h.event_id, stale_id).unwrap().state, HoldState::Active, "decided by the new actor, durably");
 }
 
 #[tokio::test(start_paused = true)]
@@ -423,4 +426,24 @@ async fn an_actor_that_keeps_failing_is_not_restarted_by_traffic_before_its_dela
     tokio::time::sleep(Duration::from_millis(usher_engine::limits::RESTART_DELAY_MS + 100)).await;
     let ev = h.event().await;
     within(ev.summary()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_event_is_unloaded_and_a_stale_handle_still_reaches_it() {
+    let h = Harness::start(Setup::at_t0()).await;
+    let ev = h.event().await;
+    let out = within(ev.command(key("k1"), hold_seats(new_hold_id(), "alice", &[1]))).await.unwrap();
+    let placed = expect_hold(out.result);
+    let loads = h.store.loads();
+    // The hold expires; ten idle minutes later the actor is gone.
+    tokio::time::sleep(Duration::from_millis(HOLD_MS + usher_engine::limits::EVENT_IDLE_UNLOAD_MS + 1_000)).await;
+    eventually("the idle actor stops", || matches!(ev.actor.get_status(), ractor::ActorStatus::Stopped)).await;
+    assert_eq!(h.store.loads(), loads, "unloading reads nothing");
+    assert_eq!(h.store.hold(h.event_id, placed.id).unwrap().state, HoldState::Expired);
+    // The old handle still works: its request is resent to a freshly loaded actor.
+    let again = within(ev.command(key("k2"), hold_seats(new_hold_id(), "bob", &[1]))).await.unwrap();
+    expect_hold(again.result);
+    assert_eq!(h.store.loads(), loads + 1, "loaded again on first use");
+    let fresh = h.event().await;
+    assert_ne!(fresh.actor.get_id(), ev.actor.get_id());
 }

@@ -56,3 +56,6 @@ pub const INVARIANTS_FULL_CHECK_EVERY_BATCHES: u32 = 1_024;
 /// Idempotency records one event keeps in memory (~300 B each, so ~75 MiB at
 /// most); past this the oldest are forgotten before their retention ends.
 pub const IDEMPOTENCY_RECORDS_PER_EVENT_MAX: usize = 250_000;
+/// An event with no live holds and no request for this long is unloaded from
+/// its node (its actor stops; the next use loads it again).
+pub const EVENT_IDLE_UNLOAD_MS: u64 = 10 * 60 * 1000;

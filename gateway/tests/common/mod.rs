@@ -62,6 +62,13 @@ impl TestDb {
         }
     }
 
+    /// A connection to the test database that sees the contexts' schemas.
+    async fn pg(&self) -> sqlx::PgConnection {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
+        conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+        conn
+    }
+
     /// One number from SQL, with `$1`… bound as text.
     pub async fn scalar(&self, sql: &str, args: &[&str]) -> i64 {
         match self.backend {
@@ -76,8 +83,7 @@ impl TestDb {
                 v
             }
             Backend::Postgres => {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
-                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let mut conn = self.pg().await;
                 let mut q = sqlx::query(sql);
                 for a in args {
                     q = q.bind(*a);
@@ -100,8 +106,7 @@ impl TestDb {
                 pool.close().await;
             }
             Backend::Postgres => {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
-                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let mut conn = self.pg().await;
                 let mut q = sqlx::query(sql);
                 for a in args {
                     q = q.bind(*a);
@@ -122,8 +127,7 @@ impl TestDb {
                 rows.iter().map(|r| r.get(0)).collect()
             }
             Backend::Postgres => {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
-                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let mut conn = self.pg().await;
                 let rows = sqlx::query(sql).bind(topic).bind(event_id).fetch_all(&mut conn).await.unwrap();
                 rows.iter().map(|r| r.get(0)).collect()
             }
@@ -141,8 +145,7 @@ impl TestDb {
                 rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
             }
             Backend::Postgres => {
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
-                conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+                let mut conn = self.pg().await;
                 let rows = sqlx::query(sql).bind(event_id).fetch_all(&mut conn).await.unwrap();
                 rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
             }

@@ -50,6 +50,22 @@ uuid_id!(
     "hold_id"
 );
 
+uuid_id!(
+    /// An order: the seats of one or more holds of one customer, paid together.
+    OrderId,
+    "order_id"
+);
+uuid_id!(
+    /// One payment attempt of an order (a new card is a new attempt).
+    PaymentId,
+    "payment_id"
+);
+uuid_id!(
+    /// One ticket: one sold seat of a paid order.
+    TicketId,
+    "ticket_id"
+);
+
 /// Index of a seat inside one venue's layout. Seats of a row are contiguous
 /// and ordered by seat number, which is what makes "side by side" cheap.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]

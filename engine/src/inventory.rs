@@ -169,6 +169,11 @@ pub enum Command {
     Confirm {
         hold_id: HoldId,
     },
+    /// Sells every seat of every named hold, or none: an order's holds are
+    /// confirmed together when its payment is authorized.
+    ConfirmAll {
+        hold_ids: Vec<HoldId>,
+    },
     Block {
         seats: Vec<SeatIdx>,
     },
@@ -209,6 +214,10 @@ impl Command {
             Command::Confirm { hold_id } => {
                 h.tag(4);
                 h.bytes(hold_id.0.as_bytes());
+            }
+            Command::ConfirmAll { hold_ids } => {
+                h.tag(9);
+                hold_ids.iter().for_each(|id| h.bytes(id.0.as_bytes()));
             }
             Command::Block { seats } => {
                 h.tag(5);
@@ -311,6 +320,7 @@ impl Reject {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Hold(Hold),
+    Holds(Vec<Hold>),
     Seats { changed: u32 },
     Status { status: EventStatus },
     Expired { holds: u32 },
@@ -537,6 +547,7 @@ impl Inventory {
             }
             Command::Release { hold_id, customer } => self.release(*hold_id, customer.as_ref()),
             Command::Confirm { hold_id } => self.confirm(*hold_id),
+            Command::ConfirmAll { hold_ids } => self.confirm_all(hold_ids),
             Command::Block { seats } => self.block(seats),
             Command::Unblock { seats } => self.unblock(seats),
             Command::SetStatus { to } => self.set_status(*to),
@@ -629,6 +640,7 @@ impl Inventory {
                 Ok(())
             }
             Command::Block { seats } | Command::Unblock { seats } => self.check_seat_list(seats),
+            Command::ConfirmAll { hold_ids } => check_hold_list(hold_ids),
             Command::Release { .. } | Command::Confirm { .. } | Command::SetStatus { .. } | Command::Expire => Ok(()),
         }
     }
@@ -821,6 +833,25 @@ impl Inventory {
         }
         let hold = self.end_hold(hold_id, HoldState::Confirmed);
         Ok((Reply::Hold(hold.clone()), vec![Event::SeatsSold { hold }]))
+    }
+
+    fn confirm_all(&mut self, hold_ids: &[HoldId]) -> Result<(Reply, Vec<Event>), Reject> {
+        check_hold_list(hold_ids)?;
+        // Judge every hold before touching any: all or nothing.
+        for &hold_id in hold_ids {
+            let Some(hold) = self.active.get(&hold_id) else {
+                return Err(self.ended_reject(hold_id));
+            };
+            if hold.expires_at <= self.now {
+                return Err(Reject::HoldExpired { hold_id });
+            }
+        }
+        if self.config.status == EventStatus::Cancelled {
+            return Err(Reject::EventCancelled);
+        }
+        let holds: Vec<Hold> = hold_ids.iter().map(|&id| self.end_hold(id, HoldState::Confirmed)).collect();
+        let events = holds.iter().map(|h| Event::SeatsSold { hold: h.clone() }).collect();
+        Ok((Reply::Holds(holds), events))
     }
 
     fn end_hold(&mut self, hold_id: HoldId, state: HoldState) -> Hold {
@@ -1053,4 +1084,15 @@ impl Inventory {
         }
         Ok(())
     }
+}
+
+/// A `ConfirmAll` list: not empty, no hold twice, at most one order's worth.
+fn check_hold_list(hold_ids: &[HoldId]) -> Result<(), Reject> {
+    let mut sorted = hold_ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if hold_ids.is_empty() || sorted.len() != hold_ids.len() || hold_ids.len() > limits::HOLDS_PER_CUSTOMER_MAX as usize {
+        return Err(Reject::QuantityInvalid { quantity: hold_ids.len() as u32 });
+    }
+    Ok(())
 }

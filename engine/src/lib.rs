@@ -5,10 +5,14 @@ pub mod ids;
 pub mod inventory;
 pub mod layout;
 pub mod limits;
+pub mod order;
+pub mod ticket;
 
 pub use ids::*;
 pub use inventory::*;
 pub use layout::*;
+pub use order::*;
+pub use ticket::*;
 
 #[cfg(test)]
 mod tests;

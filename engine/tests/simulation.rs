@@ -78,6 +78,7 @@ const EXPECTED_OUTCOMES: &[&str] = &[
     "ok HoldBestAvailable",
     "ok Release",
     "ok Confirm",
+    "ok ConfirmAll",
     "ok Block",
     "ok Unblock",
     "ok SetStatus",
@@ -482,6 +483,13 @@ impl Model {
                 Ok(())
             }
             Command::Block { seats } | Command::Unblock { seats } => self.check_list(seats),
+            Command::ConfirmAll { hold_ids } => {
+                let distinct: std::collections::BTreeSet<_> = hold_ids.iter().collect();
+                if hold_ids.is_empty() || distinct.len() != hold_ids.len() || hold_ids.len() > 8 {
+                    return Err(Reject::QuantityInvalid { quantity: hold_ids.len() as u32 });
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -550,6 +558,20 @@ impl Model {
                 }
                 let hold = self.end(*hold_id, HoldState::Confirmed);
                 Ok((Reply::Hold(hold.clone()), vec![Event::SeatsSold { hold }]))
+            }
+            Command::ConfirmAll { hold_ids } => {
+                self.shape(cmd)?;
+                for id in hold_ids {
+                    if self.live_hold(*id)?.expires_at <= self.now {
+                        return Err(Reject::HoldExpired { hold_id: *id });
+                    }
+                }
+                if self.status == EventStatus::Cancelled {
+                    return Err(Reject::EventCancelled);
+                }
+                let holds: Vec<Hold> = hold_ids.iter().map(|id| self.end(*id, HoldState::Confirmed)).collect();
+                let events = holds.iter().map(|h| Event::SeatsSold { hold: h.clone() }).collect();
+                Ok((Reply::Holds(holds), events))
             }
             Command::Block { seats } => {
                 self.check_list(seats)?;
@@ -698,6 +720,7 @@ fn outcome_name(cmd: &Command, result: Result<&Reply, &Reject>) -> &'static str 
             Command::HoldBestAvailable { .. } => "ok HoldBestAvailable",
             Command::Release { .. } => "ok Release",
             Command::Confirm { .. } => "ok Confirm",
+            Command::ConfirmAll { .. } => "ok ConfirmAll",
             Command::Block { .. } => "ok Block",
             Command::Unblock { .. } => "ok Unblock",
             Command::SetStatus { .. } => "ok SetStatus",
@@ -979,7 +1002,11 @@ impl Sim {
                 };
                 Command::Release { hold_id, customer }
             }
-            62..=75 => Command::Confirm { hold_id: self.existing_hold_id() },
+            62..=70 => Command::Confirm { hold_id: self.existing_hold_id() },
+            71..=75 => {
+                let n = 1 + self.rng.below(3) as usize;
+                Command::ConfirmAll { hold_ids: (0..n).map(|_| self.existing_hold_id()).collect() }
+            }
             76..=82 => Command::Block { seats: self.seat_list(SeatState::Available, 4) },
             83..=89 => Command::Unblock { seats: self.seat_list(SeatState::Blocked, 4) },
             90..=92 => Command::SetStatus { to: self.gen_status() },

@@ -1,0 +1,699 @@
+//! An order and its saga as a deterministic state machine.
+//!
+//! `Order::apply(input, now)` moves the order: it either returns what
+//! happened (domain events for the outbox, an email to queue) with the order
+//! already changed, or an `OrderReject` with the order untouched. The saga
+//! actor does the IO its `step` asks for (call the payment provider, confirm
+//! holds at the event actor, render the PDF, ...), feeds the result back as
+//! an input and persists the order after every transition. A crash between
+//! two transitions resumes at the persisted step; every step's IO is keyed
+//! so that doing it twice has the effect of doing it once.
+//!
+//! ```text
+//!  AwaitPayment ──Pay──▶ Authorize ──Authorized──▶ Confirm ──Confirmed──▶ Capture ──Captured──▶ Issue ─▶ Render ─▶ Notify ─▶ Done
+//!     │  hold deadline        │ timeout ▶ QueryStatus        │ holds gone (expired, released, event cancelled)        (fulfilled)
+//!     ▼                       │ Declined                     ▼
+//!   Done (expired)            ▼                            Refund ──Refunded──▶ Done (refunded)
+//!     Cancel ─▶ Release ◀─────┘ ──Released──▶ Done (payment failed / cancelled)
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::ids::{CustomerId, EventId, HoldId, Millis, Money, OrderId, PaymentId, SeatIdx, TicketId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    PendingPayment,
+    Paid,
+    Fulfilled,
+    Cancelled,
+    Expired,
+    PaymentFailed,
+    Refunded,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::PendingPayment,
+        OrderStatus::Paid,
+        OrderStatus::Fulfilled,
+        OrderStatus::Cancelled,
+        OrderStatus::Expired,
+        OrderStatus::PaymentFailed,
+        OrderStatus::Refunded,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Fulfilled => "fulfilled",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+            OrderStatus::PaymentFailed => "payment_failed",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        OrderStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Where the saga stands: what it must do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Waiting for the customer to pay, until the first hold expires.
+    AwaitPayment,
+    /// An authorization was sent to the provider; waiting for its answer
+    /// until `deadline`.
+    Authorize,
+    /// The provider did not answer in time: ask it for the attempt's status.
+    QueryStatus,
+    /// Authorized: sell the held seats through the event actor.
+    Confirm,
+    /// Seats sold: take the money.
+    Capture,
+    /// Paid: write one ticket per seat.
+    Issue,
+    /// Render the order's PDF.
+    Render,
+    /// Queue the confirmation email and wait for its delivery.
+    Notify,
+    /// Compensation: give the held seats back.
+    Release,
+    /// Compensation: void the authorization or refund the capture.
+    Refund,
+    Done,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::AwaitPayment => "await_payment",
+            Step::Authorize => "authorize",
+            Step::QueryStatus => "query_status",
+            Step::Confirm => "confirm",
+            Step::Capture => "capture",
+            Step::Issue => "issue",
+            Step::Render => "render",
+            Step::Notify => "notify",
+            Step::Release => "release",
+            Step::Refund => "refund",
+            Step::Done => "done",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Sent to the provider, no answer yet.
+    Pending,
+    Authorized,
+    Captured,
+    Declined,
+    /// Voided before capture or refunded after.
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Authorized => "authorized",
+            PaymentStatus::Captured => "captured",
+            PaymentStatus::Declined => "declined",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+}
+
+/// One payment attempt. Its id is also the provider-side idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub amount: Money,
+    pub card_last4: String,
+    pub status: PaymentStatus,
+    pub provider_ref: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub hold_id: HoldId,
+    pub seat: SeatIdx,
+    pub price: Money,
+}
+
+/// Why a closed-down order ended the way it did, kept for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: OrderId,
+    pub event_id: EventId,
+    pub customer: CustomerId,
+    /// Where the tickets and notices go.
+    pub email: String,
+    pub holds: Vec<HoldId>,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub status: OrderStatus,
+    pub step: Step,
+    /// The earliest expiry of the order's holds: pay before it.
+    pub pay_by: Millis,
+    /// When the current step gives up waiting (the provider's answer).
+    pub deadline: Option<Millis>,
+    pub payments: Vec<Payment>,
+    /// Tickets issued for this order, in seat order.
+    pub tickets: Vec<TicketId>,
+    /// Asked to cancel while a payment was in flight; honoured once it settles.
+    pub cancel_requested: bool,
+    /// Status to take when the running compensation ends.
+    pub ends_as: Option<OrderStatus>,
+    pub note: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderInput {
+    // -- from the customer
+    Pay {
+        payment_id: PaymentId,
+        card_last4: String,
+        timeout_ms: u64,
+    },
+    Cancel,
+    // -- from timers
+    PayDeadlinePassed,
+    ProviderTimedOut,
+    // -- from the provider
+    Authorized {
+        provider_ref: String,
+    },
+    Declined {
+        reason: String,
+    },
+    /// The status query says the provider never received the attempt.
+    ProviderNeverSaw {
+        timeout_ms: u64,
+    },
+    Captured,
+    Refunded,
+    // -- from the event actor
+    Confirmed,
+    HoldsGone {
+        reason: String,
+    },
+    Released,
+    EventCancelled,
+    // -- from fulfillment and notification
+    TicketsIssued {
+        tickets: Vec<TicketId>,
+    },
+    Rendered,
+    Delivered,
+}
+
+/// Refusals of customer inputs, closed and ordered by precedence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderReject {
+    /// Pay or cancel on an order that has ended (or is past paying).
+    OrderClosed { status: OrderStatus },
+    /// The hold ran out before a payment was asked for.
+    PayDeadlinePassed { pay_by: Millis },
+    /// A payment is already in flight or done.
+    PaymentInProgress,
+    /// Paid orders are refunded, not cancelled.
+    AlreadyPaid,
+}
+
+impl fmt::Display for OrderReject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrderReject::OrderClosed { status } => write!(f, "the order is {}", status.as_str()),
+            OrderReject::PayDeadlinePassed { pay_by } => write!(f, "the order's holds expired at {} ms", pay_by.0),
+            OrderReject::PaymentInProgress => f.write_str("a payment for this order is already in progress"),
+            OrderReject::AlreadyPaid => f.write_str("the order is paid; it can be refunded, not cancelled"),
+        }
+    }
+}
+
+/// Facts for the outbox, one per transition that matters outside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    PaymentSucceeded { payment_id: PaymentId },
+    PaymentFailed { payment_id: PaymentId, reason: String },
+    OrderExpired,
+    OrderCancelled,
+    TicketsIssued { tickets: Vec<TicketId> },
+    OrderRefunded { payment_id: Option<PaymentId> },
+    OrderFulfilled,
+}
+
+/// Emails the order sends, at most one of each kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailKind {
+    Confirmation,
+    Expired,
+    PaymentFailed,
+    Refunded,
+    Cancelled,
+}
+
+impl MailKind {
+    pub const ALL: [MailKind; 5] =
+        [MailKind::Confirmation, MailKind::Expired, MailKind::PaymentFailed, MailKind::Refunded, MailKind::Cancelled];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Confirmation => "confirmation",
+            MailKind::Expired => "expired",
+            MailKind::PaymentFailed => "payment_failed",
+            MailKind::Refunded => "refunded",
+            MailKind::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<MailKind> {
+        MailKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What one transition produced, for the store to write with the order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transition {
+    pub events: Vec<OrderEvent>,
+    pub mail: Option<MailKind>,
+}
+
+impl Transition {
+    fn with(events: Vec<OrderEvent>, mail: Option<MailKind>) -> Self {
+        Transition { events, mail }
+    }
+}
+
+impl Order {
+    pub fn seats(&self) -> Vec<SeatIdx> {
+        self.lines.iter().map(|l| l.seat).collect()
+    }
+
+    pub fn current_payment(&self) -> Option<&Payment> {
+        self.payments.last()
+    }
+
+    fn payment_mut(&mut self) -> &mut Payment {
+        self.payments.last_mut().expect("a step past AwaitPayment has a payment")
+    }
+
+    /// The saga has work left (it is not parked at `Done`).
+    pub fn is_live(&self) -> bool {
+        self.step != Step::Done
+    }
+
+    /// Moves the order. Inputs that do not fit the step are stale (a late
+    /// timer, a replayed answer) and change nothing: `Ok` with no events.
+    pub fn apply(&mut self, input: OrderInput, now: Millis) -> Result<Transition, OrderReject> {
+        let before = self.clone();
+        let out = self.transition(input, now);
+        match &out {
+            Ok(_) => {
+                if *self != before {
+                    self.updated_at = now.max(self.updated_at);
+                }
+            }
+            Err(_) => assert_eq!(*self, before, "a rejected input changed order {}", self.id),
+        }
+        if let Err(e) = self.check_invariants() {
+            panic!("order invariant broken for order {}: {e}", self.id);
+        }
+        out
+    }
+
+    fn transition(&mut self, input: OrderInput, now: Millis) -> Result<Transition, OrderReject> {
+        use OrderInput as I;
+        let step = self.step;
+        Ok(match (step, input) {
+            // -- the customer
+            (Step::AwaitPayment, I::Pay { payment_id, card_last4, timeout_ms }) => {
+                if now >= self.pay_by {
+                    return Err(OrderReject::PayDeadlinePassed { pay_by: self.pay_by });
+                }
+                self.payments.push(Payment {
+                    id: payment_id,
+                    amount: self.total,
+                    card_last4,
+                    status: PaymentStatus::Pending,
+                    provider_ref: None,
+                    reason: None,
+                    created_at: now,
+                    updated_at: now,
+                });
+                self.step = Step::Authorize;
+                self.deadline = Some(now.plus_ms(timeout_ms));
+                Transition::default()
+            }
+            (_, I::Pay { .. }) => return Err(self.closed_or(OrderReject::PaymentInProgress)),
+            (Step::AwaitPayment, I::Cancel) => {
+                self.step = Step::Release;
+                self.ends_as = Some(OrderStatus::Cancelled);
+                Transition::default()
+            }
+            (Step::Authorize | Step::QueryStatus, I::Cancel) => {
+                self.cancel_requested = true;
+                Transition::default()
+            }
+            (_, I::Cancel) => {
+                if self.status == OrderStatus::PendingPayment {
+                    // Already on its way out (releasing, refunding).
+                    Transition::default()
+                } else if matches!(self.status, OrderStatus::Paid | OrderStatus::Fulfilled) {
+                    return Err(OrderReject::AlreadyPaid);
+                } else {
+                    return Err(OrderReject::OrderClosed { status: self.status });
+                }
+            }
+            // -- timers
+            (Step::AwaitPayment, I::PayDeadlinePassed) if now >= self.pay_by => {
+                // The event actor expires the holds itself: nothing to release.
+                self.finish(OrderStatus::Expired, now);
+                Transition::with(vec![OrderEvent::OrderExpired], Some(MailKind::Expired))
+            }
+            (Step::Authorize, I::ProviderTimedOut) if self.deadline.is_some_and(|d| now >= d) => {
+                self.step = Step::QueryStatus;
+                self.deadline = None;
+                Transition::default()
+            }
+            (Step::QueryStatus, I::ProviderNeverSaw { timeout_ms }) => {
+                // The request was lost on the way: send it again, same key.
+                self.step = Step::Authorize;
+                self.deadline = Some(now.plus_ms(timeout_ms));
+                Transition::default()
+            }
+            // -- the provider
+            (Step::Authorize | Step::QueryStatus, I::Authorized { provider_ref }) => {
+                let p = self.payment_mut();
+                p.status = PaymentStatus::Authorized;
+                p.provider_ref = Some(provider_ref);
+                p.updated_at = now;
+                self.deadline = None;
+                if self.cancel_requested {
+                    self.step = Step::Refund;
+                    self.ends_as = Some(OrderStatus::Cancelled);
+                } else {
+                    self.step = Step::Confirm;
+                }
+                Transition::default()
+            }
+            (Step::Authorize | Step::QueryStatus, I::Declined { reason }) => {
+                let p = self.payment_mut();
+                p.status = PaymentStatus::Declined;
+                p.reason = Some(reason.clone());
+                p.updated_at = now;
+                let payment_id = p.id;
+                self.deadline = None;
+                self.step = Step::Release;
+                self.ends_as = Some(if self.cancel_requested { OrderStatus::Cancelled } else { OrderStatus::PaymentFailed });
+                self.note = Some(reason.clone());
+                Transition::with(vec![OrderEvent::PaymentFailed { payment_id, reason }], None)
+            }
+            (Step::Capture, I::Captured) => {
+                let p = self.payment_mut();
+                p.status = PaymentStatus::Captured;
+                p.updated_at = now;
+                let payment_id = p.id;
+                self.status = OrderStatus::Paid;
+                self.step = Step::Issue;
+                Transition::with(vec![OrderEvent::PaymentSucceeded { payment_id }], None)
+            }
+            (Step::Refund, I::Refunded) => {
+                let p = self.payment_mut();
+                p.status = PaymentStatus::Refunded;
+                p.updated_at = now;
+                let payment_id = p.id;
+                if self.ends_as == Some(OrderStatus::Cancelled) && self.status == OrderStatus::PendingPayment {
+                    // Cancelled while the authorization was in flight: the
+                    // authorization is voided, and the seats are still held.
+                    self.step = Step::Release;
+                    return Ok(Transition::default());
+                }
+                let ends_as = self.ends_as.take().unwrap_or(OrderStatus::Refunded);
+                self.finish(ends_as, now);
+                let (event, mail) = match ends_as {
+                    OrderStatus::Cancelled => (OrderEvent::OrderCancelled, MailKind::Cancelled),
+                    _ => (OrderEvent::OrderRefunded { payment_id: Some(payment_id) }, MailKind::Refunded),
+                };
+                Transition::with(vec![event], Some(mail))
+            }
+            // -- the event actor
+            (Step::Confirm, I::Confirmed) => {
+                self.step = Step::Capture;
+                Transition::default()
+            }
+            (Step::Confirm, I::HoldsGone { reason }) => {
+                // Authorized but the seats are gone (the hold expired while
+                // the provider was deciding): never sell, give the money back.
+                self.note = Some(reason);
+                self.step = Step::Refund;
+                self.ends_as = Some(OrderStatus::Refunded);
+                Transition::default()
+            }
+            (Step::Release, I::Released) => {
+                let ends_as = self.ends_as.take().unwrap_or(OrderStatus::Cancelled);
+                self.finish(ends_as, now);
+                match ends_as {
+                    OrderStatus::PaymentFailed => Transition::with(vec![], Some(MailKind::PaymentFailed)),
+                    _ => Transition::with(vec![OrderEvent::OrderCancelled], Some(MailKind::Cancelled)),
+                }
+            }
+            (Step::AwaitPayment, I::EventCancelled) => {
+                self.finish(OrderStatus::Cancelled, now);
+                Transition::with(vec![OrderEvent::OrderCancelled], Some(MailKind::Cancelled))
+            }
+            (Step::Authorize | Step::QueryStatus, I::EventCancelled) => {
+                self.cancel_requested = true;
+                Transition::default()
+            }
+            (Step::Confirm | Step::Capture | Step::Issue | Step::Render | Step::Notify | Step::Done, I::EventCancelled)
+                if matches!(self.status, OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Fulfilled)
+                    && self.current_payment().is_some_and(|p| matches!(p.status, PaymentStatus::Authorized | PaymentStatus::Captured)) =>
+            {
+                self.step = Step::Refund;
+                self.ends_as = Some(OrderStatus::Refunded);
+                self.note = Some("the event was cancelled".into());
+                Transition::default()
+            }
+            // -- fulfillment
+            (Step::Issue, I::TicketsIssued { tickets }) => {
+                assert_eq!(tickets.len(), self.lines.len(), "one ticket per seat");
+                self.tickets = tickets.clone();
+                self.step = Step::Render;
+                Transition::with(vec![OrderEvent::TicketsIssued { tickets }], None)
+            }
+            (Step::Render, I::Rendered) => {
+                self.step = Step::Notify;
+                Transition::with(vec![], Some(MailKind::Confirmation))
+            }
+            (Step::Notify, I::Delivered) => {
+                self.finish(OrderStatus::Fulfilled, now);
+                Transition::with(vec![OrderEvent::OrderFulfilled], None)
+            }
+            // Anything else is stale: a timer that fired after its step was
+            // left, an answer already applied. Nothing changes.
+            _ => Transition::default(),
+        })
+    }
+
+    fn closed_or(&self, otherwise: OrderReject) -> OrderReject {
+        if self.status == OrderStatus::PendingPayment { otherwise } else { OrderReject::OrderClosed { status: self.status } }
+    }
+
+    fn finish(&mut self, status: OrderStatus, now: Millis) {
+        self.status = status;
+        self.step = Step::Done;
+        self.deadline = None;
+        self.updated_at = now.max(self.updated_at);
+    }
+
+    /// What must hold after every transition (and on load).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.lines.is_empty() || self.holds.is_empty() {
+            return Err("O1 an order has seats and holds".into());
+        }
+        let sum: i64 = self.lines.iter().map(|l| l.price.minor).sum();
+        if sum != self.total.minor || self.lines.iter().any(|l| l.price.currency != self.total.currency) {
+            return Err(format!("O2 total {} is not the sum of the lines {sum}", self.total.minor));
+        }
+        let captured = self.payments.iter().any(|p| p.status == PaymentStatus::Captured);
+        if matches!(self.status, OrderStatus::Paid | OrderStatus::Fulfilled) && !captured {
+            return Err(format!("O3 order is {} without a captured payment", self.status.as_str()));
+        }
+        if self.status == OrderStatus::Fulfilled && self.tickets.len() != self.lines.len() {
+            return Err("O4 a fulfilled order has one ticket per seat".into());
+        }
+        if self.step == Step::Done && self.payments.iter().any(|p| p.status == PaymentStatus::Authorized) {
+            return Err("O5 a finished order keeps no authorization open".into());
+        }
+        if self.step == Step::Done && self.status == OrderStatus::PendingPayment {
+            return Err("O6 a finished order is not pending payment".into());
+        }
+        if matches!(self.status, OrderStatus::Refunded | OrderStatus::Cancelled | OrderStatus::PaymentFailed)
+            && self.step == Step::Done
+            && self.payments.iter().any(|p| p.status == PaymentStatus::Captured)
+        {
+            return Err(format!("O7 order is {} but money is still captured", self.status.as_str()));
+        }
+        if self.payments.iter().filter(|p| matches!(p.status, PaymentStatus::Pending | PaymentStatus::Authorized)).count() > 1 {
+            return Err("O8 at most one payment in flight".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Currency;
+    use uuid::Uuid;
+
+    const T0: Millis = Millis(1_000_000);
+
+    fn order() -> Order {
+        let eur = Currency::parse("EUR").unwrap();
+        let hold = HoldId(Uuid::from_u128(5));
+        Order {
+            id: OrderId(Uuid::from_u128(1)),
+            event_id: EventId(Uuid::from_u128(2)),
+            customer: CustomerId::parse("alice").unwrap(),
+            email: "alice@example.com".into(),
+            holds: vec![hold],
+            lines: vec![
+                OrderLine { hold_id: hold, seat: SeatIdx(1), price: Money { minor: 5000, currency: eur } },
+                OrderLine { hold_id: hold, seat: SeatIdx(2), price: Money { minor: 3000, currency: eur } },
+            ],
+            total: Money { minor: 8000, currency: eur },
+            status: OrderStatus::PendingPayment,
+            step: Step::AwaitPayment,
+            pay_by: Millis(T0.0 + 60_000),
+            deadline: None,
+            payments: vec![],
+            tickets: vec![],
+            cancel_requested: false,
+            ends_as: None,
+            note: None,
+            created_at: T0,
+            updated_at: T0,
+        }
+    }
+
+    fn pay() -> OrderInput {
+        OrderInput::Pay { payment_id: PaymentId(Uuid::from_u128(7)), card_last4: "4242".into(), timeout_ms: 10_000 }
+    }
+
+    #[test]
+    fn happy_path_ends_fulfilled_with_one_email() {
+        let mut o = order();
+        o.apply(pay(), T0).unwrap();
+        assert_eq!(o.step, Step::Authorize);
+        o.apply(OrderInput::Authorized { provider_ref: "p1".into() }, T0).unwrap();
+        o.apply(OrderInput::Confirmed, T0).unwrap();
+        let t = o.apply(OrderInput::Captured, T0).unwrap();
+        assert_eq!(o.status, OrderStatus::Paid);
+        assert!(matches!(t.events[..], [OrderEvent::PaymentSucceeded { .. }]));
+        let tickets = vec![TicketId(Uuid::from_u128(11)), TicketId(Uuid::from_u128(12))];
+        o.apply(OrderInput::TicketsIssued { tickets }, T0).unwrap();
+        assert_eq!(o.apply(OrderInput::Rendered, T0).unwrap().mail, Some(MailKind::Confirmation));
+        // A replayed answer is stale and changes nothing.
+        assert_eq!(o.apply(OrderInput::Captured, T0).unwrap(), Transition::default());
+        o.apply(OrderInput::Delivered, T0).unwrap();
+        assert_eq!((o.status, o.step), (OrderStatus::Fulfilled, Step::Done));
+    }
+
+    #[test]
+    fn a_decline_releases_the_seats_and_fails_the_order() {
+        let mut o = order();
+        o.apply(pay(), T0).unwrap();
+        let t = o.apply(OrderInput::Declined { reason: "card_declined".into() }, T0).unwrap();
+        assert!(matches!(t.events[..], [OrderEvent::PaymentFailed { .. }]));
+        assert_eq!(o.step, Step::Release);
+        let t = o.apply(OrderInput::Released, T0).unwrap();
+        assert_eq!((o.status, t.mail), (OrderStatus::PaymentFailed, Some(MailKind::PaymentFailed)));
+        assert_eq!(o.apply(pay(), T0).unwrap_err(), OrderReject::OrderClosed { status: OrderStatus::PaymentFailed });
+    }
+
+    #[test]
+    fn authorized_after_the_hold_expired_is_refunded_never_sold() {
+        let mut o = order();
+        o.apply(pay(), T0).unwrap();
+        o.apply(OrderInput::Authorized { provider_ref: "p1".into() }, T0).unwrap();
+        o.apply(OrderInput::HoldsGone { reason: "hold expired".into() }, T0).unwrap();
+        assert_eq!(o.step, Step::Refund);
+        let t = o.apply(OrderInput::Refunded, T0).unwrap();
+        assert_eq!((o.status, t.mail), (OrderStatus::Refunded, Some(MailKind::Refunded)));
+        assert_eq!(o.payments[0].status, PaymentStatus::Refunded);
+    }
+
+    #[test]
+    fn an_unanswered_provider_is_asked_for_the_status() {
+        let mut o = order();
+        o.apply(pay(), T0).unwrap();
+        // Too early: stale.
+        o.apply(OrderInput::ProviderTimedOut, T0).unwrap();
+        assert_eq!(o.step, Step::Authorize);
+        o.apply(OrderInput::ProviderTimedOut, Millis(T0.0 + 10_000)).unwrap();
+        assert_eq!(o.step, Step::QueryStatus);
+        o.apply(OrderInput::Declined { reason: "no answer from the issuer".into() }, Millis(T0.0 + 10_001)).unwrap();
+        assert_eq!(o.step, Step::Release);
+    }
+
+    #[test]
+    fn pay_after_the_deadline_and_expiry() {
+        let mut o = order();
+        assert_eq!(o.apply(pay(), o.pay_by).unwrap_err(), OrderReject::PayDeadlinePassed { pay_by: o.pay_by });
+        o.apply(OrderInput::PayDeadlinePassed, Millis(T0.0 + 1)).unwrap();
+        assert_eq!(o.step, Step::AwaitPayment, "a timer that fires early changes nothing");
+        let t = o.apply(OrderInput::PayDeadlinePassed, o.pay_by).unwrap();
+        assert_eq!((o.status, t.mail), (OrderStatus::Expired, Some(MailKind::Expired)));
+    }
+
+    #[test]
+    fn cancel_during_payment_waits_and_then_refunds() {
+        let mut o = order();
+        o.apply(pay(), T0).unwrap();
+        o.apply(OrderInput::Cancel, T0).unwrap();
+        o.apply(OrderInput::Authorized { provider_ref: "p".into() }, T0).unwrap();
+        assert_eq!(o.step, Step::Refund);
+        o.apply(OrderInput::Refunded, T0).unwrap();
+        assert_eq!(o.step, Step::Release, "the voided order still gives its held seats back");
+        assert_eq!(o.payments[0].status, PaymentStatus::Refunded);
+        let t = o.apply(OrderInput::Released, T0).unwrap();
+        assert_eq!((o.status, t.mail), (OrderStatus::Cancelled, Some(MailKind::Cancelled)));
+        assert!(matches!(t.events[..], [OrderEvent::OrderCancelled]));
+    }
+
+    #[test]
+    fn event_cancellation_refunds_a_fulfilled_order() {
+        let mut o = order();
+        for i in [
+            pay(),
+            OrderInput::Authorized { provider_ref: "p".into() },
+            OrderInput::Confirmed,
+            OrderInput::Captured,
+            OrderInput::TicketsIssued { tickets: vec![TicketId(Uuid::from_u128(1)), TicketId(Uuid::from_u128(2))] },
+            OrderInput::Rendered,
+            OrderInput::Delivered,
+        ] {
+            o.apply(i, T0).unwrap();
+        }
+        assert_eq!(o.apply(OrderInput::Cancel, T0).unwrap_err(), OrderReject::AlreadyPaid);
+        o.apply(OrderInput::EventCancelled, T0).unwrap();
+        assert_eq!(o.step, Step::Refund);
+        let t = o.apply(OrderInput::Refunded, T0).unwrap();
+        assert_eq!((o.status, t.mail), (OrderStatus::Refunded, Some(MailKind::Refunded)));
+        // A second cancellation finds nothing to refund.
+        assert_eq!(o.apply(OrderInput::EventCancelled, T0).unwrap(), Transition::default());
+    }
+}

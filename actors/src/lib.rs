@@ -5,9 +5,12 @@
 pub mod clock;
 pub mod event;
 pub mod ports;
+pub mod postman;
 pub mod registry;
+pub mod saga;
 
 pub use clock::Clock;
 pub use event::{BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatChange, SeatMapView};
 pub use ports::*;
 pub use registry::{Registry, RegistryConfig};
+pub use saga::{CardVault, SagaConfig, SagaDeps, SagaError, Sagas};

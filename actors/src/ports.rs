@@ -6,7 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use usher_engine::{Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Layout, Millis, Snapshot, VenueId, VenueSpec};
+use usher_engine::{
+    CustomerId, Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Layout, MailKind, Millis, Money, Order, OrderId,
+    PaymentId, SeatIdx, Snapshot, TicketId, Transition, VenueId, VenueSpec,
+};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -17,6 +20,9 @@ pub enum StoreError {
     Fenced { event_id: EventId, epoch: i64 },
     #[error("not found: {0}")]
     NotFound(String),
+    /// Someone else wrote the row since we read it.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Stored data that breaks an invariant; a person must look.
     #[error("corrupt: {0}")]
     Corrupt(String),
@@ -97,4 +103,292 @@ pub trait Store: Send + Sync + 'static {
     fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<i64, StoreError>>;
     fn load_event(&self, id: EventId, now: Millis) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>>;
     fn commit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+// ---------------------------------------------------------------------------
+// Payment: the provider behind a port. The simulated adapter lives in
+// `usher-adapters`; a real one would translate a PSP's API the same way.
+
+/// What the saga asks the provider to authorize. `key` is the provider-side
+/// idempotency key: asking twice with one key answers the first outcome.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    pub key: String,
+    pub reference: String,
+    pub amount: Money,
+    /// The card number as the customer typed it (digits only after parsing).
+    pub card_number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PaymentOutcome {
+    Authorized { provider_ref: String },
+    Declined { reason: String },
+}
+
+/// What the provider knows of an attempt, asked when it did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ProviderStatus {
+    /// Never heard of that key: the request did not reach it.
+    Unknown,
+    /// Still deciding.
+    Pending,
+    Authorized {
+        provider_ref: String,
+    },
+    Captured {
+        provider_ref: String,
+    },
+    Declined {
+        reason: String,
+    },
+    Refunded {
+        provider_ref: String,
+    },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// Could not reach the provider, or it failed; retrying may work.
+    #[error("payment provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused the request itself (unknown reference, ...).
+    #[error("payment provider refused: {0}")]
+    Refused(String),
+}
+
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// May never answer (a provider that hangs): callers put a timeout on it.
+    fn authorize(&self, req: AuthorizeRequest) -> BoxFuture<'_, Result<PaymentOutcome, ProviderError>>;
+    fn capture<'a>(&'a self, key: &'a str, provider_ref: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// Voids an authorization or refunds a capture; refunding twice is a no-op.
+    fn refund<'a>(&'a self, key: &'a str, provider_ref: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+    /// The provider's view of an attempt, by the key it was authorized with.
+    fn status<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ProviderStatus, ProviderError>>;
+}
+
+// ---------------------------------------------------------------------------
+// Fulfillment: rendering an order's tickets to one PDF.
+
+/// One page of the PDF. Every field is already formatted for people.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TicketDoc {
+    pub ticket_id: String,
+    pub section: String,
+    pub row: String,
+    pub number: u32,
+    pub category: String,
+    /// E.g. "EUR 50.00".
+    pub price: String,
+    /// The signed ticket code; the QR code carries exactly this text.
+    pub code: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct OrderDoc {
+    pub order_number: String,
+    pub event_name: String,
+    pub venue_name: String,
+    /// E.g. "2026-12-01 20:00 UTC".
+    pub starts_at: String,
+    pub holder: String,
+    pub tickets: Vec<TicketDoc>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("rendering failed: {0}")]
+pub struct RenderError(pub String);
+
+/// Blocking and CPU-bound: callers run it on a bounded worker pool, never on
+/// an actor's task.
+pub trait TicketRenderer: Send + Sync + 'static {
+    fn render(&self, doc: &OrderDoc) -> Result<Vec<u8>, RenderError>;
+}
+
+// ---------------------------------------------------------------------------
+// Notification: sending one email.
+
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Email {
+    /// Stable per (order, kind), so a receiver can tell a resend apart.
+    pub message_id: String,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MailError {
+    /// The server is down or answered 4xx: retry later.
+    #[error("mail delivery failed, will retry: {0}")]
+    Transient(String),
+    /// The message can never be delivered as it is (5xx, bad address).
+    #[error("mail delivery failed for good: {0}")]
+    Permanent(String),
+}
+
+pub trait Mailer: Send + Sync + 'static {
+    fn send<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<(), MailError>>;
+    /// Where mail goes, for logs and the start banner.
+    fn describe(&self) -> String;
+}
+
+// ---------------------------------------------------------------------------
+// Orders, tickets, scans and the email queue: the saga's storage.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    Valid,
+    Refunded,
+}
+
+impl TicketStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketStatus::Valid => "valid",
+            TicketStatus::Refunded => "refunded",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TicketStatus> {
+        [TicketStatus::Valid, TicketStatus::Refunded].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub id: TicketId,
+    pub order_id: OrderId,
+    pub event_id: EventId,
+    pub seat: SeatIdx,
+    pub seat_label: String,
+    pub price: Money,
+    pub code: String,
+    pub status: TicketStatus,
+    pub issued_at: Millis,
+}
+
+/// An order as stored, with its optimistic-concurrency version.
+#[derive(Debug, Clone)]
+pub struct StoredOrder {
+    pub order: Order,
+    pub version: i64,
+}
+
+/// One saga transition, written in one transaction: the order, its new
+/// tickets, its outbox messages and its queued email.
+pub struct OrderWrite<'a> {
+    pub order: &'a Order,
+    /// The version read; the write fails with `StoreError::Conflict` if the
+    /// stored one moved (two writers for one order).
+    pub version: i64,
+    pub transition: &'a Transition,
+    pub new_tickets: &'a [TicketRecord],
+    /// Seat labels for the outbox payloads, in the order's line order.
+    pub seat_labels: &'a [String],
+    pub now: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderCreated {
+    New,
+    /// The key made this order before: the retry gets it.
+    Replayed(OrderId),
+    KeyReused,
+    /// A hold already belongs to another order.
+    HoldInOrder {
+        hold_id: HoldId,
+        order_id: OrderId,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub customer: Option<CustomerId>,
+    pub event_id: Option<EventId>,
+    /// Keyset pagination, newest first: orders strictly before (created_at, id).
+    pub before: Option<(Millis, OrderId)>,
+    pub limit: u32,
+}
+
+/// The first admission of a ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRecord {
+    pub gate: String,
+    pub key: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMail {
+    pub order_id: OrderId,
+    pub kind: MailKind,
+    pub recipient: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailState {
+    Pending,
+    Sent,
+    Failed,
+}
+
+pub trait OrderStore: Send + Sync + 'static {
+    /// Creates an order (status pending payment) with its order-created
+    /// outbox message, unless the key or a hold was used before.
+    fn create_order<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: u64,
+        order: &'a Order,
+        seat_labels: &'a [String],
+    ) -> BoxFuture<'a, Result<OrderCreated, StoreError>>;
+    fn save_order<'a>(&'a self, w: OrderWrite<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn get_order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<StoredOrder>, StoreError>>;
+    fn list_orders(&self, filter: OrderFilter) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
+    /// Orders whose saga has work left (step is not done), to resume at start.
+    fn live_orders(&self) -> BoxFuture<'_, Result<Vec<StoredOrder>, StoreError>>;
+    /// Orders of an event that are paid, fulfilled or still pending payment.
+    fn open_orders_of_event(&self, event_id: EventId) -> BoxFuture<'_, Result<Vec<OrderId>, StoreError>>;
+    fn find_payment(&self, id: PaymentId) -> BoxFuture<'_, Result<Option<OrderId>, StoreError>>;
+    /// A keyed command on an existing resource (pay, cancel, scan): inserts
+    /// the key or tells what it stood for.
+    fn claim_command<'a>(
+        &'a self,
+        key: &'a str,
+        fingerprint: u64,
+        resource: &'a str,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Created<String>, StoreError>>;
+
+    /// What a command key stands for, if it was used: (fingerprint, resource).
+    fn lookup_command<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<(u64, String)>, StoreError>>;
+
+    fn tickets_of_order(&self, order: OrderId) -> BoxFuture<'_, Result<Vec<TicketRecord>, StoreError>>;
+    fn get_ticket(&self, id: TicketId) -> BoxFuture<'_, Result<Option<TicketRecord>, StoreError>>;
+    /// Records the first scan of a ticket, or returns the one already there.
+    /// Exactly one concurrent caller gets `Ok(None)` (it was first).
+    fn record_scan<'a>(
+        &'a self,
+        ticket: TicketId,
+        gate: &'a str,
+        key: &'a str,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<Option<ScanRecord>, StoreError>>;
+
+    fn due_mail(&self, now: Millis, limit: u32) -> BoxFuture<'_, Result<Vec<QueuedMail>, StoreError>>;
+    fn mail_sent(&self, order: OrderId, kind: MailKind, now: Millis) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn mail_retry<'a>(&'a self, order: OrderId, kind: MailKind, next_at: Millis, error: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn mail_failed<'a>(&'a self, order: OrderId, kind: MailKind, error: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn mail_state(&self, order: OrderId, kind: MailKind) -> BoxFuture<'_, Result<Option<MailState>, StoreError>>;
 }

@@ -1,0 +1,199 @@
+//! The postman: delivers the email queue (`notifications`), one message per
+//! order and kind. A failed delivery is retried with a doubling back-off
+//! while the server is down; a message the server refuses for good is marked
+//! failed and logged at ERROR. A delivered confirmation tells the order's saga.
+//!
+//! Delivery is at least once: a crash after the server took a message and
+//! before it is marked sent sends it again at the next start. The Message-ID
+//! is the same on every attempt, so a receiver can drop the copy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{error, info, warn};
+
+use usher_engine::{MailKind, Order};
+
+use crate::ports::{Attachment, Email, MailError, Mailer, QueuedMail};
+use crate::saga::{Sagas, format_money, format_time, order_number};
+
+#[derive(Clone, Debug)]
+pub struct PostmanConfig {
+    pub from: String,
+    /// How often the queue is looked at when nothing wakes the postman.
+    pub poll_ms: u64,
+    pub retry_ms_min: u64,
+    pub retry_ms_max: u64,
+}
+
+impl Default for PostmanConfig {
+    fn default() -> Self {
+        PostmanConfig { from: "Usher Tickets <tickets@usher.local>".into(), poll_ms: 1_000, retry_ms_min: 1_000, retry_ms_max: 60_000 }
+    }
+}
+
+pub enum PostmanMsg {
+    Tick,
+}
+
+pub struct Postman;
+
+pub struct PostmanArgs {
+    pub mailer: Arc<dyn Mailer>,
+    pub sagas: Sagas,
+    pub cfg: PostmanConfig,
+}
+
+/// Messages per look at the queue.
+const MAIL_BATCH_MAX: u32 = 32;
+
+impl Actor for Postman {
+    type Msg = PostmanMsg;
+    type State = PostmanArgs;
+    type Arguments = PostmanArgs;
+
+    async fn pre_start(&self, myself: ActorRef<PostmanMsg>, args: PostmanArgs) -> Result<PostmanArgs, ActorProcessingErr> {
+        info!(to = %args.mailer.describe(), "postman delivering email");
+        myself.cast(PostmanMsg::Tick)?;
+        Ok(args)
+    }
+
+    async fn handle(&self, myself: ActorRef<PostmanMsg>, _msg: PostmanMsg, s: &mut PostmanArgs) -> Result<(), ActorProcessingErr> {
+        let deps = &s.sagas.deps;
+        let now = deps.clock.now();
+        match deps.orders.due_mail(now, MAIL_BATCH_MAX).await {
+            Ok(due) => {
+                for m in due {
+                    deliver(s, m).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the email queue"),
+        }
+        myself.send_after(Duration::from_millis(s.cfg.poll_ms), || PostmanMsg::Tick);
+        Ok(())
+    }
+}
+
+async fn deliver(s: &PostmanArgs, m: QueuedMail) {
+    let deps = &s.sagas.deps;
+    let email = match compose(s, &m).await {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(order_id = %m.order_id, kind = m.kind.as_str(), error = %e, "cannot compose email; retrying later");
+            let next = deps.clock.now().plus_ms(s.cfg.retry_ms_max);
+            let _ = deps.orders.mail_retry(m.order_id, m.kind, next, &e).await;
+            return;
+        }
+    };
+    let now = deps.clock.now();
+    match s.mailer.send(&email).await {
+        Ok(()) => {
+            if let Err(e) = deps.orders.mail_sent(m.order_id, m.kind, now).await {
+                // Sent but not recorded: it will go again (same Message-ID).
+                error!(order_id = %m.order_id, kind = m.kind.as_str(), error = %e, "email sent but not recorded");
+                return;
+            }
+            info!(order_id = %m.order_id, kind = m.kind.as_str(), to = %m.recipient, "email delivered");
+            if m.kind == MailKind::Confirmation {
+                s.sagas.mail_delivered(m.order_id);
+            }
+        }
+        Err(MailError::Transient(e)) => {
+            let wait = backoff(s.cfg.retry_ms_min, s.cfg.retry_ms_max, m.attempts);
+            warn!(order_id = %m.order_id, kind = m.kind.as_str(), error = %e, retry_in_ms = wait, "email delivery failed; will retry");
+            let _ = deps.orders.mail_retry(m.order_id, m.kind, now.plus_ms(wait), &e).await;
+        }
+        Err(MailError::Permanent(e)) => {
+            error!(order_id = %m.order_id, kind = m.kind.as_str(), error = %e, "email refused for good");
+            let _ = deps.orders.mail_failed(m.order_id, m.kind, &e).await;
+            if m.kind == MailKind::Confirmation {
+                s.sagas.mail_delivered(m.order_id);
+            }
+        }
+    }
+}
+
+pub fn backoff(min_ms: u64, max_ms: u64, attempts: u32) -> u64 {
+    min_ms.saturating_mul(1u64 << attempts.min(20)).min(max_ms)
+}
+
+async fn compose(s: &PostmanArgs, m: &QueuedMail) -> Result<Email, String> {
+    let deps = &s.sagas.deps;
+    let order: Order = deps.orders.get_order(m.order_id).await.map_err(|e| e.to_string())?.ok_or("order not found")?.order;
+    let event = deps.store.get_event(order.event_id).await.map_err(|e| e.to_string())?.ok_or("event not found")?;
+    let number = order_number(order.id);
+    let when = format_time(event.starts_at);
+    let total = format_money(order.total.minor, order.total.currency.as_str());
+    let seats = order.lines.len();
+    let (subject, text, attachments) = match m.kind {
+        MailKind::Confirmation => {
+            let path = deps.pdf_path(order.id);
+            let bytes = tokio::fs::read(&path).await.map_err(|e| format!("read {}: {e}", path.display()))?;
+            (
+                format!("Your tickets for {} — order {number}", event.name),
+                format!(
+                    "Hello {},\n\nthank you for your order {number}: {seats} ticket(s) for {} on {when}, {total} paid.\n\
+                     Your tickets are attached as a PDF, one page per seat. Show the QR code at the gate.\n\nUsher\n",
+                    order.customer.as_str(),
+                    event.name
+                ),
+                vec![Attachment { filename: format!("tickets-{number}.pdf"), content_type: "application/pdf".into(), bytes }],
+            )
+        }
+        MailKind::Expired => (
+            format!("Your order {number} expired"),
+            format!(
+                "Hello,\n\nyour order {number} for {} was not paid before its seats were released. Nothing was charged.\n\nUsher\n",
+                event.name
+            ),
+            vec![],
+        ),
+        MailKind::PaymentFailed => (
+            format!("Payment failed for order {number}"),
+            format!(
+                "Hello,\n\nthe payment for your order {number} for {} did not go through ({}). Nothing was charged and the seats were released.\n\nUsher\n",
+                event.name,
+                order.note.clone().unwrap_or_default()
+            ),
+            vec![],
+        ),
+        MailKind::Refunded => (
+            format!("Refund for order {number}"),
+            format!(
+                "Hello,\n\nyour order {number} for {} was refunded: {total} ({}). Its tickets are no longer valid.\n\nUsher\n",
+                event.name,
+                order.note.clone().unwrap_or_default()
+            ),
+            vec![],
+        ),
+        MailKind::Cancelled => (
+            format!("Order {number} cancelled"),
+            format!("Hello,\n\nyour order {number} for {} was cancelled. Nothing was charged.\n\nUsher\n", event.name),
+            vec![],
+        ),
+    };
+    Ok(Email {
+        message_id: format!("<{}.{}@usher.local>", order.id.0.simple(), m.kind.as_str()),
+        from: s.cfg.from.clone(),
+        to: m.recipient.clone(),
+        subject,
+        text,
+        attachments,
+    })
+}
+
+/// Starts the postman (linked to nothing: it has no state to lose).
+pub async fn start(args: PostmanArgs) -> Result<ActorRef<PostmanMsg>, String> {
+    Actor::spawn(None, Postman, args).await.map(|(a, _)| a).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(super::backoff(1000, 60_000, 0), 1000);
+        assert_eq!(super::backoff(1000, 60_000, 3), 8000);
+        assert_eq!(super::backoff(1000, 60_000, 30), 60_000);
+    }
+}

@@ -1,7 +1,11 @@
 //! Driven adapters. Only this crate knows SQL.
 
+pub mod mail;
+pub mod orders;
 pub mod outbox;
+pub mod payment;
+pub mod pdf;
 mod plan;
 pub mod sql;
 
-pub use sql::{PgStore, SqliteStore, connect};
+pub use sql::{PgStore, SqliteStore, connect, connect_all};

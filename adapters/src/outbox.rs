@@ -2,7 +2,7 @@
 
 use prost::Message;
 use prost_types::Timestamp;
-use usher_engine::{Event, EventId, Hold, Layout, Millis, SeatIdx};
+use usher_engine::{Event, EventId, Hold, Layout, Millis, Order, OrderEvent, SeatIdx};
 use usher_proto::events as pb;
 
 pub struct OutboxRow {
@@ -63,4 +63,88 @@ pub fn encode(event_id: EventId, layout: &Layout, now: Millis, event: &Event) ->
         }
     };
     OutboxRow { message_id, topic: topic(event), aggregate_id: event_id.to_string(), payload }
+}
+
+fn order_ref(order: &Order, labels: &[String]) -> pb::OrderRef {
+    pb::OrderRef {
+        order_id: order.id.to_string(),
+        customer_id: order.customer.as_str().to_owned(),
+        hold_ids: order.holds.iter().map(|h| h.to_string()).collect(),
+        seats: order_seats(order, labels),
+        total_minor: order.total.minor,
+        currency: order.total.currency.as_str().to_owned(),
+    }
+}
+
+fn order_seats(order: &Order, labels: &[String]) -> Vec<pb::OrderSeat> {
+    order
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| pb::OrderSeat {
+            seat_index: l.seat.0,
+            seat_id: labels.get(i).cloned().unwrap_or_default(),
+            hold_id: l.hold_id.to_string(),
+            price_minor: l.price.minor,
+        })
+        .collect()
+}
+
+/// An order's outbox rows are keyed by its event, like the event's own
+/// messages, so a consumer sees one event's story in order.
+fn order_row(order: &Order, topic: &'static str, now: Millis, make: impl FnOnce(Option<pb::Envelope>) -> Vec<u8>) -> OutboxRow {
+    let message_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let envelope =
+        Some(pb::Envelope { message_id: message_id.clone(), occurred_at: Some(timestamp(now)), event_id: order.event_id.to_string() });
+    OutboxRow { message_id, topic, aggregate_id: order.event_id.to_string(), payload: make(envelope) }
+}
+
+pub fn encode_order_created(order: &Order, labels: &[String], now: Millis) -> OutboxRow {
+    order_row(order, "order-created", now, |envelope| {
+        pb::OrderCreated { envelope, order: Some(order_ref(order, labels)), pay_by: Some(timestamp(order.pay_by)) }.encode_to_vec()
+    })
+}
+
+/// The rows of one order event (a ticket-issued message per ticket).
+pub fn encode_order_event(order: &Order, labels: &[String], now: Millis, event: &OrderEvent) -> Vec<OutboxRow> {
+    let r = || Some(order_ref(order, labels));
+    match event {
+        OrderEvent::PaymentSucceeded { payment_id } => vec![order_row(order, "payment-succeeded", now, |envelope| {
+            pb::PaymentSucceeded { envelope, order: r(), payment_id: payment_id.to_string() }.encode_to_vec()
+        })],
+        OrderEvent::PaymentFailed { payment_id, reason } => vec![order_row(order, "payment-failed", now, |envelope| {
+            pb::PaymentFailed { envelope, order: r(), payment_id: payment_id.to_string(), reason: reason.clone() }.encode_to_vec()
+        })],
+        OrderEvent::OrderExpired => {
+            vec![order_row(order, "order-expired", now, |envelope| pb::OrderExpired { envelope, order: r() }.encode_to_vec())]
+        }
+        OrderEvent::OrderCancelled => {
+            vec![order_row(order, "order-cancelled", now, |envelope| pb::OrderCancelled { envelope, order: r() }.encode_to_vec())]
+        }
+        OrderEvent::OrderFulfilled => {
+            vec![order_row(order, "order-fulfilled", now, |envelope| pb::OrderFulfilled { envelope, order: r() }.encode_to_vec())]
+        }
+        OrderEvent::OrderRefunded { payment_id } => vec![order_row(order, "order-refunded", now, |envelope| {
+            pb::OrderRefunded {
+                envelope,
+                order: r(),
+                payment_id: payment_id.map(|p| p.to_string()).unwrap_or_default(),
+                reason: order.note.clone().unwrap_or_default(),
+            }
+            .encode_to_vec()
+        })],
+        OrderEvent::TicketsIssued { tickets } => {
+            let seats = order_seats(order, labels);
+            tickets
+                .iter()
+                .zip(seats)
+                .map(|(t, seat)| {
+                    order_row(order, "ticket-issued", now, |envelope| {
+                        pb::TicketIssued { envelope, order_id: order.id.to_string(), ticket_id: t.to_string(), seat: Some(seat) }
+                            .encode_to_vec()
+                    })
+                })
+                .collect()
+        }
+    }
 }

@@ -45,6 +45,18 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// Both ports over one database: the event store and the order store.
+pub async fn connect_all(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn usher_actors::OrderStore>), StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let s = Arc::new(PgStore::connect(url).await?);
+        Ok((s.clone(), s))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
+        Ok((s.clone(), s))
+    }
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -94,7 +106,7 @@ impl PgStore {
                 Box::pin(async move {
                     // No call may wait forever (a lock held by an operator's
                     // open transaction would hang an event's actor).
-                    conn.execute("SET search_path TO bc_catalog, bc_inventory, public; SET statement_timeout = '30s'").await?;
+                    conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, public; SET statement_timeout = '30s'").await?;
                     Ok(())
                 })
             })

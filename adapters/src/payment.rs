@@ -1,0 +1,364 @@
+//! The simulated payment provider: deterministic test cards, authorization
+//! and capture, refunds, idempotency keys, a status query, and a ledger that
+//! survives restarts (a JSON-lines file), like a real provider's memory that
+//! does not die with our process.
+//!
+//! Test cards (spaces and dashes are ignored):
+//!
+//! | card                  | what the provider does                                        |
+//! |-----------------------|---------------------------------------------------------------|
+//! | `4242 4242 4242 4242` | authorizes                                                    |
+//! | `4000 0000 0000 0002` | declines: `card_declined`                                     |
+//! | `4000 0000 0000 9995` | declines: `insufficient_funds`                                |
+//! | `4000 0000 0000 0119` | never answers; the status query then says `issuer_timeout`    |
+//! | `4000 0000 0000 0259` | never answers; the status query then says authorized          |
+//! | `4000 0000 0000 3220` | authorizes after the configured delay (3 s by default)        |
+//! | any other valid card  | authorizes                                                    |
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use usher_actors::{AuthorizeRequest, BoxFuture, PaymentOutcome, PaymentProvider, ProviderError, ProviderStatus};
+
+pub const CARD_OK: &str = "4242424242424242";
+pub const CARD_DECLINED: &str = "4000000000000002";
+pub const CARD_INSUFFICIENT_FUNDS: &str = "4000000000009995";
+pub const CARD_NO_ANSWER_DECLINED: &str = "4000000000000119";
+pub const CARD_NO_ANSWER_AUTHORIZED: &str = "4000000000000259";
+pub const CARD_SLOW: &str = "4000000000003220";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum State {
+    /// Received, not decided: a card that never answers.
+    Pending,
+    Authorized,
+    Captured,
+    Declined,
+    Refunded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    key: String,
+    card: String,
+    amount_minor: i64,
+    currency: String,
+    state: State,
+    provider_ref: String,
+    reason: Option<String>,
+    /// The slow card's decision time (unix ms): the provider decides on its
+    /// own clock, whether or not the caller is still waiting.
+    #[serde(default)]
+    decide_at_ms: Option<u64>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub struct SimulatedProvider {
+    ledger: Mutex<HashMap<String, Entry>>,
+    file: Option<Mutex<std::fs::File>>,
+    slow: Duration,
+}
+
+/// What the card does when asked to authorize.
+enum Behaviour {
+    Authorize,
+    Decline(&'static str),
+    Hang { resolves_to: Result<(), &'static str> },
+    Slow,
+}
+
+fn behaviour(card: &str) -> Behaviour {
+    match card {
+        CARD_DECLINED => Behaviour::Decline("card_declined"),
+        CARD_INSUFFICIENT_FUNDS => Behaviour::Decline("insufficient_funds"),
+        CARD_NO_ANSWER_DECLINED => Behaviour::Hang { resolves_to: Err("issuer_timeout") },
+        CARD_NO_ANSWER_AUTHORIZED => Behaviour::Hang { resolves_to: Ok(()) },
+        CARD_SLOW => Behaviour::Slow,
+        _ => Behaviour::Authorize,
+    }
+}
+
+impl SimulatedProvider {
+    /// `ledger`: where the provider keeps its memory (None: in memory only).
+    /// `slow`: how long the slow test card takes to answer.
+    pub fn open(ledger: Option<PathBuf>, slow: Duration) -> std::io::Result<SimulatedProvider> {
+        let mut map = HashMap::new();
+        let file = match ledger {
+            None => None,
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    // The last line of a key wins; a torn last line (crash
+                    // mid-write) is skipped.
+                    for line in text.lines() {
+                        if let Ok(e) = serde_json::from_str::<Entry>(line) {
+                            map.insert(e.key.clone(), e);
+                        }
+                    }
+                }
+                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?))
+            }
+        };
+        Ok(SimulatedProvider { ledger: Mutex::new(map), file, slow })
+    }
+
+    fn record(&self, e: &Entry) -> Result<(), ProviderError> {
+        self.ledger.lock().expect("ledger lock").insert(e.key.clone(), e.clone());
+        if let Some(f) = &self.file {
+            let mut f = f.lock().expect("ledger file lock");
+            let mut line = serde_json::to_vec(e).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            line.push(b'\n');
+            f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| ProviderError::Unavailable(format!("ledger: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Option<Entry> {
+        self.ledger.lock().expect("ledger lock").get(key).cloned()
+    }
+
+    fn outcome(e: &Entry) -> Option<PaymentOutcome> {
+        match e.state {
+            State::Pending => None,
+            State::Declined => Some(PaymentOutcome::Declined { reason: e.reason.clone().unwrap_or_default() }),
+            State::Authorized | State::Captured | State::Refunded => {
+                Some(PaymentOutcome::Authorized { provider_ref: e.provider_ref.clone() })
+            }
+        }
+    }
+
+    async fn do_authorize(&self, req: AuthorizeRequest) -> Result<PaymentOutcome, ProviderError> {
+        if let Some(e) = self.get(&req.key) {
+            if e.card != req.card_number || e.amount_minor != req.amount.minor {
+                return Err(ProviderError::Refused(format!("idempotency key {} was used for another payment", req.key)));
+            }
+            if let (State::Pending, Some(at)) = (e.state, e.decide_at_ms) {
+                tokio::time::sleep(Duration::from_millis(at.saturating_sub(unix_ms()))).await;
+                let e = self.decide_if_due(key_entry(self, &req.key)?)?;
+                return Ok(Self::outcome(&e).expect("decided once due"));
+            }
+            return match Self::outcome(&e) {
+                Some(o) => Ok(o),
+                None => std::future::pending().await,
+            };
+        }
+        let mut e = Entry {
+            key: req.key.clone(),
+            card: req.card_number.clone(),
+            amount_minor: req.amount.minor,
+            currency: req.amount.currency.as_str().to_owned(),
+            state: State::Pending,
+            provider_ref: format!("sim_{}", uuid::Uuid::new_v4().simple()),
+            reason: None,
+            decide_at_ms: None,
+        };
+        match behaviour(&req.card_number) {
+            Behaviour::Authorize => e.state = State::Authorized,
+            Behaviour::Decline(why) => {
+                e.state = State::Declined;
+                e.reason = Some(why.into());
+            }
+            Behaviour::Hang { .. } => {
+                self.record(&e)?;
+                return std::future::pending().await;
+            }
+            Behaviour::Slow => {
+                e.decide_at_ms = Some(unix_ms() + self.slow.as_millis() as u64);
+                self.record(&e)?;
+                // Dropping this future (the caller gave up waiting) does not
+                // stop the decision: the status query finds it when due.
+                tokio::time::sleep(self.slow).await;
+                let e = self.decide_if_due(key_entry(self, &req.key)?)?;
+                return Ok(Self::outcome(&e).expect("decided once due"));
+            }
+        }
+        self.record(&e)?;
+        Ok(Self::outcome(&e).expect("decided"))
+    }
+
+    async fn do_status(&self, key: &str) -> Result<ProviderStatus, ProviderError> {
+        let Some(mut e) = self.get(key) else { return Ok(ProviderStatus::Unknown) };
+        if e.state == State::Pending {
+            match behaviour(&e.card) {
+                Behaviour::Hang { resolves_to } => {
+                    match resolves_to {
+                        Ok(()) => e.state = State::Authorized,
+                        Err(why) => {
+                            e.state = State::Declined;
+                            e.reason = Some(why.into());
+                        }
+                    }
+                    self.record(&e)?;
+                }
+                // The slow card decides when its time comes, not before.
+                _ => e = self.decide_if_due(e)?,
+            }
+        }
+        Ok(match e.state {
+            State::Pending => ProviderStatus::Pending,
+            State::Authorized => ProviderStatus::Authorized { provider_ref: e.provider_ref },
+            State::Captured => ProviderStatus::Captured { provider_ref: e.provider_ref },
+            State::Declined => ProviderStatus::Declined { reason: e.reason.unwrap_or_default() },
+            State::Refunded => ProviderStatus::Refunded { provider_ref: e.provider_ref },
+        })
+    }
+
+    /// A pending slow payment whose time has come is authorized (and recorded).
+    fn decide_if_due(&self, mut e: Entry) -> Result<Entry, ProviderError> {
+        if e.state == State::Pending && e.decide_at_ms.is_some_and(|at| unix_ms() >= at) {
+            e.state = State::Authorized;
+            self.record(&e)?;
+        }
+        Ok(e)
+    }
+
+    fn settle(&self, key: &str, provider_ref: &str, to: State) -> Result<(), ProviderError> {
+        let Some(mut e) = self.get(key) else {
+            return Err(ProviderError::Refused(format!("no payment with key {key}")));
+        };
+        if e.provider_ref != provider_ref {
+            return Err(ProviderError::Refused(format!("payment {key} has another reference")));
+        }
+        let ok = matches!(
+            (e.state, to),
+            (State::Authorized | State::Captured, State::Captured)
+                | (State::Authorized | State::Captured | State::Refunded, State::Refunded)
+        );
+        if !ok {
+            return Err(ProviderError::Refused(format!("payment {key} is {:?}, cannot become {to:?}", e.state)));
+        }
+        if e.state != to {
+            e.state = to;
+            self.record(&e)?;
+        }
+        Ok(())
+    }
+}
+
+fn key_entry(p: &SimulatedProvider, key: &str) -> Result<Entry, ProviderError> {
+    p.get(key).ok_or_else(|| ProviderError::Unavailable(format!("payment {key} vanished from the ledger")))
+}
+
+impl PaymentProvider for SimulatedProvider {
+    fn authorize(&self, req: AuthorizeRequest) -> BoxFuture<'_, Result<PaymentOutcome, ProviderError>> {
+        Box::pin(self.do_authorize(req))
+    }
+    fn capture<'a>(&'a self, key: &'a str, provider_ref: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move { self.settle(key, provider_ref, State::Captured) })
+    }
+    fn refund<'a>(&'a self, key: &'a str, provider_ref: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move { self.settle(key, provider_ref, State::Refunded) })
+    }
+    fn status<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<ProviderStatus, ProviderError>> {
+        Box::pin(self.do_status(key))
+    }
+}
+
+/// Digits of a card number as typed (spaces and dashes allowed), checked
+/// with the Luhn sum. `None` when it cannot be a card number.
+pub fn parse_card_number(s: &str) -> Option<String> {
+    let digits: String = s.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+        })
+        .sum();
+    sum.is_multiple_of(10).then_some(digits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use usher_engine::{Currency, Money};
+
+    fn req(key: &str, card: &str) -> AuthorizeRequest {
+        AuthorizeRequest {
+            key: key.into(),
+            reference: "order".into(),
+            amount: Money { minor: 1000, currency: Currency::parse("EUR").unwrap() },
+            card_number: card.into(),
+        }
+    }
+
+    #[test]
+    fn test_cards_pass_luhn() {
+        for c in [CARD_OK, CARD_DECLINED, CARD_INSUFFICIENT_FUNDS, CARD_NO_ANSWER_DECLINED, CARD_NO_ANSWER_AUTHORIZED, CARD_SLOW] {
+            assert_eq!(parse_card_number(c).as_deref(), Some(c), "{c}");
+        }
+        assert_eq!(parse_card_number("4242 4242-4242 4242").as_deref(), Some(CARD_OK));
+        assert_eq!(parse_card_number("4242424242424241"), None);
+        assert_eq!(parse_card_number("42"), None);
+        assert_eq!(parse_card_number("4242x42424242424"), None);
+    }
+
+    #[tokio::test]
+    async fn authorize_capture_refund_and_replay() {
+        let p = SimulatedProvider::open(None, Duration::from_millis(1)).unwrap();
+        let PaymentOutcome::Authorized { provider_ref } = p.authorize(req("k1", CARD_OK)).await.unwrap() else { panic!() };
+        // Same key: the same answer, no second authorization.
+        assert_eq!(p.authorize(req("k1", CARD_OK)).await.unwrap(), PaymentOutcome::Authorized { provider_ref: provider_ref.clone() });
+        assert!(matches!(p.authorize(req("k1", CARD_DECLINED)).await, Err(ProviderError::Refused(_))));
+        p.capture("k1", &provider_ref).await.unwrap();
+        p.refund("k1", &provider_ref).await.unwrap();
+        p.refund("k1", &provider_ref).await.unwrap();
+        assert_eq!(p.status("k1").await.unwrap(), ProviderStatus::Refunded { provider_ref });
+        assert_eq!(p.status("nope").await.unwrap(), ProviderStatus::Unknown);
+    }
+
+    #[tokio::test]
+    async fn declines_and_cards_that_never_answer() {
+        let p = SimulatedProvider::open(None, Duration::from_millis(1)).unwrap();
+        assert_eq!(
+            p.authorize(req("d", CARD_INSUFFICIENT_FUNDS)).await.unwrap(),
+            PaymentOutcome::Declined { reason: "insufficient_funds".into() }
+        );
+        let hang = tokio::time::timeout(Duration::from_millis(50), p.authorize(req("h", CARD_NO_ANSWER_DECLINED))).await;
+        assert!(hang.is_err(), "the provider must not answer");
+        assert_eq!(p.status("h").await.unwrap(), ProviderStatus::Declined { reason: "issuer_timeout".into() });
+        let _ = tokio::time::timeout(Duration::from_millis(50), p.authorize(req("h2", CARD_NO_ANSWER_AUTHORIZED))).await;
+        assert!(matches!(p.status("h2").await.unwrap(), ProviderStatus::Authorized { .. }));
+    }
+
+    #[tokio::test]
+    async fn the_slow_card_decides_on_time_even_when_its_caller_gave_up() {
+        let p = SimulatedProvider::open(None, Duration::from_millis(300)).unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), p.authorize(req("s", CARD_SLOW))).await;
+        assert!(gave_up.is_err(), "not decided yet");
+        assert_eq!(p.status("s").await.unwrap(), ProviderStatus::Pending);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(matches!(p.status("s").await.unwrap(), ProviderStatus::Authorized { .. }));
+        // A retry of the authorization gets the same answer at once.
+        assert!(matches!(p.authorize(req("s", CARD_SLOW)).await.unwrap(), PaymentOutcome::Authorized { .. }));
+    }
+
+    #[tokio::test]
+    async fn the_ledger_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("usher-sim-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("ledger.jsonl");
+        let r = {
+            let p = SimulatedProvider::open(Some(path.clone()), Duration::from_millis(1)).unwrap();
+            let PaymentOutcome::Authorized { provider_ref } = p.authorize(req("k", CARD_OK)).await.unwrap() else { panic!() };
+            provider_ref
+        };
+        let p = SimulatedProvider::open(Some(path), Duration::from_millis(1)).unwrap();
+        p.capture("k", &r).await.unwrap();
+        assert_eq!(p.status("k").await.unwrap(), ProviderStatus::Captured { provider_ref: r });
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

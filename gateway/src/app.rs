@@ -9,18 +9,25 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
-use usher_actors::{Clock, Registry, RegistryConfig, Store};
-use usher_engine::Millis;
-use usher_proto::v1::{catalog_service_server::CatalogServiceServer, inventory_service_server::InventoryServiceServer};
+use usher_actors::{CardVault, Clock, Mailer, OrderStore, Registry, RegistryConfig, SagaConfig, SagaDeps, Sagas, Store};
+use usher_engine::{Millis, SigningKey};
+use usher_proto::v1::{
+    catalog_service_server::CatalogServiceServer, check_in_service_server::CheckInServiceServer,
+    fulfillment_service_server::FulfillmentServiceServer, inventory_service_server::InventoryServiceServer,
+    ordering_service_server::OrderingServiceServer, payment_service_server::PaymentServiceServer,
+};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::inventory::Inventory;
+use crate::orders::Orders;
 
 /// What every request handler needs.
 #[derive(Clone)]
 pub struct Ctx {
     pub registry: Registry,
+    pub orders: Arc<dyn OrderStore>,
+    pub sagas: Sagas,
     pub clock: Clock,
     /// Turns true when the node starts shutting down: open streams end, so
     /// that the server can drain.
@@ -44,11 +51,15 @@ pub struct Application {
     http_addr: SocketAddr,
     registry_join: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
+    postman: ractor::ActorRef<usher_actors::postman::PostmanMsg>,
+    /// Where email goes, for the start banner.
+    pub mail_to: String,
 }
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
-        let store = usher_adapters::connect(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+        let (store, orders) =
+            usher_adapters::connect_all(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
         if config.demo_data() {
             crate::demo::load(store.as_ref(), clock.now()).await?;
@@ -56,12 +67,64 @@ impl Application {
         let mut rc = RegistryConfig::new(store);
         rc.clock = clock.clone();
         let (registry, registry_join) = Registry::start(rc).await?;
+        let signing_key = Arc::new(load_or_make_key(&config.ticket_key_file())?);
+        let provider = Arc::new(
+            usher_adapters::payment::SimulatedProvider::open(
+                Some(config.payment_ledger()),
+                std::time::Duration::from_millis(config.sim_payment_delay_ms),
+            )
+            .map_err(|e| anyhow::anyhow!("opening the payment ledger {}: {e}", config.payment_ledger().display()))?,
+        );
+        let deps = SagaDeps {
+            orders: orders.clone(),
+            store: registry.store().clone(),
+            registry: registry.clone(),
+            provider,
+            renderer: Arc::new(usher_adapters::pdf::TypstRenderer::new()),
+            render_slots: Arc::new(tokio::sync::Semaphore::new(config.render_workers.max(1))),
+            signing_key,
+            pdf_dir: config.pdf_dir(),
+            clock: clock.clone(),
+            cfg: SagaConfig {
+                payment_timeout_ms: config.payment_timeout_ms,
+                render_workers: config.render_workers,
+                issue_delay_ms: config.test_issue_delay_ms,
+                ..SagaConfig::default()
+            },
+            cards: Arc::new(CardVault::default()),
+        };
+        let (sagas, _sagas_join) = Sagas::start(deps).await?;
+        let mailer: Arc<dyn Mailer> = if config.smtp_url.is_empty() {
+            Arc::new(usher_adapters::mail::MaildirMailer::new(config.mail_dir()))
+        } else {
+            Arc::new(usher_adapters::mail::SmtpMailer::from_url(&config.smtp_url).map_err(|e| anyhow::anyhow!("--smtp-url: {e}"))?)
+        };
+        let mail_to = mailer.describe();
+        let postman_cfg = usher_actors::postman::PostmanConfig {
+            from: config.mail_from.clone(),
+            retry_ms_max: config.mail_retry_ms_max,
+            retry_ms_min: config.mail_retry_ms_max.min(1_000),
+            ..Default::default()
+        };
+        let postman = usher_actors::postman::start(usher_actors::postman::PostmanArgs { mailer, sagas: sagas.clone(), cfg: postman_cfg })
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the postman: {e}"))?;
         let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
         let http_listener = TcpListener::bind(config.http_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.http_addr))?;
         let http_addr = http_listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        Ok(Application { ctx: Ctx { registry, clock, stopping }, listener, grpc_addr, http_listener, http_addr, registry_join, stop })
+        Ok(Application {
+            ctx: Ctx { registry, orders, sagas, clock, stopping },
+            listener,
+            grpc_addr,
+            http_listener,
+            http_addr,
+            registry_join,
+            stop,
+            postman,
+            mail_to,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -76,6 +139,10 @@ impl Application {
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<CatalogServiceServer<Catalog>>().await;
         health_reporter.set_serving::<InventoryServiceServer<Inventory>>().await;
+        health_reporter.set_serving::<OrderingServiceServer<Orders>>().await;
+        health_reporter.set_serving::<PaymentServiceServer<Orders>>().await;
+        health_reporter.set_serving::<FulfillmentServiceServer<Orders>>().await;
+        health_reporter.set_serving::<CheckInServiceServer<Orders>>().await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(usher_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -87,6 +154,7 @@ impl Application {
             .build_v1alpha()?;
         let catalog = CatalogServiceServer::new(Catalog { ctx: self.ctx.clone() });
         let inventory = InventoryServiceServer::new(Inventory { ctx: self.ctx.clone() });
+        let orders = Orders { ctx: self.ctx.clone() };
         let stop = self.stop;
         let shutdown = async move {
             shutdown.await;
@@ -103,15 +171,52 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(catalog)
             .add_service(inventory)
+            .add_service(OrderingServiceServer::new(orders.clone()))
+            .add_service(PaymentServiceServer::new(orders.clone()))
+            .add_service(FulfillmentServiceServer::new(orders.clone()))
+            .add_service(CheckInServiceServer::new(orders))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
         let (g, h) = tokio::join!(grpc, async { http.await });
         g?;
         h?;
         // The server no longer accepts and every in-flight call has its
         // answer: now let each actor finish its batch and stop.
+        self.postman.stop(Some("shutdown".into()));
+        self.ctx.sagas.shutdown().await;
         info!(batches = %self.ctx.registry.stats().summary(), "draining event actors");
         self.ctx.registry.shutdown().await;
         let _ = self.registry_join.await;
         Ok(())
+    }
+}
+
+/// The deployment's ticket-signing key: read from `path`, or made (from the
+/// OS's randomness) and written there with owner-only permissions.
+fn load_or_make_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes = b64.decode(text.trim()).map_err(|e| anyhow::anyhow!("ticket key {}: not base64url: {e}", path.display()))?;
+            let arr: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("ticket key {}: needs 32 bytes", path.display()))?;
+            Ok(SigningKey::from_bytes(&arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut seed)?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(path).map_err(|e| anyhow::anyhow!("writing ticket key {}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut f, format!("{}\n", b64.encode(seed)).as_bytes())?;
+            f.sync_all()?;
+            info!(path = %path.display(), "made a new ticket-signing key");
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) => Err(anyhow::anyhow!("ticket key {}: {e}", path.display())),
     }
 }

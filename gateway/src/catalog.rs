@@ -292,7 +292,13 @@ impl CatalogService for Catalog {
 
     async fn cancel_event(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
         let r = req.get_ref();
-        Ok(Response::new(self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::Cancelled }).await?))
+        let event = self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::Cancelled }).await?;
+        // Every open order of the event is cancelled, and every paid one
+        // refunded, by its saga. A retried cancel asks again: harmless.
+        if let Ok(id) = convert::event_id(&r.event_id) {
+            self.ctx.sagas.event_cancelled(id);
+        }
+        Ok(Response::new(event))
     }
 
     async fn block_seats(&self, req: Request<pb::SeatsCommandRequest>) -> Result<Response<pb::SeatsChanged>, Status> {

@@ -1,11 +1,16 @@
 //! A small client in the same binary, so a newcomer can try Usher without a
-//! gRPC tool: `usher events`, `usher seats EVENT`, `usher hold EVENT SEAT...`.
+//! gRPC tool: `usher events`, `usher seats EVENT`, `usher hold EVENT SEAT...`,
+//! `usher order HOLD --email ...`, `usher pay ORDER CARD`, `usher tickets ORDER`.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
 use tonic::transport::Channel;
-use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
+use usher_proto::v1::{
+    self as pb, catalog_service_client::CatalogServiceClient, check_in_service_client::CheckInServiceClient,
+    fulfillment_service_client::FulfillmentServiceClient, inventory_service_client::InventoryServiceClient,
+    ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient,
+};
 
 pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
     let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
@@ -123,5 +128,112 @@ pub async fn release(ch: Channel, hold_id: String, key: String) -> anyhow::Resul
 pub async fn show_hold(ch: Channel, hold_id: String) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
     print_hold(&c.get_hold(pb::GetHoldRequest { hold_id, event_id: String::new() }).await.map_err(fail)?.into_inner());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Buying: order, pay, tickets, scan.
+
+fn money(m: &Option<pb::Money>) -> String {
+    m.as_ref().map(|t| format!("{}.{:02} {}", t.amount_minor / 100, t.amount_minor % 100, t.currency)).unwrap_or_default()
+}
+
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_lowercase()
+}
+
+pub fn print_order(o: &pb::Order) {
+    let status = pb::OrderStatus::try_from(o.status).map(|s| enum_name(s.as_str_name(), "ORDER_STATUS_")).unwrap_or_default();
+    println!("order {}  {}  ({status}, step {})", o.order_id, o.order_number, o.step);
+    println!("  event    {}", o.event_id);
+    println!("  customer {} <{}>", o.customer_id, o.email);
+    println!("  seats    {}", o.lines.iter().map(|l| l.seat_id.as_str()).collect::<Vec<_>>().join(" "));
+    println!("  total    {}", money(&o.total));
+    if status == "pending_payment" {
+        println!("  pay by   {}", time(&o.pay_by));
+    }
+    for p in &o.payments {
+        let ps = pb::PaymentStatus::try_from(p.status).map(|s| enum_name(s.as_str_name(), "PAYMENT_STATUS_")).unwrap_or_default();
+        let why = if p.decline_reason.is_empty() { String::new() } else { format!(" ({})", p.decline_reason) };
+        println!("  payment  {} card …{} {}{why}", p.payment_id, p.card_last4, ps);
+    }
+    if !o.ticket_ids.is_empty() {
+        println!("  tickets  {}", o.ticket_ids.len());
+    }
+    if !o.note.is_empty() {
+        println!("  note     {}", o.note);
+    }
+}
+
+pub async fn order(ch: Channel, hold_ids: Vec<String>, customer_id: String, email: String, key: String) -> anyhow::Result<()> {
+    let mut c = OrderingServiceClient::new(ch);
+    let o = c.create_order(pb::CreateOrderRequest { idempotency_key: key, customer_id, email, hold_ids }).await.map_err(fail)?.into_inner();
+    print_order(&o);
+    Ok(())
+}
+
+pub async fn show_order(ch: Channel, order_id: String) -> anyhow::Result<()> {
+    let mut c = OrderingServiceClient::new(ch);
+    print_order(&c.get_order(pb::GetOrderRequest { order_id }).await.map_err(fail)?.into_inner());
+    Ok(())
+}
+
+pub async fn cancel_order(ch: Channel, order_id: String, customer_id: String, key: String) -> anyhow::Result<()> {
+    let mut c = OrderingServiceClient::new(ch);
+    let o = c.cancel_order(pb::CancelOrderRequest { idempotency_key: key, order_id, customer_id }).await.map_err(fail)?.into_inner();
+    print_order(&o);
+    Ok(())
+}
+
+/// Pays and, unless the payment settles slowly, waits until the order is
+/// fulfilled (tickets issued, email sent) or has ended otherwise.
+pub async fn pay(ch: Channel, order_id: String, card_number: String, key: String) -> anyhow::Result<()> {
+    let mut p = PaymentServiceClient::new(ch.clone());
+    let r = p
+        .pay_order(pb::PayOrderRequest { idempotency_key: key, order_id: order_id.clone(), card_number, wait_ms: 30_000 })
+        .await
+        .map_err(fail)?
+        .into_inner();
+    let mut o = r.order.unwrap_or_default();
+    let mut c = OrderingServiceClient::new(ch);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while o.status == pb::OrderStatus::Paid as i32 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        o = c.get_order(pb::GetOrderRequest { order_id: order_id.clone() }).await.map_err(fail)?.into_inner();
+    }
+    print_order(&o);
+    Ok(())
+}
+
+pub async fn tickets(ch: Channel, order_id: String, pdf: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let mut f = FulfillmentServiceClient::new(ch);
+    let r = f.list_tickets(pb::ListTicketsRequest { order_id: order_id.clone() }).await.map_err(fail)?.into_inner();
+    for t in &r.tickets {
+        let st = pb::TicketStatus::try_from(t.status).map(|s| enum_name(s.as_str_name(), "TICKET_STATUS_")).unwrap_or_default();
+        println!("{}  {:<10} {:<8} {:>12}  {}", t.ticket_id, t.seat_id, st, money(&t.price), t.code);
+    }
+    if let Some(path) = pdf {
+        let mut stream = f.download_tickets(pb::DownloadTicketsRequest { order_id }).await.map_err(fail)?.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(fail)? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {} ({} bytes)", path.display(), bytes.len());
+    }
+    Ok(())
+}
+
+pub async fn scan(ch: Channel, event_id: String, code: String, gate: String, key: String) -> anyhow::Result<()> {
+    let mut c = CheckInServiceClient::new(ch);
+    let r = c.scan(pb::ScanRequest { idempotency_key: key, code, event_id, gate }).await.map_err(fail)?.into_inner();
+    let v = pb::ScanVerdict::try_from(r.verdict).map(|s| enum_name(s.as_str_name(), "SCAN_VERDICT_")).unwrap_or_default();
+    println!("{v}: {}", r.message);
+    if !r.seat_id.is_empty() {
+        println!("  seat     {}", r.seat_id);
+    }
+    if !r.first_gate.is_empty() {
+        println!("  first    {} at gate {}", time(&r.first_scanned_at), r.first_gate);
+    }
     Ok(())
 }

@@ -22,6 +22,31 @@ pub struct Config {
     pub demo_data: Option<bool>,
     /// tracing filter, e.g. `info` or `usher=debug`.
     pub log: String,
+    /// `smtp://host:port` sends email to that server; empty: into the maildir.
+    pub smtp_url: String,
+    /// Maildir for email when no SMTP server is set (default: DATA_DIR/mail).
+    pub mail_dir: Option<PathBuf>,
+    /// Sender of customer email.
+    pub mail_from: String,
+    /// Longest wait between delivery attempts while the mail server is down.
+    pub mail_retry_ms_max: u64,
+    /// Where ticket PDFs are kept (default: DATA_DIR/tickets).
+    pub pdf_dir: Option<PathBuf>,
+    /// The Ed25519 key that signs ticket codes: 32 raw bytes, base64url
+    /// (default: DATA_DIR/ticket-signing.key, made at first start).
+    pub ticket_key_file: Option<PathBuf>,
+    /// How long a saga waits for the payment provider before asking for the
+    /// attempt's status.
+    pub payment_timeout_ms: u64,
+    /// The simulated provider's memory (default: DATA_DIR/payment-sim.jsonl).
+    pub payment_ledger: Option<PathBuf>,
+    /// How long the simulated provider's slow test card takes.
+    pub sim_payment_delay_ms: u64,
+    /// PDFs rendered at once.
+    pub render_workers: usize,
+    /// Fault injection for crash tests only: pause between a captured
+    /// payment and ticket issuing.
+    pub test_issue_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -33,6 +58,17 @@ impl Default for Config {
             http_addr: "127.0.0.1:8080".parse().expect("valid address"),
             demo_data: None,
             log: "info".into(),
+            smtp_url: String::new(),
+            mail_dir: None,
+            mail_from: "Usher Tickets <tickets@usher.local>".into(),
+            mail_retry_ms_max: 60_000,
+            pdf_dir: None,
+            ticket_key_file: None,
+            payment_timeout_ms: 30_000,
+            payment_ledger: None,
+            sim_payment_delay_ms: 3_000,
+            render_workers: 2,
+            test_issue_delay_ms: 0,
         }
     }
 }
@@ -66,6 +102,40 @@ impl Config {
         if let Some(v) = env("USHER_LOG") {
             c.log = v;
         }
+        if let Some(v) = env("USHER_SMTP_URL") {
+            c.smtp_url = v;
+        }
+        if let Some(v) = env("USHER_MAIL_DIR") {
+            c.mail_dir = Some(v.into());
+        }
+        if let Some(v) = env("USHER_MAIL_FROM") {
+            c.mail_from = v;
+        }
+        if let Some(v) = env("USHER_PDF_DIR") {
+            c.pdf_dir = Some(v.into());
+        }
+        if let Some(v) = env("USHER_TICKET_KEY_FILE") {
+            c.ticket_key_file = Some(v.into());
+        }
+        if let Some(v) = env("USHER_PAYMENT_LEDGER") {
+            c.payment_ledger = Some(v.into());
+        }
+        let num = |name: &str, v: String| v.parse::<u64>().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}"));
+        if let Some(v) = env("USHER_MAIL_RETRY_MS_MAX") {
+            c.mail_retry_ms_max = num("USHER_MAIL_RETRY_MS_MAX", v)?;
+        }
+        if let Some(v) = env("USHER_PAYMENT_TIMEOUT_MS") {
+            c.payment_timeout_ms = num("USHER_PAYMENT_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = env("USHER_SIM_PAYMENT_DELAY_MS") {
+            c.sim_payment_delay_ms = num("USHER_SIM_PAYMENT_DELAY_MS", v)?;
+        }
+        if let Some(v) = env("USHER_TEST_ISSUE_DELAY_MS") {
+            c.test_issue_delay_ms = num("USHER_TEST_ISSUE_DELAY_MS", v)?;
+        }
+        if let Some(v) = env("USHER_RENDER_WORKERS") {
+            c.render_workers = num("USHER_RENDER_WORKERS", v)?.clamp(1, 64) as usize;
+        }
         Ok(c)
     }
 
@@ -79,6 +149,19 @@ impl Config {
         } else {
             self.database_url.clone()
         }
+    }
+
+    pub fn mail_dir(&self) -> PathBuf {
+        self.mail_dir.clone().unwrap_or_else(|| self.data_dir.join("mail"))
+    }
+    pub fn pdf_dir(&self) -> PathBuf {
+        self.pdf_dir.clone().unwrap_or_else(|| self.data_dir.join("tickets"))
+    }
+    pub fn ticket_key_file(&self) -> PathBuf {
+        self.ticket_key_file.clone().unwrap_or_else(|| self.data_dir.join("ticket-signing.key"))
+    }
+    pub fn payment_ledger(&self) -> PathBuf {
+        self.payment_ledger.clone().unwrap_or_else(|| self.data_dir.join("payment-sim.jsonl"))
     }
 
     pub fn demo_data(&self) -> bool {

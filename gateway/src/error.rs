@@ -180,6 +180,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => ApiError::new(ErrorCode::NotFound, "NOT_FOUND", m),
             StoreError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
             StoreError::Fenced { .. } => ApiError::new(ErrorCode::Unavailable, "FENCED", e.to_string()),
+            StoreError::Conflict(m) => ApiError::new(ErrorCode::Aborted, "CONFLICT", format!("{m}; retry")),
             StoreError::Corrupt(m) => {
                 tracing::error!(error = %m, "stored data is corrupt");
                 ApiError::new(ErrorCode::Internal, "INTERNAL", "internal error; it has been logged")

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod inventory;
+pub mod orders;
 
 pub use app::Application;
 pub use config::Config;

@@ -77,6 +77,64 @@ enum Cmd {
         #[command(flatten)]
         a: Addr,
     },
+    /// Order the seats of one or more holds (prices come from the event).
+    Order {
+        #[arg(required = true)]
+        holds: Vec<String>,
+        /// Where the tickets are sent.
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "cli-user")]
+        customer: String,
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// Show an order.
+    ShowOrder {
+        order: String,
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// Cancel an unpaid order (its seats become available).
+    CancelOrder {
+        order: String,
+        #[arg(long, default_value = "cli-user")]
+        customer: String,
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// Pay an order with a card number (see the README's test cards) and wait for the tickets.
+    Pay {
+        order: String,
+        card: String,
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// List an order's tickets and their codes; `--pdf FILE` downloads the PDF.
+    Tickets {
+        order: String,
+        #[arg(long)]
+        pdf: Option<PathBuf>,
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// Scan a ticket code at a gate.
+    Scan {
+        event: String,
+        code: String,
+        #[arg(long, default_value = "gate-1")]
+        gate: String,
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        a: Addr,
+    },
 }
 
 #[derive(Args)]
@@ -101,6 +159,10 @@ struct ServeArgs {
     demo_data: bool,
     #[arg(long)]
     no_demo_data: bool,
+    /// Send email to this SMTP server, e.g. smtp://127.0.0.1:2525 (also
+    /// USHER_SMTP_URL). Default: deliver into DATA_DIR/mail (a maildir).
+    #[arg(long)]
+    smtp_url: Option<String>,
 }
 
 async fn shutdown_signal() {
@@ -137,6 +199,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if a.no_demo_data {
         c.demo_data = Some(false);
     }
+    if let Some(v) = a.smtp_url {
+        c.smtp_url = v;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&c.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -151,6 +216,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     println!("usher: store: {store}{}", if c.demo_data() { " (demo data loaded)" } else { "" });
     println!("usher: grpc listening on http://{} (reflection v1 and v1alpha, grpc.health.v1)", app.grpc_addr());
     println!("usher: storefront on http://{}/ (JSON API under /api)", app.http_addr());
+    let mail = if c.smtp_url.is_empty() { format!("maildir {}", c.mail_dir().join("new").display()) } else { "SMTP".to_owned() };
+    println!("usher: email to {mail}; ticket PDFs in {}", c.pdf_dir().display());
     let ctx = app.ctx.clone();
     app.run(shutdown_signal()).await?;
     println!("usher: group commit: {}", ctx.registry.stats().summary());
@@ -188,5 +255,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::ShowHold { hold, a } => client::show_hold(client::connect(&a.addr).await?, hold).await,
         Cmd::Release { hold, key, a } => client::release(client::connect(&a.addr).await?, hold, key.unwrap_or_else(client::new_key)).await,
+        Cmd::Order { holds, email, customer, key, a } => {
+            client::order(client::connect(&a.addr).await?, holds, customer, email, key.unwrap_or_else(client::new_key)).await
+        }
+        Cmd::ShowOrder { order, a } => client::show_order(client::connect(&a.addr).await?, order).await,
+        Cmd::CancelOrder { order, customer, key, a } => {
+            client::cancel_order(client::connect(&a.addr).await?, order, customer, key.unwrap_or_else(client::new_key)).await
+        }
+        Cmd::Pay { order, card, key, a } => {
+            client::pay(client::connect(&a.addr).await?, order, card, key.unwrap_or_else(client::new_key)).await
+        }
+        Cmd::Tickets { order, pdf, a } => client::tickets(client::connect(&a.addr).await?, order, pdf).await,
+        Cmd::Scan { event, code, gate, key, a } => {
+            client::scan(client::connect(&a.addr).await?, event, code, gate, key.unwrap_or_else(client::new_key)).await
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The real `usher` binary is killed with SIGKILL in the middle of a load and
 //! restarted on the same data: every acknowledged hold is still there and the
-//! invariants hold (the restart refuses to serve a broken snapshot).
+//! invariants hold (the restart refuses to serve a broken snapshot). And
+//! killed between an order's payment and its fulfillment: the restarted saga
+//! finishes it with one set of tickets and one email.
 
 mod common;
 
@@ -11,15 +13,27 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
+use usher_proto::v1::{
+    self as pb, catalog_service_client::CatalogServiceClient, fulfillment_service_client::FulfillmentServiceClient,
+    inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
+    payment_service_client::PaymentServiceClient,
+};
 
 both_backends!(acknowledged_holds_survive_sigkill_mid_load);
+both_backends!(a_paid_order_killed_before_fulfillment_ends_fulfilled_once);
 
 /// Starts `usher serve` on the test database and waits for its address.
 async fn start_server(db: &TestDb) -> (Child, std::net::SocketAddr) {
+    start_server_with(db, &[]).await
+}
+
+async fn start_server_with(db: &TestDb, env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
         .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data", "--database-url", &db.url])
+        .arg("--data-dir")
+        .arg(&db.data_dir)
         .env("USHER_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -114,4 +128,91 @@ async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), server.wait()).await.expect("exits after SIGTERM").unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}
+
+async fn get_order(ch: &tonic::transport::Channel, order_id: &str) -> pb::Order {
+    OrderingServiceClient::new(ch.clone()).get_order(pb::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner()
+}
+
+async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) {
+    let db = TestDb::fresh(b).await;
+    // The first run waits 60 s after capturing the payment before issuing
+    // tickets: the kill lands exactly between payment and fulfillment.
+    let (mut server, addr) = start_server_with(&db, &[("USHER_TEST_ISSUE_DELAY_MS", "60000")]).await;
+    let ch = connect(addr).await;
+    let mut cat = CatalogServiceClient::new(ch.clone());
+    let venue = create_venue(&mut cat, 1, 2, 10).await;
+    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
+    let seats = ["A-1-1", "A-1-2", "A-2-5"];
+    let mut inv = InventoryServiceClient::new(ch.clone());
+    let h1 = inv.hold_seats(hold_req(&event, "carol", &seats[..2])).await.unwrap().into_inner();
+    let h2 = inv.hold_seats(hold_req(&event, "carol", &seats[2..])).await.unwrap().into_inner();
+    let order = OrderingServiceClient::new(ch.clone())
+        .create_order(pb::CreateOrderRequest {
+            idempotency_key: key(),
+            customer_id: "carol".into(),
+            email: "carol@example.com".into(),
+            hold_ids: vec![h1.hold_id, h2.hold_id],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    PaymentServiceClient::new(ch.clone())
+        .pay_order(pb::PayOrderRequest {
+            idempotency_key: key(),
+            order_id: order.order_id.clone(),
+            card_number: "4242 4242 4242 4242".into(),
+            wait_ms: 10_000,
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = get_order(&ch, &order.order_id).await;
+        if o.status == pb::OrderStatus::Paid as i32 && o.step == "issue" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "order did not reach paid/issue: {:?} {}", o.status, o.step);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.start_kill().unwrap(); // SIGKILL, paid and not yet fulfilled
+    server.wait().await.unwrap();
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 0, "killed before any ticket");
+
+    let (mut server, addr) = start_server(&db).await;
+    let ch = connect(addr).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let o = loop {
+        let o = get_order(&ch, &order.order_id).await;
+        if o.step == "done" {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "resumed order did not finish: {:?} {}", o.status, o.step);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(o.status, pb::OrderStatus::Fulfilled as i32, "{o:?}");
+    let tickets = FulfillmentServiceClient::new(ch.clone())
+        .list_tickets(pb::ListTicketsRequest { order_id: order.order_id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    let mut got: Vec<&str> = tickets.iter().map(|t| t.seat_id.as_str()).collect();
+    got.sort();
+    assert_eq!(got, seats, "exactly one ticket per seat");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 3);
+    assert_eq!(db.payloads("ticket-issued", &event).await.len(), 3, "one ticket-issued message per ticket");
+    assert_eq!(db.payloads("payment-succeeded", &event).await.len(), 1);
+    assert_eq!(db.payloads("order-fulfilled", &event).await.len(), 1);
+    let mail: Vec<_> = std::fs::read_dir(db.data_dir.join("mail").join("new")).unwrap().collect();
+    assert_eq!(mail.len(), 1, "exactly one email");
+    assert!(db.data_dir.join("tickets").join(format!("{}.pdf", order.order_id)).exists(), "the PDF is kept");
+    // Still one of each after another restart.
+    let pid = server.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(30), server.wait()).await.unwrap().unwrap().success());
+    let (_server, _) = start_server(&db).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(std::fs::read_dir(db.data_dir.join("mail").join("new")).unwrap().count(), 1);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 3);
 }

@@ -59,13 +59,18 @@ impl TestDb {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             demo_data: Some(false),
             log: "warn".into(),
+            // Fast retries so outage tests finish in seconds.
+            mail_retry_ms_max: 300,
+            payment_timeout_ms: 1_000,
+            sim_payment_delay_ms: 2_500,
+            ..Config::default()
         }
     }
 
     /// A connection to the test database that sees the contexts' schemas.
     async fn pg(&self) -> sqlx::PgConnection {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
-        conn.execute("SET search_path TO bc_catalog, bc_inventory, public").await.unwrap();
+        conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, public").await.unwrap();
         conn
     }
 
@@ -170,7 +175,12 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: TestDb) -> TestApp {
-        let app = Application::build(&db.config()).await.expect("app builds");
+        let cfg = db.config();
+        TestApp::spawn_with(db, cfg).await
+    }
+
+    pub async fn spawn_with(db: TestDb, cfg: Config) -> TestApp {
+        let app = Application::build(&cfg).await.expect("app builds");
         let addr = app.grpc_addr();
         let http = app.http_addr();
         let app_ctx = app.ctx.clone();

@@ -1,0 +1,567 @@
+//! `OrderingService`, `PaymentService`, `FulfillmentService` and
+//! `CheckInService`. Inner methods return `ApiError`; the tonic impls wrap them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tonic::{Request, Response, Status};
+use usher_actors::{Created, OrderCreated, OrderFilter, SagaError, StoredOrder, TicketRecord, TicketStatus};
+use usher_engine::{
+    CodeError, CustomerId, EventId, EventStatus, HoldId, HoldState, Layout, Money, Order, OrderId, OrderInput, OrderLine, OrderReject,
+    OrderStatus, PaymentId, PaymentStatus, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
+};
+use usher_proto::v1::{
+    self as pb, check_in_service_server::CheckInService, fulfillment_service_server::FulfillmentService,
+    ordering_service_server::OrderingService, payment_service_server::PaymentService,
+};
+
+use crate::app::Ctx;
+use crate::convert;
+use crate::error::{ApiError, ErrorCode};
+
+/// Holds one order may combine.
+const ORDER_HOLDS_MAX: usize = usher_engine::limits::HOLDS_PER_CUSTOMER_MAX as usize;
+const EMAIL_BYTES_MAX: usize = 254;
+const GATE_BYTES_MAX: usize = 64;
+const PAY_WAIT_MS_DEFAULT: u64 = 10_000;
+const PAY_WAIT_MS_MAX: u64 = 60_000;
+const ORDERS_PAGE_MAX: u32 = 200;
+const PDF_CHUNK_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct Orders {
+    pub ctx: Ctx,
+}
+
+fn order_error(e: SagaError) -> ApiError {
+    use ErrorCode::*;
+    match e {
+        SagaError::Rejected(r) => match r {
+            OrderReject::OrderClosed { status } => {
+                ApiError::new(FailedPrecondition, "ORDER_CLOSED", format!("the order is {}; it takes no more payments", status.as_str()))
+            }
+            OrderReject::PayDeadlinePassed { .. } => {
+                ApiError::new(FailedPrecondition, "ORDER_EXPIRED", "the order's holds expired before it was paid")
+            }
+            OrderReject::PaymentInProgress => {
+                ApiError::new(FailedPrecondition, "PAYMENT_IN_PROGRESS", "a payment for this order is already in progress or done")
+            }
+            OrderReject::AlreadyPaid => {
+                ApiError::new(FailedPrecondition, "ORDER_PAID", "the order is paid; it can be refunded (cancel the event), not cancelled")
+            }
+        },
+        SagaError::NotFound(id) => ApiError::new(NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")),
+        SagaError::Unavailable(m) => ApiError::new(Unavailable, "UNAVAILABLE", m),
+        SagaError::Internal(m) => {
+            tracing::error!(error = %m, "order failed");
+            ApiError::new(Internal, "INTERNAL", "internal error; it has been logged")
+        }
+    }
+}
+
+fn order_id(s: &str) -> Result<OrderId, ApiError> {
+    Ok(OrderId::parse(s)?)
+}
+
+fn check_email(s: &str) -> Result<String, ApiError> {
+    let s = s.trim();
+    let ok = s.len() <= EMAIL_BYTES_MAX
+        && s.split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.starts_with('.') && !host.ends_with('.'))
+        && s.chars().all(|c| c.is_ascii_graphic())
+        && s.matches('@').count() == 1;
+    if !ok {
+        return Err(ApiError::invalid("email", format!("not an email address: {s:?}")));
+    }
+    Ok(s.to_owned())
+}
+
+fn token(field: &str, s: &str, max: usize) -> Result<String, ApiError> {
+    if s.is_empty() || s.len() > max || !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@/".contains(c)) {
+        return Err(ApiError::invalid(field, format!("1 to {max} characters of [A-Za-z0-9-_.:@/]")));
+    }
+    Ok(s.to_owned())
+}
+
+pub fn order_status_pb(s: OrderStatus) -> pb::OrderStatus {
+    match s {
+        OrderStatus::PendingPayment => pb::OrderStatus::PendingPayment,
+        OrderStatus::Paid => pb::OrderStatus::Paid,
+        OrderStatus::Fulfilled => pb::OrderStatus::Fulfilled,
+        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+        OrderStatus::Expired => pb::OrderStatus::Expired,
+        OrderStatus::PaymentFailed => pb::OrderStatus::PaymentFailed,
+        OrderStatus::Refunded => pb::OrderStatus::Refunded,
+    }
+}
+
+fn payment_pb(order: &Order, p: &usher_engine::Payment) -> pb::Payment {
+    pb::Payment {
+        payment_id: p.id.to_string(),
+        order_id: order.id.to_string(),
+        amount: Some(convert::money(p.amount)),
+        card_last4: p.card_last4.clone(),
+        status: match p.status {
+            PaymentStatus::Pending => pb::PaymentStatus::Pending,
+            PaymentStatus::Authorized => pb::PaymentStatus::Authorized,
+            PaymentStatus::Captured => pb::PaymentStatus::Captured,
+            PaymentStatus::Declined => pb::PaymentStatus::Declined,
+            PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
+        } as i32,
+        decline_reason: p.reason.clone().unwrap_or_default(),
+        created_at: Some(convert::ts(p.created_at)),
+        updated_at: Some(convert::ts(p.updated_at)),
+    }
+}
+
+pub fn order_pb(o: &Order, layout: &Layout) -> pb::Order {
+    pb::Order {
+        order_id: o.id.to_string(),
+        order_number: usher_actors::saga::order_number(o.id),
+        event_id: o.event_id.to_string(),
+        customer_id: o.customer.as_str().to_owned(),
+        email: o.email.clone(),
+        hold_ids: o.holds.iter().map(|h| h.to_string()).collect(),
+        lines: o
+            .lines
+            .iter()
+            .map(|l| {
+                let section = layout.section_of(l.seat);
+                pb::OrderLine {
+                    seat_id: layout.label(l.seat),
+                    section: section.code.clone(),
+                    row: layout.row_of(l.seat).label.clone(),
+                    number: layout.seat(l.seat).map_or(0, |s| s.number),
+                    category: layout.categories.get(section.category as usize).map(|c| c.code.clone()).unwrap_or_default(),
+                    price: Some(convert::money(l.price)),
+                    hold_id: l.hold_id.to_string(),
+                }
+            })
+            .collect(),
+        total: Some(convert::money(o.total)),
+        status: order_status_pb(o.status) as i32,
+        step: o.step.as_str().to_owned(),
+        pay_by: Some(convert::ts(o.pay_by)),
+        payments: o.payments.iter().map(|p| payment_pb(o, p)).collect(),
+        ticket_ids: o.tickets.iter().map(|t| t.to_string()).collect(),
+        note: o.note.clone().unwrap_or_default(),
+        created_at: Some(convert::ts(o.created_at)),
+        updated_at: Some(convert::ts(o.updated_at)),
+    }
+}
+
+fn ticket_pb(t: &TicketRecord) -> pb::Ticket {
+    pb::Ticket {
+        ticket_id: t.id.to_string(),
+        order_id: t.order_id.to_string(),
+        event_id: t.event_id.to_string(),
+        seat_id: t.seat_label.clone(),
+        price: Some(convert::money(t.price)),
+        code: t.code.clone(),
+        status: match t.status {
+            TicketStatus::Valid => pb::TicketStatus::Valid,
+            TicketStatus::Refunded => pb::TicketStatus::Refunded,
+        } as i32,
+        issued_at: Some(convert::ts(t.issued_at)),
+    }
+}
+
+/// The payment has an answer: taken (and the order paid), declined or given back.
+fn settled(o: &Order, payment: PaymentId) -> bool {
+    match o.payments.iter().find(|p| p.id == payment) {
+        None => false,
+        Some(p) => match p.status {
+            PaymentStatus::Captured => o.status != OrderStatus::PendingPayment,
+            PaymentStatus::Declined | PaymentStatus::Refunded => o.step != Step::Release || o.status != OrderStatus::PendingPayment,
+            PaymentStatus::Pending | PaymentStatus::Authorized => false,
+        },
+    }
+}
+
+impl Orders {
+    async fn layout(&self, event: EventId) -> Result<Arc<Layout>, ApiError> {
+        Ok(self.ctx.registry.event(event).await?.layout)
+    }
+
+    async fn load(&self, id: OrderId) -> Result<StoredOrder, ApiError> {
+        self.ctx
+            .orders
+            .get_order(id)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")))
+    }
+
+    async fn reply(&self, o: &Order) -> Result<pb::Order, ApiError> {
+        Ok(order_pb(o, &*self.layout(o.event_id).await?))
+    }
+
+    pub(crate) async fn create_order(&self, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
+        let key = convert::key(&r.idempotency_key)?;
+        let customer = CustomerId::parse(&r.customer_id)?;
+        let email = check_email(&r.email)?;
+        if r.hold_ids.is_empty() || r.hold_ids.len() > ORDER_HOLDS_MAX {
+            return Err(ApiError::invalid("hold_ids", format!("an order takes 1 to {ORDER_HOLDS_MAX} holds")));
+        }
+        let holds: Vec<HoldId> = r.hold_ids.iter().map(|h| convert::hold_id(h)).collect::<Result<_, _>>()?;
+        if holds.iter().collect::<HashSet<_>>().len() != holds.len() {
+            return Err(ApiError::invalid("hold_ids", "a hold is listed twice"));
+        }
+        let mut fp_bytes = format!("{}\n{}\n", customer.as_str(), email).into_bytes();
+        let mut sorted = holds.clone();
+        sorted.sort();
+        sorted.iter().for_each(|h| fp_bytes.extend_from_slice(h.0.as_bytes()));
+        let fingerprint = fingerprint_bytes(20, &fp_bytes);
+        let scoped_key = format!("order:{}:{}", customer.as_str(), key.as_str());
+
+        // A retry gets the first answer, even once its holds have moved on.
+        if let Some((fp, id)) = self.ctx.orders.lookup_command(&scoped_key).await? {
+            if fp != fingerprint {
+                return Err(key_reused());
+            }
+            return self.reply(&self.load(order_id(&id)?).await?.order).await;
+        }
+        // Read every hold from its event's actor: live, this customer's, one event.
+        let mut event: Option<EventId> = None;
+        let mut lines: Vec<OrderLine> = Vec::new();
+        let mut pay_by = None;
+        let now = self.ctx.now();
+        let mut layout = None;
+        let mut currency = None;
+        for &h in &holds {
+            let eid = self
+                .ctx
+                .store()
+                .find_hold_event(h)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")))?;
+            if event.is_some_and(|e| e != eid) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidArgument,
+                    "HOLDS_OF_SEVERAL_EVENTS",
+                    "hold_ids: an order's holds must all be of one event",
+                ));
+            }
+            event = Some(eid);
+            let handle = self.ctx.registry.event(eid).await?;
+            let (hold, config) =
+                handle.hold(h).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")))?;
+            if hold.customer != customer {
+                return Err(ApiError::new(ErrorCode::PermissionDenied, "NOT_HOLD_OWNER", format!("hold {h} belongs to another customer")));
+            }
+            if hold.state != HoldState::Active || hold.expires_at <= now {
+                let state = if hold.state == HoldState::Active { "expired" } else { hold.state.as_str() };
+                return Err(ApiError::new(ErrorCode::FailedPrecondition, "HOLD_NOT_ACTIVE", format!("hold {h} is {state}")));
+            }
+            pay_by = Some(pay_by.map_or(hold.expires_at, |p: usher_engine::Millis| p.min(hold.expires_at)));
+            for &s in &hold.seats {
+                let cat = handle.layout.section_of(s).category as usize;
+                let price: Money =
+                    *config.prices.get(cat).ok_or_else(|| ApiError::new(ErrorCode::Internal, "INTERNAL", "seat category has no price"))?;
+                currency = Some(price.currency);
+                lines.push(OrderLine { hold_id: h, seat: s, price });
+            }
+            if config.status == EventStatus::Cancelled {
+                return Err(ApiError::new(ErrorCode::FailedPrecondition, "EVENT_CANCELLED", "the event is cancelled"));
+            }
+            layout = Some(handle.layout.clone());
+        }
+        let (event_id, layout, currency, pay_by) = match (event, layout, currency, pay_by) {
+            (Some(e), Some(l), Some(c), Some(p)) => (e, l, c, p),
+            _ => return Err(ApiError::invalid("hold_ids", "no seats")),
+        };
+        let total = Money { minor: lines.iter().map(|l| l.price.minor).sum(), currency };
+        let order = Order {
+            id: OrderId(uuid::Uuid::new_v4()),
+            event_id,
+            customer,
+            email,
+            holds,
+            lines,
+            total,
+            status: OrderStatus::PendingPayment,
+            step: Step::AwaitPayment,
+            pay_by,
+            deadline: None,
+            payments: vec![],
+            tickets: vec![],
+            cancel_requested: false,
+            ends_as: None,
+            note: None,
+            created_at: now,
+            updated_at: now,
+        };
+        order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", e))?;
+        let labels: Vec<String> = order.lines.iter().map(|l| layout.label(l.seat)).collect();
+        match self.ctx.orders.create_order(&scoped_key, fingerprint, &order, &labels).await? {
+            OrderCreated::New => {
+                tracing::info!(order_id = %order.id, event_id = %order.event_id, seats = order.lines.len(), "order created");
+                self.ctx.sagas.started(StoredOrder { order: order.clone(), version: 1 });
+                Ok(order_pb(&order, &layout))
+            }
+            OrderCreated::Replayed(id) => self.reply(&self.load(id).await?.order).await,
+            OrderCreated::KeyReused => Err(key_reused()),
+            OrderCreated::HoldInOrder { hold_id, order_id } => Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "HOLD_IN_ORDER",
+                format!("hold {hold_id} already belongs to order {order_id}"),
+            )),
+        }
+    }
+
+    pub(crate) async fn get_order(&self, r: pb::GetOrderRequest) -> Result<pb::Order, ApiError> {
+        let o = self.load(order_id(&r.order_id)?).await?;
+        self.reply(&o.order).await
+    }
+
+    pub(crate) async fn list_orders(&self, r: pb::ListOrdersRequest) -> Result<pb::ListOrdersResponse, ApiError> {
+        let mut f = OrderFilter { limit: r.page_size.clamp(1, ORDERS_PAGE_MAX), ..Default::default() };
+        if r.page_size == 0 {
+            f.limit = 50;
+        }
+        match (r.customer_id.is_empty(), r.event_id.is_empty()) {
+            (false, true) => f.customer = Some(CustomerId::parse(&r.customer_id)?),
+            (true, false) => f.event_id = Some(convert::event_id(&r.event_id)?),
+            _ => return Err(ApiError::invalid("customer_id", "give exactly one of customer_id and event_id")),
+        }
+        if !r.page_token.is_empty() {
+            let bad = || ApiError::invalid("page_token", "not a token from a previous response");
+            let (t, id) = r.page_token.split_once('_').ok_or_else(bad)?;
+            f.before = Some((usher_engine::Millis(t.parse().map_err(|_| bad())?), OrderId::parse(id).map_err(|_| bad())?));
+        }
+        let limit = f.limit as usize;
+        let orders = self.ctx.orders.list_orders(f).await?;
+        let mut out = Vec::with_capacity(orders.len());
+        let mut layouts: std::collections::HashMap<EventId, Arc<Layout>> = Default::default();
+        for o in &orders {
+            let l = match layouts.get(&o.event_id) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = self.layout(o.event_id).await?;
+                    layouts.insert(o.event_id, l.clone());
+                    l
+                }
+            };
+            out.push(order_pb(o, &l));
+        }
+        let next_page_token = match orders.last() {
+            Some(o) if orders.len() == limit => format!("{}_{}", o.created_at.0, o.id),
+            _ => String::new(),
+        };
+        Ok(pb::ListOrdersResponse { orders: out, next_page_token })
+    }
+
+    pub(crate) async fn cancel_order(&self, r: pb::CancelOrderRequest) -> Result<pb::Order, ApiError> {
+        let key = convert::key(&r.idempotency_key)?;
+        let id = order_id(&r.order_id)?;
+        let stored = self.load(id).await?;
+        if !r.customer_id.is_empty() && CustomerId::parse(&r.customer_id)? != stored.order.customer {
+            return Err(ApiError::new(ErrorCode::PermissionDenied, "NOT_ORDER_OWNER", format!("order {id} belongs to another customer")));
+        }
+        let fp = fingerprint_bytes(21, r.customer_id.as_bytes());
+        match self.ctx.orders.claim_command(&format!("cancel:{id}:{}", key.as_str()), fp, &id.to_string(), self.ctx.now()).await? {
+            Created::KeyReused => return Err(key_reused()),
+            // A retry: the order as it is now (the first answer's effect stands).
+            Created::Replayed(_) => {
+                if matches!(stored.order.status, OrderStatus::Cancelled)
+                    || stored.order.cancel_requested
+                    || stored.order.step == Step::Release
+                {
+                    return self.reply(&stored.order).await;
+                }
+            }
+            Created::New(_) => {}
+        }
+        let o = self.ctx.sagas.input(id, OrderInput::Cancel).await.map_err(order_error)?;
+        self.reply(&o).await
+    }
+
+    pub(crate) async fn pay_order(&self, r: pb::PayOrderRequest) -> Result<pb::PayOrderResponse, ApiError> {
+        let key = convert::key(&r.idempotency_key)?;
+        let id = order_id(&r.order_id)?;
+        let card = usher_adapters::payment::parse_card_number(&r.card_number)
+            .ok_or_else(|| ApiError::invalid("card_number", "not a valid card number (12 to 19 digits, Luhn checked)"))?;
+        let wait = Duration::from_millis(match u64::from(r.wait_ms) {
+            0 => PAY_WAIT_MS_DEFAULT,
+            w => w.min(PAY_WAIT_MS_MAX),
+        });
+        let stored = self.load(id).await?;
+        let fp = fingerprint_bytes(22, card.as_bytes());
+        let fresh = PaymentId(uuid::Uuid::new_v4());
+        let payment =
+            match self.ctx.orders.claim_command(&format!("pay:{id}:{}", key.as_str()), fp, &fresh.to_string(), self.ctx.now()).await? {
+                Created::KeyReused => return Err(key_reused()),
+                Created::New(p) | Created::Replayed(p) => PaymentId::parse(&p)?,
+            };
+        let last4 = card[card.len() - 4..].to_owned();
+        let mut order = stored.order;
+        if !order.payments.iter().any(|p| p.id == payment) {
+            // First time this key reaches the saga (or a retry of a refused
+            // pay, which is refused the same way).
+            self.ctx.sagas.deps.cards.put(payment.to_string(), card);
+            let input = OrderInput::Pay { payment_id: payment, card_last4: last4, timeout_ms: self.ctx.sagas.deps.cfg.payment_timeout_ms };
+            order = match self.ctx.sagas.input(id, input).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.ctx.sagas.deps.cards.forget(&payment.to_string());
+                    return Err(order_error(e));
+                }
+            };
+        }
+        // Wait for the answer, up to `wait`.
+        if !settled(&order, payment)
+            && let Some(mut rx) = self.ctx.sagas.watch(id).await
+        {
+            let _ = tokio::time::timeout(wait, rx.wait_for(|o| settled(o, payment))).await;
+            order = rx.borrow().clone();
+        }
+        if !settled(&order, payment) {
+            // The saga may have finished and stopped: read what is stored.
+            order = self.load(id).await?.order;
+        }
+        let p = order.payments.iter().find(|p| p.id == payment).map(|p| payment_pb(&order, p));
+        Ok(pb::PayOrderResponse { settled: settled(&order, payment), payment: p, order: Some(self.reply(&order).await?) })
+    }
+
+    pub(crate) async fn get_payment(&self, r: pb::GetPaymentRequest) -> Result<pb::Payment, ApiError> {
+        let pid = PaymentId::parse(&r.payment_id)?;
+        let not_found = || ApiError::new(ErrorCode::NotFound, "PAYMENT_NOT_FOUND", format!("payment {pid} not found"));
+        let oid = self.ctx.orders.find_payment(pid).await?.ok_or_else(not_found)?;
+        let o = self.load(oid).await?.order;
+        o.payments.iter().find(|p| p.id == pid).map(|p| payment_pb(&o, p)).ok_or_else(not_found)
+    }
+
+    pub(crate) async fn list_tickets(&self, r: pb::ListTicketsRequest) -> Result<pb::ListTicketsResponse, ApiError> {
+        let id = order_id(&r.order_id)?;
+        self.load(id).await?;
+        let tickets = self.ctx.orders.tickets_of_order(id).await?;
+        Ok(pb::ListTicketsResponse { tickets: tickets.iter().map(ticket_pb).collect() })
+    }
+
+    pub(crate) async fn pdf(&self, r: pb::DownloadTicketsRequest) -> Result<(String, Vec<u8>), ApiError> {
+        let id = order_id(&r.order_id)?;
+        let o = self.load(id).await?.order;
+        let path = self.ctx.sagas.deps.pdf_path(id);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok((format!("tickets-{}.pdf", usher_actors::saga::order_number(id)), bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "TICKETS_NOT_READY",
+                format!("the tickets of order {id} are not rendered yet (order is {}, step {})", o.status.as_str(), o.step.as_str()),
+            )),
+            Err(e) => Err(ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", format!("reading the PDF: {e}"))),
+        }
+    }
+
+    pub(crate) fn public_key(&self) -> pb::PublicKey {
+        let vk = self.ctx.sagas.deps.signing_key.verifying_key();
+        pb::PublicKey {
+            algorithm: "Ed25519".into(),
+            public_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vk.as_bytes()),
+            code_prefix: TICKET_CODE_PREFIX.into(),
+        }
+    }
+
+    pub(crate) async fn scan(&self, r: pb::ScanRequest) -> Result<pb::ScanResult, ApiError> {
+        use pb::ScanVerdict as V;
+        let key = convert::key(&r.idempotency_key)?;
+        let event_id = convert::event_id(&r.event_id)?;
+        let gate = token("gate", &r.gate, GATE_BYTES_MAX)?;
+        let verdict = |v: V, message: String| pb::ScanResult { verdict: v as i32, message, ..Default::default() };
+        let vk = self.ctx.sagas.deps.signing_key.verifying_key();
+        let claims = match verify_ticket(&vk, &r.code) {
+            Ok(c) => c,
+            Err(e @ CodeError::BadSignature) => return Ok(verdict(V::InvalidSignature, e.to_string())),
+            Err(e) => return Ok(verdict(V::Malformed, e.to_string())),
+        };
+        let ticket_id: TicketId = claims.ticket_id;
+        if claims.event_id != event_id {
+            return Ok(pb::ScanResult {
+                ticket_id: ticket_id.to_string(),
+                ..verdict(V::WrongEvent, format!("this ticket is for event {}, not {event_id}", claims.event_id))
+            });
+        }
+        let Some(t) = self.ctx.orders.get_ticket(ticket_id).await? else {
+            return Ok(verdict(V::UnknownTicket, format!("ticket {ticket_id} was never issued")));
+        };
+        let with_ticket = |mut s: pb::ScanResult| {
+            s.ticket_id = t.id.to_string();
+            s.seat_id = t.seat_label.clone();
+            s
+        };
+        if t.status == TicketStatus::Refunded {
+            return Ok(with_ticket(verdict(V::Refunded, "this ticket was refunded".into())));
+        }
+        let config = self.ctx.store().get_event(event_id).await?;
+        if config.is_some_and(|c| c.status == EventStatus::Cancelled) {
+            return Ok(with_ticket(verdict(V::EventCancelled, "the event is cancelled".into())));
+        }
+        let now = self.ctx.now();
+        match self.ctx.orders.record_scan(t.id, &gate, key.as_str(), now).await? {
+            None => Ok(with_ticket(verdict(V::Valid, "welcome".into()))),
+            // The same gate retrying its own scan gets its first answer.
+            Some(first) if first.key == key.as_str() && first.gate == gate => Ok(with_ticket(verdict(V::Valid, "welcome".into()))),
+            Some(first) => Ok(with_ticket(pb::ScanResult {
+                first_scanned_at: Some(convert::ts(first.at)),
+                first_gate: first.gate.clone(),
+                ..verdict(V::AlreadyUsed, format!("already admitted at gate {}", first.gate))
+            })),
+        }
+    }
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(ErrorCode::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", "idempotency_key: this key was already used for a different request")
+}
+
+#[tonic::async_trait]
+impl OrderingService for Orders {
+    async fn create_order(&self, req: Request<pb::CreateOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(Orders::create_order(self, req.into_inner()).await?))
+    }
+    async fn get_order(&self, req: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(Orders::get_order(self, req.into_inner()).await?))
+    }
+    async fn list_orders(&self, req: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        Ok(Response::new(Orders::list_orders(self, req.into_inner()).await?))
+    }
+    async fn cancel_order(&self, req: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(Orders::cancel_order(self, req.into_inner()).await?))
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for Orders {
+    async fn pay_order(&self, req: Request<pb::PayOrderRequest>) -> Result<Response<pb::PayOrderResponse>, Status> {
+        Ok(Response::new(Orders::pay_order(self, req.into_inner()).await?))
+    }
+    async fn get_payment(&self, req: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
+        Ok(Response::new(Orders::get_payment(self, req.into_inner()).await?))
+    }
+}
+
+type PdfStream = tonic::codegen::BoxStream<pb::PdfChunk>;
+
+#[tonic::async_trait]
+impl FulfillmentService for Orders {
+    async fn list_tickets(&self, req: Request<pb::ListTicketsRequest>) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        Ok(Response::new(Orders::list_tickets(self, req.into_inner()).await?))
+    }
+    async fn download_tickets(&self, req: Request<pb::DownloadTicketsRequest>) -> Result<Response<PdfStream>, Status> {
+        let (filename, bytes) = self.pdf(req.into_inner()).await?;
+        let chunks: Vec<Result<pb::PdfChunk, Status>> =
+            bytes.chunks(PDF_CHUNK_BYTES).map(|c| Ok(pb::PdfChunk { data: c.to_vec(), filename: filename.clone() })).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+    async fn get_public_key(&self, _req: Request<pb::GetPublicKeyRequest>) -> Result<Response<pb::PublicKey>, Status> {
+        Ok(Response::new(self.public_key()))
+    }
+}
+
+#[tonic::async_trait]
+impl CheckInService for Orders {
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResult>, Status> {
+        Ok(Response::new(Orders::scan(self, req.into_inner()).await?))
+    }
+}

@@ -8,9 +8,11 @@
 //! is the same on every attempt, so a receiver can drop the copy.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use usher_engine::{MailKind, Order};
@@ -45,32 +47,67 @@ pub struct PostmanArgs {
     pub cfg: PostmanConfig,
 }
 
+pub struct PostmanState {
+    args: PostmanArgs,
+    /// A Tick is queued: the pacer does not add another.
+    tick_queued: Arc<AtomicBool>,
+    pacer: JoinHandle<()>,
+}
+
 /// Messages per look at the queue.
 const MAIL_BATCH_MAX: u32 = 32;
 
 impl Actor for Postman {
     type Msg = PostmanMsg;
-    type State = PostmanArgs;
+    type State = PostmanState;
     type Arguments = PostmanArgs;
 
-    async fn pre_start(&self, myself: ActorRef<PostmanMsg>, args: PostmanArgs) -> Result<PostmanArgs, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<PostmanMsg>, args: PostmanArgs) -> Result<PostmanState, ActorProcessingErr> {
         info!(to = %args.mailer.describe(), "postman delivering email");
-        myself.cast(PostmanMsg::Tick)?;
-        Ok(args)
+        // The pacer wakes the postman when a saga queues a message, and
+        // every poll interval for retries that have come due.
+        let tick_queued = Arc::new(AtomicBool::new(false));
+        let pacer = {
+            let (me, queued, wake) = (myself.clone(), tick_queued.clone(), args.sagas.deps.mail_queued.clone());
+            let poll = Duration::from_millis(args.cfg.poll_ms);
+            tokio::spawn(async move {
+                loop {
+                    if !queued.swap(true, Ordering::AcqRel) && me.cast(PostmanMsg::Tick).is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
+            })
+        };
+        Ok(PostmanState { args, tick_queued, pacer })
     }
 
-    async fn handle(&self, myself: ActorRef<PostmanMsg>, _msg: PostmanMsg, s: &mut PostmanArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<PostmanMsg>, _msg: PostmanMsg, st: &mut PostmanState) -> Result<(), ActorProcessingErr> {
+        st.tick_queued.store(false, Ordering::Release);
+        let s = &st.args;
         let deps = &s.sagas.deps;
         let now = deps.clock.now();
         match deps.orders.due_mail(now, MAIL_BATCH_MAX).await {
             Ok(due) => {
+                let full = due.len() as u32 >= MAIL_BATCH_MAX;
                 for m in due {
                     deliver(s, m).await;
+                }
+                if full && !st.tick_queued.swap(true, Ordering::AcqRel) {
+                    // More may be due: look again at once.
+                    myself.cast(PostmanMsg::Tick)?;
                 }
             }
             Err(e) => warn!(error = %e, "cannot read the email queue"),
         }
-        myself.send_after(Duration::from_millis(s.cfg.poll_ms), || PostmanMsg::Tick);
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<PostmanMsg>, st: &mut PostmanState) -> Result<(), ActorProcessingErr> {
+        st.pacer.abort();
         Ok(())
     }
 }

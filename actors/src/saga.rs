@@ -69,6 +69,8 @@ pub struct SagaDeps {
     pub cfg: SagaConfig,
     /// Card numbers between a Pay call and its authorization; never stored.
     pub cards: Arc<CardVault>,
+    /// Wakes the postman when a transition queued an email.
+    pub mail_queued: Arc<tokio::sync::Notify>,
 }
 
 impl SagaDeps {
@@ -236,6 +238,9 @@ impl SagaState {
         }
         self.version += 1;
         self.backoff_ms = 0;
+        if t.mail.is_some() {
+            self.deps.mail_queued.notify_one();
+        }
         let paying = |st: Step| matches!(st, Step::Authorize | Step::QueryStatus);
         if paying(before.step)
             && !paying(self.order.step)

@@ -92,6 +92,7 @@ impl Application {
                 ..SagaConfig::default()
             },
             cards: Arc::new(CardVault::default()),
+            mail_queued: Arc::new(tokio::sync::Notify::new()),
         };
         let (sagas, _sagas_join) = Sagas::start(deps).await?;
         let mailer: Arc<dyn Mailer> = if config.smtp_url.is_empty() {

@@ -3,8 +3,8 @@
 //! metadata entry that clients can match on.
 
 use tonic::{Code, Status};
-use usher_actors::{CommandError, StoreError};
-use usher_engine::{InvalidInput, Layout, Reject, SeatIdx};
+use usher_actors::{CommandError, SagaError, StoreError};
+use usher_engine::{InvalidInput, Layout, OrderReject, Reject, SeatIdx};
 
 /// A small, closed set of reasons, each with its gRPC code and HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +184,40 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(m) => {
                 tracing::error!(error = %m, "stored data is corrupt");
                 ApiError::new(ErrorCode::Internal, "INTERNAL", "internal error; it has been logged")
+            }
+        }
+    }
+}
+
+/// An order saga's refusals and failures. `OrderReject` is closed and
+/// ordered like `Reject`; each gets its code here and nowhere else.
+impl From<SagaError> for ApiError {
+    fn from(e: SagaError) -> ApiError {
+        use ErrorCode::*;
+        match e {
+            SagaError::Rejected(r) => match r {
+                OrderReject::OrderClosed { status } => ApiError::new(
+                    FailedPrecondition,
+                    "ORDER_CLOSED",
+                    format!("the order is {}; it takes no more payments", status.as_str()),
+                ),
+                OrderReject::PayDeadlinePassed { .. } => {
+                    ApiError::new(FailedPrecondition, "ORDER_EXPIRED", "the order's holds expired before it was paid")
+                }
+                OrderReject::PaymentInProgress => {
+                    ApiError::new(FailedPrecondition, "PAYMENT_IN_PROGRESS", "a payment for this order is already in progress or done")
+                }
+                OrderReject::AlreadyPaid => ApiError::new(
+                    FailedPrecondition,
+                    "ORDER_PAID",
+                    "the order is paid; it can be refunded (cancel the event), not cancelled",
+                ),
+            },
+            SagaError::NotFound(id) => ApiError::new(NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")),
+            SagaError::Unavailable(m) => ApiError::new(Unavailable, "UNAVAILABLE", m),
+            SagaError::Internal(m) => {
+                tracing::error!(error = %m, "order failed");
+                ApiError::new(Internal, "INTERNAL", "internal error; it has been logged")
             }
         }
     }

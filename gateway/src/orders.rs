@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use tonic::{Request, Response, Status};
-use usher_actors::{Created, OrderCreated, OrderFilter, SagaError, StoredOrder, TicketRecord, TicketStatus};
+use usher_actors::{Created, OrderCreated, OrderFilter, StoredOrder, TicketRecord, TicketStatus};
 use usher_engine::{
-    CodeError, CustomerId, EventId, EventStatus, HoldId, HoldState, Layout, Money, Order, OrderId, OrderInput, OrderLine, OrderReject,
-    OrderStatus, PaymentId, PaymentStatus, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
+    CodeError, CustomerId, EventId, EventStatus, HoldId, HoldState, Layout, Money, Order, OrderId, OrderInput, OrderLine, OrderStatus,
+    PaymentId, PaymentStatus, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
 };
 use usher_proto::v1::{
     self as pb, check_in_service_server::CheckInService, fulfillment_service_server::FulfillmentService,
@@ -33,32 +33,6 @@ const PDF_CHUNK_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Orders {
     pub ctx: Ctx,
-}
-
-fn order_error(e: SagaError) -> ApiError {
-    use ErrorCode::*;
-    match e {
-        SagaError::Rejected(r) => match r {
-            OrderReject::OrderClosed { status } => {
-                ApiError::new(FailedPrecondition, "ORDER_CLOSED", format!("the order is {}; it takes no more payments", status.as_str()))
-            }
-            OrderReject::PayDeadlinePassed { .. } => {
-                ApiError::new(FailedPrecondition, "ORDER_EXPIRED", "the order's holds expired before it was paid")
-            }
-            OrderReject::PaymentInProgress => {
-                ApiError::new(FailedPrecondition, "PAYMENT_IN_PROGRESS", "a payment for this order is already in progress or done")
-            }
-            OrderReject::AlreadyPaid => {
-                ApiError::new(FailedPrecondition, "ORDER_PAID", "the order is paid; it can be refunded (cancel the event), not cancelled")
-            }
-        },
-        SagaError::NotFound(id) => ApiError::new(NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")),
-        SagaError::Unavailable(m) => ApiError::new(Unavailable, "UNAVAILABLE", m),
-        SagaError::Internal(m) => {
-            tracing::error!(error = %m, "order failed");
-            ApiError::new(Internal, "INTERNAL", "internal error; it has been logged")
-        }
-    }
 }
 
 fn order_id(s: &str) -> Result<OrderId, ApiError> {
@@ -373,7 +347,7 @@ impl Orders {
             }
             Created::New(_) => {}
         }
-        let o = self.ctx.sagas.input(id, OrderInput::Cancel).await.map_err(order_error)?;
+        let o = self.ctx.sagas.input(id, OrderInput::Cancel).await?;
         self.reply(&o).await
     }
 
@@ -405,7 +379,7 @@ impl Orders {
                 Ok(o) => o,
                 Err(e) => {
                     self.ctx.sagas.deps.cards.forget(&payment.to_string());
-                    return Err(order_error(e));
+                    return Err(e.into());
                 }
             };
         }

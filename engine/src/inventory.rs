@@ -820,7 +820,8 @@ impl Inventory {
         Ok((Reply::Hold(hold.clone()), vec![Event::HoldReleased { hold }]))
     }
 
-    fn confirm(&mut self, hold_id: HoldId) -> Result<(Reply, Vec<Event>), Reject> {
+    /// A hold can be sold: live and not past its expiry.
+    fn check_confirmable(&self, hold_id: HoldId) -> Result<(), Reject> {
         let Some(hold) = self.active.get(&hold_id) else {
             return Err(self.ended_reject(hold_id));
         };
@@ -828,6 +829,11 @@ impl Inventory {
         if hold.expires_at <= self.now {
             return Err(Reject::HoldExpired { hold_id });
         }
+        Ok(())
+    }
+
+    fn confirm(&mut self, hold_id: HoldId) -> Result<(Reply, Vec<Event>), Reject> {
+        self.check_confirmable(hold_id)?;
         if self.config.status == EventStatus::Cancelled {
             return Err(Reject::EventCancelled);
         }
@@ -839,12 +845,7 @@ impl Inventory {
         check_hold_list(hold_ids)?;
         // Judge every hold before touching any: all or nothing.
         for &hold_id in hold_ids {
-            let Some(hold) = self.active.get(&hold_id) else {
-                return Err(self.ended_reject(hold_id));
-            };
-            if hold.expires_at <= self.now {
-                return Err(Reject::HoldExpired { hold_id });
-            }
+            self.check_confirmable(hold_id)?;
         }
         if self.config.status == EventStatus::Cancelled {
             return Err(Reject::EventCancelled);

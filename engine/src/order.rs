@@ -297,6 +297,43 @@ impl Transition {
 }
 
 impl Order {
+    /// A new order, pending payment until `pay_by` (its holds' earliest
+    /// expiry). The total is the sum of the lines; `None` without lines.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: OrderId,
+        event_id: EventId,
+        customer: CustomerId,
+        email: String,
+        holds: Vec<HoldId>,
+        lines: Vec<OrderLine>,
+        pay_by: Millis,
+        now: Millis,
+    ) -> Option<Order> {
+        let currency = lines.first()?.price.currency;
+        let total = Money { minor: lines.iter().map(|l| l.price.minor).sum(), currency };
+        Some(Order {
+            id,
+            event_id,
+            customer,
+            email,
+            holds,
+            lines,
+            total,
+            status: OrderStatus::PendingPayment,
+            step: Step::AwaitPayment,
+            pay_by,
+            deadline: None,
+            payments: vec![],
+            tickets: vec![],
+            cancel_requested: false,
+            ends_as: None,
+            note: None,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
     pub fn seats(&self) -> Vec<SeatIdx> {
         self.lines.iter().map(|l| l.seat).collect()
     }
@@ -564,29 +601,15 @@ mod tests {
     fn order() -> Order {
         let eur = Currency::parse("EUR").unwrap();
         let hold = HoldId(Uuid::from_u128(5));
-        Order {
-            id: OrderId(Uuid::from_u128(1)),
-            event_id: EventId(Uuid::from_u128(2)),
-            customer: CustomerId::parse("alice").unwrap(),
-            email: "alice@example.com".into(),
-            holds: vec![hold],
-            lines: vec![
-                OrderLine { hold_id: hold, seat: SeatIdx(1), price: Money { minor: 5000, currency: eur } },
-                OrderLine { hold_id: hold, seat: SeatIdx(2), price: Money { minor: 3000, currency: eur } },
-            ],
-            total: Money { minor: 8000, currency: eur },
-            status: OrderStatus::PendingPayment,
-            step: Step::AwaitPayment,
-            pay_by: Millis(T0.0 + 60_000),
-            deadline: None,
-            payments: vec![],
-            tickets: vec![],
-            cancel_requested: false,
-            ends_as: None,
-            note: None,
-            created_at: T0,
-            updated_at: T0,
-        }
+        let lines = vec![
+            OrderLine { hold_id: hold, seat: SeatIdx(1), price: Money { minor: 5000, currency: eur } },
+            OrderLine { hold_id: hold, seat: SeatIdx(2), price: Money { minor: 3000, currency: eur } },
+        ];
+        let (id, event) = (OrderId(Uuid::from_u128(1)), EventId(Uuid::from_u128(2)));
+        let alice = CustomerId::parse("alice").unwrap();
+        let o = Order::new(id, event, alice, "alice@example.com".into(), vec![hold], lines, Millis(T0.0 + 60_000), T0).unwrap();
+        assert_eq!(o.total, Money { minor: 8000, currency: eur });
+        o
     }
 
     fn pay() -> OrderInput {

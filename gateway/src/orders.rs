@@ -202,7 +202,6 @@ impl Orders {
         let mut pay_by = None;
         let now = self.ctx.now();
         let mut layout = None;
-        let mut currency = None;
         for &h in &holds {
             let eid = self
                 .ctx
@@ -233,7 +232,6 @@ impl Orders {
                 let cat = handle.layout.section_of(s).category as usize;
                 let price: Money =
                     *config.prices.get(cat).ok_or_else(|| ApiError::new(ErrorCode::Internal, "INTERNAL", "seat category has no price"))?;
-                currency = Some(price.currency);
                 lines.push(OrderLine { hold_id: h, seat: s, price });
             }
             if config.status == EventStatus::Cancelled {
@@ -241,31 +239,12 @@ impl Orders {
             }
             layout = Some(handle.layout.clone());
         }
-        let (event_id, layout, currency, pay_by) = match (event, layout, currency, pay_by) {
-            (Some(e), Some(l), Some(c), Some(p)) => (e, l, c, p),
+        let (event_id, layout, pay_by) = match (event, layout, pay_by) {
+            (Some(e), Some(l), Some(p)) => (e, l, p),
             _ => return Err(ApiError::invalid("hold_ids", "no seats")),
         };
-        let total = Money { minor: lines.iter().map(|l| l.price.minor).sum(), currency };
-        let order = Order {
-            id: OrderId(uuid::Uuid::new_v4()),
-            event_id,
-            customer,
-            email,
-            holds,
-            lines,
-            total,
-            status: OrderStatus::PendingPayment,
-            step: Step::AwaitPayment,
-            pay_by,
-            deadline: None,
-            payments: vec![],
-            tickets: vec![],
-            cancel_requested: false,
-            ends_as: None,
-            note: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let order = Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now)
+            .ok_or_else(|| ApiError::invalid("hold_ids", "no seats"))?;
         order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", e))?;
         let labels: Vec<String> = order.lines.iter().map(|l| layout.label(l.seat)).collect();
         match self.ctx.orders.create_order(&scoped_key, fingerprint, &order, &labels).await? {

@@ -20,10 +20,12 @@ use tonic::Code;
 use tonic::transport::Channel;
 use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
 
+mod funnel;
+
 #[derive(Parser, Clone)]
 #[command(about = "Onsale load generator for Usher, with the lock-per-seat baseline side by side")]
 struct Args {
-    /// hot-seat, stadium, memory (comma-separated), or all.
+    /// hot-seat, stadium, memory, funnel, pdf (comma-separated), or all.
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// usher-sqlite, usher-pg, baseline (comma-separated).
@@ -47,6 +49,18 @@ struct Args {
     pg_url: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Orders the funnel scenario buys (hold → order → pay → tickets → PDF → email).
+    #[arg(long, default_value_t = 400)]
+    funnel_orders: usize,
+    /// Buyers in the funnel at once.
+    #[arg(long, default_value_t = 32)]
+    funnel_in_flight: usize,
+    /// PDFs the pdf scenario renders per set.
+    #[arg(long, default_value_t = 200)]
+    pdf_count: usize,
+    /// Threads rendering at once in the pdf scenario.
+    #[arg(long, default_value_t = 2)]
+    pdf_workers: usize,
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench/results/latest.json")]
     json: PathBuf,
@@ -91,9 +105,12 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         "usher-pg" => {
             let name = format!("usher_bench_{tag}");
             let url = pg_create(args, &name).await?;
+            // PostgreSQL keeps the data; the directory holds the PDFs and mail.
+            let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let mut c = Command::new(sibling("usher")?);
             c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--database-url", &url]);
-            (c, Some(name), None)
+            c.arg("--data-dir").arg(&dir);
+            (c, Some(name), Some(dir))
         }
         "baseline" => {
             let name = format!("usher_bench_{tag}");
@@ -667,6 +684,8 @@ struct Report {
     hot_seat: Vec<(String, HotSeat)>,
     stadium: Vec<(String, Stadium)>,
     memory: Option<Memory>,
+    funnel: Vec<(String, funnel::Funnel)>,
+    pdf: Option<funnel::PdfRender>,
     ratios: Vec<(String, f64)>,
 }
 
@@ -683,7 +702,7 @@ fn machine() -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenarios: Vec<&str> =
-        if args.scenarios == "all" { vec!["hot-seat", "stadium", "memory"] } else { args.scenarios.split(',').collect() };
+        if args.scenarios == "all" { vec!["hot-seat", "stadium", "memory", "funnel", "pdf"] } else { args.scenarios.split(',').collect() };
     let targets: Vec<&str> = args.targets.split(',').collect();
     let mut report =
         Report { machine: machine(), seed: args.seed, concurrency: args.concurrency, connections: args.connections, ..Default::default() };
@@ -727,6 +746,48 @@ async fn main() -> anyhow::Result<()> {
             }
             report.stadium.push((t.to_string(), r));
         }
+        if scenarios.contains(&"funnel") && *t != "baseline" {
+            let s = start(&args, t).await?;
+            let r = funnel::funnel(&args, &s).await?;
+            println!(
+                "funnel     {t:<13} {:.1} orders/s = PDFs/s ({:.1} tickets/s) | {} of {} fulfilled, {} in flight, {:.1} s | p50 hold {:.1} order {:.1} pay {:.1} fulfil {:.1} end-to-end {:.1} ms (p99 {:.1}) | emails {} PDFs {}",
+                r.orders_per_s,
+                r.tickets_per_s,
+                r.fulfilled,
+                r.orders,
+                r.in_flight,
+                r.wall_s,
+                r.hold.p50_ms,
+                r.create_order.p50_ms,
+                r.pay.p50_ms,
+                r.fulfil.p50_ms,
+                r.end_to_end.p50_ms,
+                r.end_to_end.p99_ms,
+                r.emails,
+                r.pdfs
+            );
+            report.funnel.push((t.to_string(), r));
+            s.stop(&args).await?;
+        }
+    }
+    if scenarios.contains(&"pdf") {
+        let p = tokio::task::spawn_blocking({
+            let args = args.clone();
+            move || funnel::pdf_render(&args)
+        })
+        .await??;
+        for (tickets, s) in &p.tickets_per_pdf {
+            println!(
+                "pdf        {tickets} ticket(s)/PDF: median {:.1} ms (p95 {:.1}), {} KiB | {:.1} PDFs/s on one thread, {:.1} PDFs/s on {} threads",
+                s.median_ms,
+                s.p95_ms,
+                s.bytes_median / 1024,
+                s.per_s_one_thread,
+                s.per_s_workers,
+                s.workers
+            );
+        }
+        report.pdf = Some(p);
     }
     let rate = |name: &str| report.stadium.iter().find(|(t, _)| t == name).map(|(_, s)| s.holds_per_s);
     if let Some(base) = rate("baseline") {

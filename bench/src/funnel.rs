@@ -1,0 +1,264 @@
+//! The purchase funnel (hold → order → pay → tickets → PDF → email) through
+//! the real server, and the PDF renderer alone, in this process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tonic::transport::Channel;
+use usher_actors::{OrderDoc, TicketDoc, TicketRenderer};
+use usher_proto::v1::{
+    self as pb, inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
+    payment_service_client::PaymentServiceClient,
+};
+
+use crate::{Args, Latency, Server, channels, create_event, latency};
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Funnel {
+    pub orders: usize,
+    pub in_flight: usize,
+    pub seats_per_order: u32,
+    pub fulfilled: usize,
+    pub failed: usize,
+    /// First hold to last fulfilled order.
+    pub wall_s: f64,
+    /// Fulfilled orders per second; each is one PDF rendered and one email sent.
+    pub orders_per_s: f64,
+    pub tickets_per_s: f64,
+    pub hold: Latency,
+    pub create_order: Latency,
+    /// PayOrder until the payment settled (authorized, seats sold, captured).
+    pub pay: Latency,
+    /// Payment settled until fulfilled (tickets, PDF, email delivered).
+    pub fulfil: Latency,
+    pub end_to_end: Latency,
+    /// Messages in the maildir afterwards (must equal `fulfilled`).
+    pub emails: usize,
+    pub pdfs: usize,
+}
+
+pub async fn funnel(args: &Args, server: &Server) -> anyhow::Result<Funnel> {
+    let chans = channels(&server.addr, args.connections.min(16)).await?;
+    // 20 sections × 20 rows × 20: room for every order without conflicts.
+    let event = create_event(&chans[0], 20, 20, 20).await?;
+    let n = args.funnel_orders;
+    let seats = 2u32;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.funnel_in_flight {
+        let (ch, next, event) = (chans[w % chans.len()].clone(), next.clone(), event.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return out;
+                }
+                out.push(buy(&ch, &event, i, seats, start).await);
+            }
+        }));
+    }
+    let mut f = Funnel { orders: n, in_flight: args.funnel_in_flight, seats_per_order: seats, ..Default::default() };
+    let (mut hold, mut order, mut pay, mut fulfil, mut total) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut last = Duration::ZERO;
+    for t in tasks {
+        for r in t.await? {
+            match r {
+                Ok(s) => {
+                    f.fulfilled += 1;
+                    hold.push(s[0]);
+                    order.push(s[1]);
+                    pay.push(s[2]);
+                    fulfil.push(s[3]);
+                    total.push(s[0] + s[1] + s[2] + s[3]);
+                    last = last.max(Duration::from_micros(s[4]));
+                }
+                Err(e) => {
+                    if f.failed < 3 {
+                        eprintln!("funnel: an order failed: {e:#}");
+                    }
+                    f.failed += 1;
+                }
+            }
+        }
+    }
+    f.wall_s = last.as_secs_f64();
+    f.orders_per_s = f.fulfilled as f64 / f.wall_s.max(1e-9);
+    f.tickets_per_s = f.orders_per_s * f64::from(seats);
+    f.hold = latency(hold);
+    f.create_order = latency(order);
+    f.pay = latency(pay);
+    f.fulfil = latency(fulfil);
+    f.end_to_end = latency(total);
+    if let Some(dir) = &server.data_dir {
+        let count = |p: std::path::PathBuf| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+        f.emails = count(dir.join("mail").join("new"));
+        f.pdfs = count(dir.join("tickets"));
+    }
+    Ok(f)
+}
+
+/// One buyer: the microseconds of each stage, and when it finished
+/// (since the run began).
+async fn buy(ch: &Channel, event: &str, i: usize, seats: u32, start: Instant) -> anyhow::Result<[u64; 5]> {
+    let customer = format!("buyer-{i}");
+    let mut inv = InventoryServiceClient::new(ch.clone());
+    let mut ord = OrderingServiceClient::new(ch.clone());
+    let mut pay = PaymentServiceClient::new(ch.clone());
+    let t = Instant::now();
+    let h = inv
+        .hold_best_available(pb::HoldBestAvailableRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            event_id: event.into(),
+            customer_id: customer.clone(),
+            quantity: seats,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let t_hold = t.elapsed();
+    let t = Instant::now();
+    let o = ord
+        .create_order(pb::CreateOrderRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            customer_id: customer,
+            email: format!("buyer-{i}@example.com"),
+            hold_ids: vec![h.hold_id],
+        })
+        .await?
+        .into_inner();
+    let t_order = t.elapsed();
+    let t = Instant::now();
+    let p = pay
+        .pay_order(pb::PayOrderRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            order_id: o.order_id.clone(),
+            card_number: "4242424242424242".into(),
+            wait_ms: 60_000,
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(p.settled, "payment did not settle within 60 s");
+    let t_pay = t.elapsed();
+    let t = Instant::now();
+    loop {
+        let o = ord.get_order(pb::GetOrderRequest { order_id: o.order_id.clone() }).await?.into_inner();
+        if o.status == pb::OrderStatus::Fulfilled as i32 {
+            break;
+        }
+        anyhow::ensure!(
+            o.status == pb::OrderStatus::Paid as i32,
+            "order {} ended {:?}: {}",
+            o.order_id,
+            pb::OrderStatus::try_from(o.status),
+            o.note
+        );
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "order {} not fulfilled within 120 s", o.order_id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let us = |d: Duration| d.as_micros() as u64;
+    Ok([us(t_hold), us(t_order), us(t_pay), us(t.elapsed()), us(start.elapsed())])
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct PdfRender {
+    /// Tickets (pages) per PDF in each measured set.
+    pub tickets_per_pdf: Vec<(usize, PdfSet)>,
+}
+
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct PdfSet {
+    pub pdfs: usize,
+    pub median_ms: f64,
+    pub p95_ms: f64,
+    pub bytes_median: usize,
+    /// PDFs per second on one thread, and with `workers` threads at once.
+    pub per_s_one_thread: f64,
+    pub workers: usize,
+    pub per_s_workers: f64,
+}
+
+fn doc(tickets: usize, n: usize) -> OrderDoc {
+    OrderDoc {
+        order_number: format!("U-BENC-{n:04}"),
+        event_name: "Bench Night: The Onsale".into(),
+        venue_name: "Bench Stadium".into(),
+        starts_at: "2026-12-24 20:00 UTC".into(),
+        holder: format!("buyer-{n} <buyer-{n}@example.com>"),
+        tickets: (0..tickets)
+            .map(|i| {
+                let code_key = usher_engine::SigningKey::from_bytes(&[7u8; 32]);
+                let ticket = usher_engine::TicketId(uuid::Uuid::from_u128((n * 100 + i) as u128));
+                let event = usher_engine::EventId(uuid::Uuid::from_u128(1));
+                TicketDoc {
+                    ticket_id: ticket.to_string(),
+                    section: "S1".into(),
+                    row: "12".into(),
+                    number: i as u32 + 1,
+                    category: "Front".into(),
+                    price: "EUR 120.00".into(),
+                    code: usher_engine::sign_ticket(&code_key, event, ticket, usher_engine::SeatIdx(i as u32)),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Renders PDFs in this process with the server's renderer: first one at a
+/// time (latency), then on `workers` threads at once (throughput).
+pub fn pdf_render(args: &Args) -> anyhow::Result<PdfRender> {
+    let r: Arc<dyn TicketRenderer> = Arc::new(usher_adapters::pdf::TypstRenderer::new());
+    // Warm up: fonts parsed, template compiled once.
+    r.render(&doc(1, 0))?;
+    let mut out = PdfRender::default();
+    for tickets in [1usize, 6] {
+        let n = args.pdf_count;
+        let mut ms = Vec::with_capacity(n);
+        let mut bytes = Vec::with_capacity(n);
+        let t = Instant::now();
+        for i in 0..n {
+            let t1 = Instant::now();
+            let pdf = r.render(&doc(tickets, i))?;
+            ms.push(t1.elapsed().as_micros() as u64);
+            bytes.push(pdf.len());
+        }
+        let one = n as f64 / t.elapsed().as_secs_f64();
+        let workers = args.pdf_workers.max(1);
+        let t = Instant::now();
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            let hs: Vec<_> = (0..workers)
+                .map(|w| {
+                    let r = r.clone();
+                    s.spawn(move || -> anyhow::Result<()> {
+                        for i in (w..n).step_by(workers) {
+                            r.render(&doc(tickets, i))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().map_err(|_| anyhow::anyhow!("render thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        let many = n as f64 / t.elapsed().as_secs_f64();
+        bytes.sort_unstable();
+        let l = latency(ms);
+        out.tickets_per_pdf.push((
+            tickets,
+            PdfSet {
+                pdfs: n,
+                median_ms: l.p50_ms,
+                p95_ms: l.p95_ms,
+                bytes_median: bytes[bytes.len() / 2],
+                per_s_one_thread: one,
+                workers,
+                per_s_workers: many,
+            },
+        ));
+    }
+    Ok(out)
+}

@@ -15,15 +15,21 @@ use crate::app::Ctx;
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ErrorCode};
 use crate::inventory::Inventory;
+use crate::orders::Orders;
 
 #[derive(Clone)]
 struct Http {
     catalog: std::sync::Arc<Catalog>,
     inventory: std::sync::Arc<Inventory>,
+    orders: std::sync::Arc<Orders>,
 }
 
 pub fn router(ctx: Ctx) -> Router {
-    let state = Http { catalog: std::sync::Arc::new(Catalog { ctx: ctx.clone() }), inventory: std::sync::Arc::new(Inventory { ctx }) };
+    let state = Http {
+        catalog: std::sync::Arc::new(Catalog { ctx: ctx.clone() }),
+        inventory: std::sync::Arc::new(Inventory { ctx: ctx.clone() }),
+        orders: std::sync::Arc::new(Orders { ctx }),
+    };
     Router::new()
         .route("/", get(storefront))
         .route("/healthz", get(|| async { "ok" }))
@@ -32,6 +38,14 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/api/events/{id}/seats", get(seat_map))
         .route("/api/events/{id}/holds", post(create_hold))
         .route("/api/holds/{id}", get(get_hold).delete(release_hold))
+        .route("/api/orders", get(list_orders).post(create_order))
+        .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/cancel", post(cancel_order))
+        .route("/api/orders/{id}/pay", post(pay_order))
+        .route("/api/orders/{id}/tickets", get(list_tickets))
+        .route("/api/orders/{id}/tickets.pdf", get(download_tickets))
+        .route("/api/ticket-key", get(ticket_key))
+        .route("/api/scans", post(scan))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "NOT_FOUND", "no such route") })
         .with_state(state)
 }
@@ -357,4 +371,299 @@ async fn release_hold(
     let key = idempotency_key(&headers, "");
     let r = pb::ReleaseHoldRequest { idempotency_key: key, hold_id: id, event_id: String::new(), customer_id: q.customer_id };
     Ok(Json(h.inventory.release(r).await?.into()))
+}
+
+// ---------------------------------------------------------------------------
+// Orders, payment, tickets, check-in.
+
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_lowercase()
+}
+
+#[derive(Serialize)]
+struct OrderLineJson {
+    seat_id: String,
+    section: String,
+    row: String,
+    number: u32,
+    category: String,
+    price_minor: i64,
+    hold_id: String,
+}
+
+#[derive(Serialize)]
+struct PaymentJson {
+    payment_id: String,
+    amount_minor: i64,
+    currency: String,
+    card_last4: String,
+    status: String,
+    decline_reason: String,
+    created_at: Option<String>,
+}
+
+impl From<pb::Payment> for PaymentJson {
+    fn from(p: pb::Payment) -> Self {
+        let amount = p.amount.unwrap_or_default();
+        PaymentJson {
+            status: pb::PaymentStatus::try_from(p.status).map(|s| enum_name(s.as_str_name(), "PAYMENT_STATUS_")).unwrap_or_default(),
+            created_at: ts(&p.created_at),
+            payment_id: p.payment_id,
+            amount_minor: amount.amount_minor,
+            currency: amount.currency,
+            card_last4: p.card_last4,
+            decline_reason: p.decline_reason,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct OrderJson {
+    order_id: String,
+    order_number: String,
+    event_id: String,
+    customer_id: String,
+    email: String,
+    status: String,
+    step: String,
+    hold_ids: Vec<String>,
+    lines: Vec<OrderLineJson>,
+    total_minor: i64,
+    currency: String,
+    pay_by: Option<String>,
+    payments: Vec<PaymentJson>,
+    ticket_ids: Vec<String>,
+    note: String,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+impl From<pb::Order> for OrderJson {
+    fn from(o: pb::Order) -> Self {
+        let total = o.total.clone().unwrap_or_default();
+        OrderJson {
+            status: pb::OrderStatus::try_from(o.status).map(|s| enum_name(s.as_str_name(), "ORDER_STATUS_")).unwrap_or_default(),
+            pay_by: ts(&o.pay_by),
+            created_at: ts(&o.created_at),
+            updated_at: ts(&o.updated_at),
+            order_id: o.order_id,
+            order_number: o.order_number,
+            event_id: o.event_id,
+            customer_id: o.customer_id,
+            email: o.email,
+            step: o.step,
+            hold_ids: o.hold_ids,
+            lines: o
+                .lines
+                .into_iter()
+                .map(|l| OrderLineJson {
+                    price_minor: l.price.map(|p| p.amount_minor).unwrap_or_default(),
+                    seat_id: l.seat_id,
+                    section: l.section,
+                    row: l.row,
+                    number: l.number,
+                    category: l.category,
+                    hold_id: l.hold_id,
+                })
+                .collect(),
+            total_minor: total.amount_minor,
+            currency: total.currency,
+            payments: o.payments.into_iter().map(PaymentJson::from).collect(),
+            ticket_ids: o.ticket_ids,
+            note: o.note,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    customer_id: String,
+    email: String,
+    hold_ids: Vec<String>,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+async fn create_order(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
+    let b: OrderBody = parse(&headers, &body)?;
+    let r = pb::CreateOrderRequest {
+        idempotency_key: idempotency_key(&headers, &b.idempotency_key),
+        customer_id: b.customer_id,
+        email: b.email,
+        hold_ids: b.hold_ids,
+    };
+    Ok((StatusCode::CREATED, Json(h.orders.create_order(r).await?.into())))
+}
+
+async fn get_order(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<OrderJson>, ApiError> {
+    Ok(Json(h.orders.get_order(pb::GetOrderRequest { order_id: id }).await?.into()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct OrdersQuery {
+    customer_id: String,
+    event_id: String,
+    page_size: u32,
+    page_token: String,
+}
+
+#[derive(Serialize)]
+struct OrdersJson {
+    orders: Vec<OrderJson>,
+    next_page_token: String,
+}
+
+async fn list_orders(
+    State(h): State<Http>,
+    q: Result<Query<OrdersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<OrdersJson>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let r = h
+        .orders
+        .list_orders(pb::ListOrdersRequest {
+            customer_id: q.customer_id,
+            event_id: q.event_id,
+            page_size: q.page_size,
+            page_token: q.page_token,
+        })
+        .await?;
+    Ok(Json(OrdersJson { orders: r.orders.into_iter().map(OrderJson::from).collect(), next_page_token: r.next_page_token }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct CancelBody {
+    customer_id: String,
+    idempotency_key: String,
+}
+
+async fn cancel_order(State(h): State<Http>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<OrderJson>, ApiError> {
+    let b: CancelBody = if body.is_empty() { CancelBody::default() } else { parse(&headers, &body)? };
+    let r =
+        pb::CancelOrderRequest { idempotency_key: idempotency_key(&headers, &b.idempotency_key), order_id: id, customer_id: b.customer_id };
+    Ok(Json(h.orders.cancel_order(r).await?.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayBody {
+    card_number: String,
+    #[serde(default)]
+    wait_ms: u32,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+#[derive(Serialize)]
+struct PayJson {
+    order: Option<OrderJson>,
+    payment: Option<PaymentJson>,
+    settled: bool,
+}
+
+async fn pay_order(State(h): State<Http>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<PayJson>, ApiError> {
+    let b: PayBody = parse(&headers, &body)?;
+    let r = pb::PayOrderRequest {
+        idempotency_key: idempotency_key(&headers, &b.idempotency_key),
+        order_id: id,
+        card_number: b.card_number,
+        wait_ms: b.wait_ms,
+    };
+    let p = h.orders.pay_order(r).await?;
+    Ok(Json(PayJson { order: p.order.map(OrderJson::from), payment: p.payment.map(PaymentJson::from), settled: p.settled }))
+}
+
+#[derive(Serialize)]
+struct TicketJson {
+    ticket_id: String,
+    order_id: String,
+    event_id: String,
+    seat_id: String,
+    price_minor: i64,
+    code: String,
+    status: String,
+    issued_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TicketsJson {
+    tickets: Vec<TicketJson>,
+}
+
+async fn list_tickets(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
+    let r = h.orders.list_tickets(pb::ListTicketsRequest { order_id: id }).await?;
+    let tickets = r
+        .tickets
+        .into_iter()
+        .map(|t| TicketJson {
+            status: pb::TicketStatus::try_from(t.status).map(|s| enum_name(s.as_str_name(), "TICKET_STATUS_")).unwrap_or_default(),
+            issued_at: ts(&t.issued_at),
+            price_minor: t.price.map(|p| p.amount_minor).unwrap_or_default(),
+            ticket_id: t.ticket_id,
+            order_id: t.order_id,
+            event_id: t.event_id,
+            seat_id: t.seat_id,
+            code: t.code,
+        })
+        .collect();
+    Ok(Json(TicketsJson { tickets }))
+}
+
+async fn download_tickets(State(h): State<Http>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (filename, bytes) = h.orders.pdf(pb::DownloadTicketsRequest { order_id: id }).await?;
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
+}
+
+#[derive(Serialize)]
+struct KeyJson {
+    algorithm: String,
+    public_key: String,
+    code_prefix: String,
+}
+
+async fn ticket_key(State(h): State<Http>) -> Json<KeyJson> {
+    let k = h.orders.public_key();
+    Json(KeyJson { algorithm: k.algorithm, public_key: k.public_key, code_prefix: k.code_prefix })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanBody {
+    event_id: String,
+    code: String,
+    gate: String,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+#[derive(Serialize)]
+struct ScanJson {
+    verdict: String,
+    message: String,
+    ticket_id: String,
+    seat_id: String,
+    first_scanned_at: Option<String>,
+    first_gate: String,
+}
+
+async fn scan(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<Json<ScanJson>, ApiError> {
+    let b: ScanBody = parse(&headers, &body)?;
+    let r = pb::ScanRequest {
+        idempotency_key: idempotency_key(&headers, &b.idempotency_key),
+        code: b.code,
+        event_id: b.event_id,
+        gate: b.gate,
+    };
+    let s = h.orders.scan(r).await?;
+    Ok(Json(ScanJson {
+        verdict: pb::ScanVerdict::try_from(s.verdict).map(|v| enum_name(v.as_str_name(), "SCAN_VERDICT_")).unwrap_or_default(),
+        first_scanned_at: ts(&s.first_scanned_at),
+        message: s.message,
+        ticket_id: s.ticket_id,
+        seat_id: s.seat_id,
+        first_gate: s.first_gate,
+    }))
 }

@@ -7,6 +7,7 @@ use common::*;
 use serde_json::Value;
 
 both_backends!(the_json_api_holds_releases_and_explains_errors);
+both_backends!(the_json_api_orders_pays_and_scans);
 
 async fn the_json_api_holds_releases_and_explains_errors(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -70,6 +71,96 @@ async fn the_json_api_holds_releases_and_explains_errors(b: Backend) {
     app.stop().await;
 }
 
+async fn the_json_api_orders_pays_and_scans(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let event = create_event(&app, 1, 2, 10).await;
+    let send = |method: &'static str, path: String, key: &'static str, body: Option<String>| {
+        let addr = app.http;
+        async move {
+            let (status, text) =
+                http(addr, method, &path, &[("Content-Type", "application/json"), ("Idempotency-Key", key)], body.as_deref()).await;
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
+        }
+    };
+    let (status, hold) =
+        send("POST", format!("/api/events/{event}/holds"), "h1", Some(r#"{"customer_id":"ivy","seat_ids":["A-1-1","A-1-2"]}"#.into()))
+            .await;
+    assert_eq!(status, 201, "{hold}");
+    let order_body = format!(r#"{{"customer_id":"ivy","email":"ivy@example.com","hold_ids":["{}"]}}"#, hold["hold_id"].as_str().unwrap());
+    let (status, order) = send("POST", "/api/orders".into(), "o1", Some(order_body.clone())).await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["status"], "pending_payment");
+    assert_eq!(order["total_minor"], 18_000, "prices come from the event");
+    assert_eq!(order["lines"].as_array().unwrap().len(), 2);
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    // A retry gets the same order; the same key with another body is refused.
+    let (status, again) = send("POST", "/api/orders".into(), "o1", Some(order_body.clone())).await;
+    assert_eq!((status, &again["order_id"]), (201, &order["order_id"]));
+    let other = order_body.replace("ivy@example.com", "other@example.com");
+    let (status, err) = send("POST", "/api/orders".into(), "o1", Some(other)).await;
+    assert_eq!((status, &err["error"]["reason"]), (409, &Value::from("IDEMPOTENCY_KEY_REUSED")), "{err}");
+    // Bad input: a 4xx with a JSON body, nothing changes.
+    let (status, err) = send("POST", format!("/api/orders/{id}/pay"), "p0", Some(r#"{"card_number":"1234"}"#.into())).await;
+    assert_eq!((status, &err["error"]["code"]), (400, &Value::from("INVALID_ARGUMENT")), "{err}");
+    let (status, _) = send("GET", format!("/api/orders/{id}/tickets.pdf"), "", None).await;
+    assert_eq!(status, 409, "no PDF before payment");
+    let (status, _) = send("GET", format!("/api/orders/{}", uuid::Uuid::new_v4()), "", None).await;
+    assert_eq!(status, 404);
+    let (status, paid) =
+        send("POST", format!("/api/orders/{id}/pay"), "p1", Some(r#"{"card_number":"4242 4242 4242 4242","wait_ms":15000}"#.into())).await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["settled"], true);
+    assert_eq!(paid["payment"]["status"], "captured");
+    assert_eq!(paid["payment"]["card_last4"], "4242");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, o) = send("GET", format!("/api/orders/{id}"), "", None).await;
+        if o["status"] == "fulfilled" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not fulfilled: {o}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (status, tickets) = send("GET", format!("/api/orders/{id}/tickets"), "", None).await;
+    assert_eq!(status, 200);
+    let tickets = tickets["tickets"].as_array().unwrap().clone();
+    assert_eq!(tickets.len(), 2);
+    let (head, pdf) = raw_get(app.http, &format!("/api/orders/{id}/tickets.pdf")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("content-type: application/pdf"), "{head}");
+    assert!(head.contains("attachment; filename=\"tickets-U-"), "{head}");
+    assert!(pdf.starts_with(b"%PDF-"), "a PDF comes back");
+    let (status, key) = send("GET", "/api/ticket-key".into(), "", None).await;
+    assert_eq!((status, &key["algorithm"]), (200, &Value::from("Ed25519")));
+    let scan = |key: &'static str, gate: &str| {
+        let body = format!(r#"{{"event_id":"{event}","code":"{}","gate":"{gate}"}}"#, tickets[0]["code"].as_str().unwrap());
+        send("POST", "/api/scans".into(), key, Some(body))
+    };
+    assert_eq!(scan("s1", "north").await.1["verdict"], "valid");
+    let (_, second) = scan("s2", "south").await;
+    assert_eq!((&second["verdict"], &second["first_gate"]), (&Value::from("already_used"), &Value::from("north")));
+    let (status, mine) = send("GET", "/api/orders?customer_id=ivy".into(), "", None).await;
+    assert_eq!((status, mine["orders"].as_array().unwrap().len()), (200, 1));
+    let (status, _) = send("GET", "/api/orders".into(), "", None).await;
+    assert_eq!(status, 400, "a customer or an event is required");
+    let (status, err) = send("POST", format!("/api/orders/{id}/cancel"), "c1", Some(r#"{"customer_id":"ivy"}"#.into())).await;
+    assert_eq!((status, &err["error"]["reason"]), (409, &Value::from("ORDER_PAID")), "{err}");
+    app.stop().await;
+}
+
+/// A GET whose body is bytes: the head as text, the body as sent.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(!head.to_lowercase().contains("transfer-encoding: chunked"), "a fixed-length body: {head}");
+    (head, raw[split + 4..].to_vec())
+}
+
 /// Where the test command installed the browser driver.
 fn browser_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -109,5 +200,59 @@ async fn a_person_holds_and_releases_seats_in_the_storefront() {
     // What the person did is what storage holds: one hold, released.
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM holds WHERE event_id = $1 AND state = 'released'", &[&event]).await, 1);
     assert!(app.db.claims(&event).await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_buys_tickets_in_the_storefront_and_downloads_them() {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core").exists() && std::path::Path::new("/usr/bin/chromium").exists(),
+        "the storefront test needs Chromium and playwright-core: run scripts/test, which installs them"
+    );
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let event = create_event(&app, 2, 5, 12).await;
+    let tmp = std::env::temp_dir().join(format!("usher-purchase-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (pdf, shot) = (tmp.join("tickets.pdf"), tmp.join("page.png"));
+    let out = tokio::process::Command::new("node")
+        .arg(dir.join("purchase.mjs"))
+        .args([&format!("http://{}", app.http), "Test Night", "B-3-7", "B-3-8"])
+        .arg(&pdf)
+        .arg(&shot)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "browser run failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    assert!(seen["empty_email_message"].as_str().unwrap().contains("email"), "{seen}");
+    assert!(seen["order_title"].as_str().unwrap().starts_with("Order U-"), "{seen}");
+    assert_eq!(seen["order_status"], "Paid. Tickets sent to heidi@example.com.");
+    assert_eq!(seen["tickets"].as_array().unwrap().len(), 1);
+    assert!(seen["tickets"][0].as_str().unwrap().starts_with("B-3-7 — USH1."), "{seen}");
+    assert_eq!(seen["hold_card_hidden"], true, "once ordered, the hold can no longer be released from the page");
+    assert_eq!(seen["order_seats"], "B-3-7");
+    assert_eq!(seen["sold_class"], "sold");
+    assert!(seen["pdf_name"].as_str().unwrap().ends_with(".pdf"), "{seen}");
+    assert!(seen["declined_note"].as_str().unwrap().contains("card_declined"), "{seen}");
+    assert_eq!(seen["declined_seat_class"], "available");
+    assert_eq!(seen["page_errors"], serde_json::json!([]));
+    // The downloaded file is the order's PDF: it names the event and the seat.
+    let text = std::process::Command::new("pdftotext").arg(&pdf).arg("-").output().expect("pdftotext (poppler-utils) runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Test Night"), "{text}");
+    assert!(text.contains("B") && text.contains("3") && text.contains("7"), "{text}");
+    // Storage: one seat sold, the declined one free; two emails (tickets, failure).
+    let claims = app.db.claims(&event).await;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0].2, "sold");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mail_dir = app.db.data_dir.join("mail").join("new");
+    while std::fs::read_dir(&mail_dir).map(|d| d.count()).unwrap_or(0) < 2 {
+        assert!(std::time::Instant::now() < deadline, "two emails expected in {}", mail_dir.display());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
     app.stop().await;
 }

@@ -227,6 +227,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() {
+    // `usher seats EVENT | head`: Rust ignores SIGPIPE, so println! panics
+    // once the reader has gone. Without unsafe code to restore the signal,
+    // end quietly the way a program killed by SIGPIPE does (status 141).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     // A user sees the error chain, not a backtrace.
     if let Err(e) = run(Cli::parse()).await {
         eprintln!("usher: {e:#}");

@@ -13,4 +13,4 @@ pub use clock::Clock;
 pub use event::{BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatChange, SeatMapView};
 pub use ports::*;
 pub use registry::{Registry, RegistryConfig};
-pub use saga::{CardVault, SagaConfig, SagaDeps, SagaError, Sagas};
+pub use saga::{CardVault, OrderWriter, SagaConfig, SagaDeps, SagaError, Sagas};

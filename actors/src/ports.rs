@@ -13,7 +13,7 @@ use usher_engine::{
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another owner took the event: our fencing token is stale.
     #[error("fenced: event {event_id} is owned by a newer epoch than {epoch}")]
@@ -353,7 +353,10 @@ pub trait OrderStore: Send + Sync + 'static {
         order: &'a Order,
         seat_labels: &'a [String],
     ) -> BoxFuture<'a, Result<OrderCreated, StoreError>>;
-    fn save_order<'a>(&'a self, w: OrderWrite<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Writes many orders' transitions in one transaction (group commit):
+    /// one result per write, in order. A version conflict fails its own
+    /// write only; a failed commit fails every write.
+    fn save_orders<'a>(&'a self, ws: &'a [OrderWrite<'a>]) -> BoxFuture<'a, Vec<Result<(), StoreError>>>;
     fn get_order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<StoredOrder>, StoreError>>;
     fn list_orders(&self, filter: OrderFilter) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
     /// Orders whose saga has work left (step is not done), to resume at start.

@@ -199,9 +199,40 @@ macro_rules! order_store {
                 Ok(OrderCreated::New)
             }
 
-            async fn do_save_order(&self, w: OrderWrite<'_>) -> Result<(), StoreError> {
+            /// Many sagas' transitions in one transaction (group commit).
+            /// Each write has its own savepoint, so a version conflict fails
+            /// that write alone; a failed commit fails them all.
+            async fn do_save_orders(&self, ws: &[OrderWrite<'_>]) -> Vec<Result<(), StoreError>> {
+                let mut tx = match self.pool().begin().await {
+                    Ok(tx) => tx,
+                    Err(e) => {
+                        let e = unavailable(e);
+                        return ws.iter().map(|_| Err(e.clone())).collect();
+                    }
+                };
+                let mut out = Vec::with_capacity(ws.len());
+                for w in ws {
+                    if let Err(e) = sqlx::query("SAVEPOINT order_write").execute(&mut *tx).await {
+                        let e = unavailable(e);
+                        return ws.iter().map(|_| Err(e.clone())).collect();
+                    }
+                    let r = Self::write_order(&mut tx, w).await;
+                    let end = if r.is_ok() { "RELEASE SAVEPOINT order_write" } else { "ROLLBACK TO SAVEPOINT order_write" };
+                    if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
+                        let e = unavailable(e);
+                        return ws.iter().map(|_| Err(e.clone())).collect();
+                    }
+                    out.push(r);
+                }
+                if let Err(e) = tx.commit().await {
+                    let e = unavailable(e);
+                    return ws.iter().map(|_| Err(e.clone())).collect();
+                }
+                out
+            }
+
+            async fn write_order(tx: &mut sqlx::Transaction<'_, $db>, w: &OrderWrite<'_>) -> Result<(), StoreError> {
                 let order = w.order;
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
                 let state = serde_json::to_string(order).map_err(corrupt)?;
                 let updated = sqlx::query(
                     "UPDATE orders SET status = $1, step = $2, state = $3, version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6",
@@ -212,14 +243,14 @@ macro_rules! order_store {
                 .bind(order.updated_at.0)
                 .bind(order.id.to_string())
                 .bind(w.version)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(unavailable)?
                 .rows_affected();
                 if updated != 1 {
                     return Err(StoreError::Conflict(format!("order {} moved past version {}", order.id, w.version)));
                 }
-                Self::write_payments(&mut tx, order).await?;
+                Self::write_payments(tx, order).await?;
                 for t in w.new_tickets {
                     // A retried step names the same ticket ids: nothing new.
                     sqlx::query(
@@ -236,14 +267,14 @@ macro_rules! order_store {
                     .bind(&t.code)
                     .bind(t.status.as_str())
                     .bind(t.issued_at.0)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(unavailable)?;
                 }
                 if order.status == OrderStatus::Refunded {
                     sqlx::query("UPDATE tickets SET status = 'refunded' WHERE order_id = $1 AND status = 'valid'")
                         .bind(order.id.to_string())
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await
                         .map_err(unavailable)?;
                 }
@@ -251,8 +282,8 @@ macro_rules! order_store {
                 for e in &w.transition.events {
                     rows.extend(encode_order_event(order, w.seat_labels, w.now, e));
                 }
-                Self::insert_outbox(&mut tx, &rows, w.now).await?;
-                if let Some(kind) = mail_kind_of(&w) {
+                Self::insert_outbox(tx, &rows, w.now).await?;
+                if let Some(kind) = mail_kind_of(w) {
                     sqlx::query(
                         "INSERT INTO notifications (order_id, kind, recipient, status, attempts, next_attempt_at, created_at) \
                          VALUES ($1, $2, $3, 'pending', 0, $4, $4) ON CONFLICT (order_id, kind) DO NOTHING",
@@ -261,11 +292,11 @@ macro_rules! order_store {
                     .bind(kind.as_str())
                     .bind(&order.email)
                     .bind(w.now.0)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await
                     .map_err(unavailable)?;
                 }
-                tx.commit().await.map_err(unavailable)
+                Ok(())
             }
 
             async fn do_get_order(&self, id: OrderId) -> Result<Option<StoredOrder>, StoreError> {
@@ -434,8 +465,8 @@ macro_rules! order_store {
             ) -> BoxFuture<'a, Result<OrderCreated, StoreError>> {
                 Box::pin(self.do_create_order(key, fingerprint, order, seat_labels))
             }
-            fn save_order<'a>(&'a self, w: OrderWrite<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
-                Box::pin(self.do_save_order(w))
+            fn save_orders<'a>(&'a self, ws: &'a [OrderWrite<'a>]) -> BoxFuture<'a, Vec<Result<(), StoreError>>> {
+                Box::pin(self.do_save_orders(ws))
             }
             fn get_order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<StoredOrder>, StoreError>> {
                 Box::pin(self.do_get_order(id))
@@ -526,3 +557,68 @@ macro_rules! order_store {
 
 order_store!(SqliteStore, sqlx::Sqlite);
 order_store!(PgStore, sqlx::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection as _;
+    use usher_engine::{CustomerId, HoldId, OrderInput, OrderLine, Step, Transition};
+
+    fn order(n: u128) -> Order {
+        let eur = Currency::parse("EUR").unwrap();
+        let hold = HoldId(uuid::Uuid::from_u128(n + 100));
+        let lines = vec![OrderLine { hold_id: hold, seat: SeatIdx(n as u32), price: Money { minor: 1000, currency: eur } }];
+        let customer = CustomerId::parse("c").unwrap();
+        let event = EventId(uuid::Uuid::from_u128(7));
+        Order::new(OrderId(uuid::Uuid::from_u128(n)), event, customer, "c@example.com".into(), vec![hold], lines, Millis(10_000), Millis(1))
+            .unwrap()
+    }
+
+    /// One transaction for many sagas' writes: a stale write fails alone and
+    /// leaves nothing behind; the others are committed.
+    async fn a_batch_commits_every_write_but_the_stale_one(url: &str) {
+        let (_, orders) = crate::sql::connect_all(url).await.unwrap();
+        let (a, b, c) = (order(1), order(2), order(3));
+        for (k, o) in [("ka", &a), ("kb", &b), ("kc", &c)] {
+            assert!(matches!(orders.create_order(k, 1, o, &["A-1-1".into()]).await.unwrap(), OrderCreated::New));
+        }
+        let moved = |o: &Order| {
+            let mut o = o.clone();
+            let t = o.apply(OrderInput::Cancel, Millis(2)).unwrap();
+            (o, t)
+        };
+        let ((a2, ta), (b2, tb), (c2, tc)) = (moved(&a), moved(&b), moved(&c));
+        fn w<'a>(o: &'a Order, version: i64, t: &'a Transition) -> OrderWrite<'a> {
+            OrderWrite { order: o, version, transition: t, new_tickets: &[], seat_labels: &[], now: Millis(2) }
+        }
+        // b was read at version 7: someone else wrote it since.
+        let ws = [w(&a2, 1, &ta), w(&b2, 7, &tb), w(&c2, 1, &tc)];
+        let r = orders.save_orders(&ws).await;
+        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+        assert!(matches!(&r[1], Err(StoreError::Conflict(_))), "{r:?}");
+        for (id, version, step) in [(a.id, 2, Step::Release), (b.id, 1, Step::AwaitPayment), (c.id, 2, Step::Release)] {
+            let stored = orders.get_order(id).await.unwrap().unwrap();
+            assert_eq!((stored.version, stored.order.step), (version, step), "order {id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn save_orders_sqlite() {
+        let dir = std::env::temp_dir().join(format!("usher-orders-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        a_batch_commits_every_write_but_the_stale_one(&format!("sqlite://{}", dir.join("t.db").display())).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn save_orders_postgres() {
+        let base = std::env::var("USHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("usher_t_orders_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+            .await
+            .expect("PostgreSQL at USHER_TEST_PG_URL (scripts/test starts it)");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        a_batch_commits_every_write_but_the_stale_one(&format!("{base}/{name}")).await;
+        let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await;
+    }
+}

@@ -221,6 +221,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let ctx = app.ctx.clone();
     app.run(shutdown_signal()).await?;
     println!("usher: group commit: {}", ctx.registry.stats().summary());
+    println!("usher: saga writes: {}", ctx.sagas.deps.writer.summary());
     println!("usher: stopped cleanly");
     Ok(())
 }

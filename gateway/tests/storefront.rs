@@ -161,31 +161,33 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
     (head, raw[split + 4..].to_vec())
 }
 
-/// Where the test command installed the browser driver.
-fn browser_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_holds_and_releases_seats_in_the_storefront() {
-    let dir = browser_dir();
+/// Runs a script of `tests/browser` (playwright-core driving Debian's
+/// Chromium, both installed by scripts/test) against the app's storefront
+/// and the event "Test Night"; returns the JSON line it printed last.
+async fn run_browser(script: &str, app: &TestApp, args: &[&str]) -> Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").exists() && std::path::Path::new("/usr/bin/chromium").exists(),
         "the storefront test needs Chromium and playwright-core: run scripts/test, which installs them"
     );
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let event = create_event(&app, 2, 5, 12).await;
-    let shot = std::env::temp_dir().join(format!("usher-storefront-{}.png", uuid::Uuid::new_v4()));
     let out = tokio::process::Command::new("node")
-        .arg(dir.join("storefront.mjs"))
-        .args([&format!("http://{}", app.http), "Test Night", "A-2-5", "A-2-6"])
-        .arg(&shot)
+        .arg(dir.join(script))
+        .args([&format!("http://{}", app.http), "Test Night"])
+        .args(args)
         .output()
         .await
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "browser run failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_holds_and_releases_seats_in_the_storefront() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let event = create_event(&app, 2, 5, 12).await;
+    let shot = std::env::temp_dir().join(format!("usher-storefront-{}.png", uuid::Uuid::new_v4()));
+    let seen = run_browser("storefront.mjs", &app, &["A-2-5", "A-2-6", shot.to_str().unwrap()]).await;
     assert_eq!(seen["seats_drawn"], 120);
     assert_eq!(seen["selected_class"], "selected");
     assert_eq!(seen["hold_title"], "Held for you");
@@ -205,27 +207,12 @@ async fn a_person_holds_and_releases_seats_in_the_storefront() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_buys_tickets_in_the_storefront_and_downloads_them() {
-    let dir = browser_dir();
-    assert!(
-        dir.join("node_modules/playwright-core").exists() && std::path::Path::new("/usr/bin/chromium").exists(),
-        "the storefront test needs Chromium and playwright-core: run scripts/test, which installs them"
-    );
     let app = TestApp::spawn(Backend::Sqlite).await;
     let event = create_event(&app, 2, 5, 12).await;
     let tmp = std::env::temp_dir().join(format!("usher-purchase-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&tmp).unwrap();
     let (pdf, shot) = (tmp.join("tickets.pdf"), tmp.join("page.png"));
-    let out = tokio::process::Command::new("node")
-        .arg(dir.join("purchase.mjs"))
-        .args([&format!("http://{}", app.http), "Test Night", "B-3-7", "B-3-8"])
-        .arg(&pdf)
-        .arg(&shot)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser run failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    let seen = run_browser("purchase.mjs", &app, &["B-3-7", "B-3-8", pdf.to_str().unwrap(), shot.to_str().unwrap()]).await;
     assert!(seen["empty_email_message"].as_str().unwrap().contains("email"), "{seen}");
     assert!(seen["order_title"].as_str().unwrap().starts_with("Order U-"), "{seen}");
     assert_eq!(seen["order_status"], "Paid. Tickets sent to heidi@example.com.");

@@ -4,15 +4,10 @@
 // declined test card. Prints one JSON line with what it saw; exits non-zero
 // on any failure.
 // Usage: node purchase.mjs BASE_URL EVENT_NAME SEAT_OK SEAT_DECLINED PDF_OUT SCREENSHOT.png
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, eventName, seatOk, seatDeclined, pdfOut, shot] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const browser = await chromium.launch({
-  executablePath,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const out = {};
 try {
   const context = await browser.newContext({ viewport: { width: 1300, height: 1000 }, acceptDownloads: true });

@@ -2,15 +2,10 @@
 // two seats, type a name, hold them, see the hold, release it. Prints one
 // JSON line with what it saw; exits non-zero on any failure.
 // Usage: node storefront.mjs BASE_URL EVENT_NAME SEAT_A SEAT_B SCREENSHOT.png
-import { chromium } from "playwright-core";
+import { launch } from "./launch.mjs";
 
 const [base, eventName, seatA, seatB, shot] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const browser = await chromium.launch({
-  executablePath,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const out = {};
 try {
   const page = await browser.newPage({ viewport: { width: 1300, height: 900 } });

@@ -760,6 +760,10 @@ pub enum SupervisorMsg {
     /// Every open order of the event gets `EventCancelled`.
     EventCancelled(usher_engine::EventId),
     Respawn(OrderId),
+    /// The earliest payment deadline (`at`) of the parked orders has come.
+    Wake {
+        at: Millis,
+    },
 }
 
 pub struct OrderSupervisor;
@@ -768,8 +772,15 @@ pub struct SupervisorState {
     deps: SagaDeps,
     live: HashMap<OrderId, ActorRef<SagaMsg>>,
     by_cell: HashMap<ractor::ActorId, OrderId>,
-    /// Inputs for a saga that is being respawned.
+    /// Recent restarts per order, to slow down one that keeps failing.
     restarts: HashMap<OrderId, Vec<Millis>>,
+    /// Orders waiting for their payment, parked without an actor (a saga
+    /// weighs ~10 KiB; a parked order a map entry): spawned on their first
+    /// input or when their payment deadline comes. Keyed by deadline.
+    parked: std::collections::BTreeSet<(Millis, OrderId)>,
+    parked_at: HashMap<OrderId, Millis>,
+    /// The deadline a Wake is scheduled for.
+    wake_at: Option<Millis>,
 }
 
 impl SupervisorState {
@@ -791,7 +802,37 @@ impl SupervisorState {
             return Ok(a.clone());
         }
         let stored = self.deps.orders.get_order(id).await?.ok_or(SagaError::NotFound(id))?;
+        self.unpark(id);
         self.spawn(myself, stored).await
+    }
+
+    /// An order waiting for its payment is parked; any other gets its saga.
+    async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, stored: StoredOrder) -> Result<(), SagaError> {
+        let o = &stored.order;
+        if o.step == Step::AwaitPayment && !self.live.contains_key(&o.id) {
+            self.parked.insert((o.pay_by, o.id));
+            self.parked_at.insert(o.id, o.pay_by);
+            self.schedule_wake(myself);
+            return Ok(());
+        }
+        self.spawn(myself, stored).await.map(|_| ())
+    }
+
+    fn unpark(&mut self, id: OrderId) {
+        if let Some(at) = self.parked_at.remove(&id) {
+            self.parked.remove(&(at, id));
+        }
+    }
+
+    /// Makes sure a Wake comes at the earliest parked deadline.
+    fn schedule_wake(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let Some(&(at, _)) = self.parked.first() else { return };
+        if self.wake_at.is_some_and(|w| w <= at) {
+            return;
+        }
+        self.wake_at = Some(at);
+        let delay = at.0.saturating_sub(self.deps.clock.now().0).max(0) as u64;
+        myself.send_after(Duration::from_millis(delay), move || SupervisorMsg::Wake { at });
     }
 }
 
@@ -801,14 +842,22 @@ impl Actor for OrderSupervisor {
     type Arguments = SagaDeps;
 
     async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, deps: SagaDeps) -> Result<SupervisorState, ActorProcessingErr> {
-        let mut s = SupervisorState { deps, live: HashMap::new(), by_cell: HashMap::new(), restarts: HashMap::new() };
+        let mut s = SupervisorState {
+            deps,
+            live: HashMap::new(),
+            by_cell: HashMap::new(),
+            restarts: HashMap::new(),
+            parked: Default::default(),
+            parked_at: HashMap::new(),
+            wake_at: None,
+        };
         // Resume every saga that has work left, where its last write left it.
         let live = s.deps.orders.live_orders().await.map_err(|e| format!("loading live orders: {e}"))?;
         if !live.is_empty() {
             info!(orders = live.len(), "resuming order sagas");
         }
         for stored in live {
-            s.spawn(&myself, stored).await.map_err(|e| e.to_string())?;
+            s.start(&myself, stored).await.map_err(|e| e.to_string())?;
         }
         Ok(s)
     }
@@ -816,9 +865,28 @@ impl Actor for OrderSupervisor {
     async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, s: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Start(stored) => {
-                if let Err(e) = s.spawn(&myself, stored).await {
+                if let Err(e) = s.start(&myself, stored).await {
                     error!(error = %e, "could not start an order saga");
                 }
+            }
+            SupervisorMsg::Wake { at } => {
+                if s.wake_at == Some(at) {
+                    s.wake_at = None;
+                }
+                // Due orders get their saga, which expires them at once.
+                let now = s.deps.clock.now();
+                while let Some(&(due, id)) = s.parked.first() {
+                    if due > now {
+                        break;
+                    }
+                    if let Err(e) = s.saga_for(&myself, id).await {
+                        error!(order_id = %id, error = %e, "could not start an expiring order's saga; retrying");
+                        s.wake_at = None;
+                        myself.send_after(Duration::from_millis(s.deps.cfg.retry_ms_max), move || SupervisorMsg::Wake { at: due });
+                        return Ok(());
+                    }
+                }
+                s.schedule_wake(&myself);
             }
             SupervisorMsg::Input { order_id, input, reply } => match s.saga_for(&myself, order_id).await {
                 Ok(a) => {

@@ -36,6 +36,10 @@ pub struct Funnel {
     /// Messages in the maildir afterwards (must equal `fulfilled`).
     pub emails: usize,
     pub pdfs: usize,
+    /// Orders created and left unpaid afterwards, each with its saga waiting
+    /// for the payment, and the server's resident memory per such order.
+    pub unpaid_orders: usize,
+    pub bytes_per_unpaid_order: f64,
 }
 
 pub async fn funnel(args: &Args, server: &Server) -> anyhow::Result<Funnel> {
@@ -92,12 +96,62 @@ pub async fn funnel(args: &Args, server: &Server) -> anyhow::Result<Funnel> {
     f.pay = latency(pay);
     f.fulfil = latency(fulfil);
     f.end_to_end = latency(total);
+    // Memory of live sagas: orders that wait for their payment.
+    let pid = server.pid().ok_or_else(|| anyhow::anyhow!("server pid"))?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = crate::rss_kib(pid)?;
+    let unpaid = args.funnel_unpaid;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..args.funnel_in_flight {
+        let (ch, next, event) = (chans[w % chans.len()].clone(), next.clone(), event.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= unpaid {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                unpaid_order(&ch, &event, i).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = crate::rss_kib(pid)?;
+    f.unpaid_orders = unpaid;
+    f.bytes_per_unpaid_order = (after.saturating_sub(before) * 1024) as f64 / unpaid.max(1) as f64;
     if let Some(dir) = &server.data_dir {
         let count = |p: std::path::PathBuf| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
         f.emails = count(dir.join("mail").join("new"));
         f.pdfs = count(dir.join("tickets"));
     }
     Ok(f)
+}
+
+/// A hold of one seat and its order, left unpaid.
+async fn unpaid_order(ch: &Channel, event: &str, i: usize) -> anyhow::Result<()> {
+    let customer = format!("browser-{i}");
+    let h = InventoryServiceClient::new(ch.clone())
+        .hold_best_available(pb::HoldBestAvailableRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            event_id: event.into(),
+            customer_id: customer.clone(),
+            quantity: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    OrderingServiceClient::new(ch.clone())
+        .create_order(pb::CreateOrderRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            customer_id: customer,
+            email: format!("browser-{i}@example.com"),
+            hold_ids: vec![h.hold_id],
+        })
+        .await?;
+    Ok(())
 }
 
 /// One buyer: the microseconds of each stage, and when it finished

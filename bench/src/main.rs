@@ -52,6 +52,9 @@ struct Args {
     /// Orders the funnel scenario buys (hold → order → pay → tickets → PDF → email).
     #[arg(long, default_value_t = 400)]
     funnel_orders: usize,
+    /// Orders the funnel scenario then creates and leaves unpaid, to weigh a waiting saga.
+    #[arg(long, default_value_t = 4_000)]
+    funnel_unpaid: usize,
     /// Buyers in the funnel at once.
     #[arg(long, default_value_t = 32)]
     funnel_in_flight: usize,
@@ -750,7 +753,7 @@ async fn main() -> anyhow::Result<()> {
             let s = start(&args, t).await?;
             let r = funnel::funnel(&args, &s).await?;
             println!(
-                "funnel     {t:<13} {:.1} orders/s = PDFs/s ({:.1} tickets/s) | {} of {} fulfilled, {} in flight, {:.1} s | p50 hold {:.1} order {:.1} pay {:.1} fulfil {:.1} end-to-end {:.1} ms (p99 {:.1}) | emails {} PDFs {}",
+                "funnel     {t:<13} {:.1} orders/s = PDFs/s ({:.1} tickets/s) | {} of {} fulfilled, {} in flight, {:.1} s | p50 hold {:.1} order {:.1} pay {:.1} fulfil {:.1} end-to-end {:.1} ms (p99 {:.1}) | emails {} PDFs {} | {} unpaid orders: {:.0} B each",
                 r.orders_per_s,
                 r.tickets_per_s,
                 r.fulfilled,
@@ -764,7 +767,9 @@ async fn main() -> anyhow::Result<()> {
                 r.end_to_end.p50_ms,
                 r.end_to_end.p99_ms,
                 r.emails,
-                r.pdfs
+                r.pdfs,
+                r.unpaid_orders,
+                r.bytes_per_unpaid_order
             );
             report.funnel.push((t.to_string(), r));
             s.stop(&args).await?;

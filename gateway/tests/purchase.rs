@@ -544,6 +544,33 @@ async fn an_order_expires_when_its_hold_runs_out_before_payment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_expires_on_time_after_a_restart() {
+    // Unpaid orders wait without an actor; a restart must find them again.
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut c = clients(app.addr).await;
+    let event = event_with_hold_seconds(&mut c, 5).await;
+    let h = hold(&mut c, &event, "lou", &["A-2-2"]).await;
+    let kept = hold(&mut c, &event, "max", &["A-2-3"]).await;
+    let o = order(&mut c, "lou", &[&h]).await;
+    let paid = order(&mut c, "max", &[&kept]).await;
+    let app = TestApp::spawn_on(app.stop().await).await;
+    let mut c = clients(app.addr).await;
+    // One of the two is paid after the restart, the other expires on time.
+    assert!(pay(&mut c, &paid.order_id, CARD_OK).await.settled);
+    wait_for(&mut c, &paid.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(20)).await;
+    wait_for(&mut c, &o.order_id, pb::OrderStatus::Expired, Duration::from_secs(20)).await;
+    assert_eq!(app.db.payloads("order-expired", &event).await.len(), 1);
+    let t = Instant::now();
+    while maildir(&app.db).len() < 2 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mails = maildir(&app.db);
+    assert_eq!(mails.len(), 2, "one confirmation, one expiry notice");
+    assert!(mails.iter().any(|m| m.contains("expired")));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_order_and_payment_input_gets_clear_errors_and_changes_nothing() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut c = clients(app.addr).await;

@@ -58,11 +58,6 @@ impl TicketRow {
 
 const TICKET_COLUMNS: &str = "id, order_id, event_id, seat_idx, seat_label, price_minor, currency, code, status, issued_at";
 
-/// The email a transition queues, if any, besides the order row itself.
-fn mail_kind_of(w: &OrderWrite<'_>) -> Option<MailKind> {
-    w.transition.mail
-}
-
 macro_rules! order_store {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -283,7 +278,7 @@ macro_rules! order_store {
                     rows.extend(encode_order_event(order, w.seat_labels, w.now, e));
                 }
                 Self::insert_outbox(tx, &rows, w.now).await?;
-                if let Some(kind) = mail_kind_of(w) {
+                if let Some(kind) = w.transition.mail {
                     sqlx::query(
                         "INSERT INTO notifications (order_id, kind, recipient, status, attempts, next_attempt_at, created_at) \
                          VALUES ($1, $2, $3, 'pending', 0, $4, $4) ON CONFLICT (order_id, kind) DO NOTHING",

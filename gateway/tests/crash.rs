@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use usher_proto::v1::{
     self as pb, catalog_service_client::CatalogServiceClient, fulfillment_service_client::FulfillmentServiceClient,
@@ -28,31 +27,15 @@ async fn start_server(db: &TestDb) -> (Child, std::net::SocketAddr) {
 }
 
 async fn start_server_with(db: &TestDb, env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data", "--database-url", &db.url])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
+    cmd.args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data", "--database-url", &db.url])
         .arg("--data-dir")
         .arg(&db.data_dir)
         .env("USHER_LOG", "warn")
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("usher starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("usher: grpc listening on http://") {
-                return rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        }
-        panic!("usher exited before listening");
-    })
-    .await
-    .expect("usher listens within 30 s");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+        .stderr(Stdio::inherit());
+    let (child, rest) = spawn_until_line(cmd, "usher: grpc listening on http://", Duration::from_secs(30)).await;
+    (child, rest.split_whitespace().next().unwrap().parse().unwrap())
 }
 
 async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -48,26 +47,11 @@ impl SmtpSink {
     async fn start(port: u16, dir: &Path) -> SmtpSink {
         std::fs::create_dir_all(dir).unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/smtp-sink.py");
-        let mut child = Command::new(python())
-            .args([script, "--port", &port.to_string(), "--dir", dir.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 runs scripts/smtp-sink.py (the test command installs aiosmtpd)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.strip_prefix("listening 127.0.0.1:") {
-                    return rest.trim().parse::<u16>().unwrap();
-                }
-            }
-            panic!("smtp-sink.py exited before listening: is aiosmtpd installed? (pip install aiosmtpd)");
-        })
-        .await
-        .expect("smtp sink listens within 20 s");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        SmtpSink { child, port, dir: dir.to_owned() }
+        let mut cmd = Command::new(python());
+        cmd.args([script, "--port", &port.to_string(), "--dir", dir.to_str().unwrap()]).stderr(Stdio::inherit());
+        // No line within 20 s: is aiosmtpd installed? (scripts/test installs it)
+        let (child, rest) = spawn_until_line(cmd, "listening 127.0.0.1:", Duration::from_secs(20)).await;
+        SmtpSink { child, port: rest.trim().parse().unwrap(), dir: dir.to_owned() }
     }
 
     fn messages(&self) -> Vec<PathBuf> {

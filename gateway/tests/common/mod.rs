@@ -348,3 +348,24 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     };
     (status, body)
 }
+
+/// Spawns `cmd` with stdout piped and waits (up to `within`) for a line that
+/// starts with `prefix`; returns the child and the rest of that line. Later
+/// output is drained so the child never blocks on a full pipe.
+pub async fn spawn_until_line(mut cmd: tokio::process::Command, prefix: &str, within: Duration) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = cmd.stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().expect("the process starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let rest = tokio::time::timeout(within, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+        panic!("the process exited before printing {prefix:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {prefix:?} line within {within:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, rest)
+}

@@ -4,7 +4,13 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["usher/v1/catalog.proto", "usher/v1/inventory.proto", "usher/v1/orders.proto", "usher/events/v1/events.proto"];
+    let files = [
+        "usher/v1/catalog.proto",
+        "usher/v1/inventory.proto",
+        "usher/v1/orders.proto",
+        "usher/v1/identity.proto",
+        "usher/events/v1/events.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }

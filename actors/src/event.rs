@@ -19,11 +19,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, warn};
 
 use usher_engine::{
-    Command, Counts, Decision, EventConfig, EventId, Hold, HoldId, IdempotencyKey, Inventory, Layout, Millis, Reject, Reply, SeatIdx,
-    SeatIndex, SeatState, limits,
+    Command, Counts, Decision, EventConfig, EventId, Hold, HoldId, IdempotencyKey, Inventory, Layout, Millis, OrgId, Reject, Reply,
+    SeatIdx, SeatIndex, SeatState, limits,
 };
 
 use crate::clock::Clock;
+use crate::identity::AuditEntry;
 use crate::ports::{Batch, Store, StoreError};
 use crate::registry::RegistryMsg;
 
@@ -77,7 +78,14 @@ pub struct SeatMapView {
 }
 
 pub enum Request {
-    Command { key: IdempotencyKey, cmd: Command, reply: oneshot::Sender<Result<Outcome, CommandError>> },
+    Command {
+        key: IdempotencyKey,
+        cmd: Command,
+        reply: oneshot::Sender<Result<Outcome, CommandError>>,
+        /// An organizer's action: written to the audit log in the batch's
+        /// transaction if the command is decided now (not a replay) and succeeds.
+        audit: Option<Box<AuditEntry>>,
+    },
     Query(Query),
 }
 
@@ -151,6 +159,9 @@ pub struct EventHandle {
     /// The venue layout never changes for an event: the edge resolves seat
     /// labels with it without asking the actor.
     pub layout: Arc<Layout>,
+    /// The organization that owns the event; it never changes either, so
+    /// the edge checks access without asking the actor.
+    pub org: OrgId,
     pub seat_index: Arc<SeatIndex>,
     tx: mpsc::Sender<Request>,
     wake_pending: Arc<AtomicBool>,
@@ -194,7 +205,15 @@ impl EventHandle {
 
     pub async fn command(&self, key: IdempotencyKey, cmd: Command) -> Result<Outcome, CommandError> {
         let (reply, rx) = oneshot::channel();
-        self.push(Request::Command { key, cmd, reply }).await?;
+        self.push(Request::Command { key, cmd, reply, audit: None }).await?;
+        rx.await
+            .map_err(|_| CommandError::Unavailable(format!("event {} failed while deciding; retry with the same key", self.event_id)))?
+    }
+
+    /// A command of an organizer, recorded in the audit log with the change.
+    pub async fn command_audited(&self, key: IdempotencyKey, cmd: Command, audit: AuditEntry) -> Result<Outcome, CommandError> {
+        let (reply, rx) = oneshot::channel();
+        self.push(Request::Command { key, cmd, reply, audit: Some(Box::new(audit)) }).await?;
         rx.await
             .map_err(|_| CommandError::Unavailable(format!("event {} failed while deciding; retry with the same key", self.event_id)))?
     }
@@ -266,6 +285,7 @@ pub struct EventState {
 /// Builds the channel and handle for a new actor.
 pub fn channel(
     event_id: EventId,
+    org: OrgId,
     actor: ActorRef<EventMsg>,
     layout: Arc<Layout>,
     tx: mpsc::Sender<Request>,
@@ -273,7 +293,7 @@ pub fn channel(
     registry: ActorRef<RegistryMsg>,
 ) -> EventHandle {
     let seat_index = Arc::new(SeatIndex::new(&layout));
-    EventHandle { event_id, actor, layout, seat_index, tx, wake_pending, registry }
+    EventHandle { event_id, actor, layout, org, seat_index, tx, wake_pending, registry }
 }
 
 pub(crate) async fn load(store: &dyn Store, id: EventId, now: Millis) -> Result<Inventory, StoreError> {
@@ -441,10 +461,16 @@ impl EventState {
             self.last_activity = self.now();
         }
         let mut commands = Vec::new();
+        let mut audits: Vec<(usize, Box<AuditEntry>)> = Vec::new();
         let mut queries = Vec::new();
         for r in reqs {
             match r {
-                Request::Command { key, cmd, reply } => commands.push((key, cmd, reply)),
+                Request::Command { key, cmd, reply, audit } => {
+                    if let Some(a) = audit {
+                        audits.push((commands.len(), a));
+                    }
+                    commands.push((key, cmd, reply))
+                }
                 Request::Query(q) => queries.push(q),
             }
         }
@@ -489,8 +515,21 @@ impl EventState {
             decisions.push(self.inv.apply_keyed(key, cmd, now));
         }
         let needs_write = decisions.iter().any(|d| !d.events.is_empty() || d.record.is_some());
+        // Audited commands decided now (a replay was audited the first time) that succeeded.
+        let audits: Vec<AuditEntry> = audits
+            .into_iter()
+            .filter(|(i, _)| decisions.get(first_command + i).is_some_and(|d| d.record.is_some() && d.result.is_ok()))
+            .map(|(_, a)| AuditEntry { at: now, ..*a })
+            .collect();
         if needs_write {
-            let batch = Batch { event_id: self.args.event_id, epoch: self.epoch, now, layout: self.inv.layout(), decisions: &decisions };
+            let batch = Batch {
+                event_id: self.args.event_id,
+                epoch: self.epoch,
+                now,
+                layout: self.inv.layout(),
+                decisions: &decisions,
+                audits: &audits,
+            };
             let started = std::time::Instant::now();
             let committed = self.args.store.commit(batch).await;
             self.args.stats.record_commit(started.elapsed());

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod event;
+pub mod identity;
 pub mod ports;
 pub mod postman;
 pub mod registry;
@@ -11,6 +12,7 @@ pub mod saga;
 
 pub use clock::Clock;
 pub use event::{BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatChange, SeatMapView};
+pub use identity::*;
 pub use ports::*;
 pub use registry::{Registry, RegistryConfig};
 pub use saga::{CardVault, OrderWriter, SagaConfig, SagaDeps, SagaError, Sagas};

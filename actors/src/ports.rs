@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use usher_engine::{
     CustomerId, Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Layout, MailKind, Millis, Money, Order, OrderId,
-    PaymentId, SeatIdx, Snapshot, TicketId, Transition, VenueId, VenueSpec,
+    OrgId, PaymentId, SeatIdx, Snapshot, TicketId, Transition, VenueId, VenueSpec,
 };
+
+use crate::identity::AuditEntry;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -45,6 +47,9 @@ pub struct Batch<'a> {
     pub now: Millis,
     pub layout: &'a Layout,
     pub decisions: &'a [Decision],
+    /// Organizer actions decided in this batch (open, close, cancel, block,
+    /// unblock), written to the audit log in the same transaction.
+    pub audits: &'a [AuditEntry],
 }
 
 /// The outcome of a keyed create: made now, made before under the same key
@@ -59,6 +64,8 @@ pub enum Created<T> {
 #[derive(Debug, Clone)]
 pub struct VenueRecord {
     pub id: VenueId,
+    /// The organization that owns the venue.
+    pub org_id: OrgId,
     pub spec: VenueSpec,
     pub seat_count: u32,
 }
@@ -71,26 +78,46 @@ pub struct EventFilter {
     /// Keyset pagination: events strictly after (starts_at, id).
     pub after: Option<(Millis, EventId)>,
     pub limit: u32,
+    pub visible: Visibility,
+}
+
+/// Which events a listing may show. Public events are those on sale or
+/// with sales closed; drafts and cancelled events are their organization's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every event (a platform admin).
+    All,
+    /// Public events, and every event of these organizations.
+    #[default]
+    Public,
+    PublicAnd(Vec<OrgId>),
 }
 
 pub trait Store: Send + Sync + 'static {
     // -- catalog
+    /// Creates a venue of `org`, with `audit` in the same transaction
+    /// (nothing is audited for a replay).
+    #[allow(clippy::too_many_arguments)]
     fn create_venue<'a>(
         &'a self,
         key: &'a IdempotencyKey,
         fingerprint: u64,
         id: VenueId,
+        org: OrgId,
         spec: &'a VenueSpec,
         layout: &'a Layout,
         now: Millis,
+        audit: &'a AuditEntry,
     ) -> BoxFuture<'a, Result<Created<VenueId>, StoreError>>;
     fn get_venue(&self, id: VenueId) -> BoxFuture<'_, Result<Option<VenueRecord>, StoreError>>;
+    /// Creates an event of `config.org_id`, with `audit` in the same transaction.
     fn create_event<'a>(
         &'a self,
         key: &'a IdempotencyKey,
         fingerprint: u64,
         config: &'a EventConfig,
         now: Millis,
+        audit: &'a AuditEntry,
     ) -> BoxFuture<'a, Result<Created<EventId>, StoreError>>;
     fn get_event(&self, id: EventId) -> BoxFuture<'_, Result<Option<EventConfig>, StoreError>>;
     fn list_events(&self, filter: EventFilter) -> BoxFuture<'_, Result<Vec<EventConfig>, StoreError>>;

@@ -117,6 +117,7 @@ impl RegistryState {
             }
         };
         let layout = inv.layout().clone();
+        let org = inv.config().org_id;
         let (tx, rx) = mpsc::channel(self.cfg.mailbox_capacity);
         let wake = Arc::new(AtomicBool::new(false));
         let args = EventArgs {
@@ -136,7 +137,7 @@ impl RegistryState {
         };
         match Actor::spawn_linked(None, EventActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
-                let handle = channel(id, actor.clone(), layout, tx, wake, myself.clone());
+                let handle = channel(id, org, actor.clone(), layout, tx, wake, myself.clone());
                 self.by_actor.insert(actor.get_id(), id);
                 let restarts = self.restarts.remove(&id).unwrap_or_default();
                 self.events.insert(id, Entry { handle: handle.clone(), restarts });
@@ -216,7 +217,12 @@ impl Actor for RegistryActor {
             }
             RegistryMsg::Warm => {
                 for status in [EventStatus::OnSale, EventStatus::SalesClosed] {
-                    let filter = EventFilter { status: Some(status), limit: limits::EVENTS_LOADED_MAX as u32, ..EventFilter::default() };
+                    let filter = EventFilter {
+                        status: Some(status),
+                        limit: limits::EVENTS_LOADED_MAX as u32,
+                        visible: crate::ports::Visibility::All,
+                        ..EventFilter::default()
+                    };
                     match state.cfg.store.list_events(filter).await {
                         Ok(events) => {
                             for e in events {

@@ -1,5 +1,6 @@
 //! Driven adapters. Only this crate knows SQL.
 
+pub mod identity;
 pub mod mail;
 pub mod orders;
 pub mod outbox;
@@ -8,4 +9,4 @@ pub mod pdf;
 mod plan;
 pub mod sql;
 
-pub use sql::{PgStore, SqliteStore, connect, connect_all};
+pub use sql::{PgStore, SqliteStore, Stores, connect, connect_all};

@@ -572,7 +572,7 @@ mod tests {
     /// One transaction for many sagas' writes: a stale write fails alone and
     /// leaves nothing behind; the others are committed.
     async fn a_batch_commits_every_write_but_the_stale_one(url: &str) {
-        let (_, orders) = crate::sql::connect_all(url).await.unwrap();
+        let (_, orders, _) = crate::sql::connect_all(url).await.unwrap();
         let (a, b, c) = (order(1), order(2), order(3));
         for (k, o) in [("ka", &a), ("kb", &b), ("kc", &c)] {
             assert!(matches!(orders.create_order(k, 1, o, &["A-1-1".into()]).await.unwrap(), OrderCreated::New));

@@ -11,10 +11,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, PgPool, QueryBuilder, Row, SqlitePool};
 
-use usher_actors::{Batch, BoxFuture, Created, EventFilter, LoadedEvent, Store, StoreError, VenueRecord};
+use usher_actors::{
+    AuditEntry, Batch, BoxFuture, Created, EventFilter, IdentityStore, LoadedEvent, OrderStore, Store, StoreError, VenueRecord, Visibility,
+};
 use usher_engine::{
     Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, Layout, Millis,
-    Money, SeatIdx, Snapshot, VenueId, VenueSpec, limits,
+    Money, OrgId, SeatIdx, Snapshot, VenueId, VenueSpec, limits,
 };
 
 use crate::plan::plan;
@@ -45,15 +47,20 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-/// Both ports over one database: the event store and the order store.
-pub async fn connect_all(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn usher_actors::OrderStore>), StoreError> {
+/// Every port over one database, one pool: the event store, the order
+/// store and the identity store.
+pub type Stores = (Arc<dyn Store>, Arc<dyn OrderStore>, Arc<dyn IdentityStore>);
+
+/// Opens the store named by a URL (as [`connect`]) and returns it as every
+/// port it implements. Runs migrations.
+pub async fn connect_all(url: &str) -> Result<Stores, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let s = Arc::new(PgStore::connect(url).await?);
-        Ok((s.clone(), s))
+        Ok((s.clone(), s.clone(), s))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
-        Ok((s.clone(), s))
+        Ok((s.clone(), s.clone(), s))
     }
 }
 
@@ -106,7 +113,7 @@ impl PgStore {
                 Box::pin(async move {
                     // No call may wait forever (a lock held by an operator's
                     // open transaction would hang an event's actor).
-                    conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, public; SET statement_timeout = '30s'").await?;
+                    conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, public; SET statement_timeout = '30s'").await?;
                     Ok(())
                 })
             })
@@ -133,6 +140,7 @@ struct EventRow<'r> {
     hold_seats_max: i64,
     currency: &'r str,
     prices: &'r str,
+    org_id: &'r str,
 }
 
 impl EventRow<'_> {
@@ -141,6 +149,7 @@ impl EventRow<'_> {
         let prices: Vec<i64> = serde_json::from_str(self.prices).map_err(corrupt)?;
         Ok(EventConfig {
             id: parse_uuid(self.id, EventId::parse)?,
+            org_id: parse_uuid(self.org_id, OrgId::parse)?,
             venue_id: parse_uuid(self.venue_id, VenueId::parse)?,
             name: self.name,
             description: self.description,
@@ -155,8 +164,8 @@ impl EventRow<'_> {
     }
 }
 
-const EVENT_COLUMNS: &str =
-    "id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, hold_seats_max, currency, prices";
+const EVENT_COLUMNS: &str = "id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, hold_seats_max, currency, prices, \
+     org_id";
 
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
@@ -173,8 +182,27 @@ macro_rules! sql_store {
                     hold_seats_max: r.get(9),
                     currency: r.get(10),
                     prices: r.get(11),
+                    org_id: r.get(12),
                 }
                 .into_config()
+            }
+
+            /// Writes one audit-log row inside the caller's transaction.
+            pub(crate) async fn insert_audit(tx: &mut sqlx::Transaction<'_, $db>, a: &AuditEntry) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO audit_log (org_id, at, actor, address, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(a.org.to_string())
+                .bind(a.at.0)
+                .bind(&a.actor)
+                .bind(&a.address)
+                .bind(&a.action)
+                .bind(&a.target)
+                .bind(&a.detail)
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+                Ok(())
             }
 
             /// Inserts the command-log row of a keyed create, or tells what the
@@ -209,14 +237,17 @@ macro_rules! sql_store {
                 Ok(Some(if fp == fingerprint as i64 { Created::Replayed(id) } else { Created::KeyReused }))
             }
 
+            #[allow(clippy::too_many_arguments)]
             async fn do_create_venue(
                 &self,
                 key: &IdempotencyKey,
                 fingerprint: u64,
                 id: VenueId,
+                org: OrgId,
                 spec: &VenueSpec,
                 layout: &Layout,
                 now: Millis,
+                audit: &AuditEntry,
             ) -> Result<Created<VenueId>, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(unavailable)?;
                 match Self::claim_key(&mut tx, key, fingerprint, &id.to_string(), now).await? {
@@ -224,8 +255,9 @@ macro_rules! sql_store {
                     Some(_) => return Ok(Created::KeyReused),
                     None => {}
                 }
-                sqlx::query("INSERT INTO venues (id, name, spec, seat_count, created_at) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query("INSERT INTO venues (id, org_id, name, spec, seat_count, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(id.to_string())
+                    .bind(org.to_string())
                     .bind(&spec.name)
                     .bind(serde_json::to_string(spec).map_err(corrupt)?)
                     .bind(layout.seat_count() as i64)
@@ -254,19 +286,21 @@ macro_rules! sql_store {
                     });
                     q.build().execute(&mut *tx).await.map_err(unavailable)?;
                 }
+                Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(unavailable)?;
                 Ok(Created::New(id))
             }
 
             async fn do_get_venue(&self, id: VenueId) -> Result<Option<VenueRecord>, StoreError> {
-                let row = sqlx::query("SELECT spec, seat_count FROM venues WHERE id = $1")
+                let row = sqlx::query("SELECT spec, seat_count, org_id FROM venues WHERE id = $1")
                     .bind(id.to_string())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(unavailable)?;
                 let Some(row) = row else { return Ok(None) };
                 let spec: VenueSpec = serde_json::from_str(row.get::<&str, _>(0)).map_err(corrupt)?;
-                Ok(Some(VenueRecord { id, spec, seat_count: row.get::<i64, _>(1) as u32 }))
+                let org_id = parse_uuid(row.get::<&str, _>(2), OrgId::parse)?;
+                Ok(Some(VenueRecord { id, org_id, spec, seat_count: row.get::<i64, _>(1) as u32 }))
             }
 
             async fn do_create_event(
@@ -275,6 +309,7 @@ macro_rules! sql_store {
                 fingerprint: u64,
                 c: &EventConfig,
                 now: Millis,
+                audit: &AuditEntry,
             ) -> Result<Created<EventId>, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(unavailable)?;
                 match Self::claim_key(&mut tx, key, fingerprint, &c.id.to_string(), now).await? {
@@ -286,8 +321,8 @@ macro_rules! sql_store {
                 let currency = c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default();
                 sqlx::query(
                     "INSERT INTO events (id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, \
-                     hold_seats_max, currency, prices, owner_epoch, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13)",
+                     hold_seats_max, currency, prices, owner_epoch, created_at, updated_at, org_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $14)",
                 )
                 .bind(c.id.to_string())
                 .bind(c.venue_id.to_string())
@@ -302,9 +337,11 @@ macro_rules! sql_store {
                 .bind(currency)
                 .bind(serde_json::to_string(&prices).map_err(corrupt)?)
                 .bind(now.0)
+                .bind(c.org_id.to_string())
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+                Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(unavailable)?;
                 Ok(Created::New(c.id))
             }
@@ -332,6 +369,26 @@ macro_rules! sql_store {
                 if let Some((t, id)) = f.after {
                     q.push(" AND (starts_at > ").push_bind(t.0).push(" OR (starts_at = ").push_bind(t.0);
                     q.push(" AND id > ").push_bind(id.to_string()).push("))");
+                }
+                // Public: on sale or sales closed (drafts and cancelled
+                // events are their organization's own).
+                let public = "status IN ('on_sale', 'sales_closed')";
+                match &f.visible {
+                    Visibility::All => {}
+                    Visibility::Public => {
+                        q.push(format!(" AND {public}"));
+                    }
+                    Visibility::PublicAnd(orgs) if orgs.is_empty() => {
+                        q.push(format!(" AND {public}"));
+                    }
+                    Visibility::PublicAnd(orgs) => {
+                        q.push(format!(" AND ({public} OR org_id IN ("));
+                        let mut sep = q.separated(", ");
+                        for o in orgs {
+                            sep.push_bind(o.to_string());
+                        }
+                        q.push("))");
+                    }
                 }
                 q.push(" ORDER BY starts_at, id LIMIT ").push_bind(i64::from(f.limit));
                 let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
@@ -465,6 +522,10 @@ macro_rules! sql_store {
                 if fenced {
                     return Err(StoreError::Fenced { event_id: batch.event_id, epoch: batch.epoch });
                 }
+                // Organizer actions are rare: one plain INSERT each.
+                for a in batch.audits {
+                    Self::insert_audit(&mut tx, a).await?;
+                }
                 if p.is_empty() && p.outbox.is_empty() {
                     return tx.commit().await.map_err(unavailable);
                 }
@@ -487,11 +548,13 @@ macro_rules! sql_store {
                 key: &'a IdempotencyKey,
                 fingerprint: u64,
                 id: VenueId,
+                org: OrgId,
                 spec: &'a VenueSpec,
                 layout: &'a Layout,
                 now: Millis,
+                audit: &'a AuditEntry,
             ) -> BoxFuture<'a, Result<Created<VenueId>, StoreError>> {
-                Box::pin(self.do_create_venue(key, fingerprint, id, spec, layout, now))
+                Box::pin(self.do_create_venue(key, fingerprint, id, org, spec, layout, now, audit))
             }
             fn get_venue(&self, id: VenueId) -> BoxFuture<'_, Result<Option<VenueRecord>, StoreError>> {
                 Box::pin(self.do_get_venue(id))
@@ -502,8 +565,9 @@ macro_rules! sql_store {
                 fingerprint: u64,
                 config: &'a EventConfig,
                 now: Millis,
+                audit: &'a AuditEntry,
             ) -> BoxFuture<'a, Result<Created<EventId>, StoreError>> {
-                Box::pin(self.do_create_event(key, fingerprint, config, now))
+                Box::pin(self.do_create_event(key, fingerprint, config, now, audit))
             }
             fn get_event(&self, id: EventId) -> BoxFuture<'_, Result<Option<EventConfig>, StoreError>> {
                 Box::pin(self.do_get_event(id))

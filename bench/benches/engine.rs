@@ -18,6 +18,7 @@ fn stadium() -> Inventory {
     let eur = Currency::parse("EUR").expect("valid");
     let config = EventConfig {
         id: EventId(uuid::Uuid::from_u128(1)),
+        org_id: usher_engine::OrgId(uuid::Uuid::from_u128(3)),
         venue_id: VenueId(uuid::Uuid::from_u128(2)),
         name: "bench".into(),
         description: String::new(),

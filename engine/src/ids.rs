@@ -65,6 +65,38 @@ uuid_id!(
     TicketId,
     "ticket_id"
 );
+uuid_id!(
+    /// An organization (tenant): owns venues and events; nothing of one is
+    /// visible to another.
+    OrgId,
+    "org_id"
+);
+uuid_id!(
+    /// A person who signs in with an email and a password.
+    UserId,
+    "user_id"
+);
+uuid_id!(
+    /// A partner box office (an integration of one organization); its API
+    /// keys, several at once for rotation, act in its name.
+    PartnerId,
+    "partner_id"
+);
+uuid_id!(
+    /// One API key of a partner.
+    ApiKeyId,
+    "api_key_id"
+);
+uuid_id!(
+    /// A gate device (a scanner) with its own token.
+    DeviceId,
+    "device_id"
+);
+uuid_id!(
+    /// A guest shopper of the storefront, carried in a signed cookie.
+    GuestId,
+    "guest_id"
+);
 
 /// Index of a seat inside one venue's layout. Seats of a row are contiguous
 /// and ordered by seat number, which is what makes "side by side" cheap.
@@ -116,7 +148,11 @@ fn token(field: &'static str, s: &str, max: usize) -> Result<String, InvalidInpu
     Ok(s.to_owned())
 }
 
-/// Who holds seats. Identity comes later; for now an opaque, validated token.
+/// Who holds seats and owns orders. Derived from the caller's principal
+/// (`crate::identity::Principal::customer`), never taken from a request as is:
+/// `u:<user>` a registered customer, `g:<guest>` a storefront guest,
+/// `p:<partner>:<ref>` and `o:<org>:<ref>` a customer that a partner or a box
+/// office sells to, in its own namespace.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CustomerId(String);
@@ -138,6 +174,13 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
         token("idempotency_key", s, limits::IDEMPOTENCY_KEY_BYTES_MAX).map(IdempotencyKey)
+    }
+    /// The key as one principal's: `scope/key`. Scopes (`u:<uuid>`,
+    /// `p:<uuid>`, …) contain no `/`, so two principals' keys never collide
+    /// and one caller cannot replay another's key to read its answer.
+    pub fn scoped(scope: &str, key: &IdempotencyKey) -> IdempotencyKey {
+        debug_assert!(!scope.contains('/'));
+        IdempotencyKey(format!("{scope}/{}", key.0))
     }
     pub fn as_str(&self) -> &str {
         &self.0

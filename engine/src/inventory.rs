@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
-use crate::ids::{CustomerId, EventId, HoldId, IdempotencyKey, InvalidInput, Millis, Money, SeatIdx, VenueId};
+use crate::ids::{CustomerId, EventId, HoldId, IdempotencyKey, InvalidInput, Millis, Money, OrgId, SeatIdx, VenueId};
 use crate::layout::{Layout, check_name};
 use crate::limits;
 
@@ -56,6 +56,8 @@ impl EventStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventConfig {
     pub id: EventId,
+    /// The organization (tenant) that owns the event and its venue.
+    pub org_id: OrgId,
     pub venue_id: VenueId,
     pub name: String,
     pub description: String,
@@ -524,7 +526,10 @@ impl Inventory {
         }
         let (result, events) = match self.apply(cmd, now) {
             Ok((reply, events)) => (Ok(reply), events),
-            Err(r) if r.is_malformed() => {
+            // Malformed requests, and a stranger's request on someone else's
+            // hold: nothing executed, and nothing is remembered under the key
+            // (an access refusal leaves no trace; a retry is refused again).
+            Err(r) if r.is_malformed() || matches!(r, Reject::NotHoldOwner { .. }) => {
                 return Decision { result: Err(r), events: Vec::new(), record: None };
             }
             Err(r) => (Err(r), Vec::new()),

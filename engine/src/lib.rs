@@ -1,6 +1,7 @@
 //! Usher's pure domain. No IO, no async, no clock: every function that needs
 //! the time takes it as an argument, so the same inputs give the same outputs.
 
+pub mod identity;
 pub mod ids;
 pub mod inventory;
 pub mod layout;
@@ -8,6 +9,7 @@ pub mod limits;
 pub mod order;
 pub mod ticket;
 
+pub use identity::*;
 pub use ids::*;
 pub use inventory::*;
 pub use layout::*;

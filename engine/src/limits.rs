@@ -26,6 +26,9 @@ pub const HOLDS_PER_CUSTOMER_MAX: u32 = 8;
 pub const IDEMPOTENCY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// Length of a customer id.
 pub const CUSTOMER_ID_BYTES_MAX: usize = 128;
+/// Length of the reference a partner or a box office gives its customer
+/// (the customer id is then `p:<partner>:<ref>`, within `CUSTOMER_ID_BYTES_MAX`).
+pub const CUSTOMER_REF_BYTES_MAX: usize = 64;
 /// Length of an idempotency key.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 /// Length of names (venue, event, section).

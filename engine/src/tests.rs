@@ -9,6 +9,7 @@ pub(crate) const T0: Millis = Millis(1_700_000_000_000);
 pub(crate) fn config(layout: &Layout) -> EventConfig {
     EventConfig {
         id: EventId(Uuid::from_u128(1)),
+        org_id: crate::OrgId(Uuid::from_u128(3)),
         venue_id: VenueId(Uuid::from_u128(2)),
         name: "Test".into(),
         description: String::new(),

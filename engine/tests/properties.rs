@@ -35,6 +35,7 @@ fn inventory((sections, rows, per_row): Grid) -> Inventory {
     let layout = Layout::build(&grid_venue("p", sections, rows, per_row)).unwrap();
     let config = EventConfig {
         id: EventId(Uuid::from_u128(1)),
+        org_id: usher_engine::OrgId(Uuid::from_u128(3)),
         venue_id: VenueId(Uuid::from_u128(2)),
         name: "Properties".into(),
         description: String::new(),
@@ -431,9 +432,10 @@ proptest! {
                 | Reject::SeatDuplicated { .. }
                 | Reject::UnknownSeats { .. }
                 | Reject::QuantityInvalid { .. }
-                | Reject::OverHoldLimit { .. })
+                | Reject::OverHoldLimit { .. }
+                | Reject::NotHoldOwner { .. })
         );
-        // Exactly the malformed requests go unrecorded: nothing executed.
+        // Exactly the malformed requests and a stranger's go unrecorded: nothing executed.
         prop_assert_eq!(first.record.is_none(), malformed, "{:?}", first.result);
         if malformed {
             prop_assert!(first.events.is_empty());

@@ -650,8 +650,9 @@ impl Model {
         let engine_outcome = engine.result.clone().map(|reply| (reply, engine.events.clone()));
         let (result, events) = match self.step(cmd, now, &engine_outcome) {
             Ok((reply, events)) => (Ok(reply), events),
-            // Nothing executed, so nothing is remembered under the key.
-            Err(r) if is_malformed(&r) => {
+            // Nothing executed, so nothing is remembered under the key; nor
+            // is a refusal to someone who does not own the hold.
+            Err(r) if is_malformed(&r) || matches!(r, Reject::NotHoldOwner { .. }) => {
                 return Decision { result: Err(r), events: vec![], record: None };
             }
             Err(r) => (Err(r), vec![]),
@@ -782,6 +783,7 @@ impl Sim {
             if rng.chance(20) { T0.plus_ms(rng.range(DAY_MS, 3 * DAY_MS)) } else { T0.plus_ms(rng.range(20 * DAY_MS, 40 * DAY_MS)) };
         let config = EventConfig {
             id: EventId(Uuid::from_u128(u128::from(seed) + 1)),
+            org_id: usher_engine::OrgId(Uuid::from_u128(3)),
             venue_id: VenueId(Uuid::from_u128(7)),
             name: "Simulated".into(),
             description: String::new(),

@@ -13,12 +13,15 @@ use usher_actors::{CardVault, Clock, Mailer, OrderStore, Registry, RegistryConfi
 use usher_engine::{Millis, SigningKey};
 use usher_proto::v1::{
     catalog_service_server::CatalogServiceServer, check_in_service_server::CheckInServiceServer,
-    fulfillment_service_server::FulfillmentServiceServer, inventory_service_server::InventoryServiceServer,
-    ordering_service_server::OrderingServiceServer, payment_service_server::PaymentServiceServer,
+    fulfillment_service_server::FulfillmentServiceServer, identity_service_server::IdentityServiceServer,
+    inventory_service_server::InventoryServiceServer, ordering_service_server::OrderingServiceServer,
+    payment_service_server::PaymentServiceServer,
 };
 
+use crate::auth::Auth;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::identity::Identity;
 use crate::inventory::Inventory;
 use crate::orders::Orders;
 
@@ -29,6 +32,8 @@ pub struct Ctx {
     pub orders: Arc<dyn OrderStore>,
     pub sagas: Sagas,
     pub clock: Clock,
+    /// Credentials, tokens, rate limits and the identity store.
+    pub auth: Arc<Auth>,
     /// Turns true when the node starts shutting down: open streams end, so
     /// that the server can drain.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -54,16 +59,18 @@ pub struct Application {
     postman: ractor::ActorRef<usher_actors::postman::PostmanMsg>,
     /// Where email goes, for the start banner.
     pub mail_to: String,
+    /// The demo credentials, when demo data was loaded (for the start banner).
+    pub demo: Option<crate::demo::DemoCredentials>,
 }
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
-        let (store, orders) =
+        let (store, orders, identity) =
             usher_adapters::connect_all(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
-        if config.demo_data() {
-            crate::demo::load(store.as_ref(), clock.now()).await?;
-        }
+        let auth = Auth::start(identity, config.auth(), clock.now()).await?;
+        let demo =
+            if config.demo_data() { Some(crate::demo::load(store.as_ref(), &auth, &config.data_dir, clock.now()).await?) } else { None };
         let mut rc = RegistryConfig::new(store);
         rc.clock = clock.clone();
         let (registry, registry_join) = Registry::start(rc).await?;
@@ -117,7 +124,8 @@ impl Application {
         let http_addr = http_listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         Ok(Application {
-            ctx: Ctx { registry, orders, sagas, clock, stopping },
+            ctx: Ctx { registry, orders, sagas, clock, auth, stopping },
+            demo,
             listener,
             grpc_addr,
             http_listener,
@@ -145,6 +153,7 @@ impl Application {
         health_reporter.set_serving::<PaymentServiceServer<Orders>>().await;
         health_reporter.set_serving::<FulfillmentServiceServer<Orders>>().await;
         health_reporter.set_serving::<CheckInServiceServer<Orders>>().await;
+        health_reporter.set_serving::<IdentityServiceServer<Identity>>().await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(usher_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -164,10 +173,13 @@ impl Application {
             let _ = stop.send(true);
         };
         let mut http_stopping = self.ctx.stopping.clone();
-        let http = axum::serve(self.http_listener, crate::http::router(self.ctx.clone())).with_graceful_shutdown(async move {
+        let router = crate::http::router(self.ctx.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let http = axum::serve(self.http_listener, router).with_graceful_shutdown(async move {
             let _ = http_stopping.wait_for(|s| *s).await;
         });
+        let doors = crate::doors::GrpcAuthLayer { auth: self.ctx.auth.clone(), clock: self.ctx.clock.clone() };
         let grpc = tonic::transport::Server::builder()
+            .layer(doors)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -177,6 +189,7 @@ impl Application {
             .add_service(PaymentServiceServer::new(orders.clone()))
             .add_service(FulfillmentServiceServer::new(orders.clone()))
             .add_service(CheckInServiceServer::new(orders))
+            .add_service(IdentityServiceServer::new(Identity { ctx: self.ctx.clone() }))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
         let (g, h) = tokio::join!(grpc, async { http.await });
         g?;

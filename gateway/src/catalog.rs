@@ -8,15 +8,17 @@ use futures::Stream;
 use prost::Message;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
-use usher_actors::{Created, EventFilter};
+use usher_actors::{Created, EventFilter, EventHandle, Visibility};
 use usher_engine::{
-    CategorySpec, Command, Currency, EventConfig, EventId, EventStatus, Layout, Millis, Money, Reply, RowSpec, SectionSpec, VenueId,
-    VenueSpec, fingerprint_bytes, limits,
+    Cap, CategorySpec, Command, Currency, EventConfig, EventId, EventStatus, Layout, Millis, Money, OrgId, Principal, Reply, RowSpec,
+    SectionSpec, VenueId, VenueSpec, fingerprint_bytes, limits,
 };
 use usher_proto::v1::{self as pb, catalog_service_server::CatalogService};
 
 use crate::app::Ctx;
+use crate::auth::Caller;
 use crate::convert;
+use crate::doors::caller;
 use crate::error::{ApiError, ErrorCode};
 
 pub struct Catalog {
@@ -30,9 +32,10 @@ fn fingerprint<M: Message + Clone>(tag: u8, req: &M, clear_key: impl FnOnce(&mut
     fingerprint_bytes(tag, &r.encode_to_vec())
 }
 
-fn venue_pb(id: VenueId, spec: &VenueSpec, seat_count: u32) -> pb::Venue {
+fn venue_pb(id: VenueId, org: OrgId, spec: &VenueSpec, seat_count: u32) -> pb::Venue {
     pb::Venue {
         venue_id: id.to_string(),
+        org_id: org.to_string(),
         name: spec.name.clone(),
         seat_count,
         categories: spec.categories.iter().map(|c| pb::PriceCategory { code: c.code.clone(), name: c.name.clone() }).collect(),
@@ -52,7 +55,7 @@ fn venue_pb(id: VenueId, spec: &VenueSpec, seat_count: u32) -> pb::Venue {
 }
 
 impl Catalog {
-    pub(crate) async fn list(&self, req: pb::ListEventsRequest) -> Result<pb::ListEventsResponse, ApiError> {
+    pub(crate) async fn list(&self, c: &Caller, req: pb::ListEventsRequest) -> Result<pb::ListEventsResponse, ApiError> {
         if req.page_size > 500 {
             return Err(ApiError::invalid("page_size", "at most 500"));
         }
@@ -63,17 +66,26 @@ impl Catalog {
             starts_before: req.starts_before.as_ref().map(|t| convert::millis("starts_before", t)).transpose()?,
             after: page_token(&req.page_token)?,
             limit: size + 1,
+            visible: match &c.principal {
+                p if p.is_admin() => Visibility::All,
+                Principal::User(u) if !u.memberships.is_empty() => Visibility::PublicAnd(u.memberships.iter().map(|m| m.org).collect()),
+                Principal::Partner(p) => Visibility::PublicAnd(vec![p.org]),
+                Principal::Gate(g) => Visibility::PublicAnd(vec![g.org]),
+                _ => Visibility::Public,
+            },
         };
         let mut events = self.ctx.store().list_events(filter).await?;
         let more = events.len() > size as usize;
         events.truncate(size as usize);
         let mut layouts: HashMap<VenueId, Arc<Layout>> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
+        // A partner or gate scoped to some events sees only those of its organization's unlisted ones.
+        events.retain(|e| c.sees(e));
         for e in &events {
             let layout = match layouts.get(&e.venue_id) {
                 Some(l) => l.clone(),
                 None => {
-                    let l = Arc::new(self.layout_of(e.venue_id).await?);
+                    let l = Arc::new(self.layout_of(e.venue_id).await?.0);
                     layouts.insert(e.venue_id, l.clone());
                     l
                 }
@@ -87,56 +99,94 @@ impl Catalog {
         Ok(pb::ListEventsResponse { events: out, next_page_token })
     }
 
-    pub(crate) async fn event(&self, event_id: &str) -> Result<pb::Event, ApiError> {
+    pub(crate) async fn event(&self, c: &Caller, event_id: &str) -> Result<pb::Event, ApiError> {
         let id = convert::event_id(event_id)?;
         let handle = self.ctx.registry.event(id).await?;
         let (config, counts) = handle.summary().await?;
+        if !c.sees(&config) {
+            return Err(event_not_found(id));
+        }
         Ok(convert::event(&config, &handle.layout, Some(counts)))
     }
 
-    pub(crate) async fn seat_map(&self, event_id: &str) -> Result<pb::SeatMap, ApiError> {
+    pub(crate) async fn seat_map(&self, c: &Caller, event_id: &str) -> Result<pb::SeatMap, ApiError> {
         let id = convert::event_id(event_id)?;
         let handle = self.ctx.registry.event(id).await?;
         let m = handle.seat_map().await?;
+        if !c.sees(&m.config) {
+            return Err(event_not_found(id));
+        }
         let seats =
             m.seats.iter().enumerate().map(|(i, &s)| convert::seat(&m.layout, &m.config, usher_engine::SeatIdx(i as u32), s)).collect();
         Ok(pb::SeatMap { event_id: id.to_string(), seats, counts: Some(convert::counts(m.counts)) })
     }
 
-    async fn layout_of(&self, venue: VenueId) -> Result<Layout, ApiError> {
+    /// A venue's layout, and the organization that owns it.
+    async fn layout_of(&self, venue: VenueId) -> Result<(Layout, OrgId), ApiError> {
         let v = self
             .ctx
             .store()
             .get_venue(venue)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {venue} not found")))?;
-        Ok(Layout::build(&v.spec)?)
+        Ok((Layout::build(&v.spec)?, v.org_id))
     }
 
-    async fn event_command(&self, key: &str, event_id: &str, cmd: Command) -> Result<pb::Event, ApiError> {
-        let key = convert::key(key)?;
-        let id = convert::event_id(event_id)?;
+    /// The event's actor, once the caller may manage it (another
+    /// organization's event is not found).
+    async fn managed(&self, c: &Caller, id: EventId) -> Result<EventHandle, ApiError> {
         let handle = self.ctx.registry.event(id).await?;
-        let out = handle.command(key, cmd).await?;
+        c.may(handle.org, Cap::ManageEvents, "EVENT_NOT_FOUND", format_args!("event {id}"))?;
+        Ok(handle)
+    }
+
+    async fn event_command(&self, c: &Caller, key: &str, event_id: &str, cmd: Command, action: &str) -> Result<pb::Event, ApiError> {
+        let key = c.key(key)?;
+        let id = convert::event_id(event_id)?;
+        let handle = self.managed(c, id).await?;
+        let audit = c.audit(handle.org, self.ctx.now(), action, id, "");
+        let out = handle.command_audited(key, cmd, audit).await?;
         match out.result {
             Ok(_) => Ok(convert::event(&out.config, &out.layout, Some(out.counts))),
             Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
         }
     }
 
-    async fn seats_command(&self, req: pb::SeatsCommandRequest, block: bool) -> Result<pb::SeatsChanged, ApiError> {
-        let key = convert::key(&req.idempotency_key)?;
+    async fn seats_command(&self, c: &Caller, req: pb::SeatsCommandRequest, block: bool) -> Result<pb::SeatsChanged, ApiError> {
+        let key = c.key(&req.idempotency_key)?;
         let id = convert::event_id(&req.event_id)?;
         check_seat_list(&req.seat_ids)?;
-        let handle = self.ctx.registry.event(id).await?;
+        let handle = self.managed(c, id).await?;
         let seats = convert::seats(&handle, &req.seat_ids)?;
-        let cmd = if block { Command::Block { seats } } else { Command::Unblock { seats } };
-        let out = handle.command(key, cmd).await?;
+        let n = seats.len();
+        let (cmd, action) = if block { (Command::Block { seats }, "seats.block") } else { (Command::Unblock { seats }, "seats.unblock") };
+        let audit = c.audit(handle.org, self.ctx.now(), action, id, format!("{n} seats"));
+        let out = handle.command_audited(key, cmd, audit).await?;
         match out.result {
             Ok(Reply::Seats { changed }) => Ok(pb::SeatsChanged { event_id: id.to_string(), changed }),
             Ok(other) => Err(ApiError::new(ErrorCode::Internal, "INTERNAL", format!("unexpected answer {other:?}"))),
             Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
         }
+    }
+}
+
+fn event_not_found(id: EventId) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {id} not found"))
+}
+
+/// The organization a new venue belongs to: as named, or the caller's only
+/// organization where it manages venues.
+fn venue_org(c: &Caller, named: &str) -> Result<OrgId, ApiError> {
+    if !named.is_empty() {
+        return Ok(OrgId::parse(named)?);
+    }
+    let mine: Vec<OrgId> = match &c.principal {
+        Principal::User(u) => u.memberships.iter().filter(|m| m.role.allows(Cap::ManageVenues)).map(|m| m.org).collect(),
+        _ => Vec::new(),
+    };
+    match mine.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(ApiError::invalid("org_id", "name the organization that owns the venue")),
     }
 }
 
@@ -196,39 +246,45 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SeatChanges, Status>> + 
 #[tonic::async_trait]
 impl CatalogService for Catalog {
     async fn create_venue(&self, req: Request<pb::CreateVenueRequest>) -> Result<Response<pb::Venue>, Status> {
+        let c = caller(&req)?;
         let req = req.into_inner();
-        let key = convert::key(&req.idempotency_key)?;
+        let key = c.key(&req.idempotency_key)?;
+        let org = venue_org(&c, &req.org_id)?;
+        c.may(org, Cap::ManageVenues, "ORG_NOT_FOUND", format_args!("organization {org}"))?;
         let spec = spec_from(&req);
         let layout = Layout::build(&spec).map_err(ApiError::from)?;
         let fp = fingerprint(1, &req, |r| r.idempotency_key.clear());
         let id = VenueId(uuid::Uuid::new_v4());
-        let id = match self.ctx.store().create_venue(&key, fp, id, &spec, &layout, self.ctx.now()).await.map_err(ApiError::from)? {
+        let now = self.ctx.now();
+        let audit = c.audit(org, now, "venue.create", id, format!("{} seats", layout.seat_count()));
+        let id = match self.ctx.store().create_venue(&key, fp, id, org, &spec, &layout, now, &audit).await.map_err(ApiError::from)? {
             Created::New(id) | Created::Replayed(id) => id,
             Created::KeyReused => {
                 return Err(ApiError::from_reject(&usher_engine::Reject::IdempotencyKeyReused, &layout).into());
             }
         };
         let v = self.ctx.store().get_venue(id).await.map_err(ApiError::from)?.ok_or_else(|| Status::internal("venue vanished"))?;
-        Ok(Response::new(venue_pb(v.id, &v.spec, v.seat_count)))
+        Ok(Response::new(venue_pb(v.id, v.org_id, &v.spec, v.seat_count)))
     }
 
     async fn get_venue(&self, req: Request<pb::GetVenueRequest>) -> Result<Response<pb::Venue>, Status> {
+        let c = caller(&req)?;
         let id = VenueId::parse(&req.get_ref().venue_id).map_err(ApiError::from)?;
-        let v = self
-            .ctx
-            .store()
-            .get_venue(id)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| Status::from(ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {id} not found"))))?;
-        Ok(Response::new(venue_pb(v.id, &v.spec, v.seat_count)))
+        let not_found = || ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {id} not found"));
+        let v = self.ctx.store().get_venue(id).await.map_err(ApiError::from)?.ok_or_else(not_found)?;
+        if !c.principal.relates_to(v.org_id) {
+            return Err(not_found().into());
+        }
+        Ok(Response::new(venue_pb(v.id, v.org_id, &v.spec, v.seat_count)))
     }
 
     async fn create_event(&self, req: Request<pb::CreateEventRequest>) -> Result<Response<pb::Event>, Status> {
+        let c = caller(&req)?;
         let req = req.into_inner();
-        let key = convert::key(&req.idempotency_key)?;
+        let key = c.key(&req.idempotency_key)?;
         let venue_id = VenueId::parse(&req.venue_id).map_err(ApiError::from)?;
-        let layout = self.layout_of(venue_id).await?;
+        let (layout, org) = self.layout_of(venue_id).await?;
+        c.may(org, Cap::ManageEvents, "VENUE_NOT_FOUND", format_args!("venue {venue_id}"))?;
         let now = self.ctx.now();
         let starts_at = convert::millis("starts_at", req.starts_at.as_ref().ok_or_else(|| ApiError::invalid("starts_at", "is required"))?)?;
         let sales_start = req.sales_start.as_ref().map(|t| convert::millis("sales_start", t)).transpose()?.unwrap_or(now);
@@ -253,6 +309,7 @@ impl CatalogService for Catalog {
         }
         let config = EventConfig {
             id: EventId(uuid::Uuid::new_v4()),
+            org_id: org,
             venue_id,
             name: req.name.clone(),
             description: req.description.clone(),
@@ -270,7 +327,8 @@ impl CatalogService for Catalog {
         };
         config.validate(&layout).map_err(ApiError::from)?;
         let fp = fingerprint(2, &req, |r| r.idempotency_key.clear());
-        let id = match self.ctx.store().create_event(&key, fp, &config, now).await.map_err(ApiError::from)? {
+        let audit = c.audit(org, now, "event.create", config.id, config.name.clone());
+        let id = match self.ctx.store().create_event(&key, fp, &config, now, &audit).await.map_err(ApiError::from)? {
             Created::New(id) | Created::Replayed(id) => id,
             Created::KeyReused => {
                 return Err(ApiError::from_reject(&usher_engine::Reject::IdempotencyKeyReused, &layout).into());
@@ -281,18 +339,24 @@ impl CatalogService for Catalog {
     }
 
     async fn open_sales(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
+        let c = caller(&req)?;
         let r = req.get_ref();
-        Ok(Response::new(self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::OnSale }).await?))
+        let to = Command::SetStatus { to: EventStatus::OnSale };
+        Ok(Response::new(self.event_command(&c, &r.idempotency_key, &r.event_id, to, "event.open_sales").await?))
     }
 
     async fn close_sales(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
+        let c = caller(&req)?;
         let r = req.get_ref();
-        Ok(Response::new(self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::SalesClosed }).await?))
+        let to = Command::SetStatus { to: EventStatus::SalesClosed };
+        Ok(Response::new(self.event_command(&c, &r.idempotency_key, &r.event_id, to, "event.close_sales").await?))
     }
 
     async fn cancel_event(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
+        let c = caller(&req)?;
         let r = req.get_ref();
-        let event = self.event_command(&r.idempotency_key, &r.event_id, Command::SetStatus { to: EventStatus::Cancelled }).await?;
+        let to = Command::SetStatus { to: EventStatus::Cancelled };
+        let event = self.event_command(&c, &r.idempotency_key, &r.event_id, to, "event.cancel").await?;
         // Every open order of the event is cancelled, and every paid one
         // refunded, by its saga. A retried cancel asks again: harmless.
         if let Ok(id) = convert::event_id(&r.event_id) {
@@ -302,28 +366,37 @@ impl CatalogService for Catalog {
     }
 
     async fn block_seats(&self, req: Request<pb::SeatsCommandRequest>) -> Result<Response<pb::SeatsChanged>, Status> {
-        Ok(Response::new(self.seats_command(req.into_inner(), true).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.seats_command(&c, req.into_inner(), true).await?))
     }
 
     async fn unblock_seats(&self, req: Request<pb::SeatsCommandRequest>) -> Result<Response<pb::SeatsChanged>, Status> {
-        Ok(Response::new(self.seats_command(req.into_inner(), false).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.seats_command(&c, req.into_inner(), false).await?))
     }
 
     async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
-        Ok(Response::new(self.list(req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.list(&c, req.into_inner()).await?))
     }
 
     async fn get_event(&self, req: Request<pb::GetEventRequest>) -> Result<Response<pb::Event>, Status> {
-        Ok(Response::new(self.event(&req.get_ref().event_id).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.event(&c, &req.get_ref().event_id).await?))
     }
 
     async fn get_seat_map(&self, req: Request<pb::GetSeatMapRequest>) -> Result<Response<pb::SeatMap>, Status> {
-        Ok(Response::new(self.seat_map(&req.get_ref().event_id).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.seat_map(&c, &req.get_ref().event_id).await?))
     }
 
     async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {
+        let c = caller(&req)?;
         let id = convert::event_id(&req.get_ref().event_id)?;
         let handle = self.ctx.registry.event(id).await.map_err(ApiError::from)?;
+        if !c.sees(&handle.summary().await.map_err(ApiError::from)?.0) {
+            return Err(event_not_found(id).into());
+        }
         // Subscribe before the snapshot so no change falls between the two.
         let mut rx = self.ctx.registry.subscribe(id).await.map_err(ApiError::from)?;
         let (tx, out) = tokio::sync::mpsc::channel::<Result<pb::SeatChanges, Status>>(16);

@@ -5,19 +5,172 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use usher_proto::v1::{
     self as pb, catalog_service_client::CatalogServiceClient, check_in_service_client::CheckInServiceClient,
-    fulfillment_service_client::FulfillmentServiceClient, inventory_service_client::InventoryServiceClient,
-    ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient,
+    fulfillment_service_client::FulfillmentServiceClient, identity_service_client::IdentityServiceClient,
+    inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
+    payment_service_client::PaymentServiceClient,
 };
 
-pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
+/// Sends `authorization: Bearer <token>` with every call, when there is one.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Bearer> {
+        match token.filter(|t| !t.is_empty()) {
+            None => Ok(Bearer(None)),
+            Some(t) => Ok(Bearer(Some(format!("Bearer {t}").parse().context("the token has characters a header cannot carry")?))),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connection that authenticates every call.
+pub type Ch = InterceptedService<Channel, Bearer>;
+
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
     let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     Channel::from_shared(url.clone())?.connect().await.with_context(|| format!("connecting to {url} (is `usher serve` running?)"))
 }
 
+/// Connects with `token`, or else the saved sign-in for `addr` (refreshed
+/// when its access token is about to expire), or else anonymously.
+pub async fn connect(addr: &str, token: Option<&str>) -> anyhow::Result<Ch> {
+    let ch = channel(addr).await?;
+    let token = match token.filter(|t| !t.is_empty()) {
+        Some(t) => Some(t.to_owned()),
+        None => saved_token(&ch, addr).await?,
+    };
+    Ok(InterceptedService::new(ch, Bearer::new(token.as_deref())?))
+}
+
+// ---------------------------------------------------------------------------
+// Signing in: the session is kept in the user's config directory, mode 0600.
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Saved {
+    addr: String,
+    access_token: String,
+    access_expires_at: i64,
+    refresh_token: String,
+}
+
+/// `$XDG_CONFIG_HOME/usher/session.json`, or `~/.config/usher/session.json`.
+fn session_file() -> anyhow::Result<std::path::PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").context("HOME is not set; pass --token instead")?).join(".config"),
+    };
+    Ok(base.join("usher").join("session.json"))
+}
+
+fn save(s: &Saved) -> anyhow::Result<std::path::PathBuf> {
+    let path = session_file()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&path).with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut f, serde_json::to_string(s)?.as_bytes())?;
+    // An older file keeps its mode: make it owner-only either way.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(path)
+}
+
+async fn saved_token(ch: &Channel, addr: &str) -> anyhow::Result<Option<String>> {
+    let Ok(path) = session_file() else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let Ok(saved) = serde_json::from_str::<Saved>(&text) else { return Ok(None) };
+    if saved.addr != addr {
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    if saved.access_expires_at > now + 30 {
+        return Ok(Some(saved.access_token));
+    }
+    let mut c = IdentityServiceClient::new(ch.clone());
+    let s = c
+        .refresh(pb::RefreshRequest { refresh_token: saved.refresh_token })
+        .await
+        .map_err(|e| anyhow::anyhow!("the saved sign-in has ended ({}); run `usher login` again", e.message()))?
+        .into_inner();
+    save(&saved_of(addr, &s))?;
+    Ok(Some(s.access_token))
+}
+
+fn saved_of(addr: &str, s: &pb::Session) -> Saved {
+    Saved {
+        addr: addr.to_owned(),
+        access_token: s.access_token.clone(),
+        access_expires_at: s.access_expires_at.as_ref().map_or(0, |t| t.seconds),
+        refresh_token: s.refresh_token.clone(),
+    }
+}
+
+fn print_me(m: &pb::MeResponse) {
+    println!("{} {}{}", m.kind, if m.email.is_empty() { &m.id } else { &m.email }, if m.admin { " (platform administrator)" } else { "" });
+    if !m.customer_id.is_empty() {
+        println!("  customer {}", m.customer_id);
+    }
+    for ms in &m.memberships {
+        println!("  {} of {} ({})", ms.role, ms.org_name, ms.org_id);
+    }
+    if !m.scopes.is_empty() {
+        println!("  scopes   {}", m.scopes.join(" "));
+    }
+}
+
+/// `usher login`: signs in and keeps the session for later commands.
+pub async fn login(addr: &str, email: String, password: String) -> anyhow::Result<()> {
+    let mut c = IdentityServiceClient::new(channel(addr).await?);
+    let s = c.log_in(pb::LogInRequest { email, password }).await.map_err(fail)?.into_inner();
+    let path = save(&saved_of(addr, &s))?;
+    if let Some(m) = &s.me {
+        print_me(m);
+    }
+    println!("signed in; the session is kept in {}", path.display());
+    Ok(())
+}
+
+/// `usher logout`: revokes the saved session and forgets it.
+pub async fn logout(addr: &str) -> anyhow::Result<()> {
+    let path = session_file()?;
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(saved) = serde_json::from_str::<Saved>(&text)
+    {
+        let mut c = IdentityServiceClient::new(channel(addr).await?);
+        c.log_out(pb::LogOutRequest { refresh_token: saved.refresh_token }).await.map_err(fail)?;
+        std::fs::remove_file(&path)?;
+    }
+    println!("signed out");
+    Ok(())
+}
+
+pub async fn whoami(ch: Ch) -> anyhow::Result<()> {
+    let mut c = IdentityServiceClient::new(ch);
+    print_me(&c.me(pb::MeRequest {}).await.map_err(fail)?.into_inner());
+    Ok(())
+}
+
 fn fail(s: tonic::Status) -> anyhow::Error {
+    if s.code() == tonic::Code::Unauthenticated {
+        return anyhow::anyhow!("{}: sign in with `usher login EMAIL`, or pass --token (an API key or an access token)", s.message());
+    }
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
@@ -29,7 +182,7 @@ pub fn new_key() -> String {
     format!("cli-{}", uuid::Uuid::new_v4())
 }
 
-pub async fn events(ch: Channel) -> anyhow::Result<()> {
+pub async fn events(ch: Ch) -> anyhow::Result<()> {
     let mut c = CatalogServiceClient::new(ch);
     let mut token = String::new();
     println!("{:<36}  {:<13}  {:<25}  {:>6}  NAME", "EVENT", "STATUS", "STARTS", "SEATS");
@@ -52,7 +205,7 @@ pub async fn events(ch: Channel) -> anyhow::Result<()> {
     }
 }
 
-pub async fn seats(ch: Channel, event_id: String) -> anyhow::Result<()> {
+pub async fn seats(ch: Ch, event_id: String) -> anyhow::Result<()> {
     let mut c = CatalogServiceClient::new(ch);
     let m = c.get_seat_map(pb::GetSeatMapRequest { event_id }).await.map_err(fail)?.into_inner();
     // section -> row -> seats, in venue order.
@@ -104,20 +257,20 @@ pub fn print_hold(h: &pb::Hold) {
     println!("  expires  {}", time(&h.expires_at));
 }
 
-pub async fn hold(ch: Channel, event_id: String, seat_ids: Vec<String>, customer_id: String, key: String) -> anyhow::Result<()> {
+pub async fn hold(ch: Ch, event_id: String, seat_ids: Vec<String>, customer_id: String, key: String) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
     let h = c.hold_seats(pb::HoldSeatsRequest { idempotency_key: key, event_id, customer_id, seat_ids }).await.map_err(fail)?.into_inner();
     print_hold(&h);
     Ok(())
 }
 
-pub async fn best(ch: Channel, r: pb::HoldBestAvailableRequest) -> anyhow::Result<()> {
+pub async fn best(ch: Ch, r: pb::HoldBestAvailableRequest) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
     print_hold(&c.hold_best_available(r).await.map_err(fail)?.into_inner());
     Ok(())
 }
 
-pub async fn release(ch: Channel, hold_id: String, key: String) -> anyhow::Result<()> {
+pub async fn release(ch: Ch, hold_id: String, key: String) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
     let h =
         c.release_hold(pb::ReleaseHoldRequest { idempotency_key: key, hold_id, ..Default::default() }).await.map_err(fail)?.into_inner();
@@ -125,7 +278,7 @@ pub async fn release(ch: Channel, hold_id: String, key: String) -> anyhow::Resul
     Ok(())
 }
 
-pub async fn show_hold(ch: Channel, hold_id: String) -> anyhow::Result<()> {
+pub async fn show_hold(ch: Ch, hold_id: String) -> anyhow::Result<()> {
     let mut c = InventoryServiceClient::new(ch);
     print_hold(&c.get_hold(pb::GetHoldRequest { hold_id, event_id: String::new() }).await.map_err(fail)?.into_inner());
     Ok(())
@@ -165,20 +318,20 @@ pub fn print_order(o: &pb::Order) {
     }
 }
 
-pub async fn order(ch: Channel, hold_ids: Vec<String>, customer_id: String, email: String, key: String) -> anyhow::Result<()> {
+pub async fn order(ch: Ch, hold_ids: Vec<String>, customer_id: String, email: String, key: String) -> anyhow::Result<()> {
     let mut c = OrderingServiceClient::new(ch);
     let o = c.create_order(pb::CreateOrderRequest { idempotency_key: key, customer_id, email, hold_ids }).await.map_err(fail)?.into_inner();
     print_order(&o);
     Ok(())
 }
 
-pub async fn show_order(ch: Channel, order_id: String) -> anyhow::Result<()> {
+pub async fn show_order(ch: Ch, order_id: String) -> anyhow::Result<()> {
     let mut c = OrderingServiceClient::new(ch);
     print_order(&c.get_order(pb::GetOrderRequest { order_id }).await.map_err(fail)?.into_inner());
     Ok(())
 }
 
-pub async fn cancel_order(ch: Channel, order_id: String, customer_id: String, key: String) -> anyhow::Result<()> {
+pub async fn cancel_order(ch: Ch, order_id: String, customer_id: String, key: String) -> anyhow::Result<()> {
     let mut c = OrderingServiceClient::new(ch);
     let o = c.cancel_order(pb::CancelOrderRequest { idempotency_key: key, order_id, customer_id }).await.map_err(fail)?.into_inner();
     print_order(&o);
@@ -187,7 +340,7 @@ pub async fn cancel_order(ch: Channel, order_id: String, customer_id: String, ke
 
 /// Pays and, unless the payment settles slowly, waits until the order is
 /// fulfilled (tickets issued, email sent) or has ended otherwise.
-pub async fn pay(ch: Channel, order_id: String, card_number: String, key: String) -> anyhow::Result<()> {
+pub async fn pay(ch: Ch, order_id: String, card_number: String, key: String) -> anyhow::Result<()> {
     let mut p = PaymentServiceClient::new(ch.clone());
     let r = p
         .pay_order(pb::PayOrderRequest { idempotency_key: key, order_id: order_id.clone(), card_number, wait_ms: 30_000 })
@@ -205,7 +358,7 @@ pub async fn pay(ch: Channel, order_id: String, card_number: String, key: String
     Ok(())
 }
 
-pub async fn tickets(ch: Channel, order_id: String, pdf: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub async fn tickets(ch: Ch, order_id: String, pdf: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let mut f = FulfillmentServiceClient::new(ch);
     let r = f.list_tickets(pb::ListTicketsRequest { order_id: order_id.clone() }).await.map_err(fail)?.into_inner();
     for t in &r.tickets {
@@ -224,7 +377,7 @@ pub async fn tickets(ch: Channel, order_id: String, pdf: Option<std::path::PathB
     Ok(())
 }
 
-pub async fn scan(ch: Channel, event_id: String, code: String, gate: String, key: String) -> anyhow::Result<()> {
+pub async fn scan(ch: Ch, event_id: String, code: String, gate: String, key: String) -> anyhow::Result<()> {
     let mut c = CheckInServiceClient::new(ch);
     let r = c.scan(pb::ScanRequest { idempotency_key: key, code, event_id, gate }).await.map_err(fail)?.into_inner();
     let v = pb::ScanVerdict::try_from(r.verdict).map(|s| enum_name(s.as_str_name(), "SCAN_VERDICT_")).unwrap_or_default();

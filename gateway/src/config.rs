@@ -47,6 +47,13 @@ pub struct Config {
     /// Fault injection for crash tests only: pause between a captured
     /// payment and ticket issuing.
     pub test_issue_delay_ms: u64,
+    /// `iss` and `aud` of access tokens (the same for every node of a deployment).
+    pub token_issuer: String,
+    pub token_audience: String,
+    /// Lifetime of an access token; a refresh token lives 30 days.
+    pub access_token_ttl_ms: u64,
+    /// Rate limits per kind of caller (`[rates]` in the file).
+    pub rates: crate::auth::rate::RateConfig,
 }
 
 impl Default for Config {
@@ -69,6 +76,10 @@ impl Default for Config {
             sim_payment_delay_ms: 3_000,
             render_workers: 2,
             test_issue_delay_ms: 0,
+            token_issuer: "usher".into(),
+            token_audience: "usher".into(),
+            access_token_ttl_ms: 15 * 60 * 1000,
+            rates: crate::auth::rate::RateConfig::default(),
         }
     }
 }
@@ -133,10 +144,31 @@ impl Config {
         if let Some(v) = env("USHER_TEST_ISSUE_DELAY_MS") {
             c.test_issue_delay_ms = num("USHER_TEST_ISSUE_DELAY_MS", v)?;
         }
+        if let Some(v) = env("USHER_PARTNER_RATE_PER_S") {
+            let n = num("USHER_PARTNER_RATE_PER_S", v)?.clamp(1, u64::from(u32::MAX / 4)) as u32;
+            c.rates.partner = crate::auth::rate::Rate { per_s: n, burst: n.saturating_mul(4) };
+        }
+        if let Some(v) = env("USHER_TOKEN_ISSUER") {
+            c.token_issuer = v;
+        }
+        if let Some(v) = env("USHER_TOKEN_AUDIENCE") {
+            c.token_audience = v;
+        }
         if let Some(v) = env("USHER_RENDER_WORKERS") {
             c.render_workers = num("USHER_RENDER_WORKERS", v)?.clamp(1, 64) as usize;
         }
         Ok(c)
+    }
+
+    /// The token and rate settings.
+    pub fn auth(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            issuer: self.token_issuer.clone(),
+            audience: self.token_audience.clone(),
+            access_ttl_ms: self.access_token_ttl_ms.clamp(60_000, 24 * 60 * 60 * 1000),
+            rates: self.rates.clone(),
+            ..crate::auth::AuthConfig::default()
+        }
     }
 
     pub fn is_embedded(&self) -> bool {

@@ -105,6 +105,7 @@ pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
         seat_count: layout.seat_count() as u32,
         counts: n.map(counts),
         venue_name: layout.name.clone(),
+        org_id: c.org_id.to_string(),
     }
 }
 

@@ -4,11 +4,12 @@
 
 use tonic::{Code, Status};
 use usher_actors::{CommandError, SagaError, StoreError};
-use usher_engine::{InvalidInput, Layout, OrderReject, Reject, SeatIdx};
+use usher_engine::{Denied, InvalidInput, Layout, OrderReject, Reject, SeatIdx};
 
 /// A small, closed set of reasons, each with its gRPC code and HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
+    Unauthenticated,
     InvalidArgument,
     NotFound,
     AlreadyExists,
@@ -23,6 +24,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn grpc_code(self) -> Code {
         match self {
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
             ErrorCode::InvalidArgument => Code::InvalidArgument,
             ErrorCode::NotFound => Code::NotFound,
             ErrorCode::AlreadyExists => Code::AlreadyExists,
@@ -37,6 +39,7 @@ impl ErrorCode {
 
     pub fn http_status(self) -> u16 {
         match self {
+            ErrorCode::Unauthenticated => 401,
             ErrorCode::InvalidArgument => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists => 409,
@@ -59,11 +62,27 @@ pub struct ApiError {
     pub message: String,
     /// Seat ids the error is about, when there are any.
     pub seats: Vec<String>,
+    /// For rate limits: seconds to wait (`retry-after` metadata, `Retry-After` header).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), seats: Vec::new() }
+        ApiError { code, reason, message: message.into(), seats: Vec::new(), retry_after_s: None }
+    }
+
+    /// A refusal of the access rules, mapped here and nowhere else. `what`
+    /// names the resource for NOT_FOUND (e.g. `event 3f…`), so another
+    /// tenant's resource reads exactly like one that does not exist.
+    pub fn denied(d: Denied, reason_not_found: &'static str, what: impl std::fmt::Display) -> ApiError {
+        match d {
+            Denied::Unauthenticated => {
+                ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", "this call needs credentials: sign in, or send an API key")
+            }
+            Denied::NotFound => ApiError::new(ErrorCode::NotFound, reason_not_found, format!("{what} not found")),
+            Denied::Forbidden(why) => ApiError::new(ErrorCode::PermissionDenied, "PERMISSION_DENIED", why),
+            Denied::Invalid { field, message } => ApiError::invalid(field, message),
+        }
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
@@ -233,6 +252,11 @@ impl From<ApiError> for Status {
             && let Ok(v) = e.seats.join(",").parse()
         {
             s.metadata_mut().insert("usher-seats", v);
+        }
+        if let Some(secs) = e.retry_after_s
+            && let Ok(v) = secs.to_string().parse()
+        {
+            s.metadata_mut().insert("retry-after", v);
         }
         s
     }

@@ -3,7 +3,7 @@
 //! JSON body `{"error": {"code", "reason", "message", "seats"}}`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,42 +12,70 @@ use serde::{Deserialize, Serialize};
 use usher_proto::v1 as pb;
 
 use crate::app::Ctx;
+use crate::auth::Caller;
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ErrorCode};
+use crate::identity::Identity;
 use crate::inventory::Inventory;
 use crate::orders::Orders;
 
 #[derive(Clone)]
-struct Http {
+pub(crate) struct Http {
     catalog: std::sync::Arc<Catalog>,
     inventory: std::sync::Arc<Inventory>,
     orders: std::sync::Arc<Orders>,
+    pub(crate) identity: std::sync::Arc<Identity>,
+}
+
+/// Routes are added through this, which refuses (panics at start, which
+/// the tests see) a route with no entry in the permission table: no door
+/// is ever served without one.
+pub(crate) struct Routes(pub(crate) Router<Http>);
+
+impl Routes {
+    pub(crate) fn add(self, method: &str, path: &str, handler: axum::routing::MethodRouter<Http>) -> Routes {
+        assert!(crate::doors::http_door(method, path).is_some(), "HTTP route {method} {path} has no entry in doors::HTTP");
+        Routes(self.0.route(path, handler))
+    }
 }
 
 pub fn router(ctx: Ctx) -> Router {
+    let auth = crate::doors::HttpAuthState { auth: ctx.auth.clone(), clock: ctx.clock.clone() };
     let state = Http {
         catalog: std::sync::Arc::new(Catalog { ctx: ctx.clone() }),
         inventory: std::sync::Arc::new(Inventory { ctx: ctx.clone() }),
-        orders: std::sync::Arc::new(Orders { ctx }),
+        orders: std::sync::Arc::new(Orders { ctx: ctx.clone() }),
+        identity: std::sync::Arc::new(Identity { ctx }),
     };
-    Router::new()
-        .route("/", get(storefront))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/api/events", get(list_events))
-        .route("/api/events/{id}", get(get_event))
-        .route("/api/events/{id}/seats", get(seat_map))
-        .route("/api/events/{id}/holds", post(create_hold))
-        .route("/api/holds/{id}", get(get_hold).delete(release_hold))
-        .route("/api/orders", get(list_orders).post(create_order))
-        .route("/api/orders/{id}", get(get_order))
-        .route("/api/orders/{id}/cancel", post(cancel_order))
-        .route("/api/orders/{id}/pay", post(pay_order))
-        .route("/api/orders/{id}/tickets", get(list_tickets))
-        .route("/api/orders/{id}/tickets.pdf", get(download_tickets))
-        .route("/api/ticket-key", get(ticket_key))
-        .route("/api/scans", post(scan))
+    let r = Routes(Router::new())
+        .add("GET", "/", get(storefront))
+        .add("GET", "/healthz", get(|| async { "ok" }))
+        .add("GET", "/.well-known/jwks.json", get(jwks))
+        .add("GET", "/api/events", get(list_events))
+        .add("GET", "/api/events/{id}", get(get_event))
+        .add("GET", "/api/events/{id}/seats", get(seat_map))
+        .add("POST", "/api/events/{id}/holds", post(create_hold))
+        .add("GET", "/api/holds/{id}", get(get_hold))
+        .add("DELETE", "/api/holds/{id}", axum::routing::delete(release_hold))
+        .add("GET", "/api/orders", get(list_orders))
+        .add("POST", "/api/orders", post(create_order))
+        .add("GET", "/api/orders/{id}", get(get_order))
+        .add("POST", "/api/orders/{id}/cancel", post(cancel_order))
+        .add("POST", "/api/orders/{id}/pay", post(pay_order))
+        .add("GET", "/api/orders/{id}/tickets", get(list_tickets))
+        .add("GET", "/api/orders/{id}/tickets.pdf", get(download_tickets))
+        .add("GET", "/api/ticket-key", get(ticket_key))
+        .add("POST", "/api/scans", post(scan));
+    let Routes(r) = crate::http_identity::routes(r);
+    r.route_layer(axum::middleware::from_fn_with_state(auth, crate::doors::http_auth))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "NOT_FOUND", "no such route") })
         .with_state(state)
+}
+
+pub(crate) type Ext = Extension<Caller>;
+
+async fn jwks(State(h): State<Http>) -> Json<serde_json::Value> {
+    Json(h.identity.ctx.auth.keys.jwks(h.identity.ctx.now()))
 }
 
 const STOREFRONT: &str = include_str!("storefront.html");
@@ -74,6 +102,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let code = match self.code {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::AlreadyExists => "ALREADY_EXISTS",
@@ -84,12 +113,22 @@ impl IntoResponse for ApiError {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         };
-        (status, Json(ErrorBody { error: ErrorJson { code, reason: self.reason, message: self.message, seats: self.seats } }))
-            .into_response()
+        let retry_after = self.retry_after_s;
+        let mut r = (status, Json(ErrorBody { error: ErrorJson { code, reason: self.reason, message: self.message, seats: self.seats } }))
+            .into_response();
+        if let Some(secs) = retry_after
+            && let Ok(v) = secs.to_string().parse()
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"usher\""));
+        }
+        r
     }
 }
 
-fn ts(t: &Option<prost_types::Timestamp>) -> Option<String> {
+pub(crate) fn ts(t: &Option<prost_types::Timestamp>) -> Option<String> {
     t.as_ref().map(|t| t.to_string())
 }
 
@@ -244,6 +283,7 @@ struct EventsJson {
 
 async fn list_events(
     State(h): State<Http>,
+    Extension(c): Ext,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventsJson>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
@@ -254,22 +294,25 @@ async fn list_events(
     };
     let r = h
         .catalog
-        .list(pb::ListEventsRequest {
-            page_size: q.page_size.unwrap_or(0),
-            page_token: q.page_token.unwrap_or_default(),
-            status: status as i32,
-            ..Default::default()
-        })
+        .list(
+            &c,
+            pb::ListEventsRequest {
+                page_size: q.page_size.unwrap_or(0),
+                page_token: q.page_token.unwrap_or_default(),
+                status: status as i32,
+                ..Default::default()
+            },
+        )
         .await?;
     Ok(Json(EventsJson { events: r.events.into_iter().map(EventJson::from).collect(), next_page_token: r.next_page_token }))
 }
 
-async fn get_event(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
-    Ok(Json(h.catalog.event(&id).await?.into()))
+async fn get_event(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
+    Ok(Json(h.catalog.event(&c, &id).await?.into()))
 }
 
-async fn seat_map(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<SeatMapJson>, ApiError> {
-    let m = h.catalog.seat_map(&id).await?;
+async fn seat_map(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<SeatMapJson>, ApiError> {
+    let m = h.catalog.seat_map(&c, &id).await?;
     Ok(Json(SeatMapJson {
         event_id: m.event_id,
         counts: m.counts.map(CountsJson::from),
@@ -296,6 +339,8 @@ async fn seat_map(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HoldBody {
+    /// Only for a partner or a box office: its reference for the customer.
+    #[serde(default)]
     customer_id: String,
     #[serde(default)]
     seat_ids: Vec<String>,
@@ -309,11 +354,11 @@ struct HoldBody {
 }
 
 /// The key from the `Idempotency-Key` header or the body.
-fn idempotency_key(headers: &HeaderMap, body: &str) -> String {
+pub(crate) fn idempotency_key(headers: &HeaderMap, body: &str) -> String {
     headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_else(|| body.to_owned())
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
     let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
     if !json {
         return Err(ApiError::invalid("body", "send JSON with Content-Type: application/json"));
@@ -323,6 +368,7 @@ fn parse<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &Bytes) -> Res
 
 async fn create_hold(
     State(h): State<Http>,
+    Extension(c): Ext,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -334,25 +380,28 @@ async fn create_hold(
             return Err(ApiError::invalid("seat_ids", "give seat_ids or quantity, not both"));
         }
         h.inventory
-            .hold_best(pb::HoldBestAvailableRequest {
-                idempotency_key: key,
-                event_id: id,
-                customer_id: b.customer_id,
-                quantity: b.quantity,
-                section: b.section,
-                category: String::new(),
-            })
+            .hold_best(
+                &c,
+                pb::HoldBestAvailableRequest {
+                    idempotency_key: key,
+                    event_id: id,
+                    customer_id: b.customer_id,
+                    quantity: b.quantity,
+                    section: b.section,
+                    category: String::new(),
+                },
+            )
             .await?
     } else {
         h.inventory
-            .hold_seats(pb::HoldSeatsRequest { idempotency_key: key, event_id: id, customer_id: b.customer_id, seat_ids: b.seat_ids })
+            .hold_seats(&c, pb::HoldSeatsRequest { idempotency_key: key, event_id: id, customer_id: b.customer_id, seat_ids: b.seat_ids })
             .await?
     };
     Ok((StatusCode::CREATED, Json(hold.into())))
 }
 
-async fn get_hold(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<HoldJson>, ApiError> {
-    Ok(Json(h.inventory.get(pb::GetHoldRequest { hold_id: id, event_id: String::new() }).await?.into()))
+async fn get_hold(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<HoldJson>, ApiError> {
+    Ok(Json(h.inventory.get(&c, pb::GetHoldRequest { hold_id: id, event_id: String::new() }).await?.into()))
 }
 
 #[derive(Deserialize, Default)]
@@ -363,6 +412,7 @@ struct ReleaseQuery {
 
 async fn release_hold(
     State(h): State<Http>,
+    Extension(c): Ext,
     Path(id): Path<String>,
     headers: HeaderMap,
     q: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
@@ -370,7 +420,7 @@ async fn release_hold(
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let key = idempotency_key(&headers, "");
     let r = pb::ReleaseHoldRequest { idempotency_key: key, hold_id: id, event_id: String::new(), customer_id: q.customer_id };
-    Ok(Json(h.inventory.release(r).await?.into()))
+    Ok(Json(h.inventory.release(&c, r).await?.into()))
 }
 
 // ---------------------------------------------------------------------------
@@ -478,6 +528,7 @@ impl From<pb::Order> for OrderJson {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OrderBody {
+    #[serde(default)]
     customer_id: String,
     email: String,
     hold_ids: Vec<String>,
@@ -485,7 +536,12 @@ struct OrderBody {
     idempotency_key: String,
 }
 
-async fn create_order(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
+async fn create_order(
+    State(h): State<Http>,
+    Extension(c): Ext,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
     let b: OrderBody = parse(&headers, &body)?;
     let r = pb::CreateOrderRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -493,11 +549,11 @@ async fn create_order(State(h): State<Http>, headers: HeaderMap, body: Bytes) ->
         email: b.email,
         hold_ids: b.hold_ids,
     };
-    Ok((StatusCode::CREATED, Json(h.orders.create_order(r).await?.into())))
+    Ok((StatusCode::CREATED, Json(h.orders.create_order(&c, r).await?.into())))
 }
 
-async fn get_order(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<OrderJson>, ApiError> {
-    Ok(Json(h.orders.get_order(pb::GetOrderRequest { order_id: id }).await?.into()))
+async fn get_order(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<OrderJson>, ApiError> {
+    Ok(Json(h.orders.get_order(&c, pb::GetOrderRequest { order_id: id }).await?.into()))
 }
 
 #[derive(Deserialize, Default)]
@@ -517,17 +573,16 @@ struct OrdersJson {
 
 async fn list_orders(
     State(h): State<Http>,
+    Extension(c): Ext,
     q: Result<Query<OrdersQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<OrdersJson>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let r = h
         .orders
-        .list_orders(pb::ListOrdersRequest {
-            customer_id: q.customer_id,
-            event_id: q.event_id,
-            page_size: q.page_size,
-            page_token: q.page_token,
-        })
+        .list_orders(
+            &c,
+            pb::ListOrdersRequest { customer_id: q.customer_id, event_id: q.event_id, page_size: q.page_size, page_token: q.page_token },
+        )
         .await?;
     Ok(Json(OrdersJson { orders: r.orders.into_iter().map(OrderJson::from).collect(), next_page_token: r.next_page_token }))
 }
@@ -539,11 +594,17 @@ struct CancelBody {
     idempotency_key: String,
 }
 
-async fn cancel_order(State(h): State<Http>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<OrderJson>, ApiError> {
+async fn cancel_order(
+    State(h): State<Http>,
+    Extension(c): Ext,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<OrderJson>, ApiError> {
     let b: CancelBody = if body.is_empty() { CancelBody::default() } else { parse(&headers, &body)? };
     let r =
         pb::CancelOrderRequest { idempotency_key: idempotency_key(&headers, &b.idempotency_key), order_id: id, customer_id: b.customer_id };
-    Ok(Json(h.orders.cancel_order(r).await?.into()))
+    Ok(Json(h.orders.cancel_order(&c, r).await?.into()))
 }
 
 #[derive(Deserialize)]
@@ -563,7 +624,13 @@ struct PayJson {
     settled: bool,
 }
 
-async fn pay_order(State(h): State<Http>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<PayJson>, ApiError> {
+async fn pay_order(
+    State(h): State<Http>,
+    Extension(c): Ext,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PayJson>, ApiError> {
     let b: PayBody = parse(&headers, &body)?;
     let r = pb::PayOrderRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -571,7 +638,7 @@ async fn pay_order(State(h): State<Http>, Path(id): Path<String>, headers: Heade
         card_number: b.card_number,
         wait_ms: b.wait_ms,
     };
-    let p = h.orders.pay_order(r).await?;
+    let p = h.orders.pay_order(&c, r).await?;
     Ok(Json(PayJson { order: p.order.map(OrderJson::from), payment: p.payment.map(PaymentJson::from), settled: p.settled }))
 }
 
@@ -592,8 +659,8 @@ struct TicketsJson {
     tickets: Vec<TicketJson>,
 }
 
-async fn list_tickets(State(h): State<Http>, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
-    let r = h.orders.list_tickets(pb::ListTicketsRequest { order_id: id }).await?;
+async fn list_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
+    let r = h.orders.list_tickets(&c, pb::ListTicketsRequest { order_id: id }).await?;
     let tickets = r
         .tickets
         .into_iter()
@@ -611,8 +678,8 @@ async fn list_tickets(State(h): State<Http>, Path(id): Path<String>) -> Result<J
     Ok(Json(TicketsJson { tickets }))
 }
 
-async fn download_tickets(State(h): State<Http>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let (filename, bytes) = h.orders.pdf(pb::DownloadTicketsRequest { order_id: id }).await?;
+async fn download_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (filename, bytes) = h.orders.pdf(&c, pb::DownloadTicketsRequest { order_id: id }).await?;
     let disposition = format!("attachment; filename=\"{filename}\"");
     Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
 }
@@ -634,6 +701,8 @@ async fn ticket_key(State(h): State<Http>) -> Json<KeyJson> {
 struct ScanBody {
     event_id: String,
     code: String,
+    /// A gate device's own gate by default.
+    #[serde(default)]
     gate: String,
     #[serde(default)]
     idempotency_key: String,
@@ -649,7 +718,7 @@ struct ScanJson {
     first_gate: String,
 }
 
-async fn scan(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<Json<ScanJson>, ApiError> {
+async fn scan(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Json<ScanJson>, ApiError> {
     let b: ScanBody = parse(&headers, &body)?;
     let r = pb::ScanRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -657,7 +726,7 @@ async fn scan(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<
         event_id: b.event_id,
         gate: b.gate,
     };
-    let s = h.orders.scan(r).await?;
+    let s = h.orders.scan(&c, r).await?;
     Ok(Json(ScanJson {
         verdict: pb::ScanVerdict::try_from(s.verdict).map(|v| enum_name(v.as_str_name(), "SCAN_VERDICT_")).unwrap_or_default(),
         first_scanned_at: ts(&s.first_scanned_at),

@@ -2,24 +2,43 @@
 
 use tonic::{Request, Response, Status};
 use usher_actors::{EventHandle, Outcome};
-use usher_engine::{Command, CustomerId, EventId, HoldId, Reply};
+use usher_engine::{Cap, Command, CustomerId, EventId, EventStatus, HoldId, Reject, Reply};
 use usher_proto::v1::{self as pb, inventory_service_server::InventoryService};
 
 use crate::app::Ctx;
+use crate::auth::Caller;
 use crate::catalog::check_seat_list;
 use crate::convert;
+use crate::doors::caller;
 use crate::error::{ApiError, ErrorCode};
 
 pub struct Inventory {
     pub ctx: Ctx,
 }
 
-fn hold_reply(out: Outcome) -> Result<pb::Hold, ApiError> {
+fn hold_reply(c: &Caller, out: Outcome) -> Result<pb::Hold, ApiError> {
     match out.result {
-        Ok(Reply::Hold(h)) => Ok(convert::hold(&h, &out.config, &out.layout)),
+        Ok(Reply::Hold(h)) => {
+            let mut pb = convert::hold(&h, &out.config, &out.layout);
+            pb.customer_id = c.principal.customer_ref_of(&h.customer).to_owned();
+            Ok(pb)
+        }
         Ok(other) => Err(ApiError::new(ErrorCode::Internal, "INTERNAL", format!("unexpected answer {other:?}"))),
+        // A draft or cancelled event is its organization's: to anyone else it does not exist.
+        Err(Reject::EventNotOnSale { status: EventStatus::Draft | EventStatus::Cancelled } | Reject::EventCancelled)
+            if !c.sees(&out.config) =>
+        {
+            Err(ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {} not found", out.config.id)))
+        }
         Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
     }
+}
+
+/// The customer a hold command acts for, from the caller (never from the request as is).
+fn customer(c: &Caller, handle: &EventHandle, requested: &str) -> Result<CustomerId, ApiError> {
+    c.principal
+        .customer(handle.org, handle.event_id, requested)
+        .map_err(|d| ApiError::denied(d, "EVENT_NOT_FOUND", format_args!("event {}", handle.event_id)))
 }
 
 impl Inventory {
@@ -37,25 +56,25 @@ impl Inventory {
         Ok(self.ctx.registry.event(id).await?)
     }
 
-    pub(crate) async fn hold_seats(&self, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
-        let key = convert::key(&r.idempotency_key)?;
+    pub(crate) async fn hold_seats(&self, c: &Caller, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
+        let key = c.key(&r.idempotency_key)?;
         let id: EventId = convert::event_id(&r.event_id)?;
-        let customer = CustomerId::parse(&r.customer_id)?;
         check_seat_list(&r.seat_ids)?;
         let handle = self.ctx.registry.event(id).await?;
+        let customer = customer(c, &handle, &r.customer_id)?;
         let seats = convert::seats(&handle, &r.seat_ids)?;
         let cmd = Command::HoldSeats { hold_id: HoldId(uuid::Uuid::new_v4()), customer, seats };
-        hold_reply(handle.command(key, cmd).await?)
+        hold_reply(c, handle.command(key, cmd).await?)
     }
 
-    pub(crate) async fn hold_best(&self, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
-        let key = convert::key(&r.idempotency_key)?;
+    pub(crate) async fn hold_best(&self, c: &Caller, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
+        let key = c.key(&r.idempotency_key)?;
         let id = convert::event_id(&r.event_id)?;
-        let customer = CustomerId::parse(&r.customer_id)?;
         if r.quantity == 0 {
             return Err(ApiError::invalid("quantity", "must be at least 1"));
         }
         let handle = self.ctx.registry.event(id).await?;
+        let customer = customer(c, &handle, &r.customer_id)?;
         let section = match r.section.as_str() {
             "" => None,
             code => Some(
@@ -75,43 +94,58 @@ impl Inventory {
             ),
         };
         let cmd = Command::HoldBestAvailable { hold_id: HoldId(uuid::Uuid::new_v4()), customer, quantity: r.quantity, section, category };
-        hold_reply(handle.command(key, cmd).await?)
+        hold_reply(c, handle.command(key, cmd).await?)
     }
 
-    pub(crate) async fn get(&self, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
+    pub(crate) async fn get(&self, c: &Caller, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
         let hold = convert::hold_id(&r.hold_id)?;
+        let not_found = || ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {hold} not found"));
         let handle = self.event_of(hold, &r.event_id).await?;
-        let (h, config) = handle
-            .hold(hold)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {hold} not found")))?;
-        Ok(convert::hold(&h, &config, &handle.layout))
+        let (h, config) = handle.hold(hold).await?.ok_or_else(not_found)?;
+        // The customer's own hold, or any hold of an organization the caller sees orders of.
+        if !c.principal.acts_for(&h.customer) && c.principal.may(handle.org, Cap::ViewOrders).is_err() {
+            return Err(not_found());
+        }
+        let mut pb = convert::hold(&h, &config, &handle.layout);
+        pb.customer_id = c.principal.customer_ref_of(&h.customer).to_owned();
+        Ok(pb)
     }
 
-    pub(crate) async fn release(&self, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {
-        let key = convert::key(&r.idempotency_key)?;
+    pub(crate) async fn release(&self, c: &Caller, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {
+        let key = c.key(&r.idempotency_key)?;
         let hold = convert::hold_id(&r.hold_id)?;
-        let customer = if r.customer_id.is_empty() { None } else { Some(CustomerId::parse(&r.customer_id)?) };
         let handle = self.event_of(hold, &r.event_id).await?;
-        hold_reply(handle.command(key, Command::Release { hold_id: hold, customer }).await?)
+        // A member who may sell at the counter releases any hold of the
+        // event; everyone else only the holds of the customer they act for
+        // (the engine refuses another's with NOT_HOLD_OWNER).
+        let owner = if r.customer_id.is_empty() && c.principal.may(handle.org, Cap::Sell).is_ok() {
+            None
+        } else {
+            Some(customer(c, &handle, &r.customer_id)?)
+        };
+        hold_reply(c, handle.command(key, Command::Release { hold_id: hold, customer: owner }).await?)
     }
 }
 
 #[tonic::async_trait]
 impl InventoryService for Inventory {
     async fn hold_seats(&self, req: Request<pb::HoldSeatsRequest>) -> Result<Response<pb::Hold>, Status> {
-        Ok(Response::new(Inventory::hold_seats(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Inventory::hold_seats(self, &c, req.into_inner()).await?))
     }
 
     async fn hold_best_available(&self, req: Request<pb::HoldBestAvailableRequest>) -> Result<Response<pb::Hold>, Status> {
-        Ok(Response::new(self.hold_best(req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.hold_best(&c, req.into_inner()).await?))
     }
 
     async fn get_hold(&self, req: Request<pb::GetHoldRequest>) -> Result<Response<pb::Hold>, Status> {
-        Ok(Response::new(self.get(req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.get(&c, req.into_inner()).await?))
     }
 
     async fn release_hold(&self, req: Request<pb::ReleaseHoldRequest>) -> Result<Response<pb::Hold>, Status> {
-        Ok(Response::new(self.release(req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(self.release(&c, req.into_inner()).await?))
     }
 }

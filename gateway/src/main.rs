@@ -18,12 +18,126 @@ struct Addr {
     /// Server address.
     #[arg(long, env = "USHER_ADDR", default_value = "127.0.0.1:50051", global = true)]
     addr: String,
+    /// Credentials: an access token, a partner API key (usk_…) or a gate
+    /// device token (usg_…). Default: the session saved by `usher login`.
+    #[arg(long, env = "USHER_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Addr {
+    async fn connect(&self) -> anyhow::Result<client::Ch> {
+        client::connect(&self.addr, self.token.as_deref()).await
+    }
+}
+
+/// Where `usher admin` finds the deployment's database.
+#[derive(Args)]
+struct Store {
+    /// TOML configuration file (also USHER_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded default (also USHER_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// postgres://… (also USHER_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+impl Store {
+    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn usher_actors::IdentityStore>> {
+        let mut c = Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = &self.database_url {
+            c.database_url = v.clone();
+        }
+        usher_gateway::admin::open(&c).await
+    }
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create a user; the password is read from USHER_PASSWORD or one line of standard input.
+    CreateUser {
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A platform administrator (creates organizations, sees all).
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        s: Store,
+    },
+    /// Create an organization, optionally with an owner (a registered user).
+    CreateOrg {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        s: Store,
+    },
+    /// Add a user to an organization with a role (owner, manager, box_office, viewer).
+    AddMember {
+        org: String,
+        email: String,
+        role: String,
+        #[command(flatten)]
+        s: Store,
+    },
+    /// Create a partner API key (prints the secret once).
+    CreateApiKey {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        partner: String,
+        /// Scopes (events:read, holds, orders, payments, tickets); default all.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Events it may sell; default every event of the organization.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        #[command(flatten)]
+        s: Store,
+    },
+    /// Create a gate device token (prints the secret once).
+    CreateDevice {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        gate: String,
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        #[command(flatten)]
+        s: Store,
+    },
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server. With no configuration: embedded SQLite in ./usher-data and demo data.
     Serve(ServeArgs),
+    /// Sign in; the session is kept in ~/.config/usher (mode 0600) for later
+    /// commands. The password is read from USHER_PASSWORD or standard input.
+    Login {
+        email: String,
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// Sign out (revokes the saved session).
+    Logout {
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// Who the credentials in use belong to.
+    Whoami {
+        #[command(flatten)]
+        a: Addr,
+    },
+    /// Bootstrap a deployment: users, organizations, keys (works on the database directly).
+    #[command(subcommand)]
+    Admin(Admin),
     /// List events.
     Events {
         #[command(flatten)]
@@ -40,7 +154,8 @@ enum Cmd {
         event: String,
         #[arg(required = true)]
         seats: Vec<String>,
-        #[arg(long, default_value = "cli-user")]
+        /// For a partner or a box office: its reference for the customer.
+        #[arg(long, default_value = "")]
         customer: String,
         /// Idempotency key; a fresh one by default. Repeat it to retry safely.
         #[arg(long)]
@@ -56,7 +171,8 @@ enum Cmd {
         section: String,
         #[arg(long, default_value = "")]
         category: String,
-        #[arg(long, default_value = "cli-user")]
+        /// For a partner or a box office: its reference for the customer.
+        #[arg(long, default_value = "")]
         customer: String,
         #[arg(long)]
         key: Option<String>,
@@ -84,7 +200,8 @@ enum Cmd {
         /// Where the tickets are sent.
         #[arg(long)]
         email: String,
-        #[arg(long, default_value = "cli-user")]
+        /// For a partner or a box office: its reference for the customer.
+        #[arg(long, default_value = "")]
         customer: String,
         #[arg(long)]
         key: Option<String>,
@@ -100,7 +217,8 @@ enum Cmd {
     /// Cancel an unpaid order (its seats become available).
     CancelOrder {
         order: String,
-        #[arg(long, default_value = "cli-user")]
+        /// For a partner or a box office: its reference for the customer.
+        #[arg(long, default_value = "")]
         customer: String,
         #[arg(long)]
         key: Option<String>,
@@ -218,6 +336,20 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     println!("usher: storefront on http://{}/ (JSON API under /api)", app.http_addr());
     let mail = if c.smtp_url.is_empty() { format!("maildir {}", c.mail_dir().join("new").display()) } else { "SMTP".to_owned() };
     println!("usher: email to {mail}; ticket PDFs in {}", c.pdf_dir().display());
+    if let Some(d) = &app.demo {
+        println!("usher: sign in to the demo (kept in {}):", c.data_dir.join("demo-credentials.json").display());
+        println!("usher:   organizer  {} / {}   (owner of the demo organization)", d.organizer_email, d.organizer_password);
+        println!("usher:   customer   {} / {}", d.customer_email, d.customer_password);
+        println!("usher:   admin      {} / {}   (platform administrator)", d.admin_email, d.admin_password);
+        println!("usher:   partner API key  {}", d.partner_key);
+        println!("usher:   gate token       {}   (gate north)", d.gate_token);
+        println!(
+            "usher:   e.g. USHER_PASSWORD={} usher login {}   or   usher events --token {}",
+            d.customer_password, d.customer_email, d.partner_key
+        );
+    } else {
+        println!("usher: no demo data; make the first users with `usher admin create-user` and `usher admin create-org`");
+    }
     let ctx = app.ctx.clone();
     app.run(shutdown_signal()).await?;
     println!("usher: group commit: {}", ctx.registry.stats().summary());
@@ -246,13 +378,60 @@ async fn main() {
     }
 }
 
+/// A password from USHER_PASSWORD, or one line of standard input (so it
+/// never shows in the process list or the shell's history).
+fn password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("USHER_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn admin(cmd: Admin) -> anyhow::Result<()> {
+    use usher_gateway::admin;
+    match cmd {
+        Admin::CreateUser { email, name, admin: is_admin, s } => {
+            let id = admin::create_user(s.open().await?.as_ref(), &email, &password()?, &name, is_admin).await?;
+            println!("user {id} <{email}>{}", if is_admin { " (platform administrator)" } else { "" });
+        }
+        Admin::CreateOrg { name, owner, s } => {
+            let id = admin::create_org(s.open().await?.as_ref(), &name, owner.as_deref()).await?;
+            println!("organization {id} {name:?}");
+        }
+        Admin::AddMember { org, email, role, s } => {
+            admin::add_member(s.open().await?.as_ref(), &org, &email, &role).await?;
+            println!("{email} is {role} of {org}");
+        }
+        Admin::CreateApiKey { org, partner, scopes, events, s } => {
+            let (id, secret) = admin::create_api_key(s.open().await?.as_ref(), &org, &partner, &scopes, &events).await?;
+            println!("api key {id} for partner {partner:?}; the secret is shown this once:");
+            println!("{secret}");
+        }
+        Admin::CreateDevice { org, gate, events, s } => {
+            let (id, secret) = admin::create_device(s.open().await?.as_ref(), &org, &gate, &events).await?;
+            println!("device {id} at gate {gate:?}; the token is shown this once:");
+            println!("{secret}");
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
-        Cmd::Events { a } => client::events(client::connect(&a.addr).await?).await,
-        Cmd::Seats { event, a } => client::seats(client::connect(&a.addr).await?, event).await,
+        Cmd::Login { email, a } => client::login(&a.addr, email, password()?).await,
+        Cmd::Logout { a } => client::logout(&a.addr).await,
+        Cmd::Whoami { a } => client::whoami(a.connect().await?).await,
+        Cmd::Admin(cmd) => admin(cmd).await,
+        Cmd::Events { a } => client::events(a.connect().await?).await,
+        Cmd::Seats { event, a } => client::seats(a.connect().await?, event).await,
         Cmd::Hold { event, seats, customer, key, a } => {
-            client::hold(client::connect(&a.addr).await?, event, seats, customer, key.unwrap_or_else(client::new_key)).await
+            client::hold(a.connect().await?, event, seats, customer, key.unwrap_or_else(client::new_key)).await
         }
         Cmd::Best { event, quantity, section, category, customer, key, a } => {
             let r = HoldBestAvailableRequest {
@@ -263,23 +442,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 section,
                 category,
             };
-            client::best(client::connect(&a.addr).await?, r).await
+            client::best(a.connect().await?, r).await
         }
-        Cmd::ShowHold { hold, a } => client::show_hold(client::connect(&a.addr).await?, hold).await,
-        Cmd::Release { hold, key, a } => client::release(client::connect(&a.addr).await?, hold, key.unwrap_or_else(client::new_key)).await,
+        Cmd::ShowHold { hold, a } => client::show_hold(a.connect().await?, hold).await,
+        Cmd::Release { hold, key, a } => client::release(a.connect().await?, hold, key.unwrap_or_else(client::new_key)).await,
         Cmd::Order { holds, email, customer, key, a } => {
-            client::order(client::connect(&a.addr).await?, holds, customer, email, key.unwrap_or_else(client::new_key)).await
+            client::order(a.connect().await?, holds, customer, email, key.unwrap_or_else(client::new_key)).await
         }
-        Cmd::ShowOrder { order, a } => client::show_order(client::connect(&a.addr).await?, order).await,
+        Cmd::ShowOrder { order, a } => client::show_order(a.connect().await?, order).await,
         Cmd::CancelOrder { order, customer, key, a } => {
-            client::cancel_order(client::connect(&a.addr).await?, order, customer, key.unwrap_or_else(client::new_key)).await
+            client::cancel_order(a.connect().await?, order, customer, key.unwrap_or_else(client::new_key)).await
         }
-        Cmd::Pay { order, card, key, a } => {
-            client::pay(client::connect(&a.addr).await?, order, card, key.unwrap_or_else(client::new_key)).await
-        }
-        Cmd::Tickets { order, pdf, a } => client::tickets(client::connect(&a.addr).await?, order, pdf).await,
+        Cmd::Pay { order, card, key, a } => client::pay(a.connect().await?, order, card, key.unwrap_or_else(client::new_key)).await,
+        Cmd::Tickets { order, pdf, a } => client::tickets(a.connect().await?, order, pdf).await,
         Cmd::Scan { event, code, gate, key, a } => {
-            client::scan(client::connect(&a.addr).await?, event, code, gate, key.unwrap_or_else(client::new_key)).await
+            client::scan(a.connect().await?, event, code, gate, key.unwrap_or_else(client::new_key)).await
         }
     }
 }

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use tonic::{Request, Response, Status};
 use usher_actors::{Created, OrderCreated, OrderFilter, StoredOrder, TicketRecord, TicketStatus};
 use usher_engine::{
-    CodeError, CustomerId, EventId, EventStatus, HoldId, HoldState, Layout, Money, Order, OrderId, OrderInput, OrderLine, OrderStatus,
-    PaymentId, PaymentStatus, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
+    Cap, CodeError, CustomerId, EventId, EventStatus, HoldId, HoldState, Layout, Money, Order, OrderId, OrderInput, OrderLine, OrderStatus,
+    PaymentId, PaymentStatus, Principal, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
 };
 use usher_proto::v1::{
     self as pb, check_in_service_server::CheckInService, fulfillment_service_server::FulfillmentService,
@@ -18,7 +18,9 @@ use usher_proto::v1::{
 };
 
 use crate::app::Ctx;
+use crate::auth::Caller;
 use crate::convert;
+use crate::doors::caller;
 use crate::error::{ApiError, ErrorCode};
 
 /// Holds one order may combine.
@@ -39,7 +41,7 @@ fn order_id(s: &str) -> Result<OrderId, ApiError> {
     Ok(OrderId::parse(s)?)
 }
 
-fn check_email(s: &str) -> Result<String, ApiError> {
+pub(crate) fn check_email(s: &str) -> Result<String, ApiError> {
     let s = s.trim();
     let ok = s.len() <= EMAIL_BYTES_MAX
         && s.split_once('@')
@@ -126,6 +128,14 @@ pub fn order_pb(o: &Order, layout: &Layout) -> pb::Order {
     }
 }
 
+/// An order as this caller reads it: a partner sees its own reference for
+/// the customer, not the namespaced id.
+fn order_for(c: &Caller, o: &Order, layout: &Layout) -> pb::Order {
+    let mut pb = order_pb(o, layout);
+    pb.customer_id = c.principal.customer_ref_of(&o.customer).to_owned();
+    pb
+}
+
 fn ticket_pb(t: &TicketRecord) -> pb::Ticket {
     pb::Ticket {
         ticket_id: t.id.to_string(),
@@ -167,13 +177,24 @@ impl Orders {
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")))
     }
 
-    async fn reply(&self, o: &Order) -> Result<pb::Order, ApiError> {
-        Ok(order_pb(o, &*self.layout(o.event_id).await?))
+    async fn reply(&self, c: &Caller, o: &Order) -> Result<pb::Order, ApiError> {
+        Ok(order_for(c, o, &*self.layout(o.event_id).await?))
     }
 
-    pub(crate) async fn create_order(&self, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
-        let key = convert::key(&r.idempotency_key)?;
-        let customer = CustomerId::parse(&r.customer_id)?;
+    /// An order the caller may use `cap` on: its customer's own (or its
+    /// partner's customer's), or any order of an organization whose role
+    /// allows `cap`. Anyone else is told it does not exist.
+    async fn order_as(&self, c: &Caller, id: OrderId, cap: Cap) -> Result<StoredOrder, ApiError> {
+        let stored = self.load(id).await?;
+        if !c.principal.acts_for(&stored.order.customer) {
+            let org = self.ctx.registry.event(stored.order.event_id).await?.org;
+            c.may(org, cap, "ORDER_NOT_FOUND", format_args!("order {id}"))?;
+        }
+        Ok(stored)
+    }
+
+    pub(crate) async fn create_order(&self, c: &Caller, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
+        let key = c.key(&r.idempotency_key)?;
         let email = check_email(&r.email)?;
         if r.hold_ids.is_empty() || r.hold_ids.len() > ORDER_HOLDS_MAX {
             return Err(ApiError::invalid("hold_ids", format!("an order takes 1 to {ORDER_HOLDS_MAX} holds")));
@@ -182,20 +203,21 @@ impl Orders {
         if holds.iter().collect::<HashSet<_>>().len() != holds.len() {
             return Err(ApiError::invalid("hold_ids", "a hold is listed twice"));
         }
-        let mut fp_bytes = format!("{}\n{}\n", customer.as_str(), email).into_bytes();
+        let mut fp_bytes = format!("{}\n{}\n", r.customer_id, email).into_bytes();
         let mut sorted = holds.clone();
         sorted.sort();
         sorted.iter().for_each(|h| fp_bytes.extend_from_slice(h.0.as_bytes()));
         let fingerprint = fingerprint_bytes(20, &fp_bytes);
-        let scoped_key = format!("order:{}:{}", customer.as_str(), key.as_str());
+        let scoped_key = format!("order:{}", key.as_str());
 
         // A retry gets the first answer, even once its holds have moved on.
         if let Some((fp, id)) = self.ctx.orders.lookup_command(&scoped_key).await? {
             if fp != fingerprint {
                 return Err(key_reused());
             }
-            return self.reply(&self.load(order_id(&id)?).await?.order).await;
+            return self.reply(c, &self.load(order_id(&id)?).await?.order).await;
         }
+        let mut customer: Option<CustomerId> = None;
         // Read every hold from its event's actor: live, this customer's, one event.
         let mut event: Option<EventId> = None;
         let mut lines: Vec<OrderLine> = Vec::new();
@@ -218,6 +240,16 @@ impl Orders {
             }
             event = Some(eid);
             let handle = self.ctx.registry.event(eid).await?;
+            let customer = match &customer {
+                Some(cu) => cu.clone(),
+                None => customer
+                    .insert(
+                        c.principal
+                            .customer(handle.org, eid, &r.customer_id)
+                            .map_err(|d| ApiError::denied(d, "HOLD_NOT_FOUND", format_args!("hold {h}")))?,
+                    )
+                    .clone(),
+            };
             let (hold, config) =
                 handle.hold(h).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")))?;
             if hold.customer != customer {
@@ -239,8 +271,8 @@ impl Orders {
             }
             layout = Some(handle.layout.clone());
         }
-        let (event_id, layout, pay_by) = match (event, layout, pay_by) {
-            (Some(e), Some(l), Some(p)) => (e, l, p),
+        let (event_id, layout, pay_by, customer) = match (event, layout, pay_by, customer) {
+            (Some(e), Some(l), Some(p), Some(cu)) => (e, l, p, cu),
             _ => return Err(ApiError::invalid("hold_ids", "no seats")),
         };
         let order = Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now)
@@ -251,9 +283,9 @@ impl Orders {
             OrderCreated::New => {
                 tracing::info!(order_id = %order.id, event_id = %order.event_id, seats = order.lines.len(), "order created");
                 self.ctx.sagas.started(StoredOrder { order: order.clone(), version: 1 });
-                Ok(order_pb(&order, &layout))
+                Ok(order_for(c, &order, &layout))
             }
-            OrderCreated::Replayed(id) => self.reply(&self.load(id).await?.order).await,
+            OrderCreated::Replayed(id) => self.reply(c, &self.load(id).await?.order).await,
             OrderCreated::KeyReused => Err(key_reused()),
             OrderCreated::HoldInOrder { hold_id, order_id } => Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
@@ -263,20 +295,28 @@ impl Orders {
         }
     }
 
-    pub(crate) async fn get_order(&self, r: pb::GetOrderRequest) -> Result<pb::Order, ApiError> {
-        let o = self.load(order_id(&r.order_id)?).await?;
-        self.reply(&o.order).await
+    pub(crate) async fn get_order(&self, c: &Caller, r: pb::GetOrderRequest) -> Result<pb::Order, ApiError> {
+        let o = self.order_as(c, order_id(&r.order_id)?, Cap::ViewOrders).await?;
+        self.reply(c, &o.order).await
     }
 
-    pub(crate) async fn list_orders(&self, r: pb::ListOrdersRequest) -> Result<pb::ListOrdersResponse, ApiError> {
+    pub(crate) async fn list_orders(&self, c: &Caller, r: pb::ListOrdersRequest) -> Result<pb::ListOrdersResponse, ApiError> {
         let mut f = OrderFilter { limit: r.page_size.clamp(1, ORDERS_PAGE_MAX), ..Default::default() };
         if r.page_size == 0 {
             f.limit = 50;
         }
-        match (r.customer_id.is_empty(), r.event_id.is_empty()) {
-            (false, true) => f.customer = Some(CustomerId::parse(&r.customer_id)?),
-            (true, false) => f.event_id = Some(convert::event_id(&r.event_id)?),
-            _ => return Err(ApiError::invalid("customer_id", "give exactly one of customer_id and event_id")),
+        if r.event_id.is_empty() {
+            // By customer: the caller's own orders, or a partner's customer's.
+            let customer = c.principal.listed_customer(&r.customer_id).map_err(|d| ApiError::denied(d, "NOT_FOUND", "customer"))?;
+            f.customer = Some(customer);
+        } else if r.customer_id.is_empty() {
+            // By event: the organization's view.
+            let e = convert::event_id(&r.event_id)?;
+            let org = self.ctx.registry.event(e).await?.org;
+            c.may(org, Cap::ViewOrders, "EVENT_NOT_FOUND", format_args!("event {e}"))?;
+            f.event_id = Some(e);
+        } else {
+            return Err(ApiError::invalid("customer_id", "give customer_id or event_id, not both"));
         }
         if !r.page_token.is_empty() {
             let bad = || ApiError::invalid("page_token", "not a token from a previous response");
@@ -296,7 +336,7 @@ impl Orders {
                     l
                 }
             };
-            out.push(order_pb(o, &l));
+            out.push(order_for(c, o, &l));
         }
         let next_page_token = match orders.last() {
             Some(o) if orders.len() == limit => format!("{}_{}", o.created_at.0, o.id),
@@ -305,13 +345,10 @@ impl Orders {
         Ok(pb::ListOrdersResponse { orders: out, next_page_token })
     }
 
-    pub(crate) async fn cancel_order(&self, r: pb::CancelOrderRequest) -> Result<pb::Order, ApiError> {
-        let key = convert::key(&r.idempotency_key)?;
+    pub(crate) async fn cancel_order(&self, c: &Caller, r: pb::CancelOrderRequest) -> Result<pb::Order, ApiError> {
+        let key = c.key(&r.idempotency_key)?;
         let id = order_id(&r.order_id)?;
-        let stored = self.load(id).await?;
-        if !r.customer_id.is_empty() && CustomerId::parse(&r.customer_id)? != stored.order.customer {
-            return Err(ApiError::new(ErrorCode::PermissionDenied, "NOT_ORDER_OWNER", format!("order {id} belongs to another customer")));
-        }
+        let stored = self.order_as(c, id, Cap::ChangeOrders).await?;
         let fp = fingerprint_bytes(21, r.customer_id.as_bytes());
         match self.ctx.orders.claim_command(&format!("cancel:{id}:{}", key.as_str()), fp, &id.to_string(), self.ctx.now()).await? {
             Created::KeyReused => return Err(key_reused()),
@@ -321,17 +358,17 @@ impl Orders {
                     || stored.order.cancel_requested
                     || stored.order.step == Step::Release
                 {
-                    return self.reply(&stored.order).await;
+                    return self.reply(c, &stored.order).await;
                 }
             }
             Created::New(_) => {}
         }
         let o = self.ctx.sagas.input(id, OrderInput::Cancel).await?;
-        self.reply(&o).await
+        self.reply(c, &o).await
     }
 
-    pub(crate) async fn pay_order(&self, r: pb::PayOrderRequest) -> Result<pb::PayOrderResponse, ApiError> {
-        let key = convert::key(&r.idempotency_key)?;
+    pub(crate) async fn pay_order(&self, c: &Caller, r: pb::PayOrderRequest) -> Result<pb::PayOrderResponse, ApiError> {
+        let key = c.key(&r.idempotency_key)?;
         let id = order_id(&r.order_id)?;
         let card = usher_adapters::payment::parse_card_number(&r.card_number)
             .ok_or_else(|| ApiError::invalid("card_number", "not a valid card number (12 to 19 digits, Luhn checked)"))?;
@@ -339,7 +376,7 @@ impl Orders {
             0 => PAY_WAIT_MS_DEFAULT,
             w => w.min(PAY_WAIT_MS_MAX),
         });
-        let stored = self.load(id).await?;
+        let stored = self.order_as(c, id, Cap::Sell).await?;
         let fp = fingerprint_bytes(22, card.as_bytes());
         let fresh = PaymentId(uuid::Uuid::new_v4());
         let payment =
@@ -374,27 +411,28 @@ impl Orders {
             order = self.load(id).await?.order;
         }
         let p = order.payments.iter().find(|p| p.id == payment).map(|p| payment_pb(&order, p));
-        Ok(pb::PayOrderResponse { settled: settled(&order, payment), payment: p, order: Some(self.reply(&order).await?) })
+        Ok(pb::PayOrderResponse { settled: settled(&order, payment), payment: p, order: Some(self.reply(c, &order).await?) })
     }
 
-    pub(crate) async fn get_payment(&self, r: pb::GetPaymentRequest) -> Result<pb::Payment, ApiError> {
+    pub(crate) async fn get_payment(&self, c: &Caller, r: pb::GetPaymentRequest) -> Result<pb::Payment, ApiError> {
         let pid = PaymentId::parse(&r.payment_id)?;
         let not_found = || ApiError::new(ErrorCode::NotFound, "PAYMENT_NOT_FOUND", format!("payment {pid} not found"));
         let oid = self.ctx.orders.find_payment(pid).await?.ok_or_else(not_found)?;
-        let o = self.load(oid).await?.order;
+        let o =
+            self.order_as(c, oid, Cap::ViewOrders).await.map_err(|e| if e.code == ErrorCode::NotFound { not_found() } else { e })?.order;
         o.payments.iter().find(|p| p.id == pid).map(|p| payment_pb(&o, p)).ok_or_else(not_found)
     }
 
-    pub(crate) async fn list_tickets(&self, r: pb::ListTicketsRequest) -> Result<pb::ListTicketsResponse, ApiError> {
+    pub(crate) async fn list_tickets(&self, c: &Caller, r: pb::ListTicketsRequest) -> Result<pb::ListTicketsResponse, ApiError> {
         let id = order_id(&r.order_id)?;
-        self.load(id).await?;
+        self.order_as(c, id, Cap::ViewOrders).await?;
         let tickets = self.ctx.orders.tickets_of_order(id).await?;
         Ok(pb::ListTicketsResponse { tickets: tickets.iter().map(ticket_pb).collect() })
     }
 
-    pub(crate) async fn pdf(&self, r: pb::DownloadTicketsRequest) -> Result<(String, Vec<u8>), ApiError> {
+    pub(crate) async fn pdf(&self, c: &Caller, r: pb::DownloadTicketsRequest) -> Result<(String, Vec<u8>), ApiError> {
         let id = order_id(&r.order_id)?;
-        let o = self.load(id).await?.order;
+        let o = self.order_as(c, id, Cap::ViewOrders).await?.order;
         let path = self.ctx.sagas.deps.pdf_path(id);
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok((format!("tickets-{}.pdf", usher_actors::saga::order_number(id)), bytes)),
@@ -416,11 +454,28 @@ impl Orders {
         }
     }
 
-    pub(crate) async fn scan(&self, r: pb::ScanRequest) -> Result<pb::ScanResult, ApiError> {
+    pub(crate) async fn scan(&self, c: &Caller, r: pb::ScanRequest) -> Result<pb::ScanResult, ApiError> {
         use pb::ScanVerdict as V;
-        let key = convert::key(&r.idempotency_key)?;
+        let key = c.key(&r.idempotency_key)?;
         let event_id = convert::event_id(&r.event_id)?;
-        let gate = token("gate", &r.gate, GATE_BYTES_MAX)?;
+        let org = self.ctx.registry.event(event_id).await?.org;
+        let event_not_found = || ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {event_id} not found"));
+        let gate = match &c.principal {
+            // A gate device scans at its own gate, for its own events.
+            Principal::Gate(g) => {
+                if g.org != org || !(g.events.is_empty() || g.events.contains(&event_id)) {
+                    return Err(event_not_found());
+                }
+                if !r.gate.is_empty() && r.gate != g.gate {
+                    return Err(ApiError::invalid("gate", format!("this device scans at gate {}", g.gate)));
+                }
+                g.gate.clone()
+            }
+            _ => {
+                c.may(org, Cap::Scan, "EVENT_NOT_FOUND", format_args!("event {event_id}"))?;
+                token("gate", &r.gate, GATE_BYTES_MAX)?
+            }
+        };
         let verdict = |v: V, message: String| pb::ScanResult { verdict: v as i32, message, ..Default::default() };
         let vk = self.ctx.sagas.deps.signing_key.verifying_key();
         let claims = match verify_ticket(&vk, &r.code) {
@@ -471,26 +526,32 @@ fn key_reused() -> ApiError {
 #[tonic::async_trait]
 impl OrderingService for Orders {
     async fn create_order(&self, req: Request<pb::CreateOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        Ok(Response::new(Orders::create_order(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::create_order(self, &c, req.into_inner()).await?))
     }
     async fn get_order(&self, req: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        Ok(Response::new(Orders::get_order(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::get_order(self, &c, req.into_inner()).await?))
     }
     async fn list_orders(&self, req: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        Ok(Response::new(Orders::list_orders(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::list_orders(self, &c, req.into_inner()).await?))
     }
     async fn cancel_order(&self, req: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        Ok(Response::new(Orders::cancel_order(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::cancel_order(self, &c, req.into_inner()).await?))
     }
 }
 
 #[tonic::async_trait]
 impl PaymentService for Orders {
     async fn pay_order(&self, req: Request<pb::PayOrderRequest>) -> Result<Response<pb::PayOrderResponse>, Status> {
-        Ok(Response::new(Orders::pay_order(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::pay_order(self, &c, req.into_inner()).await?))
     }
     async fn get_payment(&self, req: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
-        Ok(Response::new(Orders::get_payment(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::get_payment(self, &c, req.into_inner()).await?))
     }
 }
 
@@ -499,10 +560,12 @@ type PdfStream = tonic::codegen::BoxStream<pb::PdfChunk>;
 #[tonic::async_trait]
 impl FulfillmentService for Orders {
     async fn list_tickets(&self, req: Request<pb::ListTicketsRequest>) -> Result<Response<pb::ListTicketsResponse>, Status> {
-        Ok(Response::new(Orders::list_tickets(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::list_tickets(self, &c, req.into_inner()).await?))
     }
     async fn download_tickets(&self, req: Request<pb::DownloadTicketsRequest>) -> Result<Response<PdfStream>, Status> {
-        let (filename, bytes) = self.pdf(req.into_inner()).await?;
+        let c = caller(&req)?;
+        let (filename, bytes) = self.pdf(&c, req.into_inner()).await?;
         let chunks: Vec<Result<pb::PdfChunk, Status>> =
             bytes.chunks(PDF_CHUNK_BYTES).map(|c| Ok(pb::PdfChunk { data: c.to_vec(), filename: filename.clone() })).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
@@ -515,6 +578,7 @@ impl FulfillmentService for Orders {
 #[tonic::async_trait]
 impl CheckInService for Orders {
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResult>, Status> {
-        Ok(Response::new(Orders::scan(self, req.into_inner()).await?))
+        let c = caller(&req)?;
+        Ok(Response::new(Orders::scan(self, &c, req.into_inner()).await?))
     }
 }

@@ -14,34 +14,59 @@ use common::*;
 use tokio::process::{Child, Command};
 use usher_proto::v1::{
     self as pb, catalog_service_client::CatalogServiceClient, fulfillment_service_client::FulfillmentServiceClient,
-    inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
-    payment_service_client::PaymentServiceClient,
+    identity_service_client::IdentityServiceClient, inventory_service_client::InventoryServiceClient,
+    ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient,
 };
 
 both_backends!(acknowledged_holds_survive_sigkill_mid_load);
 both_backends!(a_paid_order_killed_before_fulfillment_ends_fulfilled_once);
 
-/// Starts `usher serve` on the test database and waits for its address.
-async fn start_server(db: &TestDb) -> (Child, std::net::SocketAddr) {
+/// Starts `usher serve` on the test database and waits for its address;
+/// returns a token of the test organization's owner, made on the database
+/// at the first start (as `usher admin` would) and signed in over gRPC.
+async fn start_server(db: &TestDb) -> (Child, std::net::SocketAddr, String) {
     start_server_with(db, &[]).await
 }
 
-async fn start_server_with(db: &TestDb, env: &[(&str, &str)]) -> (Child, std::net::SocketAddr) {
+const OWNER: &str = "crash-owner@example.com";
+const PASSWORD: &str = "a long test password";
+
+async fn start_server_with(db: &TestDb, env: &[(&str, &str)]) -> (Child, std::net::SocketAddr, String) {
+    let store = usher_gateway::admin::open(&db.config()).await.unwrap();
+    if store.user_by_email(OWNER).await.unwrap().is_none() {
+        usher_gateway::admin::create_user(store.as_ref(), OWNER, PASSWORD, "Owner", false).await.unwrap();
+        usher_gateway::admin::create_org(store.as_ref(), "Crash Org", Some(OWNER)).await.unwrap();
+    }
+    drop(store);
+    // One principal drives the whole load here: lift its rate limit.
+    let config = db.data_dir.join("usher.toml");
+    let rate = "{ per_s = 1000000, burst = 1000000 }";
+    std::fs::write(&config, format!("[rates]\ncustomer = {rate}\npartner = {rate}\nanonymous = {rate}\n")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
-    cmd.args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data", "--database-url", &db.url])
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data"])
+        .args(["--database-url", &db.url])
         .arg("--data-dir")
         .arg(&db.data_dir)
         .env("USHER_LOG", "warn")
         .envs(env.iter().copied())
         .stderr(Stdio::inherit());
     let (child, rest) = spawn_until_line(cmd, "usher: grpc listening on http://", Duration::from_secs(30)).await;
-    (child, rest.split_whitespace().next().unwrap().parse().unwrap())
+    let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    let session = IdentityServiceClient::new(connect(addr).await)
+        .log_in(pb::LogInRequest { email: OWNER.into(), password: PASSWORD.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    (child, addr, session.access_token)
 }
 
 async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {
     let db = TestDb::fresh(b).await;
-    let (mut server, addr) = start_server(&db).await;
-    let ch = connect(addr).await;
+    let (mut server, addr, token) = start_server(&db).await;
+    let ch = connect_as(addr, &token).await;
     let mut cat = CatalogServiceClient::new(ch.clone());
     let venue = create_venue(&mut cat, 10, 10, 20).await; // 2,000 seats
     let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
@@ -52,7 +77,7 @@ async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {
     let mut tasks = Vec::new();
     for w in 0..WORKERS {
         let (acked, failed, event) = (acked.clone(), failed.clone(), event.clone());
-        let mut c = InventoryServiceClient::new(connect(addr).await);
+        let mut c = InventoryServiceClient::new(connect_as(addr, &token).await);
         tasks.push(tokio::spawn(async move {
             // Each worker owns section-row pairs, so holds only fail through the crash.
             for i in 0..50usize {
@@ -86,8 +111,8 @@ async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {
     println!("[{b:?}] killed with {} holds acknowledged; {failed} workers saw the crash", acked.len());
     assert!(acked.len() < 2000, "the kill came mid-load");
 
-    let (mut server, addr) = start_server(&db).await;
-    let ch = connect(addr).await;
+    let (mut server, addr, token) = start_server(&db).await;
+    let ch = connect_as(addr, &token).await;
     let mut inv = InventoryServiceClient::new(ch.clone());
     for h in &acked {
         let got = inv.get_hold(pb::GetHoldRequest { hold_id: h.hold_id.clone(), event_id: event.clone() }).await.unwrap().into_inner();
@@ -113,7 +138,7 @@ async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 }
 
-async fn get_order(ch: &tonic::transport::Channel, order_id: &str) -> pb::Order {
+async fn get_order(ch: &Ch, order_id: &str) -> pb::Order {
     OrderingServiceClient::new(ch.clone()).get_order(pb::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner()
 }
 
@@ -121,8 +146,8 @@ async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) 
     let db = TestDb::fresh(b).await;
     // The first run waits 60 s after capturing the payment before issuing
     // tickets: the kill lands exactly between payment and fulfillment.
-    let (mut server, addr) = start_server_with(&db, &[("USHER_TEST_ISSUE_DELAY_MS", "60000")]).await;
-    let ch = connect(addr).await;
+    let (mut server, addr, token) = start_server_with(&db, &[("USHER_TEST_ISSUE_DELAY_MS", "60000")]).await;
+    let ch = connect_as(addr, &token).await;
     let mut cat = CatalogServiceClient::new(ch.clone());
     let venue = create_venue(&mut cat, 1, 2, 10).await;
     let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
@@ -162,8 +187,8 @@ async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) 
     server.wait().await.unwrap();
     assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 0, "killed before any ticket");
 
-    let (mut server, addr) = start_server(&db).await;
-    let ch = connect(addr).await;
+    let (mut server, addr, token) = start_server(&db).await;
+    let ch = connect_as(addr, &token).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let o = loop {
         let o = get_order(&ch, &order.order_id).await;
@@ -194,7 +219,7 @@ async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) 
     let pid = server.id().unwrap();
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(tokio::time::timeout(Duration::from_secs(30), server.wait()).await.unwrap().unwrap().success());
-    let (_server, _) = start_server(&db).await;
+    let (_server, _, _) = start_server(&db).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(std::fs::read_dir(db.data_dir.join("mail").join("new")).unwrap().count(), 1);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 3);

@@ -506,7 +506,9 @@ async fn every_change_writes_its_domain_events_to_the_outbox(b: Backend) {
     let created = app.db.payloads("reservation-created", &event).await;
     assert_eq!(created.len(), 1);
     let c = ev::ReservationCreated::decode(created[0].as_slice()).unwrap();
-    assert_eq!((c.hold_id.as_str(), c.customer_id.as_str()), (h.hold_id.as_str(), "hal"));
+    // The stream carries the whole customer id: the box office's counter customer "hal", in its organization's namespace.
+    let org = uuid::Uuid::parse_str(&app.creds.org_id).unwrap().simple().to_string();
+    assert_eq!((c.hold_id.as_str(), c.customer_id.as_str()), (h.hold_id.as_str(), format!("o:{org}:hal").as_str()));
     let seats: Vec<&str> = c.seats.iter().map(|s| s.seat_id.as_str()).collect();
     assert_eq!(seats, ["A-1-1", "A-1-2"], "every seat, not only the first");
     let env = c.envelope.unwrap();

@@ -12,7 +12,6 @@ use base64::Engine as _;
 use common::*;
 use tokio::process::{Child, Command};
 use tonic::Code;
-use tonic::transport::Channel;
 use usher_proto::v1::{
     self as pb, catalog_service_client::CatalogServiceClient, check_in_service_client::CheckInServiceClient,
     fulfillment_service_client::FulfillmentServiceClient, inventory_service_client::InventoryServiceClient,
@@ -91,16 +90,18 @@ fn free_port() -> u16 {
 }
 
 struct Clients {
-    inv: InventoryServiceClient<Channel>,
-    ord: OrderingServiceClient<Channel>,
-    pay: PaymentServiceClient<Channel>,
-    ful: FulfillmentServiceClient<Channel>,
-    gate: CheckInServiceClient<Channel>,
-    cat: CatalogServiceClient<Channel>,
+    inv: InventoryServiceClient<Ch>,
+    ord: OrderingServiceClient<Ch>,
+    pay: PaymentServiceClient<Ch>,
+    ful: FulfillmentServiceClient<Ch>,
+    gate: CheckInServiceClient<Ch>,
+    cat: CatalogServiceClient<Ch>,
 }
 
-async fn clients(addr: std::net::SocketAddr) -> Clients {
-    let ch = connect(addr).await;
+/// Every client as the test organization's owner, who sells at the counter
+/// for customers named by reference and scans at any gate.
+async fn clients(app: &TestApp) -> Clients {
+    let ch = app.channel().await;
     Clients {
         inv: InventoryServiceClient::new(ch.clone()),
         ord: OrderingServiceClient::new(ch.clone()),
@@ -221,7 +222,7 @@ async fn a_purchase_ends_in_the_inbox_with_tickets_that_scan_once(b: Backend) {
     let mut cfg = db.config();
     cfg.smtp_url = format!("smtp://127.0.0.1:{}", sink.port);
     let app = TestApp::spawn_with(db, cfg).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let h1 = hold(&mut c, &event, "alice", &["A-1-1", "A-1-2"]).await;
     let h2 = hold(&mut c, &event, "alice", &["B-2-5"]).await;
@@ -314,7 +315,7 @@ async fn a_purchase_ends_in_the_inbox_with_tickets_that_scan_once(b: Backend) {
 
 async fn a_declined_payment_releases_the_seats_and_fails_the_order(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     for (i, (card, why)) in [(CARD_DECLINED, "card_declined"), (CARD_NO_FUNDS, "insufficient_funds")].into_iter().enumerate() {
         let customer = format!("bob{i}");
@@ -355,7 +356,7 @@ async fn a_declined_payment_releases_the_seats_and_fails_the_order(b: Backend) {
 
 async fn a_payment_that_succeeds_after_its_hold_expired_is_refunded_and_never_sold(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     // Holds live 1 s; the slow card answers after 2.5 s.
     let event = event_with_hold_seconds(&mut c, 1).await;
     let h = hold(&mut c, &event, "carol", &["A-3-3"]).await;
@@ -385,7 +386,7 @@ async fn a_payment_that_succeeds_after_its_hold_expired_is_refunded_and_never_so
 async fn a_provider_that_never_answers_is_resolved_by_its_status(b: Backend) {
     // The test config waits 1 s for the provider before asking for the status.
     let app = TestApp::spawn(b).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let h = hold(&mut c, &event, "erin", &["B-1-1"]).await;
     let o = order(&mut c, "erin", &[&h]).await;
@@ -404,7 +405,7 @@ async fn a_provider_that_never_answers_is_resolved_by_its_status(b: Backend) {
 
 async fn cancelling_an_event_refunds_every_paid_order(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let mut paid = Vec::new();
     for (i, seat) in ["A-1-1", "A-1-2"].iter().enumerate() {
@@ -434,7 +435,7 @@ async fn cancelling_an_event_refunds_every_paid_order(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gates_scanning_one_ticket_at_once_admit_it_exactly_once() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let h = hold(&mut c, &event, "ivy", &["A-1-1", "A-1-2", "A-1-3"]).await;
     let o = order(&mut c, "ivy", &[&h]).await;
@@ -444,7 +445,7 @@ async fn two_gates_scanning_one_ticket_at_once_admit_it_exactly_once() {
     for t in &tickets {
         let mut tasks = Vec::new();
         for g in 0..8 {
-            let mut gate = CheckInServiceClient::new(connect(app.addr).await);
+            let mut gate = CheckInServiceClient::new(app.channel().await);
             let req = pb::ScanRequest { idempotency_key: key(), code: t.code.clone(), event_id: event.clone(), gate: format!("gate-{g}") };
             tasks.push(tokio::spawn(async move { gate.scan(req).await.unwrap().into_inner() }));
         }
@@ -460,7 +461,7 @@ async fn two_gates_scanning_one_ticket_at_once_admit_it_exactly_once() {
     }
     // A gate retrying its own scan (same key) gets its first answer.
     let req = pb::ScanRequest { idempotency_key: key(), code: tickets[0].code.clone(), event_id: event.clone(), gate: "x".into() };
-    let other = CheckInServiceClient::new(connect(app.addr).await).scan(req).await.unwrap().into_inner();
+    let other = CheckInServiceClient::new(app.channel().await).scan(req).await.unwrap().into_inner();
     assert_eq!(verdict(&other), pb::ScanVerdict::AlreadyUsed);
     app.stop().await;
 }
@@ -468,7 +469,7 @@ async fn two_gates_scanning_one_ticket_at_once_admit_it_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_truncated_and_foreign_codes_are_refused() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let other_event = event_with_hold_seconds(&mut c, 0).await;
     let h = hold(&mut c, &event, "jo", &["A-1-1"]).await;
@@ -506,7 +507,7 @@ async fn forged_truncated_and_foreign_codes_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_expires_when_its_hold_runs_out_before_payment() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 1).await;
     let h = hold(&mut c, &event, "kim", &["A-1-1"]).await;
     let o = order(&mut c, "kim", &[&h]).await;
@@ -531,14 +532,14 @@ async fn an_order_expires_when_its_hold_runs_out_before_payment() {
 async fn an_unpaid_order_expires_on_time_after_a_restart() {
     // Unpaid orders wait without an actor; a restart must find them again.
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 5).await;
     let h = hold(&mut c, &event, "lou", &["A-2-2"]).await;
     let kept = hold(&mut c, &event, "max", &["A-2-3"]).await;
     let o = order(&mut c, "lou", &[&h]).await;
     let paid = order(&mut c, "max", &[&kept]).await;
     let app = TestApp::spawn_on(app.stop().await).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     // One of the two is paid after the restart, the other expires on time.
     assert!(pay(&mut c, &paid.order_id, CARD_OK).await.settled);
     wait_for(&mut c, &paid.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(20)).await;
@@ -557,7 +558,7 @@ async fn an_unpaid_order_expires_on_time_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_order_and_payment_input_gets_clear_errors_and_changes_nothing() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let h = hold(&mut c, &event, "lee", &["A-1-1"]).await;
     let base = pb::CreateOrderRequest {
@@ -612,16 +613,22 @@ async fn bad_order_and_payment_input_gets_clear_errors_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_order_gives_its_seats_back() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let h = hold(&mut c, &event, "max", &["A-1-1"]).await;
     let o = order(&mut c, "max", &[&h]).await;
-    let e = c
-        .ord
-        .cancel_order(pb::CancelOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), customer_id: "eve".into() })
+    // Someone else (a guest of the storefront) is told the order does not exist.
+    let guest = usher_proto::v1::identity_service_client::IdentityServiceClient::new(app.channel_as("").await)
+        .start_guest_session(pb::StartGuestSessionRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let e = OrderingServiceClient::new(app.channel_as(&guest).await)
+        .cancel_order(pb::CancelOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), customer_id: String::new() })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.code(), Code::NotFound);
     c.ord
         .cancel_order(pb::CancelOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), customer_id: "max".into() })
         .await
@@ -640,7 +647,7 @@ async fn email_queued_while_smtp_is_down_arrives_once_it_is_back() {
     cfg.smtp_url = format!("smtp://127.0.0.1:{port}");
     let smtp_dir = db.data_dir.join("smtp");
     let app = TestApp::spawn_with(db, cfg).await;
-    let mut c = clients(app.addr).await;
+    let mut c = clients(&app).await;
     let event = event_with_hold_seconds(&mut c, 0).await;
     let h = hold(&mut c, &event, "olga", &["A-1-1"]).await;
     let o = order(&mut c, "olga", &[&h]).await;

@@ -12,11 +12,23 @@ both_backends!(the_json_api_orders_pays_and_scans);
 async fn the_json_api_holds_releases_and_explains_errors(b: Backend) {
     let app = TestApp::spawn(b).await;
     let event = create_event(&app, 1, 2, 10).await;
+    let bearer = format!("Bearer {}", app.creds.owner_token);
+    let auth = [("Authorization", bearer.as_str())];
     let json = [("Content-Type", "application/json")];
     let post = |key: &'static str, body: &'static str| {
         let path = format!("/api/events/{event}/holds");
         let addr = app.http;
-        async move { http(addr, "POST", &path, &[("Content-Type", "application/json"), ("Idempotency-Key", key)], Some(body)).await }
+        let bearer = bearer.clone();
+        async move {
+            http(
+                addr,
+                "POST",
+                &path,
+                &[("Content-Type", "application/json"), ("Idempotency-Key", key), ("Authorization", &bearer)],
+                Some(body),
+            )
+            .await
+        }
     };
     let (status, body) = post("k1", r#"{"customer_id":"ann","seat_ids":["A-1-1","A-1-2"]}"#).await;
     assert_eq!(status, 201, "{body}");
@@ -40,7 +52,8 @@ async fn the_json_api_holds_releases_and_explains_errors(b: Backend) {
     assert_eq!(status, 400, "{body}");
     let (status, body) = post("k5", r#"{"customer_id":"bob","seats":["A-1-3"]}"#).await;
     assert_eq!(status, 400, "unknown fields are refused: {body}");
-    let (status, body) = http(app.http, "POST", &format!("/api/events/{event}/holds"), &[("Idempotency-Key", "k6")], Some("{}")).await;
+    let (status, body) =
+        http(app.http, "POST", &format!("/api/events/{event}/holds"), &[("Idempotency-Key", "k6"), auth[0]], Some("{}")).await;
     assert_eq!(status, 400, "no JSON content type: {body}");
     let (status, _) = http(app.http, "GET", &format!("/api/events/{}", uuid::Uuid::new_v4()), &json, None).await;
     assert_eq!(status, 404);
@@ -59,12 +72,13 @@ async fn the_json_api_holds_releases_and_explains_errors(b: Backend) {
     assert_eq!(status, 400);
     // Release, with an owner check.
     let id = hold["hold_id"].as_str().unwrap();
-    let (status, _) = http(app.http, "DELETE", &format!("/api/holds/{id}?customer_id=bob"), &[("Idempotency-Key", "r0")], None).await;
+    let (status, _) =
+        http(app.http, "DELETE", &format!("/api/holds/{id}?customer_id=bob"), &[("Idempotency-Key", "r0"), auth[0]], None).await;
     assert_eq!(status, 403);
-    let (status, body) = http(app.http, "DELETE", &format!("/api/holds/{id}"), &[("Idempotency-Key", "r1")], None).await;
+    let (status, body) = http(app.http, "DELETE", &format!("/api/holds/{id}"), &[("Idempotency-Key", "r1"), auth[0]], None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["state"], "released");
-    let (status, body) = http(app.http, "GET", &format!("/api/holds/{id}"), &[], None).await;
+    let (status, body) = http(app.http, "GET", &format!("/api/holds/{id}"), &auth, None).await;
     assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()["state"].clone()), (200, "released".into()));
     // Storage agrees: only the best-available hold is live.
     assert_eq!(app.db.claims(&event).await.len(), 3);
@@ -74,11 +88,13 @@ async fn the_json_api_holds_releases_and_explains_errors(b: Backend) {
 async fn the_json_api_orders_pays_and_scans(b: Backend) {
     let app = TestApp::spawn(b).await;
     let event = create_event(&app, 1, 2, 10).await;
+    let bearer = format!("Bearer {}", app.creds.owner_token);
     let send = |method: &'static str, path: String, key: &'static str, body: Option<String>| {
         let addr = app.http;
+        let bearer = bearer.clone();
         async move {
-            let (status, text) =
-                http(addr, method, &path, &[("Content-Type", "application/json"), ("Idempotency-Key", key)], body.as_deref()).await;
+            let headers = [("Content-Type", "application/json"), ("Idempotency-Key", key), ("Authorization", bearer.as_str())];
+            let (status, text) = http(addr, method, &path, &headers, body.as_deref()).await;
             (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
         }
     };
@@ -125,7 +141,7 @@ async fn the_json_api_orders_pays_and_scans(b: Backend) {
     assert_eq!(status, 200);
     let tickets = tickets["tickets"].as_array().unwrap().clone();
     assert_eq!(tickets.len(), 2);
-    let (head, pdf) = raw_get(app.http, &format!("/api/orders/{id}/tickets.pdf")).await;
+    let (head, pdf) = raw_get(app.http, &format!("/api/orders/{id}/tickets.pdf"), &bearer).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.to_lowercase().contains("content-type: application/pdf"), "{head}");
     assert!(head.contains("attachment; filename=\"tickets-U-"), "{head}");
@@ -141,18 +157,21 @@ async fn the_json_api_orders_pays_and_scans(b: Backend) {
     assert_eq!((&second["verdict"], &second["first_gate"]), (&Value::from("already_used"), &Value::from("north")));
     let (status, mine) = send("GET", "/api/orders?customer_id=ivy".into(), "", None).await;
     assert_eq!((status, mine["orders"].as_array().unwrap().len()), (200, 1));
-    let (status, _) = send("GET", "/api/orders".into(), "", None).await;
-    assert_eq!(status, 400, "a customer or an event is required");
+    let (status, own) = send("GET", "/api/orders".into(), "", None).await;
+    assert_eq!((status, own["orders"].as_array().unwrap().len()), (200, 0), "the caller's own orders (the owner bought none for itself)");
+    let (status, _) = send("GET", format!("/api/orders?customer_id=ivy&event_id={event}"), "", None).await;
+    assert_eq!(status, 400, "a customer or an event, not both");
     let (status, err) = send("POST", format!("/api/orders/{id}/cancel"), "c1", Some(r#"{"customer_id":"ivy"}"#.into())).await;
     assert_eq!((status, &err["error"]["reason"]), (409, &Value::from("ORDER_PAID")), "{err}");
     app.stop().await;
 }
 
 /// A GET whose body is bytes: the head as text, the body as sent.
-async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
+async fn raw_get(addr: std::net::SocketAddr, path: &str, authorization: &str) -> (String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");

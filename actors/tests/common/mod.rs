@@ -16,11 +16,12 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use usher_actors::{
-    Batch, BoxFuture, Clock, Created, EventFilter, EventHandle, LoadedEvent, Registry, RegistryConfig, Store, StoreError, VenueRecord,
+    AuditEntry, Batch, BoxFuture, Clock, Created, EventFilter, EventHandle, LoadedEvent, Registry, RegistryConfig, Store, StoreError,
+    VenueRecord, Visibility,
 };
 use usher_engine::{
     Command, Currency, CustomerId, Event, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Layout,
-    Millis, Money, Reply, SeatIdx, Snapshot, VenueId, VenueSpec, grid_venue, limits,
+    Millis, Money, OrgId, Reply, SeatIdx, Snapshot, VenueId, VenueSpec, grid_venue, limits,
 };
 
 /// The wall-clock start of paused-time tests.
@@ -29,6 +30,8 @@ pub const T0: Millis = Millis(1_700_000_000_000);
 pub const HOLD_MS: u64 = 60_000;
 /// Far in the future, so that `Clock::system()` is inside the sales window too.
 pub const SALES_END: Millis = Millis(4_000_000_000_000);
+/// The organization that owns the test venue and event.
+pub const ORG: OrgId = OrgId(Uuid::from_u128(3));
 
 // ---------------------------------------------------------------- MemStore
 
@@ -51,6 +54,8 @@ struct Inner {
     events: HashMap<EventId, EventRow>,
     /// Catalog idempotency: key → (fingerprint, resource id).
     command_log: HashMap<IdempotencyKey, (u64, Uuid)>,
+    /// Every audit entry written, in write order.
+    audits: Vec<AuditEntry>,
 }
 
 /// An in-memory `Store` with test knobs.
@@ -151,12 +156,16 @@ impl MemStore {
     pub fn record(&self, event: EventId, key: &IdempotencyKey) -> Option<IdempotencyRecord> {
         self.lock().events[&event].idempotency.get(key).cloned()
     }
+    /// Every audit entry written (catalog creates and committed batches), in order.
+    pub fn audits(&self) -> Vec<AuditEntry> {
+        self.lock().audits.clone()
+    }
 
     // -- direct setup, bypassing the catalog's idempotency
 
     pub fn insert_venue(&self, id: VenueId, spec: VenueSpec) -> Layout {
         let layout = Layout::build(&spec).expect("valid venue");
-        self.lock().venues.insert(id, VenueRecord { id, seat_count: layout.seat_count() as u32, spec });
+        self.lock().venues.insert(id, VenueRecord { id, org_id: ORG, seat_count: layout.seat_count() as u32, spec });
         layout
     }
 
@@ -211,15 +220,18 @@ impl Store for MemStore {
         key: &'a IdempotencyKey,
         fingerprint: u64,
         id: VenueId,
+        org: OrgId,
         spec: &'a VenueSpec,
         layout: &'a Layout,
         _now: Millis,
+        audit: &'a AuditEntry,
     ) -> BoxFuture<'a, Result<Created<VenueId>, StoreError>> {
         Box::pin(async move {
             let mut g = self.lock();
             Ok(match self.claim_key(&mut g, key, fingerprint, id.0) {
                 Created::New(_) => {
-                    g.venues.insert(id, VenueRecord { id, spec: spec.clone(), seat_count: layout.seat_count() as u32 });
+                    g.venues.insert(id, VenueRecord { id, org_id: org, spec: spec.clone(), seat_count: layout.seat_count() as u32 });
+                    g.audits.push(audit.clone());
                     Created::New(id)
                 }
                 Created::Replayed(u) => Created::Replayed(VenueId(u)),
@@ -238,6 +250,7 @@ impl Store for MemStore {
         fingerprint: u64,
         config: &'a EventConfig,
         _now: Millis,
+        audit: &'a AuditEntry,
     ) -> BoxFuture<'a, Result<Created<EventId>, StoreError>> {
         Box::pin(async move {
             let mut g = self.lock();
@@ -247,6 +260,7 @@ impl Store for MemStore {
             Ok(match self.claim_key(&mut g, key, fingerprint, config.id.0) {
                 Created::New(_) => {
                     g.events.insert(config.id, EventRow::new(config.clone()));
+                    g.audits.push(audit.clone());
                     Created::New(config.id)
                 }
                 Created::Replayed(u) => Created::Replayed(EventId(u)),
@@ -270,6 +284,14 @@ impl Store for MemStore {
                 .filter(|c| filter.starts_after.is_none_or(|t| c.starts_at >= t))
                 .filter(|c| filter.starts_before.is_none_or(|t| c.starts_at < t))
                 .filter(|c| filter.after.is_none_or(|a| (c.starts_at, c.id) > a))
+                .filter(|c| {
+                    let public = matches!(c.status, EventStatus::OnSale | EventStatus::SalesClosed);
+                    match &filter.visible {
+                        Visibility::All => true,
+                        Visibility::Public => public,
+                        Visibility::PublicAnd(orgs) => public || orgs.contains(&c.org_id),
+                    }
+                })
                 .cloned()
                 .collect();
             out.sort_by_key(|c| (c.starts_at, c.id));
@@ -337,6 +359,7 @@ impl Store for MemStore {
                 return Err(StoreError::Fenced { event_id: batch.event_id, epoch: batch.epoch });
             }
             Self::apply(row, &batch);
+            g.audits.extend(batch.audits.iter().cloned());
             self.commits.fetch_add(1, Ordering::AcqRel);
             Ok(())
         })
@@ -390,6 +413,7 @@ pub struct Harness {
 pub fn event_config(id: EventId, venue_id: VenueId, layout: &Layout) -> EventConfig {
     EventConfig {
         id,
+        org_id: ORG,
         venue_id,
         name: "Actor test".into(),
         description: String::new(),

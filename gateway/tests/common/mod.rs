@@ -13,6 +13,51 @@ use tonic::transport::Channel;
 use usher_gateway::{Application, Config};
 use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
 
+/// A connection that sends one principal's credentials with every call.
+pub type Ch = usher_gateway::client::Ch;
+
+/// The principals every test app starts with, in an organization of its own.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    pub org_id: String,
+    /// The owner of the organization (may do everything there, and sell at
+    /// the counter for customers named by reference).
+    pub owner_email: String,
+    pub owner_password: String,
+    pub owner_token: String,
+    /// A partner key with every scope, for the organization's events.
+    pub partner_key: String,
+    /// A gate device (gate `main`) for every event of the organization.
+    pub gate_token: String,
+}
+
+/// Makes the test organization and its principals straight in the app's
+/// identity store, and an owner access token.
+pub async fn bootstrap(auth: &usher_gateway::auth::Auth, now: usher_engine::Millis) -> Creds {
+    let store = auth.store.as_ref();
+    let owner_email = format!("owner-{}@example.com", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let owner_password = "a long test password".to_owned();
+    let user = usher_gateway::admin::create_user(store, &owner_email, &owner_password, "Owner", false).await.unwrap();
+    let org = usher_gateway::admin::create_org(store, "Test Org", Some(&owner_email)).await.unwrap();
+    let (_, partner_key) = usher_gateway::admin::create_api_key(store, &org.to_string(), "Test Partner", &[], &[]).await.unwrap();
+    let (_, gate_token) = usher_gateway::admin::create_device(store, &org.to_string(), "main", &[]).await.unwrap();
+    let memberships = store.memberships(user).await.unwrap();
+    let (owner_token, _) = auth.access_token(user, false, &memberships, now).unwrap();
+    Creds { org_id: org.to_string(), owner_email, owner_password, owner_token, partner_key, gate_token }
+}
+
+pub fn unlimited_rates() -> usher_gateway::auth::rate::RateConfig {
+    use usher_gateway::auth::rate::{Rate, RateConfig};
+    let r = Rate { per_s: 1_000_000, burst: 1_000_000 };
+    RateConfig { anonymous: r, customer: r, partner: r, gate: r, ..RateConfig::default() }
+}
+
+/// A connection to `addr` that authenticates with `token` (no token: anonymous).
+pub async fn connect_as(addr: SocketAddr, token: &str) -> Ch {
+    let t = if token.is_empty() { None } else { Some(token) };
+    tonic::service::interceptor::InterceptedService::new(connect(addr).await, usher_gateway::client::Bearer::new(t).unwrap())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -29,6 +74,8 @@ pub struct TestDb {
     pub backend: Backend,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The principals made at the first start, kept across restarts.
+    pub creds: Option<Creds>,
 }
 
 impl TestDb {
@@ -48,7 +95,7 @@ impl TestDb {
                 format!("{}/{name}", pg_admin_url())
             }
         };
-        TestDb { backend, url, data_dir }
+        TestDb { backend, url, data_dir, creds: None }
     }
 
     pub fn config(&self) -> Config {
@@ -63,6 +110,9 @@ impl TestDb {
             mail_retry_ms_max: 300,
             payment_timeout_ms: 1_000,
             sim_payment_delay_ms: 2_500,
+            // Tests drive a whole load as one principal; the rate-limit
+            // tests set their own.
+            rates: unlimited_rates(),
             ..Config::default()
         }
     }
@@ -70,7 +120,9 @@ impl TestDb {
     /// A connection to the test database that sees the contexts' schemas.
     async fn pg(&self) -> sqlx::PgConnection {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
-        conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, public").await.unwrap();
+        conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, public")
+            .await
+            .unwrap();
         conn
     }
 
@@ -164,6 +216,8 @@ pub struct TestApp {
     pub http: SocketAddr,
     pub db: TestDb,
     pub app_ctx: usher_gateway::app::Ctx,
+    pub creds: Creds,
+    bearer_header: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -179,27 +233,49 @@ impl TestApp {
         TestApp::spawn_with(db, cfg).await
     }
 
-    pub async fn spawn_with(db: TestDb, cfg: Config) -> TestApp {
+    pub async fn spawn_with(mut db: TestDb, cfg: Config) -> TestApp {
         let app = Application::build(&cfg).await.expect("app builds");
         let addr = app.grpc_addr();
         let http = app.http_addr();
         let app_ctx = app.ctx.clone();
+        let creds = match db.creds.clone() {
+            Some(c) => c,
+            None => bootstrap(&app_ctx.auth, app_ctx.now()).await,
+        };
+        db.creds = Some(creds.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let join = tokio::spawn(app.run(async move {
             let _ = rx.await;
         }));
-        TestApp { addr, http, db, app_ctx, shutdown: Some(tx), join: Some(join) }
+        let bearer_header = format!("Bearer {}", creds.owner_token);
+        TestApp { addr, http, db, app_ctx, creds, bearer_header, shutdown: Some(tx), join: Some(join) }
     }
 
-    pub async fn channel(&self) -> Channel {
-        connect(self.addr).await
+    /// A connection as the test organization's owner.
+    pub async fn channel(&self) -> Ch {
+        connect_as(self.addr, &self.creds.owner_token).await
     }
 
-    pub async fn catalog(&self) -> CatalogServiceClient<Channel> {
+    /// A connection as someone else (a token, an API key, or "" for nobody).
+    pub async fn channel_as(&self, token: &str) -> Ch {
+        connect_as(self.addr, token).await
+    }
+
+    /// `Authorization` header for the JSON API, as the owner.
+    pub fn bearer(&self) -> (&'static str, String) {
+        ("Authorization", format!("Bearer {}", self.creds.owner_token))
+    }
+
+    /// The same, as a header for `http()`.
+    pub fn bearer_ref(&self) -> (&'static str, &str) {
+        ("Authorization", self.bearer_header.as_str())
+    }
+
+    pub async fn catalog(&self) -> CatalogServiceClient<Ch> {
         CatalogServiceClient::new(self.channel().await)
     }
 
-    pub async fn inventory(&self) -> InventoryServiceClient<Channel> {
+    pub async fn inventory(&self) -> InventoryServiceClient<Ch> {
         InventoryServiceClient::new(self.channel().await)
     }
 
@@ -229,9 +305,11 @@ pub fn now_ts(offset_s: i64) -> prost_types::Timestamp {
 }
 
 /// A grid venue: `sections` × `rows` × `per_row`, sections A, B, … rows 1, 2, …
-pub async fn create_venue(c: &mut CatalogServiceClient<Channel>, sections: usize, rows: usize, per_row: u32) -> pb::Venue {
+pub async fn create_venue(c: &mut CatalogServiceClient<Ch>, sections: usize, rows: usize, per_row: u32) -> pb::Venue {
     let req = pb::CreateVenueRequest {
         idempotency_key: key(),
+        // The caller's one organization.
+        org_id: String::new(),
         name: "Test Hall".into(),
         categories: vec![
             pb::PriceCategory { code: "P1".into(), name: "Premium".into() },

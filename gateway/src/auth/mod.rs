@@ -1,0 +1,369 @@
+//! Authentication: who is calling. Credentials arrive as
+//! `authorization: Bearer <token>` (gRPC metadata or an HTTP header) or, on
+//! the HTTP side, as the storefront's HttpOnly cookies. A token is one of:
+//! an access JWT (a signed-in user), a guest JWT (a storefront guest), a
+//! partner API key (`usk_…`) or a gate device token (`usg_…`). Bad or
+//! expired credentials are refused even on public doors, so a client learns
+//! its token is stale. What a principal may do is decided by the permission
+//! table (`crate::doors`) and by the handlers with `usher_engine::Principal`.
+
+pub mod rate;
+pub mod secrets;
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use usher_actors::{ApiKeyRecord, DeviceRecord, IdentityStore};
+use usher_engine::{EventId, GatePrincipal, GuestId, Membership, Millis, OrgId, PartnerPrincipal, Principal, Role, UserId, UserPrincipal};
+
+use crate::error::{ApiError, ErrorCode};
+use rate::{Bucket, RateLimits};
+use tokens::{Claims, KeyRing, TYP_ACCESS, TYP_GUEST, TokenError};
+
+/// How long a checked API key or device token is trusted before it is read
+/// from the store again. A revocation on this node takes effect at once; on
+/// another node within this time.
+const CREDENTIAL_CACHE_MS: i64 = 10_000;
+/// Cached credentials per node; past this the cache starts over.
+const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 10_000;
+/// `last_used_at` is written at most this often per key.
+const LAST_USED_WRITE_MS_MIN: i64 = 60_000;
+
+/// Token lifetimes and the names tokens carry.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `iss` of every token.
+    pub issuer: String,
+    /// `aud` of every token.
+    pub audience: String,
+    pub access_ttl_ms: u64,
+    pub refresh_ttl_ms: u64,
+    pub guest_ttl_ms: u64,
+    pub rates: rate::RateConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "usher".into(),
+            audience: "usher".into(),
+            access_ttl_ms: 15 * 60 * 1000,
+            refresh_ttl_ms: 30 * 24 * 60 * 60 * 1000,
+            guest_ttl_ms: 30 * 24 * 60 * 60 * 1000,
+            rates: rate::RateConfig::default(),
+        }
+    }
+}
+
+/// The caller of one request: who, and from where.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The peer's IP address as this server saw it.
+    pub address: String,
+}
+
+impl Caller {
+    pub fn anonymous(address: String) -> Caller {
+        Caller { principal: Principal::Anonymous, address }
+    }
+}
+
+enum Cached {
+    Partner(ApiKeyRecord),
+    Gate(DeviceRecord),
+}
+
+/// Shared by both doors.
+pub struct Auth {
+    pub store: Arc<dyn IdentityStore>,
+    pub keys: KeyRing,
+    pub cfg: AuthConfig,
+    pub rates: RateLimits,
+    /// Digest of a key or device token → (checked at, record).
+    cache: Mutex<HashMap<String, (Millis, Cached)>>,
+    /// Key or device id → last `last_used_at` write.
+    touched: Mutex<HashMap<uuid::Uuid, Millis>>,
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", message)
+}
+
+impl Auth {
+    pub async fn start(store: Arc<dyn IdentityStore>, cfg: AuthConfig, now: Millis) -> anyhow::Result<Arc<Auth>> {
+        let keep = cfg.access_ttl_ms.max(cfg.guest_ttl_ms);
+        let keys = KeyRing::load(store.clone(), cfg.issuer.clone(), cfg.audience.clone(), keep, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the token-signing keys: {e}"))?;
+        let auth = Arc::new(Auth {
+            store,
+            keys,
+            rates: RateLimits::new(&cfg.rates),
+            cfg,
+            cache: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
+        });
+        // Idle rate-limit buckets are dropped every minute; the task ends with the node.
+        let weak = Arc::downgrade(&auth);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(a) = weak.upgrade() else { return };
+                a.rates.prune();
+            }
+        });
+        Ok(auth)
+    }
+
+    /// Who sent `bearer` (the token of an `authorization: Bearer` header or
+    /// a cookie). `None` is an anonymous caller.
+    pub async fn authenticate(&self, bearer: Option<&str>, now: Millis) -> Result<Principal, ApiError> {
+        let Some(token) = bearer.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Principal::Anonymous);
+        };
+        if token.starts_with(secrets::API_KEY_PREFIX) {
+            return self.partner(token, now).await;
+        }
+        if token.starts_with(secrets::DEVICE_TOKEN_PREFIX) {
+            return self.gate(token, now).await;
+        }
+        // A JWT: an access token, or a guest token.
+        let claims = match self.keys.verify(token, TYP_ACCESS, now).await {
+            Err(TokenError::Invalid("the token is of another type")) => self.keys.verify(token, TYP_GUEST, now).await,
+            other => other,
+        }
+        .map_err(|e| match e {
+            TokenError::Expired => unauthenticated("the access token has expired; refresh it or sign in again"),
+            TokenError::Invalid(why) => unauthenticated(why),
+        })?;
+        principal_of(&claims).ok_or_else(|| unauthenticated("the token's subject is malformed"))
+    }
+
+    async fn partner(&self, token: &str, now: Millis) -> Result<Principal, ApiError> {
+        let bad = || unauthenticated("the API key is not valid");
+        let digest = secrets::digest(token);
+        let record = match self.cached(&digest, now) {
+            Some(Cached::Partner(r)) => r,
+            _ => {
+                let prefix = secrets::prefix_of(token).ok_or_else(bad)?;
+                let r = self.store.api_key_by_prefix(prefix).await?.ok_or_else(bad)?;
+                if !secrets::same(&r.hash, &digest) {
+                    return Err(bad());
+                }
+                self.remember(digest, now, Cached::Partner(r.clone()));
+                r
+            }
+        };
+        if record.revoked_at.is_some() {
+            return Err(unauthenticated("the API key has been revoked"));
+        }
+        if record.expires_at.is_some_and(|e| e <= now) {
+            return Err(unauthenticated("the API key has expired"));
+        }
+        if self.due_touch(record.id.0, now) {
+            let _ = self.store.touch_api_key(record.id, now).await;
+        }
+        Ok(Principal::Partner(PartnerPrincipal {
+            key_id: record.id,
+            partner_id: record.partner_id,
+            org: record.org,
+            scopes: record.scopes,
+            events: record.events,
+        }))
+    }
+
+    async fn gate(&self, token: &str, now: Millis) -> Result<Principal, ApiError> {
+        let bad = || unauthenticated("the device token is not valid");
+        let digest = secrets::digest(token);
+        let record = match self.cached(&digest, now) {
+            Some(Cached::Gate(r)) => r,
+            _ => {
+                let prefix = secrets::prefix_of(token).ok_or_else(bad)?;
+                let r = self.store.device_by_prefix(prefix).await?.ok_or_else(bad)?;
+                if !secrets::same(&r.hash, &digest) {
+                    return Err(bad());
+                }
+                self.remember(digest, now, Cached::Gate(r.clone()));
+                r
+            }
+        };
+        if record.revoked_at.is_some() {
+            return Err(unauthenticated("the device token has been revoked"));
+        }
+        if self.due_touch(record.id.0, now) {
+            let _ = self.store.touch_device(record.id, now).await;
+        }
+        Ok(Principal::Gate(GatePrincipal { device_id: record.id, org: record.org, gate: record.gate, events: record.events }))
+    }
+
+    fn cached(&self, digest: &str, now: Millis) -> Option<Cached> {
+        let cache = self.cache.lock().ok()?;
+        let (at, c) = cache.get(digest)?;
+        if now.0 - at.0 > CREDENTIAL_CACHE_MS {
+            return None;
+        }
+        Some(match c {
+            Cached::Partner(r) => Cached::Partner(r.clone()),
+            Cached::Gate(r) => Cached::Gate(r.clone()),
+        })
+    }
+
+    fn remember(&self, digest: String, now: Millis, c: Cached) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CREDENTIAL_CACHE_ENTRIES_MAX {
+                cache.clear();
+            }
+            cache.insert(digest, (now, c));
+        }
+    }
+
+    /// Forgets every cached credential (after a revocation on this node).
+    pub fn forget_credentials(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+
+    fn due_touch(&self, id: uuid::Uuid, now: Millis) -> bool {
+        let Ok(mut t) = self.touched.lock() else { return false };
+        if t.len() >= CREDENTIAL_CACHE_ENTRIES_MAX {
+            t.clear();
+        }
+        match t.get(&id) {
+            Some(last) if now.0 - last.0 < LAST_USED_WRITE_MS_MIN => false,
+            _ => {
+                t.insert(id, now);
+                true
+            }
+        }
+    }
+
+    /// Spends one request of the caller's rate; anonymous callers are
+    /// counted by address.
+    pub fn charge(&self, caller: &Caller) -> Result<(), ApiError> {
+        let (bucket, key) = match &caller.principal {
+            Principal::Anonymous => (Bucket::Anonymous, caller.address.clone()),
+            Principal::User(_) | Principal::Guest(_) => (Bucket::Customer, caller.principal.key_scope().unwrap_or_default()),
+            Principal::Partner(_) => (Bucket::Partner, caller.principal.key_scope().unwrap_or_default()),
+            Principal::Gate(_) => (Bucket::Gate, caller.principal.key_scope().unwrap_or_default()),
+        };
+        self.limit(bucket, &key)
+    }
+
+    /// One request against `bucket` for `key`, refused with RESOURCE_EXHAUSTED
+    /// / 429 and how long to wait.
+    pub fn limit(&self, bucket: Bucket, key: &str) -> Result<(), ApiError> {
+        self.rates.check(bucket, key).map_err(|wait| {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut e = ApiError::new(
+                ErrorCode::ResourceExhausted,
+                "RATE_LIMITED",
+                format!("too many requests; retry in {secs} second{}", if secs == 1 { "" } else { "s" }),
+            );
+            e.retry_after_s = Some(secs.max(1));
+            e
+        })
+    }
+
+    /// An access token for a user with these memberships: (token, expiry).
+    pub fn access_token(&self, user: UserId, admin: bool, memberships: &[Membership], now: Millis) -> Result<(String, Millis), ApiError> {
+        let exp = now.plus_ms(self.cfg.access_ttl_ms);
+        let claims = Claims {
+            iss: self.keys.issuer().to_owned(),
+            aud: self.keys.audience().to_owned(),
+            sub: user.to_string(),
+            exp: exp.0 / 1000,
+            iat: now.0 / 1000,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            typ: TYP_ACCESS.into(),
+            adm: admin,
+            orgs: memberships.iter().map(|m| (m.org.to_string(), m.role.as_str().to_owned())).collect(),
+        };
+        let t = self.keys.sign(&claims).map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("signing a token: {e}")))?;
+        Ok((t, Millis(claims.exp * 1000)))
+    }
+
+    /// A guest token with a fresh guest id: (token, guest, expiry).
+    pub fn guest_token(&self, now: Millis) -> Result<(String, GuestId, Millis), ApiError> {
+        let guest = GuestId(uuid::Uuid::new_v4());
+        let exp = now.plus_ms(self.cfg.guest_ttl_ms);
+        let claims = Claims {
+            iss: self.keys.issuer().to_owned(),
+            aud: self.keys.audience().to_owned(),
+            sub: guest.to_string(),
+            exp: exp.0 / 1000,
+            iat: now.0 / 1000,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            typ: TYP_GUEST.into(),
+            adm: false,
+            orgs: Vec::new(),
+        };
+        let t = self.keys.sign(&claims).map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("signing a token: {e}")))?;
+        Ok((t, guest, Millis(claims.exp * 1000)))
+    }
+}
+
+fn principal_of(c: &Claims) -> Option<Principal> {
+    if c.typ == TYP_GUEST {
+        return GuestId::parse(&c.sub).ok().map(Principal::Guest);
+    }
+    let id = UserId::parse(&c.sub).ok()?;
+    let memberships = c
+        .orgs
+        .iter()
+        .map(|(o, r)| Some(Membership { org: OrgId::parse(o).ok()?, role: Role::parse(r).ok()? }))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Principal::User(UserPrincipal { id, admin: c.adm, memberships }))
+}
+
+/// Parses a list of event ids (API keys and devices are scoped to them).
+pub fn event_ids(ids: &[String]) -> Result<Vec<EventId>, ApiError> {
+    ids.iter().map(|e| Ok(EventId::parse(e)?)).collect()
+}
+
+impl Caller {
+    /// The request's idempotency key, scoped to this caller: two callers'
+    /// keys never meet, so nobody can replay another's key to read its answer.
+    pub fn key(&self, raw: &str) -> Result<usher_engine::IdempotencyKey, ApiError> {
+        let key = usher_engine::IdempotencyKey::parse(raw)?;
+        let scope = self.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, "", ""))?;
+        Ok(usher_engine::IdempotencyKey::scoped(&scope, &key))
+    }
+
+    /// May this caller use `cap` on a resource of `org`? Another tenant's
+    /// resource answers `reason` NOT_FOUND naming `what`.
+    pub fn may(&self, org: OrgId, cap: usher_engine::Cap, reason: &'static str, what: impl std::fmt::Display) -> Result<(), ApiError> {
+        self.principal.may(org, cap).map_err(|d| ApiError::denied(d, reason, what))
+    }
+
+    /// An audit entry for an action of this caller on `org`.
+    pub fn audit(
+        &self,
+        org: OrgId,
+        now: Millis,
+        action: &str,
+        target: impl ToString,
+        detail: impl Into<String>,
+    ) -> usher_actors::AuditEntry {
+        usher_actors::AuditEntry {
+            org,
+            at: now,
+            actor: self.principal.actor(),
+            address: self.address.clone(),
+            action: action.into(),
+            target: target.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Is an event with this status and organization visible to the caller?
+    /// Drafts and cancelled events are their organization's only.
+    pub fn sees(&self, config: &usher_engine::EventConfig) -> bool {
+        use usher_engine::EventStatus::*;
+        matches!(config.status, OnSale | SalesClosed) || self.principal.sees_unlisted(config.org_id, config.id)
+    }
+}

@@ -1,0 +1,365 @@
+//! The permission table: every gRPC method and every HTTP route, and who may
+//! call it. One table, read by one gRPC layer and one HTTP middleware; a door
+//! that is not in it is refused (fail closed), and a test enumerates the
+//! descriptor set and the router against it.
+//!
+//! The table checks the kind of caller (a customer, a partner with a scope,
+//! a member whose role allows something somewhere, a gate). The handler then
+//! checks the resource itself: its organization (`Principal::may`, another
+//! tenant's resource is NOT_FOUND), or that the customer is the caller.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use usher_engine::{Cap, Millis, Scope, Who};
+
+use crate::auth::{Auth, Caller};
+use crate::error::ApiError;
+
+const ANYONE: &[Who] = &[Who::Anyone];
+const SIGNED: &[Who] = &[Who::Signed];
+const ADMIN: &[Who] = &[Who::Admin];
+const USER: &[Who] = &[Who::User];
+const MANAGE_VENUES: &[Who] = &[Who::Org(Cap::ManageVenues)];
+const MANAGE_EVENTS: &[Who] = &[Who::Org(Cap::ManageEvents)];
+const VENUE_READ: &[Who] = &[Who::Org(Cap::ViewOrders), Who::Org(Cap::ManageVenues), Who::Partner(Scope::EventsRead)];
+const HOLDS: &[Who] = &[Who::Customer, Who::Partner(Scope::Holds), Who::Org(Cap::Sell)];
+const HOLD_READ: &[Who] = &[Who::Customer, Who::Partner(Scope::Holds), Who::Org(Cap::ViewOrders)];
+const ORDER_WRITE: &[Who] = &[Who::Customer, Who::Partner(Scope::Orders), Who::Org(Cap::Sell)];
+const ORDER_READ: &[Who] = &[Who::Customer, Who::Partner(Scope::Orders), Who::Org(Cap::ViewOrders)];
+const ORDER_CANCEL: &[Who] = &[Who::Customer, Who::Partner(Scope::Orders), Who::Org(Cap::ChangeOrders)];
+const PAY: &[Who] = &[Who::Customer, Who::Partner(Scope::Payments), Who::Org(Cap::Sell)];
+const PAYMENT_READ: &[Who] = &[Who::Customer, Who::Partner(Scope::Payments), Who::Org(Cap::ViewOrders)];
+const TICKETS: &[Who] = &[Who::Customer, Who::Partner(Scope::Tickets), Who::Org(Cap::ViewOrders)];
+const SCAN: &[Who] = &[Who::Gate, Who::Org(Cap::Scan)];
+const MEMBERS: &[Who] = &[Who::Org(Cap::ManageMembers)];
+const KEYS: &[Who] = &[Who::Org(Cap::ManageKeys)];
+const AUDIT: &[Who] = &[Who::Org(Cap::ViewAudit)];
+
+/// Every gRPC method: full path → who may call it.
+pub const GRPC: &[(&str, &[Who])] = &[
+    ("/grpc.health.v1.Health/Check", ANYONE),
+    ("/grpc.health.v1.Health/Watch", ANYONE),
+    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ANYONE),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ANYONE),
+    ("/usher.v1.CatalogService/CreateVenue", MANAGE_VENUES),
+    ("/usher.v1.CatalogService/GetVenue", VENUE_READ),
+    ("/usher.v1.CatalogService/CreateEvent", MANAGE_EVENTS),
+    ("/usher.v1.CatalogService/OpenSales", MANAGE_EVENTS),
+    ("/usher.v1.CatalogService/CloseSales", MANAGE_EVENTS),
+    ("/usher.v1.CatalogService/CancelEvent", MANAGE_EVENTS),
+    ("/usher.v1.CatalogService/BlockSeats", MANAGE_EVENTS),
+    ("/usher.v1.CatalogService/UnblockSeats", MANAGE_EVENTS),
+    // Public: on-sale events; drafts and cancelled events only to their organization (checked in the handler).
+    ("/usher.v1.CatalogService/ListEvents", ANYONE),
+    ("/usher.v1.CatalogService/GetEvent", ANYONE),
+    ("/usher.v1.CatalogService/GetSeatMap", ANYONE),
+    ("/usher.v1.CatalogService/WatchSeats", ANYONE),
+    ("/usher.v1.InventoryService/HoldSeats", HOLDS),
+    ("/usher.v1.InventoryService/HoldBestAvailable", HOLDS),
+    ("/usher.v1.InventoryService/GetHold", HOLD_READ),
+    ("/usher.v1.InventoryService/ReleaseHold", HOLDS),
+    ("/usher.v1.OrderingService/CreateOrder", ORDER_WRITE),
+    ("/usher.v1.OrderingService/GetOrder", ORDER_READ),
+    ("/usher.v1.OrderingService/ListOrders", ORDER_READ),
+    ("/usher.v1.OrderingService/CancelOrder", ORDER_CANCEL),
+    ("/usher.v1.PaymentService/PayOrder", PAY),
+    ("/usher.v1.PaymentService/GetPayment", PAYMENT_READ),
+    ("/usher.v1.FulfillmentService/ListTickets", TICKETS),
+    ("/usher.v1.FulfillmentService/DownloadTickets", TICKETS),
+    ("/usher.v1.FulfillmentService/GetPublicKey", ANYONE),
+    ("/usher.v1.CheckInService/Scan", SCAN),
+    ("/usher.v1.IdentityService/Register", ANYONE),
+    ("/usher.v1.IdentityService/LogIn", ANYONE),
+    ("/usher.v1.IdentityService/Refresh", ANYONE),
+    ("/usher.v1.IdentityService/LogOut", ANYONE),
+    ("/usher.v1.IdentityService/StartGuestSession", ANYONE),
+    ("/usher.v1.IdentityService/Me", SIGNED),
+    ("/usher.v1.IdentityService/CreateOrganization", ADMIN),
+    ("/usher.v1.IdentityService/ListOrganizations", USER),
+    ("/usher.v1.IdentityService/SetMember", MEMBERS),
+    ("/usher.v1.IdentityService/RemoveMember", MEMBERS),
+    ("/usher.v1.IdentityService/ListMembers", MEMBERS),
+    ("/usher.v1.IdentityService/CreateApiKey", KEYS),
+    ("/usher.v1.IdentityService/ListApiKeys", KEYS),
+    ("/usher.v1.IdentityService/RevokeApiKey", KEYS),
+    ("/usher.v1.IdentityService/CreateDeviceToken", KEYS),
+    ("/usher.v1.IdentityService/ListDeviceTokens", KEYS),
+    ("/usher.v1.IdentityService/RevokeDeviceToken", KEYS),
+    ("/usher.v1.IdentityService/ListAuditLog", AUDIT),
+    ("/usher.v1.IdentityService/RotateSigningKey", ADMIN),
+];
+
+/// Every HTTP route: `METHOD path-template` → who may call it.
+pub const HTTP: &[(&str, &[Who])] = &[
+    ("GET /", ANYONE),
+    ("GET /healthz", ANYONE),
+    ("GET /.well-known/jwks.json", ANYONE),
+    ("GET /api/events", ANYONE),
+    ("GET /api/events/{id}", ANYONE),
+    ("GET /api/events/{id}/seats", ANYONE),
+    ("POST /api/events/{id}/holds", HOLDS),
+    ("GET /api/holds/{id}", HOLD_READ),
+    ("DELETE /api/holds/{id}", HOLDS),
+    ("GET /api/orders", ORDER_READ),
+    ("POST /api/orders", ORDER_WRITE),
+    ("GET /api/orders/{id}", ORDER_READ),
+    ("POST /api/orders/{id}/cancel", ORDER_CANCEL),
+    ("POST /api/orders/{id}/pay", PAY),
+    ("GET /api/orders/{id}/tickets", TICKETS),
+    ("GET /api/orders/{id}/tickets.pdf", TICKETS),
+    ("GET /api/ticket-key", ANYONE),
+    ("POST /api/scans", SCAN),
+    ("POST /api/auth/register", ANYONE),
+    ("POST /api/auth/login", ANYONE),
+    ("POST /api/auth/refresh", ANYONE),
+    ("POST /api/auth/logout", ANYONE),
+    ("POST /api/auth/guest", ANYONE),
+    ("GET /api/me", SIGNED),
+    ("GET /api/orgs", USER),
+    ("POST /api/orgs", ADMIN),
+    ("GET /api/orgs/{org}/members", MEMBERS),
+    ("PUT /api/orgs/{org}/members", MEMBERS),
+    ("DELETE /api/orgs/{org}/members/{user}", MEMBERS),
+    ("GET /api/orgs/{org}/api-keys", KEYS),
+    ("POST /api/orgs/{org}/api-keys", KEYS),
+    ("DELETE /api/orgs/{org}/api-keys/{id}", KEYS),
+    ("GET /api/orgs/{org}/devices", KEYS),
+    ("POST /api/orgs/{org}/devices", KEYS),
+    ("DELETE /api/orgs/{org}/devices/{id}", KEYS),
+    ("GET /api/orgs/{org}/audit", AUDIT),
+];
+
+pub fn grpc_door(path: &str) -> Option<&'static [Who]> {
+    GRPC.iter().find(|(p, _)| *p == path).map(|(_, w)| *w)
+}
+
+pub fn http_door(method: &str, template: &str) -> Option<&'static [Who]> {
+    HTTP.iter().find(|(d, _)| d.split_once(' ') == Some((method, template))).map(|(_, w)| *w)
+}
+
+/// Checks a caller against a door: credentials, rate, kind of caller.
+/// `door` is `None` for a door missing from the table: refused.
+pub async fn admit(
+    auth: &Auth,
+    door: Option<&'static [Who]>,
+    bearer: Option<&str>,
+    address: String,
+    now: Millis,
+) -> Result<Caller, ApiError> {
+    let principal = match auth.authenticate(bearer, now).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Bad credentials are counted against the address, so guessing keys is rate limited too.
+            auth.charge(&Caller::anonymous(address))?;
+            return Err(e);
+        }
+    };
+    check(auth, door, Caller { principal, address })
+}
+
+/// The door's rules for an authenticated caller.
+fn check(auth: &Auth, door: Option<&'static [Who]>, caller: Caller) -> Result<Caller, ApiError> {
+    let Some(who) = door else {
+        return Err(ApiError::new(
+            crate::error::ErrorCode::PermissionDenied,
+            "NO_PERMISSION_ENTRY",
+            "this call has no entry in the permission table, so nobody may make it",
+        ));
+    };
+    auth.charge(&caller)?;
+    caller.principal.admitted(who).map_err(|d| ApiError::denied(d, "NOT_FOUND", "resource"))?;
+    Ok(caller)
+}
+
+fn bearer_of(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// gRPC: a tower layer around every service.
+
+/// Puts a `Caller` into every admitted request's extensions; answers the
+/// others with the status of their refusal.
+#[derive(Clone)]
+pub struct GrpcAuthLayer {
+    pub auth: Arc<Auth>,
+    pub clock: usher_actors::Clock,
+}
+
+impl<S> tower::Layer<S> for GrpcAuthLayer {
+    type Service = GrpcAuth<S>;
+    fn layer(&self, inner: S) -> GrpcAuth<S> {
+        GrpcAuth { inner, auth: self.auth.clone(), clock: self.clock.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcAuth<S> {
+    inner: S,
+    auth: Arc<Auth>,
+    clock: usher_actors::Clock,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The clone that was made ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        let now = self.clock.now();
+        Box::pin(async move {
+            let address = req
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|i| i.remote_addr())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let door = grpc_door(req.uri().path());
+            match admit(&auth, door, bearer_of(req.headers()).as_deref(), address, now).await {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    inner.call(req).await
+                }
+                Err(e) => Ok(tonic::Status::from(e).into_http()),
+            }
+        })
+    }
+}
+
+/// The caller a gRPC handler serves (put there by `GrpcAuth`). Its absence
+/// means the layer did not run: refused, never served anonymously.
+pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+    req.extensions().get::<Caller>().cloned().ok_or_else(|| tonic::Status::internal("no caller on the request"))
+}
+
+// ---------------------------------------------------------------------------
+// HTTP: a middleware on every route.
+
+/// The storefront's cookies: a signed-in user's access token, or a guest's.
+pub const SESSION_COOKIE: &str = "usher_session";
+pub const GUEST_COOKIE: &str = "usher_guest";
+
+fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+#[derive(Clone)]
+pub struct HttpAuthState {
+    pub auth: Arc<Auth>,
+    pub clock: usher_actors::Clock,
+}
+
+pub async fn http_auth(
+    axum::extract::State(s): axum::extract::State<HttpAuthState>,
+    matched: Option<axum::extract::MatchedPath>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let door = matched.as_ref().and_then(|m| http_door(req.method().as_str(), m.as_str()));
+    let address = peer.ip().to_string();
+    let now = s.clock.now();
+    let headers = req.headers();
+    let admitted = match bearer_of(headers) {
+        // An explicit credential must be good.
+        Some(b) => admit(&s.auth, door, Some(&b), address, now).await,
+        None => {
+            // Cookies are ambient: a stale one is ignored (the page then
+            // refreshes or signs in), the session before the guest's.
+            let mut principal = usher_engine::Principal::Anonymous;
+            for name in [SESSION_COOKIE, GUEST_COOKIE] {
+                if let Some(t) = cookie(headers, name)
+                    && let Ok(p) = s.auth.authenticate(Some(t), now).await
+                {
+                    principal = p;
+                    break;
+                }
+            }
+            // Cookies ride along on cross-site requests: a state-changing
+            // request signed in by cookie must come from this origin.
+            if principal != usher_engine::Principal::Anonymous && req.method() != http::Method::GET && !same_origin(headers) {
+                return ApiError::new(
+                    crate::error::ErrorCode::PermissionDenied,
+                    "CROSS_ORIGIN",
+                    "a request signed in by cookie must come from this site",
+                )
+                .into_response();
+            }
+            check(&s.auth, door, Caller { principal, address })
+        }
+    };
+    match admitted {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// No `Origin`, or one whose host is this request's `Host`.
+fn same_origin(headers: &http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").is_some_and(|(_, h)| h == host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every method in the descriptor set has exactly one entry, and every
+    /// entry names a real method (no stale doors).
+    #[test]
+    fn every_grpc_method_has_one_entry() {
+        use prost::Message;
+        let mut methods = Vec::new();
+        for set in [usher_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET] {
+            let fds = prost_types::FileDescriptorSet::decode(set).unwrap();
+            for f in fds.file {
+                for s in &f.service {
+                    for m in &s.method {
+                        methods.push(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+                    }
+                }
+            }
+        }
+        methods.push("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into());
+        methods.push("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo".into());
+        for m in &methods {
+            assert_eq!(GRPC.iter().filter(|(p, _)| p == m).count(), 1, "{m} needs exactly one entry in doors::GRPC");
+        }
+        for (p, _) in GRPC {
+            assert!(methods.iter().any(|m| m == p), "doors::GRPC names {p}, which no service has");
+        }
+    }
+
+    #[test]
+    fn http_entries_are_unique() {
+        for (d, _) in HTTP {
+            assert_eq!(HTTP.iter().filter(|(x, _)| x == d).count(), 1, "{d} is listed twice");
+        }
+    }
+}

@@ -15,14 +15,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use usher_engine::{MailKind, Order};
+use usher_engine::{MailKind, Order, OrderId};
 
 use crate::ports::{Attachment, Email, MailError, Mailer, QueuedMail};
 use crate::saga::{Sagas, format_money, format_time, order_number};
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostmanConfig {
     pub from: String,
+    /// Builds the link that opens an order without signing in (the
+    /// storefront's URL with the order's secret); every email carries it.
+    pub order_link: Option<Arc<dyn Fn(OrderId) -> String + Send + Sync>>,
     /// How often the queue is looked at when nothing wakes the postman.
     pub poll_ms: u64,
     pub retry_ms_min: u64,
@@ -31,7 +34,13 @@ pub struct PostmanConfig {
 
 impl Default for PostmanConfig {
     fn default() -> Self {
-        PostmanConfig { from: "Usher Tickets <tickets@usher.local>".into(), poll_ms: 1_000, retry_ms_min: 1_000, retry_ms_max: 60_000 }
+        PostmanConfig {
+            from: "Usher Tickets <tickets@usher.local>".into(),
+            order_link: None,
+            poll_ms: 1_000,
+            retry_ms_min: 1_000,
+            retry_ms_max: 60_000,
+        }
     }
 }
 
@@ -170,9 +179,8 @@ async fn compose(s: &PostmanArgs, m: &QueuedMail) -> Result<Email, String> {
             (
                 format!("Your tickets for {} — order {number}", event.name),
                 format!(
-                    "Hello {},\n\nthank you for your order {number}: {seats} ticket(s) for {} on {when}, {total} paid.\n\
+                    "Hello,\n\nthank you for your order {number}: {seats} ticket(s) for {} on {when}, {total} paid.\n\
                      Your tickets are attached as a PDF, one page per seat. Show the QR code at the gate.\n\nUsher\n",
-                    order.customer.as_str(),
                     event.name
                 ),
                 vec![Attachment { filename: format!("tickets-{number}.pdf"), content_type: "application/pdf".into(), bytes }],
@@ -209,6 +217,11 @@ async fn compose(s: &PostmanArgs, m: &QueuedMail) -> Result<Email, String> {
             format!("Hello,\n\nyour order {number} for {} was cancelled. Nothing was charged.\n\nUsher\n", event.name),
             vec![],
         ),
+    };
+    let text = match &s.cfg.order_link {
+        // The link opens the order (and its tickets) without signing in.
+        Some(link) => format!("{text}\nYour order, any time: {}\n", link(order.id)),
+        None => text,
     };
     Ok(Email {
         message_id: format!("<{}.{}@usher.local>", order.id.0.simple(), m.kind.as_str()),

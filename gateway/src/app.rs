@@ -34,6 +34,8 @@ pub struct Ctx {
     pub clock: Clock,
     /// Credentials, tokens, rate limits and the identity store.
     pub auth: Arc<Auth>,
+    /// The emailed links that open one order without signing in.
+    pub links: Arc<crate::auth::links::OrderLinks>,
     /// Turns true when the node starts shutting down: open streams end, so
     /// that the server can drain.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -75,6 +77,10 @@ impl Application {
         rc.clock = clock.clone();
         let (registry, registry_join) = Registry::start(rc).await?;
         let signing_key = Arc::new(load_or_make_key(&config.ticket_key_file())?);
+        let http_listener = TcpListener::bind(config.http_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.http_addr))?;
+        let http_addr = http_listener.local_addr()?;
+        let public_url = if config.public_url.is_empty() { format!("http://{http_addr}") } else { config.public_url.clone() };
+        let links = Arc::new(crate::auth::links::OrderLinks::new(&public_url, &signing_key.to_bytes()));
         let provider = Arc::new(
             usher_adapters::payment::SimulatedProvider::open(
                 Some(config.payment_ledger()),
@@ -113,6 +119,10 @@ impl Application {
             from: config.mail_from.clone(),
             retry_ms_max: config.mail_retry_ms_max,
             retry_ms_min: config.mail_retry_ms_max.min(1_000),
+            order_link: Some({
+                let links = links.clone();
+                Arc::new(move |order| links.link(order))
+            }),
             ..Default::default()
         };
         let postman = usher_actors::postman::start(usher_actors::postman::PostmanArgs { mailer, sagas: sagas.clone(), cfg: postman_cfg })
@@ -120,11 +130,9 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("starting the postman: {e}"))?;
         let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.grpc_addr))?;
         let grpc_addr = listener.local_addr()?;
-        let http_listener = TcpListener::bind(config.http_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.http_addr))?;
-        let http_addr = http_listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         Ok(Application {
-            ctx: Ctx { registry, orders, sagas, clock, auth, stopping },
+            ctx: Ctx { registry, orders, sagas, clock, auth, links, stopping },
             demo,
             listener,
             grpc_addr,

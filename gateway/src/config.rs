@@ -52,6 +52,9 @@ pub struct Config {
     pub token_audience: String,
     /// Lifetime of an access token; a refresh token lives 30 days.
     pub access_token_ttl_ms: u64,
+    /// The storefront's URL as people reach it, for the order links in
+    /// emails (default: `http://` and the HTTP listener's address).
+    pub public_url: String,
     /// Rate limits per kind of caller (`[rates]` in the file).
     pub rates: crate::auth::rate::RateConfig,
 }
@@ -79,6 +82,7 @@ impl Default for Config {
             token_issuer: "usher".into(),
             token_audience: "usher".into(),
             access_token_ttl_ms: 15 * 60 * 1000,
+            public_url: String::new(),
             rates: crate::auth::rate::RateConfig::default(),
         }
     }
@@ -147,6 +151,9 @@ impl Config {
         if let Some(v) = env("USHER_PARTNER_RATE_PER_S") {
             let n = num("USHER_PARTNER_RATE_PER_S", v)?.clamp(1, u64::from(u32::MAX / 4)) as u32;
             c.rates.partner = crate::auth::rate::Rate { per_s: n, burst: n.saturating_mul(4) };
+        }
+        if let Some(v) = env("USHER_PUBLIC_URL") {
+            c.public_url = v;
         }
         if let Some(v) = env("USHER_TOKEN_ISSUER") {
             c.token_issuer = v;

@@ -111,6 +111,9 @@ pub const HTTP: &[(&str, &[Who])] = &[
     ("GET /api/orders/{id}/tickets", TICKETS),
     ("GET /api/orders/{id}/tickets.pdf", TICKETS),
     ("GET /api/ticket-key", ANYONE),
+    // The emailed link: the order's secret in the query is the credential.
+    ("GET /api/order-links/{id}", ANYONE),
+    ("GET /api/order-links/{id}/tickets.pdf", ANYONE),
     ("POST /api/scans", SCAN),
     ("POST /api/auth/register", ANYONE),
     ("POST /api/auth/login", ANYONE),

@@ -65,6 +65,8 @@ pub fn router(ctx: Ctx) -> Router {
         .add("GET", "/api/orders/{id}/tickets", get(list_tickets))
         .add("GET", "/api/orders/{id}/tickets.pdf", get(download_tickets))
         .add("GET", "/api/ticket-key", get(ticket_key))
+        .add("GET", "/api/order-links/{id}", get(order_by_link))
+        .add("GET", "/api/order-links/{id}/tickets.pdf", get(pdf_by_link))
         .add("POST", "/api/scans", post(scan));
     let Routes(r) = crate::http_identity::routes(r);
     r.route_layer(axum::middleware::from_fn_with_state(auth, crate::doors::http_auth))
@@ -661,25 +663,59 @@ struct TicketsJson {
 
 async fn list_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
     let r = h.orders.list_tickets(&c, pb::ListTicketsRequest { order_id: id }).await?;
-    let tickets = r
-        .tickets
-        .into_iter()
-        .map(|t| TicketJson {
-            status: pb::TicketStatus::try_from(t.status).map(|s| enum_name(s.as_str_name(), "TICKET_STATUS_")).unwrap_or_default(),
-            issued_at: ts(&t.issued_at),
-            price_minor: t.price.map(|p| p.amount_minor).unwrap_or_default(),
-            ticket_id: t.ticket_id,
-            order_id: t.order_id,
-            event_id: t.event_id,
-            seat_id: t.seat_id,
-            code: t.code,
-        })
-        .collect();
-    Ok(Json(TicketsJson { tickets }))
+    Ok(Json(TicketsJson { tickets: r.tickets.into_iter().map(ticket_json).collect() }))
+}
+
+fn ticket_json(t: pb::Ticket) -> TicketJson {
+    TicketJson {
+        status: pb::TicketStatus::try_from(t.status).map(|s| enum_name(s.as_str_name(), "TICKET_STATUS_")).unwrap_or_default(),
+        issued_at: ts(&t.issued_at),
+        price_minor: t.price.map(|p| p.amount_minor).unwrap_or_default(),
+        ticket_id: t.ticket_id,
+        order_id: t.order_id,
+        event_id: t.event_id,
+        seat_id: t.seat_id,
+        code: t.code,
+    }
 }
 
 async fn download_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (filename, bytes) = h.orders.pdf(&c, pb::DownloadTicketsRequest { order_id: id }).await?;
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct LinkQuery {
+    secret: String,
+}
+
+#[derive(Serialize)]
+struct LinkedOrderJson {
+    order: OrderJson,
+    tickets: Vec<TicketJson>,
+}
+
+/// An order opened from its emailed link (no sign-in; the secret is the credential).
+async fn order_by_link(
+    State(h): State<Http>,
+    Path(id): Path<String>,
+    q: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LinkedOrderJson>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let (_, order, tickets) = h.orders.by_link(&id, &q.secret).await?;
+    Ok(Json(LinkedOrderJson { order: order.into(), tickets: tickets.into_iter().map(ticket_json).collect() }))
+}
+
+async fn pdf_by_link(
+    State(h): State<Http>,
+    Path(id): Path<String>,
+    q: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let (o, _, _) = h.orders.by_link(&id, &q.secret).await?;
+    let (filename, bytes) = h.orders.pdf_of(&o).await?;
     let disposition = format!("attachment; filename=\"{filename}\"");
     Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
 }

@@ -433,6 +433,24 @@ impl Orders {
     pub(crate) async fn pdf(&self, c: &Caller, r: pb::DownloadTicketsRequest) -> Result<(String, Vec<u8>), ApiError> {
         let id = order_id(&r.order_id)?;
         let o = self.order_as(c, id, Cap::ViewOrders).await?.order;
+        self.pdf_of(&o).await
+    }
+
+    /// The order an emailed link names, if its secret is right (anyone else
+    /// is told it does not exist): (the order as its customer reads it,
+    /// its tickets).
+    pub(crate) async fn by_link(&self, id: &str, secret: &str) -> Result<(Order, pb::Order, Vec<pb::Ticket>), ApiError> {
+        let id = order_id(id)?;
+        if !self.ctx.links.verify(id, secret) {
+            return Err(ApiError::new(ErrorCode::NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")));
+        }
+        let o = self.load(id).await?.order;
+        let tickets = self.ctx.orders.tickets_of_order(id).await?;
+        Ok((o.clone(), order_pb(&o, &*self.layout(o.event_id).await?), tickets.iter().map(ticket_pb).collect()))
+    }
+
+    pub(crate) async fn pdf_of(&self, o: &Order) -> Result<(String, Vec<u8>), ApiError> {
+        let id = o.id;
         let path = self.ctx.sagas.deps.pdf_path(id);
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok((format!("tickets-{}.pdf", usher_actors::saga::order_number(id)), bytes)),

@@ -7,6 +7,7 @@
 //! its token is stale. What a principal may do is decided by the permission
 //! table (`crate::doors`) and by the handlers with `usher_engine::Principal`.
 
+pub mod links;
 pub mod rate;
 pub mod secrets;
 pub mod tokens;

@@ -262,3 +262,126 @@ async fn a_person_buys_tickets_in_the_storefront_and_downloads_them() {
     let _ = std::fs::remove_dir_all(&tmp);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_up_buys_and_sees_the_order_under_my_orders_and_another_browser_cannot_open_it() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let event = create_event(&app, 2, 5, 12).await;
+    let email = format!("judy-{}@example.com", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let password = "correct horse battery staple";
+    let shot = std::env::temp_dir().join(format!("usher-account-{}.png", uuid::Uuid::new_v4()));
+    let seen = run_browser("account.mjs", &app, &["A-1-4", &email, password, shot.to_str().unwrap()]).await;
+    // Before: a guest with no orders, offered sign-in and sign-up.
+    assert_eq!(seen["who_before"], "Shopping as a guest");
+    assert_eq!(seen["orders_before"], "No orders yet.");
+    // Signing up: the server's words for a bad password, then the account bar.
+    assert!(seen["short_password_message"].as_str().unwrap().contains("12 to 128 characters"), "{seen}");
+    assert_eq!(seen["who"], email.as_str());
+    assert_eq!((&seen["sign_in_hidden"], &seen["auth_form_hidden"]), (&Value::Bool(true), &Value::Bool(true)));
+    assert_eq!(seen["prefilled_email"], email.as_str(), "the account's email is offered for the tickets");
+    // The purchase shows up under "My orders", with a PDF that downloads.
+    let number = seen["order_number"].as_str().unwrap();
+    assert!(number.starts_with("U-"), "{seen}");
+    assert!(seen["order_title"].as_str().unwrap().starts_with(&format!("Order {number}")), "{seen}");
+    let listed = seen["my_orders"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{seen}");
+    let entry = listed[0].as_str().unwrap();
+    for part in [number, "Test Night", "A-1-4", "fulfilled", "90.00 EUR"] {
+        assert!(entry.contains(part), "{part:?} in {entry:?}");
+    }
+    assert_eq!(seen["my_pdf"], serde_json::json!({"status": 200, "head": "%PDF-"}));
+    // Another browser is a guest of its own: the order is not found for it.
+    assert_eq!(seen["other_who"], "Shopping as a guest");
+    assert_eq!(seen["other_fetch_status"], 404);
+    assert_eq!(seen["other_pdf_status"], 404);
+    assert_eq!(seen["other_sees_order"], 0);
+    assert!(!seen["other_my_orders"].as_str().unwrap().contains(number), "{seen}");
+    // Signed out: a guest again; wrong password and taken email in plain words.
+    assert_eq!(seen["who_after_sign_out"], "Shopping as a guest");
+    assert_eq!(seen["orders_after_sign_out"], "No orders yet.");
+    assert_eq!(seen["name_hidden_on_sign_in"], true);
+    assert_eq!(seen["bad_password_message"], "the email or the password is wrong");
+    assert!(seen["email_taken_message"].as_str().unwrap().contains("an account with this email exists"), "{seen}");
+    // Signed in again: the order is still there.
+    assert_eq!(seen["who_after_sign_in"], email.as_str());
+    let again = seen["orders_after_sign_in"].as_array().unwrap();
+    assert_eq!(again.len(), 1, "{seen}");
+    assert!(again[0].as_str().unwrap().contains(number), "{seen}");
+    assert_eq!(seen["page_errors"], serde_json::json!([]));
+    // Storage: one seat sold, one order, owned by the account that signed up.
+    let claims = app.db.claims(&event).await;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0].2, "sold");
+    let order_id = seen["order_id"].as_str().unwrap();
+    let owned =
+        "SELECT COUNT(*) FROM orders o JOIN users u ON o.customer_id = 'u:' || replace(u.id, '-', '') WHERE o.id = $1 AND u.email = $2";
+    assert_eq!(app.db.scalar(owned, &[order_id, &email]).await, 1, "the order is the account's");
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM orders", &[]).await, 1);
+    let _ = std::fs::remove_file(&shot);
+    app.stop().await;
+}
+
+/// Waits for an email in the app's maildir that carries the order link, and
+/// returns the link (the text part may be quoted-printable).
+async fn emailed_order_link(app: &TestApp, order_id: &str) -> String {
+    let mail_dir = app.db.data_dir.join("mail").join("new");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        for entry in std::fs::read_dir(&mail_dir).into_iter().flatten().flatten() {
+            let raw = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let text = raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+            if let Some(at) = text.find("Your order, any time: ") {
+                let link: String = text[at + "Your order, any time: ".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
+                if link.contains(order_id) {
+                    return link;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no email with a link to order {order_id} in {}", mail_dir.display());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_buys_and_opens_the_order_from_the_emailed_link() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let event = create_event(&app, 2, 5, 12).await;
+    let bought = run_browser("order_link.mjs", &app, &["buy", "B-2-3", "ivan@example.com"]).await;
+    assert_eq!(bought["who"], "Shopping as a guest", "never signed in");
+    assert_eq!(bought["page_errors"], serde_json::json!([]));
+    let order_id = bought["order_id"].as_str().unwrap().to_owned();
+    let mine = bought["my_orders"].as_array().unwrap();
+    assert_eq!(mine.len(), 1, "a guest has \"My orders\" too: {bought}");
+    assert!(mine[0].as_str().unwrap().contains("B-2-3"), "{bought}");
+    // The confirmation email links to the order on this storefront.
+    let link = emailed_order_link(&app, &order_id).await;
+    assert!(link.starts_with(&format!("http://{}/?order={order_id}&secret=", app.http)), "{link}");
+    let tmp = std::env::temp_dir().join(format!("usher-order-link-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let (pdf, shot) = (tmp.join("tickets.pdf"), tmp.join("page.png"));
+    let seen = run_browser("order_link.mjs", &app, &["open", &link, pdf.to_str().unwrap(), shot.to_str().unwrap()]).await;
+    assert!(seen["linked_number"].as_str().unwrap().starts_with("Order U-"), "{seen}");
+    assert_eq!(seen["linked_event"], "Test Night");
+    assert_eq!(seen["linked_status"], "fulfilled");
+    assert_eq!(seen["linked_seats"], "Seats: B-2-3");
+    assert_eq!(seen["linked_tickets"], serde_json::json!(["B-2-3"]));
+    assert_eq!(seen["linked_http_status"], "200");
+    let secret = link.split("secret=").nth(1).unwrap();
+    assert_eq!(seen["pdf_href"], format!("/api/order-links/{order_id}/tickets.pdf?secret={secret}"));
+    assert!(seen["pdf_name"].as_str().unwrap().ends_with(".pdf"), "{seen}");
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"), "the link's download is a PDF");
+    // The fresh browser is a guest of its own; the link did not make the order its.
+    assert_eq!(seen["own_orders"], "No orders yet.");
+    // A tampered secret opens nothing.
+    assert_eq!(seen["tampered_http_status"], "404");
+    assert!(seen["tampered_message"].as_str().unwrap().starts_with("Order not found"), "{seen}");
+    assert_eq!(seen["tampered_pdf_link"], 0);
+    assert_eq!(seen["tampered_pdf_status"], 404);
+    assert_eq!(seen["page_errors"], serde_json::json!([]));
+    // Storage: the guest's seat is sold.
+    let claims = app.db.claims(&event).await;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0].2, "sold");
+    let _ = std::fs::remove_dir_all(&tmp);
+    app.stop().await;
+}

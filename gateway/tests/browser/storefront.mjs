@@ -1,6 +1,6 @@
 // Drives the storefront like a person: open the page, pick the event, click
-// two seats, type a name, hold them, see the hold, release it. Prints one
-// JSON line with what it saw; exits non-zero on any failure.
+// two seats, hold them (as a guest: no name needed), see the hold, release
+// it. Prints one JSON line with what it saw; exits non-zero on any failure.
 // Usage: node storefront.mjs BASE_URL EVENT_NAME SEAT_A SEAT_B SCREENSHOT.png
 import { launch } from "./launch.mjs";
 
@@ -19,7 +19,6 @@ try {
   await page.locator("#seat-" + seatB).click();
   out.selected_class = await page.locator("#seat-" + seatA).getAttribute("class");
   out.selection_text = await page.locator("#selection").innerText();
-  await page.fill("#customer", "grace");
   await page.click("#hold-btn");
   await page.locator("#hold-title").waitFor();
   out.hold_title = await page.locator("#hold-title").innerText();

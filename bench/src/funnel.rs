@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tonic::transport::Channel;
 use usher_actors::{OrderDoc, TicketDoc, TicketRenderer};
 use usher_proto::v1::{
     self as pb, inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
     payment_service_client::PaymentServiceClient,
 };
 
-use crate::{Args, Latency, Server, channels, create_event, latency};
+use usher_gateway::client::Ch;
+
+use crate::{Args, Latency, Server, create_event, latency};
 
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct Funnel {
@@ -43,9 +44,10 @@ pub struct Funnel {
 }
 
 pub async fn funnel(args: &Args, server: &Server) -> anyhow::Result<Funnel> {
-    let chans = channels(&server.addr, args.connections.min(16)).await?;
+    // Buyers act through the partner key; the owner made the event.
+    let chans = server.buyers(args.connections.min(16)).await?;
     // 20 sections × 20 rows × 20: room for every order without conflicts.
-    let event = create_event(&chans[0], 20, 20, 20).await?;
+    let event = create_event(server, 20, 20, 20).await?;
     let n = args.funnel_orders;
     let seats = 2u32;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -131,7 +133,7 @@ pub async fn funnel(args: &Args, server: &Server) -> anyhow::Result<Funnel> {
 }
 
 /// A hold of one seat and its order, left unpaid.
-async fn unpaid_order(ch: &Channel, event: &str, i: usize) -> anyhow::Result<()> {
+async fn unpaid_order(ch: &Ch, event: &str, i: usize) -> anyhow::Result<()> {
     let customer = format!("browser-{i}");
     let h = InventoryServiceClient::new(ch.clone())
         .hold_best_available(pb::HoldBestAvailableRequest {
@@ -156,7 +158,7 @@ async fn unpaid_order(ch: &Channel, event: &str, i: usize) -> anyhow::Result<()>
 
 /// One buyer: the microseconds of each stage, and when it finished
 /// (since the run began).
-async fn buy(ch: &Channel, event: &str, i: usize, seats: u32, start: Instant) -> anyhow::Result<[u64; 5]> {
+async fn buy(ch: &Ch, event: &str, i: usize, seats: u32, start: Instant) -> anyhow::Result<[u64; 5]> {
     let customer = format!("buyer-{i}");
     let mut inv = InventoryServiceClient::new(ch.clone());
     let mut ord = OrderingServiceClient::new(ch.clone());

@@ -3,6 +3,13 @@
 //! connections, with a fixed seed, and reports a table plus JSON.
 //! Servers run as separate processes (the `usher` and `usher-baseline`
 //! binaries next to this one).
+//!
+//! Usher wants credentials on every call. Before a server starts, the bench
+//! bootstraps its store with `usher admin`: an owner, an organization of
+//! theirs and a partner API key with every scope. The owner (an access token
+//! from `LogIn`) sets up the catalog; every buyer request carries the
+//! partner key, as a box-office integration's would. The baseline has no
+//! authentication and gets no token.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,8 +24,13 @@ use sqlx::{Connection, Executor, Row};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use usher_proto::v1::{self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient};
+use usher_gateway::client::{Bearer, Ch};
+use usher_proto::v1::{
+    self as pb, catalog_service_client::CatalogServiceClient, identity_service_client::IdentityServiceClient,
+    inventory_service_client::InventoryServiceClient,
+};
 
 mod funnel;
 
@@ -78,7 +90,25 @@ struct Server {
     addr: String,
     pg_db: Option<String>,
     data_dir: Option<PathBuf>,
+    /// The organization the bootstrap made (Usher only).
+    org_id: String,
+    /// The owner's access token, from `LogIn`: catalog setup (Usher only).
+    owner_token: Option<String>,
+    /// The partner API key (`usk_…`, every scope): every buyer request (Usher only).
+    partner_key: Option<String>,
 }
+
+/// Who the buyers and the catalog setup are, as the reports say it.
+const PRINCIPAL_USHER: &str = "buyers authenticate with a partner API key; catalog setup with an owner access token";
+const PRINCIPAL_BASELINE: &str = "no authentication (the baseline has none)";
+
+/// The partner rate `usher serve` gets (`USHER_PARTNER_RATE_PER_S`, burst 4×):
+/// far above anything the bench sends, so the limiter never refuses a buyer.
+/// The default, 5,000/s, would throttle the stadium onsale.
+const PARTNER_RATE_PER_S: &str = "10000000";
+
+/// The owner the bootstrap makes on every fresh store.
+const OWNER_EMAIL: &str = "owner@bench.example.com";
 
 fn sibling(bin: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
@@ -96,33 +126,99 @@ async fn pg_create(args: &Args, name: &str) -> anyhow::Result<String> {
     Ok(format!("{}/{name}", args.pg_url))
 }
 
+/// What the bootstrap made: the organization and the partner key.
+struct Bootstrap {
+    org_id: String,
+    partner_key: String,
+    owner_password: String,
+}
+
+/// Runs `usher admin ARGS… STORE…` and answers its standard output.
+async fn admin(args: &[&str], store: &[std::ffi::OsString], password: Option<&str>) -> anyhow::Result<String> {
+    let mut c = Command::new(sibling("usher")?);
+    c.arg("admin").args(args).args(store).stdin(Stdio::null()).kill_on_drop(true);
+    if let Some(p) = password {
+        c.env("USHER_PASSWORD", p);
+    }
+    let out = c.output().await.context("running usher admin")?;
+    if !out.status.success() {
+        bail!("usher admin {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Before the server starts, on its store (`--data-dir` / `--database-url`):
+/// an owner, their organization, and a partner API key with every scope.
+async fn bootstrap(store: &[std::ffi::OsString]) -> anyhow::Result<Bootstrap> {
+    let owner_password = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    admin(&["create-user", OWNER_EMAIL, "--name", "Bench owner"], store, Some(&owner_password)).await?;
+    // `organization <uuid> "NAME"`
+    let out = admin(&["create-org", "Bench Arena", "--owner", OWNER_EMAIL], store, None).await?;
+    let org_id = out
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| out.starts_with("organization "))
+        .with_context(|| format!("usher admin create-org said {out:?}"))?
+        .to_owned();
+    // A line about the key, then the secret alone on the next line.
+    let out = admin(&["create-api-key", "--org", &org_id, "--partner", "bench box office"], store, None).await?;
+    let partner_key = out
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("usk_"))
+        .context("usher admin create-api-key printed no key (usk_…)")?
+        .to_owned();
+    Ok(Bootstrap { org_id, partner_key, owner_password })
+}
+
+/// The owner's access token, from `IdentityService/LogIn`.
+async fn log_in(addr: &str, password: &str) -> anyhow::Result<String> {
+    let ch = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let s = IdentityServiceClient::new(ch)
+        .log_in(pb::LogInRequest { email: OWNER_EMAIL.into(), password: password.into() })
+        .await
+        .context("signing in as the bench's owner")?
+        .into_inner();
+    anyhow::ensure!(!s.access_token.is_empty(), "LogIn answered no access token");
+    Ok(s.access_token)
+}
+
 async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
-    let (mut cmd, pg_db, data_dir) = match target {
+    let (mut cmd, pg_db, data_dir, store) = match target {
         "usher-sqlite" => {
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
+            let store = vec!["--data-dir".into(), dir.clone().into_os_string()];
             let mut c = Command::new(sibling("usher")?);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"]).arg(&dir);
-            (c, None, Some(dir))
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
+            (c, None, Some(dir), Some(store))
         }
         "usher-pg" => {
             let name = format!("usher_bench_{tag}");
             let url = pg_create(args, &name).await?;
             // PostgreSQL keeps the data; the directory holds the PDFs and mail.
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
+            let store = vec!["--database-url".into(), url.into(), "--data-dir".into(), dir.clone().into_os_string()];
             let mut c = Command::new(sibling("usher")?);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--database-url", &url]);
-            c.arg("--data-dir").arg(&dir);
-            (c, Some(name), Some(dir))
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
+            (c, Some(name), Some(dir), Some(store))
         }
         "baseline" => {
             let name = format!("usher_bench_{tag}");
             let url = pg_create(args, &name).await?;
             let mut c = Command::new(sibling("usher-baseline")?);
             c.args(["--grpc-addr", "127.0.0.1:0", "--database-url", &url, "--redis-url", &args.redis_url]);
-            (c, Some(name), None)
+            (c, Some(name), None, None)
         }
         other => bail!("unknown target {other}"),
+    };
+    let boot = match &store {
+        Some(store) => {
+            // The buyers are one partner: lift its rate limit far above the load.
+            cmd.env("USHER_PARTNER_RATE_PER_S", PARTNER_RATE_PER_S);
+            Some(bootstrap(store).await.with_context(|| format!("bootstrapping credentials for {target}"))?)
+        }
+        None => None,
     };
     let mut child = cmd.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -145,7 +241,11 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
             }
         }
     });
-    Ok(Server { child, commits, addr, pg_db, data_dir })
+    let (org_id, owner_token, partner_key) = match boot {
+        Some(b) => (b.org_id, Some(log_in(&addr, &b.owner_password).await?), Some(b.partner_key)),
+        None => (String::new(), None, None),
+    };
+    Ok(Server { child, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key })
 }
 
 impl Server {
@@ -171,14 +271,54 @@ impl Server {
     fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// `n` connections whose every call carries the partner key: the buyers.
+    async fn buyers(&self, n: usize) -> anyhow::Result<Vec<Ch>> {
+        channels(&self.addr, n, self.partner_key.as_deref()).await
+    }
+
+    /// One connection with the owner's access token: catalog setup.
+    async fn owner(&self) -> anyhow::Result<Ch> {
+        Ok(channels(&self.addr, 1, self.owner_token.as_deref()).await?.remove(0))
+    }
+
+    fn principal(&self) -> &'static str {
+        if self.partner_key.is_some() { PRINCIPAL_USHER } else { PRINCIPAL_BASELINE }
+    }
 }
 
-async fn channels(addr: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        v.push(Channel::from_shared(format!("http://{addr}"))?.connect().await?);
+/// `n` HTTP/2 connections, each sending `authorization: Bearer TOKEN` with
+/// every call (nothing without a token).
+async fn channels(addr: &str, n: usize, token: Option<&str>) -> anyhow::Result<Vec<Ch>> {
+    let bearer = Bearer::new(token)?;
+    let mut v = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        let ch = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+        v.push(InterceptedService::new(ch, bearer.clone()));
     }
     Ok(v)
+}
+
+/// A catalog call by the owner, waiting out a rate-limit refusal: an access
+/// token is limited like any signed-in user (20/s, burst 100, by default),
+/// which only the memory scenario's hundred events come near. A refused call
+/// did nothing, so it is resent as it was (same idempotency key).
+async fn paced<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(s) if s.code() == Code::ResourceExhausted && tries < 60 => {
+                tries += 1;
+                let secs = s.metadata().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(1u64);
+                tokio::time::sleep(Duration::from_secs(secs.clamp(1, 10))).await;
+            }
+            r => return r.map(tonic::Response::into_inner),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- workload
@@ -201,9 +341,11 @@ impl Rng {
 }
 
 /// A stadium: `sections` sections of `rows` × `per_row`, listed best first.
-fn venue(sections: usize, rows: usize, per_row: u32) -> pb::CreateVenueRequest {
+/// `org_id`: the owner's organization (empty for the baseline).
+fn venue(org_id: &str, sections: usize, rows: usize, per_row: u32) -> pb::CreateVenueRequest {
     pb::CreateVenueRequest {
         idempotency_key: uuid::Uuid::new_v4().to_string(),
+        org_id: org_id.to_owned(),
         name: "Bench Stadium".into(),
         categories: vec![
             pb::PriceCategory { code: "P1".into(), name: "Front".into() },
@@ -227,27 +369,35 @@ fn ts(offset_s: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: now + offset_s, nanos: 0 }
 }
 
-async fn create_event(ch: &Channel, sections: usize, rows: usize, per_row: u32) -> anyhow::Result<String> {
-    let mut c = CatalogServiceClient::new(ch.clone());
-    let v = c.create_venue(venue(sections, rows, per_row)).await?.into_inner();
-    let e = c
-        .create_event(pb::CreateEventRequest {
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
-            venue_id: v.venue_id,
-            name: "Onsale".into(),
-            starts_at: Some(ts(86_400 * 30)),
-            sales_start: Some(ts(-60)),
-            sales_end: Some(ts(86_400 * 29)),
-            currency: "EUR".into(),
-            prices: vec![
-                pb::CategoryPrice { category: "P1".into(), amount_minor: 12_000 },
-                pb::CategoryPrice { category: "P2".into(), amount_minor: 6_000 },
-            ],
-            open_sales: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+/// A venue and an on-sale event in it, made by the server's owner.
+async fn create_event(server: &Server, sections: usize, rows: usize, per_row: u32) -> anyhow::Result<String> {
+    let c = CatalogServiceClient::new(server.owner().await?);
+    let req = venue(&server.org_id, sections, rows, per_row);
+    let v = paced(|| {
+        let (mut c, req) = (c.clone(), req.clone());
+        async move { c.create_venue(req).await }
+    })
+    .await?;
+    let req = pb::CreateEventRequest {
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+        venue_id: v.venue_id,
+        name: "Onsale".into(),
+        starts_at: Some(ts(86_400 * 30)),
+        sales_start: Some(ts(-60)),
+        sales_end: Some(ts(86_400 * 29)),
+        currency: "EUR".into(),
+        prices: vec![
+            pb::CategoryPrice { category: "P1".into(), amount_minor: 12_000 },
+            pb::CategoryPrice { category: "P2".into(), amount_minor: 6_000 },
+        ],
+        open_sales: true,
+        ..Default::default()
+    };
+    let e = paced(|| {
+        let (mut c, req) = (c.clone(), req.clone());
+        async move { c.create_event(req).await }
+    })
+    .await?;
     Ok(e.event_id)
 }
 
@@ -278,9 +428,9 @@ struct HotSeat {
     latency: Latency,
 }
 
-async fn hot_seat(args: &Args, addr: &str) -> anyhow::Result<HotSeat> {
-    let chans = channels(addr, args.connections).await?;
-    let event = create_event(&chans[0], 1, 10, 20).await?;
+async fn hot_seat(args: &Args, server: &Server) -> anyhow::Result<HotSeat> {
+    let chans = server.buyers(args.connections).await?;
+    let event = create_event(server, 1, 10, 20).await?;
     let n = args.hot_buyers;
     let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
     let mut tasks = Vec::with_capacity(n);
@@ -340,6 +490,8 @@ struct Stadium {
     storage_consistent: bool,
     /// The server's group-commit counters (Usher only).
     group_commit: Option<String>,
+    /// Who the buyers and the catalog setup authenticate as.
+    principal: String,
 }
 
 /// Per-buyer choice: how many seats, and where.
@@ -377,10 +529,10 @@ fn pick(rng: &mut Rng, sections: usize, rows: usize, per_row: u32) -> Want {
 }
 
 async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<Stadium> {
-    let chans = channels(&server.addr, args.connections).await?;
+    let chans = server.buyers(args.connections).await?;
     let (sections, rows, per_row) = grid(args.seats);
     let seats = sections * rows * per_row as usize;
-    let event = create_event(&chans[0], sections, rows, per_row).await?;
+    let event = create_event(server, sections, rows, per_row).await?;
     if target != "usher-sqlite" {
         // Fresh tables after a bulk load: plans must see real statistics.
         analyze(args, server).await?;
@@ -522,6 +674,7 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
         seats_held_twice: twice,
         storage_consistent: consistent,
         group_commit: None,
+        principal: server.principal().to_owned(),
     })
 }
 
@@ -633,30 +786,39 @@ async fn memory(args: &Args) -> anyhow::Result<Memory> {
         async move {
             let server = start(&args, "usher-sqlite").await?;
             let pid = server.pid().context("pid")?;
-            let ch = channels(&server.addr, 1).await?.remove(0);
+            // The owner makes the events; reading them, the partner (a
+            // reader's rate is its principal's, and the partner's is lifted).
+            let owner = CatalogServiceClient::new(server.owner().await?);
+            let mut reader = CatalogServiceClient::new(server.buyers(1).await?.remove(0));
             tokio::time::sleep(Duration::from_millis(500)).await;
             let idle = rss_kib(pid)?;
-            let mut c = CatalogServiceClient::new(ch.clone());
-            let v = c.create_venue(venue(sections, 50, 40)).await?.into_inner();
+            let req = venue(&server.org_id, sections, 50, 40);
+            let v = paced(|| {
+                let (mut c, req) = (owner.clone(), req.clone());
+                async move { c.create_venue(req).await }
+            })
+            .await?;
             for _ in 0..events {
-                let e = c
-                    .create_event(pb::CreateEventRequest {
-                        idempotency_key: uuid::Uuid::new_v4().to_string(),
-                        venue_id: v.venue_id.clone(),
-                        name: "m".into(),
-                        starts_at: Some(ts(86_400)),
-                        currency: "EUR".into(),
-                        prices: vec![
-                            pb::CategoryPrice { category: "P1".into(), amount_minor: 1 },
-                            pb::CategoryPrice { category: "P2".into(), amount_minor: 1 },
-                        ],
-                        open_sales: true,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
+                let req = pb::CreateEventRequest {
+                    idempotency_key: uuid::Uuid::new_v4().to_string(),
+                    venue_id: v.venue_id.clone(),
+                    name: "m".into(),
+                    starts_at: Some(ts(86_400)),
+                    currency: "EUR".into(),
+                    prices: vec![
+                        pb::CategoryPrice { category: "P1".into(), amount_minor: 1 },
+                        pb::CategoryPrice { category: "P2".into(), amount_minor: 1 },
+                    ],
+                    open_sales: true,
+                    ..Default::default()
+                };
+                let e = paced(|| {
+                    let (mut c, req) = (owner.clone(), req.clone());
+                    async move { c.create_event(req).await }
+                })
+                .await?;
                 // Loads the event's actor and seat map.
-                c.get_event(pb::GetEventRequest { event_id: e.event_id }).await?;
+                reader.get_event(pb::GetEventRequest { event_id: e.event_id }).await?;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             let loaded = rss_kib(pid)?;
@@ -713,7 +875,7 @@ async fn main() -> anyhow::Result<()> {
     for t in &targets {
         if scenarios.contains(&"hot-seat") {
             let s = start(&args, t).await?;
-            let r = hot_seat(&args, &s.addr).await?;
+            let r = hot_seat(&args, &s).await?;
             println!(
                 "hot-seat   {t:<13} winners {} taken {} errors {} | all answered {:.1} ms | p50 {:.1} p99 {:.1} max {:.1} ms",
                 r.winners, r.taken, r.other_errors, r.all_answered_ms, r.latency.p50_ms, r.latency.p99_ms, r.latency.max_ms
@@ -744,6 +906,7 @@ async fn main() -> anyhow::Result<()> {
                 r.seats_held_twice,
                 r.storage_consistent
             );
+            println!("           {t:<13} principal: {}", r.principal);
             if let Some(g) = &r.group_commit {
                 println!("           {t:<13} group commit: {g}");
             }

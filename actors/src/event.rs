@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, warn};
 
 use usher_engine::{
-    Command, Counts, Decision, EventConfig, EventId, Hold, HoldId, IdempotencyKey, Inventory, Layout, Millis, OrgId, Reject, Reply,
-    SeatIdx, SeatIndex, SeatState, limits,
+    Command, Counts, Decision, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, Inventory, Layout, Millis, OrgId, Reject,
+    Reply, SeatIdx, SeatIndex, SeatState, limits,
 };
 
 use crate::clock::Clock;
@@ -151,6 +151,28 @@ impl BatchStats {
     }
 }
 
+/// The event's sales status as last decided, shared with its handles so the
+/// edge can hide a draft from strangers without asking the actor.
+#[derive(Debug)]
+pub struct SharedStatus(std::sync::atomic::AtomicU8);
+
+const STATUSES: [EventStatus; 4] = [EventStatus::Draft, EventStatus::OnSale, EventStatus::SalesClosed, EventStatus::Cancelled];
+
+impl SharedStatus {
+    pub fn new(s: EventStatus) -> SharedStatus {
+        let me = SharedStatus(std::sync::atomic::AtomicU8::new(0));
+        me.set(s);
+        me
+    }
+    pub fn set(&self, s: EventStatus) {
+        let i = STATUSES.iter().position(|x| *x == s).unwrap_or(0) as u8;
+        self.0.store(i, Ordering::Release);
+    }
+    pub fn get(&self) -> EventStatus {
+        STATUSES[usize::from(self.0.load(Ordering::Acquire)).min(STATUSES.len() - 1)]
+    }
+}
+
 /// How callers reach one event actor. Cheap to clone.
 #[derive(Clone)]
 pub struct EventHandle {
@@ -162,6 +184,8 @@ pub struct EventHandle {
     /// The organization that owns the event; it never changes either, so
     /// the edge checks access without asking the actor.
     pub org: OrgId,
+    /// The sales status as of the last batch.
+    pub status: Arc<SharedStatus>,
     pub seat_index: Arc<SeatIndex>,
     tx: mpsc::Sender<Request>,
     wake_pending: Arc<AtomicBool>,
@@ -258,6 +282,7 @@ pub struct EventCtx {
     pub wake_pending: Arc<AtomicBool>,
     pub changes: broadcast::Sender<Arc<SeatChange>>,
     pub stats: Arc<BatchStats>,
+    pub status: Arc<SharedStatus>,
     pub batch_max: usize,
     pub registry: ActorRef<RegistryMsg>,
 }
@@ -283,9 +308,11 @@ pub struct EventState {
 }
 
 /// Builds the channel and handle for a new actor.
+#[allow(clippy::too_many_arguments)]
 pub fn channel(
     event_id: EventId,
     org: OrgId,
+    status: Arc<SharedStatus>,
     actor: ActorRef<EventMsg>,
     layout: Arc<Layout>,
     tx: mpsc::Sender<Request>,
@@ -293,7 +320,7 @@ pub fn channel(
     registry: ActorRef<RegistryMsg>,
 ) -> EventHandle {
     let seat_index = Arc::new(SeatIndex::new(&layout));
-    EventHandle { event_id, actor, layout, org, seat_index, tx, wake_pending, registry }
+    EventHandle { event_id, actor, layout, org, status, seat_index, tx, wake_pending, registry }
 }
 
 pub(crate) async fn load(store: &dyn Store, id: EventId, now: Millis) -> Result<Inventory, StoreError> {
@@ -451,6 +478,7 @@ impl EventState {
     async fn rebuild(&mut self) -> Result<(), StoreError> {
         let now = self.now();
         self.inv = load(self.args.store.as_ref(), self.args.event_id, now).await?;
+        self.args.status.set(self.inv.config().status);
         self.dirty = false;
         Ok(())
     }
@@ -572,6 +600,7 @@ impl EventState {
         }
         let counts = self.inv.counts();
         let config = self.inv.config().clone();
+        self.args.status.set(config.status);
         let mut changed: Vec<(SeatIdx, SeatState)> = Vec::new();
         for d in &decisions {
             for e in &d.events {

@@ -118,6 +118,7 @@ impl RegistryState {
         };
         let layout = inv.layout().clone();
         let org = inv.config().org_id;
+        let status = Arc::new(crate::event::SharedStatus::new(inv.config().status));
         let (tx, rx) = mpsc::channel(self.cfg.mailbox_capacity);
         let wake = Arc::new(AtomicBool::new(false));
         let args = EventArgs {
@@ -131,13 +132,14 @@ impl RegistryState {
                 wake_pending: wake.clone(),
                 changes: self.changes_for(id),
                 stats: self.stats.clone(),
+                status: status.clone(),
                 batch_max: self.cfg.batch_max,
                 registry: myself.clone(),
             },
         };
         match Actor::spawn_linked(None, EventActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
-                let handle = channel(id, org, actor.clone(), layout, tx, wake, myself.clone());
+                let handle = channel(id, org, status, actor.clone(), layout, tx, wake, myself.clone());
                 self.by_actor.insert(actor.get_id(), id);
                 let restarts = self.restarts.remove(&id).unwrap_or_default();
                 self.events.insert(id, Entry { handle: handle.clone(), restarts });

@@ -40,9 +40,15 @@ struct Args {
     /// hot-seat, stadium, memory, funnel, pdf (comma-separated), or all.
     #[arg(long, default_value = "all")]
     scenarios: String,
-    /// usher-sqlite, usher-pg, baseline (comma-separated).
+    /// usher-sqlite, usher-pg, baseline (comma-separated); also
+    /// usher-sqlite-before and usher-pg-before: the same store served by the
+    /// `--before-bin` binary, to weigh a change in one run.
     #[arg(long, default_value = "usher-sqlite,usher-pg,baseline")]
     targets: String,
+    /// An `usher` binary built before identity (no authentication), for the
+    /// `-before` targets: the cost of authentication measured in the same run.
+    #[arg(long)]
+    before_bin: Option<PathBuf>,
     #[arg(long, default_value_t = 1_000)]
     hot_buyers: usize,
     #[arg(long, default_value_t = 50_000)]
@@ -100,7 +106,7 @@ struct Server {
 
 /// Who the buyers and the catalog setup are, as the reports say it.
 const PRINCIPAL_USHER: &str = "buyers authenticate with a partner API key; catalog setup with an owner access token";
-const PRINCIPAL_BASELINE: &str = "no authentication (the baseline has none)";
+const PRINCIPAL_BASELINE: &str = "no authentication (the baseline, or an usher built before identity)";
 
 /// The partner rate `usher serve` gets (`USHER_PARTNER_RATE_PER_S`, burst 4×):
 /// far above anything the bench sends, so the limiter never refuses a buyer.
@@ -183,13 +189,24 @@ async fn log_in(addr: &str, password: &str) -> anyhow::Result<String> {
     Ok(s.access_token)
 }
 
+/// The store a target runs on: `usher-sqlite-before` is `usher-sqlite`.
+fn base(target: &str) -> &str {
+    target.trim_end_matches("-before")
+}
+
 async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
-    let (mut cmd, pg_db, data_dir, store) = match target {
+    let before = target.ends_with("-before");
+    let usher = match (&args.before_bin, before) {
+        (_, false) => sibling("usher")?,
+        (Some(bin), true) => bin.clone(),
+        (None, true) => bail!("{target} needs --before-bin (an usher binary built before identity)"),
+    };
+    let (mut cmd, pg_db, data_dir, store) = match base(target) {
         "usher-sqlite" => {
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let store = vec!["--data-dir".into(), dir.clone().into_os_string()];
-            let mut c = Command::new(sibling("usher")?);
+            let mut c = Command::new(&usher);
             c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
             (c, None, Some(dir), Some(store))
         }
@@ -199,7 +216,7 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
             // PostgreSQL keeps the data; the directory holds the PDFs and mail.
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let store = vec!["--database-url".into(), url.into(), "--data-dir".into(), dir.clone().into_os_string()];
-            let mut c = Command::new(sibling("usher")?);
+            let mut c = Command::new(&usher);
             c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
             (c, Some(name), Some(dir), Some(store))
         }
@@ -212,6 +229,8 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         }
         other => bail!("unknown target {other}"),
     };
+    // A binary from before identity has no credentials to make or check.
+    let store = if before { None } else { store };
     let boot = match &store {
         Some(store) => {
             // The buyers are one partner: lift its rate limit far above the load.
@@ -533,7 +552,7 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
     let (sections, rows, per_row) = grid(args.seats);
     let seats = sections * rows * per_row as usize;
     let event = create_event(server, sections, rows, per_row).await?;
-    if target != "usher-sqlite" {
+    if base(target) != "usher-sqlite" {
         // Fresh tables after a bulk load: plans must see real statistics.
         analyze(args, server).await?;
     }
@@ -689,7 +708,7 @@ async fn analyze(args: &Args, server: &Server) -> anyhow::Result<()> {
 /// After the run, ask the database itself: how many seats are in more than
 /// one live hold (must be 0), and do claims agree with holds?
 async fn check_storage(args: &Args, target: &str, server: &Server, event: &str) -> anyhow::Result<(i64, bool)> {
-    match target {
+    match base(target) {
         "usher-sqlite" => {
             let path = server.data_dir.as_ref().expect("sqlite dir").join("usher.db");
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?;
@@ -965,6 +984,14 @@ async fn main() -> anyhow::Result<()> {
                 println!("ratio      {t} / baseline holds per second: {ratio:.1}x");
                 report.ratios.push((format!("{t}/baseline holds_per_s"), ratio));
             }
+        }
+    }
+    // What authentication costs: the same store and load, with and without it.
+    for t in ["usher-pg", "usher-sqlite"] {
+        if let (Some(with), Some(without)) = (rate(t), rate(&format!("{t}-before"))) {
+            let ratio = with / without;
+            println!("ratio      {t} / {t}-before holds per second (with / without authentication): {ratio:.3}");
+            report.ratios.push((format!("{t}/{t}-before holds_per_s"), ratio));
         }
     }
     if scenarios.contains(&"memory") {

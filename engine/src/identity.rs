@@ -272,15 +272,18 @@ impl Principal {
         }
     }
 
-    /// May this principal use `cap` on a resource of `org`?
+    /// May this principal use `cap` on a resource of `org`? Only members
+    /// have roles: to a partner or a gate of the organization, a resource
+    /// that needs one does not exist, as to anyone outside it.
     pub fn may(&self, org: OrgId, cap: Cap) -> Result<(), Denied> {
         match self {
             Principal::Anonymous => Err(Denied::Unauthenticated),
-            _ if !self.relates_to(org) => Err(Denied::NotFound),
-            _ => match self.role_in(org) {
+            Principal::User(_) => match self.role_in(org) {
+                None => Err(Denied::NotFound),
                 Some(r) if r.allows(cap) => Ok(()),
-                _ => Err(Denied::Forbidden("your role in this organization does not allow this")),
+                Some(_) => Err(Denied::Forbidden("your role in this organization does not allow this")),
             },
+            Principal::Guest(_) | Principal::Partner(_) | Principal::Gate(_) => Err(Denied::NotFound),
         }
     }
 
@@ -365,14 +368,23 @@ impl Principal {
         CustomerId::parse(&s).ok()
     }
 
-    /// Does this principal act for `customer` (its own id, or a customer in
-    /// its partner namespace)? Box-office sales are reached through the
-    /// organization's `ViewOrders`/`ChangeOrders` instead.
-    pub fn acts_for(&self, customer: &CustomerId) -> bool {
+    /// Does this principal act for `customer` at `event` (its own id, or a
+    /// customer in its partner namespace at an event its key may sell)?
+    /// Box-office sales are reached through the organization's
+    /// `ViewOrders`/`ChangeOrders` instead.
+    pub fn acts_for(&self, customer: &CustomerId, event: EventId) -> bool {
         match self {
             Principal::User(_) | Principal::Guest(_) => self.own_customer().as_ref() == Some(customer),
-            Principal::Partner(p) => customer.as_str().starts_with(&format!("p:{}:", p.partner_id.0.simple())),
+            Principal::Partner(p) => customer.as_str().starts_with(&format!("p:{}:", p.partner_id.0.simple())) && self.may_sell_at(event),
             Principal::Anonymous | Principal::Gate(_) => false,
+        }
+    }
+
+    /// A partner key limited to some events reaches only those.
+    pub fn may_sell_at(&self, event: EventId) -> bool {
+        match self {
+            Principal::Partner(p) => p.events.is_empty() || p.events.contains(&event),
+            _ => true,
         }
     }
 
@@ -481,9 +493,19 @@ mod tests {
             events: vec![],
         });
         let c = p.customer(a, e, "ann").unwrap();
-        assert!(p.acts_for(&c));
+        assert!(p.acts_for(&c, e));
         assert_eq!(p.customer_ref_of(&c), "ann");
-        assert!(!u.acts_for(&c));
+        assert!(!u.acts_for(&c, e));
+        let narrow = Principal::Partner(PartnerPrincipal {
+            key_id: ApiKeyId(Uuid::from_u128(5)),
+            partner_id: PartnerId(Uuid::from_u128(4)),
+            org: a,
+            scopes: vec![Scope::Orders],
+            events: vec![EventId(Uuid::from_u128(10))],
+        });
+        assert!(!narrow.acts_for(&c, e), "a key limited to other events does not reach this one");
+        assert!(narrow.acts_for(&c, EventId(Uuid::from_u128(10))));
+        assert_eq!(narrow.may(a, Cap::ViewOrders), Err(Denied::NotFound), "a partner has no role");
         assert_eq!(p.customer(org(2), e, "ann"), Err(Denied::NotFound));
         assert!(p.customer(a, e, "").is_err());
         assert_eq!(Principal::Anonymous.customer(a, e, "ann"), Err(Denied::Unauthenticated));

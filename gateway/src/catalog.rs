@@ -79,6 +79,11 @@ impl Catalog {
         events.truncate(size as usize);
         let mut layouts: HashMap<VenueId, Arc<Layout>> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
+        // The page token follows every row read, even the hidden ones.
+        let next_page_token = match (more, events.last()) {
+            (true, Some(last)) => format!("{}_{}", last.starts_at.0, last.id),
+            _ => String::new(),
+        };
         // A partner or gate scoped to some events sees only those of its organization's unlisted ones.
         events.retain(|e| c.sees(e));
         for e in &events {
@@ -92,10 +97,6 @@ impl Catalog {
             };
             out.push(convert::event(e, &layout, None));
         }
-        let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => format!("{}_{}", last.starts_at.0, last.id),
-            _ => String::new(),
-        };
         Ok(pb::ListEventsResponse { events: out, next_page_token })
     }
 

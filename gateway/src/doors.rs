@@ -259,6 +259,8 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
 /// The storefront's cookies: a signed-in user's access token, or a guest's.
 pub const SESSION_COOKIE: &str = "usher_session";
 pub const GUEST_COOKIE: &str = "usher_guest";
+/// The refresh token's cookie; sent only to `/api/auth/…`.
+pub const REFRESH_COOKIE: &str = "usher_refresh";
 
 fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
@@ -301,8 +303,10 @@ pub async fn http_auth(
                 }
             }
             // Cookies ride along on cross-site requests: a state-changing
-            // request signed in by cookie must come from this origin.
-            if principal != usher_engine::Principal::Anonymous && req.method() != http::Method::GET && !same_origin(headers) {
+            // request carrying any of ours (the refresh cookie included,
+            // which the auth routes act on) must come from this origin.
+            let has_cookie = [SESSION_COOKIE, GUEST_COOKIE, REFRESH_COOKIE].iter().any(|n| cookie(headers, n).is_some());
+            if has_cookie && req.method() != http::Method::GET && !same_origin(headers) {
                 return ApiError::new(
                     crate::error::ErrorCode::PermissionDenied,
                     "CROSS_ORIGIN",

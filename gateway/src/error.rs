@@ -123,9 +123,8 @@ impl ApiError {
                 ApiError::new(AlreadyExists, "IDEMPOTENCY_KEY_REUSED", "idempotency_key: this key was already used for a different request")
             }
             Reject::HoldNotFound { hold_id } => ApiError::new(NotFound, "HOLD_NOT_FOUND", format!("hold {hold_id} not found")),
-            Reject::NotHoldOwner { hold_id } => {
-                ApiError::new(PermissionDenied, "NOT_HOLD_OWNER", format!("hold {hold_id} belongs to another customer"))
-            }
+            // Someone else's hold reads exactly like a missing one.
+            Reject::NotHoldOwner { hold_id } => ApiError::new(NotFound, "HOLD_NOT_FOUND", format!("hold {hold_id} not found")),
             Reject::HoldExpired { hold_id } => ApiError::new(FailedPrecondition, "HOLD_EXPIRED", format!("hold {hold_id} has expired")),
             Reject::HoldNotActive { hold_id, state } => {
                 ApiError::new(FailedPrecondition, "HOLD_NOT_ACTIVE", format!("hold {hold_id} is {}", state.as_str()))

@@ -17,12 +17,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use usher_proto::v1 as pb;
 
-use crate::doors::{GUEST_COOKIE, SESSION_COOKIE};
+use crate::doors::{GUEST_COOKIE, REFRESH_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::http::{Ext, Http, Routes, idempotency_key, parse, ts};
-
-/// The refresh token's cookie; only the auth routes receive it.
-const REFRESH_COOKIE: &str = "usher_refresh";
 
 pub(crate) fn routes(r: Routes) -> Routes {
     r.add("POST", "/api/auth/register", post(register))

@@ -194,9 +194,10 @@ impl Identity {
         let display = name("name", &r.name, false)?;
         self.auth().limit(Bucket::Identities, &c.address)?;
         let password = r.password;
-        let hash = tokio::task::spawn_blocking(move || secrets::hash_password(&password))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("hashing: {e}")))?
+        let hash = self
+            .auth()
+            .hash_slot(move || secrets::hash_password(&password))
+            .await?
             .map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("hashing: {e}")))?;
         let user = UserRecord {
             id: UserId(uuid::Uuid::new_v4()),
@@ -219,11 +220,13 @@ impl Identity {
             return Err(ApiError::invalid("email", "give the email and the password of an account"));
         }
         self.auth().limit(Bucket::LoginAddress, &c.address)?;
-        self.auth().limit(Bucket::LoginAccount, &email)?;
+        // Per account *and* address: a stranger's wrong guesses cannot lock
+        // the owner out from elsewhere.
+        self.auth().limit(Bucket::LoginAccount, &format!("{email} {}", c.address))?;
         let user = self.auth().store.user_by_email(&email).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| secrets::decoy_hash().to_owned());
         let password = r.password;
-        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &phc)).await.unwrap_or(false);
+        let ok = self.auth().hash_slot(move || secrets::verify_password(&password, &phc)).await?;
         match user {
             Some(u) if ok => {
                 tracing::info!(user_id = %u.id, "signed in");
@@ -267,7 +270,8 @@ impl Identity {
     }
 
     pub(crate) async fn guest(&self, c: &Caller) -> Result<pb::Session, ApiError> {
-        self.auth().limit(Bucket::Identities, &c.address)?;
+        // Each guest is a customer with its own hold cap: guests are scarce per address.
+        self.auth().limit(Bucket::GuestSessions, &c.address)?;
         let (token, guest, exp) = self.auth().guest_token(self.ctx.now())?;
         let p = Principal::Guest(guest);
         Ok(pb::Session {

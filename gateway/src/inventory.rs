@@ -42,6 +42,16 @@ fn customer(c: &Caller, handle: &EventHandle, requested: &str) -> Result<Custome
 }
 
 impl Inventory {
+    /// The event's actor, if the caller may see the event (a draft or a
+    /// cancelled event is its organization's only).
+    async fn visible(&self, c: &Caller, id: EventId) -> Result<EventHandle, ApiError> {
+        let handle = self.ctx.registry.event(id).await?;
+        if !c.sees_handle(&handle) {
+            return Err(ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {id} not found")));
+        }
+        Ok(handle)
+    }
+
     /// The event of a hold: as given, or looked up from the hold.
     async fn event_of(&self, hold: HoldId, event_id: &str) -> Result<EventHandle, ApiError> {
         let id = if event_id.is_empty() {
@@ -60,7 +70,7 @@ impl Inventory {
         let key = c.key(&r.idempotency_key)?;
         let id: EventId = convert::event_id(&r.event_id)?;
         check_seat_list(&r.seat_ids)?;
-        let handle = self.ctx.registry.event(id).await?;
+        let handle = self.visible(c, id).await?;
         let customer = customer(c, &handle, &r.customer_id)?;
         let seats = convert::seats(&handle, &r.seat_ids)?;
         let cmd = Command::HoldSeats { hold_id: HoldId(uuid::Uuid::new_v4()), customer, seats };
@@ -73,7 +83,7 @@ impl Inventory {
         if r.quantity == 0 {
             return Err(ApiError::invalid("quantity", "must be at least 1"));
         }
-        let handle = self.ctx.registry.event(id).await?;
+        let handle = self.visible(c, id).await?;
         let customer = customer(c, &handle, &r.customer_id)?;
         let section = match r.section.as_str() {
             "" => None,
@@ -103,7 +113,7 @@ impl Inventory {
         let handle = self.event_of(hold, &r.event_id).await?;
         let (h, config) = handle.hold(hold).await?.ok_or_else(not_found)?;
         // The customer's own hold, or any hold of an organization the caller sees orders of.
-        if !c.principal.acts_for(&h.customer) && c.principal.may(handle.org, Cap::ViewOrders).is_err() {
+        if !c.principal.acts_for(&h.customer, handle.event_id) && c.principal.may(handle.org, Cap::ViewOrders).is_err() {
             return Err(not_found());
         }
         let mut pb = convert::hold(&h, &config, &handle.layout);

@@ -186,7 +186,7 @@ impl Orders {
     /// allows `cap`. Anyone else is told it does not exist.
     async fn order_as(&self, c: &Caller, id: OrderId, cap: Cap) -> Result<StoredOrder, ApiError> {
         let stored = self.load(id).await?;
-        if !c.principal.acts_for(&stored.order.customer) {
+        if !c.principal.acts_for(&stored.order.customer, stored.order.event_id) {
             let org = self.ctx.registry.event(stored.order.event_id).await?.org;
             c.may(org, cap, "ORDER_NOT_FOUND", format_args!("order {id}"))?;
         }
@@ -253,7 +253,8 @@ impl Orders {
             let (hold, config) =
                 handle.hold(h).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")))?;
             if hold.customer != customer {
-                return Err(ApiError::new(ErrorCode::PermissionDenied, "NOT_HOLD_OWNER", format!("hold {h} belongs to another customer")));
+                // Someone else's hold reads exactly like a missing one.
+                return Err(ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")));
             }
             if hold.state != HoldState::Active || hold.expires_at <= now {
                 let state = if hold.state == HoldState::Active { "expired" } else { hold.state.as_str() };
@@ -327,7 +328,9 @@ impl Orders {
         let orders = self.ctx.orders.list_orders(f).await?;
         let mut out = Vec::with_capacity(orders.len());
         let mut layouts: std::collections::HashMap<EventId, Arc<Layout>> = Default::default();
-        for o in &orders {
+        // A partner key limited to some events lists its customers' orders
+        // there only (the page token still follows every row read).
+        for o in orders.iter().filter(|o| c.principal.may_sell_at(o.event_id)) {
             let l = match layouts.get(&o.event_id) {
                 Some(l) => l.clone(),
                 None => {

@@ -359,7 +359,7 @@ async fn every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_not
         email: "ann@example.com".into(),
         hold_ids: vec![w.bob_hold.hold_id.clone()],
     };
-    assert_eq!(code(ord.create_order(create).await).clone(), Code::PermissionDenied, "ann orders bob's hold");
+    assert_eq!(code(ord.create_order(create).await), Code::NotFound, "ann orders bob's hold");
     let by_event = ord.list_orders(pb::ListOrdersRequest { event_id: w.event.clone(), ..Default::default() }).await;
     assert_eq!(by_event.unwrap_err().code(), Code::NotFound, "a customer lists an event's orders");
     let pay =
@@ -372,7 +372,7 @@ async fn every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_not
     let get = pb::GetHoldRequest { hold_id: w.bob_hold.hold_id.clone(), event_id: String::new() };
     assert_eq!(inv.get_hold(get).await.unwrap_err().code(), Code::NotFound, "ann reads bob's hold");
     let release = pb::ReleaseHoldRequest { idempotency_key: key(), hold_id: w.bob_hold.hold_id.clone(), ..Default::default() };
-    assert_eq!(inv.release_hold(release).await.unwrap_err().code(), Code::PermissionDenied, "ann releases bob's hold");
+    assert_eq!(inv.release_hold(release).await.unwrap_err().code(), Code::NotFound, "ann releases bob's hold");
     let as_bob = hold_req(&w.event, "someone-else", &["B-1-1"]);
     assert_eq!(inv.hold_seats(as_bob).await.unwrap_err().code(), Code::PermissionDenied, "ann holds for another customer");
 
@@ -434,6 +434,20 @@ async fn every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_not
     assert_eq!(narrow.hold_best_available(best).await.unwrap_err().code(), Code::NotFound);
     let mut gate = CheckInServiceClient::new(app.channel_as(&w.other_event_gate).await);
     assert_eq!(gate.scan(scan(&w.event)).await.unwrap_err().code(), Code::NotFound, "a gate of another event");
+    // A stranger learns nothing of a draft, not even whether a seat label exists.
+    let mut bob_inv = InventoryServiceClient::new(app.channel_as(&w.bob).await);
+    for seats in [&["NOPE-Z-1"][..], &["A-1-1"][..]] {
+        let e = bob_inv.hold_seats(hold_req(&w.draft, "", seats)).await.unwrap_err();
+        assert_eq!((e.code(), reason(&e).as_str()), (Code::NotFound, "EVENT_NOT_FOUND"), "{seats:?} on a draft");
+    }
+    let best = pb::HoldBestAvailableRequest {
+        idempotency_key: key(),
+        event_id: w.draft.clone(),
+        quantity: 99,
+        section: "ZZ".into(),
+        ..Default::default()
+    };
+    assert_eq!(bob_inv.hold_best_available(best).await.unwrap_err().code(), Code::NotFound);
     // Drafts are not listed to the public.
     let listed =
         CatalogServiceClient::new(app.channel_as("").await).list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner();
@@ -443,6 +457,48 @@ async fn every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_not
     assert!(owner_list.events.iter().any(|e| e.event_id == w.draft), "the organization sees its draft");
 
     assert_eq!(storage(&app.db).await, before, "a refused call changed storage");
+
+    // A second key of the same partner, limited to another event, reaches
+    // none of the partner's customers' orders and holds elsewhere.
+    let full = app.channel_as(&app.creds.partner_key).await;
+    let partner_id = IdentityServiceClient::new(full.clone()).me(pb::MeRequest {}).await.unwrap().into_inner().id;
+    let narrow_key = IdentityServiceClient::new(app.channel().await)
+        .create_api_key(pb::CreateApiKeyRequest {
+            idempotency_key: key(),
+            org_id: app.creds.org_id.clone(),
+            partner_id,
+            scopes: vec!["holds".into(), "orders".into(), "payments".into(), "tickets".into()],
+            event_ids: vec![w.other_event.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let h = InventoryServiceClient::new(full.clone()).hold_seats(hold_req(&w.event, "pat", &["B-3-3"])).await.unwrap().into_inner();
+    let o = OrderingServiceClient::new(full.clone())
+        .create_order(pb::CreateOrderRequest {
+            idempotency_key: key(),
+            customer_id: "pat".into(),
+            email: "pat@example.com".into(),
+            hold_ids: vec![h.hold_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(o.customer_id, "pat", "a partner reads back its own reference");
+    let narrow = app.channel_as(&narrow_key).await;
+    let mut nord = OrderingServiceClient::new(narrow.clone());
+    assert_eq!(nord.get_order(pb::GetOrderRequest { order_id: o.order_id.clone() }).await.unwrap_err().code(), Code::NotFound);
+    let cancel = pb::CancelOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), customer_id: String::new() };
+    assert_eq!(nord.cancel_order(cancel).await.unwrap_err().code(), Code::NotFound);
+    let listed = nord.list_orders(pb::ListOrdersRequest { customer_id: "pat".into(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(listed.orders.is_empty(), "{listed:?}");
+    let get = pb::GetHoldRequest { hold_id: h.hold_id.clone(), event_id: String::new() };
+    assert_eq!(InventoryServiceClient::new(narrow).get_hold(get).await.unwrap_err().code(), Code::NotFound);
+    let mine =
+        OrderingServiceClient::new(full).list_orders(pb::ListOrdersRequest { customer_id: "pat".into(), ..Default::default() }).await;
+    assert_eq!(mine.unwrap().into_inner().orders.len(), 1, "the unlimited key of the same partner sees it");
     let _ = (&w.ann_hold, &w.other_event, &w.stranger_org, &w.bob, Cap::Scan);
     w.app.stop().await;
 }
@@ -524,7 +580,7 @@ async fn a_strangers_actions_fail_and_the_rightful_callers_are_served(b: Backend
     assert_eq!(status, 401);
     let (status, _) =
         http(app.http, "DELETE", &path, &[("Idempotency-Key", "x2"), ("Authorization", &format!("Bearer {}", w.bob))], None).await;
-    assert_eq!(status, 403, "bob releases ann's hold");
+    assert_eq!(status, 404, "bob releases ann's hold");
     let (status, body) =
         http(app.http, "DELETE", &path, &[("Idempotency-Key", "x3"), ("Authorization", &format!("Bearer {}", w.ann))], None).await;
     assert_eq!(status, 200, "{body}");
@@ -580,7 +636,7 @@ async fn a_strangers_actions_fail_and_the_rightful_callers_are_served(b: Backend
 async fn inventing_customers_does_not_dodge_the_hold_cap_and_rate_limits_answer_429() {
     let db = TestDb::fresh(Backend::Sqlite).await;
     let mut cfg = db.config();
-    cfg.rates = usher_gateway::auth::rate::RateConfig { identities_per_address_per_min: 5, ..unlimited_rates() };
+    cfg.rates = usher_gateway::auth::rate::RateConfig { guest_sessions_per_address_per_hour: 5, ..unlimited_rates() };
     let app = TestApp::spawn_with(db, cfg).await;
     let event = create_event(&app, 2, 5, 20).await;
     let mut id = IdentityServiceClient::new(app.channel_as("").await);
@@ -768,4 +824,96 @@ async fn passwords_are_never_stored_or_logged_in_clear_and_log_ins_are_throttled
     assert!(!hash.contains(password));
     let dump = std::fs::read(db.data_dir.join("usher.db")).unwrap();
     assert!(!dump.windows(password.len()).any(|w| w == password.as_bytes()), "the password is in the database file");
+}
+
+/// An HTTP/1.1 request sent from a chosen loopback address (another
+/// "client"): (status, body).
+async fn http_from(src: &str, addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// Wrong passwords from one address throttle that address's attempts on
+/// the account, not the account's owner signing in from elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    register(&app, "ann@example.com").await;
+    let json = [("Content-Type", "application/json")];
+    let wrong = r#"{"email":"ann@example.com","password":"not her password"}"#;
+    let mut last = 0;
+    for _ in 0..6 {
+        last = http_from("127.0.0.3", app.http, "POST", "/api/auth/login", &json, wrong).await.0;
+    }
+    assert_eq!(last, 429, "the stranger's address is throttled on this account");
+    let right = r#"{"email":"ann@example.com","password":"correct horse battery staple"}"#;
+    let (status, body) = http_from("127.0.0.4", app.http, "POST", "/api/auth/login", &json, right).await;
+    assert_eq!(status, 200, "the owner signs in from elsewhere: {body}");
+    app.stop().await;
+}
+
+/// A request carrying any of the storefront's cookies, the refresh cookie
+/// included, is refused when it comes from another origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_from_another_origin_are_refused_even_on_the_refresh_route() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let s = register(&app, "ann@example.com").await;
+    let cookie = format!("usher_refresh={}", s.refresh_token);
+    let evil = [("Cookie", cookie.as_str()), ("Origin", "http://evil.example")];
+    for path in ["/api/auth/refresh", "/api/auth/logout"] {
+        let (status, body) = http(app.http, "POST", path, &evil, None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("CROSS_ORIGIN"), "{body}");
+    }
+    // The same from the page itself works.
+    let origin = format!("http://{}", app.http);
+    let (status, body) =
+        http(app.http, "POST", "/api/auth/refresh", &[("Cookie", cookie.as_str()), ("Origin", origin.as_str())], None).await;
+    assert_eq!(status, 200, "{body}");
+    app.stop().await;
+}
+
+/// A signing key retired longer ago than any token it signed can live no
+/// longer verifies anything, even a token signed with it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_retired_past_every_token_lifetime_verifies_nothing() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let guest = IdentityServiceClient::new(app.channel_as("").await)
+        .start_guest_session(pb::StartGuestSessionRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let me = |t: String| {
+        let app = &app;
+        async move { IdentityServiceClient::new(app.channel_as(&t).await).me(pb::MeRequest {}).await.map(|_| ()).map_err(|s| s.code()) }
+    };
+    assert_eq!(me(guest.clone()).await, Ok(()));
+    app.app_ctx.auth.keys.rotate(app.app_ctx.now()).await.unwrap();
+    assert_eq!(me(guest.clone()).await, Ok(()), "a rotation logs nobody out");
+    // 31 days later (guest tokens live 30): the old key is past its use.
+    let month = (31 * 24 * 3_600_000i64).to_string();
+    app.db.exec("UPDATE signing_keys SET retired_at = retired_at - CAST($1 AS INTEGER) WHERE retired_at IS NOT NULL", &[&month]).await;
+    // A token naming an unknown key makes the node reload its keys (at most every 5 s).
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let unknown = format!("{}.e30.x", b64(&serde_json::json!({"alg": "EdDSA", "kid": "k-unknown"})));
+    assert_eq!(me(unknown).await, Err(Code::Unauthenticated));
+    assert_eq!(me(guest).await, Err(Code::Unauthenticated), "the retired key no longer verifies");
+    let (_, jwks) = http(app.http, "GET", "/.well-known/jwks.json", &[], None).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&jwks).unwrap()["keys"].as_array().unwrap().len(), 1, "{jwks}");
+    app.stop().await;
 }

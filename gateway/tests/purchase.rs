@@ -572,7 +572,7 @@ async fn bad_order_and_payment_input_gets_clear_errors_and_changes_nothing() {
         (pb::CreateOrderRequest { hold_ids: vec![], ..base.clone() }, Code::InvalidArgument),
         (pb::CreateOrderRequest { hold_ids: vec![h.hold_id.clone(), h.hold_id.clone()], ..base.clone() }, Code::InvalidArgument),
         (pb::CreateOrderRequest { hold_ids: vec!["nope".into()], ..base.clone() }, Code::InvalidArgument),
-        (pb::CreateOrderRequest { customer_id: "mallory".into(), ..base.clone() }, Code::PermissionDenied),
+        (pb::CreateOrderRequest { customer_id: "mallory".into(), ..base.clone() }, Code::NotFound),
         (pb::CreateOrderRequest { idempotency_key: String::new(), ..base.clone() }, Code::InvalidArgument),
     ];
     for (req, code) in cases {

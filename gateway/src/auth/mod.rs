@@ -30,6 +30,12 @@ const CREDENTIAL_CACHE_MS: i64 = 10_000;
 const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 10_000;
 /// `last_used_at` is written at most this often per key.
 const LAST_USED_WRITE_MS_MIN: i64 = 60_000;
+/// Password hashes computed at once. Each argon2id run takes 19 MiB and
+/// tens of milliseconds of a core, so a sign-in flood from many addresses
+/// must queue here rather than on the blocking pool (512 threads × 19 MiB).
+const PASSWORD_HASHES_AT_ONCE_MAX: usize = 4;
+/// How long a sign-in waits for a hashing slot before it is told to retry.
+const PASSWORD_HASH_WAIT_MS_MAX: u64 = 2_000;
 
 /// Token lifetimes and the names tokens carry.
 #[derive(Debug, Clone)]
@@ -86,6 +92,7 @@ pub struct Auth {
     cache: Mutex<HashMap<String, (Millis, Cached)>>,
     /// Key or device id → last `last_used_at` write.
     touched: Mutex<HashMap<uuid::Uuid, Millis>>,
+    hashing: tokio::sync::Semaphore,
 }
 
 fn unauthenticated(message: &str) -> ApiError {
@@ -105,6 +112,7 @@ impl Auth {
             cfg,
             cache: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE_MAX),
         });
         // Idle rate-limit buckets are dropped every minute; the task ends with the node.
         let weak = Arc::downgrade(&auth);
@@ -270,6 +278,22 @@ impl Auth {
         })
     }
 
+    /// Runs a password hash (or check) on the blocking pool, at most
+    /// `PASSWORD_HASHES_AT_ONCE_MAX` at once; past a short wait the caller
+    /// is told to retry (RESOURCE_EXHAUSTED / 429).
+    pub async fn hash_slot<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let busy = || {
+            let mut e = ApiError::new(ErrorCode::ResourceExhausted, "BUSY", "too many sign-ins at once; retry in a second");
+            e.retry_after_s = Some(1);
+            e
+        };
+        let _permit = tokio::time::timeout(std::time::Duration::from_millis(PASSWORD_HASH_WAIT_MS_MAX), self.hashing.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("hashing: {e}")))
+    }
+
     /// An access token for a user with these memberships: (token, expiry).
     pub fn access_token(&self, user: UserId, admin: bool, memberships: &[Membership], now: Millis) -> Result<(String, Millis), ApiError> {
         let exp = now.plus_ms(self.cfg.access_ttl_ms);
@@ -359,6 +383,14 @@ impl Caller {
             target: target.to_string(),
             detail: detail.into(),
         }
+    }
+
+    /// The same for an event's actor handle (its status as of the last
+    /// batch): checked before anything about the event is validated, so a
+    /// stranger learns nothing of a draft, not even its seat labels.
+    pub fn sees_handle(&self, h: &usher_actors::EventHandle) -> bool {
+        use usher_engine::EventStatus::*;
+        matches!(h.status.get(), OnSale | SalesClosed) || self.principal.sees_unlisted(h.org, h.event_id)
     }
 
     /// Is an event with this status and organization visible to the caller?

@@ -30,8 +30,12 @@ pub struct RateConfig {
     pub partner: Rate,
     /// Gate devices, per device.
     pub gate: Rate,
-    /// Guest sessions and registrations made per address, per minute.
+    /// Registrations made per address, per minute.
     pub identities_per_address_per_min: u32,
+    /// Guest sessions made per address, per hour: each guest is a new
+    /// customer with its own hold cap, so this bounds what one address can
+    /// hold (30 guests × 8 holds × the event's seats per hold).
+    pub guest_sessions_per_address_per_hour: u32,
     /// Log-in attempts per account, and per address, per minute.
     pub logins_per_account_per_min: u32,
     pub logins_per_address_per_min: u32,
@@ -45,6 +49,7 @@ impl Default for RateConfig {
             partner: Rate { per_s: 5_000, burst: 20_000 },
             gate: Rate { per_s: 50, burst: 200 },
             identities_per_address_per_min: 20,
+            guest_sessions_per_address_per_hour: 30,
             logins_per_account_per_min: 5,
             logins_per_address_per_min: 30,
         }
@@ -66,6 +71,10 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(nz(n)).allow_burst(nz(n))
 }
 
+fn per_hour(n: u32) -> Quota {
+    Quota::per_hour(nz(n)).allow_burst(nz(n.min(10)))
+}
+
 /// Which limiter a check uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
@@ -76,10 +85,11 @@ pub enum Bucket {
     Identities,
     LoginAccount,
     LoginAddress,
+    GuestSessions,
 }
 
 pub struct RateLimits {
-    limiters: [DefaultKeyedRateLimiter<String>; 7],
+    limiters: [DefaultKeyedRateLimiter<String>; 8],
     clock: DefaultClock,
 }
 
@@ -94,6 +104,7 @@ impl RateLimits {
                 RateLimiter::keyed(per_minute(c.identities_per_address_per_min)),
                 RateLimiter::keyed(per_minute(c.logins_per_account_per_min)),
                 RateLimiter::keyed(per_minute(c.logins_per_address_per_min)),
+                RateLimiter::keyed(per_hour(c.guest_sessions_per_address_per_hour)),
             ],
             clock: DefaultClock::default(),
         }

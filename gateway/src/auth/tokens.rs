@@ -179,6 +179,11 @@ impl KeyRing {
         let keys = self.keys.read().map_err(|_| TokenError::Invalid("signing keys unavailable"))?;
         let key =
             keys.iter().find(|k| k.kid == kid).ok_or(TokenError::Invalid("the token was signed by a key this server does not know"))?;
+        // A retired key verifies only while tokens it signed can still be
+        // live: after that a leaked old key is worthless.
+        if key.retired_at.is_some_and(|r| r.plus_ms(self.keep_retired_ms) <= now) {
+            return Err(TokenError::Invalid("the token was signed by a retired key"));
+        }
         let mut v = Validation::new(Algorithm::EdDSA);
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);

@@ -77,18 +77,7 @@ fn session_file() -> anyhow::Result<std::path::PathBuf> {
 
 fn save(s: &Saved) -> anyhow::Result<std::path::PathBuf> {
     let path = session_file()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&path).with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut f, serde_json::to_string(s)?.as_bytes())?;
-    // An older file keeps its mode: make it owner-only either way.
-    #[cfg(unix)]
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    crate::auth::secrets::write_private(&path, &serde_json::to_string(s)?).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

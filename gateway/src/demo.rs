@@ -137,21 +137,8 @@ pub async fn load(store: &dyn Store, auth: &Auth, data_dir: &Path, now: Millis) 
     creds.gate_token = gate;
     // Users made by an earlier, interrupted load keep their passwords: a
     // person resets them with `usher admin create-user`.
-    write_private(&file, &serde_json::to_string_pretty(&creds)?)?;
+    secrets::write_private(&file, &serde_json::to_string_pretty(&creds)?)?;
     Ok(creds)
-}
-
-/// Writes `text` to `path`, readable by the owner only.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    std::io::Write::write_all(&mut opts.open(path)?, text.as_bytes())?;
-    Ok(())
 }
 
 pub fn venue() -> VenueSpec {

@@ -30,7 +30,8 @@ impl Addr {
     }
 }
 
-/// Where `usher admin` finds the deployment's database.
+/// Where the deployment's configuration and database are (`usher serve`
+/// and `usher admin` read the same).
 #[derive(Args)]
 struct Store {
     /// TOML configuration file (also USHER_CONFIG).
@@ -39,13 +40,14 @@ struct Store {
     /// Data directory of the embedded default (also USHER_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// postgres://… (also USHER_DATABASE_URL).
+    /// postgres://… to use PostgreSQL (also USHER_DATABASE_URL).
     #[arg(long)]
     database_url: Option<String>,
 }
 
 impl Store {
-    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn usher_actors::IdentityStore>> {
+    /// The file, then the environment, then these flags.
+    fn config(&self) -> anyhow::Result<Config> {
         let mut c = Config::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();
@@ -53,7 +55,11 @@ impl Store {
         if let Some(v) = &self.database_url {
             c.database_url = v.clone();
         }
-        usher_gateway::admin::open(&c).await
+        Ok(c)
+    }
+
+    async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn usher_actors::IdentityStore>> {
+        usher_gateway::admin::open(&self.config()?).await
     }
 }
 
@@ -257,15 +263,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// TOML configuration file (also USHER_CONFIG).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Data directory of the embedded default (also USHER_DATA_DIR).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// postgres://… to use PostgreSQL (also USHER_DATABASE_URL).
-    #[arg(long)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    store: Store,
     /// gRPC listen address (also USHER_GRPC_ADDR); port 0 picks one.
     #[arg(long)]
     grpc_addr: Option<std::net::SocketAddr>,
@@ -298,13 +297,7 @@ async fn shutdown_signal() {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let mut c = Config::load(a.config.as_deref(), |k| std::env::var(k).ok())?;
-    if let Some(v) = a.data_dir {
-        c.data_dir = v;
-    }
-    if let Some(v) = a.database_url {
-        c.database_url = v;
-    }
+    let mut c = a.store.config()?;
     if let Some(v) = a.grpc_addr {
         c.grpc_addr = v;
     }

@@ -15,7 +15,7 @@ pub mod tokens;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use usher_actors::{ApiKeyRecord, DeviceRecord, IdentityStore};
+use usher_actors::IdentityStore;
 use usher_engine::{EventId, GatePrincipal, GuestId, Membership, Millis, OrgId, PartnerPrincipal, Principal, Role, UserId, UserPrincipal};
 
 use crate::error::{ApiError, ErrorCode};
@@ -77,9 +77,21 @@ impl Caller {
     }
 }
 
-enum Cached {
-    Partner(ApiKeyRecord),
-    Gate(DeviceRecord),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Partner,
+    Gate,
+}
+
+/// A checked API key or device token, as the cache keeps it.
+struct Checked {
+    kind: KeyKind,
+    id: uuid::Uuid,
+    /// SHA-256 of the whole secret, hex.
+    hash: String,
+    revoked: bool,
+    expires_at: Option<Millis>,
+    principal: Principal,
 }
 
 /// Shared by both doors.
@@ -89,7 +101,7 @@ pub struct Auth {
     pub cfg: AuthConfig,
     pub rates: RateLimits,
     /// Digest of a key or device token → (checked at, record).
-    cache: Mutex<HashMap<String, (Millis, Cached)>>,
+    cache: Mutex<HashMap<String, (Millis, Arc<Checked>)>>,
     /// Key or device id → last `last_used_at` write.
     touched: Mutex<HashMap<uuid::Uuid, Millis>>,
     hashing: tokio::sync::Semaphore,
@@ -135,10 +147,10 @@ impl Auth {
             return Ok(Principal::Anonymous);
         };
         if token.starts_with(secrets::API_KEY_PREFIX) {
-            return self.partner(token, now).await;
+            return self.keyed(token, KeyKind::Partner, now).await;
         }
         if token.starts_with(secrets::DEVICE_TOKEN_PREFIX) {
-            return self.gate(token, now).await;
+            return self.keyed(token, KeyKind::Gate, now).await;
         }
         // A JWT: an access token, or a guest token.
         let claims = match self.keys.verify(token, TYP_ACCESS, now).await {
@@ -152,76 +164,79 @@ impl Auth {
         principal_of(&claims).ok_or_else(|| unauthenticated("the token's subject is malformed"))
     }
 
-    async fn partner(&self, token: &str, now: Millis) -> Result<Principal, ApiError> {
-        let bad = || unauthenticated("the API key is not valid");
+    /// A partner API key or a gate device token: looked up by its visible
+    /// prefix, compared by digest in constant time, cached for a while.
+    async fn keyed(&self, token: &str, kind: KeyKind, now: Millis) -> Result<Principal, ApiError> {
+        let what = match kind {
+            KeyKind::Partner => "API key",
+            KeyKind::Gate => "device token",
+        };
+        let bad = || unauthenticated(&format!("the {what} is not valid"));
         let digest = secrets::digest(token);
-        let record = match self.cached(&digest, now) {
-            Some(Cached::Partner(r)) => r,
+        let checked = match self.cached(&digest, now) {
+            Some(c) if c.kind == kind => c,
             _ => {
                 let prefix = secrets::prefix_of(token).ok_or_else(bad)?;
-                let r = self.store.api_key_by_prefix(prefix).await?.ok_or_else(bad)?;
-                if !secrets::same(&r.hash, &digest) {
+                let checked = match kind {
+                    KeyKind::Partner => {
+                        let r = self.store.api_key_by_prefix(prefix).await?.ok_or_else(bad)?;
+                        Checked {
+                            kind,
+                            id: r.id.0,
+                            hash: r.hash,
+                            revoked: r.revoked_at.is_some(),
+                            expires_at: r.expires_at,
+                            principal: Principal::Partner(PartnerPrincipal {
+                                key_id: r.id,
+                                partner_id: r.partner_id,
+                                org: r.org,
+                                scopes: r.scopes,
+                                events: r.events,
+                            }),
+                        }
+                    }
+                    KeyKind::Gate => {
+                        let r = self.store.device_by_prefix(prefix).await?.ok_or_else(bad)?;
+                        Checked {
+                            kind,
+                            id: r.id.0,
+                            hash: r.hash,
+                            revoked: r.revoked_at.is_some(),
+                            expires_at: None,
+                            principal: Principal::Gate(GatePrincipal { device_id: r.id, org: r.org, gate: r.gate, events: r.events }),
+                        }
+                    }
+                };
+                if !secrets::same(&checked.hash, &digest) {
                     return Err(bad());
                 }
-                self.remember(digest, now, Cached::Partner(r.clone()));
-                r
+                let checked = Arc::new(checked);
+                self.remember(digest, now, checked.clone());
+                checked
             }
         };
-        if record.revoked_at.is_some() {
-            return Err(unauthenticated("the API key has been revoked"));
+        if checked.revoked {
+            return Err(unauthenticated(&format!("the {what} has been revoked")));
         }
-        if record.expires_at.is_some_and(|e| e <= now) {
-            return Err(unauthenticated("the API key has expired"));
+        if checked.expires_at.is_some_and(|e| e <= now) {
+            return Err(unauthenticated(&format!("the {what} has expired")));
         }
-        if self.due_touch(record.id.0, now) {
-            let _ = self.store.touch_api_key(record.id, now).await;
+        if self.due_touch(checked.id, now) {
+            let _ = match kind {
+                KeyKind::Partner => self.store.touch_api_key(usher_engine::ApiKeyId(checked.id), now).await,
+                KeyKind::Gate => self.store.touch_device(usher_engine::DeviceId(checked.id), now).await,
+            };
         }
-        Ok(Principal::Partner(PartnerPrincipal {
-            key_id: record.id,
-            partner_id: record.partner_id,
-            org: record.org,
-            scopes: record.scopes,
-            events: record.events,
-        }))
+        Ok(checked.principal.clone())
     }
 
-    async fn gate(&self, token: &str, now: Millis) -> Result<Principal, ApiError> {
-        let bad = || unauthenticated("the device token is not valid");
-        let digest = secrets::digest(token);
-        let record = match self.cached(&digest, now) {
-            Some(Cached::Gate(r)) => r,
-            _ => {
-                let prefix = secrets::prefix_of(token).ok_or_else(bad)?;
-                let r = self.store.device_by_prefix(prefix).await?.ok_or_else(bad)?;
-                if !secrets::same(&r.hash, &digest) {
-                    return Err(bad());
-                }
-                self.remember(digest, now, Cached::Gate(r.clone()));
-                r
-            }
-        };
-        if record.revoked_at.is_some() {
-            return Err(unauthenticated("the device token has been revoked"));
-        }
-        if self.due_touch(record.id.0, now) {
-            let _ = self.store.touch_device(record.id, now).await;
-        }
-        Ok(Principal::Gate(GatePrincipal { device_id: record.id, org: record.org, gate: record.gate, events: record.events }))
-    }
-
-    fn cached(&self, digest: &str, now: Millis) -> Option<Cached> {
+    fn cached(&self, digest: &str, now: Millis) -> Option<Arc<Checked>> {
         let cache = self.cache.lock().ok()?;
         let (at, c) = cache.get(digest)?;
-        if now.0 - at.0 > CREDENTIAL_CACHE_MS {
-            return None;
-        }
-        Some(match c {
-            Cached::Partner(r) => Cached::Partner(r.clone()),
-            Cached::Gate(r) => Cached::Gate(r.clone()),
-        })
+        (now.0 - at.0 <= CREDENTIAL_CACHE_MS).then(|| c.clone())
     }
 
-    fn remember(&self, digest: String, now: Millis, c: Cached) {
+    fn remember(&self, digest: String, now: Millis, c: Arc<Checked>) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CREDENTIAL_CACHE_ENTRIES_MAX {
                 cache.clear();

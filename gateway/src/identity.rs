@@ -222,7 +222,7 @@ impl Identity {
         self.auth().limit(Bucket::LoginAddress, &c.address)?;
         // Per account *and* address: a stranger's wrong guesses cannot lock
         // the owner out from elsewhere.
-        self.auth().limit(Bucket::LoginAccount, &format!("{email} {}", c.address))?;
+        self.auth().limit(Bucket::LoginAccount, format!("{email} {}", c.address))?;
         let user = self.auth().store.user_by_email(&email).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| secrets::decoy_hash().to_owned());
         let password = r.password;

@@ -100,7 +100,7 @@ pub struct Auth {
     pub keys: KeyRing,
     pub cfg: AuthConfig,
     pub rates: RateLimits,
-    /// Digest of a key or device token → (checked at, record).
+    /// A key or device token → (checked at, what it proved).
     cache: Mutex<HashMap<String, (Millis, Arc<Checked>)>>,
     /// Key or device id → last `last_used_at` write.
     touched: Mutex<HashMap<uuid::Uuid, Millis>>,
@@ -172,10 +172,12 @@ impl Auth {
             KeyKind::Gate => "device token",
         };
         let bad = || unauthenticated(&format!("the {what} is not valid"));
-        let digest = secrets::digest(token);
-        let checked = match self.cached(&digest, now) {
+        // The cache is keyed by the secret itself (it is in this process's
+        // memory anyway while the request is served): a hit needs no digest.
+        let checked = match self.cached(token, now) {
             Some(c) if c.kind == kind => c,
             _ => {
+                let digest = secrets::digest(token);
                 let prefix = secrets::prefix_of(token).ok_or_else(bad)?;
                 let checked = match kind {
                     KeyKind::Partner => {
@@ -211,7 +213,7 @@ impl Auth {
                     return Err(bad());
                 }
                 let checked = Arc::new(checked);
-                self.remember(digest, now, checked.clone());
+                self.remember(token.to_owned(), now, checked.clone());
                 checked
             }
         };
@@ -230,18 +232,18 @@ impl Auth {
         Ok(checked.principal.clone())
     }
 
-    fn cached(&self, digest: &str, now: Millis) -> Option<Arc<Checked>> {
+    fn cached(&self, token: &str, now: Millis) -> Option<Arc<Checked>> {
         let cache = self.cache.lock().ok()?;
-        let (at, c) = cache.get(digest)?;
+        let (at, c) = cache.get(token)?;
         (now.0 - at.0 <= CREDENTIAL_CACHE_MS).then(|| c.clone())
     }
 
-    fn remember(&self, digest: String, now: Millis, c: Arc<Checked>) {
+    fn remember(&self, token: String, now: Millis, c: Arc<Checked>) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CREDENTIAL_CACHE_ENTRIES_MAX {
                 cache.clear();
             }
-            cache.insert(digest, (now, c));
+            cache.insert(token, (now, c));
         }
     }
 
@@ -275,12 +277,12 @@ impl Auth {
             Principal::Partner(_) => (Bucket::Partner, caller.principal.key_scope().unwrap_or_default()),
             Principal::Gate(_) => (Bucket::Gate, caller.principal.key_scope().unwrap_or_default()),
         };
-        self.limit(bucket, &key)
+        self.limit(bucket, key)
     }
 
     /// One request against `bucket` for `key`, refused with RESOURCE_EXHAUSTED
     /// / 429 and how long to wait.
-    pub fn limit(&self, bucket: Bucket, key: &str) -> Result<(), ApiError> {
+    pub fn limit(&self, bucket: Bucket, key: impl Into<String>) -> Result<(), ApiError> {
         self.rates.check(bucket, key).map_err(|wait| {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut e = ApiError::new(

@@ -111,9 +111,9 @@ impl RateLimits {
     }
 
     /// Ok, or how long to wait before the next request can pass.
-    pub fn check(&self, bucket: Bucket, key: &str) -> Result<(), Duration> {
+    pub fn check(&self, bucket: Bucket, key: impl Into<String>) -> Result<(), Duration> {
         let l = &self.limiters[bucket as usize];
-        match l.check_key(&key.to_owned()) {
+        match l.check_key(&key.into()) {
             Ok(()) => Ok(()),
             Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
         }

@@ -30,8 +30,14 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// SHA-256, hex: how tokens and keys are stored and looked up.
 pub fn digest(secret: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in d {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// Constant-time comparison of two digests.

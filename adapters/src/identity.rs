@@ -8,6 +8,7 @@
 //! transaction never has to upgrade a read snapshot to a write lock (which
 //! fails at once, without waiting, when another connection wrote since).
 
+use crate::db_error::db_error;
 use sqlx::Row;
 
 use usher_actors::{
@@ -17,10 +18,6 @@ use usher_actors::{
 use usher_engine::{ApiKeyId, DeviceId, EventId, Membership, Millis, OrgId, PartnerId, Role, Scope, UserId};
 
 use crate::sql::{PgStore, SqliteStore};
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -32,7 +29,7 @@ fn written(what: &str, e: sqlx::Error) -> StoreError {
     match e.as_database_error() {
         Some(d) if d.is_foreign_key_violation() => StoreError::NotFound(format!("{what}: a row it refers to does not exist")),
         Some(d) if d.is_unique_violation() => StoreError::Conflict(format!("{what}: already exists")),
-        _ => unavailable(e),
+        _ => db_error(e),
     }
 }
 
@@ -154,20 +151,20 @@ macro_rules! identity_store {
             // -- organizations and members
 
             async fn do_create_org(&self, org: &OrgRecord, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 let inserted = sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
                     .bind(org.id.to_string())
                     .bind(&org.name)
                     .bind(org.created_at.0)
                     .execute(&mut *tx)
                     .await
-                    .map_err(unavailable)?
+                    .map_err(db_error)?
                     .rows_affected();
                 if inserted == 0 {
                     return Err(StoreError::Conflict(format!("organization {} exists", org.id)));
                 }
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             }
 
             async fn do_get_org(&self, id: OrgId) -> Result<Option<OrgRecord>, StoreError> {
@@ -175,18 +172,18 @@ macro_rules! identity_store {
                     .bind(id.to_string())
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.as_ref().map(Self::org_from_row).transpose()
             }
 
             async fn do_list_orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
                 let rows =
-                    sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY name, id").fetch_all(self.pool()).await.map_err(unavailable)?;
+                    sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY name, id").fetch_all(self.pool()).await.map_err(db_error)?;
                 rows.iter().map(Self::org_from_row).collect()
             }
 
             async fn do_set_member(&self, org: OrgId, user: UserId, role: Role, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 // A role change keeps the date the member was added.
                 sqlx::query(
                     "INSERT INTO memberships (org_id, user_id, role, added_at) VALUES ($1, $2, $3, $4) \
@@ -200,23 +197,23 @@ macro_rules! identity_store {
                 .await
                 .map_err(|e| written(&format!("member {user} of {org}"), e))?;
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             }
 
             async fn do_remove_member(&self, org: OrgId, user: UserId, audit: &AuditEntry) -> Result<bool, StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 let removed = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
                     .bind(org.to_string())
                     .bind(user.to_string())
                     .execute(&mut *tx)
                     .await
-                    .map_err(unavailable)?
+                    .map_err(db_error)?
                     .rows_affected();
                 if removed == 0 {
                     return Ok(false);
                 }
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(true)
             }
 
@@ -228,7 +225,7 @@ macro_rules! identity_store {
                 .bind(org.to_string())
                 .fetch_all(self.pool())
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 rows.iter()
                     .map(|r| {
                         Ok(MemberRecord {
@@ -247,7 +244,7 @@ macro_rules! identity_store {
                     .bind(user.to_string())
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter()
                     .map(|r| Ok(Membership { org: parse_id(Self::col(r, 0)?, OrgId::parse)?, role: parse_role(Self::col(r, 1)?)? }))
                     .collect()
@@ -278,7 +275,7 @@ macro_rules! identity_store {
                     .bind(email_key(email))
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.as_ref().map(Self::user_from_row).transpose()
             }
 
@@ -287,7 +284,7 @@ macro_rules! identity_store {
                     .bind(id.to_string())
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.as_ref().map(Self::user_from_row).transpose()
             }
 
@@ -326,7 +323,7 @@ macro_rules! identity_store {
                 .bind(hash)
                 .fetch_optional(self.pool())
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 if let Some(r) = spent {
                     return Ok(RefreshUse::Fresh(RefreshRecord {
                         hash: hash.to_owned(),
@@ -344,7 +341,7 @@ macro_rules! identity_store {
                 .bind(hash)
                 .fetch_optional(self.pool())
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 let Some(r) = row else { return Ok(RefreshUse::Invalid) };
                 let family: String = Self::col(&r, 0)?;
                 let user = parse_id(Self::col(&r, 1)?, UserId::parse)?;
@@ -362,7 +359,7 @@ macro_rules! identity_store {
                     .bind(&family)
                     .execute(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 Ok(RefreshUse::Reused { family: parse_family(&family)?, user })
             }
 
@@ -371,7 +368,7 @@ macro_rules! identity_store {
                     .bind(hash)
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 let Some(r) = row else { return Ok(false) };
                 let family: String = Self::col(&r, 0)?;
                 sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
@@ -379,14 +376,14 @@ macro_rules! identity_store {
                     .bind(&family)
                     .execute(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 Ok(true)
             }
 
             // -- partner API keys
 
             async fn do_create_api_key(&self, k: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 // Write first (see the module doc), then check whose partner it is.
                 sqlx::query("INSERT INTO partners (id, org_id, name, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
                     .bind(k.partner_id.to_string())
@@ -400,7 +397,7 @@ macro_rules! identity_store {
                     .bind(k.partner_id.to_string())
                     .fetch_one(&mut *tx)
                     .await
-                    .map_err(unavailable)?
+                    .map_err(db_error)?
                     .try_get(0)
                     .map_err(corrupt)?;
                 if owner != k.org.to_string() {
@@ -425,7 +422,7 @@ macro_rules! identity_store {
                 .await
                 .map_err(|e| written(&format!("api key {}", k.prefix), e))?;
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             }
 
             async fn do_api_key_by_prefix(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -433,7 +430,7 @@ macro_rules! identity_store {
                     .bind(prefix)
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.as_ref().map(Self::api_key_from_row).transpose()
             }
 
@@ -444,7 +441,7 @@ macro_rules! identity_store {
                 .bind(org.to_string())
                 .fetch_all(self.pool())
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 rows.iter().map(Self::api_key_from_row).collect()
             }
 
@@ -454,26 +451,26 @@ macro_rules! identity_store {
                     .bind(org.to_string())
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.as_ref().map(|r| Self::col(r, 0)).transpose()
             }
 
             /// Revokes a live key or device of `org` (`table` is a constant).
             async fn revoke_credential(&self, table: &str, org: OrgId, id: String, audit: &AuditEntry) -> Result<bool, StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 let revoked = sqlx::query(&format!("UPDATE {table} SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL"))
                     .bind(audit.at.0)
                     .bind(id)
                     .bind(org.to_string())
                     .execute(&mut *tx)
                     .await
-                    .map_err(unavailable)?
+                    .map_err(db_error)?
                     .rows_affected();
                 if revoked == 0 {
                     return Ok(false);
                 }
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(true)
             }
 
@@ -484,14 +481,14 @@ macro_rules! identity_store {
                     .bind(id)
                     .execute(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 Ok(())
             }
 
             // -- gate devices
 
             async fn do_create_device(&self, d: &DeviceRecord, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 sqlx::query(
                     "INSERT INTO gate_devices (id, org_id, gate, prefix, hash, events, created_at, last_used_at, revoked_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -509,7 +506,7 @@ macro_rules! identity_store {
                 .await
                 .map_err(|e| written(&format!("device {}", d.prefix), e))?;
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             }
 
             async fn do_device_by_prefix(&self, prefix: &str) -> Result<Option<DeviceRecord>, StoreError> {
@@ -517,7 +514,7 @@ macro_rules! identity_store {
                     .bind(prefix)
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.as_ref().map(Self::device_from_row).transpose()
             }
 
@@ -526,7 +523,7 @@ macro_rules! identity_store {
                     .bind(org.to_string())
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter().map(Self::device_from_row).collect()
             }
 
@@ -536,7 +533,7 @@ macro_rules! identity_store {
                 let rows = sqlx::query("SELECT kid, seed, created_at, retired_at FROM signing_keys ORDER BY created_at, kid")
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter()
                     .map(|r| {
                         Ok(SigningKeyRecord {
@@ -550,13 +547,13 @@ macro_rules! identity_store {
             }
 
             async fn do_add_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid <> $2")
                     .bind(k.created_at.0)
                     .bind(&k.kid)
                     .execute(&mut *tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 sqlx::query("INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES ($1, $2, $3, $4)")
                     .bind(&k.kid)
                     .bind(&k.seed)
@@ -565,15 +562,15 @@ macro_rules! identity_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| written(&format!("signing key {}", k.kid), e))?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             }
 
             // -- audit log
 
             async fn do_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 Self::insert_audit(&mut tx, entry).await?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             }
 
             async fn do_audit_log(&self, org: OrgId, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
@@ -583,7 +580,7 @@ macro_rules! identity_store {
                     .bind(i64::from(limit))
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter().map(Self::audit_from_row).collect()
             }
         }

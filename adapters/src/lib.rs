@@ -1,5 +1,6 @@
 //! Driven adapters. Only this crate knows SQL.
 
+mod db_error;
 pub mod identity;
 pub mod mail;
 pub mod orders;

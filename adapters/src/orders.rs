@@ -2,6 +2,7 @@
 //! scans and the email queue, for SQLite and PostgreSQL with one macro body
 //! like `sql.rs`.
 
+use crate::db_error::db_error;
 use sqlx::Row;
 
 use usher_actors::{
@@ -12,10 +13,6 @@ use usher_engine::{Currency, EventId, MailKind, Millis, Money, Order, OrderId, O
 
 use crate::outbox::{OutboxRow, encode_order_created, encode_order_event};
 use crate::sql::{PgStore, SqliteStore};
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -87,7 +84,7 @@ macro_rules! order_store {
                         .bind(now.0)
                         .execute(&mut **tx)
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(db_error)?;
                 }
                 Ok(())
             }
@@ -108,7 +105,7 @@ macro_rules! order_store {
                 .bind(now.0)
                 .execute(&mut **tx)
                 .await
-                .map_err(unavailable)?
+                .map_err(db_error)?
                 .rows_affected();
                 if inserted == 1 {
                     return Ok(Created::New(resource.to_owned()));
@@ -117,7 +114,7 @@ macro_rules! order_store {
                     .bind(key)
                     .fetch_one(&mut **tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 let (fp, id): (i64, String) = (row.get(0), row.get(1));
                 Ok(if fp == fingerprint as i64 { Created::Replayed(id) } else { Created::KeyReused })
             }
@@ -142,13 +139,13 @@ macro_rules! order_store {
                     .bind(p.updated_at.0)
                     .execute(&mut **tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 }
                 Ok(())
             }
 
             async fn do_create_order(&self, key: &str, fingerprint: u64, order: &Order, labels: &[String]) -> Result<OrderCreated, StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 match Self::claim(&mut tx, key, fingerprint, &order.id.to_string(), order.created_at).await? {
                     Created::New(_) => {}
                     Created::Replayed(id) => return Ok(OrderCreated::Replayed(OrderId::parse(&id).map_err(corrupt)?)),
@@ -169,28 +166,28 @@ macro_rules! order_store {
                 .bind(order.updated_at.0)
                 .execute(&mut *tx)
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 for h in &order.holds {
                     let inserted = sqlx::query("INSERT INTO order_holds (hold_id, order_id) VALUES ($1, $2) ON CONFLICT (hold_id) DO NOTHING")
                         .bind(h.to_string())
                         .bind(order.id.to_string())
                         .execute(&mut *tx)
                         .await
-                        .map_err(unavailable)?
+                        .map_err(db_error)?
                         .rows_affected();
                     if inserted == 0 {
                         let other: String = sqlx::query("SELECT order_id FROM order_holds WHERE hold_id = $1")
                             .bind(h.to_string())
                             .fetch_one(&mut *tx)
                             .await
-                            .map_err(unavailable)?
+                            .map_err(db_error)?
                             .get(0);
                         // Dropping the transaction rolls back the key and the order.
                         return Ok(OrderCreated::HoldInOrder { hold_id: *h, order_id: OrderId::parse(&other).map_err(corrupt)? });
                     }
                 }
                 Self::insert_outbox(&mut tx, &[encode_order_created(order, labels, order.created_at)], order.created_at).await?;
-                tx.commit().await.map_err(unavailable)?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(OrderCreated::New)
             }
 
@@ -201,26 +198,26 @@ macro_rules! order_store {
                 let mut tx = match self.pool().begin().await {
                     Ok(tx) => tx,
                     Err(e) => {
-                        let e = unavailable(e);
+                        let e = db_error(e);
                         return ws.iter().map(|_| Err(e.clone())).collect();
                     }
                 };
                 let mut out = Vec::with_capacity(ws.len());
                 for w in ws {
                     if let Err(e) = sqlx::query("SAVEPOINT order_write").execute(&mut *tx).await {
-                        let e = unavailable(e);
+                        let e = db_error(e);
                         return ws.iter().map(|_| Err(e.clone())).collect();
                     }
                     let r = Self::write_order(&mut tx, w).await;
                     let end = if r.is_ok() { "RELEASE SAVEPOINT order_write" } else { "ROLLBACK TO SAVEPOINT order_write" };
                     if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
-                        let e = unavailable(e);
+                        let e = db_error(e);
                         return ws.iter().map(|_| Err(e.clone())).collect();
                     }
                     out.push(r);
                 }
                 if let Err(e) = tx.commit().await {
-                    let e = unavailable(e);
+                    let e = db_error(e);
                     return ws.iter().map(|_| Err(e.clone())).collect();
                 }
                 out
@@ -240,7 +237,7 @@ macro_rules! order_store {
                 .bind(w.version)
                 .execute(&mut **tx)
                 .await
-                .map_err(unavailable)?
+                .map_err(db_error)?
                 .rows_affected();
                 if updated != 1 {
                     return Err(StoreError::Conflict(format!("order {} moved past version {}", order.id, w.version)));
@@ -264,14 +261,14 @@ macro_rules! order_store {
                     .bind(t.issued_at.0)
                     .execute(&mut **tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 }
                 if order.status == OrderStatus::Refunded {
                     sqlx::query("UPDATE tickets SET status = 'refunded' WHERE order_id = $1 AND status = 'valid'")
                         .bind(order.id.to_string())
                         .execute(&mut **tx)
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(db_error)?;
                 }
                 let mut rows = Vec::new();
                 for e in &w.transition.events {
@@ -289,7 +286,7 @@ macro_rules! order_store {
                     .bind(w.now.0)
                     .execute(&mut **tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 }
                 Ok(())
             }
@@ -299,7 +296,7 @@ macro_rules! order_store {
                     .bind(id.to_string())
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.map(|r| order_from_json(r.get(0), r.get(1))).transpose()
             }
 
@@ -321,7 +318,7 @@ macro_rules! order_store {
                     .bind(i64::from(f.limit))
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter().map(|r| order_from_json(r.get(0), r.get(1)).map(|s| s.order)).collect()
             }
 
@@ -329,7 +326,7 @@ macro_rules! order_store {
                 let rows = sqlx::query("SELECT state, version FROM orders WHERE step <> 'done' ORDER BY created_at")
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter().map(|r| order_from_json(r.get(0), r.get(1))).collect()
             }
 
@@ -338,7 +335,7 @@ macro_rules! order_store {
                     .bind(event_id.to_string())
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter().map(|r| OrderId::parse(r.get(0)).map_err(corrupt)).collect()
             }
 
@@ -347,14 +344,14 @@ macro_rules! order_store {
                     .bind(id.to_string())
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.map(|r| OrderId::parse(r.get(0)).map_err(corrupt)).transpose()
             }
 
             async fn do_claim_command(&self, key: &str, fingerprint: u64, resource: &str, now: Millis) -> Result<Created<String>, StoreError> {
-                let mut tx = self.pool().begin().await.map_err(unavailable)?;
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
                 let out = Self::claim(&mut tx, key, fingerprint, resource, now).await?;
-                tx.commit().await.map_err(unavailable)?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(out)
             }
 
@@ -363,7 +360,7 @@ macro_rules! order_store {
                     .bind(order.to_string())
                     .fetch_all(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 rows.iter().map(Self::ticket_from_row).collect()
             }
 
@@ -372,7 +369,7 @@ macro_rules! order_store {
                     .bind(id.to_string())
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.as_ref().map(Self::ticket_from_row).transpose()
             }
 
@@ -386,7 +383,7 @@ macro_rules! order_store {
                 .bind(now.0)
                 .execute(self.pool())
                 .await
-                .map_err(unavailable)?
+                .map_err(db_error)?
                 .rows_affected();
                 if inserted == 1 {
                     return Ok(None);
@@ -395,7 +392,7 @@ macro_rules! order_store {
                     .bind(ticket.to_string())
                     .fetch_one(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 Ok(Some(ScanRecord { gate: r.get(0), key: r.get(1), at: Millis(r.get(2)) }))
             }
 
@@ -408,7 +405,7 @@ macro_rules! order_store {
                 .bind(i64::from(limit))
                 .fetch_all(self.pool())
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 rows.iter()
                     .map(|r| {
                         let kind: String = r.get(1);
@@ -431,7 +428,7 @@ macro_rules! order_store {
                     .bind(kind.as_str())
                     .execute(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 Ok(())
             }
 
@@ -441,7 +438,7 @@ macro_rules! order_store {
                     .bind(kind.as_str())
                     .fetch_optional(self.pool())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 Ok(row.map(|r| match r.get::<String, _>(0).as_str() {
                     "sent" => MailState::Sent,
                     "failed" => MailState::Failed,
@@ -493,7 +490,7 @@ macro_rules! order_store {
                         .bind(key)
                         .fetch_optional(self.pool())
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(db_error)?;
                     Ok(row.map(|r| (r.get::<i64, _>(0) as u64, r.get::<String, _>(1))))
                 })
             }

@@ -3,6 +3,7 @@
 //! search_path), so one macro body serves both drivers with concrete types
 //! instead of a thicket of generic bounds.
 
+use crate::db_error::db_error;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +24,6 @@ use crate::plan::plan;
 
 /// Rows per multi-row INSERT: well under both drivers' bind-parameter limits.
 const ROWS_PER_STATEMENT_MAX: usize = 500;
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -82,7 +79,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(unavailable)?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db_error)?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
         Ok(SqliteStore { pool })
     }
@@ -98,12 +95,12 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let opts = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        let opts = PgConnectOptions::from_str(url).map_err(db_error)?;
         // Migrate on a plain connection: with the contexts' search_path, the
         // bookkeeping table would land in bc_catalog once that schema exists,
         // and the next start would run migration 1 again.
         {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts).await.map_err(unavailable)?;
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts).await.map_err(db_error)?;
             sqlx::migrate!("../migrations/postgres").run(&mut conn).await.map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
         }
         let pool = PgPoolOptions::new()
@@ -119,7 +116,7 @@ impl PgStore {
             })
             .connect_with(opts)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         Ok(PgStore { pool })
     }
 
@@ -201,7 +198,7 @@ macro_rules! sql_store {
                 .bind(&a.detail)
                 .execute(&mut **tx)
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 Ok(())
             }
 
@@ -223,7 +220,7 @@ macro_rules! sql_store {
                 .bind(now.0)
                 .execute(&mut **tx)
                 .await
-                .map_err(unavailable)?
+                .map_err(db_error)?
                 .rows_affected();
                 if inserted == 1 {
                     return Ok(None);
@@ -232,7 +229,7 @@ macro_rules! sql_store {
                     .bind(key.as_str())
                     .fetch_one(&mut **tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 let (fp, id): (i64, String) = (row.get(0), row.get(1));
                 Ok(Some(if fp == fingerprint as i64 { Created::Replayed(id) } else { Created::KeyReused }))
             }
@@ -249,7 +246,7 @@ macro_rules! sql_store {
                 now: Millis,
                 audit: &AuditEntry,
             ) -> Result<Created<VenueId>, StoreError> {
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let mut tx = self.pool.begin().await.map_err(db_error)?;
                 match Self::claim_key(&mut tx, key, fingerprint, &id.to_string(), now).await? {
                     Some(Created::Replayed(id)) => return Ok(Created::Replayed(parse_uuid(&id, VenueId::parse)?)),
                     Some(_) => return Ok(Created::KeyReused),
@@ -264,7 +261,7 @@ macro_rules! sql_store {
                     .bind(now.0)
                     .execute(&mut *tx)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 let seats: Vec<u32> = (0..layout.seat_count() as u32).collect();
                 for chunk in seats.chunks(ROWS_PER_STATEMENT_MAX) {
                     let mut q: QueryBuilder<$db> =
@@ -284,10 +281,10 @@ macro_rules! sql_store {
                             .push_bind(def.x as f64)
                             .push_bind(def.y as f64);
                     });
-                    q.build().execute(&mut *tx).await.map_err(unavailable)?;
+                    q.build().execute(&mut *tx).await.map_err(db_error)?;
                 }
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(Created::New(id))
             }
 
@@ -296,7 +293,7 @@ macro_rules! sql_store {
                     .bind(id.to_string())
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 let Some(row) = row else { return Ok(None) };
                 let spec: VenueSpec = serde_json::from_str(row.get::<&str, _>(0)).map_err(corrupt)?;
                 let org_id = parse_uuid(row.get::<&str, _>(2), OrgId::parse)?;
@@ -311,7 +308,7 @@ macro_rules! sql_store {
                 now: Millis,
                 audit: &AuditEntry,
             ) -> Result<Created<EventId>, StoreError> {
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let mut tx = self.pool.begin().await.map_err(db_error)?;
                 match Self::claim_key(&mut tx, key, fingerprint, &c.id.to_string(), now).await? {
                     Some(Created::Replayed(id)) => return Ok(Created::Replayed(parse_uuid(&id, EventId::parse)?)),
                     Some(_) => return Ok(Created::KeyReused),
@@ -340,9 +337,9 @@ macro_rules! sql_store {
                 .bind(c.org_id.to_string())
                 .execute(&mut *tx)
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(unavailable)?;
+                tx.commit().await.map_err(db_error)?;
                 Ok(Created::New(c.id))
             }
 
@@ -351,7 +348,7 @@ macro_rules! sql_store {
                     .bind(id.to_string())
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.map(|r| Self::event_from_row(&r)).transpose()
             }
 
@@ -391,7 +388,7 @@ macro_rules! sql_store {
                     }
                 }
                 q.push(" ORDER BY starts_at, id LIMIT ").push_bind(i64::from(f.limit));
-                let rows = q.build().fetch_all(&self.pool).await.map_err(unavailable)?;
+                let rows = q.build().fetch_all(&self.pool).await.map_err(db_error)?;
                 rows.iter().map(Self::event_from_row).collect()
             }
 
@@ -400,7 +397,7 @@ macro_rules! sql_store {
                     .bind(hold.to_string())
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.map(|r| parse_uuid(r.get::<&str, _>(0), EventId::parse)).transpose()
             }
 
@@ -409,7 +406,7 @@ macro_rules! sql_store {
                     .bind(id.to_string())
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 row.map(|r| r.get::<i64, _>(0)).ok_or_else(|| StoreError::NotFound(format!("event {id}")))
             }
 
@@ -423,7 +420,7 @@ macro_rules! sql_store {
                     .bind(&eid)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 snapshot.blocked = rows.iter().map(|r| SeatIdx(r.get::<i64, _>(0) as u32)).collect();
                 let rows = sqlx::query(
                     "SELECT id, customer_id, seats, state, created_at, expires_at, ended_at FROM holds WHERE event_id = $1 ORDER BY created_at, id",
@@ -431,7 +428,7 @@ macro_rules! sql_store {
                 .bind(&eid)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 for r in &rows {
                     let seats: Vec<u32> = serde_json::from_str(r.get::<&str, _>(2)).map_err(corrupt)?;
                     let state: &str = r.get(3);
@@ -455,7 +452,7 @@ macro_rules! sql_store {
                 .bind(limits::IDEMPOTENCY_RECORDS_PER_EVENT_MAX as i64)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 for r in &rows {
                     snapshot.idempotency.push(IdempotencyRecord {
                         key: IdempotencyKey::parse(r.get::<&str, _>(0)).map_err(corrupt)?,
@@ -486,7 +483,7 @@ macro_rules! sql_store {
                     .bind(&eid)
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 if rows.len() != expected.len() {
                     return Err(corrupt(format!("event {id}: {} seat claim rows, but the holds and blocks imply {}", rows.len(), expected.len())));
                 }
@@ -507,7 +504,7 @@ macro_rules! sql_store {
             async fn do_commit(&self, batch: Batch<'_>) -> Result<(), StoreError> {
                 let p = plan(&batch);
                 let eid = batch.event_id.to_string();
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let mut tx = self.pool.begin().await.map_err(db_error)?;
                 // Fencing: a writer with a stale epoch changes nothing. In
                 // PostgreSQL this also locks the event row until commit.
                 let fenced = sqlx::query("UPDATE events SET updated_at = $1 WHERE id = $2 AND owner_epoch = $3")
@@ -516,7 +513,7 @@ macro_rules! sql_store {
                     .bind(batch.epoch)
                     .execute(&mut *tx)
                     .await
-                    .map_err(unavailable)?
+                    .map_err(db_error)?
                     .rows_affected()
                     == 0;
                 if fenced {
@@ -527,7 +524,7 @@ macro_rules! sql_store {
                     Self::insert_audit(&mut tx, a).await?;
                 }
                 if p.is_empty() && p.outbox.is_empty() {
-                    return tx.commit().await.map_err(unavailable);
+                    return tx.commit().await.map_err(db_error);
                 }
                 if let Some(s) = p.status {
                     sqlx::query("UPDATE events SET status = $1 WHERE id = $2")
@@ -535,10 +532,10 @@ macro_rules! sql_store {
                         .bind(&eid)
                         .execute(&mut *tx)
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(db_error)?;
                 }
                 Self::write_rows(&mut tx, &eid, &p, batch.now).await?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             }
         }
 
@@ -620,7 +617,7 @@ impl SqliteStore {
                     .push_bind(h.ended_at.map(|t| t.0));
             });
             q.push(" ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at");
-            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+            q.build().execute(&mut **tx).await.map_err(db_error)?;
         }
         for chunk in p.claim_deletes.chunks(ROWS_PER_STATEMENT_MAX) {
             let mut q: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM seat_claims WHERE event_id = ");
@@ -630,7 +627,7 @@ impl SqliteStore {
                 sep.push_bind(*s);
             });
             q.push(")");
-            let n = q.build().execute(&mut **tx).await.map_err(unavailable)?.rows_affected();
+            let n = q.build().execute(&mut **tx).await.map_err(db_error)?.rows_affected();
             if n != chunk.len() as u64 {
                 return Err(corrupt(format!("event {eid}: {} claim rows to free, {n} found", chunk.len())));
             }
@@ -640,7 +637,7 @@ impl SqliteStore {
             q.push_values(chunk, |mut b, c| {
                 b.push_bind(eid.clone()).push_bind(c.seat_idx).push_bind(c.kind).push_bind(c.hold_id.clone());
             });
-            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+            q.build().execute(&mut **tx).await.map_err(db_error)?;
         }
         for chunk in p.idempotency.chunks(ROWS_PER_STATEMENT_MAX) {
             let mut q: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO idempotency (scope, key, fingerprint, result, created_at) ");
@@ -650,7 +647,7 @@ impl SqliteStore {
             // A record older than the retention may still be in the
             // table with the same key: the new answer replaces it.
             q.push(" ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, result = excluded.result, created_at = excluded.created_at");
-            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+            q.build().execute(&mut **tx).await.map_err(db_error)?;
         }
         for chunk in p.outbox.chunks(ROWS_PER_STATEMENT_MAX) {
             let mut q: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) ");
@@ -661,7 +658,7 @@ impl SqliteStore {
                     .push_bind(o.payload.clone())
                     .push_bind(batch_now.0);
             });
-            q.build().execute(&mut **tx).await.map_err(unavailable)?;
+            q.build().execute(&mut **tx).await.map_err(db_error)?;
         }
         Ok(())
     }
@@ -708,7 +705,7 @@ impl PgStore {
             .bind(&ended)
             .execute(&mut **tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         }
         if !p.claim_deletes.is_empty() {
             let n = sqlx::query("DELETE FROM seat_claims WHERE event_id = $1 AND seat_idx = ANY($2)")
@@ -716,7 +713,7 @@ impl PgStore {
                 .bind(&p.claim_deletes)
                 .execute(&mut **tx)
                 .await
-                .map_err(unavailable)?
+                .map_err(db_error)?
                 .rows_affected();
             if n != p.claim_deletes.len() as u64 {
                 return Err(corrupt(format!("event {eid}: {} claim rows to free, {n} found", p.claim_deletes.len())));
@@ -736,7 +733,7 @@ impl PgStore {
             .bind(&holds)
             .execute(&mut **tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         }
         if !p.idempotency.is_empty() {
             let keys: Vec<&str> = p.idempotency.iter().map(|r| r.key.as_str()).collect();
@@ -756,7 +753,7 @@ impl PgStore {
             .bind(&at)
             .execute(&mut **tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         }
         if !p.outbox.is_empty() {
             let ids: Vec<&str> = p.outbox.iter().map(|o| o.message_id.as_str()).collect();
@@ -773,7 +770,7 @@ impl PgStore {
             .bind(&payloads)
             .execute(&mut **tx)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         }
         Ok(())
     }

@@ -11,56 +11,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use usher_proto::v1::{
     self as pb, catalog_service_client::CatalogServiceClient, fulfillment_service_client::FulfillmentServiceClient,
-    identity_service_client::IdentityServiceClient, inventory_service_client::InventoryServiceClient,
-    ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient,
+    inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
+    payment_service_client::PaymentServiceClient,
 };
 
 both_backends!(acknowledged_holds_survive_sigkill_mid_load);
 both_backends!(a_paid_order_killed_before_fulfillment_ends_fulfilled_once);
 
-/// Starts `usher serve` on the test database and waits for its address;
-/// returns a token of the test organization's owner, made on the database
-/// at the first start (as `usher admin` would) and signed in over gRPC.
+/// Starts `usher serve` on the test database, its errors on the test's stderr.
 async fn start_server(db: &TestDb) -> (Child, std::net::SocketAddr, String) {
-    start_server_with(db, &[]).await
+    start_binary(db, &[], Stdio::inherit()).await
 }
 
-const OWNER: &str = "crash-owner@example.com";
-const PASSWORD: &str = "a long test password";
-
 async fn start_server_with(db: &TestDb, env: &[(&str, &str)]) -> (Child, std::net::SocketAddr, String) {
-    let store = usher_gateway::admin::open(&db.config()).await.unwrap();
-    if store.user_by_email(OWNER).await.unwrap().is_none() {
-        usher_gateway::admin::create_user(store.as_ref(), OWNER, PASSWORD, "Owner", false).await.unwrap();
-        usher_gateway::admin::create_org(store.as_ref(), "Crash Org", Some(OWNER)).await.unwrap();
-    }
-    drop(store);
-    // One principal drives the whole load here: lift its rate limit.
-    let config = db.data_dir.join("usher.toml");
-    let rate = "{ per_s = 1000000, burst = 1000000 }";
-    std::fs::write(&config, format!("[rates]\ncustomer = {rate}\npartner = {rate}\nanonymous = {rate}\n")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_usher"));
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data"])
-        .args(["--database-url", &db.url])
-        .arg("--data-dir")
-        .arg(&db.data_dir)
-        .env("USHER_LOG", "warn")
-        .envs(env.iter().copied())
-        .stderr(Stdio::inherit());
-    let (child, rest) = spawn_until_line(cmd, "usher: grpc listening on http://", Duration::from_secs(30)).await;
-    let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-    let session = IdentityServiceClient::new(connect(addr).await)
-        .log_in(pb::LogInRequest { email: OWNER.into(), password: PASSWORD.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    (child, addr, session.access_token)
+    start_binary(db, env, Stdio::inherit()).await
 }
 
 async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {

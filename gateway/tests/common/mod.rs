@@ -447,3 +447,43 @@ pub async fn spawn_until_line(mut cmd: tokio::process::Command, prefix: &str, wi
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, rest)
 }
+
+/// The owner `start_binary` makes on a test database.
+pub const BIN_OWNER: &str = "bin-owner@example.com";
+pub const BIN_PASSWORD: &str = "a long test password";
+
+/// Starts the real `usher serve` binary on the test database and waits for
+/// its address; returns a token of an organization's owner, made on the
+/// database at the first start (as `usher admin` would) and signed in over
+/// gRPC. One principal drives whole loads in these tests, so its rate limit
+/// is lifted.
+pub async fn start_binary(db: &TestDb, env: &[(&str, &str)], stderr: std::process::Stdio) -> (tokio::process::Child, SocketAddr, String) {
+    let store = usher_gateway::admin::open(&db.config()).await.unwrap();
+    if store.user_by_email(BIN_OWNER).await.unwrap().is_none() {
+        usher_gateway::admin::create_user(store.as_ref(), BIN_OWNER, BIN_PASSWORD, "Owner", false).await.unwrap();
+        usher_gateway::admin::create_org(store.as_ref(), "Binary Org", Some(BIN_OWNER)).await.unwrap();
+    }
+    drop(store);
+    let config = db.data_dir.join("usher.toml");
+    let rate = "{ per_s = 1000000, burst = 1000000 }";
+    std::fs::write(&config, format!("[rates]\ncustomer = {rate}\npartner = {rate}\nanonymous = {rate}\n")).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data"])
+        .args(["--database-url", &db.url])
+        .arg("--data-dir")
+        .arg(&db.data_dir)
+        .env("USHER_LOG", "warn")
+        .envs(env.iter().copied())
+        .stderr(stderr);
+    let (child, rest) = spawn_until_line(cmd, "usher: grpc listening on http://", Duration::from_secs(30)).await;
+    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    let session = usher_proto::v1::identity_service_client::IdentityServiceClient::new(connect(addr).await)
+        .log_in(pb::LogInRequest { email: BIN_OWNER.into(), password: BIN_PASSWORD.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    (child, addr, session.access_token)
+}

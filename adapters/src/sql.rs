@@ -759,14 +759,17 @@ impl PgStore {
             let ids: Vec<&str> = p.outbox.iter().map(|o| o.message_id.as_str()).collect();
             let topics: Vec<&str> = p.outbox.iter().map(|o| o.topic).collect();
             let payloads: Vec<&[u8]> = p.outbox.iter().map(|o| o.payload.as_slice()).collect();
+            // Each row's own aggregate id, as the SQLite path writes it.
+            let aggregates: Vec<&str> = p.outbox.iter().map(|o| o.aggregate_id.as_str()).collect();
             sqlx::query(
                 "INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) \
-                 SELECT u.message_id, u.topic, $1, u.payload, $2 FROM UNNEST($3::text[], $4::text[], $5::bytea[]) AS u(message_id, topic, payload)",
+                 SELECT u.message_id, u.topic, u.aggregate_id, u.payload, $1 \
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[]) AS u(message_id, topic, aggregate_id, payload)",
             )
-            .bind(eid)
             .bind(now.0)
             .bind(&ids)
             .bind(&topics)
+            .bind(&aggregates)
             .bind(&payloads)
             .execute(&mut **tx)
             .await

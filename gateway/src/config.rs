@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// `Debug` is written by hand: the database and SMTP URLs may carry
+/// passwords, which never print.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the embedded default keeps its SQLite file.
@@ -57,6 +59,38 @@ pub struct Config {
     pub public_url: String,
     /// Rate limits per kind of caller (`[rates]` in the file).
     pub rates: crate::auth::rate::RateConfig,
+}
+
+/// A URL with any `user:password@` part replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("demo_data", &self.demo_data)
+            .field("log", &self.log)
+            .field("smtp_url", &redact_url(&self.smtp_url))
+            .field("mail_from", &self.mail_from)
+            .field("public_url", &self.public_url)
+            .field("token_issuer", &self.token_issuer)
+            .field("token_audience", &self.token_audience)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -226,6 +260,20 @@ mod tests {
         assert!(c.store_url().ends_with("usher-data/usher.db"));
         std::fs::write(&f, "grpc_port = 1\n").unwrap();
         assert!(Config::load(Some(&f), |_| None).unwrap_err().to_string().contains("grpc_port"));
+    }
+
+    #[test]
+    fn passwords_in_urls_never_print() {
+        let c = Config {
+            database_url: "postgres://usher:s3cret@db:5432/usher".into(),
+            smtp_url: "smtp://mailer:hunter22@smtp.example.com:587".into(),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("hunter22") && !shown.contains("mailer:"), "{shown}");
+        assert!(shown.contains("postgres://***@db:5432/usher") && shown.contains("smtp://***@smtp.example.com:587"), "{shown}");
+        assert_eq!(redact_url("postgres://db/usher"), "postgres://db/usher");
+        assert_eq!(redact_url("smtp://a@b@host/x"), "smtp://***@host/x");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use usher_engine::{
 
 use crate::clock::Clock;
 use crate::identity::AuditEntry;
-use crate::ports::{Batch, Store, StoreError};
+use crate::ports::{Batch, Epoch, Store, StoreError};
 use crate::registry::RegistryMsg;
 
 /// Infrastructure failures, as opposed to domain rejections.
@@ -269,7 +269,7 @@ pub struct EventActor;
 pub struct EventArgs {
     /// Loaded by the registry after it took ownership with `epoch`.
     pub inv: Inventory,
-    pub epoch: i64,
+    pub epoch: Epoch,
     pub ctx: EventCtx,
 }
 
@@ -290,7 +290,7 @@ pub struct EventCtx {
 pub struct EventState {
     args: EventCtx,
     inv: Inventory,
-    epoch: i64,
+    epoch: Epoch,
     /// The in-memory state may be ahead of storage (a commit failed): rebuild
     /// before deciding anything else.
     dirty: bool,

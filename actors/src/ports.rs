@@ -15,11 +15,24 @@ use crate::identity::AuditEntry;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The fencing token of an event's owner: minted by the database that holds
+/// the seats (`events.owner_epoch + 1` when an owner takes the event), and
+/// checked by every write for the event. A writer with an older one changes
+/// nothing (Temporal's shard `range_id` is the model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch(pub i64);
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another owner took the event: our fencing token is stale.
     #[error("fenced: event {event_id} is owned by a newer epoch than {epoch}")]
-    Fenced { event_id: EventId, epoch: i64 },
+    Fenced { event_id: EventId, epoch: Epoch },
     #[error("not found: {0}")]
     NotFound(String),
     /// Someone else wrote the row since we read it.
@@ -43,7 +56,7 @@ pub struct LoadedEvent {
 /// One group commit: every decision of a batch, written in one transaction.
 pub struct Batch<'a> {
     pub event_id: EventId,
-    pub epoch: i64,
+    pub epoch: Epoch,
     pub now: Millis,
     pub layout: &'a Layout,
     pub decisions: &'a [Decision],
@@ -127,7 +140,7 @@ pub trait Store: Send + Sync + 'static {
     // -- inventory
     /// Takes ownership of an event: bumps and returns its fencing epoch. Any
     /// writer still holding an older epoch is refused from now on.
-    fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<i64, StoreError>>;
+    fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<Epoch, StoreError>>;
     fn load_event(&self, id: EventId, now: Millis) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>>;
     fn commit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
 }

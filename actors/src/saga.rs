@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use usher_engine::{
     Command, EventConfig, IdempotencyKey, Layout, MailKind, Millis, Order, OrderId, OrderInput, OrderReject, Reply, SeatIdx, SigningKey,
-    Step, TicketId, Transition, sign_ticket, ticket_id_for,
+    Step, TicketId, Transition, limits, sign_ticket, ticket_id_for,
 };
 
 use crate::clock::Clock;
@@ -103,22 +103,35 @@ impl From<StoreError> for SagaError {
     }
 }
 
+/// The reason a saga stops with when its write lost a version race: its
+/// supervisor reloads it from storage (any other stop is final).
+const STOP_CONFLICT: &str = "conflict";
+/// How often a saga waiting for its confirmation email looks at the mail
+/// queue (the postman also tells it; this covers a lost message).
+const MAIL_STATE_POLL_MS: u64 = 5_000;
+
+/// The generation of a saga's current step: each step's IO answers with the
+/// generation it was started for, and an answer for an older one (a step
+/// the saga has since left) is dropped. Not the fencing `Epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepGen(pub u64);
+
 pub enum SagaMsg {
     /// A customer's or organizer's input: answered once it is durable.
     Client(OrderInput, RpcReplyPort<Result<Order, SagaError>>),
-    /// The result of the IO of step generation `epoch`.
+    /// The result of the IO of step generation `generation`.
     StepDone {
-        epoch: u64,
+        generation: StepGen,
         input: OrderInput,
         tickets: Vec<TicketRecord>,
     },
-    /// Generation `epoch`'s IO failed: redo it after a backoff.
+    /// Generation `generation`'s IO failed: redo it after a backoff.
     Failed {
-        epoch: u64,
+        generation: StepGen,
     },
-    /// Redo generation `epoch`'s IO (the backoff has passed).
+    /// Redo generation `generation`'s IO (the backoff has passed).
     Retry {
-        epoch: u64,
+        generation: StepGen,
     },
     MailDelivered,
     Watch(RpcReplyPort<watch::Receiver<Order>>),
@@ -136,7 +149,7 @@ pub struct SagaState {
     version: i64,
     deps: SagaDeps,
     /// Bumped whenever the step changes: answers of an older step's IO are dropped.
-    epoch: u64,
+    generation: StepGen,
     tasks: Vec<JoinHandle<()>>,
     backoff_ms: u64,
     watch: watch::Sender<Order>,
@@ -162,7 +175,7 @@ impl Actor for OrderSaga {
             order: args.stored.order,
             version: args.stored.version,
             deps: args.deps,
-            epoch: 0,
+            generation: StepGen(0),
             tasks: Vec::new(),
             backoff_ms: 0,
             watch,
@@ -181,14 +194,14 @@ impl Actor for OrderSaga {
                 }
                 let _ = reply.send(out);
             }
-            SagaMsg::StepDone { epoch, input, tickets } if epoch == s.epoch => {
+            SagaMsg::StepDone { generation, input, tickets } if generation == s.generation => {
                 if let Err(e) = s.feed(&myself, input, tickets).await {
                     warn!(order_id = %s.order.id, step = s.order.step.as_str(), error = %e, "saga could not record a step; redoing it");
                     s.retry_later(&myself);
                 }
             }
-            SagaMsg::Failed { epoch } if epoch == s.epoch => s.retry_later(&myself),
-            SagaMsg::Retry { epoch } if epoch == s.epoch => s.drive(&myself),
+            SagaMsg::Failed { generation } if generation == s.generation => s.retry_later(&myself),
+            SagaMsg::Retry { generation } if generation == s.generation => s.drive(&myself),
             SagaMsg::StepDone { .. } | SagaMsg::Failed { .. } | SagaMsg::Retry { .. } => {}
             SagaMsg::MailDelivered => {
                 if s.order.step == Step::Notify
@@ -241,7 +254,7 @@ impl SagaState {
                 // Another writer has this order: ours is stale. Stop; the
                 // supervisor reloads it from storage.
                 error!(order_id = %self.order.id, error = %m, "order written by someone else; saga stops");
-                myself.stop(Some("conflict".into()));
+                myself.stop(Some(STOP_CONFLICT.into()));
             }
             return Err(e.into());
         }
@@ -281,8 +294,8 @@ impl SagaState {
     fn retry_later(&mut self, myself: &ActorRef<SagaMsg>) {
         let c = &self.deps.cfg;
         self.backoff_ms = if self.backoff_ms == 0 { c.retry_ms_min } else { (self.backoff_ms * 2).min(c.retry_ms_max) };
-        let epoch = self.epoch;
-        myself.send_after(Duration::from_millis(self.backoff_ms), move || SagaMsg::Retry { epoch });
+        let generation = self.generation;
+        myself.send_after(Duration::from_millis(self.backoff_ms), move || SagaMsg::Retry { generation });
     }
 
     /// Starts the IO of the current step (after cancelling the last step's).
@@ -290,12 +303,12 @@ impl SagaState {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        self.epoch += 1;
-        let epoch = self.epoch;
+        self.generation = StepGen(self.generation.0 + 1);
+        let generation = self.generation;
         let order = self.order.clone();
         let deps = self.deps.clone();
         let me = myself.clone();
-        let done = move |input: OrderInput| SagaMsg::StepDone { epoch, input, tickets: Vec::new() };
+        let done = move |input: OrderInput| SagaMsg::StepDone { generation, input, tickets: Vec::new() };
         let at = |t: Millis| deps.clock.instant_at(t);
         match order.step {
             Step::AwaitPayment => {
@@ -375,7 +388,7 @@ impl SagaState {
                         }
                         Err(e) => {
                             warn!(order_id = %order.id, error = %e, "could not confirm the holds; retrying");
-                            let _ = me.cast(SagaMsg::Failed { epoch });
+                            let _ = me.cast(SagaMsg::Failed { generation });
                         }
                     }
                 });
@@ -397,7 +410,7 @@ impl SagaState {
                         }
                         Err(e) => {
                             warn!(order_id = %order.id, error = %e, capture, "payment provider call failed; retrying");
-                            let _ = me.cast(SagaMsg::Failed { epoch });
+                            let _ = me.cast(SagaMsg::Failed { generation });
                         }
                     }
                 });
@@ -410,11 +423,11 @@ impl SagaState {
                     match issue(&deps, &order).await {
                         Ok(tickets) => {
                             let ids = tickets.iter().map(|t| t.id).collect();
-                            let _ = me.cast(SagaMsg::StepDone { epoch, input: OrderInput::TicketsIssued { tickets: ids }, tickets });
+                            let _ = me.cast(SagaMsg::StepDone { generation, input: OrderInput::TicketsIssued { tickets: ids }, tickets });
                         }
                         Err(e) => {
                             warn!(order_id = %order.id, error = %e, "could not issue tickets; retrying");
-                            let _ = me.cast(SagaMsg::Failed { epoch });
+                            let _ = me.cast(SagaMsg::Failed { generation });
                         }
                     }
                 });
@@ -427,7 +440,7 @@ impl SagaState {
                         }
                         Err(e) => {
                             error!(order_id = %order.id, error = %e, "could not render the tickets; retrying");
-                            let _ = me.cast(SagaMsg::Failed { epoch });
+                            let _ = me.cast(SagaMsg::Failed { generation });
                         }
                     }
                 });
@@ -442,7 +455,7 @@ impl SagaState {
                                 let _ = me.cast(SagaMsg::MailDelivered);
                                 return;
                             }
-                            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_secs(5)).await,
+                            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(MAIL_STATE_POLL_MS)).await,
                         }
                     }
                 });
@@ -455,7 +468,7 @@ impl SagaState {
                         // A hold that already ended (expired, released) is released enough.
                         if let Err(e) = event_command(&deps, &order, key, cmd).await {
                             warn!(order_id = %order.id, error = %e, "could not release a hold; retrying");
-                            let _ = me.cast(SagaMsg::Failed { epoch });
+                            let _ = me.cast(SagaMsg::Failed { generation });
                             return;
                         }
                     }
@@ -948,7 +961,7 @@ impl Actor for OrderSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, failure) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.filter(|r| r == "conflict")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.filter(|r| r == STOP_CONFLICT)),
             _ => return Ok(()),
         };
         let Some(id) = s.by_cell.remove(&cell.get_id()) else { return Ok(()) };
@@ -957,9 +970,10 @@ impl Actor for OrderSupervisor {
             // Restart from storage; after repeated failures, wait first.
             let now = s.deps.clock.now();
             let recent = s.restarts.entry(id).or_default();
-            recent.retain(|t| t.0 > now.0 - 60_000);
+            recent.retain(|t| t.0 > now.0 - limits::RESTART_WINDOW_MS as i64);
             recent.push(now);
-            let delay = if recent.len() > 5 { s.deps.cfg.retry_ms_max } else { s.deps.cfg.retry_ms_min };
+            let delay =
+                if recent.len() > limits::RESTARTS_PER_WINDOW_MAX as usize { s.deps.cfg.retry_ms_max } else { s.deps.cfg.retry_ms_min };
             error!(order_id = %id, error = %why, "order saga failed; restarting it from storage");
             myself.send_after(Duration::from_millis(delay), move || SupervisorMsg::Respawn(id));
         }

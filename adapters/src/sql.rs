@@ -13,7 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Executor, PgPool, QueryBuilder, Row, SqlitePool};
 
 use usher_actors::{
-    AuditEntry, Batch, BoxFuture, Created, EventFilter, IdentityStore, LoadedEvent, OrderStore, Store, StoreError, VenueRecord, Visibility,
+    AuditEntry, Batch, BoxFuture, Created, Epoch, EventFilter, IdentityStore, LoadedEvent, OrderStore, Store, StoreError, VenueRecord,
+    Visibility,
 };
 use usher_engine::{
     Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, Layout, Millis,
@@ -401,13 +402,13 @@ macro_rules! sql_store {
                 row.map(|r| parse_uuid(r.get::<&str, _>(0), EventId::parse)).transpose()
             }
 
-            async fn do_acquire(&self, id: EventId) -> Result<i64, StoreError> {
+            async fn do_acquire(&self, id: EventId) -> Result<Epoch, StoreError> {
                 let row = sqlx::query("UPDATE events SET owner_epoch = owner_epoch + 1 WHERE id = $1 RETURNING owner_epoch")
                     .bind(id.to_string())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(db_error)?;
-                row.map(|r| r.get::<i64, _>(0)).ok_or_else(|| StoreError::NotFound(format!("event {id}")))
+                row.map(|r| Epoch(r.get::<i64, _>(0))).ok_or_else(|| StoreError::NotFound(format!("event {id}")))
             }
 
             async fn do_load(&self, id: EventId, now: Millis) -> Result<Option<LoadedEvent>, StoreError> {
@@ -510,7 +511,7 @@ macro_rules! sql_store {
                 let fenced = sqlx::query("UPDATE events SET updated_at = $1 WHERE id = $2 AND owner_epoch = $3")
                     .bind(batch.now.0)
                     .bind(&eid)
-                    .bind(batch.epoch)
+                    .bind(batch.epoch.0)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?
@@ -575,7 +576,7 @@ macro_rules! sql_store {
             fn find_hold_event(&self, hold: HoldId) -> BoxFuture<'_, Result<Option<EventId>, StoreError>> {
                 Box::pin(self.do_find_hold_event(hold))
             }
-            fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<i64, StoreError>> {
+            fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<Epoch, StoreError>> {
                 Box::pin(self.do_acquire(id))
             }
             fn load_event(&self, id: EventId, now: Millis) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>> {

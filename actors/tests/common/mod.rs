@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use usher_actors::{
-    AuditEntry, Batch, BoxFuture, Clock, Created, EventFilter, EventHandle, LoadedEvent, Registry, RegistryConfig, Store, StoreError,
-    VenueRecord, Visibility,
+    AuditEntry, Batch, BoxFuture, Clock, Created, Epoch, EventFilter, EventHandle, LoadedEvent, Registry, RegistryConfig, Store,
+    StoreError, VenueRecord, Visibility,
 };
 use usher_engine::{
     Command, Currency, CustomerId, Event, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Layout,
@@ -304,12 +304,12 @@ impl Store for MemStore {
         Box::pin(async move { Ok(self.lock().events.iter().find(|(_, r)| r.holds.contains_key(&hold)).map(|(id, _)| *id)) })
     }
 
-    fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<i64, StoreError>> {
+    fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<Epoch, StoreError>> {
         Box::pin(async move {
             let mut g = self.lock();
             let row = g.events.get_mut(&id).ok_or_else(|| StoreError::NotFound(format!("event {id}")))?;
             row.epoch += 1;
-            Ok(row.epoch)
+            Ok(Epoch(row.epoch))
         })
     }
 
@@ -355,7 +355,7 @@ impl Store for MemStore {
             let mut g = self.lock();
             let row = g.events.get_mut(&batch.event_id).ok_or_else(|| StoreError::NotFound(format!("event {}", batch.event_id)))?;
             // Fencing first: a stale owner writes nothing.
-            if row.epoch != batch.epoch {
+            if row.epoch != batch.epoch.0 {
                 return Err(StoreError::Fenced { event_id: batch.event_id, epoch: batch.epoch });
             }
             Self::apply(row, &batch);

@@ -574,13 +574,14 @@ pub async fn order_doc(deps: &SagaDeps, order: &Order) -> Result<OrderDoc, SagaE
     for l in &order.lines {
         let t =
             by_seat.get(&l.seat).ok_or_else(|| SagaError::Internal(format!("order {} has no ticket for seat {:?}", order.id, l.seat)))?;
-        let section = layout.section_of(l.seat);
+        let d = layout.describe(l.seat);
         docs.push(TicketDoc {
             ticket_id: t.id.to_string(),
-            section: section.code.clone(),
-            row: layout.row_of(l.seat).label.clone(),
-            number: layout.seat(l.seat).map_or(0, |s| s.number),
-            category: layout.categories.get(section.category as usize).map(|c| c.name.clone()).unwrap_or_default(),
+            section: d.section.to_owned(),
+            row: d.row.to_owned(),
+            number: d.number,
+            // People read the category's name on their ticket; clients get its code.
+            category: d.category_name.to_owned(),
             price: format_money(l.price.minor, l.price.currency.as_str()),
             code: t.code.clone(),
         });

@@ -268,19 +268,16 @@ macro_rules! sql_store {
                     let mut q: QueryBuilder<$db> =
                         QueryBuilder::new("INSERT INTO venue_seats (venue_id, seat_idx, label, section, row_label, number, category, x, y) ");
                     q.push_values(chunk, |mut b, &i| {
-                        let s = SeatIdx(i);
-                        let def = layout.seat(s).expect("seat in range");
-                        let row = layout.row_of(s);
-                        let section = layout.section_of(s);
+                        let d = layout.describe(SeatIdx(i));
                         b.push_bind(id.to_string())
                             .push_bind(i as i64)
-                            .push_bind(layout.label(s))
-                            .push_bind(section.code.clone())
-                            .push_bind(row.label.clone())
-                            .push_bind(def.number as i64)
-                            .push_bind(layout.categories[section.category as usize].code.clone())
-                            .push_bind(def.x as f64)
-                            .push_bind(def.y as f64);
+                            .push_bind(d.label)
+                            .push_bind(d.section.to_owned())
+                            .push_bind(d.row.to_owned())
+                            .push_bind(i64::from(d.number))
+                            .push_bind(d.category_code.to_owned())
+                            .push_bind(f64::from(d.x))
+                            .push_bind(f64::from(d.y));
                     });
                     q.build().execute(&mut *tx).await.map_err(db_error)?;
                 }

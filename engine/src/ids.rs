@@ -135,7 +135,9 @@ impl fmt::Display for InvalidInput {
 }
 impl std::error::Error for InvalidInput {}
 
-fn token(field: &'static str, s: &str, max: usize) -> Result<String, InvalidInput> {
+/// A short token people or machines choose (ids, keys, gate names): 1 to
+/// `max` bytes of `[A-Za-z0-9-_.:@+/]`, checked in this one place.
+pub fn token(field: &'static str, s: &str, max: usize) -> Result<String, InvalidInput> {
     if s.is_empty() {
         return Err(InvalidInput::new(field, format!("{field} must not be empty")));
     }

@@ -59,6 +59,23 @@ pub struct Row {
     pub len: u32,
 }
 
+/// One seat as people and clients see it (`Layout::describe`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeatDescription<'a> {
+    /// `SECTION-ROW-NUMBER`, e.g. `A-3-12`.
+    pub label: String,
+    pub section: &'a str,
+    pub row: &'a str,
+    pub number: u32,
+    /// Index into the event's prices.
+    pub category_index: u16,
+    /// The price category's code (for clients) and name (for people).
+    pub category_code: &'a str,
+    pub category_name: &'a str,
+    pub x: f32,
+    pub y: f32,
+}
+
 /// 16 bytes per seat; labels are derived, not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeatDef {
@@ -207,6 +224,26 @@ impl Layout {
         let seat = &self.seats[idx.0 as usize];
         let row = &self.rows[seat.row as usize];
         format!("{}-{}-{}", self.sections[row.section as usize].code, row.label, seat.number)
+    }
+
+    /// Everything people and clients are told about one seat, in one place.
+    /// Panics if `idx` is out of range (an index comes from this layout).
+    pub fn describe(&self, idx: SeatIdx) -> SeatDescription<'_> {
+        let def = &self.seats[idx.0 as usize];
+        let row = &self.rows[def.row as usize];
+        let section = &self.sections[row.section as usize];
+        let category = &self.categories[section.category as usize];
+        SeatDescription {
+            label: self.label(idx),
+            section: &section.code,
+            row: &row.label,
+            number: def.number,
+            category_index: section.category,
+            category_code: &category.code,
+            category_name: &category.name,
+            x: def.x,
+            y: def.y,
+        }
     }
 
     pub fn category_of(&self, idx: SeatIdx) -> u16 {

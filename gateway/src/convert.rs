@@ -110,18 +110,16 @@ pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
 }
 
 pub fn seat(layout: &Layout, c: &EventConfig, s: SeatIdx, state: SeatState) -> pb::Seat {
-    let def = layout.seat(s).expect("seat in range");
-    let row = layout.row_of(s);
-    let section = layout.section_of(s);
+    let d = layout.describe(s);
     pb::Seat {
-        seat_id: layout.label(s),
-        section: section.code.clone(),
-        row: row.label.clone(),
-        number: def.number,
-        x: def.x,
-        y: def.y,
-        category: layout.categories[section.category as usize].code.clone(),
-        price: Some(money(c.prices[section.category as usize])),
+        price: Some(money(c.prices[d.category_index as usize])),
+        section: d.section.to_owned(),
+        row: d.row.to_owned(),
+        number: d.number,
+        x: d.x,
+        y: d.y,
+        category: d.category_code.to_owned(),
+        seat_id: d.label,
         status: seat_status(state) as i32,
     }
 }
@@ -131,14 +129,14 @@ pub fn hold(h: &Hold, c: &EventConfig, layout: &Layout) -> pb::Hold {
         .seats
         .iter()
         .map(|&s| {
-            let section = layout.section_of(s);
+            let d = layout.describe(s);
             pb::HeldSeat {
-                seat_id: layout.label(s),
-                section: section.code.clone(),
-                row: layout.row_of(s).label.clone(),
-                number: layout.seat(s).expect("seat in range").number,
-                category: layout.categories[section.category as usize].code.clone(),
-                price: Some(money(c.prices[section.category as usize])),
+                price: Some(money(c.prices[d.category_index as usize])),
+                section: d.section.to_owned(),
+                row: d.row.to_owned(),
+                number: d.number,
+                category: d.category_code.to_owned(),
+                seat_id: d.label,
             }
         })
         .collect();

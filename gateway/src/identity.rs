@@ -506,10 +506,8 @@ impl Identity {
     pub(crate) async fn create_device(&self, c: &Caller, r: pb::CreateDeviceTokenRequest) -> Result<pb::CreatedDeviceToken, ApiError> {
         let org = org_id(&r.org_id)?;
         c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
-        let gate = r.gate.trim();
-        if gate.is_empty() || gate.len() > 64 || !gate.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.:@/".contains(ch)) {
-            return Err(ApiError::invalid("gate", "1 to 64 characters of [A-Za-z0-9-_.:@/]"));
-        }
+        let gate = usher_engine::token("gate", r.gate.trim(), crate::orders::GATE_BYTES_MAX)?;
+        let gate = gate.as_str();
         let events = self.org_events(org, &r.event_ids).await?;
         let id = DeviceId(uuid::Uuid::new_v4());
         let fp = format!("{org}\n{gate}\n{events:?}");

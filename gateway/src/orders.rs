@@ -26,7 +26,7 @@ use crate::error::{ApiError, ErrorCode};
 /// Holds one order may combine.
 const ORDER_HOLDS_MAX: usize = usher_engine::limits::HOLDS_PER_CUSTOMER_MAX as usize;
 const EMAIL_BYTES_MAX: usize = 254;
-const GATE_BYTES_MAX: usize = 64;
+pub(crate) const GATE_BYTES_MAX: usize = 64;
 const PAY_WAIT_MS_DEFAULT: u64 = 10_000;
 const PAY_WAIT_MS_MAX: u64 = 60_000;
 const ORDERS_PAGE_MAX: u32 = 200;
@@ -50,13 +50,6 @@ pub(crate) fn check_email(s: &str) -> Result<String, ApiError> {
         && s.matches('@').count() == 1;
     if !ok {
         return Err(ApiError::invalid("email", format!("not an email address: {s:?}")));
-    }
-    Ok(s.to_owned())
-}
-
-fn token(field: &str, s: &str, max: usize) -> Result<String, ApiError> {
-    if s.is_empty() || s.len() > max || !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@/".contains(c)) {
-        return Err(ApiError::invalid(field, format!("1 to {max} characters of [A-Za-z0-9-_.:@/]")));
     }
     Ok(s.to_owned())
 }
@@ -104,13 +97,13 @@ pub fn order_pb(o: &Order, layout: &Layout) -> pb::Order {
             .lines
             .iter()
             .map(|l| {
-                let section = layout.section_of(l.seat);
+                let d = layout.describe(l.seat);
                 pb::OrderLine {
-                    seat_id: layout.label(l.seat),
-                    section: section.code.clone(),
-                    row: layout.row_of(l.seat).label.clone(),
-                    number: layout.seat(l.seat).map_or(0, |s| s.number),
-                    category: layout.categories.get(section.category as usize).map(|c| c.code.clone()).unwrap_or_default(),
+                    section: d.section.to_owned(),
+                    row: d.row.to_owned(),
+                    number: d.number,
+                    category: d.category_code.to_owned(),
+                    seat_id: d.label,
                     price: Some(convert::money(l.price)),
                     hold_id: l.hold_id.to_string(),
                 }
@@ -494,7 +487,7 @@ impl Orders {
             }
             _ => {
                 c.may(org, Cap::Scan, "EVENT_NOT_FOUND", format_args!("event {event_id}"))?;
-                token("gate", &r.gate, GATE_BYTES_MAX)?
+                usher_engine::token("gate", &r.gate, GATE_BYTES_MAX)?
             }
         };
         let verdict = |v: V, message: String| pb::ScanResult { verdict: v as i32, message, ..Default::default() };

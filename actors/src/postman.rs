@@ -15,6 +15,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use usher_engine::limits::MAIL_BATCH_MAX;
 use usher_engine::{MailKind, Order, OrderId};
 
 use crate::ports::{Attachment, Email, MailError, Mailer, QueuedMail};
@@ -62,9 +63,6 @@ pub struct PostmanState {
     tick_queued: Arc<AtomicBool>,
     pacer: JoinHandle<()>,
 }
-
-/// Messages per look at the queue.
-const MAIL_BATCH_MAX: u32 = 32;
 
 impl Actor for Postman {
     type Msg = PostmanMsg;

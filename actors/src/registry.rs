@@ -307,7 +307,7 @@ pub struct Registry {
     store: Arc<dyn Store>,
 }
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const CALL_TIMEOUT: Duration = Duration::from_millis(limits::REGISTRY_CALL_MS_MAX);
 
 /// The handle of an event's actor, spawning it when needed.
 pub(crate) async fn get(registry: &ActorRef<RegistryMsg>, id: EventId) -> Result<EventHandle, CommandError> {

@@ -106,9 +106,6 @@ impl From<StoreError> for SagaError {
 /// The reason a saga stops with when its write lost a version race: its
 /// supervisor reloads it from storage (any other stop is final).
 const STOP_CONFLICT: &str = "conflict";
-/// How often a saga waiting for its confirmation email looks at the mail
-/// queue (the postman also tells it; this covers a lost message).
-const MAIL_STATE_POLL_MS: u64 = 5_000;
 
 /// The generation of a saga's current step: each step's IO answers with the
 /// generation it was started for, and an answer for an older one (a step
@@ -455,7 +452,7 @@ impl SagaState {
                                 let _ = me.cast(SagaMsg::MailDelivered);
                                 return;
                             }
-                            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(MAIL_STATE_POLL_MS)).await,
+                            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(limits::MAIL_STATE_POLL_MS)).await,
                         }
                     }
                 });
@@ -665,12 +662,6 @@ mod tests {
 // writer task that drains what is queued into one transaction, as the event
 // actors do. A saga is answered only once its write is durable.
 
-/// Saga writes waiting for the writer at most (the queue is bounded:
-/// a saga waits for room rather than growing memory).
-pub const ORDER_WRITES_QUEUED_MAX: usize = 4_096;
-/// Writes per transaction at most.
-pub const ORDER_WRITES_PER_BATCH_MAX: usize = 256;
-
 /// One saga transition to write, owned so that it can wait in the queue.
 pub struct PendingWrite {
     pub order: Order,
@@ -701,12 +692,12 @@ pub struct WriterStats {
 impl OrderWriter {
     /// Starts the writer task on `orders`; it ends when every handle is dropped.
     pub fn start(orders: Arc<dyn OrderStore>) -> OrderWriter {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteRequest>(ORDER_WRITES_QUEUED_MAX);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WriteRequest>(limits::ORDER_WRITES_QUEUED_MAX);
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
         tokio::spawn(async move {
-            let mut batch: Vec<WriteRequest> = Vec::with_capacity(ORDER_WRITES_PER_BATCH_MAX);
-            while rx.recv_many(&mut batch, ORDER_WRITES_PER_BATCH_MAX).await > 0 {
+            let mut batch: Vec<WriteRequest> = Vec::with_capacity(limits::ORDER_WRITES_PER_BATCH_MAX);
+            while rx.recv_many(&mut batch, limits::ORDER_WRITES_PER_BATCH_MAX).await > 0 {
                 let results = {
                     let ws: Vec<OrderWrite<'_>> = batch
                         .iter()

@@ -45,6 +45,20 @@ pub const MAILBOX_CAPACITY_MAX: usize = 4_096;
 pub const BATCH_COMMANDS_MAX: usize = 512;
 /// Events that may be loaded (have a live actor) at once on one node.
 pub const EVENTS_LOADED_MAX: usize = 10_000;
+/// Saga writes waiting for the order writer at most (the queue is bounded:
+/// a saga waits for room rather than growing memory).
+pub const ORDER_WRITES_QUEUED_MAX: usize = 4_096;
+/// Saga writes per transaction at most (one savepoint each).
+pub const ORDER_WRITES_PER_BATCH_MAX: usize = 256;
+/// Emails the postman takes per look at its queue: a batch sends within a
+/// few seconds even to a slow server, and the queue is looked at again at once.
+pub const MAIL_BATCH_MAX: u32 = 32;
+/// How often a saga waiting for its confirmation email looks at the mail
+/// queue (the postman also tells it; this covers a lost message).
+pub const MAIL_STATE_POLL_MS: u64 = 5_000;
+/// How long a call to the registry actor may take (a first load of a large
+/// event happens inside it) before the caller is told to retry.
+pub const REGISTRY_CALL_MS_MAX: u64 = 30_000;
 /// Actor restarts within `RESTART_WINDOW_MS` before restarts are delayed.
 pub const RESTARTS_PER_WINDOW_MAX: u32 = 5;
 pub const RESTART_WINDOW_MS: u64 = 60_000;

@@ -35,8 +35,8 @@ pub async fn open(config: &crate::Config) -> anyhow::Result<std::sync::Arc<dyn I
 pub async fn create_user(store: &dyn IdentityStore, email: &str, password: &str, name: &str, admin: bool) -> anyhow::Result<UserId> {
     let email = crate::orders::check_email(email).map_err(|e| anyhow::anyhow!("{}", e.message))?.to_lowercase();
     let n = password.chars().count();
-    if !(secrets::PASSWORD_CHARS_MIN..=secrets::PASSWORD_CHARS_MAX).contains(&n) {
-        anyhow::bail!("a password has {} to {} characters", secrets::PASSWORD_CHARS_MIN, secrets::PASSWORD_CHARS_MAX);
+    if !(crate::limits::PASSWORD_CHARS_MIN..=crate::limits::PASSWORD_CHARS_MAX).contains(&n) {
+        anyhow::bail!("a password has {} to {} characters", crate::limits::PASSWORD_CHARS_MIN, crate::limits::PASSWORD_CHARS_MAX);
     }
     let hash = secrets::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
     let user = UserRecord {

@@ -56,8 +56,8 @@ fn venue_pb(id: VenueId, org: OrgId, spec: &VenueSpec, seat_count: u32) -> pb::V
 
 impl Catalog {
     pub(crate) async fn list(&self, c: &Caller, req: pb::ListEventsRequest) -> Result<pb::ListEventsResponse, ApiError> {
-        if req.page_size > 500 {
-            return Err(ApiError::invalid("page_size", "at most 500"));
+        if req.page_size > crate::limits::EVENTS_PAGE_MAX {
+            return Err(ApiError::invalid("page_size", format!("at most {}", crate::limits::EVENTS_PAGE_MAX)));
         }
         let size = if req.page_size == 0 { 50 } else { req.page_size };
         let filter = EventFilter {

@@ -4,6 +4,7 @@
 //! and serve both doors; the permission table has already admitted the kind
 //! of caller, and each method checks the organization it acts on.
 
+use crate::limits::{AUDIT_PAGE_MAX, EMAIL_BYTES_MAX, GATE_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN};
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -20,11 +21,6 @@ use crate::auth::rate::Bucket;
 use crate::auth::{Auth, Caller, secrets};
 use crate::convert;
 use crate::error::{ApiError, ErrorCode};
-
-/// Bytes in a person's or an organization's or a partner's name.
-const NAME_BYTES_MAX: usize = 200;
-/// Audit entries per page.
-const AUDIT_PAGE_MAX: u32 = 500;
 
 #[derive(Clone)]
 pub struct Identity {
@@ -185,10 +181,10 @@ impl Identity {
     pub(crate) async fn register(&self, c: &Caller, r: pb::RegisterRequest) -> Result<pb::Session, ApiError> {
         let email = crate::orders::check_email(&r.email)?.to_lowercase();
         let n = r.password.chars().count();
-        if !(secrets::PASSWORD_CHARS_MIN..=secrets::PASSWORD_CHARS_MAX).contains(&n) {
+        if !(PASSWORD_CHARS_MIN..=PASSWORD_CHARS_MAX).contains(&n) {
             return Err(ApiError::invalid(
                 "password",
-                format!("a password has {} to {} characters", secrets::PASSWORD_CHARS_MIN, secrets::PASSWORD_CHARS_MAX),
+                format!("a password has {} to {} characters", PASSWORD_CHARS_MIN, PASSWORD_CHARS_MAX),
             ));
         }
         let display = name("name", &r.name, false)?;
@@ -216,7 +212,7 @@ impl Identity {
 
     pub(crate) async fn log_in(&self, c: &Caller, r: pb::LogInRequest) -> Result<pb::Session, ApiError> {
         let email = r.email.trim().to_lowercase();
-        if email.is_empty() || email.len() > 254 || r.password.len() > 4 * secrets::PASSWORD_CHARS_MAX {
+        if email.is_empty() || email.len() > EMAIL_BYTES_MAX || r.password.len() > 4 * PASSWORD_CHARS_MAX {
             return Err(ApiError::invalid("email", "give the email and the password of an account"));
         }
         self.auth().limit(Bucket::LoginAddress, &c.address)?;
@@ -506,7 +502,7 @@ impl Identity {
     pub(crate) async fn create_device(&self, c: &Caller, r: pb::CreateDeviceTokenRequest) -> Result<pb::CreatedDeviceToken, ApiError> {
         let org = org_id(&r.org_id)?;
         c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
-        let gate = usher_engine::token("gate", r.gate.trim(), crate::orders::GATE_BYTES_MAX)?;
+        let gate = usher_engine::token("gate", r.gate.trim(), GATE_BYTES_MAX)?;
         let gate = gate.as_str();
         let events = self.org_events(org, &r.event_ids).await?;
         let id = DeviceId(uuid::Uuid::new_v4());

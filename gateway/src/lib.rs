@@ -15,6 +15,7 @@ pub mod http;
 pub mod http_identity;
 pub mod identity;
 pub mod inventory;
+pub mod limits;
 pub mod orders;
 
 pub use app::Application;

@@ -1,6 +1,9 @@
 //! `OrderingService`, `PaymentService`, `FulfillmentService` and
 //! `CheckInService`. Inner methods return `ApiError`; the tonic impls wrap them.
 
+use crate::limits::{
+    EMAIL_BYTES_MAX, GATE_BYTES_MAX, ORDER_HOLDS_MAX, ORDERS_PAGE_MAX, PAY_WAIT_MS_DEFAULT, PAY_WAIT_MS_MAX, PDF_CHUNK_BYTES,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,15 +25,6 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::doors::caller;
 use crate::error::{ApiError, ErrorCode};
-
-/// Holds one order may combine.
-const ORDER_HOLDS_MAX: usize = usher_engine::limits::HOLDS_PER_CUSTOMER_MAX as usize;
-const EMAIL_BYTES_MAX: usize = 254;
-pub(crate) const GATE_BYTES_MAX: usize = 64;
-const PAY_WAIT_MS_DEFAULT: u64 = 10_000;
-const PAY_WAIT_MS_MAX: u64 = 60_000;
-const ORDERS_PAGE_MAX: u32 = 200;
-const PDF_CHUNK_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct Orders {

@@ -5,13 +5,11 @@
 //! stored, every node that shares the seed checks the same links, and one
 //! order's link opens no other.
 
+use crate::limits::ORDER_LINK_SECRET_BYTES;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use usher_engine::OrderId;
-
-/// Bytes of the HMAC kept in a link (128 bits).
-const ORDER_LINK_SECRET_BYTES: usize = 16;
 
 pub struct OrderLinks {
     /// The storefront's public URL, without a trailing slash.

@@ -12,6 +12,9 @@ pub mod rate;
 pub mod secrets;
 pub mod tokens;
 
+use crate::limits::{
+    CREDENTIAL_CACHE_ENTRIES_MAX, CREDENTIAL_CACHE_MS, LAST_USED_WRITE_MS_MIN, PASSWORD_HASH_WAIT_MS_MAX, PASSWORD_HASHES_AT_ONCE_MAX,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -21,21 +24,6 @@ use usher_engine::{EventId, GatePrincipal, GuestId, Membership, Millis, OrgId, P
 use crate::error::{ApiError, ErrorCode};
 use rate::{Bucket, RateLimits};
 use tokens::{Claims, KeyRing, TYP_ACCESS, TYP_GUEST, TokenError};
-
-/// How long a checked API key or device token is trusted before it is read
-/// from the store again. A revocation on this node takes effect at once; on
-/// another node within this time.
-const CREDENTIAL_CACHE_MS: i64 = 10_000;
-/// Cached credentials per node; past this the cache starts over.
-const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 10_000;
-/// `last_used_at` is written at most this often per key.
-const LAST_USED_WRITE_MS_MIN: i64 = 60_000;
-/// Password hashes computed at once. Each argon2id run takes 19 MiB and
-/// tens of milliseconds of a core, so a sign-in flood from many addresses
-/// must queue here rather than on the blocking pool (512 threads × 19 MiB).
-const PASSWORD_HASHES_AT_ONCE_MAX: usize = 4;
-/// How long a sign-in waits for a hashing slot before it is told to retry.
-const PASSWORD_HASH_WAIT_MS_MAX: u64 = 2_000;
 
 /// Token lifetimes and the names tokens carry.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! passwords (log-in, per account and per address). A refusal carries how
 //! long to wait.
 
+use crate::limits::RATE_KEYS_MAX;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -55,9 +56,6 @@ impl Default for RateConfig {
         }
     }
 }
-
-/// Keys tracked per limiter before idle ones are dropped early.
-const RATE_KEYS_MAX: usize = 100_000;
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)

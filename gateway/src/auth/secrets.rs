@@ -16,11 +16,6 @@ pub const DEVICE_TOKEN_PREFIX: &str = "usg_";
 /// Prefix of a refresh token: `usr_<43 base64url>`.
 pub const REFRESH_TOKEN_PREFIX: &str = "usr_";
 
-/// Shortest and longest password accepted at registration (NIST SP 800-63B
-/// asks for at least 8 and for long passphrases to be allowed).
-pub const PASSWORD_CHARS_MIN: usize = 12;
-pub const PASSWORD_CHARS_MAX: usize = 128;
-
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The OS's randomness; without it no secret can be made safely.

@@ -10,6 +10,7 @@
 //! keys keep verifying until every token they signed has expired, so nobody
 //! is logged out.
 
+use crate::limits::{KEY_RELOAD_MS_MIN, TOKEN_LEEWAY_S};
 use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
@@ -23,13 +24,6 @@ use super::secrets::random_bytes;
 /// What a token stands for (`typ` claim).
 pub const TYP_ACCESS: &str = "access";
 pub const TYP_GUEST: &str = "guest";
-
-/// Clock skew tolerated when checking `exp`, in seconds.
-const LEEWAY_S: u64 = 30;
-
-/// An unknown `kid` reloads the keys from the store (another node rotated),
-/// at most this often.
-const KEY_RELOAD_MS_MIN: i64 = 5_000;
 
 /// The claims of an access or guest token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -188,7 +182,7 @@ impl KeyRing {
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        v.leeway = LEEWAY_S;
+        v.leeway = TOKEN_LEEWAY_S;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
             jsonwebtoken::errors::ErrorKind::InvalidAudience => TokenError::Invalid("the token is for another audience"),

@@ -1,0 +1,59 @@
+//! The gateway's limits table, units last in the names (the engine's
+//! `usher_engine::limits` holds the domain's and the actors'). ARCHITECTURE.md
+//! repeats it. Each says why it has its value.
+
+// ---- requests
+
+/// Holds one order may combine: the most a customer can have live on an
+/// event (`HOLDS_PER_CUSTOMER_MAX`), so one order can take them all.
+pub const ORDER_HOLDS_MAX: usize = usher_engine::limits::HOLDS_PER_CUSTOMER_MAX as usize;
+/// An email address: RFC 5321's path limit (254 bytes for the address).
+pub const EMAIL_BYTES_MAX: usize = 254;
+/// A gate's name: short enough for a scanner's screen and the audit log.
+pub const GATE_BYTES_MAX: usize = 64;
+/// How long `PayOrder` waits for the payment to settle by default, and at
+/// most: long enough for a provider's answer, short enough to hold no
+/// connection for minutes (the status can be read later).
+pub const PAY_WAIT_MS_DEFAULT: u64 = 10_000;
+pub const PAY_WAIT_MS_MAX: u64 = 60_000;
+/// Orders per `ListOrders` page: a screenful for people, bounded work per call.
+pub const ORDERS_PAGE_MAX: u32 = 200;
+/// Events per `ListEvents` page.
+pub const EVENTS_PAGE_MAX: u32 = 500;
+/// Bytes per `DownloadTickets` message: well under gRPC's 4 MiB default.
+pub const PDF_CHUNK_BYTES: usize = 64 * 1024;
+/// A person's, organization's or partner's name.
+pub const NAME_BYTES_MAX: usize = 200;
+/// Audit entries per page.
+pub const AUDIT_PAGE_MAX: u32 = 500;
+
+// ---- credentials
+
+/// Shortest and longest password accepted at registration (NIST SP 800-63B
+/// asks for at least 8 and for long passphrases to be allowed).
+pub const PASSWORD_CHARS_MIN: usize = 12;
+pub const PASSWORD_CHARS_MAX: usize = 128;
+/// Password hashes computed at once. Each argon2id run takes 19 MiB and
+/// tens of milliseconds of a core, so a sign-in flood from many addresses
+/// queues here rather than on the blocking pool (512 threads × 19 MiB).
+pub const PASSWORD_HASHES_AT_ONCE_MAX: usize = 4;
+/// How long a sign-in waits for a hashing slot before it is told to retry.
+pub const PASSWORD_HASH_WAIT_MS_MAX: u64 = 2_000;
+/// How long a checked API key or device token is trusted before it is read
+/// from the store again: a revocation on this node takes effect at once, on
+/// another within this time.
+pub const CREDENTIAL_CACHE_MS: i64 = 10_000;
+/// Cached credentials per node; past this the cache starts over.
+pub const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 10_000;
+/// `last_used_at` is written at most this often per key (a minute is what
+/// an owner reading "last used" needs; every request would be a write).
+pub const LAST_USED_WRITE_MS_MIN: i64 = 60_000;
+/// Clock skew tolerated when checking a token's `exp`, in seconds.
+pub const TOKEN_LEEWAY_S: u64 = 30;
+/// An unknown `kid` reloads the signing keys from the store (another node
+/// rotated), at most this often, so garbage tokens cannot hammer the store.
+pub const KEY_RELOAD_MS_MIN: i64 = 5_000;
+/// Bytes of the HMAC kept in an emailed order link (128 bits).
+pub const ORDER_LINK_SECRET_BYTES: usize = 16;
+/// Callers tracked per rate limiter before idle ones are dropped early.
+pub const RATE_KEYS_MAX: usize = 100_000;

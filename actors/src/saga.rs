@@ -550,7 +550,12 @@ pub async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::
     // gets its name.
     tokio::task::spawn_blocking(move || {
         use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp2)?;
+        // Tickets are people's entry codes: readable by the owner only.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp2)?;
         f.write_all(&bytes)?;
         f.sync_all()
     })

@@ -262,7 +262,12 @@ fn deliver(dir: &Path, bytes: &[u8]) -> Result<PathBuf, MailError> {
     let tmp = dir.join("tmp").join(&name);
     let new = dir.join("new").join(&name);
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        // A message carries tickets: readable by the owner only.
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut file = opts.open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()
     })();

@@ -41,9 +41,18 @@ enum State {
     Refunded,
 }
 
+/// How a card that never answers resolves when its status is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Resolves {
+    Authorized,
+    Declined(String),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     key: String,
+    /// The card as a merchant may keep it (PCI DSS truncation: the first six
+    /// and last four digits, the rest masked); never the whole number.
     card: String,
     amount_minor: i64,
     currency: String,
@@ -54,6 +63,22 @@ struct Entry {
     /// own clock, whether or not the caller is still waiting.
     #[serde(default)]
     decide_at_ms: Option<u64>,
+    /// A card that never answers: what its status query will say.
+    #[serde(default)]
+    resolves: Option<Resolves>,
+}
+
+/// `424242******4242`: the first six and the last four digits.
+pub fn truncate_card(card: &str) -> String {
+    let n = card.len();
+    if n <= 10 || !card.is_ascii() {
+        return "*".repeat(n);
+    }
+    format!("{}{}{}", &card[..6], "*".repeat(n - 10), &card[n - 4..])
+}
+
+fn is_truncated(card: &str) -> bool {
+    card.contains('*')
 }
 
 fn unix_ms() -> u64 {
@@ -96,16 +121,38 @@ impl SimulatedProvider {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
+                let mut whole_numbers = false;
                 if let Ok(text) = std::fs::read_to_string(&path) {
                     // The last line of a key wins; a torn last line (crash
                     // mid-write) is skipped.
                     for line in text.lines() {
-                        if let Ok(e) = serde_json::from_str::<Entry>(line) {
+                        if let Ok(mut e) = serde_json::from_str::<Entry>(line) {
+                            if !is_truncated(&e.card) {
+                                // A ledger from before truncation: what a
+                                // card that never answers does is kept, the
+                                // number is not.
+                                whole_numbers = true;
+                                if let Behaviour::Hang { resolves_to } = behaviour(&e.card) {
+                                    e.resolves = Some(resolves(resolves_to));
+                                }
+                                e.card = truncate_card(&e.card);
+                            }
                             map.insert(e.key.clone(), e);
                         }
                     }
                 }
-                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(&path)?))
+                if whole_numbers {
+                    // Rewrite the ledger without the whole numbers, atomically.
+                    let tmp = path.with_extension("jsonl.tmp");
+                    let mut text = Vec::new();
+                    for e in map.values() {
+                        text.extend(serde_json::to_vec(e).map_err(std::io::Error::other)?);
+                        text.push(b'\n');
+                    }
+                    write_owner_only(&tmp, &text)?;
+                    std::fs::rename(&tmp, &path)?;
+                }
+                Some(Mutex::new(open_owner_only(&path)?))
             }
         };
         Ok(SimulatedProvider { ledger: Mutex::new(map), file, slow })
@@ -138,7 +185,7 @@ impl SimulatedProvider {
 
     async fn do_authorize(&self, req: AuthorizeRequest) -> Result<PaymentOutcome, ProviderError> {
         if let Some(e) = self.get(&req.key) {
-            if e.card != req.card_number || e.amount_minor != req.amount.minor {
+            if e.card != truncate_card(&req.card_number) || e.amount_minor != req.amount.minor {
                 return Err(ProviderError::Refused(format!("idempotency key {} was used for another payment", req.key)));
             }
             if let (State::Pending, Some(at)) = (e.state, e.decide_at_ms) {
@@ -153,13 +200,14 @@ impl SimulatedProvider {
         }
         let mut e = Entry {
             key: req.key.clone(),
-            card: req.card_number.clone(),
+            card: truncate_card(&req.card_number),
             amount_minor: req.amount.minor,
             currency: req.amount.currency.as_str().to_owned(),
             state: State::Pending,
             provider_ref: format!("sim_{}", uuid::Uuid::new_v4().simple()),
             reason: None,
             decide_at_ms: None,
+            resolves: None,
         };
         match behaviour(&req.card_number) {
             Behaviour::Authorize => e.state = State::Authorized,
@@ -167,7 +215,8 @@ impl SimulatedProvider {
                 e.state = State::Declined;
                 e.reason = Some(why.into());
             }
-            Behaviour::Hang { .. } => {
+            Behaviour::Hang { resolves_to } => {
+                e.resolves = Some(resolves(resolves_to));
                 self.record(&e)?;
                 return std::future::pending().await;
             }
@@ -188,13 +237,13 @@ impl SimulatedProvider {
     async fn do_status(&self, key: &str) -> Result<ProviderStatus, ProviderError> {
         let Some(mut e) = self.get(key) else { return Ok(ProviderStatus::Unknown) };
         if e.state == State::Pending {
-            match behaviour(&e.card) {
-                Behaviour::Hang { resolves_to } => {
-                    match resolves_to {
-                        Ok(()) => e.state = State::Authorized,
-                        Err(why) => {
+            match e.resolves.clone() {
+                Some(r) => {
+                    match r {
+                        Resolves::Authorized => e.state = State::Authorized,
+                        Resolves::Declined(why) => {
                             e.state = State::Declined;
-                            e.reason = Some(why.into());
+                            e.reason = Some(why);
                         }
                     }
                     self.record(&e)?;
@@ -242,6 +291,35 @@ impl SimulatedProvider {
         }
         Ok(())
     }
+}
+
+fn resolves(r: Result<(), &'static str>) -> Resolves {
+    match r {
+        Ok(()) => Resolves::Authorized,
+        Err(why) => Resolves::Declined(why.into()),
+    }
+}
+
+/// The ledger, opened for appending, readable by its owner only.
+fn open_owner_only(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let f = opts.open(path)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(f)
+}
+
+fn write_owner_only(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn key_entry(p: &SimulatedProvider, key: &str) -> Result<Entry, ProviderError> {
@@ -359,6 +437,48 @@ mod tests {
         let p = SimulatedProvider::open(Some(path), Duration::from_millis(1)).unwrap();
         p.capture("k", &r).await.unwrap();
         assert_eq!(p.status("k").await.unwrap(), ProviderStatus::Captured { provider_ref: r });
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_ledger_keeps_no_card_number_and_only_its_owner_reads_it() {
+        let dir = std::env::temp_dir().join(format!("usher-sim-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("ledger.jsonl");
+        {
+            let p = SimulatedProvider::open(Some(path.clone()), Duration::from_millis(1)).unwrap();
+            p.authorize(req("k", CARD_OK)).await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_millis(20), p.authorize(req("h", CARD_NO_ANSWER_DECLINED))).await;
+            // The same key with the same card is a retry; another card is refused.
+            assert!(p.authorize(req("k", CARD_OK)).await.is_ok());
+            assert!(matches!(p.authorize(req("k", "4242424242424241")).await, Err(ProviderError::Refused(_))));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(CARD_OK) && !text.contains(CARD_NO_ANSWER_DECLINED), "{text}");
+        assert!(text.contains("424242******4242"), "{text}");
+        #[cfg(unix)]
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions()) & 0o777, 0o600);
+        // After a restart the card that never answered still resolves as it would have.
+        let p = SimulatedProvider::open(Some(path.clone()), Duration::from_millis(1)).unwrap();
+        assert_eq!(p.status("h").await.unwrap(), ProviderStatus::Declined { reason: "issuer_timeout".into() });
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_ledger_from_before_truncation_is_rewritten_without_the_numbers() {
+        let dir = std::env::temp_dir().join(format!("usher-sim-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.jsonl");
+        let old = format!(
+            "{}\n",
+            serde_json::json!({"key": "h", "card": CARD_NO_ANSWER_AUTHORIZED, "amount_minor": 1000, "currency": "EUR",
+                "state": "Pending", "provider_ref": "sim_1", "reason": null})
+        );
+        std::fs::write(&path, old).unwrap();
+        let p = SimulatedProvider::open(Some(path.clone()), Duration::from_millis(1)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(CARD_NO_ANSWER_AUTHORIZED) && text.contains("400000******0259"), "{text}");
+        assert!(matches!(p.status("h").await.unwrap(), ProviderStatus::Authorized { .. }), "the old entry still resolves");
+        assert_eq!(truncate_card("123"), "***");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

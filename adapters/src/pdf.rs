@@ -381,7 +381,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("order.pdf");
         std::fs::write(&file, &pdf).unwrap();
-        std::fs::write("/tmp/usher-sample.pdf", &pdf).unwrap(); // TEMP
 
         let text = run("pdftotext", &["-enc", "UTF-8", "-layout", path(&file), "-"]);
         let pages: Vec<&str> = text.split('\u{c}').filter(|p| !p.trim().is_empty()).collect();

@@ -71,6 +71,17 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
         }
+        // The database holds orders and emails: readable by the owner only
+        // (SQLite gives its -wal and -shm files the database's mode).
+        #[cfg(unix)]
+        {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(false);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            opts.open(path).map_err(|e| StoreError::Unavailable(format!("create {}: {e}", path.display())))?;
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| StoreError::Unavailable(format!("chmod {}: {e}", path.display())))?;
+        }
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

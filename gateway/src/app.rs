@@ -67,6 +67,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
+        // Usher's own directory: keys, tickets, mail, the embedded database.
+        create_private_dir(&config.data_dir)?;
         let (store, orders, identity) =
             usher_adapters::connect_all(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
@@ -211,6 +213,15 @@ impl Application {
         let _ = self.registry_join.await;
         Ok(())
     }
+}
+
+/// Makes `dir` (and its parents) and leaves it readable by its owner only.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| anyhow::anyhow!("making {} private: {e}", dir.display()))?;
+    Ok(())
 }
 
 /// The deployment's ticket-signing key: read from `path`, or made (from the

@@ -672,3 +672,38 @@ async fn email_queued_while_smtp_is_down_arrives_once_it_is_back() {
     app.stop().await;
     sink.kill().await;
 }
+
+/// What a purchase leaves on disk is readable by the server's owner only,
+/// and the payment ledger keeps no card number (issue 11, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_a_purchase_leaves_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut c = clients(&app).await;
+    let event = event_with_hold_seconds(&mut c, 0).await;
+    let h = hold(&mut c, &event, "una", &["A-1-1"]).await;
+    let o = order(&mut c, "una", &[&h]).await;
+    pay(&mut c, &o.order_id, "4242 4242 4242 4242").await;
+    wait_for(&mut c, &o.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(30)).await;
+    let dir = app.db.data_dir.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(dir.join("mail").join("new")).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no email");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    let mut files = vec![
+        dir.join("usher.db"),
+        dir.join("ticket-signing.key"),
+        dir.join("payment-sim.jsonl"),
+        dir.join("tickets").join(format!("{}.pdf", o.order_id)),
+    ];
+    files.extend(std::fs::read_dir(dir.join("mail").join("new")).unwrap().map(|e| e.unwrap().path()));
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    let ledger = std::fs::read_to_string(dir.join("payment-sim.jsonl")).unwrap();
+    assert!(!ledger.contains("4242424242424242") && ledger.contains("424242******4242"), "{ledger}");
+    app.stop().await;
+}

@@ -40,10 +40,39 @@ pub fn build_message(email: &Email) -> Result<Vec<u8>, MailError> {
     Ok(to_lettre(email)?.formatted())
 }
 
+/// A recipient's address as the mailer will use it: one bare address
+/// (`local@domain`), checked by `lettre` (RFC 5322's addr-spec) and, for the
+/// domain, as a host name people's mail reaches (RFC 1123 labels of letters,
+/// digits and inner hyphens, at least two of them; no address literals).
+/// The gateway checks buyers' addresses with this, so an order whose email
+/// can never be sent is never created. Errors are plain sentences.
+pub fn parse_address(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let address: lettre::Address = s.parse().map_err(|_| format!("{s:?} is not an email address"))?;
+    let domain = address.domain();
+    let labels: Vec<&str> = domain.split('.').collect();
+    let host_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !host_ok {
+        return Err(format!("{s:?} is not an email address: {domain:?} is not a mail domain"));
+    }
+    Ok(address.to_string())
+}
+
 fn to_lettre(email: &Email) -> Result<Message, MailError> {
     let from: Mailbox =
         email.from.trim().parse().map_err(|e| MailError::Permanent(format!("invalid From address {:?}: {e}", email.from)))?;
     let to: Mailboxes = email.to.trim().parse().map_err(|e| MailError::Permanent(format!("invalid To address {:?}: {e}", email.to)))?;
+    // Each recipient passes the same check the gateway made when the order was created.
+    for mb in to.iter() {
+        parse_address(mb.email.as_ref()).map_err(MailError::Permanent)?;
+    }
     if to.iter().next().is_none() {
         return Err(MailError::Permanent("no To address".into()));
     }
@@ -305,6 +334,34 @@ fn crlf_to_lf(bytes: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::parse_address;
+
+    #[test]
+    fn addresses_that_can_never_be_delivered_are_refused() {
+        for bad in [
+            "a,b@x.co",
+            "a<b@x.co",
+            "a;b@x.co",
+            "a(comment)@x.co",
+            "a@[x.co]",
+            "a@-x.co",
+            "a..b@x.co",
+            "a@x",
+            "@x.co",
+            "a@x..co",
+            "a b@x.co",
+            "",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad:?} was accepted");
+        }
+        for good in ["ann@example.com", "ann.lee+tickets@mail.example.co.uk", "o'brien@x-y.io", " ivy@example.com "] {
+            assert_eq!(parse_address(good).as_deref(), Ok(good.trim()), "{good:?}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -707,3 +707,34 @@ async fn files_a_purchase_leaves_are_readable_by_their_owner_only() {
     assert!(!ledger.contains("4242424242424242") && ledger.contains("424242******4242"), "{ledger}");
     app.stop().await;
 }
+
+/// Addresses that no mail could ever reach are refused at the door, with
+/// INVALID_ARGUMENT over gRPC and 400 over HTTP, and nothing is stored
+/// (issue 11, item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_email_could_never_be_delivered_is_refused_and_nothing_is_stored() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut c = clients(&app).await;
+    let event = event_with_hold_seconds(&mut c, 0).await;
+    let h = hold(&mut c, &event, "vic", &["A-1-1"]).await;
+    let bad = ["a,b@x.co", "a<b@x.co", "a;b@x.co", "a(comment)@x.co", "a@[x.co]", "a@-x.co", "a..b@x.co"];
+    for email in bad {
+        let r = pb::CreateOrderRequest {
+            idempotency_key: key(),
+            customer_id: "vic".into(),
+            email: email.into(),
+            hold_ids: vec![h.hold_id.clone()],
+        };
+        let e = c.ord.create_order(r).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{email}: {e:?}");
+        assert!(e.message().starts_with("email:"), "{}", e.message());
+        let body = serde_json::json!({"customer_id": "vic", "email": email, "hold_ids": [h.hold_id]}).to_string();
+        let (status, text) =
+            http(app.http, "POST", "/api/orders", &[("Content-Type", "application/json"), app.bearer_ref()], Some(&body)).await;
+        assert_eq!(status, 400, "{email}: {text}");
+    }
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM orders", &[]).await, 0, "nothing stored");
+    // A deliverable address goes through.
+    order(&mut c, "vic", &[&h]).await;
+    app.stop().await;
+}

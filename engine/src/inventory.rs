@@ -74,6 +74,7 @@ pub struct EventConfig {
 impl EventConfig {
     pub fn validate(&self, layout: &Layout) -> Result<(), InvalidInput> {
         check_name("name", &self.name)?;
+        crate::layout::check_text("description", &self.description)?;
         if self.description.len() > limits::DESCRIPTION_BYTES_MAX {
             return Err(InvalidInput::new("description", format!("description is longer than {} bytes", limits::DESCRIPTION_BYTES_MAX)));
         }

@@ -108,7 +108,17 @@ pub fn check_name(field: &'static str, s: &str) -> Result<(), InvalidInput> {
     if s.trim().is_empty() || s.len() > limits::NAME_BYTES_MAX {
         return Err(InvalidInput::new(field, format!("{field} must be 1 to {} bytes and not blank", limits::NAME_BYTES_MAX)));
     }
-    Ok(())
+    check_text(field, s)
+}
+
+/// Text people typed, as a database can store and a page or PDF can show
+/// it: no control characters (a NUL, which PostgreSQL refuses in text, a
+/// bell, an escape sequence). Line breaks and tabs are allowed.
+pub fn check_text(field: &'static str, s: &str) -> Result<(), InvalidInput> {
+    match s.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        Some(c) => Err(InvalidInput::new(field, format!("{field} has a control character (U+{:04X}); remove it", c as u32))),
+        None => Ok(()),
+    }
 }
 
 impl Layout {

@@ -316,3 +316,15 @@ fn a_malformed_request_is_reported_as_such_even_under_a_reused_key() {
     let d = i.apply_keyed(&k, &Command::Unblock { seats: seats(&[1]) }, T0);
     assert_eq!(d.result, Err(Reject::IdempotencyKeyReused));
 }
+
+#[test]
+fn names_with_control_characters_are_refused() {
+    use crate::layout::{check_name, check_text};
+    assert!(check_name("name", "Opening\u{0}Night").is_err(), "a NUL");
+    assert!(check_name("name", "Bell\u{7}").is_err());
+    assert!(check_name("name", "夜 — Nuit").is_ok());
+    assert!(check_text("description", "two\nlines\tand a tab").is_ok());
+    let e = check_name("name", "a\u{1b}[31m").unwrap_err();
+    assert_eq!(e.field, "name");
+    assert!(e.message.contains("U+001B"), "{}", e.message);
+}

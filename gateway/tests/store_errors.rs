@@ -111,3 +111,23 @@ async fn a_dropped_database_connection_answers_unavailable_and_service_resumes()
     }
     app.stop().await;
 }
+
+/// A NUL in a name, which PostgreSQL refuses in text, is refused at the
+/// edge as INVALID_ARGUMENT (not a retryable UNAVAILABLE with the
+/// database's message), and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_a_nul_is_refused_at_the_edge_and_nothing_is_stored() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let mut cat = app.catalog().await;
+    let venue = create_venue(&mut cat, 1, 1, 5).await;
+    let mut req = event_request(&venue.venue_id, 0);
+    req.name = "Opening\0Night".into();
+    let e = cat.create_event(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("name has a control character") && !leaks_driver_text(e.message()), "{}", e.message());
+    let mut req = event_request(&venue.venue_id, 0);
+    req.description = "a\0b".into();
+    assert_eq!(cat.create_event(req).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM events", &[]).await, 0);
+    app.stop().await;
+}

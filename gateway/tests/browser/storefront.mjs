@@ -24,6 +24,11 @@ try {
   out.hold_title = await page.locator("#hold-title").innerText();
   out.hold_seats = await page.locator("#hold-seats").innerText();
   out.expiry = await page.locator("#hold-expiry").innerText();
+  // The hold card is drawn before the map is refreshed: wait (bounded) for
+  // the map to show the seat as held, then read what it shows.
+  await page
+    .waitForFunction((id) => document.getElementById("seat-" + id)?.getAttribute("class") === "held", seatA, { timeout: 5000 })
+    .catch(() => {});
   out.held_class = await page.locator("#seat-" + seatA).getAttribute("class");
   if (shot) await page.screenshot({ path: shot, fullPage: true });
   // The same seat again is refused with a readable message.

@@ -262,7 +262,8 @@ pub const GUEST_COOKIE: &str = "usher_guest";
 /// The refresh token's cookie; sent only to `/api/auth/…`.
 pub const REFRESH_COOKIE: &str = "usher_refresh";
 
-fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of the request's cookie `name`, if it sent one.
+pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
         (k == name).then_some(v)

@@ -93,13 +93,6 @@ fn body_or_default<T: for<'de> Deserialize<'de> + Default>(headers: &HeaderMap, 
     if body.is_empty() { Ok(T::default()) } else { parse(headers, body) }
 }
 
-fn request_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name).then_some(v)
-    })
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct Credentials {
@@ -131,7 +124,7 @@ struct RefreshBody {
 async fn refresh(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: RefreshBody = body_or_default(&headers, &body)?;
     let (token, as_cookie) = if b.refresh_token.is_empty() {
-        (request_cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned(), true)
+        (crate::doors::cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned(), true)
     } else {
         (b.refresh_token, b.cookie)
     };
@@ -141,8 +134,11 @@ async fn refresh(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, b
 
 async fn logout(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: RefreshBody = body_or_default(&headers, &body)?;
-    let token =
-        if b.refresh_token.is_empty() { request_cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned() } else { b.refresh_token };
+    let token = if b.refresh_token.is_empty() {
+        crate::doors::cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned()
+    } else {
+        b.refresh_token
+    };
     h.identity.log_out(pb::LogOutRequest { refresh_token: token }).await?;
     let mut r = Json(json!({})).into_response();
     for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth"), (GUEST_COOKIE, "/")] {

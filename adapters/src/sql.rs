@@ -449,6 +449,7 @@ macro_rules! sql_store {
                         created_at: Millis(r.get(4)),
                         expires_at: Millis(r.get(5)),
                         ended_at: r.get::<Option<i64>, _>(6).map(Millis),
+                        orphan_seats_left: 0,
                     });
                 }
                 let horizon = now.0.saturating_sub(limits::IDEMPOTENCY_RETENTION_MS as i64);

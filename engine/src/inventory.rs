@@ -148,6 +148,18 @@ pub struct Hold {
     pub state: HoldState,
     /// When it left `Active` (released, expired or confirmed).
     pub ended_at: Option<Millis>,
+    /// How many seats best available had to strand as orphans when it chose
+    /// this hold's seats (see `Inventory::pick_best` for the definition).
+    /// Part of the answer only: set in the `Reply` to `HoldBestAvailable` and
+    /// in its idempotent replays, 0 in every other answer, in events and in
+    /// storage (holds are stored as rows without it). Absent from stored
+    /// JSON when 0, and read as 0 when absent, so older records still load.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub orphan_seats_left: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -714,21 +726,61 @@ impl Inventory {
             return Err(Reject::OverHoldLimit { requested: quantity, max: self.config.hold_seats_max });
         }
         self.check_can_hold(hold_id, customer)?;
-        let seats = self.pick_best(quantity, section, category)?;
-        Ok(self.place(hold_id, customer, seats))
+        let (seats, orphans) = self.pick_best(quantity, section, category)?;
+        let (mut reply, events) = self.place(hold_id, customer, seats);
+        // The answer says how many seats the choice stranded; the stored hold
+        // and its event do not carry it (see `Hold::orphan_seats_left`).
+        if let Reply::Hold(h) = &mut reply {
+            h.orphan_seats_left = orphans;
+        }
+        Ok((reply, events))
     }
 
-    /// Best available: `quantity` seats side by side in one row, taking rows in
-    /// venue order (sections are listed best first, then rows front to back) and
-    /// the run nearest the row's centre; failing that, the first free seats in
-    /// that same order, so the party is spread over as few rows as possible.
-    fn pick_best(&self, quantity: u32, section: Option<u16>, category: Option<u16>) -> Result<Vec<SeatIdx>, Reject> {
+    /// Best available. Every way to seat the party in the matching rows (the
+    /// section and category asked for) is ranked and the first one wins,
+    /// comparing in this order, like seats.io's best available (with venue
+    /// order and the row's centre standing for its focal point):
+    ///
+    /// 1. `quantity` seats side by side in one row, before any spread;
+    /// 2. fewer orphan seats created: 0, then 1, then 2 (a run can only strand
+    ///    its two outer neighbours);
+    /// 3. the earlier row in venue order (sections are listed best first, then
+    ///    rows front to back);
+    /// 4. the run nearer the row's centre;
+    /// 5. the run further left.
+    ///
+    /// So a party is never made to strand a seat while any matching row could
+    /// seat it side by side without doing so: it is moved to a later row
+    /// rather than leave a single seat nobody will buy, and strands one only
+    /// when every run everywhere would. With no run of `quantity` free seats in
+    /// any matching row, the first free seats in venue order are taken, so the
+    /// party is spread over as few rows as possible (orphans are then counted,
+    /// not avoided).
+    ///
+    /// An *orphan* is an available seat whose two neighbours in its row are
+    /// each unavailable (held, sold or blocked) or the row's end. The orphans
+    /// a choice *creates* are the seats of the rows it touches that are
+    /// orphans after it and were not before: a lone free seat that was already
+    /// stranded (or a one-seat row) is never counted, and taking such a seat
+    /// counts as creating none. For a run this is "orphans after minus
+    /// orphans before in its row", floored at 0. The count is returned with
+    /// the seats and reported as `Hold::orphan_seats_left`.
+    ///
+    /// Cost: one pass over each matching row that has `quantity` free seats,
+    /// O(1) per candidate run and no allocation; the scan stops at the first
+    /// row with an orphan-free run, and reads every matching row only when
+    /// none has one (as "no run anywhere" always did).
+    fn pick_best(&self, quantity: u32, section: Option<u16>, category: Option<u16>) -> Result<(Vec<SeatIdx>, u32), Reject> {
         let layout = &self.layout;
         let row_ok = |ri: usize| {
             let row = &layout.rows[ri];
             section.is_none_or(|s| row.section == s) && category.is_none_or(|c| layout.sections[row.section as usize].category == c)
         };
+        let run = |first: usize| (0..quantity as usize).map(|i| SeatIdx((first + i) as u32)).collect::<Vec<_>>();
         let mut total = 0u32;
+        // The best run found so far that strands seats: (orphans, first seat).
+        // Rows are read in venue order, so only fewer orphans displace it.
+        let mut best: Option<(u32, usize)> = None;
         for (ri, row) in layout.rows.iter().enumerate() {
             if !row_ok(ri) {
                 continue;
@@ -738,27 +790,21 @@ impl Inventory {
             if free < quantity {
                 continue;
             }
-            let (start, len) = (row.first_seat as usize, row.len as usize);
-            let centre2 = len as i64; // twice the centre, in seat offsets
-            let mut best: Option<(i64, usize)> = None;
-            let mut run = 0usize;
-            for off in 0..len {
-                if self.seats[start + off] == SeatState::Available {
-                    run += 1;
-                    if run >= quantity as usize {
-                        let first = off + 1 - quantity as usize;
-                        let dist = ((2 * first + quantity as usize) as i64 - centre2).abs();
-                        if best.is_none_or(|(d, _)| dist < d) {
-                            best = Some((dist, first));
-                        }
-                    }
-                } else {
-                    run = 0;
-                }
+            let Some((orphans, first)) = self.best_run_in_row(row.first_seat as usize, row.len as usize, quantity as usize) else {
+                continue;
+            };
+            let first = row.first_seat as usize + first;
+            if orphans == 0 {
+                debug_assert_eq!(self.orphans_created(&run(first)), 0);
+                return Ok((run(first), 0));
             }
-            if let Some((_, first)) = best {
-                return Ok((0..quantity as usize).map(|i| SeatIdx((start + first + i) as u32)).collect());
+            if best.is_none_or(|(o, _)| orphans < o) {
+                best = Some((orphans, first));
             }
+        }
+        if let Some((orphans, first)) = best {
+            debug_assert_eq!(self.orphans_created(&run(first)), orphans);
+            return Ok((run(first), orphans));
         }
         if total < quantity {
             return Err(Reject::NotEnoughSeats { requested: quantity, available: total });
@@ -778,7 +824,65 @@ impl Inventory {
                 }
             }
         }
-        Ok(picked)
+        let orphans = self.orphans_created(&picked);
+        Ok((picked, orphans))
+    }
+
+    /// The best run of `q` free seats in the row of `len` seats from `start`,
+    /// as (orphans created, offset of its first seat): fewest orphans, then
+    /// nearest the centre, then leftmost. One pass, O(1) per run: taking
+    /// `first..=last` can only strand `first - 1` and `last + 1`, and strands
+    /// one exactly when it is free and its other neighbour is not (or is the
+    /// row's end); it was no orphan before, as the run's seat beside it was free.
+    fn best_run_in_row(&self, start: usize, len: usize, q: usize) -> Option<(u32, usize)> {
+        let seats = &self.seats[start..start + len];
+        let free = |i: usize| seats[i] == SeatState::Available;
+        // (orphans, twice the distance from the run's centre to the row's, first offset)
+        let mut best: Option<(u32, usize, usize)> = None;
+        let mut run = 0usize;
+        for last in 0..len {
+            if !free(last) {
+                run = 0;
+                continue;
+            }
+            run += 1;
+            if run < q {
+                continue;
+            }
+            let first = last + 1 - q;
+            let left = first >= 1 && free(first - 1) && (first < 2 || !free(first - 2));
+            let right = last + 1 < len && free(last + 1) && (last + 2 >= len || !free(last + 2));
+            let orphans = u32::from(left) + u32::from(right);
+            let dist = (2 * first + q).abs_diff(len);
+            if best.is_none_or(|(o, d, _)| (orphans, dist) < (o, d)) {
+                best = Some((orphans, dist, first));
+                // Centred (dist 0, or 1 when the parities differ) and
+                // stranding nothing: no later run can beat it.
+                if orphans == 0 && dist <= 1 {
+                    break;
+                }
+            }
+        }
+        best.map(|(o, _, first)| (o, first))
+    }
+
+    /// The orphans created by taking `picked` (ascending, all available): the
+    /// seats of the rows it touches that are orphans afterwards and were not
+    /// before (see `pick_best`). O(length of the touched rows).
+    fn orphans_created(&self, picked: &[SeatIdx]) -> u32 {
+        let mut created = 0;
+        let mut i = 0;
+        while i < picked.len() {
+            let row = self.layout.row_of(picked[i]);
+            let (start, end) = (row.first_seat as usize, (row.first_seat + row.len) as usize);
+            let taken = &picked[i..i + picked[i..].iter().take_while(|s| (s.0 as usize) < end).count()];
+            let before = |s: usize| self.seats[s] == SeatState::Available;
+            let after = |s: usize| before(s) && taken.binary_search(&SeatIdx(s as u32)).is_err();
+            let orphan = |s: usize, free: &dyn Fn(usize) -> bool| free(s) && (s == start || !free(s - 1)) && (s + 1 == end || !free(s + 1));
+            created += (start..end).filter(|&s| orphan(s, &after) && !orphan(s, &before)).count() as u32;
+            i += taken.len();
+        }
+        created
     }
 
     fn place(&mut self, hold_id: HoldId, customer: &CustomerId, seats: Vec<SeatIdx>) -> (Reply, Vec<Event>) {
@@ -793,6 +897,7 @@ impl Inventory {
             expires_at: self.now.plus_ms(self.config.hold_duration_ms),
             state: HoldState::Active,
             ended_at: None,
+            orphan_seats_left: 0,
         };
         self.expiries.insert((hold.expires_at, hold_id));
         *self.holds_by_customer.entry(customer.clone()).or_default() += 1;

@@ -150,6 +150,221 @@ fn best_available_spreads_when_no_row_has_a_run() {
     assert_eq!(h.seats, seats(&[0, 2, 3]));
 }
 
+fn best(i: &mut Inventory, id: u128, q: u32) -> Hold {
+    let c = Command::HoldBestAvailable { hold_id: hid(id), customer: cust("best"), quantity: q, section: None, category: None };
+    let (Reply::Hold(h), _) = i.apply(&c, T0).unwrap() else { panic!("best available of {q} did not answer a hold") };
+    h
+}
+
+#[test]
+fn best_available_never_splits_an_empty_four_seat_row_down_the_middle() {
+    // Seats 2 and 3 (the centre) would strand seats 1 and 4 alone.
+    let mut i = inv(1, 1, 4);
+    let h = best(&mut i, 1, 2);
+    assert_eq!(h.seats, seats(&[0, 1]), "seats 1-2 (3-4 is as good; the leftmost wins the tie)");
+    assert_eq!(h.orphan_seats_left, 0);
+    let h = best(&mut i, 2, 2);
+    assert_eq!((h.seats, h.orphan_seats_left), (seats(&[2, 3]), 0), "the row fills up with nobody alone");
+}
+
+#[test]
+fn best_available_does_not_strand_the_seat_beside_a_taken_one() {
+    // Ten seats, seat 3 taken: 5-6 is the centre but strands seat 4; 4-5 and
+    // 6-7 strand nothing and are equally near the centre; the leftmost wins.
+    let mut i = inv(1, 1, 10);
+    hold(&mut i, 1, "a", &[2]).unwrap();
+    let h = best(&mut i, 2, 2);
+    assert_eq!(h.seats, seats(&[3, 4]), "seats 4-5");
+    assert_eq!(h.orphan_seats_left, 0);
+}
+
+#[test]
+fn best_available_takes_a_later_row_rather_than_strand_a_seat() {
+    // Row 1 has three free seats (2-4): any pair strands one. Row 2 is empty.
+    let mut i = inv(1, 2, 4);
+    hold(&mut i, 1, "a", &[0]).unwrap();
+    let h = best(&mut i, 2, 2);
+    assert_eq!((h.seats, h.orphan_seats_left), (seats(&[4, 5]), 0));
+    // A party of three still fits row 1 exactly.
+    let h = best(&mut i, 3, 3);
+    assert_eq!((h.seats, h.orphan_seats_left), (seats(&[1, 2, 3]), 0));
+}
+
+#[test]
+fn best_available_says_when_leaving_an_orphan_was_unavoidable() {
+    // One row of three: every pair strands the third seat.
+    let mut i = inv(1, 1, 3);
+    let k = IdempotencyKey::parse("k").unwrap();
+    let c = Command::HoldBestAvailable { hold_id: hid(1), customer: cust("a"), quantity: 2, section: None, category: None };
+    let d = i.apply_keyed(&k, &c, T0);
+    let Ok(Reply::Hold(h)) = &d.result else { panic!("{:?}", d.result) };
+    assert_eq!((&h.seats, h.orphan_seats_left), (&seats(&[0, 1]), 1));
+    // The answer says so, and so does its replay; the stored hold and its
+    // event do not carry it (storage has no place for it).
+    assert!(matches!(&d.events[..], [Event::HoldPlaced { hold }] if hold.orphan_seats_left == 0 && hold.seats == h.seats));
+    assert_eq!(i.hold(hid(1)).map(|h| h.orphan_seats_left), Some(0));
+    assert_eq!(i.apply_keyed(&k, &c, T0).result, d.result);
+    // The remembered answer keeps it through JSON, and a record written
+    // before the field existed still reads (as 0).
+    let json = serde_json::to_string(&d.result).unwrap();
+    assert!(json.contains("\"orphan_seats_left\":1"), "{json}");
+    assert_eq!(serde_json::from_str::<Result<Reply, Reject>>(&json).unwrap(), d.result);
+    let old = json.replace(",\"orphan_seats_left\":1", "");
+    let Ok(Reply::Hold(h)) = serde_json::from_str::<Result<Reply, Reject>>(&old).unwrap() else { panic!("{old}") };
+    assert_eq!(h.orphan_seats_left, 0);
+    // A hold without orphans serializes exactly as before.
+    let (Reply::Hold(h), _) = hold(&mut i, 2, "b", &[2]).unwrap() else { panic!() };
+    assert!(!serde_json::to_string(&h).unwrap().contains("orphan"));
+}
+
+#[test]
+fn best_available_counts_the_orphans_its_spread_leaves() {
+    // Both rows of five have seat 3 taken, so no three are free side by
+    // side: the first free seats are taken, 1, 2 and 4 of row 1, stranding
+    // seat 5 (between taken seat 4 and the row's end).
+    let mut i = inv(1, 2, 5);
+    hold(&mut i, 1, "a", &[2, 7]).unwrap();
+    let h = best(&mut i, 2, 3);
+    assert_eq!((h.seats, h.orphan_seats_left), (seats(&[0, 1, 3]), 1));
+}
+
+/// The orphans a choice creates, from the definition: in each row, the
+/// available seats whose neighbours are both unavailable or the row's end
+/// once `picked` is taken, less those that were already so.
+fn orphans_created(layout: &Layout, states: &[SeatState], picked: &[SeatIdx]) -> u32 {
+    let mut created = 0;
+    for row in &layout.rows {
+        let r = row.first_seat..row.first_seat + row.len;
+        if !picked.iter().any(|s| r.contains(&s.0)) {
+            continue;
+        }
+        let orphans = |free: &dyn Fn(u32) -> bool| -> std::collections::BTreeSet<u32> {
+            r.clone().filter(|&s| free(s) && (s == r.start || !free(s - 1)) && (s + 1 == r.end || !free(s + 1))).collect()
+        };
+        let before = orphans(&|s| states[s as usize] == SeatState::Available);
+        let after = orphans(&|s| states[s as usize] == SeatState::Available && !picked.contains(&SeatIdx(s)));
+        created += after.difference(&before).count() as u32;
+    }
+    created
+}
+
+/// Sections of rows; each seat 0-2 free, 3 held, 4 sold, 5 blocked.
+fn arb_map() -> impl proptest::strategy::Strategy<Value = Vec<Vec<Vec<u8>>>> {
+    use proptest::prelude::*;
+    let row = proptest::collection::vec(prop_oneof![3 => Just(0u8), 1 => 3u8..6], 1..=9);
+    proptest::collection::vec(proptest::collection::vec(row, 1..=3), 1..=3)
+}
+
+fn map_inventory(map: &[Vec<Vec<u8>>]) -> Inventory {
+    use crate::layout::{CategorySpec, RowSpec, SectionSpec, VenueSpec};
+    let spec = VenueSpec {
+        name: "m".into(),
+        categories: vec![CategorySpec { code: "P1".into(), name: "Premium".into() }],
+        sections: map
+            .iter()
+            .enumerate()
+            .map(|(s, rows)| SectionSpec {
+                code: format!("S{s}"),
+                name: format!("Section {s}"),
+                category: "P1".into(),
+                x: 0.0,
+                y: 0.0,
+                rows: rows
+                    .iter()
+                    .enumerate()
+                    .map(|(r, seats)| RowSpec { label: (r + 1).to_string(), seats: seats.len() as u32, first_number: 1 })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let layout = Layout::build(&spec).unwrap();
+    let mut i = Inventory::new(config(&layout), Arc::new(layout), T0);
+    for (n, state) in map.iter().flatten().flatten().enumerate() {
+        let s = seats(&[n as u32]);
+        let id = 1_000 + n as u128;
+        match state {
+            3 | 4 => {
+                i.apply(&Command::HoldSeats { hold_id: hid(id), customer: cust(&format!("c{n}")), seats: s }, T0).unwrap();
+                if *state == 4 {
+                    i.apply(&Command::Confirm { hold_id: hid(id) }, T0).unwrap();
+                }
+            }
+            5 => {
+                i.apply(&Command::Block { seats: s }, T0).unwrap();
+            }
+            _ => {}
+        }
+    }
+    i
+}
+
+proptest::proptest! {
+    /// On random maps, best available creates no more orphans than the
+    /// fewest any choice of equal quality would. Side by side in one row is
+    /// the quality tier (orphans are compared before rows, see `pick_best`),
+    /// so its choice is weighed against every run of `quantity` free seats in
+    /// every matching row; among those stranding as few, it takes the
+    /// earliest row. Its seats are free, matching, side by side in one row,
+    /// and it reports exactly the orphans it created.
+    #[test]
+    fn best_available_creates_no_more_orphans_than_any_equal_choice(
+        map in arb_map(),
+        quantity in 1u32..=4,
+        section in proptest::option::of(0u16..3),
+    ) {
+        use proptest::prelude::*;
+        let mut i = map_inventory(&map);
+        let layout = i.layout().clone();
+        let before = i.seat_states().to_vec();
+        let rows: Vec<usize> = (0..layout.rows.len()).filter(|&r| section.is_none_or(|s| layout.rows[r].section == s)).collect();
+        let free = |s: u32| before[s as usize] == SeatState::Available;
+        let row_seats = |r: usize| layout.rows[r].first_seat..layout.rows[r].first_seat + layout.rows[r].len;
+        let total = rows.iter().flat_map(|&r| row_seats(r)).filter(|&s| free(s)).count() as u32;
+        // Every run of `quantity` free seats in a matching row: (orphans created, row order, first seat).
+        let runs: Vec<(u32, usize, u32)> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(order, &r)| {
+                let row = &layout.rows[r];
+                (row.first_seat..(row.first_seat + row.len + 1).saturating_sub(quantity)).map(move |first| (order, first))
+            })
+            .filter(|&(_, first)| (first..first + quantity).all(free))
+            .map(|(order, first)| (orphans_created(&layout, &before, &seats(&(first..first + quantity).collect::<Vec<_>>())), order, first))
+            .collect();
+        let c = Command::HoldBestAvailable { hold_id: hid(1), customer: cust("best"), quantity, section, category: None };
+        let result = i.apply(&c, T0);
+        if total < quantity {
+            prop_assert_eq!(result.unwrap_err(), Reject::NotEnoughSeats { requested: quantity, available: total });
+            return Ok(());
+        }
+        let (Reply::Hold(h), _) = result.unwrap() else { panic!("not a hold") };
+        prop_assert_eq!(h.seats.len(), quantity as usize);
+        for s in &h.seats {
+            prop_assert!(free(s.0), "{:?} was not available", s);
+            prop_assert!(rows.contains(&(layout.seats[s.0 as usize].row as usize)), "{:?} is outside the section asked for", s);
+        }
+        let created = orphans_created(&layout, &before, &h.seats);
+        prop_assert_eq!(h.orphan_seats_left, created, "the answer must report the orphans it created");
+        let Some(&(fewest, ..)) = runs.iter().min() else {
+            // No run anywhere: the spread is the fallback.
+            return Ok(());
+        };
+        let first = h.seats[0].0;
+        prop_assert!(
+            h.seats.iter().enumerate().all(|(k, s)| s.0 == first + k as u32),
+            "{:?} are not side by side although a run exists", h.seats
+        );
+        prop_assert!(
+            h.seats.iter().all(|s| layout.seats[s.0 as usize].row == layout.seats[first as usize].row),
+            "{:?} are not in one row", h.seats
+        );
+        prop_assert!(created <= fewest, "created {} orphans where a run creating {} exists: {:?}", created, fewest, runs);
+        let earliest = runs.iter().filter(|r| r.0 == fewest).map(|r| r.1).min().unwrap();
+        let order = rows.iter().position(|&r| r == layout.seats[first as usize].row as usize).unwrap();
+        prop_assert_eq!(order, earliest, "among runs stranding {} seats the earliest row wins", fewest);
+    }
+}
+
 #[test]
 fn block_refuses_held_seats_and_unblock_refuses_free_ones() {
     let mut i = inv(1, 1, 5);
@@ -268,6 +483,7 @@ fn restore_refuses_a_seat_in_two_holds() {
         expires_at: T0.plus_ms(1000),
         state: HoldState::Active,
         ended_at: None,
+        orphan_seats_left: 0,
     };
     let snap = Snapshot { blocked: vec![], holds: vec![h(1, 0), h(2, 0)], idempotency: vec![] };
     assert!(Inventory::restore(i.config().clone(), i.layout().clone(), snap, T0).is_err());

@@ -76,6 +76,7 @@ fn the_same_seed_replays_the_same_history() {
 const EXPECTED_OUTCOMES: &[&str] = &[
     "ok HoldSeats",
     "ok HoldBestAvailable",
+    "ok HoldBestAvailable stranding a seat",
     "ok Release",
     "ok Confirm",
     "ok ConfirmAll",
@@ -384,6 +385,7 @@ impl Model {
             expires_at: Millis(self.now.0 + self.hold_ms as i64),
             state: HoldState::Active,
             ended_at: None,
+            orphan_seats_left: 0,
         };
         self.holds.insert(id, hold.clone());
         self.active.insert(id);
@@ -414,11 +416,30 @@ impl Model {
             .collect()
     }
 
-    /// Checks the engine's best-available choice against the rule: `q` free
-    /// seats of matching rows; side by side in the first matching row that has
-    /// such a run, the run nearest the row's centre; otherwise the first free
-    /// seats in venue order.
-    fn check_best_pick(&self, rows: &[u32], q: u32, picked: &[SeatIdx]) {
+    /// The orphans created by taking `picked`: in each row it touches, the
+    /// free seats with no free neighbour (a row's end counts as taken) after
+    /// the choice, less those that were already so before.
+    fn orphans_created(&self, picked: &[SeatIdx]) -> u32 {
+        let rows: BTreeSet<u32> = picked.iter().map(|s| self.grid.row_of(s.0)).collect();
+        let mut created = 0;
+        for row in rows {
+            let seats = self.grid.row_seats(row);
+            let orphans = |free: &dyn Fn(u32) -> bool| -> BTreeSet<u32> {
+                seats.clone().filter(|&s| free(s) && (s == seats.start || !free(s - 1)) && (s + 1 == seats.end || !free(s + 1))).collect()
+            };
+            let before = orphans(&|s| self.seats[s as usize] == Owner::Free);
+            let after = orphans(&|s| self.seats[s as usize] == Owner::Free && !picked.contains(&SeatIdx(s)));
+            created += after.difference(&before).count() as u32;
+        }
+        created
+    }
+
+    /// Checks the engine's best-available choice against the rule and returns
+    /// the orphans it must report: `q` free seats of matching rows; of every
+    /// run of `q` side by side in a matching row, the one that strands the
+    /// fewest seats, then in the earliest row, then nearest the row's centre,
+    /// then leftmost; with no run anywhere, the first free seats in venue order.
+    fn check_best_pick(&self, rows: &[u32], q: u32, picked: &[SeatIdx]) -> u32 {
         assert_eq!(picked.len(), q as usize, "best available of {q} picked {picked:?}");
         let mut seen = HashSet::new();
         for s in picked {
@@ -428,36 +449,40 @@ impl Model {
             assert!(rows.contains(&self.grid.row_of(s.0)), "best available picked {s:?} outside the section/category filter");
         }
         let free = |s: u32| self.seats[s as usize] == Owner::Free;
-        for &row in rows {
+        let len = self.grid.per_row;
+        let dist = |first: u32| (2 * i64::from(first) + i64::from(q) - i64::from(len)).abs();
+        // (orphans created, venue order of the row, distance to centre, offset), first seat
+        let mut best: Option<((u32, usize, i64, u32), u32)> = None;
+        for (order, &row) in rows.iter().enumerate() {
             let seats = self.grid.row_seats(row);
-            let len = self.grid.per_row;
             if len < q {
                 continue;
             }
-            let runs: Vec<u32> = (0..=len - q).filter(|&first| (seats.start + first..seats.start + first + q).all(free)).collect();
-            if runs.is_empty() {
-                continue;
+            for first in 0..=len - q {
+                let run: Vec<SeatIdx> = (seats.start + first..seats.start + first + q).map(SeatIdx).collect();
+                if !run.iter().all(|s| free(s.0)) {
+                    continue;
+                }
+                let key = (self.orphans_created(&run), order, dist(first), first);
+                if best.is_none_or(|(k, _)| key < k) {
+                    best = Some((key, seats.start + first));
+                }
             }
-            let dist = |first: u32| (2 * i64::from(first) + i64::from(q) - i64::from(len)).abs();
-            let first = picked[0].0.wrapping_sub(seats.start);
-            let expected: Vec<SeatIdx> = (0..q).map(|i| SeatIdx(seats.start + first + i)).collect();
-            assert!(
-                runs.contains(&first) && picked == expected.as_slice(),
-                "best available of {q} should be side by side in row {row} (runs start at \
-                 offsets {runs:?}), got {picked:?}"
-            );
-            let best = runs.iter().map(|&f| dist(f)).min().expect("runs not empty");
+        }
+        if let Some(((orphans, ..), start)) = best {
+            let expected: Vec<SeatIdx> = (start..start + q).map(SeatIdx).collect();
             assert_eq!(
-                dist(first),
-                best,
-                "best available run {picked:?} in row {row} is not the one nearest the centre \
-                 (runs at offsets {runs:?})"
+                picked,
+                expected.as_slice(),
+                "best available of {q} should take the run stranding fewest seats ({orphans}), then in the earliest row, \
+                 nearest the centre, leftmost"
             );
-            return;
+            return orphans;
         }
         let expected: Vec<SeatIdx> =
             rows.iter().flat_map(|&r| self.grid.row_seats(r)).filter(|&s| free(s)).take(q as usize).map(SeatIdx).collect();
         assert_eq!(picked, expected.as_slice(), "with no run of {q} anywhere, best available must take the first free seats");
+        self.orphans_created(picked)
     }
 
     /// Decides `cmd` at `now`, updates the model and returns what the engine
@@ -531,8 +556,12 @@ impl Model {
                          engine answered {other:?}"
                     ),
                 };
-                self.check_best_pick(&rows, q, &picked);
-                Ok(self.place(*hold_id, customer, picked))
+                let orphans = self.check_best_pick(&rows, q, &picked);
+                let (mut reply, events) = self.place(*hold_id, customer, picked);
+                if let Reply::Hold(h) = &mut reply {
+                    h.orphan_seats_left = orphans;
+                }
+                Ok((reply, events))
             }
             Command::Release { hold_id, customer } => {
                 // A non-owner is told so even about an ended hold.
@@ -716,6 +745,7 @@ fn outcome_name(cmd: &Command, result: Result<&Reply, &Reject>) -> &'static str 
     match result {
         Err(r) => reject_name(r),
         Ok(Reply::Expired { holds }) if *holds > 0 => "ok Expire ended holds",
+        Ok(Reply::Hold(h)) if h.orphan_seats_left > 0 => "ok HoldBestAvailable stranding a seat",
         Ok(_) => match cmd {
             Command::HoldSeats { .. } => "ok HoldSeats",
             Command::HoldBestAvailable { .. } => "ok HoldBestAvailable",

@@ -151,6 +151,7 @@ pub fn hold(h: &Hold, c: &EventConfig, layout: &Layout) -> pb::Hold {
         state: hold_state(h.state) as i32,
         created_at: Some(ts(h.created_at)),
         expires_at: Some(ts(h.expires_at)),
+        orphan_seats_left: h.orphan_seats_left,
     }
 }
 

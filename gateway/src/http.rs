@@ -238,6 +238,9 @@ struct HoldJson {
     currency: String,
     created_at: Option<String>,
     expires_at: Option<String>,
+    /// Seats best available had to leave alone in their row (see the proto's
+    /// `Hold.orphan_seats_left`); 0 for any other answer.
+    orphan_seats_left: u32,
 }
 
 impl From<pb::Hold> for HoldJson {
@@ -265,6 +268,7 @@ impl From<pb::Hold> for HoldJson {
                 .collect(),
             total_minor: total.amount_minor,
             currency: total.currency,
+            orphan_seats_left: h.orphan_seats_left,
         }
     }
 }

@@ -265,6 +265,7 @@ async fn holds_can_be_read_released_and_best_available_picks_neighbours(b: Backe
         .into_inner();
     let ids: Vec<&str> = h.seats.iter().map(|s| s.seat_id.as_str()).collect();
     assert_eq!(ids, ["A-1-4", "A-1-5", "A-1-6", "A-1-7"], "side by side, centre of the best row");
+    assert_eq!(h.orphan_seats_left, 0, "the centre of an empty row of ten strands nobody");
     assert_eq!(h.total.as_ref().unwrap().amount_minor, 4 * 9_000);
     assert_eq!(h.state, pb::HoldState::Active as i32);
     let got = inv.get_hold(pb::GetHoldRequest { hold_id: h.hold_id.clone(), event_id: String::new() }).await.unwrap().into_inner();

@@ -59,6 +59,11 @@ async fn the_json_api_holds_releases_and_explains_errors(b: Backend) {
     assert_eq!(status, 404);
     let (status, body) = post("k7", r#"{"customer_id":"bob","quantity":3}"#).await;
     assert_eq!(status, 201, "best available: {body}");
+    // A-1-4..6 is as near the centre but would strand A-1-3 beside the held A-1-2.
+    let best: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = best["seats"].as_array().unwrap().iter().map(|s| s["seat_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["A-1-5", "A-1-6", "A-1-7"], "{body}");
+    assert_eq!(best["orphan_seats_left"], 0, "the answer says how many seats it stranded: {body}");
     // Reads.
     let (status, body) = http(app.http, "GET", &format!("/api/events/{event}/seats"), &[], None).await;
     assert_eq!(status, 200);

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod event;
 pub mod identity;
+pub mod local_time;
 pub mod ports;
 pub mod postman;
 pub mod registry;

@@ -19,7 +19,7 @@ use usher_engine::limits::MAIL_BATCH_MAX;
 use usher_engine::{MailKind, Order, OrderId};
 
 use crate::ports::{Attachment, Email, MailError, Mailer, QueuedMail};
-use crate::saga::{Sagas, format_money, format_time, order_number};
+use crate::saga::{Sagas, order_number};
 
 #[derive(Clone)]
 pub struct PostmanConfig {
@@ -167,8 +167,8 @@ async fn compose(s: &PostmanArgs, m: &QueuedMail) -> Result<Email, String> {
     let order: Order = deps.orders.get_order(m.order_id).await.map_err(|e| e.to_string())?.ok_or("order not found")?.order;
     let event = deps.store.get_event(order.event_id).await.map_err(|e| e.to_string())?.ok_or("event not found")?;
     let number = order_number(order.id);
-    let when = format_time(event.starts_at);
-    let total = format_money(order.total.minor, order.total.currency.as_str());
+    let when = crate::local_time::written(event.starts_at, &event.time_zone);
+    let total = order.total.to_string();
     let seats = order.lines.len();
     let (subject, text, attachments) = match m.kind {
         MailKind::Confirmation => {

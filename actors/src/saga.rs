@@ -584,7 +584,7 @@ pub async fn order_doc(deps: &SagaDeps, order: &Order) -> Result<OrderDoc, SagaE
             number: d.number,
             // People read the category's name on their ticket; clients get its code.
             category: d.category_name.to_owned(),
-            price: format_money(l.price.minor, l.price.currency.as_str()),
+            price: l.price.to_string(),
             code: t.code.clone(),
         });
     }
@@ -592,7 +592,7 @@ pub async fn order_doc(deps: &SagaDeps, order: &Order) -> Result<OrderDoc, SagaE
         order_number: order_number(order.id),
         event_name: config.name,
         venue_name: venue.map(|v| v.spec.name).unwrap_or_default(),
-        starts_at: format_time(config.starts_at),
+        starts_at: crate::local_time::written(config.starts_at, &config.time_zone),
         holder: format!("{} <{}>", order.customer.as_str(), order.email),
         tickets: docs,
     })
@@ -602,28 +602,6 @@ pub async fn order_doc(deps: &SagaDeps, order: &Order) -> Result<OrderDoc, SagaE
 pub fn order_number(id: OrderId) -> String {
     let h = id.0.simple().to_string().to_uppercase();
     format!("U-{}-{}", &h[..4], &h[4..8])
-}
-
-pub fn format_money(minor: i64, currency: &str) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    format!("{currency} {sign}{}.{:02}", minor.unsigned_abs() / 100, minor.unsigned_abs() % 100)
-}
-
-/// `YYYY-MM-DD HH:MM UTC` from unix milliseconds (civil calendar, no tz).
-pub fn format_time(t: Millis) -> String {
-    let secs = t.0.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
 }
 
 /// Card numbers in flight, by payment id. Never written anywhere: the saga
@@ -653,10 +631,6 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(format_time(Millis(0)), "1970-01-01 00:00 UTC");
-        assert_eq!(format_time(Millis(1_796_155_200_000)), "2026-12-01 20:00 UTC");
-        assert_eq!(format_money(5000, "EUR"), "EUR 50.00");
-        assert_eq!(format_money(5, "EUR"), "EUR 0.05");
         let id = OrderId(uuid::Uuid::from_u128(0xabcdef12_0000_0000_0000_000000000000));
         assert_eq!(order_number(id), "U-ABCD-EF12");
     }

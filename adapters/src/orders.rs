@@ -45,7 +45,7 @@ impl TicketRow {
             event_id: EventId::parse(&self.event_id).map_err(corrupt)?,
             seat: SeatIdx(u32::try_from(self.seat_idx).map_err(corrupt)?),
             seat_label: self.seat_label,
-            price: Money { minor: self.price_minor, currency: Currency::parse(&self.currency).map_err(corrupt)? },
+            price: Money { minor: self.price_minor, currency: Currency::from_stored(&self.currency).map_err(corrupt)? },
             code: self.code,
             status: TicketStatus::parse(&self.status).ok_or_else(|| corrupt(format!("ticket status {:?}", self.status)))?,
             issued_at: Millis(self.issued_at),

@@ -140,6 +140,7 @@ mod tests {
         let layout = Layout::build(&grid_venue("v", 1, 1, 6)).unwrap();
         let eur = Currency::parse("EUR").unwrap();
         let config = EventConfig {
+            time_zone: "UTC".into(),
             id: EventId(uuid::Uuid::from_u128(1)),
             org_id: usher_engine::OrgId(uuid::Uuid::from_u128(3)),
             venue_id: VenueId(uuid::Uuid::from_u128(2)),

@@ -150,11 +150,12 @@ struct EventRow<'r> {
     currency: &'r str,
     prices: &'r str,
     org_id: &'r str,
+    time_zone: String,
 }
 
 impl EventRow<'_> {
     fn into_config(self) -> Result<EventConfig, StoreError> {
-        let currency = Currency::parse(self.currency).map_err(corrupt)?;
+        let currency = Currency::from_stored(self.currency).map_err(corrupt)?;
         let prices: Vec<i64> = serde_json::from_str(self.prices).map_err(corrupt)?;
         Ok(EventConfig {
             id: parse_uuid(self.id, EventId::parse)?,
@@ -169,12 +170,13 @@ impl EventRow<'_> {
             hold_duration_ms: self.hold_duration_ms as u64,
             hold_seats_max: self.hold_seats_max as u32,
             prices: prices.into_iter().map(|minor| Money { minor, currency }).collect(),
+            time_zone: self.time_zone,
         })
     }
 }
 
 const EVENT_COLUMNS: &str = "id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, hold_seats_max, currency, prices, \
-     org_id";
+     org_id, time_zone";
 
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
@@ -192,6 +194,7 @@ macro_rules! sql_store {
                     currency: r.get(10),
                     prices: r.get(11),
                     org_id: r.get(12),
+                    time_zone: r.get(13),
                 }
                 .into_config()
             }
@@ -327,8 +330,8 @@ macro_rules! sql_store {
                 let currency = c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default();
                 sqlx::query(
                     "INSERT INTO events (id, venue_id, name, description, starts_at, sales_start, sales_end, status, hold_duration_ms, \
-                     hold_seats_max, currency, prices, owner_epoch, created_at, updated_at, org_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $14)",
+                     hold_seats_max, currency, prices, owner_epoch, created_at, updated_at, org_id, time_zone) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $13, $14, $15)",
                 )
                 .bind(c.id.to_string())
                 .bind(c.venue_id.to_string())
@@ -344,6 +347,7 @@ macro_rules! sql_store {
                 .bind(serde_json::to_string(&prices).map_err(corrupt)?)
                 .bind(now.0)
                 .bind(c.org_id.to_string())
+                .bind(&c.time_zone)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;

@@ -171,6 +171,7 @@ async fn venue(store: &dyn Store, org: OrgId, k: &str) -> (VenueId, Layout) {
 
 fn event(org: OrgId, venue: VenueId, layout: &Layout, status: EventStatus, starts_at: i64) -> EventConfig {
     EventConfig {
+        time_zone: "UTC".into(),
         id: EventId(Uuid::new_v4()),
         org_id: org,
         venue_id: venue,

@@ -17,6 +17,7 @@ fn stadium() -> Inventory {
     let layout = Layout::build(&grid_venue("bench", 40, 50, 50)).expect("valid");
     let eur = Currency::parse("EUR").expect("valid");
     let config = EventConfig {
+        time_zone: "UTC".into(),
         id: EventId(uuid::Uuid::from_u128(1)),
         org_id: usher_engine::OrgId(uuid::Uuid::from_u128(3)),
         venue_id: VenueId(uuid::Uuid::from_u128(2)),

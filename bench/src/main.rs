@@ -366,6 +366,8 @@ fn venue(org_id: &str, sections: usize, rows: usize, per_row: u32) -> pb::Create
         idempotency_key: uuid::Uuid::new_v4().to_string(),
         org_id: org_id.to_owned(),
         name: "Bench Stadium".into(),
+        // Empty: UTC.
+        time_zone: String::new(),
         categories: vec![
             pb::PriceCategory { code: "P1".into(), name: "Front".into() },
             pb::PriceCategory { code: "P2".into(), name: "Back".into() },

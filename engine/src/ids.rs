@@ -189,40 +189,6 @@ impl IdempotencyKey {
     }
 }
 
-/// Amount in integer minor units (cents) with an ISO 4217 code. Never floats.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-pub struct Money {
-    pub minor: i64,
-    pub currency: Currency,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Currency([u8; 3]);
-
-impl Currency {
-    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
-        let b = s.as_bytes();
-        if b.len() != 3 || !b.iter().all(u8::is_ascii_uppercase) {
-            return Err(InvalidInput::new("currency", format!("currency must be a 3-letter ISO 4217 code in capitals, got {s:?}")));
-        }
-        Ok(Currency([b[0], b[1], b[2]]))
-    }
-    pub fn as_str(&self) -> &str {
-        // Constructed only from ASCII capitals.
-        std::str::from_utf8(&self.0).unwrap_or("???")
-    }
-}
-impl fmt::Debug for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,13 +200,6 @@ mod tests {
         assert!(CustomerId::parse(&"a".repeat(limits::CUSTOMER_ID_BYTES_MAX)).is_ok());
         assert!(CustomerId::parse(&"a".repeat(limits::CUSTOMER_ID_BYTES_MAX + 1)).is_err());
         assert_eq!(CustomerId::parse("a b").unwrap_err().field, "customer_id");
-    }
-
-    #[test]
-    fn currency_is_three_capitals() {
-        assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
-        assert!(Currency::parse("eur").is_err());
-        assert!(Currency::parse("EURO").is_err());
     }
 
     #[test]

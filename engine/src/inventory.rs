@@ -13,9 +13,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
-use crate::ids::{CustomerId, EventId, HoldId, IdempotencyKey, InvalidInput, Millis, Money, OrgId, SeatIdx, VenueId};
+use crate::ids::{CustomerId, EventId, HoldId, IdempotencyKey, InvalidInput, Millis, OrgId, SeatIdx, VenueId};
 use crate::layout::{Layout, check_name};
 use crate::limits;
+use crate::money::Money;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,12 +70,16 @@ pub struct EventConfig {
     pub hold_seats_max: u32,
     /// Price per venue category, index = category index. One currency.
     pub prices: Vec<Money>,
+    /// The IANA time zone of the venue (copied when the event is created):
+    /// instants are stored and compared as such, and shown to people in it.
+    pub time_zone: String,
 }
 
 impl EventConfig {
     pub fn validate(&self, layout: &Layout) -> Result<(), InvalidInput> {
         check_name("name", &self.name)?;
         crate::layout::check_text("description", &self.description)?;
+        crate::layout::check_time_zone("time_zone", &self.time_zone)?;
         if self.description.len() > limits::DESCRIPTION_BYTES_MAX {
             return Err(InvalidInput::new("description", format!("description is longer than {} bytes", limits::DESCRIPTION_BYTES_MAX)));
         }
@@ -96,8 +101,8 @@ impl EventConfig {
                 format!("one price per venue category is needed: {} categories, {} prices", layout.categories.len(), self.prices.len()),
             ));
         }
-        if let Some(p) = self.prices.iter().find(|p| p.minor < 0) {
-            return Err(InvalidInput::new("prices", format!("price {} is negative", p.minor)));
+        for p in &self.prices {
+            p.check_price()?;
         }
         if self.prices.windows(2).any(|w| w[0].currency != w[1].currency) {
             return Err(InvalidInput::new("prices", "all prices of an event must be in one currency"));

@@ -12,6 +12,13 @@ use crate::limits;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VenueSpec {
     pub name: String,
+    /// The venue's IANA time zone (`Europe/Berlin`, `Asia/Tokyo`; tzdb
+    /// names, <https://www.iana.org/time-zones>); its events are shown in it.
+    /// The engine checks the shape only (`check_time_zone`); the edge checks
+    /// the name against the time zone database. Venues stored before zones
+    /// existed read as `UTC`.
+    #[serde(default = "utc")]
+    pub time_zone: String,
     pub categories: Vec<CategorySpec>,
     pub sections: Vec<SectionSpec>,
 }
@@ -111,6 +118,20 @@ pub fn check_name(field: &'static str, s: &str) -> Result<(), InvalidInput> {
     check_text(field, s)
 }
 
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// The shape of an IANA time zone name: 1 to `limits::TIME_ZONE_BYTES_MAX`
+/// bytes of ASCII letters, digits and `/_+-` (tzdb's own rule for names,
+/// from its theory.html). Whether the zone exists is the edge's question.
+pub fn check_time_zone(field: &'static str, s: &str) -> Result<(), InvalidInput> {
+    let ok = !s.is_empty()
+        && s.len() <= limits::TIME_ZONE_BYTES_MAX
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'+' | b'-'));
+    if ok { Ok(()) } else { Err(InvalidInput::new(field, format!("{s:?} is not the name of an IANA time zone, such as Europe/Berlin"))) }
+}
+
 /// Text people typed, as a database can store and a page or PDF can show
 /// it: no control characters (a NUL, which PostgreSQL refuses in text, a
 /// bell, an escape sequence). Line breaks and tabs are allowed.
@@ -124,6 +145,7 @@ pub fn check_text(field: &'static str, s: &str) -> Result<(), InvalidInput> {
 impl Layout {
     pub fn build(spec: &VenueSpec) -> Result<Layout, InvalidInput> {
         check_name("venue.name", &spec.name)?;
+        check_time_zone("venue.time_zone", &spec.time_zone)?;
         if spec.categories.is_empty() || spec.categories.len() > limits::CATEGORIES_PER_VENUE_MAX {
             return Err(InvalidInput::new(
                 "venue.categories",
@@ -325,6 +347,7 @@ impl SeatIndex {
 /// alternately in two price categories. Used by demo data, tests and benchmarks.
 pub fn grid_venue(name: &str, sections: usize, rows: usize, seats_per_row: u32) -> VenueSpec {
     VenueSpec {
+        time_zone: "UTC".into(),
         name: name.to_owned(),
         categories: vec![
             CategorySpec { code: "P1".into(), name: "Premium".into() },

@@ -6,6 +6,7 @@ pub mod ids;
 pub mod inventory;
 pub mod layout;
 pub mod limits;
+pub mod money;
 pub mod order;
 pub mod ticket;
 
@@ -13,6 +14,7 @@ pub use identity::*;
 pub use ids::*;
 pub use inventory::*;
 pub use layout::*;
+pub use money::*;
 pub use order::*;
 pub use ticket::*;
 

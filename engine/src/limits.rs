@@ -31,6 +31,18 @@ pub const CUSTOMER_ID_BYTES_MAX: usize = 128;
 pub const CUSTOMER_REF_BYTES_MAX: usize = 64;
 /// Length of an idempotency key.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// Highest price of one seat, in minor units of the event's currency
+/// (EUR 1,000,000,000.00; JPY 100,000,000,000). Far above any ticket, and low
+/// enough that an order of every seat a customer may hold
+/// (`HOLDS_PER_CUSTOMER_MAX` x `HOLD_SEATS_MAX` = 800) stays far inside `i64`.
+pub const PRICE_MINOR_MAX: i64 = 100_000_000_000;
+/// Highest total of one order, in minor units: ten times the price ceiling.
+/// Below 2^53, so a JSON client reading the total as a double (JavaScript)
+/// reads it exactly; an order above it is refused, never wrapped.
+pub const ORDER_TOTAL_MINOR_MAX: i64 = 1_000_000_000_000;
+/// Length of an IANA time zone name (the longest in tzdb 2025 is 32 bytes,
+/// `America/Argentina/ComodRivadavia`).
+pub const TIME_ZONE_BYTES_MAX: usize = 64;
 /// Length of names (venue, event, section).
 pub const NAME_BYTES_MAX: usize = 200;
 /// Length of an event description.

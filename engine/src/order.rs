@@ -20,7 +20,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::ids::{CustomerId, EventId, HoldId, Millis, Money, OrderId, PaymentId, SeatIdx, TicketId};
+use crate::ids::{CustomerId, EventId, HoldId, InvalidInput, Millis, OrderId, PaymentId, SeatIdx, TicketId};
+use crate::limits;
+use crate::money::Money;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -298,7 +300,11 @@ impl Transition {
 
 impl Order {
     /// A new order, pending payment until `pay_by` (its holds' earliest
-    /// expiry). The total is the sum of the lines; `None` without lines.
+    /// expiry). The total is the sum of the lines, in their one currency.
+    ///
+    /// Errors (field `hold_ids`): no lines; lines in several currencies; a
+    /// total above `limits::ORDER_TOTAL_MINOR_MAX` (or one that would not fit
+    /// an `i64` at all, from prices stored before their ceiling existed).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: OrderId,
@@ -309,10 +315,25 @@ impl Order {
         lines: Vec<OrderLine>,
         pay_by: Millis,
         now: Millis,
-    ) -> Option<Order> {
-        let currency = lines.first()?.price.currency;
-        let total = Money { minor: lines.iter().map(|l| l.price.minor).sum(), currency };
-        Some(Order {
+    ) -> Result<Order, InvalidInput> {
+        let Some(first) = lines.first() else {
+            return Err(InvalidInput::new("hold_ids", "the holds have no seats"));
+        };
+        let currency = first.price.currency;
+        if lines.iter().any(|l| l.price.currency != currency) {
+            return Err(InvalidInput::new("hold_ids", "the seats are priced in several currencies"));
+        }
+        let too_large = || {
+            InvalidInput::new(
+                "hold_ids",
+                format!("the order would cost more than one order may, {}", Money { minor: limits::ORDER_TOTAL_MINOR_MAX, currency }),
+            )
+        };
+        let total = Money::checked_sum(currency, lines.iter().map(|l| l.price)).ok_or_else(too_large)?;
+        if total.minor > limits::ORDER_TOTAL_MINOR_MAX {
+            return Err(too_large());
+        }
+        Ok(Order {
             id,
             event_id,
             customer,
@@ -560,9 +581,9 @@ impl Order {
         if self.lines.is_empty() || self.holds.is_empty() {
             return Err("O1 an order has seats and holds".into());
         }
-        let sum: i64 = self.lines.iter().map(|l| l.price.minor).sum();
-        if sum != self.total.minor || self.lines.iter().any(|l| l.price.currency != self.total.currency) {
-            return Err(format!("O2 total {} is not the sum of the lines {sum}", self.total.minor));
+        let sum = Money::checked_sum(self.total.currency, self.lines.iter().map(|l| l.price));
+        if sum != Some(self.total) {
+            return Err(format!("O2 total {} is not the sum of the lines {sum:?}", self.total));
         }
         let captured = self.payments.iter().any(|p| p.status == PaymentStatus::Captured);
         if matches!(self.status, OrderStatus::Paid | OrderStatus::Fulfilled) && !captured {
@@ -593,7 +614,7 @@ impl Order {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::Currency;
+    use crate::money::Currency;
     use uuid::Uuid;
 
     const T0: Millis = Millis(1_000_000);
@@ -610,6 +631,38 @@ mod tests {
         let o = Order::new(id, event, alice, "alice@example.com".into(), vec![hold], lines, Millis(T0.0 + 60_000), T0).unwrap();
         assert_eq!(o.total, Money { minor: 8000, currency: eur });
         o
+    }
+
+    #[test]
+    fn totals_are_checked_never_wrapped() {
+        let (id, event, alice) = (OrderId(Uuid::from_u128(1)), EventId(Uuid::from_u128(2)), CustomerId::parse("a").unwrap());
+        let hold = HoldId(Uuid::from_u128(5));
+        let make = |prices: &[(i64, &str)]| {
+            let lines = prices
+                .iter()
+                .enumerate()
+                .map(|(i, &(minor, c))| OrderLine {
+                    hold_id: hold,
+                    seat: SeatIdx(i as u32),
+                    price: Money { minor, currency: Currency::parse(c).unwrap() },
+                })
+                .collect();
+            Order::new(id, event, alice.clone(), "a@example.com".into(), vec![hold], lines, T0, T0)
+        };
+        // Two seats at 2^62 (a price stored before the ceiling) would wrap to
+        // i64::MIN: refused, not charged.
+        let e = make(&[(1 << 62, "EUR"), (1 << 62, "EUR")]).unwrap_err();
+        assert_eq!(e.field, "hold_ids");
+        assert_eq!(e.message, "the order would cost more than one order may, EUR 10,000,000,000.00");
+        // Within i64 but above the order ceiling: refused the same way.
+        let at_ceiling = crate::limits::PRICE_MINOR_MAX;
+        assert!(make(&[(at_ceiling, "JPY"); 10]).is_ok());
+        assert_eq!(
+            make(&[(at_ceiling, "JPY"); 11]).unwrap_err().message,
+            "the order would cost more than one order may, JPY 1,000,000,000,000"
+        );
+        assert!(make(&[(1, "EUR"), (1, "JPY")]).unwrap_err().message.contains("several currencies"));
+        assert!(make(&[]).is_err());
     }
 
     fn pay() -> OrderInput {

@@ -8,6 +8,7 @@ pub(crate) const T0: Millis = Millis(1_700_000_000_000);
 
 pub(crate) fn config(layout: &Layout) -> EventConfig {
     EventConfig {
+        time_zone: "UTC".into(),
         id: EventId(Uuid::from_u128(1)),
         org_id: crate::OrgId(Uuid::from_u128(3)),
         venue_id: VenueId(Uuid::from_u128(2)),
@@ -258,6 +259,7 @@ fn arb_map() -> impl proptest::strategy::Strategy<Value = Vec<Vec<Vec<u8>>>> {
 fn map_inventory(map: &[Vec<Vec<u8>>]) -> Inventory {
     use crate::layout::{CategorySpec, RowSpec, SectionSpec, VenueSpec};
     let spec = VenueSpec {
+        time_zone: "UTC".into(),
         name: "m".into(),
         categories: vec![CategorySpec { code: "P1".into(), name: "Premium".into() }],
         sections: map

@@ -34,6 +34,7 @@ fn cust(s: &str) -> CustomerId {
 fn inventory((sections, rows, per_row): Grid) -> Inventory {
     let layout = Layout::build(&grid_venue("p", sections, rows, per_row)).unwrap();
     let config = EventConfig {
+        time_zone: "UTC".into(),
         id: EventId(Uuid::from_u128(1)),
         org_id: usher_engine::OrgId(Uuid::from_u128(3)),
         venue_id: VenueId(Uuid::from_u128(2)),

@@ -812,6 +812,7 @@ impl Sim {
         let sales_end =
             if rng.chance(20) { T0.plus_ms(rng.range(DAY_MS, 3 * DAY_MS)) } else { T0.plus_ms(rng.range(20 * DAY_MS, 40 * DAY_MS)) };
         let config = EventConfig {
+            time_zone: "UTC".into(),
             id: EventId(Uuid::from_u128(u128::from(seed) + 1)),
             org_id: usher_engine::OrgId(Uuid::from_u128(3)),
             venue_id: VenueId(Uuid::from_u128(7)),

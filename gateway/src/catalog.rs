@@ -37,6 +37,7 @@ fn venue_pb(id: VenueId, org: OrgId, spec: &VenueSpec, seat_count: u32) -> pb::V
         venue_id: id.to_string(),
         org_id: org.to_string(),
         name: spec.name.clone(),
+        time_zone: spec.time_zone.clone(),
         seat_count,
         categories: spec.categories.iter().map(|c| pb::PriceCategory { code: c.code.clone(), name: c.name.clone() }).collect(),
         sections: spec
@@ -123,14 +124,15 @@ impl Catalog {
     }
 
     /// A venue's layout, and the organization that owns it.
-    async fn layout_of(&self, venue: VenueId) -> Result<(Layout, OrgId), ApiError> {
+    /// The venue's layout, organization and IANA time zone.
+    async fn layout_of(&self, venue: VenueId) -> Result<(Layout, OrgId, String), ApiError> {
         let v = self
             .ctx
             .store()
             .get_venue(venue)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {venue} not found")))?;
-        Ok((Layout::build(&v.spec)?, v.org_id))
+        Ok((Layout::build(&v.spec)?, v.org_id, v.spec.time_zone))
     }
 
     /// The event's actor, once the caller may manage it (another
@@ -212,6 +214,7 @@ pub fn check_seat_list(ids: &[String]) -> Result<(), ApiError> {
 pub fn spec_from(req: &pb::CreateVenueRequest) -> VenueSpec {
     VenueSpec {
         name: req.name.clone(),
+        time_zone: if req.time_zone.is_empty() { "UTC".to_owned() } else { req.time_zone.clone() },
         categories: req.categories.iter().map(|c| CategorySpec { code: c.code.clone(), name: c.name.clone() }).collect(),
         sections: req
             .sections
@@ -252,7 +255,8 @@ impl CatalogService for Catalog {
         let key = c.key(&req.idempotency_key)?;
         let org = venue_org(&c, &req.org_id)?;
         c.may(org, Cap::ManageVenues, "ORG_NOT_FOUND", format_args!("organization {org}"))?;
-        let spec = spec_from(&req);
+        let mut spec = spec_from(&req);
+        spec.time_zone = usher_actors::local_time::zone("time_zone", &spec.time_zone).map_err(ApiError::from)?;
         let layout = Layout::build(&spec).map_err(ApiError::from)?;
         let fp = fingerprint(1, &req, |r| r.idempotency_key.clear());
         let id = VenueId(uuid::Uuid::new_v4());
@@ -284,7 +288,7 @@ impl CatalogService for Catalog {
         let req = req.into_inner();
         let key = c.key(&req.idempotency_key)?;
         let venue_id = VenueId::parse(&req.venue_id).map_err(ApiError::from)?;
-        let (layout, org) = self.layout_of(venue_id).await?;
+        let (layout, org, time_zone) = self.layout_of(venue_id).await?;
         c.may(org, Cap::ManageEvents, "VENUE_NOT_FOUND", format_args!("venue {venue_id}"))?;
         let now = self.ctx.now();
         let starts_at = convert::millis("starts_at", req.starts_at.as_ref().ok_or_else(|| ApiError::invalid("starts_at", "is required"))?)?;
@@ -325,6 +329,7 @@ impl CatalogService for Catalog {
             },
             hold_seats_max: if req.hold_seats_max == 0 { limits::HOLD_SEATS_DEFAULT } else { req.hold_seats_max },
             prices: prices.into_iter().flatten().collect(),
+            time_zone,
         };
         config.validate(&layout).map_err(ApiError::from)?;
         let fp = fingerprint(2, &req, |r| r.idempotency_key.clear());

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use usher_actors::local_time;
+use usher_engine::Millis;
 use usher_proto::v1::{
     self as pb, catalog_service_client::CatalogServiceClient, check_in_service_client::CheckInServiceClient,
     fulfillment_service_client::FulfillmentServiceClient, identity_service_client::IdentityServiceClient,
@@ -185,7 +187,8 @@ pub async fn events(ch: Ch) -> anyhow::Result<()> {
             let status = pb::EventStatus::try_from(e.status)
                 .map(|s| s.as_str_name().trim_start_matches("EVENT_STATUS_").to_lowercase())
                 .unwrap_or_default();
-            println!("{:<36}  {:<13}  {:<25}  {:>6}  {} @ {}", e.event_id, status, time(&e.starts_at), e.seat_count, e.name, e.venue_name);
+            let when = e.starts_at.as_ref().map(|t| local_time::written(Millis(t.seconds * 1000), &e.time_zone)).unwrap_or_default();
+            println!("{:<36}  {:<13}  {:<48}  {:>6}  {} @ {}", e.event_id, status, when, e.seat_count, e.name, e.venue_name);
         }
         if r.next_page_token.is_empty() {
             return Ok(());
@@ -220,11 +223,7 @@ pub async fn seats(ch: Ch, event_id: String) -> anyhow::Result<()> {
             })
             .collect();
         let first = seats.first().map(|s| s.number).unwrap_or(1);
-        let price = seats
-            .first()
-            .and_then(|s| s.price.as_ref())
-            .map(|p| format!("{}.{:02} {}", p.amount_minor / 100, p.amount_minor % 100, p.currency))
-            .unwrap_or_default();
+        let price = seats.first().and_then(|s| s.price.as_ref()).map(|p| written(p.amount_minor, &p.currency)).unwrap_or_default();
         println!("{:>4}-{:<3} from {:>3}  {line}  {price}", order[i].0, order[i].1, first);
     }
     if let Some(n) = m.counts {
@@ -241,7 +240,7 @@ pub fn print_hold(h: &pb::Hold) {
     println!("  customer {}", h.customer_id);
     println!("  seats    {}", h.seats.iter().map(|s| s.seat_id.as_str()).collect::<Vec<_>>().join(" "));
     if let Some(t) = &h.total {
-        println!("  total    {}.{:02} {}", t.amount_minor / 100, t.amount_minor % 100, t.currency);
+        println!("  total    {}", written(t.amount_minor, &t.currency));
     }
     println!("  expires  {}", time(&h.expires_at));
 }
@@ -277,7 +276,17 @@ pub async fn show_hold(ch: Ch, hold_id: String) -> anyhow::Result<()> {
 // Buying: order, pay, tickets, scan.
 
 fn money(m: &Option<pb::Money>) -> String {
-    m.as_ref().map(|t| format!("{}.{:02} {}", t.amount_minor / 100, t.amount_minor % 100, t.currency)).unwrap_or_default()
+    m.as_ref().map(|t| written(t.amount_minor, &t.currency)).unwrap_or_default()
+}
+
+/// An amount as people read it, in its currency's own decimals (the engine's
+/// one rule: `JPY 1,500`, `EUR 50.00`); a code the engine cannot read is
+/// printed as the server sent it.
+fn written(minor: i64, currency: &str) -> String {
+    match usher_engine::Currency::from_stored(currency) {
+        Ok(currency) => usher_engine::Money { minor, currency }.to_string(),
+        Err(_) => format!("{minor} {currency} (minor units)"),
+    }
 }
 
 fn enum_name(name: &str, prefix: &str) -> String {

@@ -106,6 +106,7 @@ pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
         counts: n.map(counts),
         venue_name: layout.name.clone(),
         org_id: c.org_id.to_string(),
+        time_zone: c.time_zone.clone(),
     }
 }
 
@@ -140,8 +141,16 @@ pub fn hold(h: &Hold, c: &EventConfig, layout: &Layout) -> pb::Hold {
             }
         })
         .collect();
-    let total_minor: i64 = h.seats.iter().map(|&s| c.prices[layout.category_of(s) as usize].minor).sum();
     let currency = c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default();
+    // Prices are at most `PRICE_MINOR_MAX` and a hold at most `HOLD_SEATS_MAX`
+    // seats, so the sum fits; a price stored before the ceiling existed could
+    // not, and then the total reads as the largest amount rather than wrapping
+    // (an order of it is refused by `Order::new`).
+    let total_minor = c
+        .prices
+        .first()
+        .and_then(|p| Money::checked_sum(p.currency, h.seats.iter().map(|&s| c.prices[layout.category_of(s) as usize])))
+        .map_or(i64::MAX, |m| m.minor);
     pb::Hold {
         hold_id: h.id.to_string(),
         event_id: c.id.to_string(),

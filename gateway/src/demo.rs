@@ -156,6 +156,7 @@ pub fn venue() -> VenueSpec {
     ];
     VenueSpec {
         name: "Usher Arena".into(),
+        time_zone: "Europe/Berlin".into(),
         categories: cats.iter().map(|(c, n)| CategorySpec { code: (*c).into(), name: (*n).into() }).collect(),
         sections: sections
             .iter()
@@ -217,6 +218,7 @@ async fn load_catalog(store: &dyn Store, now: Millis) -> anyhow::Result<Vec<Even
             hold_duration_ms: limits::HOLD_DURATION_MS_DEFAULT,
             hold_seats_max: limits::HOLD_SEATS_DEFAULT,
             prices: prices.iter().map(|&minor| Money { minor, currency: eur }).collect(),
+            time_zone: spec.time_zone.clone(),
         };
         config.validate(&layout)?;
         let k = format!("demo-event-v2-{n}");

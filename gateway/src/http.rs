@@ -134,6 +134,14 @@ pub(crate) fn ts(t: &Option<prost_types::Timestamp>) -> Option<String> {
     t.as_ref().map(|t| t.to_string())
 }
 
+/// An instant as people in `zone` read it (the one rule,
+/// `usher_actors::local_time::written`).
+fn local(t: &Option<prost_types::Timestamp>, zone: &str) -> Option<String> {
+    let t = t.as_ref()?;
+    let ms = t.seconds.checked_mul(1000)?.checked_add(i64::from(t.nanos) / 1_000_000)?;
+    Some(usher_actors::local_time::written(usher_engine::Millis(ms), zone))
+}
+
 fn status_name(v: i32) -> String {
     pb::EventStatus::try_from(v).map(|s| s.as_str_name().trim_start_matches("EVENT_STATUS_").to_lowercase()).unwrap_or_default()
 }
@@ -158,20 +166,35 @@ struct PriceJson {
     amount_minor: i64,
 }
 
+/// The ISO 4217 minor-unit exponent of a currency code the server sent
+/// (JPY 0, EUR 2, BHD 3), so a page writes amounts in the currency's units.
+fn exponent(code: &str) -> u8 {
+    usher_engine::Currency::from_stored(code).map_or(2, |c| c.exponent())
+}
+
 #[derive(Serialize)]
 struct EventJson {
     event_id: String,
     name: String,
     description: String,
     venue_name: String,
+    /// Instants, RFC 3339 in UTC.
     starts_at: Option<String>,
     sales_start: Option<String>,
     sales_end: Option<String>,
+    /// The venue's IANA time zone, and the start and end of sales as people
+    /// there read them (`Sun 31 Oct 2027, 20:00 CET (Europe/Berlin)`).
+    time_zone: String,
+    starts_at_local: Option<String>,
+    sales_end_local: Option<String>,
     status: String,
     seat_count: u32,
     hold_seats_max: u32,
     hold_duration_seconds: u32,
     currency: String,
+    /// Decimals of the currency (ISO 4217 minor unit): amounts are
+    /// `*_minor / 10^currency_exponent` in the currency's major unit.
+    currency_exponent: u8,
     prices: Vec<PriceJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     counts: Option<CountsJson>,
@@ -180,6 +203,8 @@ struct EventJson {
 impl From<pb::Event> for EventJson {
     fn from(e: pb::Event) -> Self {
         EventJson {
+            starts_at_local: local(&e.starts_at, &e.time_zone),
+            sales_end_local: local(&e.sales_end, &e.time_zone),
             starts_at: ts(&e.starts_at),
             sales_start: ts(&e.sales_start),
             sales_end: ts(&e.sales_end),
@@ -191,6 +216,8 @@ impl From<pb::Event> for EventJson {
             seat_count: e.seat_count,
             hold_seats_max: e.hold_seats_max,
             hold_duration_seconds: e.hold_duration_seconds,
+            currency_exponent: exponent(&e.currency),
+            time_zone: e.time_zone,
             currency: e.currency,
             prices: e.prices.into_iter().map(|p| PriceJson { category: p.category, amount_minor: p.amount_minor }).collect(),
             counts: e.counts.map(CountsJson::from),
@@ -236,6 +263,7 @@ struct HoldJson {
     seats: Vec<HeldSeatJson>,
     total_minor: i64,
     currency: String,
+    currency_exponent: u8,
     created_at: Option<String>,
     expires_at: Option<String>,
     /// Seats best available had to leave alone in their row (see the proto's
@@ -267,6 +295,7 @@ impl From<pb::Hold> for HoldJson {
                 })
                 .collect(),
             total_minor: total.amount_minor,
+            currency_exponent: exponent(&total.currency),
             currency: total.currency,
             orphan_seats_left: h.orphan_seats_left,
         }
@@ -452,6 +481,7 @@ struct PaymentJson {
     payment_id: String,
     amount_minor: i64,
     currency: String,
+    currency_exponent: u8,
     card_last4: String,
     status: String,
     decline_reason: String,
@@ -466,6 +496,7 @@ impl From<pb::Payment> for PaymentJson {
             created_at: ts(&p.created_at),
             payment_id: p.payment_id,
             amount_minor: amount.amount_minor,
+            currency_exponent: exponent(&amount.currency),
             currency: amount.currency,
             card_last4: p.card_last4,
             decline_reason: p.decline_reason,
@@ -486,6 +517,7 @@ struct OrderJson {
     lines: Vec<OrderLineJson>,
     total_minor: i64,
     currency: String,
+    currency_exponent: u8,
     pay_by: Option<String>,
     payments: Vec<PaymentJson>,
     ticket_ids: Vec<String>,
@@ -523,6 +555,7 @@ impl From<pb::Order> for OrderJson {
                 })
                 .collect(),
             total_minor: total.amount_minor,
+            currency_exponent: exponent(&total.currency),
             currency: total.currency,
             payments: o.payments.into_iter().map(PaymentJson::from).collect(),
             ticket_ids: o.ticket_ids,

@@ -261,8 +261,8 @@ impl Orders {
             (Some(e), Some(l), Some(p), Some(cu)) => (e, l, p, cu),
             _ => return Err(ApiError::invalid("hold_ids", "no seats")),
         };
-        let order = Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now)
-            .ok_or_else(|| ApiError::invalid("hold_ids", "no seats"))?;
+        let order =
+            Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now).map_err(ApiError::from)?;
         order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", e))?;
         let labels: Vec<String> = order.lines.iter().map(|l| layout.label(l.seat)).collect();
         match self.ctx.orders.create_order(&scoped_key, fingerprint, &order, &labels).await? {

@@ -412,6 +412,7 @@ pub struct Harness {
 
 pub fn event_config(id: EventId, venue_id: VenueId, layout: &Layout) -> EventConfig {
     EventConfig {
+        time_zone: "UTC".into(),
         id,
         org_id: ORG,
         venue_id,

@@ -305,12 +305,21 @@ pub fn now_ts(offset_s: i64) -> prost_types::Timestamp {
 }
 
 /// A grid venue: `sections` × `rows` × `per_row`, sections A, B, … rows 1, 2, …
+/// (see `venue_request`).
 pub async fn create_venue(c: &mut CatalogServiceClient<Ch>, sections: usize, rows: usize, per_row: u32) -> pb::Venue {
-    let req = pb::CreateVenueRequest {
+    c.create_venue(venue_request(sections, rows, per_row)).await.unwrap().into_inner()
+}
+
+/// "Test Hall": `sections` sections A, B, … (A priced P1, the rest P2) of
+/// `rows` rows of `per_row` seats, in the caller's one organization, UTC.
+pub fn venue_request(sections: usize, rows: usize, per_row: u32) -> pb::CreateVenueRequest {
+    pb::CreateVenueRequest {
         idempotency_key: key(),
         // The caller's one organization.
         org_id: String::new(),
         name: "Test Hall".into(),
+        // Empty: UTC.
+        time_zone: String::new(),
         categories: vec![
             pb::PriceCategory { code: "P1".into(), name: "Premium".into() },
             pb::PriceCategory { code: "P2".into(), name: "Standard".into() },
@@ -325,8 +334,7 @@ pub async fn create_venue(c: &mut CatalogServiceClient<Ch>, sections: usize, row
                 rows: (0..rows).map(|r| pb::RowSpec { label: (r + 1).to_string(), seats: per_row, first_number: 1 }).collect(),
             })
             .collect(),
-    };
-    c.create_venue(req).await.unwrap().into_inner()
+    }
 }
 
 pub fn event_request(venue_id: &str, hold_seconds: u32) -> pb::CreateEventRequest {

@@ -20,7 +20,10 @@ use usher_engine::{InvalidInput, Millis, check_time_zone};
 pub fn zone(field: &'static str, name: &str) -> Result<String, InvalidInput> {
     check_time_zone(field, name)?;
     let tz = TimeZone::get(name).map_err(|_| {
-        InvalidInput::new(field, format!("{name:?} is not a time zone of the IANA database; use a name such as Europe/Berlin"))
+        InvalidInput::new(
+            field,
+            format!("{} is not a time zone of the IANA database; use a name such as Europe/Berlin", usher_engine::quoted(name)),
+        )
     })?;
     Ok(tz.iana_name().unwrap_or(name).to_owned())
 }

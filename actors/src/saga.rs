@@ -336,7 +336,9 @@ impl SagaState {
                     let msg = match deps.provider.authorize(req).await {
                         Ok(PaymentOutcome::Authorized { provider_ref }) => done(OrderInput::Authorized { provider_ref }),
                         Ok(PaymentOutcome::Declined { reason }) => done(OrderInput::Declined { reason }),
-                        Err(ProviderError::Refused(m)) => done(OrderInput::Declined { reason: format!("refused: {m}") }),
+                        Err(ProviderError::Refused(m)) => {
+                            done(OrderInput::Declined { reason: format!("the payment provider refused the payment: {m}") })
+                        }
                         Err(ProviderError::Unavailable(m)) => {
                             warn!(order_id = %order.id, error = %m, "payment provider unavailable; asking for the status");
                             done(OrderInput::ProviderTimedOut)
@@ -380,7 +382,8 @@ impl SagaState {
                         Ok(Ok(_)) => {
                             let _ = me.cast(done(OrderInput::Confirmed));
                         }
-                        Ok(Err(reason)) => {
+                        Ok(Err(why)) => {
+                            let reason = format!("the seats were no longer held when the payment went through: {why}");
                             let _ = me.cast(done(OrderInput::HoldsGone { reason }));
                         }
                         Err(e) => {
@@ -492,16 +495,17 @@ fn step_key(order: &Order, step: &str) -> IdempotencyKey {
     IdempotencyKey::parse(&format!("order:{}:{step}", order.id.0.simple())).expect("derived keys are well formed")
 }
 
-/// Sends a command to the order's event. `Ok(Err(reason))` is a domain
-/// refusal (the hold is gone); `Err` is infrastructure (retry).
+/// Sends a command to the order's event. `Ok(Err(sentence))` is a domain
+/// refusal (the hold is gone), in the engine's words for people
+/// (`Reject::describe`); `Err` is infrastructure (retry).
 async fn event_command(deps: &SagaDeps, order: &Order, key: IdempotencyKey, cmd: Command) -> Result<Result<Reply, String>, CommandError> {
     let handle = match deps.registry.event(order.event_id).await {
         Ok(h) => h,
-        Err(CommandError::EventNotFound(id)) => return Ok(Err(format!("event {id} not found"))),
+        Err(CommandError::EventNotFound(_)) => return Ok(Err("the event no longer exists".into())),
         Err(e) => return Err(e),
     };
     let out = handle.command(key, cmd).await?;
-    Ok(out.result.map_err(|r| format!("{r:?}")))
+    Ok(out.result.map_err(|r| r.describe(&handle.layout)))
 }
 
 async fn issue(deps: &SagaDeps, order: &Order) -> Result<Vec<TicketRecord>, SagaError> {

@@ -48,7 +48,7 @@ pub fn build_message(email: &Email) -> Result<Vec<u8>, MailError> {
 /// can never be sent is never created. Errors are plain sentences.
 pub fn parse_address(s: &str) -> Result<String, String> {
     let s = s.trim();
-    let address: lettre::Address = s.parse().map_err(|_| format!("{s:?} is not an email address"))?;
+    let address: lettre::Address = s.parse().map_err(|_| format!("{} is not an email address", usher_engine::quoted(s)))?;
     let domain = address.domain();
     let labels: Vec<&str> = domain.split('.').collect();
     let host_ok = labels.len() >= 2
@@ -60,7 +60,7 @@ pub fn parse_address(s: &str) -> Result<String, String> {
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !host_ok {
-        return Err(format!("{s:?} is not an email address: {domain:?} is not a mail domain"));
+        return Err(format!("{} is not an email address: {} is not a mail domain", usher_engine::quoted(s), usher_engine::quoted(domain)));
     }
     Ok(address.to_string())
 }

@@ -41,6 +41,18 @@ enum State {
     Refunded,
 }
 
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Authorized => "authorized",
+            State::Captured => "captured",
+            State::Declined => "declined",
+            State::Refunded => "refunded",
+        }
+    }
+}
+
 /// How a card that never answers resolves when its status is asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Resolves {
@@ -283,7 +295,7 @@ impl SimulatedProvider {
                 | (State::Authorized | State::Captured | State::Refunded, State::Refunded)
         );
         if !ok {
-            return Err(ProviderError::Refused(format!("payment {key} is {:?}, cannot become {to:?}", e.state)));
+            return Err(ProviderError::Refused(format!("payment {key} is {}, it cannot become {}", e.state.as_str(), to.as_str())));
         }
         if e.state != to {
             e.state = to;

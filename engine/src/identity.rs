@@ -75,10 +75,9 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Result<Role, InvalidInput> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| InvalidInput::new("role", format!("role must be one of owner, manager, box_office, viewer; got {s:?}")))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            InvalidInput::new("role", format!("role must be one of owner, manager, box_office, viewer; got {}", crate::ids::quoted(s)))
+        })
     }
 }
 
@@ -112,7 +111,10 @@ impl Scope {
 
     pub fn parse(s: &str) -> Result<Scope, InvalidInput> {
         Scope::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| {
-            InvalidInput::new("scopes", format!("scope must be one of events:read, holds, orders, payments, tickets; got {s:?}"))
+            InvalidInput::new(
+                "scopes",
+                format!("scope must be one of events:read, holds, orders, payments, tickets; got {}", crate::ids::quoted(s)),
+            )
         })
     }
 }

@@ -18,7 +18,7 @@ macro_rules! uuid_id {
             pub fn parse(s: &str) -> Result<Self, InvalidInput> {
                 Uuid::parse_str(s.trim())
                     .map($name)
-                    .map_err(|_| InvalidInput::new($what, format!("{} is not a UUID: {s:?}", $what)))
+                    .map_err(|_| InvalidInput::new($what, format!("{} is not a UUID: {}", $what, $crate::ids::quoted(s))))
             }
         }
         impl fmt::Display for $name {
@@ -135,6 +135,35 @@ impl fmt::Display for InvalidInput {
 }
 impl std::error::Error for InvalidInput {}
 
+/// Input quoted back to people in a message: in double quotes, at most
+/// `QUOTED_CHARS_MAX` characters (then `…`), and every character that does
+/// not print (controls, and the invisible formatting characters: zero-width,
+/// bidi overrides that would reorder the sentence around it) written as
+/// `U+XXXX`. Never Debug escapes (`\u{7}`), so a message reads as a sentence.
+pub fn quoted(s: &str) -> String {
+    const QUOTED_CHARS_MAX: usize = 40;
+    let mut out = String::from("\"");
+    for (i, c) in s.chars().enumerate() {
+        if i == QUOTED_CHARS_MAX {
+            out.push('…');
+            break;
+        }
+        if prints(c) { out.push(c) } else { out.push_str(&format!("U+{:04X}", c as u32)) }
+    }
+    out.push('"');
+    out
+}
+
+/// One character as people can read it: `'x'`, or `U+0007` for one that
+/// does not print (see `quoted`).
+pub fn char_shown(c: char) -> String {
+    if prints(c) { format!("'{c}'") } else { format!("U+{:04X}", c as u32) }
+}
+
+fn prints(c: char) -> bool {
+    !(c.is_control() || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'))
+}
+
 /// A short token people or machines choose (ids, keys, gate names): 1 to
 /// `max` bytes of `[A-Za-z0-9-_.:@+/]`, checked in this one place.
 pub fn token(field: &'static str, s: &str, max: usize) -> Result<String, InvalidInput> {
@@ -145,7 +174,7 @@ pub fn token(field: &'static str, s: &str, max: usize) -> Result<String, Invalid
         return Err(InvalidInput::new(field, format!("{field} is longer than {max} bytes")));
     }
     if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.:@+/".contains(*c))) {
-        return Err(InvalidInput::new(field, format!("{field} has a character {c:?} outside [A-Za-z0-9-_.:@+/]")));
+        return Err(InvalidInput::new(field, format!("{field} has a character {} outside [A-Za-z0-9-_.:@+/]", char_shown(c))));
     }
     Ok(s.to_owned())
 }
@@ -200,6 +229,17 @@ mod tests {
         assert!(CustomerId::parse(&"a".repeat(limits::CUSTOMER_ID_BYTES_MAX)).is_ok());
         assert!(CustomerId::parse(&"a".repeat(limits::CUSTOMER_ID_BYTES_MAX + 1)).is_err());
         assert_eq!(CustomerId::parse("a b").unwrap_err().field, "customer_id");
+    }
+
+    #[test]
+    fn input_is_quoted_back_readably() {
+        assert_eq!(quoted("a\u{7}b"), "\"aU+0007b\"");
+        assert_eq!(quoted("\u{202e}evil"), "\"U+202Eevil\"");
+        assert_eq!(quoted(&"x".repeat(50)), format!("\"{}…\"", "x".repeat(40)));
+        assert_eq!(quoted("夜"), "\"夜\"");
+        assert_eq!(char_shown('\0'), "U+0000");
+        assert_eq!(char_shown('é'), "'é'");
+        assert_eq!(EventId::parse("{x}\n").unwrap_err().message, "event_id is not a UUID: \"{x}U+000A\"");
     }
 
     #[test]

@@ -321,6 +321,39 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// The refusal as a sentence for people (API error messages, order notes,
+    /// emails), with seats by their labels (`A-3-12`). The one wording of
+    /// every reason: gateway/src/error.rs adds only the status code and the
+    /// machine-readable reason. Never Debug shapes.
+    pub fn describe(&self, layout: &Layout) -> String {
+        let labels = |seats: &[SeatIdx]| seats.iter().map(|&s| layout.label(s)).collect::<Vec<_>>().join(", ");
+        match self {
+            Reject::SeatListEmpty => "seat_ids: at least one seat is needed".into(),
+            Reject::SeatDuplicated { seat } => format!("seat_ids: seat {} is listed twice", layout.label(*seat)),
+            Reject::UnknownSeats { seats } => format!("seat_ids: no such seats: {}", labels(seats)),
+            Reject::QuantityInvalid { quantity } => format!("quantity: must be at least 1, got {quantity}"),
+            Reject::OverHoldLimit { requested, max } => {
+                format!("a hold may have at most {max} seats for this event; {requested} were asked for")
+            }
+            Reject::IdempotencyKeyReused => "idempotency_key: this key was already used for a different request".into(),
+            // Someone else's hold reads exactly like a missing one.
+            Reject::HoldNotFound { hold_id } | Reject::NotHoldOwner { hold_id } => format!("hold {hold_id} not found"),
+            Reject::HoldExpired { hold_id } => format!("hold {hold_id} has expired"),
+            Reject::HoldNotActive { hold_id, state } => format!("hold {hold_id} is {}", state.as_str()),
+            Reject::HoldIdExists { hold_id } => format!("hold id {hold_id} is taken; retry"),
+            Reject::StatusTransition { from, to } => format!("an event that is {} cannot become {}", from.as_str(), to.as_str()),
+            Reject::EventNotOnSale { status } => format!("the event is not on sale (it is {})", status.as_str()),
+            Reject::OutsideSalesWindow { .. } => "the event's sales window is not open now".into(),
+            Reject::EventCancelled => "the event is cancelled".into(),
+            Reject::CustomerHoldLimit { max } => format!("a customer may have at most {max} live holds on one event"),
+            Reject::SeatsTaken { seats } => format!("seats already taken: {}", labels(seats)),
+            Reject::SeatsNotBlocked { seats } => format!("seats are not blocked: {}", labels(seats)),
+            Reject::NotEnoughSeats { requested, available } => {
+                format!("not enough seats: {requested} asked for, {available} available")
+            }
+        }
+    }
+
     /// The request itself is malformed: decided from its shape and the
     /// event's fixed limits alone. Such answers are not remembered under the
     /// idempotency key (nothing executed), so they leave nothing behind.

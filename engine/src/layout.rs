@@ -103,10 +103,13 @@ pub struct Layout {
 
 fn check_label(field: &'static str, s: &str) -> Result<(), InvalidInput> {
     if s.is_empty() || s.len() > limits::LABEL_BYTES_MAX {
-        return Err(InvalidInput::new(field, format!("{field} must be 1 to {} bytes, got {s:?}", limits::LABEL_BYTES_MAX)));
+        return Err(InvalidInput::new(
+            field,
+            format!("{field} must be 1 to {} bytes, got {}", limits::LABEL_BYTES_MAX, crate::ids::quoted(s)),
+        ));
     }
     if !s.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(InvalidInput::new(field, format!("{field} must be letters and digits only, got {s:?}")));
+        return Err(InvalidInput::new(field, format!("{field} must be letters and digits only, got {}", crate::ids::quoted(s))));
     }
     Ok(())
 }
@@ -129,7 +132,11 @@ pub fn check_time_zone(field: &'static str, s: &str) -> Result<(), InvalidInput>
     let ok = !s.is_empty()
         && s.len() <= limits::TIME_ZONE_BYTES_MAX
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'+' | b'-'));
-    if ok { Ok(()) } else { Err(InvalidInput::new(field, format!("{s:?} is not the name of an IANA time zone, such as Europe/Berlin"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidInput::new(field, format!("{} is not the name of an IANA time zone, such as Europe/Berlin", crate::ids::quoted(s))))
+    }
 }
 
 /// Text people typed, as a database can store and a page or PDF can show

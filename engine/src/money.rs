@@ -94,7 +94,10 @@ impl Currency {
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
         let b = s.as_bytes();
         if b.len() != 3 || !b.iter().all(u8::is_ascii_uppercase) {
-            return Err(InvalidInput::new("currency", format!("currency must be a 3-letter ISO 4217 code in capitals, got {s:?}")));
+            return Err(InvalidInput::new(
+                "currency",
+                format!("currency must be a 3-letter ISO 4217 code in capitals, got {}", crate::ids::quoted(s)),
+            ));
         }
         let Some(iso) = iso_currency::Currency::from_code(s) else {
             return Err(InvalidInput::new("currency", format!("{s} is not a currency code of ISO 4217")));

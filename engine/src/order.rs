@@ -298,6 +298,28 @@ impl Transition {
     }
 }
 
+/// Why a payment was declined, as the sentence an order's note and its
+/// email give people. `reason` is the provider's decline code (the codes of
+/// the card networks as payment providers name them: `card_declined`,
+/// `insufficient_funds`, …), which stays on the payment for machines; a
+/// reason Usher wrote itself is already a sentence and is kept; an unknown
+/// code is named, never dropped.
+pub fn decline_sentence(reason: &str) -> String {
+    match reason {
+        "card_declined" | "generic_decline" | "do_not_honor" => "the card was declined".into(),
+        "insufficient_funds" => "the card has insufficient funds".into(),
+        "issuer_timeout" | "issuer_not_available" => "the card's bank did not answer in time".into(),
+        "expired_card" => "the card has expired".into(),
+        "incorrect_cvc" => "the card's security code is wrong".into(),
+        "incorrect_number" | "invalid_number" => "the card number is wrong".into(),
+        "lost_card" | "stolen_card" | "pickup_card" => "the card cannot be used".into(),
+        "processing_error" => "the payment provider could not process the card".into(),
+        r if r.contains(' ') => r.to_owned(),
+        "" => "the payment was declined".into(),
+        r => format!("the payment was declined (code {r})"),
+    }
+}
+
 impl Order {
     /// A new order, pending payment until `pay_by` (its holds' earliest
     /// expiry). The total is the sum of the lines, in their one currency.
@@ -475,7 +497,7 @@ impl Order {
                 self.deadline = None;
                 self.step = Step::Release;
                 self.ends_as = Some(if self.cancel_requested { OrderStatus::Cancelled } else { OrderStatus::PaymentFailed });
-                self.note = Some(reason.clone());
+                self.note = Some(decline_sentence(&reason));
                 Transition::with(vec![OrderEvent::PaymentFailed { payment_id, reason }], None)
             }
             (Step::Capture, I::Captured) => {
@@ -631,6 +653,20 @@ mod tests {
         let o = Order::new(id, event, alice, "alice@example.com".into(), vec![hold], lines, Millis(T0.0 + 60_000), T0).unwrap();
         assert_eq!(o.total, Money { minor: 8000, currency: eur });
         o
+    }
+
+    #[test]
+    fn decline_codes_become_sentences() {
+        assert_eq!(decline_sentence("card_declined"), "the card was declined");
+        assert_eq!(decline_sentence("insufficient_funds"), "the card has insufficient funds");
+        assert_eq!(decline_sentence("issuer_timeout"), "the card's bank did not answer in time");
+        assert_eq!(decline_sentence("weird_code"), "the payment was declined (code weird_code)");
+        assert_eq!(decline_sentence("refunded by the provider"), "refunded by the provider");
+        let mut o = order();
+        o.apply(pay(), T0).unwrap();
+        o.apply(OrderInput::Declined { reason: "insufficient_funds".into() }, T0).unwrap();
+        assert_eq!(o.note.as_deref(), Some("the card has insufficient funds"));
+        assert_eq!(o.payments[0].reason.as_deref(), Some("insufficient_funds"), "the code stays for machines");
     }
 
     #[test]

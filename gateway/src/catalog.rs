@@ -167,7 +167,10 @@ impl Catalog {
         let out = handle.command_audited(key, cmd, audit).await?;
         match out.result {
             Ok(Reply::Seats { changed }) => Ok(pb::SeatsChanged { event_id: id.to_string(), changed }),
-            Ok(other) => Err(ApiError::new(ErrorCode::Internal, "INTERNAL", format!("unexpected answer {other:?}"))),
+            Ok(other) => {
+                tracing::error!(answer = ?other, "the event actor answered a command with another command's reply");
+                Err(ApiError::new(ErrorCode::Internal, "INTERNAL", "the server could not complete the request"))
+            }
             Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
         }
     }
@@ -303,9 +306,9 @@ impl CatalogService for Catalog {
         for p in &req.prices {
             let i = layout
                 .category_index(&p.category)
-                .ok_or_else(|| ApiError::invalid("prices", format!("the venue has no category {:?}", p.category)))?;
+                .ok_or_else(|| ApiError::invalid("prices", format!("the venue has no category {}", usher_engine::quoted(&p.category))))?;
             if prices[i as usize].replace(Money { minor: p.amount_minor, currency }).is_some() {
-                return Err(ApiError::invalid("prices", format!("category {:?} is priced twice", p.category)).into());
+                return Err(ApiError::invalid("prices", format!("category {} is priced twice", usher_engine::quoted(&p.category))).into());
             }
         }
         let missing: Vec<&str> = layout.categories.iter().zip(&prices).filter(|(_, p)| p.is_none()).map(|(c, _)| c.code.as_str()).collect();

@@ -172,7 +172,7 @@ pub fn seats(handle: &EventHandle, labels: &[String]) -> Result<Vec<SeatIdx>, Ap
     for l in labels {
         match handle.seat_index.resolve(&handle.layout, l) {
             Ok(s) => out.push(s),
-            Err(LabelError::Malformed) => malformed.push(format!("{l:?}")),
+            Err(LabelError::Malformed) => malformed.push(usher_engine::quoted(l)),
             Err(LabelError::Unknown) => unknown.push(l.clone()),
         }
     }

@@ -99,67 +99,36 @@ impl ApiError {
         self
     }
 
+    /// A refusal: its status code and machine-readable reason are mapped
+    /// here; its words are the engine's (`Reject::describe`).
     pub fn from_reject(r: &Reject, layout: &Layout) -> ApiError {
         use ErrorCode::*;
-        let labels = |seats: &[SeatIdx]| seats.iter().map(|&s| layout.label(s)).collect::<Vec<_>>().join(", ");
-        match r {
-            Reject::SeatListEmpty => ApiError::new(InvalidArgument, "SEAT_LIST_EMPTY", "seat_ids: at least one seat is needed"),
-            Reject::SeatDuplicated { seat } => {
-                ApiError::new(InvalidArgument, "SEAT_DUPLICATED", format!("seat_ids: seat {} is listed twice", layout.label(*seat)))
-                    .with_seats(layout, &[*seat])
-            }
-            Reject::UnknownSeats { seats } => {
-                ApiError::new(NotFound, "UNKNOWN_SEATS", format!("seat_ids: no such seats: {}", labels(seats)))
-            }
-            Reject::QuantityInvalid { quantity } => {
-                ApiError::new(InvalidArgument, "QUANTITY_INVALID", format!("quantity: must be at least 1, got {quantity}"))
-            }
-            Reject::OverHoldLimit { requested, max } => ApiError::new(
-                ResourceExhausted,
-                "OVER_HOLD_LIMIT",
-                format!("a hold may have at most {max} seats for this event; {requested} were asked for"),
-            ),
-            Reject::IdempotencyKeyReused => {
-                ApiError::new(AlreadyExists, "IDEMPOTENCY_KEY_REUSED", "idempotency_key: this key was already used for a different request")
-            }
-            Reject::HoldNotFound { hold_id } => ApiError::new(NotFound, "HOLD_NOT_FOUND", format!("hold {hold_id} not found")),
+        let (code, reason) = match r {
+            Reject::SeatListEmpty => (InvalidArgument, "SEAT_LIST_EMPTY"),
+            Reject::SeatDuplicated { .. } => (InvalidArgument, "SEAT_DUPLICATED"),
+            Reject::UnknownSeats { .. } => (NotFound, "UNKNOWN_SEATS"),
+            Reject::QuantityInvalid { .. } => (InvalidArgument, "QUANTITY_INVALID"),
+            Reject::OverHoldLimit { .. } => (ResourceExhausted, "OVER_HOLD_LIMIT"),
+            Reject::IdempotencyKeyReused => (AlreadyExists, "IDEMPOTENCY_KEY_REUSED"),
             // Someone else's hold reads exactly like a missing one.
-            Reject::NotHoldOwner { hold_id } => ApiError::new(NotFound, "HOLD_NOT_FOUND", format!("hold {hold_id} not found")),
-            Reject::HoldExpired { hold_id } => ApiError::new(FailedPrecondition, "HOLD_EXPIRED", format!("hold {hold_id} has expired")),
-            Reject::HoldNotActive { hold_id, state } => {
-                ApiError::new(FailedPrecondition, "HOLD_NOT_ACTIVE", format!("hold {hold_id} is {}", state.as_str()))
-            }
-            Reject::HoldIdExists { hold_id } => ApiError::new(Aborted, "HOLD_ID_EXISTS", format!("hold id {hold_id} is taken; retry")),
-            Reject::StatusTransition { from, to } => ApiError::new(
-                FailedPrecondition,
-                "STATUS_TRANSITION",
-                format!("an event that is {} cannot become {}", from.as_str(), to.as_str()),
-            ),
-            Reject::EventNotOnSale { status } => {
-                ApiError::new(FailedPrecondition, "EVENT_NOT_ON_SALE", format!("the event is not on sale (it is {})", status.as_str()))
-            }
-            Reject::OutsideSalesWindow { .. } => {
-                ApiError::new(FailedPrecondition, "OUTSIDE_SALES_WINDOW", "the event's sales window is not open now")
-            }
-            Reject::EventCancelled => ApiError::new(FailedPrecondition, "EVENT_CANCELLED", "the event is cancelled"),
-            Reject::CustomerHoldLimit { max } => ApiError::new(
-                ResourceExhausted,
-                "CUSTOMER_HOLD_LIMIT",
-                format!("a customer may have at most {max} live holds on one event"),
-            ),
-            Reject::SeatsTaken { seats } => {
-                ApiError::new(FailedPrecondition, "SEATS_TAKEN", format!("seats already taken: {}", labels(seats)))
-                    .with_seats(layout, seats)
-            }
-            Reject::SeatsNotBlocked { seats } => {
-                ApiError::new(FailedPrecondition, "SEATS_NOT_BLOCKED", format!("seats are not blocked: {}", labels(seats)))
-                    .with_seats(layout, seats)
-            }
-            Reject::NotEnoughSeats { requested, available } => ApiError::new(
-                FailedPrecondition,
-                "NOT_ENOUGH_SEATS",
-                format!("not enough seats: {requested} asked for, {available} available"),
-            ),
+            Reject::HoldNotFound { .. } | Reject::NotHoldOwner { .. } => (NotFound, "HOLD_NOT_FOUND"),
+            Reject::HoldExpired { .. } => (FailedPrecondition, "HOLD_EXPIRED"),
+            Reject::HoldNotActive { .. } => (FailedPrecondition, "HOLD_NOT_ACTIVE"),
+            Reject::HoldIdExists { .. } => (Aborted, "HOLD_ID_EXISTS"),
+            Reject::StatusTransition { .. } => (FailedPrecondition, "STATUS_TRANSITION"),
+            Reject::EventNotOnSale { .. } => (FailedPrecondition, "EVENT_NOT_ON_SALE"),
+            Reject::OutsideSalesWindow { .. } => (FailedPrecondition, "OUTSIDE_SALES_WINDOW"),
+            Reject::EventCancelled => (FailedPrecondition, "EVENT_CANCELLED"),
+            Reject::CustomerHoldLimit { .. } => (ResourceExhausted, "CUSTOMER_HOLD_LIMIT"),
+            Reject::SeatsTaken { .. } => (FailedPrecondition, "SEATS_TAKEN"),
+            Reject::SeatsNotBlocked { .. } => (FailedPrecondition, "SEATS_NOT_BLOCKED"),
+            Reject::NotEnoughSeats { .. } => (FailedPrecondition, "NOT_ENOUGH_SEATS"),
+        };
+        let e = ApiError::new(code, reason, r.describe(layout));
+        match r {
+            Reject::SeatDuplicated { seat } => e.with_seats(layout, &[*seat]),
+            Reject::SeatsTaken { seats } | Reject::SeatsNotBlocked { seats } => e.with_seats(layout, seats),
+            _ => e,
         }
     }
 }

@@ -325,7 +325,7 @@ async fn list_events(
     let status = match q.status.as_deref() {
         None | Some("") => pb::EventStatus::Unspecified,
         Some(s) => pb::EventStatus::from_str_name(&format!("EVENT_STATUS_{}", s.to_uppercase()))
-            .ok_or_else(|| ApiError::invalid("status", format!("unknown status {s:?}")))?,
+            .ok_or_else(|| ApiError::invalid("status", format!("unknown status {}", usher_engine::quoted(s))))?,
     };
     let r = h
         .catalog

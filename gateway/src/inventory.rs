@@ -23,7 +23,10 @@ fn hold_reply(c: &Caller, out: Outcome) -> Result<pb::Hold, ApiError> {
             pb.customer_id = c.principal.customer_ref_of(&h.customer).to_owned();
             Ok(pb)
         }
-        Ok(other) => Err(ApiError::new(ErrorCode::Internal, "INTERNAL", format!("unexpected answer {other:?}"))),
+        Ok(other) => {
+            tracing::error!(answer = ?other, "the event actor answered a command with another command's reply");
+            Err(ApiError::new(ErrorCode::Internal, "INTERNAL", "the server could not complete the request"))
+        }
         // A draft or cancelled event is its organization's: to anyone else it does not exist.
         Err(Reject::EventNotOnSale { status: EventStatus::Draft | EventStatus::Cancelled } | Reject::EventCancelled)
             if !c.sees(&out.config) =>
@@ -91,7 +94,7 @@ impl Inventory {
                 handle
                     .layout
                     .section_index(code)
-                    .ok_or_else(|| ApiError::invalid("section", format!("no section {code:?} in this venue")))?,
+                    .ok_or_else(|| ApiError::invalid("section", format!("no section {} in this venue", usher_engine::quoted(code))))?,
             ),
         };
         let category = match r.category.as_str() {
@@ -100,7 +103,7 @@ impl Inventory {
                 handle
                     .layout
                     .category_index(code)
-                    .ok_or_else(|| ApiError::invalid("category", format!("no category {code:?} in this venue")))?,
+                    .ok_or_else(|| ApiError::invalid("category", format!("no category {} in this venue", usher_engine::quoted(code))))?,
             ),
         };
         let cmd = Command::HoldBestAvailable { hold_id: HoldId(uuid::Uuid::new_v4()), customer, quantity: r.quantity, section, category };

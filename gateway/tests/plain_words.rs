@@ -48,20 +48,6 @@ fn assert_plain(what: &str, text: &str) {
     }
 }
 
-/// The plain-text part of a maildir message, quoted-printable soft breaks
-/// joined (RFC 2045 6.7); the PDF attachment (base64) is left out.
-fn mail_text(mail: &str) -> String {
-    let text = mail.split("Content-Type: application/pdf").next().unwrap_or(mail);
-    text.replace("=\r\n", "").replace("=\n", "")
-}
-
-fn maildir(db: &TestDb) -> Vec<String> {
-    let dir = db.data_dir.join("mail").join("new");
-    std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
-        .unwrap_or_default()
-}
-
 async fn event_with_hold_seconds(app: &TestApp, hold_seconds: u32) -> String {
     let mut c = app.catalog().await;
     let v = create_venue(&mut c, 2, 3, 10).await;
@@ -121,14 +107,7 @@ async fn order_notes_and_emails_say_why_in_sentences(b: Backend) {
         let o = wait_done(&app, order_id).await;
         assert!(o.note.starts_with(says), "card {card}: the note says {says:?}: {:?}", o.note);
         assert_plain(&format!("note of the order paid with {card}"), &o.note);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mail = loop {
-            if let Some(m) = maildir(&app.db).into_iter().find(|m| m.contains(&o.order_number)) {
-                break mail_text(&m);
-            }
-            assert!(Instant::now() < deadline, "no email for {}", o.order_number);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let mail = mail_for(&app.db, &o.order_number).await;
         let body = mail.split("\n\n").skip(1).collect::<Vec<_>>().join("\n\n");
         assert!(body.contains(says), "card {card}: the email says {says:?}: {body}");
         assert_plain(&format!("email of the order paid with {card}"), &body);

@@ -73,22 +73,6 @@ fn eml_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Messages the maildir mailer delivered (the embedded default).
-fn maildir(db: &TestDb) -> Vec<String> {
-    let dir = db.data_dir.join("mail").join("new");
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// A maildir message's text with quoted-printable soft line breaks joined
-/// (RFC 2045 6.7), so a phrase the mailer wrapped reads as one line.
-fn unwrapped(mail: &str) -> String {
-    mail.replace("=\r\n", "").replace("=\n", "")
-}
-
 /// The Python that has aiosmtpd; scripts/test exports it.
 fn python() -> String {
     std::env::var("USHER_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
@@ -776,15 +760,8 @@ async fn money_is_written_in_each_currencys_own_units(b: Backend) {
         let pdf = app.db.data_dir.join("tickets").join(format!("{}.pdf", o.order_id));
         let text = run("pdftotext", &[pdf.to_str().unwrap(), "-"]);
         assert_eq!(text.matches(one).count(), 2, "each ticket shows its price as {one}: {text}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mail = loop {
-            if let Some(m) = maildir(&app.db).into_iter().find(|m| m.contains(&o.order_number)) {
-                break m;
-            }
-            assert!(Instant::now() < deadline, "no email for {}", o.order_number);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert!(unwrapped(&mail).contains(two), "the email gives the total as {two}: {mail}");
+        let mail = mail_for(&app.db, &o.order_number).await;
+        assert!(mail.contains(two), "the email gives the total as {two}: {mail}");
         let (status, json) = http(app.http, "GET", &format!("/api/events/{event}"), &[app.bearer_ref()], None).await;
         assert_eq!(status, 200, "{json}");
         let json: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -872,15 +849,8 @@ async fn tickets_and_emails_show_the_venues_local_time_across_a_daylight_saving_
         let pdf = app.db.data_dir.join("tickets").join(format!("{}.pdf", o.order_id));
         let text = run("pdftotext", &["-raw", pdf.to_str().unwrap(), "-"]);
         assert!(text.contains(local), "the ticket shows {local}: {text}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mail = loop {
-            if let Some(m) = maildir(&app.db).into_iter().find(|m| m.contains(&o.order_number)) {
-                break m;
-            }
-            assert!(Instant::now() < deadline, "no email for {}", o.order_number);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert!(unwrapped(&mail).contains(local), "the email shows {local}: {mail}");
+        let mail = mail_for(&app.db, &o.order_number).await;
+        assert!(mail.contains(local), "the email shows {local}: {mail}");
         let (_, json) = http(app.http, "GET", &format!("/api/events/{}", event.event_id), &[app.bearer_ref()], None).await;
         let json: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!((json["time_zone"].as_str(), json["starts_at_local"].as_str()), (Some("Europe/Berlin"), Some(local)), "{json}");

@@ -495,3 +495,34 @@ pub async fn start_binary(db: &TestDb, env: &[(&str, &str)], stderr: std::proces
         .into_inner();
     (child, addr, session.access_token)
 }
+
+/// Messages the maildir mailer delivered (the embedded default), sorted.
+pub fn maildir(db: &TestDb) -> Vec<String> {
+    let dir = db.data_dir.join("mail").join("new");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A message's text as people read it: the part before any PDF attachment
+/// (base64), with quoted-printable soft line breaks joined (RFC 2045 6.7),
+/// so a phrase the mailer wrapped reads as one line.
+pub fn mail_text(mail: &str) -> String {
+    let text = mail.split("Content-Type: application/pdf").next().unwrap_or(mail);
+    text.replace("=\r\n", "").replace("=\n", "")
+}
+
+/// The text (`mail_text`) of the maildir message about order `number`,
+/// waiting up to 10 s for it.
+pub async fn mail_for(db: &TestDb, number: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(m) = maildir(db).into_iter().find(|m| m.contains(number)) {
+            return mail_text(&m);
+        }
+        assert!(std::time::Instant::now() < deadline, "no email about order {number}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -298,6 +298,43 @@ impl Transition {
     }
 }
 
+/// The lines of an order made of `hold`, one per seat at the event's price,
+/// and the hold's expiry (an order must be paid before its earliest hold
+/// ends). The rules an order's hold must meet, decided here rather than at
+/// the edge: it is `customer`'s (another's reads as not found:
+/// `Reject::NotHoldOwner`), live now (`HoldExpired`, `HoldNotActive`) and of
+/// an event that is not cancelled (`EventCancelled`). A seat the event has
+/// no price for is not for sale (`UnknownSeats`).
+pub fn order_lines(
+    hold: &crate::inventory::Hold,
+    config: &crate::inventory::EventConfig,
+    layout: &crate::layout::Layout,
+    customer: &CustomerId,
+    now: Millis,
+) -> Result<(Vec<OrderLine>, Millis), crate::inventory::Reject> {
+    use crate::inventory::{HoldState, Reject};
+    if &hold.customer != customer {
+        return Err(Reject::NotHoldOwner { hold_id: hold.id });
+    }
+    match hold.state {
+        HoldState::Active if hold.expires_at <= now => return Err(Reject::HoldExpired { hold_id: hold.id }),
+        HoldState::Active => {}
+        state => return Err(Reject::HoldNotActive { hold_id: hold.id, state }),
+    }
+    if config.status == crate::inventory::EventStatus::Cancelled {
+        return Err(Reject::EventCancelled);
+    }
+    let lines = hold
+        .seats
+        .iter()
+        .map(|&seat| match config.prices.get(layout.category_of(seat) as usize) {
+            Some(&price) => Ok(OrderLine { hold_id: hold.id, seat, price }),
+            None => Err(Reject::UnknownSeats { seats: vec![seat] }),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((lines, hold.expires_at))
+}
+
 /// Why a payment was declined, as the sentence an order's note and its
 /// email give people. `reason` is the provider's decline code (the codes of
 /// the card networks as payment providers name them: `card_declined`,

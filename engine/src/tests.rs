@@ -546,3 +546,26 @@ fn names_with_control_characters_are_refused() {
     assert_eq!(e.field, "name");
     assert!(e.message.contains("U+001B"), "{}", e.message);
 }
+
+#[test]
+fn an_order_is_made_only_of_the_customers_live_holds_at_the_events_prices() {
+    let mut i = inv(1, 1, 6);
+    hold(&mut i, 1, "a", &[0, 1]).unwrap();
+    hold(&mut i, 2, "a", &[2]).unwrap();
+    i.apply(&Command::Release { hold_id: hid(2), customer: Some(cust("a")) }, T0).unwrap();
+    let h1 = i.hold(hid(1)).unwrap().clone();
+    let (lines, pay_by) = crate::order_lines(&h1, i.config(), i.layout(), &cust("a"), T0).unwrap();
+    assert_eq!(lines.iter().map(|l| (l.seat, l.price.minor)).collect::<Vec<_>>(), [(SeatIdx(0), 5000), (SeatIdx(1), 5000)]);
+    assert_eq!(pay_by, h1.expires_at);
+    // Another customer's hold reads as not found; an expired or released one is not live.
+    assert_eq!(crate::order_lines(&h1, i.config(), i.layout(), &cust("b"), T0), Err(Reject::NotHoldOwner { hold_id: hid(1) }));
+    assert_eq!(crate::order_lines(&h1, i.config(), i.layout(), &cust("a"), h1.expires_at), Err(Reject::HoldExpired { hold_id: hid(1) }));
+    let h2 = i.hold(hid(2)).unwrap().clone();
+    assert_eq!(
+        crate::order_lines(&h2, i.config(), i.layout(), &cust("a"), T0),
+        Err(Reject::HoldNotActive { hold_id: hid(2), state: HoldState::Released })
+    );
+    let mut cancelled = i.config().clone();
+    cancelled.status = EventStatus::Cancelled;
+    assert_eq!(crate::order_lines(&h1, &cancelled, i.layout(), &cust("a"), T0), Err(Reject::EventCancelled));
+}

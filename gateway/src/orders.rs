@@ -12,8 +12,8 @@ use base64::Engine as _;
 use tonic::{Request, Response, Status};
 use usher_actors::{Created, OrderCreated, OrderFilter, StoredOrder, TicketRecord, TicketStatus};
 use usher_engine::{
-    Cap, CodeError, CustomerId, EventId, EventStatus, HoldId, HoldState, Layout, Money, Order, OrderId, OrderInput, OrderLine, OrderStatus,
-    PaymentId, PaymentStatus, Principal, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
+    Cap, CodeError, CustomerId, EventId, EventStatus, HoldId, Layout, Order, OrderId, OrderInput, OrderLine, OrderStatus, PaymentId,
+    PaymentStatus, Principal, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
 };
 use usher_proto::v1::{
     self as pb, check_in_service_server::CheckInService, fulfillment_service_server::FulfillmentService,
@@ -181,6 +181,8 @@ impl Orders {
     pub(crate) async fn create_order(&self, c: &Caller, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let email = check_email(&r.email)?;
+        // The ticket prints "customer <email>" as its holder.
+        crate::catalog::check_printable("email", &email)?;
         if r.hold_ids.is_empty() || r.hold_ids.len() > ORDER_HOLDS_MAX {
             return Err(ApiError::invalid("hold_ids", format!("an order takes 1 to {ORDER_HOLDS_MAX} holds")));
         }
@@ -237,24 +239,10 @@ impl Orders {
             };
             let (hold, config) =
                 handle.hold(h).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")))?;
-            if hold.customer != customer {
-                // Someone else's hold reads exactly like a missing one.
-                return Err(ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")));
-            }
-            if hold.state != HoldState::Active || hold.expires_at <= now {
-                let state = if hold.state == HoldState::Active { "expired" } else { hold.state.as_str() };
-                return Err(ApiError::new(ErrorCode::FailedPrecondition, "HOLD_NOT_ACTIVE", format!("hold {h} is {state}")));
-            }
-            pay_by = Some(pay_by.map_or(hold.expires_at, |p: usher_engine::Millis| p.min(hold.expires_at)));
-            for &s in &hold.seats {
-                let cat = handle.layout.section_of(s).category as usize;
-                let price: Money =
-                    *config.prices.get(cat).ok_or_else(|| ApiError::new(ErrorCode::Internal, "INTERNAL", "seat category has no price"))?;
-                lines.push(OrderLine { hold_id: h, seat: s, price });
-            }
-            if config.status == EventStatus::Cancelled {
-                return Err(ApiError::new(ErrorCode::FailedPrecondition, "EVENT_CANCELLED", "the event is cancelled"));
-            }
+            let (hold_lines, expires_at) = usher_engine::order_lines(&hold, &config, &handle.layout, &customer, now)
+                .map_err(|r| ApiError::from_reject(&r, &handle.layout))?;
+            pay_by = Some(pay_by.map_or(expires_at, |p: usher_engine::Millis| p.min(expires_at)));
+            lines.extend(hold_lines);
             layout = Some(handle.layout.clone());
         }
         let (event_id, layout, pay_by, customer) = match (event, layout, pay_by, customer) {

@@ -196,6 +196,20 @@ fn venue_org(c: &Caller, named: &str) -> Result<OrgId, ApiError> {
     }
 }
 
+/// A name printed on tickets (an event's, a venue's, a section's, a
+/// category's, a holder's email address) must be drawable by the ticket
+/// fonts (`usher_adapters::pdf::Glyphs`): a character none of them has
+/// would print as an empty box, so it is refused here, naming it.
+pub fn check_printable(field: &str, s: &str) -> Result<(), ApiError> {
+    usher_adapters::pdf::Glyphs::embedded().covers(s).map_err(|c| {
+        let shown = match usher_engine::char_shown(c) {
+            code if code.starts_with("U+") => code,
+            shown => format!("{shown} (U+{:04X})", c as u32),
+        };
+        ApiError::invalid(field, format!("{field} has the character {shown}, which no ticket font can draw; remove or replace it"))
+    })
+}
+
 /// Shape checks done at the edge, before anything reaches an actor.
 pub fn check_seat_list(ids: &[String]) -> Result<(), ApiError> {
     if ids.is_empty() {
@@ -261,6 +275,9 @@ impl CatalogService for Catalog {
         let mut spec = spec_from(&req);
         spec.time_zone = usher_actors::local_time::zone("time_zone", &spec.time_zone).map_err(ApiError::from)?;
         let layout = Layout::build(&spec).map_err(ApiError::from)?;
+        check_printable("venue.name", &spec.name)?;
+        spec.categories.iter().try_for_each(|c| check_printable("venue.categories.name", &c.name))?;
+        spec.sections.iter().try_for_each(|s| check_printable("venue.sections.name", &s.name))?;
         let fp = fingerprint(1, &req, |r| r.idempotency_key.clear());
         let id = VenueId(uuid::Uuid::new_v4());
         let now = self.ctx.now();
@@ -335,6 +352,7 @@ impl CatalogService for Catalog {
             time_zone,
         };
         config.validate(&layout).map_err(ApiError::from)?;
+        check_printable("name", &config.name)?;
         let fp = fingerprint(2, &req, |r| r.idempotency_key.clear());
         let audit = c.audit(org, now, "event.create", config.id, config.name.clone());
         let id = match self.ctx.store().create_event(&key, fp, &config, now, &audit).await.map_err(ApiError::from)? {

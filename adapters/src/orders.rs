@@ -553,7 +553,6 @@ order_store!(PgStore, sqlx::Postgres);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::Connection as _;
     use usher_engine::{CustomerId, HoldId, OrderInput, OrderLine, Step, Transition};
 
     fn order(n: u128) -> Order {
@@ -604,13 +603,8 @@ mod tests {
 
     #[tokio::test]
     async fn save_orders_postgres() {
-        let base = std::env::var("USHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-        let name = format!("usher_t_orders_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-            .await
-            .expect("PostgreSQL at USHER_TEST_PG_URL (scripts/test starts it)");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-        a_batch_commits_every_write_but_the_stale_one(&format!("{base}/{name}")).await;
-        let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await;
+        let (name, url) = usher_test_support::fresh_pg_database("orders").await;
+        a_batch_commits_every_write_but_the_stale_one(&url).await;
+        usher_test_support::drop_pg_database(&name).await;
     }
 }

@@ -128,8 +128,8 @@ mod tests {
 
     use usher_actors::Batch;
     use usher_engine::{
-        Command, Currency, CustomerId, Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Inventory, Layout, Millis,
-        Money, SeatIdx, VenueId, grid_venue,
+        Command, Currency, CustomerId, Decision, EventConfig, EventStatus, HoldId, IdempotencyKey, Inventory, Layout, Millis, Money,
+        SeatIdx, grid_venue,
     };
 
     use super::plan;
@@ -140,19 +140,11 @@ mod tests {
         let layout = Layout::build(&grid_venue("v", 1, 1, 6)).unwrap();
         let eur = Currency::parse("EUR").unwrap();
         let config = EventConfig {
-            time_zone: "UTC".into(),
-            id: EventId(uuid::Uuid::from_u128(1)),
-            org_id: usher_engine::OrgId(uuid::Uuid::from_u128(3)),
-            venue_id: VenueId(uuid::Uuid::from_u128(2)),
             name: "e".into(),
-            description: String::new(),
             starts_at: T0.plus_ms(10_000_000),
-            sales_start: Millis(0),
             sales_end: T0.plus_ms(10_000_000),
-            status: EventStatus::OnSale,
-            hold_duration_ms: 60_000,
-            hold_seats_max: 6,
             prices: vec![Money { minor: 1, currency: eur }; 2],
+            ..usher_test_support::event_config(&layout, T0)
         };
         Inventory::new(config, Arc::new(layout), T0)
     }

@@ -22,10 +22,6 @@ use usher_engine::{
 /// The organization migrations give every venue and event written before Identity.
 const DEFAULT_ORG: OrgId = OrgId(Uuid::from_u128(1));
 
-fn pg_admin_url() -> String {
-    std::env::var("USHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
 /// A fresh, empty database; `url` is what `connect_all` takes.
 struct TestDb {
     url: String,
@@ -42,24 +38,15 @@ impl TestDb {
     }
 
     async fn postgres() -> TestDb {
-        let name = format!("usher_t_identity_{}", &Uuid::new_v4().simple().to_string()[..16]);
-        let mut admin = admin().await;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-        TestDb { url: format!("{}/{name}", pg_admin_url()), dir: tempfile::tempdir().unwrap(), pg_name: Some(name) }
+        let (name, url) = usher_test_support::fresh_pg_database("identity").await;
+        TestDb { url, dir: tempfile::tempdir().unwrap(), pg_name: Some(name) }
     }
 
     async fn drop_db(self) {
         if let Some(name) = &self.pg_name {
-            let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin().await).await;
+            usher_test_support::drop_pg_database(name).await;
         }
     }
-}
-
-async fn admin() -> sqlx::PgConnection {
-    let url = format!("{}/postgres", pg_admin_url());
-    sqlx::PgConnection::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests and was not reachable at {url}: {e}"))
 }
 
 /// Each spec becomes a module with a `sqlite` and a `postgres` test.
@@ -171,19 +158,15 @@ async fn venue(store: &dyn Store, org: OrgId, k: &str) -> (VenueId, Layout) {
 
 fn event(org: OrgId, venue: VenueId, layout: &Layout, status: EventStatus, starts_at: i64) -> EventConfig {
     EventConfig {
-        time_zone: "UTC".into(),
         id: EventId(Uuid::new_v4()),
         org_id: org,
         venue_id: venue,
         name: format!("{status:?} of {org}"),
-        description: String::new(),
         starts_at: Millis(starts_at),
-        sales_start: Millis(0),
         sales_end: Millis(starts_at),
         status,
-        hold_duration_ms: 60_000,
-        hold_seats_max: 6,
         prices: layout.categories.iter().map(|_| Money { minor: 1000, currency: Currency::parse("EUR").unwrap() }).collect(),
+        ..usher_test_support::event_config(layout, Millis(0))
     }
 }
 

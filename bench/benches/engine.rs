@@ -5,10 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use usher_engine::{
-    Command, Currency, CustomerId, EventConfig, EventId, EventStatus, HoldId, Inventory, Layout, Millis, Money, SeatIdx, VenueId,
-    grid_venue,
-};
+use usher_engine::{Command, Currency, CustomerId, EventConfig, HoldId, Inventory, Layout, Millis, Money, SeatIdx, grid_venue};
 
 const T0: Millis = Millis(1_700_000_000_000);
 
@@ -17,19 +14,11 @@ fn stadium() -> Inventory {
     let layout = Layout::build(&grid_venue("bench", 40, 50, 50)).expect("valid");
     let eur = Currency::parse("EUR").expect("valid");
     let config = EventConfig {
-        time_zone: "UTC".into(),
-        id: EventId(uuid::Uuid::from_u128(1)),
-        org_id: usher_engine::OrgId(uuid::Uuid::from_u128(3)),
-        venue_id: VenueId(uuid::Uuid::from_u128(2)),
         name: "bench".into(),
-        description: String::new(),
         starts_at: T0.plus_ms(86_400_000),
-        sales_start: Millis(0),
-        sales_end: T0.plus_ms(86_400_000),
-        status: EventStatus::OnSale,
         hold_duration_ms: 600_000,
-        hold_seats_max: 6,
         prices: vec![Money { minor: 1, currency: eur }; 2],
+        ..usher_test_support::event_config(&layout, T0)
     };
     Inventory::new(config, Arc::new(layout), T0)
 }

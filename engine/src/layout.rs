@@ -351,7 +351,10 @@ impl SeatIndex {
 }
 
 /// A rectangular venue: `sections` sections of `rows` × `seats_per_row`,
-/// alternately in two price categories. Used by demo data, tests and benchmarks.
+/// alternately in two price categories, in UTC. For tests and benchmarks
+/// only (the engine's own unit tests, and `usher-test-support`, which turns
+/// on the `test-support` feature): not in the API of a normal build.
+#[cfg(any(test, feature = "test-support"))]
 pub fn grid_venue(name: &str, sections: usize, rows: usize, seats_per_row: u32) -> VenueSpec {
     VenueSpec {
         time_zone: "UTC".into(),

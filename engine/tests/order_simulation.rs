@@ -18,24 +18,11 @@ use usher_engine::{
     Currency, CustomerId, EventId, HoldId, MailKind, Millis, Money, Order, OrderEvent, OrderId, OrderInput, OrderLine, OrderStatus,
     PaymentId, PaymentStatus, SeatIdx, Step, TicketId,
 };
+use usher_test_support::Rng;
 use uuid::Uuid;
 
 const SEEDS: u64 = 3_000;
 const STEPS_MAX: usize = 40;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn new_order(rng: &mut Rng, t0: Millis) -> Order {
     let eur = Currency::parse("EUR").unwrap();

@@ -8,9 +8,10 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use usher_engine::{
-    Command, Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Inventory, Layout,
-    Millis, Money, Reject, Reply, SeatIdx, SeatState, Snapshot, VenueId, grid_venue,
+    Command, CustomerId, EventConfig, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Inventory, Layout, Millis, Reject,
+    Reply, SeatIdx, SeatState, Snapshot, grid_venue,
 };
+use usher_test_support::event_config;
 use uuid::Uuid;
 
 const T0: Millis = Millis(1_700_000_000_000);
@@ -33,21 +34,7 @@ fn cust(s: &str) -> CustomerId {
 
 fn inventory((sections, rows, per_row): Grid) -> Inventory {
     let layout = Layout::build(&grid_venue("p", sections, rows, per_row)).unwrap();
-    let config = EventConfig {
-        time_zone: "UTC".into(),
-        id: EventId(Uuid::from_u128(1)),
-        org_id: usher_engine::OrgId(Uuid::from_u128(3)),
-        venue_id: VenueId(Uuid::from_u128(2)),
-        name: "Properties".into(),
-        description: String::new(),
-        starts_at: T0.plus_ms(2 * 86_400_000),
-        sales_start: Millis(0),
-        sales_end: T0.plus_ms(86_400_000),
-        status: EventStatus::OnSale,
-        hold_duration_ms: 60_000,
-        hold_seats_max: HOLD_SEATS_MAX,
-        prices: layout.categories.iter().map(|_| Money { minor: 5_000, currency: Currency::parse("EUR").unwrap() }).collect(),
-    };
+    let config = EventConfig { name: "Properties".into(), hold_seats_max: HOLD_SEATS_MAX, ..event_config(&layout, T0) };
     config.validate(&layout).unwrap();
     Inventory::new(config, Arc::new(layout), T0)
 }

@@ -27,6 +27,7 @@ use usher_engine::{
     Command, Counts, Currency, CustomerId, Decision, Event, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey,
     IdempotencyRecord, Inventory, Layout, Millis, Money, Reject, Reply, SeatIdx, SeatState, VenueId, grid_venue,
 };
+use usher_test_support::{Rng, event_config};
 use uuid::Uuid;
 
 const T0: Millis = Millis(1_700_000_000_000);
@@ -156,37 +157,7 @@ fn run_seed(seed: u64, steps: usize) -> RunResult {
     }
 }
 
-// ---------------------------------------------------------------------------
-// PRNG: splitmix64. Tiny, seedable, and the same on every platform.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform-enough in `0..n`; `n > 0`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// In `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    fn index(&mut self, len: usize) -> usize {
-        self.below(len as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.index(items.len())]
-    }
-}
+// The PRNG is usher_test_support::Rng (splitmix64, the same everywhere).
 
 /// FNV-1a, for the history digest.
 struct Fnv(u64);
@@ -812,12 +783,9 @@ impl Sim {
         let sales_end =
             if rng.chance(20) { T0.plus_ms(rng.range(DAY_MS, 3 * DAY_MS)) } else { T0.plus_ms(rng.range(20 * DAY_MS, 40 * DAY_MS)) };
         let config = EventConfig {
-            time_zone: "UTC".into(),
             id: EventId(Uuid::from_u128(u128::from(seed) + 1)),
-            org_id: usher_engine::OrgId(Uuid::from_u128(3)),
             venue_id: VenueId(Uuid::from_u128(7)),
             name: "Simulated".into(),
-            description: String::new(),
             starts_at: sales_end.plus_ms(HOUR_MS),
             sales_start,
             sales_end,
@@ -829,6 +797,7 @@ impl Sim {
                 .iter()
                 .map(|_| Money { minor: 4_200, currency: Currency::parse("EUR").expect("valid currency") })
                 .collect(),
+            ..event_config(&layout, T0)
         };
         config.validate(&layout).expect("simulated config is valid");
         let model = Model {

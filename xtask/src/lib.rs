@@ -8,10 +8,14 @@ use serde_json::Value;
 /// Crates the pure domain must never reach, directly or not.
 const ENGINE_FORBIDDEN: &[&str] = &["tokio", "sqlx", "tonic", "ractor", "axum", "hyper", "prost"];
 /// Direct dependencies each crate must not take (who may know what).
+/// `usher-test-support` is a dev-dependency only (the bench may use it):
+/// nothing test-only reaches the `usher` binary.
 const DIRECT_FORBIDDEN: &[(&str, &[&str])] = &[
-    ("usher-actors", &["sqlx", "tonic", "axum", "prost", "usher-proto", "usher-adapters"]),
-    ("usher-adapters", &["tonic", "axum", "ractor"]),
-    ("usher-proto", &["sqlx", "ractor", "usher-engine", "usher-actors"]),
+    ("usher-engine", &["usher-test-support"]),
+    ("usher-actors", &["sqlx", "tonic", "axum", "prost", "usher-proto", "usher-adapters", "usher-test-support"]),
+    ("usher-adapters", &["tonic", "axum", "ractor", "usher-test-support"]),
+    ("usher-proto", &["sqlx", "ractor", "usher-engine", "usher-actors", "usher-test-support"]),
+    ("usher-gateway", &["usher-test-support"]),
 ];
 
 fn metadata() -> Result<Value, String> {

@@ -20,8 +20,8 @@ use usher_actors::{
     StoreError, VenueRecord, Visibility,
 };
 use usher_engine::{
-    Command, Currency, CustomerId, Event, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Layout,
-    Millis, Money, OrgId, Reply, SeatIdx, Snapshot, VenueId, VenueSpec, grid_venue, limits,
+    Command, CustomerId, Event, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Layout, Millis, OrgId,
+    Reply, SeatIdx, Snapshot, VenueId, VenueSpec, grid_venue, limits,
 };
 
 /// The wall-clock start of paused-time tests.
@@ -412,19 +412,14 @@ pub struct Harness {
 
 pub fn event_config(id: EventId, venue_id: VenueId, layout: &Layout) -> EventConfig {
     EventConfig {
-        time_zone: "UTC".into(),
         id,
         org_id: ORG,
         venue_id,
         name: "Actor test".into(),
-        description: String::new(),
         starts_at: SALES_END,
-        sales_start: Millis(0),
         sales_end: SALES_END,
-        status: EventStatus::OnSale,
         hold_duration_ms: HOLD_MS,
-        hold_seats_max: 6,
-        prices: layout.categories.iter().map(|_| Money { minor: 5000, currency: Currency::parse("EUR").unwrap() }).collect(),
+        ..usher_test_support::event_config(layout, Millis(0))
     }
 }
 

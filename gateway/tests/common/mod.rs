@@ -66,9 +66,8 @@ pub enum Backend {
 
 /// Where the PostgreSQL tests create their databases. The test command makes
 /// sure a server is there; a missing one fails the tests, never skips them.
-pub fn pg_admin_url() -> String {
-    std::env::var("USHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
+#[allow(unused_imports)] // each test binary uses a part of common
+pub use usher_test_support::{Rng, pg_admin_url};
 
 pub struct TestDb {
     pub backend: Backend,
@@ -85,15 +84,7 @@ impl TestDb {
         std::fs::create_dir_all(&data_dir).unwrap();
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", data_dir.join("usher.db").display()),
-            Backend::Postgres => {
-                let admin = format!("{}/postgres", pg_admin_url());
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests and was not reachable at {admin}: {e}"));
-                let name = format!("usher_t_{}", &tag[..16]);
-                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-                format!("{}/{name}", pg_admin_url())
-            }
+            Backend::Postgres => usher_test_support::fresh_pg_database("gw").await.1,
         };
         TestDb { backend, url, data_dir, creds: None }
     }
@@ -375,21 +366,6 @@ pub fn hold_req(event_id: &str, customer: &str, seats: &[&str]) -> pb::HoldSeats
 
 pub fn reason(s: &tonic::Status) -> String {
     s.metadata().get("usher-reason").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
-}
-
-/// Tiny deterministic PRNG for test workloads (splitmix64).
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Runs a scenario once per backend, as two tests.

@@ -1,0 +1,501 @@
+//! Order sagas: one `OrderSaga` actor per live order (this file), supervised
+//! by `OrderSupervisor` (`supervisor.rs`); the IO of each step (`steps.rs`),
+//! the group-commit writer of saga transitions (`writer.rs`), card numbers in
+//! flight (`vault.rs`) and the text people read about an order (`text.rs`).
+//! The `Postman` that delivers the email queue is `crate::postman`.
+//!
+//! The saga owns its order in memory. Every input (a customer's pay or
+//! cancel, a provider's answer, an event actor's reply, a timer) goes through
+//! `engine::Order::apply`, and the new state is written (with its outbox
+//! messages, tickets and queued email) before anything else happens: a crash
+//! resumes at the last written step. The IO a step needs runs in a spawned
+//! task that answers with a message, so the actor never blocks and can
+//! always take a cancel; every step's IO carries a key derived from the
+//! order, so redoing it after a crash has the effect of doing it once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use usher_engine::{
+    Command, EventConfig, IdempotencyKey, Layout, MailKind, Millis, Order, OrderId, OrderInput, OrderReject, Reply, SeatIdx, SigningKey,
+    Step, TicketId, Transition, limits, sign_ticket, ticket_id_for,
+};
+
+use crate::clock::Clock;
+use crate::event::CommandError;
+use crate::ports::{
+    AuthorizeRequest, MailState, OrderDoc, OrderStore, OrderWrite, PaymentOutcome, PaymentProvider, ProviderError, ProviderStatus, Store,
+    StoreError, StoredOrder, TicketDoc, TicketRecord, TicketRenderer, TicketStatus,
+};
+use crate::registry::Registry;
+
+#[derive(Clone, Debug)]
+pub struct SagaConfig {
+    /// How long a saga waits for the provider's answer before asking for the
+    /// attempt's status instead.
+    pub payment_timeout_ms: u64,
+    /// First wait before redoing a step whose IO failed (doubles up to the max).
+    pub retry_ms_min: u64,
+    pub retry_ms_max: u64,
+    /// PDFs rendered at once (the bounded worker pool).
+    pub render_workers: usize,
+    /// Fault injection for crash tests: wait this long after the payment is
+    /// captured (and written) before issuing tickets. 0 in production.
+    pub issue_delay_ms: u64,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        SagaConfig { payment_timeout_ms: 30_000, retry_ms_min: 200, retry_ms_max: 10_000, render_workers: 2, issue_delay_ms: 0 }
+    }
+}
+
+/// What every saga needs. Cheap to clone.
+#[derive(Clone)]
+pub struct SagaDeps {
+    pub orders: Arc<dyn OrderStore>,
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub provider: Arc<dyn PaymentProvider>,
+    pub renderer: Arc<dyn TicketRenderer>,
+    pub render_slots: Arc<Semaphore>,
+    pub signing_key: Arc<SigningKey>,
+    pub pdf_dir: PathBuf,
+    pub clock: Clock,
+    pub cfg: SagaConfig,
+    /// Card numbers between a Pay call and its authorization; never stored.
+    pub cards: Arc<CardVault>,
+    /// Wakes the postman when a transition queued an email.
+    pub mail_queued: Arc<tokio::sync::Notify>,
+    /// Group commit for every saga's writes.
+    pub writer: OrderWriter,
+}
+
+impl SagaDeps {
+    pub fn pdf_path(&self, order: OrderId) -> PathBuf {
+        self.pdf_dir.join(format!("{order}.pdf"))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SagaError {
+    #[error("{0}")]
+    Rejected(OrderReject),
+    #[error("order {0} not found")]
+    NotFound(OrderId),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for SagaError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) | StoreError::NotFound(m) => SagaError::Unavailable(m),
+            StoreError::Conflict(m) => SagaError::Unavailable(format!("{m}; retry")),
+            other => SagaError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The reason a saga stops with when its write lost a version race: its
+/// supervisor reloads it from storage (any other stop is final).
+const STOP_CONFLICT: &str = "conflict";
+
+/// The generation of a saga's current step: each step's IO answers with the
+/// generation it was started for, and an answer for an older one (a step
+/// the saga has since left) is dropped. Not the fencing `Epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepGen(pub u64);
+
+pub enum SagaMsg {
+    /// A customer's or organizer's input: answered once it is durable.
+    Client(OrderInput, RpcReplyPort<Result<Order, SagaError>>),
+    /// The result of the IO of step generation `generation`.
+    StepDone {
+        generation: StepGen,
+        input: OrderInput,
+        tickets: Vec<TicketRecord>,
+    },
+    /// Generation `generation`'s IO failed: redo it after a backoff.
+    Failed {
+        generation: StepGen,
+    },
+    /// Redo generation `generation`'s IO (the backoff has passed).
+    Retry {
+        generation: StepGen,
+    },
+    MailDelivered,
+    Watch(RpcReplyPort<watch::Receiver<Order>>),
+}
+
+pub struct OrderSaga;
+
+pub struct SagaArgs {
+    pub stored: StoredOrder,
+    pub deps: SagaDeps,
+}
+
+pub struct SagaState {
+    order: Order,
+    version: i64,
+    deps: SagaDeps,
+    /// Bumped whenever the step changes: answers of an older step's IO are dropped.
+    generation: StepGen,
+    tasks: Vec<JoinHandle<()>>,
+    backoff_ms: u64,
+    watch: watch::Sender<Order>,
+    layout: Option<Arc<Layout>>,
+}
+
+impl Drop for SagaState {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Actor for OrderSaga {
+    type Msg = SagaMsg;
+    type State = SagaState;
+    type Arguments = SagaArgs;
+
+    async fn pre_start(&self, myself: ActorRef<SagaMsg>, args: SagaArgs) -> Result<SagaState, ActorProcessingErr> {
+        let (watch, _) = watch::channel(args.stored.order.clone());
+        let mut s = SagaState {
+            order: args.stored.order,
+            version: args.stored.version,
+            deps: args.deps,
+            generation: StepGen(0),
+            tasks: Vec::new(),
+            backoff_ms: 0,
+            watch,
+            layout: None,
+        };
+        s.drive(&myself);
+        Ok(s)
+    }
+
+    async fn handle(&self, myself: ActorRef<SagaMsg>, msg: SagaMsg, s: &mut SagaState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SagaMsg::Client(input, reply) => {
+                let out = s.feed(&myself, input, Vec::new()).await.map(|_| s.order.clone());
+                if let Err(SagaError::Internal(m)) = &out {
+                    error!(order_id = %s.order.id, error = %m, "order saga failed");
+                }
+                let _ = reply.send(out);
+            }
+            SagaMsg::StepDone { generation, input, tickets } if generation == s.generation => {
+                if let Err(e) = s.feed(&myself, input, tickets).await {
+                    warn!(order_id = %s.order.id, step = s.order.step.as_str(), error = %e, "saga could not record a step; redoing it");
+                    s.retry_later(&myself);
+                }
+            }
+            SagaMsg::Failed { generation } if generation == s.generation => s.retry_later(&myself),
+            SagaMsg::Retry { generation } if generation == s.generation => s.drive(&myself),
+            SagaMsg::StepDone { .. } | SagaMsg::Failed { .. } | SagaMsg::Retry { .. } => {}
+            SagaMsg::MailDelivered => {
+                if s.order.step == Step::Notify
+                    && let Err(e) = s.feed(&myself, OrderInput::Delivered, Vec::new()).await
+                {
+                    warn!(order_id = %s.order.id, error = %e, "saga could not record the delivery; asking again");
+                    s.retry_later(&myself);
+                }
+            }
+            SagaMsg::Watch(reply) => {
+                let _ = reply.send(s.watch.subscribe());
+            }
+        }
+        if s.order.step == Step::Done {
+            info!(order_id = %s.order.id, status = s.order.status.as_str(), "order saga finished");
+            myself.stop(Some("done".into()));
+        }
+        Ok(())
+    }
+}
+
+impl SagaState {
+    /// Applies an input and writes the result; on a failed write the order in
+    /// memory goes back to what is stored.
+    async fn feed(&mut self, myself: &ActorRef<SagaMsg>, input: OrderInput, tickets: Vec<TicketRecord>) -> Result<(), SagaError> {
+        let now = self.deps.clock.now().max(self.order.updated_at);
+        let before = self.order.clone();
+        let t = self.order.apply(input, now).map_err(SagaError::Rejected)?;
+        if self.order == before {
+            return Ok(());
+        }
+        let labels = match self.labels().await {
+            Ok(l) => l,
+            Err(e) => {
+                self.order = before;
+                return Err(e);
+            }
+        };
+        let w = PendingWrite {
+            order: self.order.clone(),
+            version: self.version,
+            transition: t.clone(),
+            new_tickets: tickets,
+            seat_labels: labels,
+            now,
+        };
+        if let Err(e) = self.deps.writer.write(w).await {
+            self.order = before;
+            if let StoreError::Conflict(m) = &e {
+                // Another writer has this order: ours is stale. Stop; the
+                // supervisor reloads it from storage.
+                error!(order_id = %self.order.id, error = %m, "order written by someone else; saga stops");
+                myself.stop(Some(STOP_CONFLICT.into()));
+            }
+            return Err(e.into());
+        }
+        self.version += 1;
+        self.backoff_ms = 0;
+        if t.mail.is_some() {
+            self.deps.mail_queued.notify_one();
+        }
+        let paying = |st: Step| matches!(st, Step::Authorize | Step::QueryStatus);
+        if paying(before.step)
+            && !paying(self.order.step)
+            && let Some(p) = self.order.current_payment()
+        {
+            self.deps.cards.forget(&p.id.to_string());
+        }
+        let _ = self.watch.send(self.order.clone());
+        if self.order.step != before.step || self.order.deadline != before.deadline {
+            self.drive(myself);
+        }
+        Ok(())
+    }
+
+    async fn layout(&mut self) -> Result<Arc<Layout>, SagaError> {
+        if let Some(l) = &self.layout {
+            return Ok(l.clone());
+        }
+        let h = self.deps.registry.event(self.order.event_id).await.map_err(|e| SagaError::Unavailable(e.to_string()))?;
+        self.layout = Some(h.layout.clone());
+        Ok(h.layout)
+    }
+
+    async fn labels(&mut self) -> Result<Vec<String>, SagaError> {
+        let layout = self.layout().await?;
+        Ok(self.order.lines.iter().map(|l| layout.label(l.seat)).collect())
+    }
+
+    fn retry_later(&mut self, myself: &ActorRef<SagaMsg>) {
+        let c = &self.deps.cfg;
+        self.backoff_ms = if self.backoff_ms == 0 { c.retry_ms_min } else { (self.backoff_ms * 2).min(c.retry_ms_max) };
+        let generation = self.generation;
+        myself.send_after(Duration::from_millis(self.backoff_ms), move || SagaMsg::Retry { generation });
+    }
+
+    /// Starts the IO of the current step (after cancelling the last step's).
+    fn drive(&mut self, myself: &ActorRef<SagaMsg>) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.generation = StepGen(self.generation.0 + 1);
+        let generation = self.generation;
+        let order = self.order.clone();
+        let deps = self.deps.clone();
+        let me = myself.clone();
+        let done = move |input: OrderInput| SagaMsg::StepDone { generation, input, tickets: Vec::new() };
+        let at = |t: Millis| deps.clock.instant_at(t);
+        match order.step {
+            Step::AwaitPayment => {
+                let when = at(order.pay_by);
+                self.spawn(async move {
+                    tokio::time::sleep_until(when).await;
+                    let _ = me.cast(done(OrderInput::PayDeadlinePassed));
+                });
+            }
+            Step::Authorize => {
+                if let Some(deadline) = order.deadline {
+                    let when = at(deadline);
+                    let me = me.clone();
+                    self.spawn(async move {
+                        tokio::time::sleep_until(when).await;
+                        let _ = me.cast(done(OrderInput::ProviderTimedOut));
+                    });
+                }
+                let Some(card_number) = card_of(&deps, &order) else {
+                    // Restarted after the Pay call: the card number is gone
+                    // with the old process. The deadline timer above moves
+                    // on to the status query, which finds the attempt by key.
+                    return;
+                };
+                self.spawn(async move {
+                    let p = order.current_payment().expect("authorize has a payment");
+                    let req = AuthorizeRequest { key: p.id.to_string(), reference: order.id.to_string(), amount: p.amount, card_number };
+                    let msg = match deps.provider.authorize(req).await {
+                        Ok(PaymentOutcome::Authorized { provider_ref }) => done(OrderInput::Authorized { provider_ref }),
+                        Ok(PaymentOutcome::Declined { reason }) => done(OrderInput::Declined { reason }),
+                        Err(ProviderError::Refused(m)) => {
+                            done(OrderInput::Declined { reason: format!("the payment provider refused the payment: {m}") })
+                        }
+                        Err(ProviderError::Unavailable(m)) => {
+                            warn!(order_id = %order.id, error = %m, "payment provider unavailable; asking for the status");
+                            done(OrderInput::ProviderTimedOut)
+                        }
+                    };
+                    let _ = me.cast(msg);
+                });
+            }
+            Step::QueryStatus => {
+                self.spawn(async move {
+                    let p = order.current_payment().expect("query has a payment");
+                    let key = p.id.to_string();
+                    let mut wait = deps.cfg.retry_ms_min;
+                    loop {
+                        let msg = match deps.provider.status(&key).await {
+                            Ok(ProviderStatus::Unknown) if deps.cards.get(&key).is_none() => Some(OrderInput::Declined {
+                                reason: "the payment was interrupted before it reached the provider; pay again".into(),
+                            }),
+                            Ok(ProviderStatus::Unknown) => Some(OrderInput::ProviderNeverSaw { timeout_ms: deps.cfg.payment_timeout_ms }),
+                            Ok(ProviderStatus::Authorized { provider_ref } | ProviderStatus::Captured { provider_ref }) => {
+                                Some(OrderInput::Authorized { provider_ref })
+                            }
+                            Ok(ProviderStatus::Declined { reason }) => Some(OrderInput::Declined { reason }),
+                            Ok(ProviderStatus::Refunded { .. }) => Some(OrderInput::Declined { reason: "refunded by the provider".into() }),
+                            Ok(ProviderStatus::Pending) | Err(_) => None,
+                        };
+                        if let Some(input) = msg {
+                            let _ = me.cast(done(input));
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        wait = (wait * 2).min(deps.cfg.retry_ms_max);
+                    }
+                });
+            }
+            Step::Confirm => {
+                self.spawn(async move {
+                    let key = step_key(&order, "confirm");
+                    let cmd = Command::ConfirmAll { hold_ids: order.holds.clone() };
+                    match event_command(&deps, &order, key, cmd).await {
+                        Ok(Ok(_)) => {
+                            let _ = me.cast(done(OrderInput::Confirmed));
+                        }
+                        Ok(Err(why)) => {
+                            let reason = format!("the seats were no longer held when the payment went through: {why}");
+                            let _ = me.cast(done(OrderInput::HoldsGone { reason }));
+                        }
+                        Err(e) => {
+                            warn!(order_id = %order.id, error = %e, "could not confirm the holds; retrying");
+                            let _ = me.cast(SagaMsg::Failed { generation });
+                        }
+                    }
+                });
+            }
+            Step::Capture | Step::Refund => {
+                let capture = order.step == Step::Capture;
+                self.spawn(async move {
+                    let p = order.current_payment().expect("capture/refund has a payment");
+                    let key = p.id.to_string();
+                    let Some(r) = p.provider_ref.clone() else {
+                        // Refunding a payment that never got a reference: nothing was taken.
+                        let _ = me.cast(done(OrderInput::Refunded));
+                        return;
+                    };
+                    let res = if capture { deps.provider.capture(&key, &r).await } else { deps.provider.refund(&key, &r).await };
+                    match res {
+                        Ok(()) => {
+                            let _ = me.cast(done(if capture { OrderInput::Captured } else { OrderInput::Refunded }));
+                        }
+                        Err(e) => {
+                            warn!(order_id = %order.id, error = %e, capture, "payment provider call failed; retrying");
+                            let _ = me.cast(SagaMsg::Failed { generation });
+                        }
+                    }
+                });
+            }
+            Step::Issue => {
+                self.spawn(async move {
+                    if deps.cfg.issue_delay_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(deps.cfg.issue_delay_ms)).await;
+                    }
+                    match issue(&deps, &order).await {
+                        Ok(tickets) => {
+                            let ids = tickets.iter().map(|t| t.id).collect();
+                            let _ = me.cast(SagaMsg::StepDone { generation, input: OrderInput::TicketsIssued { tickets: ids }, tickets });
+                        }
+                        Err(e) => {
+                            warn!(order_id = %order.id, error = %e, "could not issue tickets; retrying");
+                            let _ = me.cast(SagaMsg::Failed { generation });
+                        }
+                    }
+                });
+            }
+            Step::Render => {
+                self.spawn(async move {
+                    match render(&deps, &order).await {
+                        Ok(()) => {
+                            let _ = me.cast(done(OrderInput::Rendered));
+                        }
+                        Err(e) => {
+                            error!(order_id = %order.id, error = %e, "could not render the tickets; retrying");
+                            let _ = me.cast(SagaMsg::Failed { generation });
+                        }
+                    }
+                });
+            }
+            Step::Notify => {
+                // The postman tells us when it delivers; this covers a
+                // delivery that happened before a restart.
+                self.spawn(async move {
+                    loop {
+                        match deps.orders.mail_state(order.id, MailKind::Confirmation).await {
+                            Ok(Some(MailState::Sent | MailState::Failed)) => {
+                                let _ = me.cast(SagaMsg::MailDelivered);
+                                return;
+                            }
+                            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(limits::MAIL_STATE_POLL_MS)).await,
+                        }
+                    }
+                });
+            }
+            Step::Release => {
+                self.spawn(async move {
+                    for h in &order.holds {
+                        let key = step_key(&order, &format!("release-{h}"));
+                        let cmd = Command::Release { hold_id: *h, customer: None };
+                        // A hold that already ended (expired, released) is released enough.
+                        if let Err(e) = event_command(&deps, &order, key, cmd).await {
+                            warn!(order_id = %order.id, error = %e, "could not release a hold; retrying");
+                            let _ = me.cast(SagaMsg::Failed { generation });
+                            return;
+                        }
+                    }
+                    let _ = me.cast(done(OrderInput::Released));
+                });
+            }
+            Step::Done => {}
+        }
+    }
+
+    fn spawn(&mut self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(f));
+    }
+}
+
+mod steps;
+mod supervisor;
+mod text;
+mod vault;
+mod writer;
+
+pub use steps::write_atomically;
+use steps::{card_of, event_command, issue, render, step_key};
+pub use supervisor::{OrderSupervisor, Sagas, SupervisorMsg, SupervisorState};
+pub use text::{order_doc, order_number};
+pub use vault::CardVault;
+pub use writer::{OrderWriter, PendingWrite, WriterStats};

@@ -1,0 +1,279 @@
+//! The supervisor of a node's order sagas and the handle on them.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// The supervisor: spawns one saga per live order, routes inputs to it,
+// restarts a failed one from storage.
+
+pub enum SupervisorMsg {
+    /// A new order was written: start its saga.
+    Start(StoredOrder),
+    /// An input for an order, spawning its saga when none runs (a finished
+    /// order still takes an event cancellation: it may need a refund).
+    Input {
+        order_id: OrderId,
+        input: OrderInput,
+        reply: Option<RpcReplyPort<Result<Order, SagaError>>>,
+    },
+    /// The latest state of a live order, as it changes.
+    Watch(OrderId, RpcReplyPort<Option<watch::Receiver<Order>>>),
+    MailDelivered(OrderId),
+    /// Every open order of the event gets `EventCancelled`.
+    EventCancelled(usher_engine::EventId),
+    Respawn(OrderId),
+    /// The earliest payment deadline (`at`) of the parked orders has come.
+    Wake {
+        at: Millis,
+    },
+}
+
+pub struct OrderSupervisor;
+
+pub struct SupervisorState {
+    deps: SagaDeps,
+    live: HashMap<OrderId, ActorRef<SagaMsg>>,
+    by_cell: HashMap<ractor::ActorId, OrderId>,
+    /// Recent restarts per order, to slow down one that keeps failing.
+    restarts: HashMap<OrderId, Vec<Millis>>,
+    /// Orders waiting for their payment, parked without an actor (a saga
+    /// weighs ~10 KiB; a parked order a map entry): spawned on their first
+    /// input or when their payment deadline comes. Keyed by deadline.
+    parked: std::collections::BTreeSet<(Millis, OrderId)>,
+    parked_at: HashMap<OrderId, Millis>,
+    /// The deadline a Wake is scheduled for.
+    wake_at: Option<Millis>,
+}
+
+impl SupervisorState {
+    async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, stored: StoredOrder) -> Result<ActorRef<SagaMsg>, SagaError> {
+        let id = stored.order.id;
+        if let Some(a) = self.live.get(&id) {
+            return Ok(a.clone());
+        }
+        let (a, _) = Actor::spawn_linked(None, OrderSaga, SagaArgs { stored, deps: self.deps.clone() }, myself.get_cell())
+            .await
+            .map_err(|e| SagaError::Internal(format!("saga failed to start: {e}")))?;
+        self.by_cell.insert(a.get_id(), id);
+        self.live.insert(id, a.clone());
+        Ok(a)
+    }
+
+    async fn saga_for(&mut self, myself: &ActorRef<SupervisorMsg>, id: OrderId) -> Result<ActorRef<SagaMsg>, SagaError> {
+        if let Some(a) = self.live.get(&id) {
+            return Ok(a.clone());
+        }
+        let stored = self.deps.orders.get_order(id).await?.ok_or(SagaError::NotFound(id))?;
+        self.unpark(id);
+        self.spawn(myself, stored).await
+    }
+
+    /// An order waiting for its payment is parked; any other gets its saga.
+    async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, stored: StoredOrder) -> Result<(), SagaError> {
+        let o = &stored.order;
+        if o.step == Step::AwaitPayment && !self.live.contains_key(&o.id) {
+            self.parked.insert((o.pay_by, o.id));
+            self.parked_at.insert(o.id, o.pay_by);
+            self.schedule_wake(myself);
+            return Ok(());
+        }
+        self.spawn(myself, stored).await.map(|_| ())
+    }
+
+    fn unpark(&mut self, id: OrderId) {
+        if let Some(at) = self.parked_at.remove(&id) {
+            self.parked.remove(&(at, id));
+        }
+    }
+
+    /// Makes sure a Wake comes at the earliest parked deadline.
+    fn schedule_wake(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let Some(&(at, _)) = self.parked.first() else { return };
+        if self.wake_at.is_some_and(|w| w <= at) {
+            return;
+        }
+        self.wake_at = Some(at);
+        let delay = at.0.saturating_sub(self.deps.clock.now().0).max(0) as u64;
+        myself.send_after(Duration::from_millis(delay), move || SupervisorMsg::Wake { at });
+    }
+}
+
+impl Actor for OrderSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SagaDeps;
+
+    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, deps: SagaDeps) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut s = SupervisorState {
+            deps,
+            live: HashMap::new(),
+            by_cell: HashMap::new(),
+            restarts: HashMap::new(),
+            parked: Default::default(),
+            parked_at: HashMap::new(),
+            wake_at: None,
+        };
+        // Resume every saga that has work left, where its last write left it.
+        let live = s.deps.orders.live_orders().await.map_err(|e| format!("loading live orders: {e}"))?;
+        if !live.is_empty() {
+            info!(orders = live.len(), "resuming order sagas");
+        }
+        for stored in live {
+            s.start(&myself, stored).await.map_err(|e| e.to_string())?;
+        }
+        Ok(s)
+    }
+
+    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, s: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Start(stored) => {
+                if let Err(e) = s.start(&myself, stored).await {
+                    error!(error = %e, "could not start an order saga");
+                }
+            }
+            SupervisorMsg::Wake { at } => {
+                if s.wake_at == Some(at) {
+                    s.wake_at = None;
+                }
+                // Due orders get their saga, which expires them at once.
+                let now = s.deps.clock.now();
+                while let Some(&(due, id)) = s.parked.first() {
+                    if due > now {
+                        break;
+                    }
+                    if let Err(e) = s.saga_for(&myself, id).await {
+                        error!(order_id = %id, error = %e, "could not start an expiring order's saga; retrying");
+                        s.wake_at = None;
+                        myself.send_after(Duration::from_millis(s.deps.cfg.retry_ms_max), move || SupervisorMsg::Wake { at: due });
+                        return Ok(());
+                    }
+                }
+                s.schedule_wake(&myself);
+            }
+            SupervisorMsg::Input { order_id, input, reply } => match s.saga_for(&myself, order_id).await {
+                Ok(a) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    // Forward without waiting: the saga answers the caller.
+                    let port: RpcReplyPort<Result<Order, SagaError>> = tx.into();
+                    if a.cast(SagaMsg::Client(input, port)).is_err() {
+                        if let Some(r) = reply {
+                            let _ = r.send(Err(SagaError::Unavailable(format!("order {order_id} is restarting; retry"))));
+                        }
+                    } else if let Some(r) = reply {
+                        tokio::spawn(async move {
+                            let out =
+                                rx.await.unwrap_or_else(|_| Err(SagaError::Unavailable(format!("order {order_id} is restarting; retry"))));
+                            let _ = r.send(out);
+                        });
+                    }
+                }
+                Err(e) => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(e));
+                    }
+                }
+            },
+            SupervisorMsg::Watch(id, reply) => {
+                let rx = match s.live.get(&id) {
+                    Some(a) => ractor::call!(a, SagaMsg::Watch).ok(),
+                    None => None,
+                };
+                let _ = reply.send(rx);
+            }
+            SupervisorMsg::MailDelivered(id) => {
+                if let Some(a) = s.live.get(&id) {
+                    let _ = a.cast(SagaMsg::MailDelivered);
+                }
+            }
+            SupervisorMsg::EventCancelled(event_id) => {
+                let ids = s.deps.orders.open_orders_of_event(event_id).await?;
+                info!(event_id = %event_id, orders = ids.len(), "event cancelled: cancelling and refunding its orders");
+                for id in ids {
+                    myself.cast(SupervisorMsg::Input { order_id: id, input: OrderInput::EventCancelled, reply: None })?;
+                }
+            }
+            SupervisorMsg::Respawn(id) => {
+                if let Err(e) = s.saga_for(&myself, id).await {
+                    error!(order_id = %id, error = %e, "could not restart an order saga; retrying");
+                    myself.send_after(Duration::from_millis(s.deps.cfg.retry_ms_max), move || SupervisorMsg::Respawn(id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        s: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.filter(|r| r == STOP_CONFLICT)),
+            _ => return Ok(()),
+        };
+        let Some(id) = s.by_cell.remove(&cell.get_id()) else { return Ok(()) };
+        s.live.remove(&id);
+        if let Some(why) = failure {
+            // Restart from storage; after repeated failures, wait first.
+            let now = s.deps.clock.now();
+            let recent = s.restarts.entry(id).or_default();
+            recent.retain(|t| t.0 > now.0 - limits::RESTART_WINDOW_MS as i64);
+            recent.push(now);
+            let delay =
+                if recent.len() > limits::RESTARTS_PER_WINDOW_MAX as usize { s.deps.cfg.retry_ms_max } else { s.deps.cfg.retry_ms_min };
+            error!(order_id = %id, error = %why, "order saga failed; restarting it from storage");
+            myself.send_after(Duration::from_millis(delay), move || SupervisorMsg::Respawn(id));
+        }
+        Ok(())
+    }
+}
+
+/// The node's handle on its order sagas. Cheap to clone.
+#[derive(Clone)]
+pub struct Sagas {
+    actor: ActorRef<SupervisorMsg>,
+    pub deps: SagaDeps,
+}
+
+impl Sagas {
+    pub async fn start(deps: SagaDeps) -> Result<(Sagas, JoinHandle<()>), StoreError> {
+        let (actor, join) = Actor::spawn(None, OrderSupervisor, deps.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("order supervisor failed to start: {e}")))?;
+        Ok((Sagas { actor, deps }, join))
+    }
+
+    pub fn started(&self, stored: StoredOrder) {
+        let _ = self.actor.cast(SupervisorMsg::Start(stored));
+    }
+
+    pub async fn input(&self, order_id: OrderId, input: OrderInput) -> Result<Order, SagaError> {
+        match self.actor.call(|reply| SupervisorMsg::Input { order_id, input, reply: Some(reply) }, Some(Duration::from_secs(30))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            Ok(_) => Err(SagaError::Unavailable("the order did not answer in time".into())),
+            Err(_) => Err(SagaError::Unavailable("node is shutting down".into())),
+        }
+    }
+
+    pub async fn watch(&self, order_id: OrderId) -> Option<watch::Receiver<Order>> {
+        match self.actor.call(|reply| SupervisorMsg::Watch(order_id, reply), Some(Duration::from_secs(10))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => None,
+        }
+    }
+
+    pub fn mail_delivered(&self, order_id: OrderId) {
+        let _ = self.actor.cast(SupervisorMsg::MailDelivered(order_id));
+    }
+
+    pub fn event_cancelled(&self, event_id: usher_engine::EventId) {
+        let _ = self.actor.cast(SupervisorMsg::EventCancelled(event_id));
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.actor.stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
+        self.actor.stop(Some("shutdown".into()));
+    }
+}

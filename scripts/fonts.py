@@ -28,6 +28,8 @@ import tempfile
 from fontTools import subset
 from fontTools.ttLib import TTCollection, TTFont
 
+# Fonts are saved with their own `head.modified` (not the time of the run),
+# so running this again writes the same bytes.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "adapters", "fonts")
 
@@ -154,10 +156,10 @@ def main():
         for name in names:
             src = os.path.join(root, CORE_DIR, name)
             out = os.path.join(OUT, name)
-            n = subset_font(TTFont(src), out)
+            n = subset_font(TTFont(src, recalcTimestamp=False), out)
             rows.append((name, "fonts-noto-core", os.path.getsize(src), os.path.getsize(out), n, sha256(out)))
 
-        collection = TTCollection(os.path.join(root, CJK_TTC))
+        collection = TTCollection(os.path.join(root, CJK_TTC), recalcTimestamp=False)
         out = os.path.join(OUT, CJK_FILE)
         n = subset_font(collection.fonts[CJK_FACE], out, CJK_DROPPED_FEATURES)
         rows.append((CJK_FILE, "fonts-noto-cjk", os.path.getsize(os.path.join(root, CJK_TTC)), os.path.getsize(out), n, sha256(out)))

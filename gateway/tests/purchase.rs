@@ -171,15 +171,6 @@ fn verdict(r: &pb::ScanResult) -> pb::ScanVerdict {
     pb::ScanVerdict::try_from(r.verdict).unwrap()
 }
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} must be installed (the test command installs it): {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The PDF attached to an email file, via Python's email parser.
 fn pdf_attachment(eml: &Path, out: &Path) {
     let script = "import email,sys\nm=email.message_from_binary_file(open(sys.argv[1],'rb'))\nparts=[p for p in m.walk() if p.get_content_type()=='application/pdf']\nassert len(parts)==1, len(parts)\nopen(sys.argv[2],'wb').write(parts[0].get_payload(decode=True))\n";

@@ -16,15 +16,6 @@ use usher_proto::v1::{
 
 both_backends!(a_ticket_prints_cjk_names_with_cjk_glyphs_and_wraps_a_long_holder);
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} must be installed (the test command installs it): {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_no_ticket_font_can_draw_are_refused_at_the_edge_and_nothing_is_stored() {
     let app = TestApp::spawn(Backend::Sqlite).await;

@@ -502,3 +502,15 @@ pub async fn mail_for(db: &TestDb, number: &str) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs a tool the test command installs (pdftotext, pdffonts, zbarimg, …)
+/// and gives its standard output; panics, naming it, when it is missing or
+/// fails.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} must be installed (the test command installs it): {e}"));
+    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

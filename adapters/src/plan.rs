@@ -170,31 +170,21 @@ mod tests {
         p.claim_inserts.iter().map(|c| (c.seat_idx, c.kind, c.hold_id.clone())).collect()
     }
 
+    /// The plan of one batch of `inv`'s decisions (epoch 1, at T0).
+    fn plan_of(inv: &Inventory, decisions: &[Decision]) -> super::Plan {
+        plan(&Batch { event_id: inv.config().id, epoch: usher_actors::Epoch(1), now: T0, layout: inv.layout(), decisions, audits: &[] })
+    }
+
     #[test]
     fn a_seat_released_and_held_again_in_one_batch_moves_to_the_new_hold() {
         let mut inv = inventory();
         let first = decide(&mut inv, &[hold(1, "a", &[0, 1])]);
-        let layout = inv.layout().clone();
-        let p = plan(&Batch {
-            event_id: inv.config().id,
-            epoch: usher_actors::Epoch(1),
-            now: T0,
-            layout: &layout,
-            decisions: &first,
-            audits: &[],
-        });
+        let p = plan_of(&inv, &first);
         assert_eq!(claims(&p), [(0, "held", Some(hid(1).to_string())), (1, "held", Some(hid(1).to_string()))]);
         assert!(p.claim_deletes.is_empty());
 
         let second = decide(&mut inv, &[Command::Release { hold_id: hid(1), customer: None }, hold(2, "b", &[1, 2])]);
-        let p = plan(&Batch {
-            event_id: inv.config().id,
-            epoch: usher_actors::Epoch(1),
-            now: T0,
-            layout: &layout,
-            decisions: &second,
-            audits: &[],
-        });
+        let p = plan_of(&inv, &second);
         // Seat 0 freed; seat 1 deleted and reinserted for hold 2; seat 2 new.
         assert_eq!(p.claim_deletes, [0, 1]);
         assert_eq!(claims(&p), [(1, "held", Some(hid(2).to_string())), (2, "held", Some(hid(2).to_string()))]);
@@ -208,9 +198,7 @@ mod tests {
     fn a_hold_placed_and_sold_in_one_batch_is_inserted_as_sold() {
         let mut inv = inventory();
         let d = decide(&mut inv, &[hold(1, "a", &[3]), Command::Confirm { hold_id: hid(1) }]);
-        let layout = inv.layout().clone();
-        let p =
-            plan(&Batch { event_id: inv.config().id, epoch: usher_actors::Epoch(1), now: T0, layout: &layout, decisions: &d, audits: &[] });
+        let p = plan_of(&inv, &d);
         assert!(p.claim_deletes.is_empty(), "never stored as held, so nothing to delete");
         assert_eq!(claims(&p), [(3, "sold", Some(hid(1).to_string()))]);
         assert_eq!(p.holds.len(), 1);
@@ -220,20 +208,11 @@ mod tests {
     #[test]
     fn an_unblocked_seat_held_in_the_same_batch_changes_kind() {
         let mut inv = inventory();
-        let layout = inv.layout().clone();
         let blocked = decide(&mut inv, &[Command::Block { seats: vec![SeatIdx(4)] }]);
-        let p = plan(&Batch {
-            event_id: inv.config().id,
-            epoch: usher_actors::Epoch(1),
-            now: T0,
-            layout: &layout,
-            decisions: &blocked,
-            audits: &[],
-        });
+        let p = plan_of(&inv, &blocked);
         assert_eq!(claims(&p), [(4, "blocked", None)]);
         let d = decide(&mut inv, &[Command::Unblock { seats: vec![SeatIdx(4)] }, hold(7, "c", &[4])]);
-        let p =
-            plan(&Batch { event_id: inv.config().id, epoch: usher_actors::Epoch(1), now: T0, layout: &layout, decisions: &d, audits: &[] });
+        let p = plan_of(&inv, &d);
         assert_eq!(p.claim_deletes, [4]);
         assert_eq!(claims(&p), [(4, "held", Some(hid(7).to_string()))]);
     }
@@ -241,11 +220,9 @@ mod tests {
     #[test]
     fn cancelling_frees_every_live_hold_and_records_the_status() {
         let mut inv = inventory();
-        let layout = inv.layout().clone();
         let _ = decide(&mut inv, &[hold(1, "a", &[0]), hold(2, "b", &[5])]);
         let d = decide(&mut inv, &[Command::SetStatus { to: EventStatus::Cancelled }]);
-        let p =
-            plan(&Batch { event_id: inv.config().id, epoch: usher_actors::Epoch(1), now: T0, layout: &layout, decisions: &d, audits: &[] });
+        let p = plan_of(&inv, &d);
         assert_eq!(p.status, Some(EventStatus::Cancelled));
         assert_eq!(p.claim_deletes, [0, 5]);
         assert!(p.claim_inserts.is_empty());
@@ -255,18 +232,10 @@ mod tests {
     #[test]
     fn a_replay_writes_nothing() {
         let mut inv = inventory();
-        let layout = inv.layout().clone();
         let key = IdempotencyKey::parse("same").unwrap();
         let _ = inv.apply_keyed(&key, &hold(1, "a", &[0]), T0);
         let again = [inv.apply_keyed(&key, &hold(9, "a", &[0]), T0)];
-        let p = plan(&Batch {
-            event_id: inv.config().id,
-            epoch: usher_actors::Epoch(1),
-            now: T0,
-            layout: &layout,
-            decisions: &again,
-            audits: &[],
-        });
+        let p = plan_of(&inv, &again);
         assert!(p.is_empty() && p.outbox.is_empty());
     }
 }

@@ -45,7 +45,17 @@ pub enum CommandError {
     /// The node serves as many events as `EVENTS_LOADED_MAX` allows.
     #[error("this node already serves {0} events")]
     TooManyEvents(usize),
+    /// Another node holds the event's grant (`Ownership`).
+    #[error("event {event_id} is served by another node ({owner})")]
+    OwnedElsewhere { event_id: EventId, owner: String },
 }
+
+/// The reason an event actor stops with when its epoch was fenced: the
+/// registry tells the node the event is lost (an idle unload or a shutdown
+/// gives the event back without losing it).
+pub const STOP_FENCED: &str = "fenced";
+/// The reason an idle event actor stops with.
+pub const STOP_IDLE: &str = "idle";
 
 /// The answer to a command: the domain result plus the event's state after it.
 #[derive(Debug, Clone)]
@@ -177,6 +187,9 @@ impl SharedStatus {
 #[derive(Clone)]
 pub struct EventHandle {
     pub event_id: EventId,
+    /// The epoch this node was granted the event with: every write for the
+    /// event (its seat batches, its orders' transitions) carries it.
+    pub epoch: Epoch,
     pub actor: ActorRef<EventMsg>,
     /// The venue layout never changes for an event: the edge resolves seat
     /// labels with it without asking the actor.
@@ -311,6 +324,7 @@ pub struct EventState {
 #[allow(clippy::too_many_arguments)]
 pub fn channel(
     event_id: EventId,
+    epoch: Epoch,
     org: OrgId,
     status: Arc<SharedStatus>,
     actor: ActorRef<EventMsg>,
@@ -320,7 +334,7 @@ pub fn channel(
     registry: ActorRef<RegistryMsg>,
 ) -> EventHandle {
     let seat_index = Arc::new(SeatIndex::new(&layout));
-    EventHandle { event_id, actor, layout, org, status, seat_index, tx, wake_pending, registry }
+    EventHandle { event_id, epoch, actor, layout, org, status, seat_index, tx, wake_pending, registry }
 }
 
 pub(crate) async fn load(store: &dyn Store, id: EventId, now: Millis) -> Result<Inventory, StoreError> {
@@ -400,7 +414,7 @@ impl Actor for EventActor {
                     }
                     state.process(reqs, &myself).await?;
                 }
-                myself.stop(Some("idle".into()));
+                myself.stop(Some(STOP_IDLE.into()));
             }
             EventMsg::Panic => panic!("fault injection: event actor {} told to panic", state.args.event_id),
         }
@@ -572,7 +586,7 @@ impl EventState {
                 }
                 if fenced {
                     // Another owner has the event; this actor must not serve it.
-                    myself.stop(Some("fenced".into()));
+                    myself.stop(Some(STOP_FENCED.into()));
                     return Ok(());
                 }
                 match self.rebuild().await {

@@ -28,6 +28,43 @@ impl std::fmt::Display for Epoch {
     }
 }
 
+/// Which epoch a new owner asks `Store::fence_event` for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochClaim {
+    /// The stored epoch plus one (the database mints it: one node).
+    Next,
+    /// This one, minted by a lease service; refused unless it is newer than
+    /// the stored epoch.
+    Exactly(Epoch),
+}
+
+// ---------------------------------------------------------------------------
+// Ownership: which node serves an event. Every write for an event (a seat
+// batch, an order's transition) carries the epoch its owner was granted.
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OwnershipError {
+    /// Another node holds the event's lease: this node must not serve it.
+    #[error("event {event_id} is served by another node ({owner})")]
+    Elsewhere { event_id: EventId, owner: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Grants events to this node. The registry asks before it spawns an event's
+/// actor and gives the event back when the actor stops; the epoch it gets is
+/// the fencing token every write for the event then carries. One node uses
+/// `crate::LocalOwnership`; a cluster plugs its leases in here.
+pub trait Ownership: Send + Sync + 'static {
+    /// Grants `event` to this node with a new epoch, or says who has it.
+    fn acquire(&self, event: EventId) -> BoxFuture<'_, Result<Epoch, OwnershipError>>;
+    /// Gives `event` up (its actor stopped). A no-op if the lease was lost
+    /// or granted again since (to a newer epoch).
+    fn release(&self, event: EventId, epoch: Epoch) -> BoxFuture<'_, ()>;
+    /// What grants events here, for the start banner and logs.
+    fn describe(&self) -> String;
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another owner took the event: our fencing token is stale.
@@ -138,11 +175,78 @@ pub trait Store: Send + Sync + 'static {
     fn find_hold_event(&self, hold: HoldId) -> BoxFuture<'_, Result<Option<EventId>, StoreError>>;
 
     // -- inventory
-    /// Takes ownership of an event: bumps and returns its fencing epoch. Any
-    /// writer still holding an older epoch is refused from now on.
-    fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<Epoch, StoreError>>;
+    /// Moves an event's fencing epoch forward for a new owner and returns it:
+    /// `EpochClaim::Next` mints the stored epoch plus one, `EpochClaim::Exactly`
+    /// sets one minted elsewhere (a lease service) if it is newer than the
+    /// stored one, and answers `StoreError::Fenced` if it is not. Any writer
+    /// still holding an older epoch is refused from then on. Only an
+    /// `Ownership` calls this, after it has granted the event.
+    fn fence_event(&self, id: EventId, claim: EpochClaim) -> BoxFuture<'_, Result<Epoch, StoreError>>;
     fn load_event(&self, id: EventId, now: Millis) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>>;
     fn commit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The commit path's counters, one per kind; a store that measures
+    /// nothing answers none.
+    fn commit_stats(&self) -> Vec<CommitStats> {
+        Vec::new()
+    }
+}
+
+/// The kinds of commit that go through a store's one commit path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommitKind {
+    /// An event actor's group commit of seat decisions.
+    SeatBatch = 0,
+    /// A new order with its order-created message.
+    OrderCreate = 1,
+    /// The order writer's group commit of saga transitions.
+    OrderBatch = 2,
+}
+
+impl CommitKind {
+    pub const ALL: [CommitKind; 3] = [CommitKind::SeatBatch, CommitKind::OrderCreate, CommitKind::OrderBatch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitKind::SeatBatch => "seat_batch",
+            CommitKind::OrderCreate => "order_create",
+            CommitKind::OrderBatch => "order_batch",
+        }
+    }
+}
+
+/// What the commit path measured for one kind since start. Times are
+/// microseconds from `BEGIN` to the end of `COMMIT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStats {
+    pub kind: CommitKind,
+    /// Committed transactions.
+    pub commits: u64,
+    /// Writes refused by the epoch fence (a whole seat batch, or one order's
+    /// write within a batch).
+    pub fenced: u64,
+    /// Transactions that ended in an error and were rolled back.
+    pub failed: u64,
+    /// Outbox rows committed.
+    pub outbox_rows: u64,
+    pub micros_total: u64,
+    pub micros_max: u64,
+}
+
+impl std::fmt::Display for CommitStats {
+    /// `seat_batch commits=… fenced=… failed=… outbox_rows=… mean_us=… max_us=…`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} commits={} fenced={} failed={} outbox_rows={} mean_us={} max_us={}",
+            self.kind.as_str(),
+            self.commits,
+            self.fenced,
+            self.failed,
+            self.outbox_rows,
+            self.micros_total.checked_div(self.commits).unwrap_or(0),
+            self.micros_max
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -328,6 +432,9 @@ pub struct StoredOrder {
 /// tickets, its outbox messages and its queued email.
 pub struct OrderWrite<'a> {
     pub order: &'a Order,
+    /// The epoch of the order's event's owner, as the saga last saw it: a
+    /// write with another one is refused with `StoreError::Fenced`, alone.
+    pub epoch: Epoch,
     /// The version read; the write fails with `StoreError::Conflict` if the
     /// stored one moved (two writers for one order).
     pub version: i64,
@@ -385,13 +492,15 @@ pub enum MailState {
 
 pub trait OrderStore: Send + Sync + 'static {
     /// Creates an order (status pending payment) with its order-created
-    /// outbox message, unless the key or a hold was used before.
+    /// outbox message, unless the key or a hold was used before. `epoch` is
+    /// the order's event owner's (`StoreError::Fenced` if it is stale).
     fn create_order<'a>(
         &'a self,
         key: &'a str,
         fingerprint: u64,
         order: &'a Order,
         seat_labels: &'a [String],
+        epoch: Epoch,
     ) -> BoxFuture<'a, Result<OrderCreated, StoreError>>;
     /// Writes many orders' transitions in one transaction (group commit):
     /// one result per write, in order. A version conflict fails its own

@@ -15,21 +15,26 @@ use tracing::{error, info, warn};
 use usher_engine::{EventId, EventStatus, Millis, limits};
 
 use crate::clock::Clock;
-use crate::event::{BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, EventMsg, SeatChange, channel, load};
-use crate::ports::{EventFilter, Store, StoreError};
+use crate::event::{
+    BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, EventMsg, STOP_FENCED, SeatChange, channel, load,
+};
+use crate::ports::{Epoch, EventFilter, Ownership, OwnershipError, Store, StoreError};
 
 #[derive(Clone)]
 pub struct RegistryConfig {
     pub store: Arc<dyn Store>,
+    /// Grants events to this node; every actor writes with its grant's epoch.
+    pub ownership: Arc<dyn Ownership>,
     pub clock: Clock,
     pub mailbox_capacity: usize,
     pub batch_max: usize,
 }
 
 impl RegistryConfig {
-    pub fn new(store: Arc<dyn Store>) -> RegistryConfig {
+    pub fn new(store: Arc<dyn Store>, ownership: Arc<dyn Ownership>) -> RegistryConfig {
         RegistryConfig {
             store,
+            ownership,
             clock: Clock::system(),
             mailbox_capacity: limits::MAILBOX_CAPACITY_MAX,
             batch_max: limits::BATCH_COMMANDS_MAX,
@@ -57,7 +62,8 @@ struct Entry {
 pub struct RegistryState {
     cfg: RegistryConfig,
     events: HashMap<EventId, Entry>,
-    by_actor: HashMap<ractor::ActorId, EventId>,
+    /// Each running actor's event and the epoch it was granted.
+    by_actor: HashMap<ractor::ActorId, (EventId, Epoch)>,
     changes: HashMap<EventId, broadcast::Sender<Arc<SeatChange>>>,
     restarts: HashMap<EventId, Vec<Millis>>,
     /// Events that failed too often: no spawn before this time, whoever asks.
@@ -66,7 +72,19 @@ pub struct RegistryState {
     /// stopped, so that the old and the new owner never overlap.
     unloading: HashMap<EventId, Vec<RpcReplyPort<Result<EventHandle, CommandError>>>>,
     stats: Arc<BatchStats>,
+    grants: broadcast::Sender<Grant>,
     stopping: bool,
+}
+
+/// What the registry tells the node about the events granted to it (see
+/// `Registry::grants`): the order supervisor runs an event's sagas only
+/// while this node holds the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// This node took the event with this epoch (an actor started).
+    Taken(EventId, Epoch),
+    /// The event's actor was fenced: another owner has the event now.
+    Lost(EventId),
 }
 
 pub struct RegistryActor;
@@ -97,23 +115,30 @@ impl RegistryState {
             return Err(CommandError::TooManyEvents(limits::EVENTS_LOADED_MAX));
         }
         // Take ownership first, then read: no older owner can write after this.
-        let store = self.cfg.store.clone();
-        let loaded = async {
-            let epoch = store.acquire_event(id).await?;
-            let inv = load(store.as_ref(), id, self.cfg.clock.now()).await?;
-            Ok::<_, StoreError>((epoch, inv))
-        }
-        .await;
-        let (epoch, inv) = match loaded {
-            Ok(x) => x,
-            Err(StoreError::NotFound(_)) => return Err(CommandError::EventNotFound(id)),
-            Err(e @ StoreError::Corrupt(_)) => {
-                error!(event_id = %id, error = %e, "stored event breaks an invariant; not serving it");
-                return Err(crate::event::command_error(&e));
-            }
-            Err(e) => {
-                warn!(event_id = %id, error = %e, "event failed to load");
+        let epoch = match self.cfg.ownership.acquire(id).await {
+            Ok(epoch) => epoch,
+            Err(OwnershipError::Store(StoreError::NotFound(_))) => return Err(CommandError::EventNotFound(id)),
+            Err(OwnershipError::Elsewhere { event_id, owner }) => return Err(CommandError::OwnedElsewhere { event_id, owner }),
+            Err(OwnershipError::Store(e)) => {
+                warn!(event_id = %id, error = %e, "could not take the event");
                 return Err(CommandError::Unavailable(e.to_string()));
+            }
+        };
+        let inv = match load(self.cfg.store.as_ref(), id, self.cfg.clock.now()).await {
+            Ok(inv) => inv,
+            Err(e) => {
+                self.give_back(id, epoch);
+                return Err(match e {
+                    StoreError::NotFound(_) => CommandError::EventNotFound(id),
+                    StoreError::Corrupt(_) => {
+                        error!(event_id = %id, error = %e, "stored event breaks an invariant; not serving it");
+                        crate::event::command_error(&e)
+                    }
+                    e => {
+                        warn!(event_id = %id, error = %e, "event failed to load");
+                        CommandError::Unavailable(e.to_string())
+                    }
+                });
             }
         };
         let layout = inv.layout().clone();
@@ -139,23 +164,34 @@ impl RegistryState {
         };
         match Actor::spawn_linked(None, EventActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
-                let handle = channel(id, org, status, actor.clone(), layout, tx, wake, myself.clone());
-                self.by_actor.insert(actor.get_id(), id);
+                let handle = channel(id, epoch, org, status, actor.clone(), layout, tx, wake, myself.clone());
+                self.by_actor.insert(actor.get_id(), (id, epoch));
                 let restarts = self.restarts.remove(&id).unwrap_or_default();
                 self.events.insert(id, Entry { handle: handle.clone(), restarts });
+                let _ = self.grants.send(Grant::Taken(id, epoch));
                 Ok(handle)
             }
             Err(e) => {
                 warn!(event_id = %id, error = %e, "event actor failed to start");
+                self.give_back(id, epoch);
                 Err(CommandError::Unavailable(e.to_string()))
             }
         }
     }
 
+    /// Returns a grant no actor uses (in the background: a release never
+    /// holds up the registry, and the `Ownership` ignores a stale one).
+    fn give_back(&self, id: EventId, epoch: Epoch) {
+        let ownership = self.cfg.ownership.clone();
+        tokio::spawn(async move { ownership.release(id, epoch).await });
+    }
+
     /// Drops what is known of a stopped actor. The event's entry goes only if
     /// it is still this actor's (an unloading one was removed already).
+    /// The actor's grant is given back to the `Ownership`.
     fn forget(&mut self, cell: &ActorCell) -> Option<(EventId, Option<Entry>)> {
-        let id = self.by_actor.remove(&cell.get_id())?;
+        let (id, epoch) = self.by_actor.remove(&cell.get_id())?;
+        self.give_back(id, epoch);
         let ours = self.events.get(&id).is_some_and(|e| e.handle.actor.get_id() == cell.get_id());
         Some((id, if ours { self.events.remove(&id) } else { None }))
     }
@@ -176,9 +212,13 @@ impl RegistryState {
 impl Actor for RegistryActor {
     type Msg = RegistryMsg;
     type State = RegistryState;
-    type Arguments = (RegistryConfig, Arc<BatchStats>);
+    type Arguments = (RegistryConfig, Arc<BatchStats>, broadcast::Sender<Grant>);
 
-    async fn pre_start(&self, myself: ActorRef<RegistryMsg>, (cfg, stats): Self::Arguments) -> Result<RegistryState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RegistryMsg>,
+        (cfg, stats, grants): Self::Arguments,
+    ) -> Result<RegistryState, ActorProcessingErr> {
         myself.cast(RegistryMsg::Warm)?;
         Ok(RegistryState {
             cfg,
@@ -189,6 +229,7 @@ impl Actor for RegistryActor {
             not_before: HashMap::new(),
             unloading: HashMap::new(),
             stats,
+            grants,
             stopping: false,
         })
     }
@@ -290,6 +331,9 @@ impl Actor for RegistryActor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some((id, _)) = state.forget(&cell) {
                     info!(event_id = %id, reason = ?reason, "event actor stopped");
+                    if reason.as_deref() == Some(STOP_FENCED) {
+                        let _ = state.grants.send(Grant::Lost(id));
+                    }
                     state.after_unload(&myself, id).await;
                 }
             }
@@ -305,6 +349,7 @@ pub struct Registry {
     actor: ActorRef<RegistryMsg>,
     stats: Arc<BatchStats>,
     store: Arc<dyn Store>,
+    grants: broadcast::Sender<Grant>,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(limits::REGISTRY_CALL_MS_MAX);
@@ -322,10 +367,16 @@ impl Registry {
     pub async fn start(cfg: RegistryConfig) -> Result<(Registry, tokio::task::JoinHandle<()>), StoreError> {
         let stats = Arc::new(BatchStats::default());
         let store = cfg.store.clone();
-        let (actor, join) = Actor::spawn(None, RegistryActor, (cfg, stats.clone()))
+        let grants = broadcast::channel(limits::GRANT_NOTICES_QUEUED_MAX).0;
+        let (actor, join) = Actor::spawn(None, RegistryActor, (cfg, stats.clone(), grants.clone()))
             .await
             .map_err(|e| StoreError::Unavailable(format!("registry failed to start: {e}")))?;
-        Ok((Registry { actor, stats, store }, join))
+        Ok((Registry { actor, stats, store, grants }, join))
+    }
+
+    /// Every grant this node takes or loses from now on.
+    pub fn grants(&self) -> broadcast::Receiver<Grant> {
+        self.grants.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -1,8 +1,10 @@
 //! Driven adapters. Only this crate knows SQL.
 
+mod commit;
 mod db_error;
 pub mod identity;
 pub mod mail;
+mod node_lock;
 pub mod orders;
 pub mod outbox;
 pub mod payment;
@@ -10,4 +12,5 @@ pub mod pdf;
 mod plan;
 pub mod sql;
 
+pub use node_lock::{NodeLock, NodeLockError, PG_NODE_LOCK_KEY, lock_node};
 pub use sql::{PgStore, SqliteStore, Stores, connect, connect_all};

@@ -6,12 +6,13 @@ use crate::db_error::db_error;
 use sqlx::Row;
 
 use usher_actors::{
-    BoxFuture, Created, MailState, OrderCreated, OrderFilter, OrderStore, OrderWrite, QueuedMail, ScanRecord, StoreError, StoredOrder,
-    TicketRecord, TicketStatus,
+    BoxFuture, CommitKind, Created, Epoch, MailState, OrderCreated, OrderFilter, OrderStore, OrderWrite, QueuedMail, ScanRecord,
+    StoreError, StoredOrder, TicketRecord, TicketStatus,
 };
 use usher_engine::{Currency, EventId, MailKind, Millis, Money, Order, OrderId, OrderStatus, PaymentId, SeatIdx, TicketId};
 
-use crate::outbox::{OutboxRow, encode_order_created, encode_order_event};
+use crate::commit::Commit;
+use crate::outbox::{encode_order_created, encode_order_event};
 use crate::sql::{PgStore, SqliteStore};
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -74,51 +75,6 @@ macro_rules! order_store {
                 .into_record()
             }
 
-            async fn insert_outbox(tx: &mut sqlx::Transaction<'_, $db>, rows: &[OutboxRow], now: Millis) -> Result<(), StoreError> {
-                for o in rows {
-                    sqlx::query("INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(&o.message_id)
-                        .bind(o.topic)
-                        .bind(&o.aggregate_id)
-                        .bind(&o.payload)
-                        .bind(now.0)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(db_error)?;
-                }
-                Ok(())
-            }
-
-            async fn claim(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                key: &str,
-                fingerprint: u64,
-                resource: &str,
-                now: Millis,
-            ) -> Result<Created<String>, StoreError> {
-                let inserted = sqlx::query(
-                    "INSERT INTO command_log (key, fingerprint, resource_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(fingerprint as i64)
-                .bind(resource)
-                .bind(now.0)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_error)?
-                .rows_affected();
-                if inserted == 1 {
-                    return Ok(Created::New(resource.to_owned()));
-                }
-                let row = sqlx::query("SELECT fingerprint, resource_id FROM command_log WHERE key = $1")
-                    .bind(key)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(db_error)?;
-                let (fp, id): (i64, String) = (row.get(0), row.get(1));
-                Ok(if fp == fingerprint as i64 { Created::Replayed(id) } else { Created::KeyReused })
-            }
-
             async fn write_payments(tx: &mut sqlx::Transaction<'_, $db>, order: &Order) -> Result<(), StoreError> {
                 for p in &order.payments {
                     sqlx::query(
@@ -144,9 +100,17 @@ macro_rules! order_store {
                 Ok(())
             }
 
-            async fn do_create_order(&self, key: &str, fingerprint: u64, order: &Order, labels: &[String]) -> Result<OrderCreated, StoreError> {
-                let mut tx = self.pool().begin().await.map_err(db_error)?;
-                match Self::claim(&mut tx, key, fingerprint, &order.id.to_string(), order.created_at).await? {
+            async fn do_create_order(
+                &self,
+                key: &str,
+                fingerprint: u64,
+                order: &Order,
+                labels: &[String],
+                epoch: Epoch,
+            ) -> Result<OrderCreated, StoreError> {
+                let mut c = Commit::begin(self.pool(), &self.meter, CommitKind::OrderCreate).await?;
+                c.fence_share(order.event_id, epoch).await?;
+                match Self::claim_command(c.tx(), key, fingerprint, &order.id.to_string(), order.created_at).await? {
                     Created::New(_) => {}
                     Created::Replayed(id) => return Ok(OrderCreated::Replayed(OrderId::parse(&id).map_err(corrupt)?)),
                     Created::KeyReused => return Ok(OrderCreated::KeyReused),
@@ -164,67 +128,66 @@ macro_rules! order_store {
                 .bind(&state)
                 .bind(order.created_at.0)
                 .bind(order.updated_at.0)
-                .execute(&mut *tx)
+                .execute(&mut **c.tx())
                 .await
                 .map_err(db_error)?;
                 for h in &order.holds {
                     let inserted = sqlx::query("INSERT INTO order_holds (hold_id, order_id) VALUES ($1, $2) ON CONFLICT (hold_id) DO NOTHING")
                         .bind(h.to_string())
                         .bind(order.id.to_string())
-                        .execute(&mut *tx)
+                        .execute(&mut **c.tx())
                         .await
                         .map_err(db_error)?
                         .rows_affected();
                     if inserted == 0 {
                         let other: String = sqlx::query("SELECT order_id FROM order_holds WHERE hold_id = $1")
                             .bind(h.to_string())
-                            .fetch_one(&mut *tx)
+                            .fetch_one(&mut **c.tx())
                             .await
                             .map_err(db_error)?
                             .get(0);
-                        // Dropping the transaction rolls back the key and the order.
+                        // Dropping the commit rolls back the key and the order.
                         return Ok(OrderCreated::HoldInOrder { hold_id: *h, order_id: OrderId::parse(&other).map_err(corrupt)? });
                     }
                 }
-                Self::insert_outbox(&mut tx, &[encode_order_created(order, labels, order.created_at)], order.created_at).await?;
-                tx.commit().await.map_err(db_error)?;
+                c.append_outbox(&[encode_order_created(order, labels, order.created_at)], order.created_at).await?;
+                c.finish().await?;
                 Ok(OrderCreated::New)
             }
 
             /// Many sagas' transitions in one transaction (group commit).
-            /// Each write has its own savepoint, so a version conflict fails
-            /// that write alone; a failed commit fails them all.
+            /// Each write has its own savepoint, so a version conflict or a
+            /// stale epoch fails that write alone; a failed commit fails them all.
             async fn do_save_orders(&self, ws: &[OrderWrite<'_>]) -> Vec<Result<(), StoreError>> {
-                let mut tx = match self.pool().begin().await {
-                    Ok(tx) => tx,
-                    Err(e) => {
-                        let e = db_error(e);
-                        return ws.iter().map(|_| Err(e.clone())).collect();
-                    }
+                let all = |e: StoreError| ws.iter().map(|_| Err(e.clone())).collect();
+                let mut c = match Commit::begin(self.pool(), &self.meter, CommitKind::OrderBatch).await {
+                    Ok(c) => c,
+                    Err(e) => return all(e),
                 };
                 let mut out = Vec::with_capacity(ws.len());
                 for w in ws {
-                    if let Err(e) = sqlx::query("SAVEPOINT order_write").execute(&mut *tx).await {
-                        let e = db_error(e);
-                        return ws.iter().map(|_| Err(e.clone())).collect();
+                    if let Err(e) = sqlx::query("SAVEPOINT order_write").execute(&mut **c.tx()).await {
+                        return all(db_error(e));
                     }
-                    let r = Self::write_order(&mut tx, w).await;
+                    let r = match c.fence_share(w.order.event_id, w.epoch).await {
+                        Ok(()) => Self::write_order(&mut c, w).await,
+                        Err(e) => Err(e),
+                    };
                     let end = if r.is_ok() { "RELEASE SAVEPOINT order_write" } else { "ROLLBACK TO SAVEPOINT order_write" };
-                    if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
-                        let e = db_error(e);
-                        return ws.iter().map(|_| Err(e.clone())).collect();
+                    if let Err(e) = sqlx::query(end).execute(&mut **c.tx()).await {
+                        return all(db_error(e));
                     }
                     out.push(r);
                 }
-                if let Err(e) = tx.commit().await {
-                    let e = db_error(e);
-                    return ws.iter().map(|_| Err(e.clone())).collect();
+                match c.finish().await {
+                    Ok(()) => out,
+                    Err(e) => all(e),
                 }
-                out
             }
 
-            async fn write_order(tx: &mut sqlx::Transaction<'_, $db>, w: &OrderWrite<'_>) -> Result<(), StoreError> {
+            async fn write_order(c: &mut Commit<'_, $db>, w: &OrderWrite<'_>) -> Result<(), StoreError> {
                 let order = w.order;
+                let tx = c.tx();
                 let state = serde_json::to_string(order).map_err(corrupt)?;
                 let updated = sqlx::query(
                     "UPDATE orders SET status = $1, step = $2, state = $3, version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6",
@@ -270,11 +233,6 @@ macro_rules! order_store {
                         .await
                         .map_err(db_error)?;
                 }
-                let mut rows = Vec::new();
-                for e in &w.transition.events {
-                    rows.extend(encode_order_event(order, w.seat_labels, w.now, e));
-                }
-                Self::insert_outbox(tx, &rows, w.now).await?;
                 if let Some(kind) = w.transition.mail {
                     sqlx::query(
                         "INSERT INTO notifications (order_id, kind, recipient, status, attempts, next_attempt_at, created_at) \
@@ -288,7 +246,8 @@ macro_rules! order_store {
                     .await
                     .map_err(db_error)?;
                 }
-                Ok(())
+                let rows: Vec<_> = w.transition.events.iter().flat_map(|e| encode_order_event(order, w.seat_labels, w.now, e)).collect();
+                c.append_outbox(&rows, w.now).await
             }
 
             async fn do_get_order(&self, id: OrderId) -> Result<Option<StoredOrder>, StoreError> {
@@ -350,7 +309,7 @@ macro_rules! order_store {
 
             async fn do_claim_command(&self, key: &str, fingerprint: u64, resource: &str, now: Millis) -> Result<Created<String>, StoreError> {
                 let mut tx = self.pool().begin().await.map_err(db_error)?;
-                let out = Self::claim(&mut tx, key, fingerprint, resource, now).await?;
+                let out = Self::claim_command(&mut tx, key, fingerprint, resource, now).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(out)
             }
@@ -454,8 +413,9 @@ macro_rules! order_store {
                 fingerprint: u64,
                 order: &'a Order,
                 seat_labels: &'a [String],
+                epoch: Epoch,
             ) -> BoxFuture<'a, Result<OrderCreated, StoreError>> {
-                Box::pin(self.do_create_order(key, fingerprint, order, seat_labels))
+                Box::pin(self.do_create_order(key, fingerprint, order, seat_labels, epoch))
             }
             fn save_orders<'a>(&'a self, ws: &'a [OrderWrite<'a>]) -> BoxFuture<'a, Vec<Result<(), StoreError>>> {
                 Box::pin(self.do_save_orders(ws))
@@ -549,62 +509,3 @@ macro_rules! order_store {
 
 order_store!(SqliteStore, sqlx::Sqlite);
 order_store!(PgStore, sqlx::Postgres);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use usher_engine::{CustomerId, HoldId, OrderInput, OrderLine, Step, Transition};
-
-    fn order(n: u128) -> Order {
-        let eur = Currency::parse("EUR").unwrap();
-        let hold = HoldId(uuid::Uuid::from_u128(n + 100));
-        let lines = vec![OrderLine { hold_id: hold, seat: SeatIdx(n as u32), price: Money { minor: 1000, currency: eur } }];
-        let customer = CustomerId::parse("c").unwrap();
-        let event = EventId(uuid::Uuid::from_u128(7));
-        Order::new(OrderId(uuid::Uuid::from_u128(n)), event, customer, "c@example.com".into(), vec![hold], lines, Millis(10_000), Millis(1))
-            .unwrap()
-    }
-
-    /// One transaction for many sagas' writes: a stale write fails alone and
-    /// leaves nothing behind; the others are committed.
-    async fn a_batch_commits_every_write_but_the_stale_one(url: &str) {
-        let (_, orders, _) = crate::sql::connect_all(url).await.unwrap();
-        let (a, b, c) = (order(1), order(2), order(3));
-        for (k, o) in [("ka", &a), ("kb", &b), ("kc", &c)] {
-            assert!(matches!(orders.create_order(k, 1, o, &["A-1-1".into()]).await.unwrap(), OrderCreated::New));
-        }
-        let moved = |o: &Order| {
-            let mut o = o.clone();
-            let t = o.apply(OrderInput::Cancel, Millis(2)).unwrap();
-            (o, t)
-        };
-        let ((a2, ta), (b2, tb), (c2, tc)) = (moved(&a), moved(&b), moved(&c));
-        fn w<'a>(o: &'a Order, version: i64, t: &'a Transition) -> OrderWrite<'a> {
-            OrderWrite { order: o, version, transition: t, new_tickets: &[], seat_labels: &[], now: Millis(2) }
-        }
-        // b was read at version 7: someone else wrote it since.
-        let ws = [w(&a2, 1, &ta), w(&b2, 7, &tb), w(&c2, 1, &tc)];
-        let r = orders.save_orders(&ws).await;
-        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
-        assert!(matches!(&r[1], Err(StoreError::Conflict(_))), "{r:?}");
-        for (id, version, step) in [(a.id, 2, Step::Release), (b.id, 1, Step::AwaitPayment), (c.id, 2, Step::Release)] {
-            let stored = orders.get_order(id).await.unwrap().unwrap();
-            assert_eq!((stored.version, stored.order.step), (version, step), "order {id}");
-        }
-    }
-
-    #[tokio::test]
-    async fn save_orders_sqlite() {
-        let dir = std::env::temp_dir().join(format!("usher-orders-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        a_batch_commits_every_write_but_the_stale_one(&format!("sqlite://{}", dir.join("t.db").display())).await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn save_orders_postgres() {
-        let (name, url) = usher_test_support::fresh_pg_database("orders").await;
-        a_batch_commits_every_write_but_the_stale_one(&url).await;
-        usher_test_support::drop_pg_database(&name).await;
-    }
-}

@@ -13,18 +13,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Executor, PgPool, QueryBuilder, Row, SqlitePool};
 
 use usher_actors::{
-    AuditEntry, Batch, BoxFuture, Created, Epoch, EventFilter, IdentityStore, LoadedEvent, OrderStore, Store, StoreError, VenueRecord,
-    Visibility,
+    AuditEntry, Batch, BoxFuture, CommitKind, CommitStats, Created, Epoch, EpochClaim, EventFilter, IdentityStore, LoadedEvent, OrderStore,
+    Store, StoreError, VenueRecord, Visibility,
 };
 use usher_engine::{
     Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, Layout, Millis,
     Money, OrgId, SeatIdx, Snapshot, VenueId, VenueSpec, limits,
 };
 
+use crate::commit::{Commit, CommitMeter, ROWS_PER_STATEMENT_MAX};
 use crate::plan::plan;
-
-/// Rows per multi-row INSERT: well under both drivers' bind-parameter limits.
-const ROWS_PER_STATEMENT_MAX: usize = 500;
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -64,6 +62,7 @@ pub async fn connect_all(url: &str) -> Result<Stores, StoreError> {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    pub(crate) meter: CommitMeter,
 }
 
 impl SqliteStore {
@@ -93,7 +92,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db_error)?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, meter: CommitMeter::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -103,6 +102,7 @@ impl SqliteStore {
 
 pub struct PgStore {
     pool: PgPool,
+    pub(crate) meter: CommitMeter,
 }
 
 impl PgStore {
@@ -129,7 +129,7 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(db_error)?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, meter: CommitMeter::default() })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -217,36 +217,38 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            /// Inserts the command-log row of a keyed create, or tells what the
-            /// key already stands for.
-            async fn claim_key(
+            /// Inserts the command-log row of a keyed command (a create, a
+            /// pay, a cancel, a scan) naming `resource`, or tells what the
+            /// key already stands for: `New` when this call inserted it.
+            /// Every keyed write of both stores claims through here.
+            pub(crate) async fn claim_command(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                key: &IdempotencyKey,
+                key: &str,
                 fingerprint: u64,
-                resource_id: &str,
+                resource: &str,
                 now: Millis,
-            ) -> Result<Option<Created<String>>, StoreError> {
+            ) -> Result<Created<String>, StoreError> {
                 let inserted = sqlx::query(
                     "INSERT INTO command_log (key, fingerprint, resource_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
                 )
-                .bind(key.as_str())
+                .bind(key)
                 .bind(fingerprint as i64)
-                .bind(resource_id)
+                .bind(resource)
                 .bind(now.0)
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?
                 .rows_affected();
                 if inserted == 1 {
-                    return Ok(None);
+                    return Ok(Created::New(resource.to_owned()));
                 }
                 let row = sqlx::query("SELECT fingerprint, resource_id FROM command_log WHERE key = $1")
-                    .bind(key.as_str())
+                    .bind(key)
                     .fetch_one(&mut **tx)
                     .await
                     .map_err(db_error)?;
                 let (fp, id): (i64, String) = (row.get(0), row.get(1));
-                Ok(Some(if fp == fingerprint as i64 { Created::Replayed(id) } else { Created::KeyReused }))
+                Ok(if fp == fingerprint as i64 { Created::Replayed(id) } else { Created::KeyReused })
             }
 
             #[allow(clippy::too_many_arguments)]
@@ -262,10 +264,10 @@ macro_rules! sql_store {
                 audit: &AuditEntry,
             ) -> Result<Created<VenueId>, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(db_error)?;
-                match Self::claim_key(&mut tx, key, fingerprint, &id.to_string(), now).await? {
-                    Some(Created::Replayed(id)) => return Ok(Created::Replayed(parse_uuid(&id, VenueId::parse)?)),
-                    Some(_) => return Ok(Created::KeyReused),
-                    None => {}
+                match Self::claim_command(&mut tx, key.as_str(), fingerprint, &id.to_string(), now).await? {
+                    Created::New(_) => {}
+                    Created::Replayed(id) => return Ok(Created::Replayed(parse_uuid(&id, VenueId::parse)?)),
+                    Created::KeyReused => return Ok(Created::KeyReused),
                 }
                 sqlx::query("INSERT INTO venues (id, org_id, name, spec, seat_count, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(id.to_string())
@@ -321,10 +323,10 @@ macro_rules! sql_store {
                 audit: &AuditEntry,
             ) -> Result<Created<EventId>, StoreError> {
                 let mut tx = self.pool.begin().await.map_err(db_error)?;
-                match Self::claim_key(&mut tx, key, fingerprint, &c.id.to_string(), now).await? {
-                    Some(Created::Replayed(id)) => return Ok(Created::Replayed(parse_uuid(&id, EventId::parse)?)),
-                    Some(_) => return Ok(Created::KeyReused),
-                    None => {}
+                match Self::claim_command(&mut tx, key.as_str(), fingerprint, &c.id.to_string(), now).await? {
+                    Created::New(_) => {}
+                    Created::Replayed(id) => return Ok(Created::Replayed(parse_uuid(&id, EventId::parse)?)),
+                    Created::KeyReused => return Ok(Created::KeyReused),
                 }
                 let prices: Vec<i64> = c.prices.iter().map(|p| p.minor).collect();
                 let currency = c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default();
@@ -412,15 +414,6 @@ macro_rules! sql_store {
                     .await
                     .map_err(db_error)?;
                 row.map(|r| parse_uuid(r.get::<&str, _>(0), EventId::parse)).transpose()
-            }
-
-            async fn do_acquire(&self, id: EventId) -> Result<Epoch, StoreError> {
-                let row = sqlx::query("UPDATE events SET owner_epoch = owner_epoch + 1 WHERE id = $1 RETURNING owner_epoch")
-                    .bind(id.to_string())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db_error)?;
-                row.map(|r| Epoch(r.get::<i64, _>(0))).ok_or_else(|| StoreError::NotFound(format!("event {id}")))
             }
 
             async fn do_load(&self, id: EventId, now: Millis) -> Result<Option<LoadedEvent>, StoreError> {
@@ -518,38 +511,27 @@ macro_rules! sql_store {
             async fn do_commit(&self, batch: Batch<'_>) -> Result<(), StoreError> {
                 let p = plan(&batch);
                 let eid = batch.event_id.to_string();
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
+                let mut c = Commit::begin(&self.pool, &self.meter, CommitKind::SeatBatch).await?;
                 // Fencing: a writer with a stale epoch changes nothing. In
                 // PostgreSQL this also locks the event row until commit.
-                let fenced = sqlx::query("UPDATE events SET updated_at = $1 WHERE id = $2 AND owner_epoch = $3")
-                    .bind(batch.now.0)
-                    .bind(&eid)
-                    .bind(batch.epoch.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected()
-                    == 0;
-                if fenced {
-                    return Err(StoreError::Fenced { event_id: batch.event_id, epoch: batch.epoch });
-                }
+                c.fence_own(batch.event_id, batch.epoch, batch.now).await?;
                 // Organizer actions are rare: one plain INSERT each.
                 for a in batch.audits {
-                    Self::insert_audit(&mut tx, a).await?;
-                }
-                if p.is_empty() && p.outbox.is_empty() {
-                    return tx.commit().await.map_err(db_error);
+                    Self::insert_audit(c.tx(), a).await?;
                 }
                 if let Some(s) = p.status {
                     sqlx::query("UPDATE events SET status = $1 WHERE id = $2")
                         .bind(s.as_str())
                         .bind(&eid)
-                        .execute(&mut *tx)
+                        .execute(&mut **c.tx())
                         .await
                         .map_err(db_error)?;
                 }
-                Self::write_rows(&mut tx, &eid, &p, batch.now).await?;
-                tx.commit().await.map_err(db_error)
+                if !p.is_empty() {
+                    Self::write_rows(c.tx(), &eid, &p).await?;
+                }
+                c.append_outbox(&p.outbox, batch.now).await?;
+                c.finish().await
             }
         }
 
@@ -589,14 +571,17 @@ macro_rules! sql_store {
             fn find_hold_event(&self, hold: HoldId) -> BoxFuture<'_, Result<Option<EventId>, StoreError>> {
                 Box::pin(self.do_find_hold_event(hold))
             }
-            fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<Epoch, StoreError>> {
-                Box::pin(self.do_acquire(id))
+            fn fence_event(&self, id: EventId, claim: EpochClaim) -> BoxFuture<'_, Result<Epoch, StoreError>> {
+                Box::pin(Commit::<$db>::fence_event(&self.pool, id, claim))
             }
             fn load_event(&self, id: EventId, now: Millis) -> BoxFuture<'_, Result<Option<LoadedEvent>, StoreError>> {
                 Box::pin(self.do_load(id, now))
             }
             fn commit<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
                 Box::pin(self.do_commit(batch))
+            }
+            fn commit_stats(&self) -> Vec<CommitStats> {
+                self.meter.stats()
             }
         }
     };
@@ -605,15 +590,9 @@ macro_rules! sql_store {
 impl SqliteStore {
     /// Multi-row VALUES statements: SQLite parses in-process, so the varying
     /// statement text costs little.
-    async fn write_rows(
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        eid: &str,
-        p: &crate::plan::Plan,
-        now: Millis,
-    ) -> Result<(), StoreError> {
+    async fn write_rows(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, eid: &str, p: &crate::plan::Plan) -> Result<(), StoreError> {
         type Db = sqlx::Sqlite;
         let eid = eid.to_owned();
-        let batch_now = now;
         for chunk in p.holds.chunks(ROWS_PER_STATEMENT_MAX) {
             let mut q: QueryBuilder<Db> = QueryBuilder::new(
                 "INSERT INTO holds (id, event_id, customer_id, seats, seat_count, state, created_at, expires_at, ended_at) ",
@@ -663,17 +642,6 @@ impl SqliteStore {
             q.push(" ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, result = excluded.result, created_at = excluded.created_at");
             q.build().execute(&mut **tx).await.map_err(db_error)?;
         }
-        for chunk in p.outbox.chunks(ROWS_PER_STATEMENT_MAX) {
-            let mut q: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) ");
-            q.push_values(chunk, |mut b, o| {
-                b.push_bind(o.message_id.clone())
-                    .push_bind(o.topic)
-                    .push_bind(o.aggregate_id.clone())
-                    .push_bind(o.payload.clone())
-                    .push_bind(batch_now.0);
-            });
-            q.build().execute(&mut **tx).await.map_err(db_error)?;
-        }
         Ok(())
     }
 }
@@ -682,12 +650,7 @@ impl PgStore {
     /// One fixed statement per table, rows passed as arrays (UNNEST): prepared
     /// once per connection, whatever the batch size. Multi-row VALUES with
     /// thousands of parameters made PostgreSQL parse and plan every batch.
-    async fn write_rows(
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        eid: &str,
-        p: &crate::plan::Plan,
-        now: Millis,
-    ) -> Result<(), StoreError> {
+    async fn write_rows(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, eid: &str, p: &crate::plan::Plan) -> Result<(), StoreError> {
         if !p.holds.is_empty() {
             let ids: Vec<String> = p.holds.iter().map(|h| h.id.to_string()).collect();
             let customers: Vec<&str> = p.holds.iter().map(|h| h.customer.as_str()).collect();
@@ -765,26 +728,6 @@ impl PgStore {
             .bind(&fps)
             .bind(&results)
             .bind(&at)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        }
-        if !p.outbox.is_empty() {
-            let ids: Vec<&str> = p.outbox.iter().map(|o| o.message_id.as_str()).collect();
-            let topics: Vec<&str> = p.outbox.iter().map(|o| o.topic).collect();
-            let payloads: Vec<&[u8]> = p.outbox.iter().map(|o| o.payload.as_slice()).collect();
-            // Each row's own aggregate id, as the SQLite path writes it.
-            let aggregates: Vec<&str> = p.outbox.iter().map(|o| o.aggregate_id.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO outbox (message_id, topic, aggregate_id, payload, created_at) \
-                 SELECT u.message_id, u.topic, u.aggregate_id, u.payload, $1 \
-                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[]) AS u(message_id, topic, aggregate_id, payload)",
-            )
-            .bind(now.0)
-            .bind(&ids)
-            .bind(&topics)
-            .bind(&aggregates)
-            .bind(&payloads)
             .execute(&mut **tx)
             .await
             .map_err(db_error)?;

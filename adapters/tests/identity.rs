@@ -8,7 +8,7 @@ use sqlx::Connection as _;
 use uuid::Uuid;
 
 use usher_actors::{
-    ApiKeyRecord, AuditEntry, Batch, Created, DeviceRecord, EventFilter, IdentityStore, OrgRecord, RefreshRecord, RefreshUse,
+    ApiKeyRecord, AuditEntry, Batch, Created, DeviceRecord, EpochClaim, EventFilter, IdentityStore, OrgRecord, RefreshRecord, RefreshUse,
     SigningKeyRecord, Store, StoreError, UserRecord, Visibility,
 };
 use usher_adapters::connect_all;
@@ -549,13 +549,13 @@ async fn a_committed_batch_writes_its_audits_and_a_fenced_one_writes_none(url: &
     let (venue_id, layout) = venue(&*store, org, "venue-1").await;
     let config = event(org, venue_id, &layout, EventStatus::Draft, 1_000);
     new_event(&*store, &config).await;
-    let epoch = store.acquire_event(config.id).await.unwrap();
+    let epoch = store.fence_event(config.id, EpochClaim::Next).await.unwrap();
     let audits = [audit(org, 30, "event.block", "seats A-1-1"), audit(org, 30, "event.open", &config.id.to_string())];
     let batch = Batch { event_id: config.id, epoch, now: Millis(30), layout: &layout, decisions: &[], audits: &audits };
     store.commit(batch).await.unwrap();
     assert_eq!(actions(&*ids, org).await, ["event.open", "event.block", "event.create", "venue.create"]);
 
-    let newer = store.acquire_event(config.id).await.unwrap();
+    let newer = store.fence_event(config.id, EpochClaim::Next).await.unwrap();
     assert!(newer > epoch);
     let stale = [audit(org, 40, "event.cancel", "stale")];
     let batch = Batch { event_id: config.id, epoch, now: Millis(40), layout: &layout, decisions: &[], audits: &stale };

@@ -376,6 +376,7 @@ pub fn grid_venue(name: &str, sections: usize, rows: usize, seats_per_row: u32) 
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 fn section_code(i: usize) -> String {
     // A, B, ..., Z, A1, B1, ...
     let letter = (b'A' + (i % 26) as u8) as char;

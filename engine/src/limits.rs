@@ -68,6 +68,11 @@ pub const MAIL_BATCH_MAX: u32 = 32;
 /// How often a saga waiting for its confirmation email looks at the mail
 /// queue (the postman also tells it; this covers a lost message).
 pub const MAIL_STATE_POLL_MS: u64 = 5_000;
+/// Grant notices (an event taken by or lost to this node) waiting for the
+/// order supervisor. Grants change at spawns and fences, far below this;
+/// a supervisor that lags past it only logs, since every saga write is
+/// fenced anyway.
+pub const GRANT_NOTICES_QUEUED_MAX: usize = 1_024;
 /// How long a call to the registry actor may take (a first load of a large
 /// event happens inside it) before the caller is told to retry.
 pub const REGISTRY_CALL_MS_MAX: u64 = 30_000;

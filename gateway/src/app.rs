@@ -69,13 +69,17 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
         // Usher's own directory: keys, tickets, mail, the embedded database.
         create_private_dir(&config.data_dir)?;
+        // One process per database in single-node mode: the lock comes
+        // before the store, so a second `usher serve` changes nothing.
+        let node_lock = usher_adapters::lock_node(&config.store_url()).await?;
         let (store, orders, identity) =
             usher_adapters::connect_all(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
         let auth = Auth::start(identity, config.auth(), clock.now()).await?;
         let demo =
             if config.demo_data() { Some(crate::demo::load(store.as_ref(), &auth, &config.data_dir, clock.now()).await?) } else { None };
-        let mut rc = RegistryConfig::new(store);
+        let ownership = Arc::new(usher_actors::LocalOwnership::new(store.clone(), Box::new(node_lock)));
+        let mut rc = RegistryConfig::new(store, ownership);
         rc.clock = clock.clone();
         let (registry, registry_join) = Registry::start(rc).await?;
         let signing_key = Arc::new(load_or_make_key(&config.ticket_key_file())?);

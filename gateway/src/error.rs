@@ -139,6 +139,15 @@ impl From<InvalidInput> for ApiError {
     }
 }
 
+/// An event (or an order of it) that another node serves: retried there.
+fn owned_elsewhere(event_id: usher_engine::EventId) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "OWNED_ELSEWHERE",
+        format!("event {event_id} is served by another node; retry with the same idempotency key"),
+    )
+}
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> ApiError {
         match e {
@@ -150,6 +159,7 @@ impl From<CommandError> for ApiError {
             ),
             CommandError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
             CommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "this node is shutting down"),
+            CommandError::OwnedElsewhere { event_id, .. } => owned_elsewhere(event_id),
             CommandError::TooManyEvents(n) => ApiError::new(
                 ErrorCode::ResourceExhausted,
                 "TOO_MANY_EVENTS",
@@ -166,7 +176,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(m) => ApiError::new(ErrorCode::NotFound, "NOT_FOUND", m),
             StoreError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
-            StoreError::Fenced { .. } => ApiError::new(ErrorCode::Unavailable, "FENCED", e.to_string()),
+            StoreError::Fenced { event_id, .. } => ApiError::new(
+                ErrorCode::Unavailable,
+                "FENCED",
+                format!("event {event_id} changed owner while this request ran; retry with the same idempotency key"),
+            ),
             StoreError::Conflict(m) => ApiError::new(ErrorCode::Aborted, "CONFLICT", format!("{m}; retry")),
             StoreError::Corrupt(m) => {
                 tracing::error!(error = %m, "stored data is corrupt");
@@ -202,6 +216,7 @@ impl From<SagaError> for ApiError {
             },
             SagaError::NotFound(id) => ApiError::new(NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")),
             SagaError::Unavailable(m) => ApiError::new(Unavailable, "UNAVAILABLE", m),
+            SagaError::OwnedElsewhere(event_id) => owned_elsewhere(event_id),
             SagaError::Internal(m) => {
                 tracing::error!(error = %m, "order failed");
                 ApiError::new(Internal, "INTERNAL", "internal error; it has been logged")
@@ -245,6 +260,7 @@ mod tests {
             (CommandError::ShuttingDown, Code::Unavailable, 503),
             (CommandError::Internal("claims disagree".into()), Code::Internal, 500),
             (CommandError::TooManyEvents(10), Code::ResourceExhausted, 429),
+            (CommandError::OwnedElsewhere { event_id: id, owner: "node-2".into() }, Code::Unavailable, 503),
         ];
         for (err, grpc, http) in cases {
             let e = ApiError::from(err);

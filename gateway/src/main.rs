@@ -347,6 +347,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     app.run(shutdown_signal()).await?;
     println!("usher: group commit: {}", ctx.registry.stats().summary());
     println!("usher: saga writes: {}", ctx.sagas.deps.writer.summary());
+    for s in ctx.registry.store().commit_stats() {
+        println!("usher: commit path: {s}");
+    }
     println!("usher: stopped cleanly");
     Ok(())
 }

@@ -210,7 +210,8 @@ impl Orders {
         let mut lines: Vec<OrderLine> = Vec::new();
         let mut pay_by = None;
         let now = self.ctx.now();
-        let mut layout = None;
+        // The event's layout and the epoch its owner holds here.
+        let mut owner = None;
         for &h in &holds {
             let eid = self
                 .ctx
@@ -243,17 +244,19 @@ impl Orders {
                 .map_err(|r| ApiError::from_reject(&r, &handle.layout))?;
             pay_by = Some(pay_by.map_or(expires_at, |p: usher_engine::Millis| p.min(expires_at)));
             lines.extend(hold_lines);
-            layout = Some(handle.layout.clone());
+            owner = Some((handle.layout.clone(), handle.epoch));
         }
-        let (event_id, layout, pay_by, customer) = match (event, layout, pay_by, customer) {
-            (Some(e), Some(l), Some(p), Some(cu)) => (e, l, p, cu),
+        let (event_id, (layout, epoch), pay_by, customer) = match (event, owner, pay_by, customer) {
+            (Some(e), Some(o), Some(p), Some(cu)) => (e, o, p, cu),
             _ => return Err(ApiError::invalid("hold_ids", "no seats")),
         };
         let order =
             Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now).map_err(ApiError::from)?;
         order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", e))?;
         let labels: Vec<String> = order.lines.iter().map(|l| layout.label(l.seat)).collect();
-        match self.ctx.orders.create_order(&scoped_key, fingerprint, &order, &labels).await? {
+        // Written as the event's owner: a stale epoch (the actor restarted
+        // meanwhile) is refused, and the client retries with the same key.
+        match self.ctx.orders.create_order(&scoped_key, fingerprint, &order, &labels, epoch).await? {
             OrderCreated::New => {
                 tracing::info!(order_id = %order.id, event_id = %order.event_id, seats = order.lines.len(), "order created");
                 self.ctx.sagas.started(StoredOrder { order: order.clone(), version: 1 });

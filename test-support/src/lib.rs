@@ -78,6 +78,35 @@ pub fn event_config(layout: &Layout, now: Millis) -> EventConfig {
     }
 }
 
+/// Writes a venue (one section, one row of `seats` seats) and an
+/// `event_config` event on it through `store`, with fresh ids, as a store
+/// test needs before it writes holds or orders: the event's config and
+/// layout.
+pub async fn stored_event(store: &dyn usher_actors::Store, seats: u32) -> (EventConfig, Layout) {
+    use usher_actors::{AuditEntry, Created};
+    let spec = grid_venue("Test hall", 1, 1, seats);
+    let layout = Layout::build(&spec).expect("a grid venue builds");
+    let now = Millis(10);
+    let config = EventConfig { id: EventId(Uuid::new_v4()), venue_id: VenueId(Uuid::new_v4()), ..event_config(&layout, now) };
+    let audit = |action: &str| AuditEntry {
+        org: config.org_id,
+        at: now,
+        actor: "test".into(),
+        address: "127.0.0.1".into(),
+        action: action.into(),
+        target: String::new(),
+        detail: String::new(),
+    };
+    let key = |k: Uuid| usher_engine::IdempotencyKey::parse(&k.to_string()).expect("a uuid is a key");
+    let (venue_key, event_key) = (key(config.venue_id.0), key(config.id.0));
+    let (venue_audit, event_audit) = (audit("venue.create"), audit("event.create"));
+    let venue = store.create_venue(&venue_key, 1, config.venue_id, config.org_id, &spec, &layout, now, &venue_audit).await;
+    assert!(matches!(venue.expect("create_venue"), Created::New(_)));
+    let event = store.create_event(&event_key, 1, &config, now, &event_audit).await;
+    assert!(matches!(event.expect("create_event"), Created::New(_)));
+    (config, layout)
+}
+
 /// The PostgreSQL server the tests use: `USHER_TEST_PG_URL` (scripts/test
 /// sets it), else `postgres://postgres@127.0.0.1:5432`; no database part.
 pub fn pg_admin_url() -> String {

@@ -24,17 +24,17 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use usher_engine::{
-    Command, EventConfig, IdempotencyKey, Layout, MailKind, Millis, Order, OrderId, OrderInput, OrderReject, Reply, SeatIdx, SigningKey,
-    Step, TicketId, Transition, limits, sign_ticket, ticket_id_for,
+    Command, EventConfig, IdempotencyKey, MailKind, Millis, Order, OrderId, OrderInput, OrderReject, Reply, SeatIdx, SigningKey, Step,
+    TicketId, Transition, limits, sign_ticket, ticket_id_for,
 };
 
 use crate::clock::Clock;
 use crate::event::CommandError;
 use crate::ports::{
-    AuthorizeRequest, MailState, OrderDoc, OrderStore, OrderWrite, PaymentOutcome, PaymentProvider, ProviderError, ProviderStatus, Store,
-    StoreError, StoredOrder, TicketDoc, TicketRecord, TicketRenderer, TicketStatus,
+    AuthorizeRequest, Epoch, MailState, OrderDoc, OrderStore, OrderWrite, PaymentOutcome, PaymentProvider, ProviderError, ProviderStatus,
+    Store, StoreError, StoredOrder, TicketDoc, TicketRecord, TicketRenderer, TicketStatus,
 };
-use crate::registry::Registry;
+use crate::registry::{Grant, Registry};
 
 #[derive(Clone, Debug)]
 pub struct SagaConfig {
@@ -92,6 +92,9 @@ pub enum SagaError {
     NotFound(OrderId),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The order's event is served by another node, which runs its saga.
+    #[error("event {0} is served by another node")]
+    OwnedElsewhere(usher_engine::EventId),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -101,6 +104,9 @@ impl From<StoreError> for SagaError {
         match e {
             StoreError::Unavailable(m) | StoreError::NotFound(m) => SagaError::Unavailable(m),
             StoreError::Conflict(m) => SagaError::Unavailable(format!("{m}; retry")),
+            // The event was granted again (its actor restarted, or another
+            // node took it): the next try writes with the new owner's epoch.
+            e @ StoreError::Fenced { .. } => SagaError::Unavailable(format!("{e}; retry")),
             other => SagaError::Internal(other.to_string()),
         }
     }
@@ -153,7 +159,6 @@ pub struct SagaState {
     tasks: Vec<JoinHandle<()>>,
     backoff_ms: u64,
     watch: watch::Sender<Order>,
-    layout: Option<Arc<Layout>>,
 }
 
 impl Drop for SagaState {
@@ -179,7 +184,6 @@ impl Actor for OrderSaga {
             tasks: Vec::new(),
             backoff_ms: 0,
             watch,
-            layout: None,
         };
         s.drive(&myself);
         Ok(s)
@@ -233,15 +237,21 @@ impl SagaState {
         if self.order == before {
             return Ok(());
         }
-        let labels = match self.labels().await {
-            Ok(l) => l,
+        // The write goes out as the event's owner on this node: its epoch
+        // fences the write (a saga whose event moved to another owner, or
+        // was taken again after a restart, changes nothing), its layout
+        // names the seats for the outbox.
+        let owner = match self.deps.registry.event(self.order.event_id).await {
+            Ok(h) => h,
             Err(e) => {
                 self.order = before;
-                return Err(e);
+                return Err(SagaError::Unavailable(e.to_string()));
             }
         };
+        let labels = self.order.lines.iter().map(|l| owner.layout.label(l.seat)).collect();
         let w = PendingWrite {
             order: self.order.clone(),
+            epoch: owner.epoch,
             version: self.version,
             transition: t.clone(),
             new_tickets: tickets,
@@ -275,20 +285,6 @@ impl SagaState {
             self.drive(myself);
         }
         Ok(())
-    }
-
-    async fn layout(&mut self) -> Result<Arc<Layout>, SagaError> {
-        if let Some(l) = &self.layout {
-            return Ok(l.clone());
-        }
-        let h = self.deps.registry.event(self.order.event_id).await.map_err(|e| SagaError::Unavailable(e.to_string()))?;
-        self.layout = Some(h.layout.clone());
-        Ok(h.layout)
-    }
-
-    async fn labels(&mut self) -> Result<Vec<String>, SagaError> {
-        let layout = self.layout().await?;
-        Ok(self.order.lines.iter().map(|l| layout.label(l.seat)).collect())
     }
 
     fn retry_later(&mut self, myself: &ActorRef<SagaMsg>) {

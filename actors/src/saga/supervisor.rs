@@ -26,7 +26,13 @@ pub enum SupervisorMsg {
     Wake {
         at: Millis,
     },
+    /// The registry took or lost an event (`Registry::grants`).
+    Grant(Grant),
 }
+
+/// The reason a saga stops with when its event's grant went to another
+/// owner: not restarted here (the owner resumes it from storage).
+const STOP_EVENT_LOST: &str = "event lost";
 
 pub struct OrderSupervisor;
 
@@ -43,19 +49,37 @@ pub struct SupervisorState {
     parked_at: HashMap<OrderId, Millis>,
     /// The deadline a Wake is scheduled for.
     wake_at: Option<Millis>,
+    /// The event of every live or parked order.
+    event_of: HashMap<OrderId, usher_engine::EventId>,
+    /// Events whose grant went to another owner since this node last held
+    /// them: their sagas resume here only when the grant comes back.
+    lost: std::collections::HashSet<usher_engine::EventId>,
 }
 
 impl SupervisorState {
+    /// Starts an order's saga, under its event's grant: the event must be
+    /// this node's (the registry takes it if nobody has it), so an order runs
+    /// where its event's seats are decided and its writes carry that epoch.
     async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, stored: StoredOrder) -> Result<ActorRef<SagaMsg>, SagaError> {
         let id = stored.order.id;
         if let Some(a) = self.live.get(&id) {
             return Ok(a.clone());
+        }
+        let event_id = stored.order.event_id;
+        match self.deps.registry.event(event_id).await {
+            Ok(_) => {}
+            Err(CommandError::OwnedElsewhere { .. }) => return Err(SagaError::OwnedElsewhere(event_id)),
+            Err(CommandError::EventNotFound(_)) => {
+                return Err(SagaError::Internal(format!("order {id} names event {event_id}, which is not stored")));
+            }
+            Err(e) => return Err(SagaError::Unavailable(e.to_string())),
         }
         let (a, _) = Actor::spawn_linked(None, OrderSaga, SagaArgs { stored, deps: self.deps.clone() }, myself.get_cell())
             .await
             .map_err(|e| SagaError::Internal(format!("saga failed to start: {e}")))?;
         self.by_cell.insert(a.get_id(), id);
         self.live.insert(id, a.clone());
+        self.event_of.insert(id, event_id);
         Ok(a)
     }
 
@@ -74,6 +98,7 @@ impl SupervisorState {
         if o.step == Step::AwaitPayment && !self.live.contains_key(&o.id) {
             self.parked.insert((o.pay_by, o.id));
             self.parked_at.insert(o.id, o.pay_by);
+            self.event_of.insert(o.id, o.event_id);
             self.schedule_wake(myself);
             return Ok(());
         }
@@ -83,6 +108,42 @@ impl SupervisorState {
     fn unpark(&mut self, id: OrderId) {
         if let Some(at) = self.parked_at.remove(&id) {
             self.parked.remove(&(at, id));
+        }
+    }
+
+    /// Resumes or parks a stored order at start or when its event's grant
+    /// comes back; an order that cannot start now is retried later (or left
+    /// to the node that owns its event).
+    async fn resume(&mut self, myself: &ActorRef<SupervisorMsg>, stored: StoredOrder) {
+        let (id, event_id) = (stored.order.id, stored.order.event_id);
+        match self.start(myself, stored).await {
+            Ok(()) => {}
+            Err(SagaError::OwnedElsewhere(_)) => {
+                // Resumed here if the grant comes to this node.
+                self.lost.insert(event_id);
+                info!(order_id = %id, event_id = %event_id, "order left to its event's owner");
+            }
+            Err(e) => {
+                warn!(order_id = %id, error = %e, "could not resume an order saga; retrying");
+                myself.send_after(Duration::from_millis(self.deps.cfg.retry_ms_max), move || SupervisorMsg::Respawn(id));
+            }
+        }
+    }
+
+    /// Another owner has the event: its sagas stop here and its parked
+    /// orders are dropped; that owner resumes them from storage.
+    fn event_lost(&mut self, event_id: usher_engine::EventId) {
+        self.lost.insert(event_id);
+        let orders: Vec<OrderId> = self.event_of.iter().filter(|(_, e)| **e == event_id).map(|(o, _)| *o).collect();
+        for id in &orders {
+            self.unpark(*id);
+            self.event_of.remove(id);
+            if let Some(a) = self.live.get(id) {
+                a.stop(Some(STOP_EVENT_LOST.into()));
+            }
+        }
+        if !orders.is_empty() {
+            warn!(event_id = %event_id, orders = orders.len(), "event taken by another owner; its order sagas stop here");
         }
     }
 
@@ -112,14 +173,34 @@ impl Actor for OrderSupervisor {
             parked: Default::default(),
             parked_at: HashMap::new(),
             wake_at: None,
+            event_of: HashMap::new(),
+            lost: Default::default(),
         };
+        // Grants first, so that none taken while resuming is missed.
+        let mut grants = s.deps.registry.grants();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            loop {
+                match grants.recv().await {
+                    Ok(g) => {
+                        if me.cast(SupervisorMsg::Grant(g)).is_err() {
+                            break;
+                        }
+                    }
+                    // Every saga write is fenced anyway: a missed notice
+                    // costs a refused write and a retry, never a double sale.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!(missed = n, "order supervisor missed grant notices"),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
         // Resume every saga that has work left, where its last write left it.
         let live = s.deps.orders.live_orders().await.map_err(|e| format!("loading live orders: {e}"))?;
         if !live.is_empty() {
             info!(orders = live.len(), "resuming order sagas");
         }
         for stored in live {
-            s.start(&myself, stored).await.map_err(|e| e.to_string())?;
+            s.resume(&myself, stored).await;
         }
         Ok(s)
     }
@@ -192,6 +273,27 @@ impl Actor for OrderSupervisor {
                     myself.cast(SupervisorMsg::Input { order_id: id, input: OrderInput::EventCancelled, reply: None })?;
                 }
             }
+            SupervisorMsg::Grant(Grant::Lost(event_id)) => s.event_lost(event_id),
+            SupervisorMsg::Grant(Grant::Taken(event_id, epoch)) => {
+                if s.lost.remove(&event_id) {
+                    match s.deps.orders.live_orders().await {
+                        Ok(live) => {
+                            let mine: Vec<StoredOrder> = live.into_iter().filter(|o| o.order.event_id == event_id).collect();
+                            info!(event_id = %event_id, orders = mine.len(), "event granted back: resuming its order sagas");
+                            for stored in mine {
+                                s.resume(&myself, stored).await;
+                            }
+                        }
+                        Err(e) => {
+                            // Never `?` here: an error would stop the supervisor, which nothing restarts.
+                            warn!(event_id = %event_id, error = %e, "could not list the orders of an event granted back; retrying");
+                            s.lost.insert(event_id);
+                            let retry = Duration::from_millis(s.deps.cfg.retry_ms_max);
+                            myself.send_after(retry, move || SupervisorMsg::Grant(Grant::Taken(event_id, epoch)));
+                        }
+                    }
+                }
+            }
             SupervisorMsg::Respawn(id) => {
                 if let Err(e) = s.saga_for(&myself, id).await {
                     error!(order_id = %id, error = %e, "could not restart an order saga; retrying");
@@ -215,6 +317,9 @@ impl Actor for OrderSupervisor {
         };
         let Some(id) = s.by_cell.remove(&cell.get_id()) else { return Ok(()) };
         s.live.remove(&id);
+        if failure.is_none() && !s.parked_at.contains_key(&id) {
+            s.event_of.remove(&id);
+        }
         if let Some(why) = failure {
             // Restart from storage; after repeated failures, wait first.
             let now = s.deps.clock.now();

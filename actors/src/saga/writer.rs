@@ -10,6 +10,8 @@ use super::*;
 /// One saga transition to write, owned so that it can wait in the queue.
 pub struct PendingWrite {
     pub order: Order,
+    /// The order's event owner's epoch (see `OrderWrite::epoch`).
+    pub epoch: Epoch,
     pub version: i64,
     pub transition: Transition,
     pub new_tickets: Vec<TicketRecord>,
@@ -48,6 +50,7 @@ impl OrderWriter {
                         .iter()
                         .map(|(w, _)| OrderWrite {
                             order: &w.order,
+                            epoch: w.epoch,
                             version: w.version,
                             transition: &w.transition,
                             new_tickets: &w.new_tickets,

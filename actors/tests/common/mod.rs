@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use usher_actors::{
-    AuditEntry, Batch, BoxFuture, Clock, Created, Epoch, EventFilter, EventHandle, LoadedEvent, Registry, RegistryConfig, Store,
-    StoreError, VenueRecord, Visibility,
+    AuditEntry, Batch, BoxFuture, Clock, Created, Epoch, EpochClaim, EventFilter, EventHandle, LoadedEvent, LocalOwnership, Registry,
+    RegistryConfig, SoleServer, Store, StoreError, VenueRecord, Visibility,
 };
 use usher_engine::{
     Command, CustomerId, Event, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Layout, Millis, OrgId,
@@ -32,6 +32,15 @@ pub const HOLD_MS: u64 = 60_000;
 pub const SALES_END: Millis = Millis(4_000_000_000_000);
 /// The organization that owns the test venue and event.
 pub const ORG: OrgId = OrgId(Uuid::from_u128(3));
+
+/// The tests' single-node guard: one test process, one in-memory store.
+pub struct OneProcess;
+
+impl SoleServer for OneProcess {
+    fn describe(&self) -> String {
+        "one test process".into()
+    }
+}
 
 // ---------------------------------------------------------------- MemStore
 
@@ -304,11 +313,15 @@ impl Store for MemStore {
         Box::pin(async move { Ok(self.lock().events.iter().find(|(_, r)| r.holds.contains_key(&hold)).map(|(id, _)| *id)) })
     }
 
-    fn acquire_event(&self, id: EventId) -> BoxFuture<'_, Result<Epoch, StoreError>> {
+    fn fence_event(&self, id: EventId, claim: EpochClaim) -> BoxFuture<'_, Result<Epoch, StoreError>> {
         Box::pin(async move {
             let mut g = self.lock();
             let row = g.events.get_mut(&id).ok_or_else(|| StoreError::NotFound(format!("event {id}")))?;
-            row.epoch += 1;
+            row.epoch = match claim {
+                EpochClaim::Next => row.epoch + 1,
+                EpochClaim::Exactly(e) if e.0 > row.epoch => e.0,
+                EpochClaim::Exactly(e) => return Err(StoreError::Fenced { event_id: id, epoch: e }),
+            };
             Ok(Epoch(row.epoch))
         })
     }
@@ -434,6 +447,7 @@ impl Harness {
         store.insert_event(event_config(event_id, venue_id, &layout));
         let (registry, _join) = Registry::start(RegistryConfig {
             store: store.clone(),
+            ownership: Arc::new(LocalOwnership::new(store.clone(), Box::new(OneProcess))),
             clock: setup.clock.clone(),
             mailbox_capacity: setup.mailbox_capacity,
             batch_max: setup.batch_max,

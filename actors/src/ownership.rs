@@ -1,0 +1,48 @@
+//! Single-node ownership: this process is the only one that serves its
+//! database, so it may have every event. What makes that true is a guard the
+//! binary takes at start (an exclusive lock on the SQLite file, or a
+//! PostgreSQL advisory lock held for the life of the process): a second
+//! `usher serve` on the same data refuses to start instead of taking events
+//! from the first. The epoch still moves forward on every grant, so an actor
+//! that restarts fences out its predecessor's late writes.
+
+use std::sync::Arc;
+
+use usher_engine::EventId;
+
+use crate::ports::{BoxFuture, Epoch, EpochClaim, Ownership, OwnershipError, Store};
+
+/// Proof that this process alone serves the database; dropping it gives the
+/// database up. Adapters make one (`usher_adapters::NodeLock`).
+pub trait SoleServer: Send + Sync + 'static {
+    /// What is held, e.g. `lock on /var/lib/usher/usher.db`.
+    fn describe(&self) -> String;
+}
+
+/// Grants every event to this node: the store mints the next epoch.
+pub struct LocalOwnership {
+    store: Arc<dyn Store>,
+    guard: Box<dyn SoleServer>,
+}
+
+impl LocalOwnership {
+    /// `guard` must stay held while events are served; it is kept here.
+    pub fn new(store: Arc<dyn Store>, guard: Box<dyn SoleServer>) -> LocalOwnership {
+        LocalOwnership { store, guard }
+    }
+}
+
+impl Ownership for LocalOwnership {
+    fn acquire(&self, event: EventId) -> BoxFuture<'_, Result<Epoch, OwnershipError>> {
+        Box::pin(async move { Ok(self.store.fence_event(event, EpochClaim::Next).await?) })
+    }
+
+    /// Nothing to give back: the next grant moves the epoch past this one.
+    fn release(&self, _event: EventId, _epoch: Epoch) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn describe(&self) -> String {
+        format!("single node ({})", self.guard.describe())
+    }
+}

@@ -1,0 +1,286 @@
+//! The one commit path for every write that belongs to an event: a seat
+//! batch (`Store::commit`), an order's creation and the order writer's group
+//! commits. Each opens a [`Commit`], fences on the event's epoch, writes its
+//! own rows, appends its outbox rows (one [`OutboxRow`] shape, one bulk
+//! statement per dialect) and finishes; the [`CommitMeter`] counts every
+//! outcome and its time, in the one place the metrics exposition reads.
+//!
+//! Two fences, because two kinds of writer meet at an event's row:
+//! - the owner's seat batch *updates* the row (`updated_at`) where
+//!   `owner_epoch` is its own, which also locks the row until commit;
+//! - an order write *reads* `owner_epoch` under `FOR KEY SHARE` on
+//!   PostgreSQL, a lock that does not wait for the owner's seat batches
+//!   (they take `FOR NO KEY UPDATE`) but does hold off a new owner, whose
+//!   [`fence_event`](usher_actors::Store::fence_event) takes `FOR UPDATE`.
+//!   SQLite has one writer at a time, so a plain read is enough there.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use usher_actors::{CommitKind, CommitStats, Epoch, EpochClaim, StoreError};
+use usher_engine::{EventId, Millis};
+
+use crate::db_error::db_error;
+use crate::outbox::OutboxRow;
+
+/// The outbox's columns, in the order every writer binds them (a macro so
+/// that `concat!` builds each statement at compile time).
+macro_rules! outbox_columns {
+    () => {
+        "message_id, topic, aggregate_id, payload, created_at"
+    };
+}
+
+/// Rows per multi-row INSERT on SQLite: well under its bind-parameter limit
+/// (32,766 since 3.32) for the widest table (9 columns).
+pub(crate) const ROWS_PER_STATEMENT_MAX: usize = 500;
+
+#[derive(Default)]
+struct KindMeter {
+    commits: AtomicU64,
+    fenced: AtomicU64,
+    failed: AtomicU64,
+    outbox_rows: AtomicU64,
+    micros_total: AtomicU64,
+    micros_max: AtomicU64,
+}
+
+/// Counters of the commit path, per kind of commit. Lock-free: every commit
+/// adds to them once, when it ends.
+#[derive(Default)]
+pub struct CommitMeter {
+    kinds: [KindMeter; CommitKind::ALL.len()],
+}
+
+impl CommitMeter {
+    fn of(&self, kind: CommitKind) -> &KindMeter {
+        &self.kinds[kind as usize]
+    }
+
+    /// One line per kind that has run, for the log at shutdown.
+    pub fn stats(&self) -> Vec<CommitStats> {
+        CommitKind::ALL
+            .iter()
+            .map(|&kind| {
+                let m = self.of(kind);
+                CommitStats {
+                    kind,
+                    commits: m.commits.load(Relaxed),
+                    fenced: m.fenced.load(Relaxed),
+                    failed: m.failed.load(Relaxed),
+                    outbox_rows: m.outbox_rows.load(Relaxed),
+                    micros_total: m.micros_total.load(Relaxed),
+                    micros_max: m.micros_max.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+/// How a commit ended, as the meter counts it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Committed,
+    Fenced,
+    /// Dropped without committing: an error on the way.
+    Failed,
+}
+
+/// One transaction on the commit path. Dropping it without [`finish`]
+/// rolls the transaction back and counts a failure (or a fence).
+///
+/// [`finish`]: Commit::finish
+pub(crate) struct Commit<'m, DB: sqlx::Database> {
+    /// Always `Some` until `finish` takes it.
+    tx: Option<sqlx::Transaction<'static, DB>>,
+    meter: &'m CommitMeter,
+    kind: CommitKind,
+    started: Instant,
+    outbox_rows: u64,
+    outcome: Outcome,
+    /// Epochs read by `fence_share` in this transaction, per event.
+    seen: HashMap<EventId, Epoch>,
+}
+
+impl<'m, DB: sqlx::Database> Commit<'m, DB> {
+    pub async fn begin(pool: &sqlx::Pool<DB>, meter: &'m CommitMeter, kind: CommitKind) -> Result<Commit<'m, DB>, StoreError> {
+        let started = Instant::now();
+        let tx = match pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                meter.of(kind).failed.fetch_add(1, Relaxed);
+                return Err(db_error(e));
+            }
+        };
+        Ok(Commit { tx: Some(tx), meter, kind, started, outbox_rows: 0, outcome: Outcome::Failed, seen: HashMap::new() })
+    }
+
+    /// The open transaction, for the caller's own rows.
+    pub fn tx(&mut self) -> &mut sqlx::Transaction<'static, DB> {
+        self.tx.as_mut().expect("a commit's transaction is there until finish")
+    }
+
+    /// Commits and counts it.
+    pub async fn finish(mut self) -> Result<(), StoreError> {
+        let tx = self.tx.take().expect("a commit's transaction is there until finish");
+        tx.commit().await.map_err(db_error)?;
+        self.outcome = Outcome::Committed;
+        Ok(())
+    }
+
+    fn fenced(&self, event_id: EventId, epoch: Epoch) -> StoreError {
+        self.meter.of(self.kind).fenced.fetch_add(1, Relaxed);
+        StoreError::Fenced { event_id, epoch }
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Commit<'_, DB> {
+    fn drop(&mut self) {
+        let m = self.meter.of(self.kind);
+        match self.outcome {
+            Outcome::Committed => {
+                let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                m.commits.fetch_add(1, Relaxed);
+                m.outbox_rows.fetch_add(self.outbox_rows, Relaxed);
+                m.micros_total.fetch_add(us, Relaxed);
+                m.micros_max.fetch_max(us, Relaxed);
+            }
+            // Counted where the fence refused.
+            Outcome::Fenced => {}
+            Outcome::Failed => {
+                m.failed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// What both dialects share: the same SQL text, with PostgreSQL's row locks
+/// (`$key_share`, `$for_update`) where SQLite needs none.
+macro_rules! fences {
+    ($db:ty, $key_share:literal, $for_update:literal) => {
+        impl<'m> Commit<'m, $db> {
+            /// The owner's fence for a seat batch: touches the event's row
+            /// where the epoch is `epoch`, or refuses the whole commit.
+            pub async fn fence_own(&mut self, event_id: EventId, epoch: Epoch, now: Millis) -> Result<(), StoreError> {
+                let n = sqlx::query("UPDATE events SET updated_at = $1 WHERE id = $2 AND owner_epoch = $3")
+                    .bind(now.0)
+                    .bind(event_id.to_string())
+                    .bind(epoch.0)
+                    .execute(&mut **self.tx())
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected();
+                if n == 0 {
+                    self.outcome = Outcome::Fenced;
+                    return Err(self.fenced(event_id, epoch));
+                }
+                Ok(())
+            }
+
+            /// An order write's fence: refuses this write alone when the
+            /// event's epoch is not `epoch`. Reads each event once per commit.
+            pub async fn fence_share(&mut self, event_id: EventId, epoch: Epoch) -> Result<(), StoreError> {
+                let current = match self.seen.get(&event_id) {
+                    Some(&e) => e,
+                    None => {
+                        let row: Option<(i64,)> = sqlx::query_as(concat!("SELECT owner_epoch FROM events WHERE id = $1", $key_share))
+                            .bind(event_id.to_string())
+                            .fetch_optional(&mut **self.tx())
+                            .await
+                            .map_err(db_error)?;
+                        let e = Epoch(row.ok_or_else(|| StoreError::NotFound(format!("event {event_id}")))?.0);
+                        self.seen.insert(event_id, e);
+                        e
+                    }
+                };
+                if current != epoch {
+                    // Dropped now, the commit counts as fenced, not failed;
+                    // a batch that goes on to `finish` counts as committed.
+                    self.outcome = Outcome::Fenced;
+                    return Err(self.fenced(event_id, epoch));
+                }
+                Ok(())
+            }
+
+            /// `Store::fence_event`: moves the event's epoch forward for a
+            /// new owner, waiting for order writes that read the old one.
+            pub async fn fence_event(pool: &sqlx::Pool<$db>, id: EventId, claim: EpochClaim) -> Result<Epoch, StoreError> {
+                let mut tx = pool.begin().await.map_err(db_error)?;
+                let eid = id.to_string();
+                let row: Option<(i64,)> = sqlx::query_as(concat!("SELECT owner_epoch FROM events WHERE id = $1", $for_update))
+                    .bind(&eid)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                let current = Epoch(row.ok_or_else(|| StoreError::NotFound(format!("event {id}")))?.0);
+                let next = match claim {
+                    EpochClaim::Next => Epoch(current.0 + 1),
+                    EpochClaim::Exactly(e) if e > current => e,
+                    EpochClaim::Exactly(e) => return Err(StoreError::Fenced { event_id: id, epoch: e }),
+                };
+                sqlx::query("UPDATE events SET owner_epoch = $1 WHERE id = $2")
+                    .bind(next.0)
+                    .bind(&eid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(next)
+            }
+        }
+    };
+}
+
+fences!(sqlx::Sqlite, "", "");
+fences!(sqlx::Postgres, " FOR KEY SHARE", " FOR UPDATE");
+
+impl Commit<'_, sqlx::Sqlite> {
+    /// Multi-row VALUES: SQLite parses in-process, so the varying statement
+    /// text costs little.
+    pub async fn append_outbox(&mut self, rows: &[OutboxRow], now: Millis) -> Result<(), StoreError> {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
+            let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(concat!("INSERT INTO outbox (", outbox_columns!(), ") "));
+            q.push_values(chunk, |mut b, o| {
+                b.push_bind(o.message_id.clone())
+                    .push_bind(o.topic)
+                    .push_bind(o.aggregate_id.clone())
+                    .push_bind(o.payload.clone())
+                    .push_bind(now.0);
+            });
+            q.build().execute(&mut **self.tx()).await.map_err(db_error)?;
+        }
+        self.outbox_rows += rows.len() as u64;
+        Ok(())
+    }
+}
+
+impl Commit<'_, sqlx::Postgres> {
+    /// One fixed statement, rows passed as arrays (UNNEST): prepared once
+    /// per connection, whatever the number of rows.
+    pub async fn append_outbox(&mut self, rows: &[OutboxRow], now: Millis) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = rows.iter().map(|o| o.message_id.as_str()).collect();
+        let topics: Vec<&str> = rows.iter().map(|o| o.topic).collect();
+        let aggregates: Vec<&str> = rows.iter().map(|o| o.aggregate_id.as_str()).collect();
+        let payloads: Vec<&[u8]> = rows.iter().map(|o| o.payload.as_slice()).collect();
+        sqlx::query(concat!(
+            "INSERT INTO outbox (",
+            outbox_columns!(),
+            ") SELECT u.message_id, u.topic, u.aggregate_id, u.payload, $1 \
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[]) AS u(message_id, topic, aggregate_id, payload)"
+        ))
+        .bind(now.0)
+        .bind(&ids)
+        .bind(&topics)
+        .bind(&aggregates)
+        .bind(&payloads)
+        .execute(&mut **self.tx())
+        .await
+        .map_err(db_error)?;
+        self.outbox_rows += rows.len() as u64;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! The one commit path, on both backends (a fresh SQLite file and a fresh
+//! PostgreSQL database, which must be there: a missing server fails the
+//! tests, never skips them): epochs move forward only, every write for an
+//! event is fenced by its owner's epoch, a stale write fails alone, and the
+//! path counts what it did. Also the single-node lock.
+
+use usher_actors::{CommitKind, Epoch, EpochClaim, OrderCreated, OrderWrite, StoreError};
+use usher_adapters::{NodeLockError, Stores, connect_all, lock_node};
+use usher_engine::{CustomerId, EventConfig, HoldId, Millis, Order, OrderId, OrderInput, OrderLine, SeatIdx, Step, Transition};
+use usher_test_support::{drop_pg_database, fresh_pg_database, stored_event};
+
+/// Runs `spec` on a fresh SQLite file, then on a fresh PostgreSQL database.
+async fn on_both<F, Fut>(prefix: &str, spec: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    spec(format!("sqlite://{}", dir.path().join("usher.db").display())).await;
+    let (name, url) = fresh_pg_database(prefix).await;
+    spec(url).await;
+    drop_pg_database(&name).await;
+}
+
+/// A one-seat order of `event` for seat `n`, pending payment.
+fn order(event: &EventConfig, n: u32) -> Order {
+    let hold = HoldId(uuid::Uuid::new_v4());
+    let price = event.prices[0];
+    let lines = vec![OrderLine { hold_id: hold, seat: SeatIdx(n), price }];
+    let customer = CustomerId::parse("c").unwrap();
+    Order::new(OrderId(uuid::Uuid::new_v4()), event.id, customer, "c@example.com".into(), vec![hold], lines, Millis(10_000), Millis(1))
+        .unwrap()
+}
+
+fn cancelled(o: &Order) -> (Order, Transition) {
+    let mut o = o.clone();
+    let t = o.apply(OrderInput::Cancel, Millis(2)).unwrap();
+    (o, t)
+}
+
+fn write<'a>(o: &'a Order, version: i64, epoch: Epoch, t: &'a Transition) -> OrderWrite<'a> {
+    OrderWrite { order: o, epoch, version, transition: t, new_tickets: &[], seat_labels: &[], now: Millis(2) }
+}
+
+async fn stores(url: &str) -> Stores {
+    connect_all(url).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_epoch_only_moves_forward() {
+    on_both("epoch", |url| async move {
+        let (store, _, _) = stores(&url).await;
+        let (event, _) = stored_event(&*store, 4).await;
+        let first = store.fence_event(event.id, EpochClaim::Next).await.unwrap();
+        assert_eq!(store.fence_event(event.id, EpochClaim::Next).await.unwrap(), Epoch(first.0 + 1));
+        // A lease service's token is taken when it is newer, refused when not.
+        assert_eq!(store.fence_event(event.id, EpochClaim::Exactly(Epoch(first.0 + 10))).await.unwrap(), Epoch(first.0 + 10));
+        for stale in [first.0 + 10, first.0 + 3] {
+            let e = store.fence_event(event.id, EpochClaim::Exactly(Epoch(stale))).await.unwrap_err();
+            assert!(matches!(e, StoreError::Fenced { epoch: Epoch(x), .. } if x == stale), "{e:?}");
+        }
+        assert_eq!(store.fence_event(event.id, EpochClaim::Next).await.unwrap(), Epoch(first.0 + 11));
+        let unknown = usher_engine::EventId(uuid::Uuid::new_v4());
+        assert!(matches!(store.fence_event(unknown, EpochClaim::Next).await, Err(StoreError::NotFound(_))));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_order_is_created_only_by_the_events_current_owner() {
+    on_both("create", |url| async move {
+        let (store, orders, _) = stores(&url).await;
+        let (event, _) = stored_event(&*store, 4).await;
+        let old = store.fence_event(event.id, EpochClaim::Next).await.unwrap();
+        let new = store.fence_event(event.id, EpochClaim::Next).await.unwrap();
+        let o = order(&event, 0);
+        let e = orders.create_order("k-stale", 1, &o, &["A-1-1".into()], old).await.unwrap_err();
+        assert!(matches!(e, StoreError::Fenced { .. }), "{e:?}");
+        assert!(orders.get_order(o.id).await.unwrap().is_none(), "a fenced create writes nothing");
+        assert_eq!(orders.lookup_command("k-stale").await.unwrap(), None, "nor claims its key");
+        assert_eq!(orders.create_order("k-stale", 1, &o, &["A-1-1".into()], new).await.unwrap(), OrderCreated::New);
+        let stats = store.commit_stats();
+        let create = stats.iter().find(|s| s.kind == CommitKind::OrderCreate).unwrap();
+        assert_eq!((create.commits, create.fenced, create.outbox_rows), (1, 1, 1), "{create}");
+    })
+    .await;
+}
+
+/// One transaction for many sagas' writes: a write read at an old version,
+/// or written with an old epoch, fails alone and leaves nothing behind; the
+/// others are committed.
+#[tokio::test]
+async fn a_batch_commits_every_write_but_the_stale_ones() {
+    on_both("batch", |url| async move {
+        let (store, orders, _) = stores(&url).await;
+        let (e1, _) = stored_event(&*store, 4).await;
+        let (e2, _) = stored_event(&*store, 4).await;
+        let epoch1 = store.fence_event(e1.id, EpochClaim::Next).await.unwrap();
+        let epoch2 = store.fence_event(e2.id, EpochClaim::Next).await.unwrap();
+        let (a, b, c, d) = (order(&e1, 0), order(&e1, 1), order(&e1, 2), order(&e2, 0));
+        for (k, o, epoch) in [("ka", &a, epoch1), ("kb", &b, epoch1), ("kc", &c, epoch1), ("kd", &d, epoch2)] {
+            assert_eq!(orders.create_order(k, 1, o, &["A-1-1".into()], epoch).await.unwrap(), OrderCreated::New);
+        }
+        // e2 changes owner after d's saga read its epoch.
+        store.fence_event(e2.id, EpochClaim::Next).await.unwrap();
+        let ((a2, ta), (b2, tb), (c2, tc), (d2, td)) = (cancelled(&a), cancelled(&b), cancelled(&c), cancelled(&d));
+        // b was read at version 7: someone else wrote it since.
+        let ws = [write(&a2, 1, epoch1, &ta), write(&b2, 7, epoch1, &tb), write(&d2, 1, epoch2, &td), write(&c2, 1, epoch1, &tc)];
+        let r = orders.save_orders(&ws).await;
+        assert!(r[0].is_ok() && r[3].is_ok(), "{r:?}");
+        assert!(matches!(&r[1], Err(StoreError::Conflict(_))), "{r:?}");
+        assert!(matches!(&r[2], Err(StoreError::Fenced { .. })), "{r:?}");
+        for (id, version, step) in
+            [(a.id, 2, Step::Release), (b.id, 1, Step::AwaitPayment), (c.id, 2, Step::Release), (d.id, 1, Step::AwaitPayment)]
+        {
+            let stored = orders.get_order(id).await.unwrap().unwrap();
+            assert_eq!((stored.version, stored.order.step), (version, step), "order {id}");
+        }
+        let stats = store.commit_stats();
+        let batch = stats.iter().find(|s| s.kind == CommitKind::OrderBatch).unwrap();
+        assert_eq!((batch.commits, batch.fenced, batch.failed), (1, 1, 0), "{batch}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_node_on_one_database_is_refused_until_the_first_lets_go() {
+    on_both("lock", |url| async move {
+        let first = lock_node(&url).await.unwrap();
+        match lock_node(&url).await {
+            Err(NodeLockError::Held(m)) => assert!(m.contains("another usher process already serves"), "{m}"),
+            other => panic!("expected the lock to be held, got {:?}", other.map(|_| ())),
+        }
+        drop(first);
+        // PostgreSQL frees the lock when the connection closes, which a
+        // dropped connection does in the background: give it a moment.
+        let mut again = lock_node(&url).await;
+        for _ in 0..50 {
+            if again.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            again = lock_node(&url).await;
+        }
+        assert!(again.is_ok(), "the lock is free once its holder is gone");
+    })
+    .await;
+}

@@ -414,6 +414,24 @@ async fn cancelling_the_event_refunds_a_fulfilled_order_exactly_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_listing_of_the_cancelled_event_s_orders_is_retried() {
+    let shop = Shop::open().await;
+    let o = shop.order("heidi", &[10]).await;
+    shop.pay(o.id).await;
+    shop.finished(o.id).await;
+
+    shop.orders.fail_next_listings(1);
+    shop.cancel_event().await;
+
+    let done = shop.stored_when(o.id, "the order is refunded", |o| o.status == OrderStatus::Refunded).await;
+    assert_eq!(shop.provider.count(Call::Refund), 1);
+    // The supervisor lives on: it still takes inputs.
+    let closed = within(shop.sagas.input(o.id, OrderInput::Cancel)).await;
+    assert!(matches!(closed, Err(SagaError::Rejected(_))), "{closed:?}");
+    assert_eq!(done.note.as_deref(), Some("the event was cancelled"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_authorization_that_lands_after_the_hold_expired_is_voided() {
     let shop = Shop::open().await;
     let o = shop.order("ivan", &[12, 13]).await;

@@ -136,6 +136,16 @@ impl Shop {
         o
     }
 
+    /// `who` orders `seats` and pays; waits until the order is fulfilled.
+    async fn buy(&self, who: &str, seats: &[u32]) -> Bought {
+        let o = self.order(who, seats).await;
+        let paid_at = Instant::now();
+        let key = payment_key(&self.pay(o.id).await);
+        let order = self.finished(o.id).await;
+        assert_fulfilled(self, &order).await;
+        Bought { order, key, paid_at }
+    }
+
     /// Waits until the stored order satisfies `done`.
     async fn stored_when(&self, id: OrderId, what: &str, done: impl Fn(&Order) -> bool) -> Order {
         eventually_within(Duration::from_secs(120), what, || self.orders.order(id).is_some_and(|s| done(&s.order))).await;
@@ -187,6 +197,13 @@ impl Shop {
     }
 }
 
+/// A fulfilled order, the key of its payment, and when it was paid.
+struct Bought {
+    order: Order,
+    key: String,
+    paid_at: Instant,
+}
+
 fn payment_key(o: &Order) -> String {
     o.current_payment().expect("a payment").id.to_string()
 }
@@ -225,11 +242,7 @@ async fn assert_fulfilled(shop: &Shop, o: &Order) {
 async fn rendering_that_fails_twice_is_retried_and_the_tickets_are_issued_once() {
     let shop = Shop::open().await;
     shop.renderer.fail_next(2);
-    let o = shop.order("alice", &[0, 1]).await;
-    shop.pay(o.id).await;
-
-    let done = shop.finished(o.id).await;
-    assert_fulfilled(&shop, &done).await;
+    let o = shop.buy("alice", &[0, 1]).await.order;
     assert_eq!(shop.renderer.calls(), 3);
     assert_eq!(shop.provider.count(Call::Capture), 1);
     // A failed render writes nothing: the saga redoes the step it stands on.
@@ -291,15 +304,9 @@ async fn an_unpaid_order_expires_at_its_pay_by_and_its_seats_come_back() {
 async fn a_provider_that_never_answers_is_asked_for_the_status_which_says_authorized() {
     let shop = Shop::open().await;
     shop.provider.script_authorize([Authorize::ApproveSilently]);
-    let o = shop.order("carol", &[3, 4]).await;
-    let t0 = Instant::now();
-    let paying = shop.pay(o.id).await;
-
-    let done = shop.finished(o.id).await;
-    assert_fulfilled(&shop, &done).await;
-    let key = payment_key(&paying);
-    assert_eq!(shop.calls_since(Call::Authorize, t0), [(key.clone(), 0)]);
-    assert_eq!(shop.calls_since(Call::Status, t0), [(key, PAY_TIMEOUT_MS)], "asked once, when the answer is late");
+    let Bought { order: o, key, paid_at } = shop.buy("carol", &[3, 4]).await;
+    assert_eq!(shop.calls_since(Call::Authorize, paid_at), [(key.clone(), 0)]);
+    assert_eq!(shop.calls_since(Call::Status, paid_at), [(key, PAY_TIMEOUT_MS)], "asked once, when the answer is late");
     assert_eq!(shop.orders.steps(o.id), [AwaitPayment, Authorizing, QueryStatus, Confirm, Capture, Issue, Render, Notify, Done]);
 }
 
@@ -307,16 +314,10 @@ async fn a_provider_that_never_answers_is_asked_for_the_status_which_says_author
 async fn an_attempt_the_provider_never_saw_is_sent_again_with_the_same_key() {
     let shop = Shop::open().await;
     shop.provider.script_authorize([Authorize::Lost]);
-    let o = shop.order("dave", &[5]).await;
-    let t0 = Instant::now();
-    let paying = shop.pay(o.id).await;
-
-    let done = shop.finished(o.id).await;
-    assert_fulfilled(&shop, &done).await;
-    let key = payment_key(&paying);
-    assert_eq!(done.payments.len(), 1, "one attempt");
-    assert_eq!(shop.calls_since(Call::Status, t0), [(key.clone(), PAY_TIMEOUT_MS)]);
-    assert_eq!(shop.calls_since(Call::Authorize, t0), [(key.clone(), 0), (key, PAY_TIMEOUT_MS)]);
+    let Bought { order: o, key, paid_at } = shop.buy("dave", &[5]).await;
+    assert_eq!(o.payments.len(), 1, "one attempt");
+    assert_eq!(shop.calls_since(Call::Status, paid_at), [(key.clone(), PAY_TIMEOUT_MS)]);
+    assert_eq!(shop.calls_since(Call::Authorize, paid_at), [(key.clone(), 0), (key, PAY_TIMEOUT_MS)]);
     assert_eq!(
         shop.orders.steps(o.id),
         [AwaitPayment, Authorizing, QueryStatus, Authorizing, Confirm, Capture, Issue, Render, Notify, Done]
@@ -349,31 +350,21 @@ async fn an_unavailable_provider_is_asked_for_the_status_with_backoff_until_it_a
     shop.provider.script_authorize([Authorize::Unavailable]);
     let outage = || Err(ProviderError::Unavailable("down".into()));
     shop.provider.script_status([outage(), outage(), Ok(ProviderStatus::Pending)]);
-    let o = shop.order("frank", &[8]).await;
-    let t0 = Instant::now();
-    let paying = shop.pay(o.id).await;
-
-    let done = shop.finished(o.id).await;
-    assert_fulfilled(&shop, &done).await;
-    let key = payment_key(&paying);
+    let Bought { key, paid_at, .. } = shop.buy("frank", &[8]).await;
     // An unavailable provider is not asked at once: the saga waits out the
     // payment timeout (the attempt may be deciding), then asks with backoff.
     // The fourth answer is the ledger's: it never saw the attempt.
-    let asked: Vec<u64> = shop.calls_since(Call::Status, t0).into_iter().map(|(_, t)| t).collect();
+    let asked: Vec<u64> = shop.calls_since(Call::Status, paid_at).into_iter().map(|(_, t)| t).collect();
     let t = PAY_TIMEOUT_MS;
     assert_eq!(asked, [t, t + RETRY_MS_MIN, t + 3 * RETRY_MS_MIN, t + 7 * RETRY_MS_MIN]);
-    assert_eq!(shop.calls_since(Call::Authorize, t0), [(key.clone(), 0), (key, t + 7 * RETRY_MS_MIN)]);
+    assert_eq!(shop.calls_since(Call::Authorize, paid_at), [(key.clone(), 0), (key, t + 7 * RETRY_MS_MIN)]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_capture_the_provider_fails_is_retried_with_backoff_and_taken_once() {
     let shop = Shop::open().await;
     shop.provider.fail_next_captures(2);
-    let o = shop.order("grace", &[9]).await;
-    shop.pay(o.id).await;
-
-    let done = shop.finished(o.id).await;
-    assert_fulfilled(&shop, &done).await;
+    let o = shop.buy("grace", &[9]).await.order;
     assert_eq!(shop.call_times(Call::Capture), [0, RETRY_MS_MIN, 3 * RETRY_MS_MIN]);
     assert_eq!(shop.orders.steps(o.id), FULFILLED);
 }
@@ -383,10 +374,7 @@ async fn a_capture_the_provider_fails_is_retried_with_backoff_and_taken_once() {
 #[tokio::test(start_paused = true)]
 async fn cancelling_the_event_refunds_a_fulfilled_order_exactly_once() {
     let shop = Shop::open().await;
-    let o = shop.order("heidi", &[10, 11]).await;
-    shop.pay(o.id).await;
-    let fulfilled = shop.finished(o.id).await;
-    assert_fulfilled(&shop, &fulfilled).await;
+    let Bought { order: o, key, .. } = shop.buy("heidi", &[10, 11]).await;
 
     shop.cancel_event().await;
     // A retried cancel asks again while the first is refunding.
@@ -396,7 +384,6 @@ async fn cancelling_the_event_refunds_a_fulfilled_order_exactly_once() {
     assert_eq!(done.step, Done);
     assert_eq!(done.note.as_deref(), Some("the event was cancelled"));
     assert_eq!(done.payments[0].status, PaymentStatus::Refunded);
-    let key = payment_key(&done);
     assert!(matches!(shop.provider.state(&key), ProviderStatus::Refunded { .. }));
     assert!(shop.orders.tickets(o.id).iter().all(|t| t.status == TicketStatus::Refunded));
     assert_eq!(shop.orders.steps(o.id)[8..], [Refund, Done]);
@@ -416,9 +403,7 @@ async fn cancelling_the_event_refunds_a_fulfilled_order_exactly_once() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_listing_of_the_cancelled_event_s_orders_is_retried() {
     let shop = Shop::open().await;
-    let o = shop.order("heidi", &[10]).await;
-    shop.pay(o.id).await;
-    shop.finished(o.id).await;
+    let o = shop.buy("heidi", &[10]).await.order;
 
     shop.orders.fail_next_listings(1);
     shop.cancel_event().await;
@@ -508,11 +493,7 @@ async fn a_pay_whose_write_fails_answers_unavailable_and_changes_nothing() {
 async fn a_failed_save_after_the_capture_is_redone_without_taking_the_money_twice() {
     let shop = Shop::open().await;
     shop.orders.fail_saves_moving_to(Issue, 2);
-    let o = shop.order("lena", &[16, 17]).await;
-    shop.pay(o.id).await;
-
-    let done = shop.finished(o.id).await;
-    assert_fulfilled(&shop, &done).await;
+    let o = shop.buy("lena", &[16, 17]).await.order;
     // The saga redoes the capture it could not record, with the same key:
     // the provider takes the money once.
     assert_eq!(shop.call_times(Call::Capture), [0, RETRY_MS_MIN, 3 * RETRY_MS_MIN]);

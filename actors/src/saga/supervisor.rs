@@ -267,7 +267,16 @@ impl Actor for OrderSupervisor {
                 }
             }
             SupervisorMsg::EventCancelled(event_id) => {
-                let ids = s.deps.orders.open_orders_of_event(event_id).await?;
+                // A storage error must not end the supervisor (an error
+                // returned here would): ask again later.
+                let ids = match s.deps.orders.open_orders_of_event(event_id).await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        error!(event_id = %event_id, error = %e, "could not list a cancelled event's orders; retrying");
+                        myself.send_after(Duration::from_millis(s.deps.cfg.retry_ms_max), move || SupervisorMsg::EventCancelled(event_id));
+                        return Ok(());
+                    }
+                };
                 info!(event_id = %event_id, orders = ids.len(), "event cancelled: cancelling and refunding its orders");
                 for id in ids {
                     myself.cast(SupervisorMsg::Input { order_id: id, input: OrderInput::EventCancelled, reply: None })?;

@@ -1,11 +1,16 @@
 //! Test support for actor-level tests: an in-memory `Store` with fault
-//! injection and a commit gate, and a harness that starts a `Registry` on it.
+//! injection and a commit gate, and a harness that starts a `Registry` on it;
+//! an in-memory `OrderStore` (`orders.rs`) and scripted fakes of the saga's
+//! other ports (`fakes.rs`).
 //!
 //! Everything here runs on the tokio runtime of the test (no blocking
 //! threads), so `#[tokio::test(start_paused = true)]` stays deterministic.
 //! The std `Mutex` is never held across an `.await`.
 
 #![allow(dead_code)] // not every test file uses every helper
+
+pub mod fakes;
+pub mod orders;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -487,8 +492,13 @@ pub async fn within<F: Future>(f: F) -> F::Output {
 }
 
 /// Polls `cond` (every millisecond of tokio time) until it holds.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let r = tokio::time::timeout(WAIT, async {
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(WAIT, what, cond).await
+}
+
+/// `eventually`, waiting up to `limit`.
+pub async fn eventually_within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let r = tokio::time::timeout(limit, async {
         while !cond() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

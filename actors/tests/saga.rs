@@ -16,8 +16,8 @@ use common::orders::MemOrderStore;
 use common::*;
 use usher_actors::postman::{PostmanArgs, PostmanConfig};
 use usher_actors::{
-    CardVault, Email, OrderCreated, OrderStore, OrderWriter, ProviderError, ProviderStatus, SagaConfig, SagaDeps, SagaError, Sagas,
-    StoreError, StoredOrder, TicketStatus,
+    CardVault, CommandError, Email, Epoch, EpochClaim, OrderCreated, OrderStore, OrderWrite, OrderWriter, ProviderError, ProviderStatus,
+    SagaConfig, SagaDeps, SagaError, Sagas, Store as _, StoreError, StoredOrder, TicketStatus,
 };
 use usher_engine::{
     Command, EventStatus, HoldState, MailKind, Order, OrderEvent, OrderId, OrderInput, OrderStatus, PaymentId, PaymentStatus, SeatState,
@@ -66,7 +66,7 @@ impl Shop {
     async fn open() -> Shop {
         let h = Harness::start(Setup::at_t0()).await;
         let (orders, provider, renderer, mailer, pdfs) =
-            (MemOrderStore::new(), ScriptedProvider::new(), FlakyRenderer::new(), RecordingMailer::new(), TempDir::new());
+            (MemOrderStore::over(h.store.clone()), ScriptedProvider::new(), FlakyRenderer::new(), RecordingMailer::new(), TempDir::new());
         let deps = SagaDeps {
             orders: orders.clone(),
             store: h.store.clone(),
@@ -116,7 +116,7 @@ impl Shop {
         )
         .unwrap();
         let labels: Vec<String> = order.lines.iter().map(|l| ev.layout.label(l.seat)).collect();
-        let created = within(self.orders.create_order(&format!("order:{}", order.id), 1, &order, &labels)).await.unwrap();
+        let created = within(self.orders.create_order(&format!("order:{}", order.id), 1, &order, &labels, ev.epoch)).await.unwrap();
         assert_eq!(created, OrderCreated::New);
         self.sagas.started(StoredOrder { order: order.clone(), version: 1 });
         order
@@ -531,4 +531,74 @@ async fn an_order_another_writer_moved_is_reloaded_from_storage() {
     assert_eq!(shop.renderer.calls(), 2, "the reloaded saga does not render again");
     assert_eq!(shop.mail_kinds(o.id), [MailKind::Confirmation]);
     assert_eq!(shop.provider.count(Call::Capture), 1);
+}
+
+// ---------------------------------------------------------------- ownership
+
+/// Whether a saga runs for the order on this node now.
+async fn saga_runs(shop: &Shop, id: OrderId) -> bool {
+    within(shop.sagas.watch(id)).await.is_some()
+}
+
+/// Another node takes the event while a payment is in flight: this node's
+/// event actor is fenced at its next commit, the order's saga stops here
+/// (its writes would be fenced too) and writes nothing; when the grant
+/// comes back the saga resumes from storage and finishes the order once.
+#[tokio::test(start_paused = true)]
+async fn an_event_taken_by_another_owner_stops_its_sagas_until_the_grant_comes_back() {
+    let shop = Shop::open().await;
+    shop.provider.script_authorize([Authorize::ApproveSilently]);
+    let o = shop.order("gina", &[8]).await;
+    let paid_at = Instant::now();
+    let key_of_payment = payment_key(&shop.pay(o.id).await);
+    assert!(saga_runs(&shop, o.id).await, "the paid order's saga runs here");
+
+    // Another owner's grant moves the event's epoch past ours.
+    let ours = shop.h.event().await;
+    let theirs = within(shop.h.store.fence_event(shop.h.event_id, EpochClaim::Next)).await.unwrap();
+    assert!(theirs > ours.epoch);
+    let refused = within(ours.command(key("after-the-loss"), hold_seats(new_hold_id(), "hal", &[9]))).await;
+    assert!(matches!(&refused, Err(CommandError::Unavailable(m)) if m.contains("fenced")), "{:?}", refused.map(|o| o.result));
+    within(async {
+        while saga_runs(&shop, o.id).await {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(shop.orders.order(o.id).unwrap().order.step, Authorizing, "the stopped saga wrote nothing more");
+
+    // The grant comes back (the next use of the event takes it again).
+    let back = shop.h.next_actor(ours.actor.get_id()).await;
+    assert!(back.epoch > theirs);
+    let done = shop.finished(o.id).await;
+    assert_fulfilled(&shop, &done).await;
+    assert_eq!(shop.calls_since(Call::Capture, paid_at).len(), 1, "captured once");
+    assert!(shop.calls_since(Call::Authorize, paid_at).iter().all(|(k, _)| *k == key_of_payment), "one payment key");
+}
+
+/// A write stamped with an epoch the event has left is refused alone and
+/// changes nothing, as the SQL store does.
+#[tokio::test(start_paused = true)]
+async fn an_order_write_with_a_stale_epoch_is_fenced_and_changes_nothing() {
+    let shop = Shop::open().await;
+    let o = shop.order("ivan", &[10]).await;
+    let ev = shop.h.event().await;
+    let stored = shop.orders.order(o.id).unwrap();
+    let mut moved = stored.order.clone();
+    let t = moved.apply(OrderInput::Cancel, shop.h.clock.now()).unwrap();
+    let stale = Epoch(ev.epoch.0 - 1);
+    let w = OrderWrite {
+        order: &moved,
+        epoch: stale,
+        version: stored.version,
+        transition: &t,
+        new_tickets: &[],
+        seat_labels: &[],
+        now: shop.h.clock.now(),
+    };
+    let r = within(shop.orders.save_orders(std::slice::from_ref(&w))).await;
+    assert!(matches!(r.as_slice(), [Err(StoreError::Fenced { .. })]), "{r:?}");
+    assert_eq!(shop.orders.order(o.id).unwrap().version, stored.version);
+    let again = within(shop.orders.create_order("order-stale", 1, &o, &[], stale)).await;
+    assert!(matches!(again, Err(StoreError::Fenced { .. })), "{again:?}");
 }

@@ -14,7 +14,7 @@ use usher_engine::{
     EventId, HoldId, MailKind, Millis, Order, OrderEvent, OrderId, OrderInput, OrderStatus, PaymentId, Step, TicketId, Transition,
 };
 
-use super::take_one;
+use super::{MemStore, take_one};
 
 /// One write asked of the store: what the order was to become, and the answer.
 #[derive(Debug, Clone)]
@@ -56,24 +56,11 @@ struct Inner {
     log: Vec<WriteLog>,
     /// The next writes that move an order to the step fail (a failed commit).
     step_faults: HashMap<Step, u32>,
-    /// Each event's current fencing epoch, as the event store would hold it.
-    /// An event not listed fences nothing.
-    epochs: HashMap<EventId, Epoch>,
 }
 
 impl Inner {
-    /// `StoreError::Fenced` unless `epoch` is the event's current one.
-    fn check_epoch(&self, event_id: EventId, epoch: Epoch) -> Result<(), StoreError> {
-        match self.epochs.get(&event_id) {
-            Some(&now) if now != epoch => Err(StoreError::Fenced { event_id, epoch }),
-            _ => Ok(()),
-        }
-    }
-
     fn write(&mut self, w: &OrderWrite<'_>) -> Result<(), StoreError> {
         let order = w.order;
-        // Fencing goes first, once `OrderWrite` carries its owner's epoch:
-        // self.check_epoch(order.event_id, w.epoch)?;
         // The SQL update matches no row for a moved (or missing) order.
         let row = self.orders.get_mut(&order.id).filter(|r| r.version == w.version);
         let Some(row) = row else {
@@ -126,16 +113,28 @@ impl Inner {
 }
 
 /// An in-memory `OrderStore` with test knobs.
-#[derive(Default)]
 pub struct MemOrderStore {
     inner: Mutex<Inner>,
+    /// The event store of the same "database": order writes are fenced by
+    /// its events' epochs, as the SQL store reads `events.owner_epoch`.
+    events: std::sync::Arc<MemStore>,
     fail_saves: AtomicU32,
     fail_listings: AtomicU32,
 }
 
 impl MemOrderStore {
-    pub fn new() -> std::sync::Arc<MemOrderStore> {
-        std::sync::Arc::new(MemOrderStore::default())
+    pub fn over(events: std::sync::Arc<MemStore>) -> std::sync::Arc<MemOrderStore> {
+        std::sync::Arc::new(MemOrderStore {
+            inner: Mutex::default(),
+            events,
+            fail_saves: AtomicU32::default(),
+            fail_listings: AtomicU32::default(),
+        })
+    }
+
+    /// `StoreError::Fenced` unless `epoch` is the event's current one.
+    fn check_epoch(&self, event_id: EventId, epoch: Epoch) -> Result<(), StoreError> {
+        if self.events.epoch(event_id) == epoch.0 { Ok(()) } else { Err(StoreError::Fenced { event_id, epoch }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -165,10 +164,6 @@ impl MemOrderStore {
     pub fn fail_saves_moving_to(&self, step: Step, n: u32) {
         self.lock().step_faults.insert(step, n);
     }
-    /// The event's owner is now `epoch`: writes with another are fenced.
-    pub fn set_epoch(&self, event_id: EventId, epoch: Epoch) {
-        self.lock().epochs.insert(event_id, epoch);
-    }
     /// Another writer applies `input` to the stored order (version + 1),
     /// as a second saga for the same order would.
     pub fn write_elsewhere(&self, id: OrderId, input: OrderInput, now: Millis) -> Transition {
@@ -176,7 +171,8 @@ impl MemOrderStore {
         let stored = g.orders[&id].clone();
         let mut order = stored.order;
         let t = order.apply(input, now).expect("the other writer's input applies");
-        let w = OrderWrite { order: &order, version: stored.version, transition: &t, new_tickets: &[], seat_labels: &[], now };
+        let epoch = Epoch(self.events.epoch(order.event_id));
+        let w = OrderWrite { order: &order, epoch, version: stored.version, transition: &t, new_tickets: &[], seat_labels: &[], now };
         let r = g.write(&w);
         g.log(&w, r).expect("the other writer's write succeeds");
         t
@@ -220,11 +216,12 @@ impl OrderStore for MemOrderStore {
         fingerprint: u64,
         order: &'a Order,
         _seat_labels: &'a [String],
+        epoch: Epoch,
     ) -> BoxFuture<'a, Result<OrderCreated, StoreError>> {
         Box::pin(async move {
+            // Fencing goes first: a fenced create changes nothing.
+            self.check_epoch(order.event_id, epoch)?;
             let mut g = self.lock();
-            // Fencing goes first, once `create_order` takes its owner's epoch:
-            // g.check_epoch(order.event_id, epoch)?;
             match g.commands.get(key) {
                 Some((fp, id)) if *fp == fingerprint => {
                     return Ok(OrderCreated::Replayed(OrderId::parse(id).map_err(|e| StoreError::Corrupt(e.message))?));
@@ -244,6 +241,7 @@ impl OrderStore for MemOrderStore {
             g.orders.insert(order.id, StoredOrder { order: order.clone(), version: 1 });
             let w = OrderWrite {
                 order,
+                epoch,
                 version: 0,
                 transition: &Transition::default(),
                 new_tickets: &[],
@@ -273,7 +271,8 @@ impl OrderStore for MemOrderStore {
             // Each write in its own savepoint: a conflict fails that write alone.
             ws.iter()
                 .map(|w| {
-                    let r = g.write(w);
+                    // Fencing first: a fenced write changes nothing.
+                    let r = self.check_epoch(w.order.event_id, w.epoch).and_then(|()| g.write(w));
                     g.log(w, r)
                 })
                 .collect()

@@ -131,3 +131,33 @@ async fn a_name_with_a_nul_is_refused_at_the_edge_and_nothing_is_stored() {
     assert_eq!(app.db.scalar("SELECT COUNT(*) FROM events", &[]).await, 0);
     app.stop().await;
 }
+
+/// One `usher serve` per database: a second one on the same data refuses
+/// to start, says why in a sentence, and leaves the first serving; once the
+/// first is gone (even killed) the database can be served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_database_refuses_to_start() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::fresh(backend).await;
+        let (mut first, addr, token) = start_binary(&db, &[], std::process::Stdio::null()).await;
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+            .arg("serve")
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data"])
+            .args(["--database-url", &db.url])
+            .arg("--data-dir")
+            .arg(&db.data_dir)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(30), out).await.expect("the second server exits").unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{backend:?}: the second server started");
+        assert!(stderr.contains("another usher process already serves"), "{backend:?}: {stderr}");
+        // The first still serves.
+        let mut cat = usher_proto::v1::catalog_service_client::CatalogServiceClient::new(connect_as(addr, &token).await);
+        create_venue(&mut cat, 1, 1, 2).await;
+        first.start_kill().unwrap();
+        first.wait().await.unwrap();
+        let (mut again, _, _) = start_binary(&db, &[], std::process::Stdio::null()).await;
+        again.start_kill().unwrap();
+        again.wait().await.unwrap();
+    }
+}

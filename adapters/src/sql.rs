@@ -32,6 +32,35 @@ fn parse_uuid<T>(s: &str, f: impl Fn(&str) -> Result<T, usher_engine::InvalidInp
     f(s).map_err(|e| corrupt(format!("stored id {s:?}: {e}")))
 }
 
+/// Venue layouts built once and shared: a venue never changes, so every
+/// event on it (and every reload of one) uses the same `Arc<Layout>` while
+/// any holds it. Entries are weak: a layout no loaded event uses is freed,
+/// so the cache is bounded by the loaded events' layouts
+/// (`EVENTS_LOADED_MAX`), and a dead entry is dropped on the next insert.
+#[derive(Default)]
+pub(crate) struct LayoutCache {
+    layouts: std::sync::Mutex<std::collections::HashMap<VenueId, std::sync::Weak<Layout>>>,
+}
+
+impl LayoutCache {
+    fn get_or_build(&self, venue: VenueId, spec: &VenueSpec) -> Result<Arc<Layout>, StoreError> {
+        let lock = || self.layouts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lock().get(&venue).and_then(std::sync::Weak::upgrade) {
+            return Ok(l);
+        }
+        // Built outside the lock (a 200,000-seat layout takes milliseconds);
+        // two loads racing build twice and the first one stored wins.
+        let built = Arc::new(Layout::build(spec).map_err(corrupt)?);
+        let mut map = lock();
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(l) = map.get(&venue).and_then(std::sync::Weak::upgrade) {
+            return Ok(l);
+        }
+        map.insert(venue, Arc::downgrade(&built));
+        Ok(built)
+    }
+}
+
 /// Opens the store named by a URL: `sqlite://PATH` (or a bare path) or
 /// `postgres://…`. Runs migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
@@ -62,6 +91,7 @@ pub async fn connect_all(url: &str) -> Result<Stores, StoreError> {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    layouts: LayoutCache,
     pub(crate) meter: CommitMeter,
 }
 
@@ -92,7 +122,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db_error)?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
-        Ok(SqliteStore { pool, meter: CommitMeter::default() })
+        Ok(SqliteStore { pool, layouts: LayoutCache::default(), meter: CommitMeter::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -102,6 +132,7 @@ impl SqliteStore {
 
 pub struct PgStore {
     pool: PgPool,
+    layouts: LayoutCache,
     pub(crate) meter: CommitMeter,
 }
 
@@ -129,7 +160,7 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(db_error)?;
-        Ok(PgStore { pool, meter: CommitMeter::default() })
+        Ok(PgStore { pool, layouts: LayoutCache::default(), meter: CommitMeter::default() })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -279,24 +310,6 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                let seats: Vec<u32> = (0..layout.seat_count() as u32).collect();
-                for chunk in seats.chunks(ROWS_PER_STATEMENT_MAX) {
-                    let mut q: QueryBuilder<$db> =
-                        QueryBuilder::new("INSERT INTO venue_seats (venue_id, seat_idx, label, section, row_label, number, category, x, y) ");
-                    q.push_values(chunk, |mut b, &i| {
-                        let d = layout.describe(SeatIdx(i));
-                        b.push_bind(id.to_string())
-                            .push_bind(i as i64)
-                            .push_bind(d.label)
-                            .push_bind(d.section.to_owned())
-                            .push_bind(d.row.to_owned())
-                            .push_bind(i64::from(d.number))
-                            .push_bind(d.category_code.to_owned())
-                            .push_bind(f64::from(d.x))
-                            .push_bind(f64::from(d.y));
-                    });
-                    q.build().execute(&mut *tx).await.map_err(db_error)?;
-                }
                 Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(Created::New(id))
@@ -419,7 +432,7 @@ macro_rules! sql_store {
             async fn do_load(&self, id: EventId, now: Millis) -> Result<Option<LoadedEvent>, StoreError> {
                 let Some(config) = self.do_get_event(id).await? else { return Ok(None) };
                 let venue = self.do_get_venue(config.venue_id).await?.ok_or_else(|| corrupt(format!("event {id} has no venue")))?;
-                let layout = Arc::new(Layout::build(&venue.spec).map_err(corrupt)?);
+                let layout = self.layouts.get_or_build(venue.id, &venue.spec)?;
                 let mut snapshot = Snapshot::default();
                 let eid = id.to_string();
                 let rows = sqlx::query("SELECT seat_idx FROM seat_claims WHERE event_id = $1 AND kind = 'blocked' ORDER BY seat_idx")

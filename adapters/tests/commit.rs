@@ -7,20 +7,7 @@
 use usher_actors::{CommitKind, Epoch, EpochClaim, OrderCreated, OrderWrite, StoreError};
 use usher_adapters::{NodeLockError, Stores, connect_all, lock_node};
 use usher_engine::{CustomerId, EventConfig, HoldId, Millis, Order, OrderId, OrderInput, OrderLine, SeatIdx, Step, Transition};
-use usher_test_support::{drop_pg_database, fresh_pg_database, stored_event};
-
-/// Runs `spec` on a fresh SQLite file, then on a fresh PostgreSQL database.
-async fn on_both<F, Fut>(prefix: &str, spec: F)
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    spec(format!("sqlite://{}", dir.path().join("usher.db").display())).await;
-    let (name, url) = fresh_pg_database(prefix).await;
-    spec(url).await;
-    drop_pg_database(&name).await;
-}
+use usher_test_support::{on_both_backends as on_both, stored_event};
 
 /// A one-seat order of `event` for seat `n`, pending payment.
 fn order(event: &EventConfig, n: u32) -> Order {

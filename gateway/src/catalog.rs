@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use futures::Stream;
 use prost::Message;
@@ -78,7 +77,10 @@ impl Catalog {
         let mut events = self.ctx.store().list_events(filter).await?;
         let more = events.len() > size as usize;
         events.truncate(size as usize);
-        let mut layouts: HashMap<VenueId, Arc<Layout>> = HashMap::new();
+        // A listing reads each venue's record once a page; it never builds
+        // a layout (per-seat work that made one listing of large venues cost
+        // seconds of CPU).
+        let mut venues: HashMap<VenueId, usher_actors::VenueRecord> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
         // The page token follows every row read, even the hidden ones.
         let next_page_token = match (more, events.last()) {
@@ -88,15 +90,13 @@ impl Catalog {
         // A partner or gate scoped to some events sees only those of its organization's unlisted ones.
         events.retain(|e| c.sees(e));
         for e in &events {
-            let layout = match layouts.get(&e.venue_id) {
-                Some(l) => l.clone(),
-                None => {
-                    let l = Arc::new(self.layout_of(e.venue_id).await?.0);
-                    layouts.insert(e.venue_id, l.clone());
-                    l
+            let venue = match venues.entry(e.venue_id) {
+                std::collections::hash_map::Entry::Occupied(v) => v.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(self.ctx.store().get_venue(e.venue_id).await?.ok_or_else(|| venue_not_found(e.venue_id))?)
                 }
             };
-            out.push(convert::event(e, &layout, None));
+            out.push(convert::event(e, (&*venue).into(), None));
         }
         Ok(pb::ListEventsResponse { events: out, next_page_token })
     }
@@ -108,7 +108,7 @@ impl Catalog {
         if !c.sees(&config) {
             return Err(event_not_found(id));
         }
-        Ok(convert::event(&config, &handle.layout, Some(counts)))
+        Ok(convert::event(&config, handle.layout.as_ref().into(), Some(counts)))
     }
 
     pub(crate) async fn seat_map(&self, c: &Caller, event_id: &str) -> Result<pb::SeatMap, ApiError> {
@@ -126,12 +126,7 @@ impl Catalog {
     /// A venue's layout, and the organization that owns it.
     /// The venue's layout, organization and IANA time zone.
     async fn layout_of(&self, venue: VenueId) -> Result<(Layout, OrgId, String), ApiError> {
-        let v = self
-            .ctx
-            .store()
-            .get_venue(venue)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {venue} not found")))?;
+        let v = self.ctx.store().get_venue(venue).await?.ok_or_else(|| venue_not_found(venue))?;
         Ok((Layout::build(&v.spec)?, v.org_id, v.spec.time_zone))
     }
 
@@ -150,7 +145,7 @@ impl Catalog {
         let audit = c.audit(handle.org, self.ctx.now(), action, id, "");
         let out = handle.command_audited(key, cmd, audit).await?;
         match out.result {
-            Ok(_) => Ok(convert::event(&out.config, &out.layout, Some(out.counts))),
+            Ok(_) => Ok(convert::event(&out.config, out.layout.as_ref().into(), Some(out.counts))),
             Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
         }
     }
@@ -174,6 +169,10 @@ impl Catalog {
             Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
         }
     }
+}
+
+fn venue_not_found(venue: VenueId) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {venue} not found"))
 }
 
 fn event_not_found(id: EventId) -> ApiError {
@@ -362,7 +361,7 @@ impl CatalogService for Catalog {
             }
         };
         let stored = self.ctx.store().get_event(id).await.map_err(ApiError::from)?.ok_or_else(|| Status::internal("event vanished"))?;
-        Ok(Response::new(convert::event(&stored, &layout, None)))
+        Ok(Response::new(convert::event(&stored, (&layout).into(), None)))
     }
 
     async fn open_sales(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {

@@ -83,7 +83,28 @@ pub fn counts(c: Counts) -> pb::SeatCounts {
     pb::SeatCounts { available: c.available, held: c.held, sold: c.sold, blocked: c.blocked }
 }
 
-pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
+/// What an event's message says of its venue: read from a built `Layout`
+/// when the event's actor has one, or from the stored venue record when a
+/// listing has none (a listing never builds a layout: that is per-seat work).
+pub struct VenueView<'a> {
+    pub name: &'a str,
+    pub categories: &'a [usher_engine::CategorySpec],
+    pub seat_count: u32,
+}
+
+impl<'a> From<&'a Layout> for VenueView<'a> {
+    fn from(l: &'a Layout) -> VenueView<'a> {
+        VenueView { name: &l.name, categories: &l.categories, seat_count: l.seat_count() as u32 }
+    }
+}
+
+impl<'a> From<&'a usher_actors::VenueRecord> for VenueView<'a> {
+    fn from(v: &'a usher_actors::VenueRecord) -> VenueView<'a> {
+        VenueView { name: &v.spec.name, categories: &v.spec.categories, seat_count: v.seat_count }
+    }
+}
+
+pub fn event(c: &EventConfig, venue: VenueView<'_>, n: Option<Counts>) -> pb::Event {
     pb::Event {
         event_id: c.id.to_string(),
         venue_id: c.venue_id.to_string(),
@@ -96,15 +117,15 @@ pub fn event(c: &EventConfig, layout: &Layout, n: Option<Counts>) -> pb::Event {
         hold_duration_seconds: (c.hold_duration_ms / 1000) as u32,
         hold_seats_max: c.hold_seats_max,
         currency: c.prices.first().map(|p| p.currency.as_str().to_owned()).unwrap_or_default(),
-        prices: layout
+        prices: venue
             .categories
             .iter()
             .zip(&c.prices)
             .map(|(cat, p)| pb::CategoryPrice { category: cat.code.clone(), amount_minor: p.minor })
             .collect(),
-        seat_count: layout.seat_count() as u32,
+        seat_count: venue.seat_count,
         counts: n.map(counts),
-        venue_name: layout.name.clone(),
+        venue_name: venue.name.to_owned(),
         org_id: c.org_id.to_string(),
         time_zone: c.time_zone.clone(),
     }

@@ -126,6 +126,22 @@ pub async fn fresh_pg_database(prefix: &str) -> (String, String) {
     (name, url)
 }
 
+/// Runs `spec` with the URL of a fresh SQLite file, then of a fresh
+/// PostgreSQL database (dropped afterwards): a store spec on both backends.
+pub async fn on_both_backends<F, Fut>(prefix: &str, spec: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = std::env::temp_dir().join(format!("usher-t-{prefix}-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    spec(format!("sqlite://{}", dir.join("usher.db").display())).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (name, url) = fresh_pg_database(prefix).await;
+    spec(url).await;
+    drop_pg_database(&name).await;
+}
+
 /// Drops a database `fresh_pg_database` made (connections are cut).
 pub async fn drop_pg_database(name: &str) {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin().await).await;

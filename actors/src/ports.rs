@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use usher_engine::{
     CustomerId, Decision, EventConfig, EventId, EventStatus, HoldId, IdempotencyKey, Layout, MailKind, Millis, Money, Order, OrderId,
-    OrgId, PaymentId, SeatIdx, Snapshot, TicketId, Transition, VenueId, VenueSpec,
+    OrgId, OrgUsage, PaymentId, SeatIdx, Snapshot, TicketId, Transition, VenueId, VenueSpec,
 };
 
 use crate::identity::AuditEntry;
@@ -171,6 +171,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Created<EventId>, StoreError>>;
     fn get_event(&self, id: EventId) -> BoxFuture<'_, Result<Option<EventConfig>, StoreError>>;
     fn list_events(&self, filter: EventFilter) -> BoxFuture<'_, Result<Vec<EventConfig>, StoreError>>;
+    /// What `org` holds now, for its quotas: venues, their seats, and events
+    /// not cancelled that start after `now` or are on sale.
+    fn org_usage(&self, org: OrgId, now: Millis) -> BoxFuture<'_, Result<OrgUsage, StoreError>>;
     /// Which event a hold belongs to, for calls that name only the hold.
     fn find_hold_event(&self, hold: HoldId) -> BoxFuture<'_, Result<Option<EventId>, StoreError>>;
 

@@ -18,7 +18,7 @@ use usher_actors::{
 };
 use usher_engine::{
     Currency, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, HoldState, IdempotencyKey, IdempotencyRecord, Layout, Millis,
-    Money, OrgId, SeatIdx, Snapshot, VenueId, VenueSpec, limits,
+    Money, OrgId, OrgUsage, SeatIdx, Snapshot, VenueId, VenueSpec, limits,
 };
 
 use crate::commit::{Commit, CommitMeter, ROWS_PER_STATEMENT_MAX};
@@ -420,6 +420,26 @@ macro_rules! sql_store {
                 rows.iter().map(Self::event_from_row).collect()
             }
 
+            async fn do_org_usage(&self, org: OrgId, now: Millis) -> Result<OrgUsage, StoreError> {
+                let (venues, seats): (i64, i64) =
+                    sqlx::query_as("SELECT count(*), CAST(coalesce(sum(seat_count), 0) AS BIGINT) FROM venues WHERE org_id = $1")
+                        .bind(org.to_string())
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                let (events,): (i64,) =
+                    sqlx::query_as(
+                        "SELECT count(*) FROM events WHERE org_id = $1 AND status <> 'cancelled' AND (starts_at > $2 OR status = 'on_sale')",
+                    )
+                        .bind(org.to_string())
+                        .bind(now.0)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                let count = |n: i64| u32::try_from(n).map_err(corrupt);
+                Ok(OrgUsage { venues: count(venues)?, seats: u64::try_from(seats).map_err(corrupt)?, upcoming_events: count(events)? })
+            }
+
             async fn do_find_hold_event(&self, hold: HoldId) -> Result<Option<EventId>, StoreError> {
                 let row = sqlx::query("SELECT event_id FROM holds WHERE id = $1")
                     .bind(hold.to_string())
@@ -580,6 +600,9 @@ macro_rules! sql_store {
             }
             fn list_events(&self, filter: EventFilter) -> BoxFuture<'_, Result<Vec<EventConfig>, StoreError>> {
                 Box::pin(self.do_list_events(filter))
+            }
+            fn org_usage(&self, org: OrgId, now: Millis) -> BoxFuture<'_, Result<OrgUsage, StoreError>> {
+                Box::pin(self.do_org_usage(org, now))
             }
             fn find_hold_event(&self, hold: HoldId) -> BoxFuture<'_, Result<Option<EventId>, StoreError>> {
                 Box::pin(self.do_find_hold_event(hold))

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod limits;
 pub mod money;
 pub mod order;
+pub mod quota;
 pub mod ticket;
 
 pub use identity::*;
@@ -16,6 +17,7 @@ pub use inventory::*;
 pub use layout::*;
 pub use money::*;
 pub use order::*;
+pub use quota::{OrgUsage, Quota, QuotaExceeded, Quotas};
 pub use ticket::*;
 
 #[cfg(test)]

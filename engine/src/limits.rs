@@ -57,6 +57,17 @@ pub const MAILBOX_CAPACITY_MAX: usize = 4_096;
 pub const BATCH_COMMANDS_MAX: usize = 512;
 /// Events that may be loaded (have a live actor) at once on one node.
 pub const EVENTS_LOADED_MAX: usize = 10_000;
+/// Upcoming (not cancelled, not started) events one organization may have,
+/// by default: a twentieth of `EVENTS_LOADED_MAX`, so one tenant cannot fill
+/// a node's actors; a year of two shows a night leaves room to spare.
+pub const UPCOMING_EVENTS_PER_ORG_MAX: u32 = 500;
+/// Venues one organization may have, by default (a touring promoter's
+/// venues; each costs a row and its specification).
+pub const VENUES_PER_ORG_MAX: u32 = 200;
+/// Seats across one organization's venues, by default: ten venues of
+/// `SEATS_PER_EVENT_MAX`. A seat costs memory only while an event on its
+/// venue is loaded, but a venue's layout is built for every such load.
+pub const SEATS_PER_ORG_MAX: u64 = 2_000_000;
 /// Saga writes waiting for the order writer at most (the queue is bounded:
 /// a saga waits for room rather than growing memory).
 pub const ORDER_WRITES_QUEUED_MAX: usize = 4_096;

@@ -39,6 +39,8 @@ pub struct Ctx {
     /// Turns true when the node starts shutting down: open streams end, so
     /// that the server can drain.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// What one organization may hold.
+    pub quotas: usher_engine::Quotas,
 }
 
 impl Ctx {
@@ -138,7 +140,7 @@ impl Application {
         let grpc_addr = listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         Ok(Application {
-            ctx: Ctx { registry, orders, sagas, clock, auth, links, stopping },
+            ctx: Ctx { registry, orders, sagas, clock, auth, links, stopping, quotas: config.quotas },
             demo,
             listener,
             grpc_addr,

@@ -123,6 +123,25 @@ impl Catalog {
         Ok(pb::SeatMap { event_id: id.to_string(), seats, counts: Some(convert::counts(m.counts)) })
     }
 
+    /// Refuses a create that would take `org` past a quota; a retry of a
+    /// create already made (its key is known) is never refused, so it gets
+    /// its first answer. Two creates of one organization at once may both
+    /// pass: a quota may be passed by the creates in flight, which the
+    /// per-caller rate limit keeps few.
+    async fn within_quota(
+        &self,
+        key: &usher_engine::IdempotencyKey,
+        org: OrgId,
+        now: Millis,
+        check: impl FnOnce(&usher_engine::Quotas, &usher_engine::OrgUsage) -> Result<(), usher_engine::QuotaExceeded>,
+    ) -> Result<(), ApiError> {
+        if self.ctx.orders.lookup_command(key.as_str()).await?.is_some() {
+            return Ok(());
+        }
+        let usage = self.ctx.store().org_usage(org, now).await?;
+        Ok(check(&self.ctx.quotas, &usage)?)
+    }
+
     /// A venue's layout, and the organization that owns it.
     /// The venue's layout, organization and IANA time zone.
     async fn layout_of(&self, venue: VenueId) -> Result<(Layout, OrgId, String), ApiError> {
@@ -280,6 +299,8 @@ impl CatalogService for Catalog {
         let fp = fingerprint(1, &req, |r| r.idempotency_key.clear());
         let id = VenueId(uuid::Uuid::new_v4());
         let now = self.ctx.now();
+        let seats = layout.seat_count() as u32;
+        self.within_quota(&key, org, now, |q, usage| q.check_new_venue(usage, seats)).await?;
         let audit = c.audit(org, now, "venue.create", id, format!("{} seats", layout.seat_count()));
         let id = match self.ctx.store().create_venue(&key, fp, id, org, &spec, &layout, now, &audit).await.map_err(ApiError::from)? {
             Created::New(id) | Created::Replayed(id) => id,
@@ -352,6 +373,7 @@ impl CatalogService for Catalog {
         };
         config.validate(&layout).map_err(ApiError::from)?;
         check_printable("name", &config.name)?;
+        self.within_quota(&key, org, now, |q, usage| q.check_new_event(usage)).await?;
         let fp = fingerprint(2, &req, |r| r.idempotency_key.clear());
         let audit = c.audit(org, now, "event.create", config.id, config.name.clone());
         let id = match self.ctx.store().create_event(&key, fp, &config, now, &audit).await.map_err(ApiError::from)? {

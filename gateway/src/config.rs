@@ -59,6 +59,9 @@ pub struct Config {
     pub public_url: String,
     /// Rate limits per kind of caller (`[rates]` in the file).
     pub rates: crate::auth::rate::RateConfig,
+    /// What one organization may hold (`[quotas]` in the file): venues,
+    /// seats across them, upcoming events.
+    pub quotas: usher_engine::Quotas,
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -118,6 +121,7 @@ impl Default for Config {
             access_token_ttl_ms: 15 * 60 * 1000,
             public_url: String::new(),
             rates: crate::auth::rate::RateConfig::default(),
+            quotas: usher_engine::Quotas::default(),
         }
     }
 }

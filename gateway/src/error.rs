@@ -139,6 +139,12 @@ impl From<InvalidInput> for ApiError {
     }
 }
 
+impl From<usher_engine::QuotaExceeded> for ApiError {
+    fn from(e: usher_engine::QuotaExceeded) -> ApiError {
+        ApiError::new(ErrorCode::ResourceExhausted, "QUOTA_EXCEEDED", e.sentence())
+    }
+}
+
 /// An event (or an order of it) that another node serves: retried there.
 fn owned_elsewhere(event_id: usher_engine::EventId) -> ApiError {
     ApiError::new(

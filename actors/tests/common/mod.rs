@@ -26,7 +26,7 @@ use usher_actors::{
 };
 use usher_engine::{
     Command, CustomerId, Event, EventConfig, EventId, EventStatus, Hold, HoldId, IdempotencyKey, IdempotencyRecord, Layout, Millis, OrgId,
-    Reply, SeatIdx, Snapshot, VenueId, VenueSpec, grid_venue, limits,
+    OrgUsage, Reply, SeatIdx, Snapshot, VenueId, VenueSpec, grid_venue, limits,
 };
 
 /// The wall-clock start of paused-time tests.
@@ -311,6 +311,20 @@ impl Store for MemStore {
             out.sort_by_key(|c| (c.starts_at, c.id));
             out.truncate(filter.limit as usize);
             Ok(out)
+        })
+    }
+
+    fn org_usage(&self, org: OrgId, now: Millis) -> BoxFuture<'_, Result<OrgUsage, StoreError>> {
+        Box::pin(async move {
+            let g = self.lock();
+            let mine = g.venues.values().filter(|v| v.org_id == org);
+            let (venues, seats) = mine.fold((0, 0), |(n, s), v| (n + 1, s + u64::from(v.seat_count)));
+            let upcoming = g.events.values().filter(|e| {
+                e.config.org_id == org
+                    && e.config.status != EventStatus::Cancelled
+                    && (e.config.starts_at > now || e.config.status == EventStatus::OnSale)
+            });
+            Ok(OrgUsage { venues, seats, upcoming_events: upcoming.count() as u32 })
         })
     }
 

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 use usher_actors::{CardVault, Clock, Mailer, OrderStore, Registry, RegistryConfig, SagaConfig, SagaDeps, Sagas, Store};
 use usher_engine::{Millis, SigningKey};
@@ -58,6 +57,7 @@ pub struct Application {
     grpc_addr: SocketAddr,
     http_listener: TcpListener,
     http_addr: SocketAddr,
+    conn_limits: crate::conns::ConnLimits,
     registry_join: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
     postman: ractor::ActorRef<usher_actors::postman::PostmanMsg>,
@@ -146,6 +146,7 @@ impl Application {
             grpc_addr,
             http_listener,
             http_addr,
+            conn_limits: config.conn_limits(),
             registry_join,
             stop,
             postman,
@@ -179,37 +180,41 @@ impl Application {
             .register_encoded_file_descriptor_set(usher_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let catalog = CatalogServiceServer::new(Catalog { ctx: self.ctx.clone() });
-        let inventory = InventoryServiceServer::new(Inventory { ctx: self.ctx.clone() });
         let orders = Orders { ctx: self.ctx.clone() };
-        let stop = self.stop;
-        let shutdown = async move {
-            shutdown.await;
-            info!("shutting down: no new calls; finishing the ones in flight");
-            let _ = stop.send(true);
-        };
-        let mut http_stopping = self.ctx.stopping.clone();
-        let router = crate::http::router(self.ctx.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http = axum::serve(self.http_listener, router).with_graceful_shutdown(async move {
-            let _ = http_stopping.wait_for(|s| *s).await;
-        });
-        let doors = crate::doors::GrpcAuthLayer { auth: self.ctx.auth.clone(), clock: self.ctx.clock.clone() };
-        let grpc = tonic::transport::Server::builder()
-            .layer(doors)
+        // Every service takes and sends messages up to the same sizes.
+        macro_rules! sized {
+            ($server:expr) => {
+                $server
+                    .max_decoding_message_size(crate::limits::GRPC_DECODING_BYTES_MAX)
+                    .max_encoding_message_size(crate::limits::GRPC_ENCODING_BYTES_MAX)
+            };
+        }
+        let mut routes = tonic::service::Routes::builder();
+        routes
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(catalog)
-            .add_service(inventory)
-            .add_service(OrderingServiceServer::new(orders.clone()))
-            .add_service(PaymentServiceServer::new(orders.clone()))
-            .add_service(FulfillmentServiceServer::new(orders.clone()))
-            .add_service(CheckInServiceServer::new(orders))
-            .add_service(IdentityServiceServer::new(Identity { ctx: self.ctx.clone() }))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
-        let (g, h) = tokio::join!(grpc, async { http.await });
-        g?;
-        h?;
+            .add_service(sized!(CatalogServiceServer::new(Catalog { ctx: self.ctx.clone() })))
+            .add_service(sized!(InventoryServiceServer::new(Inventory { ctx: self.ctx.clone() })))
+            .add_service(sized!(OrderingServiceServer::new(orders.clone())))
+            .add_service(sized!(PaymentServiceServer::new(orders.clone())))
+            .add_service(sized!(FulfillmentServiceServer::new(orders.clone())))
+            .add_service(sized!(CheckInServiceServer::new(orders)))
+            .add_service(sized!(IdentityServiceServer::new(Identity { ctx: self.ctx.clone() })));
+        let doors = crate::doors::GrpcAuthLayer { auth: self.ctx.auth.clone(), clock: self.ctx.clock.clone() };
+        let grpc = tower::Layer::layer(&doors, routes.routes().prepare());
+        let stop = self.stop;
+        tokio::spawn(async move {
+            shutdown.await;
+            info!("shutting down: no new calls; finishing the ones in flight");
+            let _ = stop.send(true);
+        });
+        let router = crate::http::router(self.ctx.clone());
+        let stopping = self.ctx.stopping.clone();
+        tokio::join!(
+            crate::conns::serve_grpc(self.listener, grpc, self.conn_limits.clone(), stopping.clone()),
+            crate::conns::serve_http(self.http_listener, router, self.conn_limits, stopping),
+        );
         // The server no longer accepts and every in-flight call has its
         // answer: now let each actor finish its batch and stop.
         self.postman.stop(Some("shutdown".into()));

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::limits;
+
 /// `Debug` is written by hand: the database and SMTP URLs may carry
 /// passwords, which never print.
 #[derive(Clone, Deserialize, PartialEq)]
@@ -57,6 +59,15 @@ pub struct Config {
     /// The storefront's URL as people reach it, for the order links in
     /// emails (default: `http://` and the HTTP listener's address).
     pub public_url: String,
+    /// Open connections per door; past the cap a new one is closed at once.
+    pub http_connections_max: usize,
+    pub grpc_connections_max: usize,
+    /// Time for an HTTP request's head, and for an idle keep-alive connection.
+    pub http_header_read_ms: u64,
+    /// Time for an HTTP request's whole body, from its head.
+    pub http_body_ms: u64,
+    /// A gRPC connection with no call in flight this long is closed.
+    pub grpc_idle_ms: u64,
     /// Rate limits per kind of caller (`[rates]` in the file).
     pub rates: crate::auth::rate::RateConfig,
     /// What one organization may hold (`[quotas]` in the file): venues,
@@ -120,6 +131,11 @@ impl Default for Config {
             token_audience: "usher".into(),
             access_token_ttl_ms: 15 * 60 * 1000,
             public_url: String::new(),
+            http_connections_max: limits::HTTP_CONNECTIONS_MAX_DEFAULT,
+            grpc_connections_max: limits::GRPC_CONNECTIONS_MAX_DEFAULT,
+            http_header_read_ms: limits::HTTP_HEADER_READ_MS_DEFAULT,
+            http_body_ms: limits::HTTP_BODY_MS_DEFAULT,
+            grpc_idle_ms: limits::GRPC_IDLE_MS_DEFAULT,
             rates: crate::auth::rate::RateConfig::default(),
             quotas: usher_engine::Quotas::default(),
         }
@@ -199,10 +215,39 @@ impl Config {
         if let Some(v) = env("USHER_TOKEN_AUDIENCE") {
             c.token_audience = v;
         }
+        let count = |name: &str, v: String| num(name, v).map(|n| n.clamp(1, u64::from(u32::MAX)) as usize);
+        if let Some(v) = env("USHER_HTTP_CONNECTIONS_MAX") {
+            c.http_connections_max = count("USHER_HTTP_CONNECTIONS_MAX", v)?;
+        }
+        if let Some(v) = env("USHER_GRPC_CONNECTIONS_MAX") {
+            c.grpc_connections_max = count("USHER_GRPC_CONNECTIONS_MAX", v)?;
+        }
+        if let Some(v) = env("USHER_HTTP_HEADER_READ_MS") {
+            c.http_header_read_ms = num("USHER_HTTP_HEADER_READ_MS", v)?;
+        }
+        if let Some(v) = env("USHER_HTTP_BODY_MS") {
+            c.http_body_ms = num("USHER_HTTP_BODY_MS", v)?;
+        }
+        if let Some(v) = env("USHER_GRPC_IDLE_MS") {
+            c.grpc_idle_ms = num("USHER_GRPC_IDLE_MS", v)?;
+        }
         if let Some(v) = env("USHER_RENDER_WORKERS") {
             c.render_workers = num("USHER_RENDER_WORKERS", v)?.clamp(1, 64) as usize;
         }
         Ok(c)
+    }
+
+    /// The caps and timeouts of both doors' connections (zero times and
+    /// caps are raised to the least that works: 1 ms, one connection).
+    pub fn conn_limits(&self) -> crate::conns::ConnLimits {
+        let ms = |n: u64| std::time::Duration::from_millis(n.max(1));
+        crate::conns::ConnLimits {
+            http_connections_max: self.http_connections_max.max(1),
+            http_header_read: ms(self.http_header_read_ms),
+            http_body: ms(self.http_body_ms),
+            grpc_connections_max: self.grpc_connections_max.max(1),
+            grpc_idle: ms(self.grpc_idle_ms),
+        }
     }
 
     /// The token and rate settings.

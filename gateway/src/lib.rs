@@ -7,6 +7,7 @@ pub mod auth;
 pub mod catalog;
 pub mod client;
 pub mod config;
+pub mod conns;
 pub mod convert;
 pub mod demo;
 pub mod doors;

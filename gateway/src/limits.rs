@@ -57,3 +57,49 @@ pub const KEY_RELOAD_MS_MIN: i64 = 5_000;
 pub const ORDER_LINK_SECRET_BYTES: usize = 16;
 /// Callers tracked per rate limiter before idle ones are dropped early.
 pub const RATE_KEYS_MAX: usize = 100_000;
+
+// ---- connections (both doors; the `_DEFAULT`s are settings in `Config`)
+
+/// Open HTTP connections per node. A browser opens up to six; the readers
+/// target is 10,000 open storefront streams on one node. Past the cap a new
+/// connection is closed at once. The process's file-descriptor limit must
+/// exceed this plus `GRPC_CONNECTIONS_MAX_DEFAULT` plus the store's.
+pub const HTTP_CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// Open gRPC connections per node: partners, box offices and gates send
+/// many calls over a few connections each.
+pub const GRPC_CONNECTIONS_MAX_DEFAULT: usize = 1_000;
+/// Time for a request's head, from when the connection starts waiting for
+/// it. hyper starts the same timer when a keep-alive connection falls idle,
+/// so this is also the HTTP idle timeout. A browser sends its head in one
+/// packet; 10 s is ample on a slow mobile link.
+pub const HTTP_HEADER_READ_MS_DEFAULT: u64 = 10_000;
+/// Time for a request's whole body, from its head: the largest body axum
+/// takes (2 MiB) at 70 KiB/s. A body sent at 1 byte/s is cut off here.
+pub const HTTP_BODY_MS_DEFAULT: u64 = 30_000;
+/// A gRPC connection with no call in flight for this long gets GOAWAY
+/// (clients reconnect on their next call); a client that never finishes its
+/// HTTP/2 handshake is idle too.
+pub const GRPC_IDLE_MS_DEFAULT: u64 = 60_000;
+/// After an idle GOAWAY, how long a connection may take to close before it
+/// is dropped (a client stuck in its handshake never answers).
+pub const GRPC_CLOSE_GRACE_MS: u64 = 5_000;
+/// An HTTP/2 PING every 20 s with 10 s to answer: a client that vanished
+/// without closing goes within half a minute.
+pub const GRPC_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
+pub const GRPC_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+/// Silence before TCP keepalive probes start, on both doors: finds peers
+/// gone without a FIN where no HTTP/2 PING runs (the HTTP door).
+pub const TCP_KEEPALIVE_MS: u64 = 60_000;
+/// Calls at once on one gRPC connection: RFC 9113 asks for no fewer than 100.
+pub const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 100;
+/// Largest gRPC message received: gRPC's default of 4 MiB (a venue at
+/// `SECTIONS_PER_VENUE_MAX` is a few hundred KiB).
+pub const GRPC_DECODING_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest gRPC message sent: above the 10 MB seat map of a 200,000-seat
+/// event, which has to fit until the map is split.
+pub const GRPC_ENCODING_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Wait after a failed accept (out of file descriptors), doubling from the
+/// first to the last: the waiting connection keeps the listener readable,
+/// so retrying at once would spin a core.
+pub const ACCEPT_BACKOFF_MS_MIN: u64 = 10;
+pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;

@@ -1,0 +1,256 @@
+//! Connections at both doors: one accept loop with a cap on open
+//! connections and a back-off when accepting fails, then each connection
+//! served by hyper with the timeouts of `limits.rs` (operators set the
+//! `_DEFAULT`s in `Config`). Nothing here knows about requests' meaning.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::ServiceExt as _;
+use tracing::{debug, warn};
+
+use crate::limits::{
+    ACCEPT_BACKOFF_MS_MAX, ACCEPT_BACKOFF_MS_MIN, GRPC_CLOSE_GRACE_MS, GRPC_KEEPALIVE_INTERVAL_MS, GRPC_KEEPALIVE_TIMEOUT_MS,
+    GRPC_STREAMS_PER_CONNECTION_MAX, TCP_KEEPALIVE_MS,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The caps and timeouts an operator sets.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    pub http_connections_max: usize,
+    /// Also the HTTP idle timeout (see `HTTP_HEADER_READ_MS_DEFAULT`).
+    pub http_header_read: Duration,
+    pub http_body: Duration,
+    pub grpc_connections_max: usize,
+    pub grpc_idle: Duration,
+}
+
+/// Serves the storefront and JSON API until `stopping` turns true, then
+/// lets every open connection finish its request.
+pub async fn serve_http(listener: TcpListener, router: axum::Router, limits: ConnLimits, stopping: watch::Receiver<bool>) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.http_header_read);
+    let body_time = limits.http_body;
+    accept_loop(listener, limits.http_connections_max, "http", stopping.clone(), |stream, peer, permit| {
+        let router = router.clone();
+        let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(axum::extract::ConnectInfo(peer));
+            let body = axum::body::Body::new(Deadline { inner: body, at: Box::pin(tokio::time::sleep(body_time)) });
+            router.clone().oneshot(http::Request::from_parts(parts, body))
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::spawn(run_conn(conn, permit, stopping.clone(), std::future::pending(), None));
+    })
+    .await;
+}
+
+/// Serves gRPC (HTTP/2 only) until `stopping` turns true, then lets every
+/// open call finish. A connection with no call in flight for `grpc_idle`
+/// gets GOAWAY.
+pub async fn serve_grpc<S>(listener: TcpListener, grpc: S, limits: ConnLimits, stopping: watch::Receiver<bool>)
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(ms(GRPC_KEEPALIVE_INTERVAL_MS)))
+        .keep_alive_timeout(ms(GRPC_KEEPALIVE_TIMEOUT_MS))
+        .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION_MAX);
+    let idle = limits.grpc_idle;
+    accept_loop(listener, limits.grpc_connections_max, "grpc", stopping.clone(), |stream, peer, permit| {
+        let info = tonic::transport::server::TcpConnectInfo { local_addr: stream.local_addr().ok(), remote_addr: Some(peer) };
+        let (busy, calls) = watch::channel(0usize);
+        let busy = Arc::new(busy);
+        let grpc = grpc.clone();
+        let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(info.clone());
+            let call = InFlight::enter(&busy);
+            let answer = grpc.clone().oneshot(req.map(tonic::body::Body::new));
+            // The call is in flight until its answer's last frame is sent.
+            async move { answer.await.map(|res| res.map(|inner| tonic::body::Body::new(Held { inner, _call: call }))) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::spawn(run_conn(conn, permit, stopping.clone(), idle_for(calls, idle), Some(ms(GRPC_CLOSE_GRACE_MS))));
+    })
+    .await;
+}
+
+/// Drives one connection, holding its place under the cap. When the node
+/// stops, or `idle` resolves, it is closed gracefully: calls in flight
+/// finish; after an idle close it gets at most `grace` to do so.
+async fn run_conn<C: GracefulConnection>(
+    conn: C,
+    _permit: OwnedSemaphorePermit,
+    mut stopping: watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
+    grace: Option<Duration>,
+) {
+    let mut conn = std::pin::pin!(conn);
+    let stop = tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopping.wait_for(|s| *s) => true,
+        () = idle => false,
+    };
+    conn.as_mut().graceful_shutdown();
+    match grace {
+        Some(grace) if !stop => {
+            let _ = tokio::time::timeout(grace, conn).await;
+        }
+        _ => {
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Accepts until `stopping` turns true and hands each connection to `serve`
+/// with a permit held for its life; past `cap` open connections a new one
+/// is closed at once, while the open ones carry on. When accepting fails
+/// (out of file descriptors) it waits, doubling from
+/// `ACCEPT_BACKOFF_MS_MIN` to `_MAX`, rather than retrying at once. On stop
+/// it returns once every connection has closed.
+async fn accept_loop(
+    listener: TcpListener,
+    cap: usize,
+    door: &'static str,
+    mut stopping: watch::Receiver<bool>,
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) {
+    let slots = Arc::new(Semaphore::new(cap));
+    let keepalive = socket2::TcpKeepalive::new().with_time(ms(TCP_KEEPALIVE_MS));
+    let mut backoff = ms(ACCEPT_BACKOFF_MS_MIN);
+    loop {
+        let accepted = tokio::select! {
+            _ = stopping.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ms(ACCEPT_BACKOFF_MS_MIN);
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    debug!(door, %peer, cap, "connection closed: at the connection cap");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+                serve(stream, peer, permit);
+            }
+            // The peer gave up before we took its connection: nothing to wait for.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) => {}
+            Err(e) => {
+                if backoff == ms(ACCEPT_BACKOFF_MS_MIN) {
+                    warn!(door, error = %e, "accepting a connection failed; retrying with back-off");
+                }
+                tokio::select! {
+                    _ = stopping.wait_for(|s| *s) => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ms(ACCEPT_BACKOFF_MS_MAX));
+            }
+        }
+    }
+    drop(listener);
+    // Every connection holds a permit until it closes.
+    let _ = slots.acquire_many(u32::try_from(cap).unwrap_or(u32::MAX)).await;
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One call in flight on a gRPC connection (counted in its watch).
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn enter(calls: &Arc<watch::Sender<usize>>) -> InFlight {
+        calls.send_modify(|n| *n += 1);
+        InFlight(calls.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Resolves once no call has been in flight for `idle`.
+async fn idle_for(mut calls: watch::Receiver<usize>, idle: Duration) {
+    loop {
+        if calls.wait_for(|n| *n == 0).await.is_err() {
+            return;
+        }
+        if tokio::time::timeout(idle, calls.wait_for(|n| *n > 0)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A response body that keeps its call counted while it is sent.
+struct Held<B> {
+    inner: B,
+    _call: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that fails once its deadline passes before its end: a
+/// client that sends slowly is cut off.
+struct Deadline<B> {
+    inner: B,
+    at: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> Body for Deadline<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.at.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err("the request body took too long".into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -84,14 +84,47 @@ where
         let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
             let call = InFlight::enter(&busy);
+            let deadline = grpc_deadline(req.headers());
             let answer = grpc.clone().oneshot(req.map(tonic::body::Body::new));
             // The call is in flight until its answer's last frame is sent.
-            async move { answer.await.map(|res| res.map(|inner| tonic::body::Body::new(Held { inner, _call: call }))) }
+            async move {
+                let answer = match deadline {
+                    None => answer.await,
+                    Some(d) => match tokio::time::timeout(d, answer).await {
+                        Ok(a) => a,
+                        Err(_) => Ok(tonic::Status::deadline_exceeded("the call's deadline passed before it was answered").into_http()),
+                    },
+                };
+                answer.map(|res| res.map(|inner| tonic::body::Body::new(Held { inner, _call: call })))
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         tokio::spawn(run_conn(conn, permit, stopping.clone(), idle_for(calls, idle), Some(ms(GRPC_CLOSE_GRACE_MS))));
     })
     .await;
+}
+
+/// A call's deadline from its `grpc-timeout` header, as gRPC over HTTP/2
+/// defines it (PROTOCOL-HTTP2.md: at most 8 ASCII digits, then a unit, `H`
+/// `M` `S` `m` `u` or `n`); none when absent or malformed. The server stops
+/// waiting for the answer when it passes (DEADLINE_EXCEEDED), as tonic's own
+/// server does, so an abandoned call does not go on holding its stream.
+fn grpc_deadline(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3_600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Drives one connection, holding its place under the cap. When the node
@@ -252,5 +285,29 @@ where
     }
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_as_the_protocol_writes_them() {
+        let deadline = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_deadline(&h)
+        };
+        assert_eq!(deadline("2H"), Some(Duration::from_secs(7_200)));
+        assert_eq!(deadline("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(deadline("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(deadline("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(deadline("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(deadline("5n"), Some(Duration::from_nanos(5)));
+        for bad in ["", "S", "123456789S", "10s", "1.5S", "-1S", "10"] {
+            assert_eq!(deadline(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_deadline(&http::HeaderMap::new()), None);
     }
 }

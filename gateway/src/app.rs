@@ -40,6 +40,8 @@ pub struct Ctx {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// What one organization may hold.
     pub quotas: usher_engine::Quotas,
+    /// The node's live seat feeds, under their caps.
+    pub streams: Arc<crate::streams::StreamSlots>,
 }
 
 impl Ctx {
@@ -140,7 +142,20 @@ impl Application {
         let grpc_addr = listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         Ok(Application {
-            ctx: Ctx { registry, orders, sagas, clock, auth, links, stopping, quotas: config.quotas },
+            ctx: Ctx {
+                registry,
+                orders,
+                sagas,
+                clock,
+                auth,
+                links,
+                stopping,
+                quotas: config.quotas,
+                streams: Arc::new(crate::streams::StreamSlots::new(
+                    config.seat_streams_per_node_max.max(1),
+                    config.seat_streams_per_client_max.max(1),
+                )),
+            },
             demo,
             listener,
             grpc_addr,

@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use prost::Message;
-use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use usher_actors::{Created, EventFilter, EventHandle, Visibility};
 use usher_engine::{
@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::doors::caller;
 use crate::error::{ApiError, ErrorCode};
+use crate::streams::FeedItem;
 
 pub struct Catalog {
     pub ctx: Ctx,
@@ -121,6 +122,25 @@ impl Catalog {
         let seats =
             m.seats.iter().enumerate().map(|(i, &s)| convert::seat(&m.layout, &m.config, usher_engine::SeatIdx(i as u32), s)).collect();
         Ok(pb::SeatMap { event_id: id.to_string(), seats, counts: Some(convert::counts(m.counts)) })
+    }
+
+    /// A live feed of the event's seats for `c` (see `crate::streams`):
+    /// refused past the stream caps, and for an event `c` may not see.
+    pub(crate) async fn seat_feed(
+        &self,
+        c: &Caller,
+        event_id: &str,
+    ) -> Result<(EventHandle, tokio::sync::mpsc::Receiver<Result<FeedItem, ApiError>>), ApiError> {
+        let id = convert::event_id(event_id)?;
+        let handle = self.ctx.registry.event(id).await?;
+        if !c.sees(&handle.summary().await?.0) {
+            return Err(event_not_found(id));
+        }
+        let slot = self.ctx.streams.take(c)?;
+        // Subscribe before the snapshot so no change falls between the two.
+        let changes = self.ctx.registry.subscribe(id).await?;
+        let feed = crate::streams::seat_feed(handle.clone(), changes, self.ctx.stopping.clone(), slot).await?;
+        Ok((handle, feed))
     }
 
     /// Refuses a create that would take `org` past a quota; a retry of a
@@ -440,72 +460,27 @@ impl CatalogService for Catalog {
 
     async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {
         let c = caller(&req)?;
-        let id = convert::event_id(&req.get_ref().event_id)?;
-        let handle = self.ctx.registry.event(id).await.map_err(ApiError::from)?;
-        if !c.sees(&handle.summary().await.map_err(ApiError::from)?.0) {
-            return Err(event_not_found(id).into());
-        }
-        // Subscribe before the snapshot so no change falls between the two.
-        let mut rx = self.ctx.registry.subscribe(id).await.map_err(ApiError::from)?;
-        let (tx, out) = tokio::sync::mpsc::channel::<Result<pb::SeatChanges, Status>>(16);
-        let snapshot = move |m: usher_actors::SeatMapView| pb::SeatChanges {
-            event_id: id.to_string(),
-            changes: m
-                .seats
-                .iter()
-                .enumerate()
-                .map(|(i, &s)| pb::SeatStatusChange {
-                    seat_id: m.layout.label(usher_engine::SeatIdx(i as u32)),
-                    status: convert::seat_status(s) as i32,
-                })
-                .collect(),
-            counts: Some(convert::counts(m.counts)),
-            snapshot: true,
-        };
-        let first = snapshot(handle.seat_map().await.map_err(ApiError::from)?);
-        let mut stopping = self.ctx.stopping.clone();
-        tokio::spawn(async move {
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            loop {
-                let next = tokio::select! {
-                    r = rx.recv() => Some(r),
-                    _ = stopping.wait_for(|s| *s) => None,
-                };
-                let Some(next) = next else {
-                    let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again elsewhere"))).await;
-                    return;
-                };
-                let msg = match next {
-                    Ok(c) => pb::SeatChanges {
-                        event_id: id.to_string(),
-                        changes: c
-                            .seats
-                            .iter()
-                            .map(|&(s, st)| pb::SeatStatusChange {
-                                seat_id: handle.layout.label(s),
-                                status: convert::seat_status(st) as i32,
-                            })
-                            .collect(),
-                        counts: Some(convert::counts(c.counts)),
-                        snapshot: false,
-                    },
-                    // A slow watcher missed changes: send the whole map again.
-                    Err(RecvError::Lagged(_)) => match handle.seat_map().await {
-                        Ok(m) => snapshot(m),
-                        Err(e) => {
-                            let _ = tx.send(Err(ApiError::from(e).into())).await;
-                            return;
-                        }
-                    },
-                    Err(RecvError::Closed) => return,
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
+        let (handle, feed) = self.seat_feed(&c, &req.get_ref().event_id).await?;
+        let id = handle.event_id.to_string();
+        let label = move |s: usher_engine::SeatIdx| handle.layout.label(s);
+        let out = tokio_stream::wrappers::ReceiverStream::new(feed).map(move |item| {
+            let (changes, counts, snapshot) = match item.map_err(Status::from)? {
+                FeedItem::Snapshot(m) => {
+                    let changes = m.seats.iter().enumerate().map(|(i, &s)| (usher_engine::SeatIdx(i as u32), s)).collect::<Vec<_>>();
+                    (changes, m.counts, true)
                 }
-            }
+                FeedItem::Changes(c) => (c.seats.clone(), c.counts, false),
+            };
+            Ok(pb::SeatChanges {
+                event_id: id.clone(),
+                changes: changes
+                    .into_iter()
+                    .map(|(s, st)| pb::SeatStatusChange { seat_id: label(s), status: convert::seat_status(st) as i32 })
+                    .collect(),
+                counts: Some(convert::counts(counts)),
+                snapshot,
+            })
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(out)))
     }
 }

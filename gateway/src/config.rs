@@ -68,6 +68,10 @@ pub struct Config {
     pub http_body_ms: u64,
     /// A gRPC connection with no call in flight this long is closed.
     pub grpc_idle_ms: u64,
+    /// Live seat feeds (`WatchSeats`, the storefront's server-sent events)
+    /// one client, and the whole node, may hold open.
+    pub seat_streams_per_client_max: usize,
+    pub seat_streams_per_node_max: usize,
     /// Rate limits per kind of caller (`[rates]` in the file).
     pub rates: crate::auth::rate::RateConfig,
     /// What one organization may hold (`[quotas]` in the file): venues,
@@ -136,6 +140,8 @@ impl Default for Config {
             http_header_read_ms: limits::HTTP_HEADER_READ_MS_DEFAULT,
             http_body_ms: limits::HTTP_BODY_MS_DEFAULT,
             grpc_idle_ms: limits::GRPC_IDLE_MS_DEFAULT,
+            seat_streams_per_client_max: limits::SEAT_STREAMS_PER_CLIENT_MAX,
+            seat_streams_per_node_max: limits::SEAT_STREAMS_PER_NODE_MAX,
             rates: crate::auth::rate::RateConfig::default(),
             quotas: usher_engine::Quotas::default(),
         }

@@ -100,6 +100,7 @@ pub const HTTP: &[(&str, &[Who])] = &[
     ("GET /api/events", ANYONE),
     ("GET /api/events/{id}", ANYONE),
     ("GET /api/events/{id}/seats", ANYONE),
+    ("GET /api/events/{id}/seats/live", ANYONE),
     ("POST /api/events/{id}/holds", HOLDS),
     ("GET /api/holds/{id}", HOLD_READ),
     ("DELETE /api/holds/{id}", HOLDS),

@@ -54,6 +54,7 @@ pub fn router(ctx: Ctx) -> Router {
         .add("GET", "/api/events", get(list_events))
         .add("GET", "/api/events/{id}", get(get_event))
         .add("GET", "/api/events/{id}/seats", get(seat_map))
+        .add("GET", "/api/events/{id}/seats/live", get(live_seats))
         .add("POST", "/api/events/{id}/holds", post(create_hold))
         .add("GET", "/api/holds/{id}", get(get_hold))
         .add("DELETE", "/api/holds/{id}", axum::routing::delete(release_hold))
@@ -100,21 +101,26 @@ struct ErrorJson {
     seats: Vec<String>,
 }
 
+/// The name of a code in a JSON error body (gRPC's names).
+fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+        ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+        ErrorCode::NotFound => "NOT_FOUND",
+        ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+        ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+        ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+        ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        ErrorCode::Aborted => "ABORTED",
+        ErrorCode::Unavailable => "UNAVAILABLE",
+        ErrorCode::Internal => "INTERNAL",
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let code = match self.code {
-            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
-            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
-            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
-            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
-            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            ErrorCode::Aborted => "ABORTED",
-            ErrorCode::Unavailable => "UNAVAILABLE",
-            ErrorCode::Internal => "INTERNAL",
-        };
+        let code = code_name(self.code);
         let retry_after = self.retry_after_s;
         let mut r = (status, Json(ErrorBody { error: ErrorJson { code, reason: self.reason, message: self.message, seats: self.seats } }))
             .into_response();
@@ -369,6 +375,76 @@ async fn seat_map(State(h): State<Http>, Extension(c): Ext, Path(id): Path<Strin
             })
             .collect(),
     }))
+}
+
+/// The first event of a live feed, and again after the watcher lagged:
+/// every seat's state as one character, in the seat map's order (`0`
+/// available, `1` held, `2` sold, `3` blocked), so that a 200,000-seat
+/// event's snapshot is 200 KB.
+#[derive(Serialize)]
+struct SnapshotJson {
+    counts: CountsJson,
+    status: String,
+}
+
+#[derive(Serialize)]
+struct SeatStatusJson {
+    seat_id: String,
+    status: &'static str,
+}
+
+/// The seats one committed batch changed.
+#[derive(Serialize)]
+struct ChangesJson {
+    counts: CountsJson,
+    seats: Vec<SeatStatusJson>,
+}
+
+fn state_name(s: usher_engine::SeatState) -> &'static str {
+    match s {
+        usher_engine::SeatState::Available => "available",
+        usher_engine::SeatState::Held => "held",
+        usher_engine::SeatState::Sold => "sold",
+        usher_engine::SeatState::Blocked => "blocked",
+    }
+}
+
+/// The event's seats, live, as server-sent events
+/// (<https://html.spec.whatwg.org/multipage/server-sent-events.html>):
+/// `snapshot` (`SnapshotJson`) first and whenever the watcher fell behind,
+/// `changes` (`ChangesJson`) for every committed batch, and `error` (the
+/// JSON error body) before the server ends the feed. The same feed as
+/// `WatchSeats`, under the same caps (429 past them).
+async fn live_seats(
+    State(h): State<Http>,
+    Extension(c): Ext,
+    Path(id): Path<String>,
+) -> Result<axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt as _;
+    let (handle, feed) = h.catalog.seat_feed(&c, &id).await?;
+    let event = move |item: Result<crate::streams::FeedItem, ApiError>| {
+        let made = match item {
+            Ok(crate::streams::FeedItem::Snapshot(m)) => Event::default().event("snapshot").json_data(SnapshotJson {
+                counts: crate::convert::counts(m.counts).into(),
+                status: m.seats.iter().map(|&s| char::from(b'0' + s as u8)).collect(),
+            }),
+            Ok(crate::streams::FeedItem::Changes(ch)) => Event::default().event("changes").json_data(ChangesJson {
+                counts: crate::convert::counts(ch.counts).into(),
+                seats: ch.seats.iter().map(|&(s, st)| SeatStatusJson { seat_id: handle.layout.label(s), status: state_name(st) }).collect(),
+            }),
+            Err(e) => Event::default().event("error").json_data(ErrorJson {
+                code: code_name(e.code),
+                reason: e.reason,
+                message: e.message,
+                seats: e.seats,
+            }),
+        };
+        // Serializing these types cannot fail; an empty comment keeps the feed well-formed if it ever did.
+        Ok(made.unwrap_or_else(|_| Event::default().comment("")))
+    };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(feed).map(event);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(crate::limits::SEAT_FEED_KEEPALIVE_S))))
 }
 
 #[derive(Deserialize)]

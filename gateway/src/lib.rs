@@ -18,6 +18,7 @@ pub mod identity;
 pub mod inventory;
 pub mod limits;
 pub mod orders;
+pub mod streams;
 
 pub use app::Application;
 pub use config::Config;

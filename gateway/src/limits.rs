@@ -27,6 +27,24 @@ pub const NAME_BYTES_MAX: usize = 200;
 /// Audit entries per page.
 pub const AUDIT_PAGE_MAX: u32 = 500;
 
+// ---- live seat feeds (WatchSeats, server-sent events)
+
+/// Seat feeds one client may hold open by default (`seat_streams_per_client_max`):
+/// a few tabs of a few events each. A
+/// client is a signed-in principal, or an address for anonymous callers and
+/// guests (who can mint identities); an office behind one address shares it.
+pub const SEAT_STREAMS_PER_CLIENT_MAX: usize = 32;
+/// Seat feeds one node holds open by default (`seat_streams_per_node_max`):
+/// twice the target of 10,000 open
+/// storefront pages, each a few KiB while it waits.
+pub const SEAT_STREAMS_PER_NODE_MAX: usize = 20_000;
+/// Feed items waiting for a slow watcher before the feed waits too (it then
+/// falls behind the event's broadcast and is sent a fresh snapshot).
+pub const SEAT_FEED_QUEUED_MAX: usize = 16;
+/// Seconds between keep-alive comments on an idle server-sent-event feed,
+/// so proxies and the HTTP idle timeout do not cut it.
+pub const SEAT_FEED_KEEPALIVE_S: u64 = 15;
+
 // ---- credentials
 
 /// Shortest and longest password accepted at registration (NIST SP 800-63B

@@ -411,3 +411,22 @@ async fn a_guest_buys_and_opens_the_order_from_the_emailed_link() {
     let _ = std::fs::remove_dir_all(&tmp);
     app.stop().await;
 }
+
+/// The storefront follows the seat map through the live feed (server-sent
+/// events): another customer's hold shows on the open page with no
+/// seat-map poll meanwhile. (How long it took is printed, not asserted:
+/// machines are noisy; the page's own fallback poll is every 2 s, so a
+/// change shown without a poll came through the feed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storefront_shows_another_customers_hold_through_the_live_feed() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    create_event(&app, 2, 5, 12).await;
+    let seen = run_browser("live.mjs", &app, &["B-3-4"]).await;
+    eprintln!("live feed: the hold showed after {} ms", seen["shown_after_ms"]);
+    assert_eq!(seen["class_before"], "available");
+    assert_eq!(seen["hold_status"], 201, "{seen}");
+    assert_eq!(seen["polls_meanwhile"], 0, "the change came through the feed, not a poll: {seen}");
+    assert_eq!(seen["live"], "open");
+    assert_eq!(seen["page_errors"], serde_json::json!([]));
+    app.stop().await;
+}

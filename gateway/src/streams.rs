@@ -1,0 +1,168 @@
+//! Live seat feeds (`WatchSeats` over gRPC, server-sent events over HTTP):
+//! one place that opens them, bounds them and ends them.
+//!
+//! A feed is a snapshot of the event's seats, then every committed change.
+//! It holds no backlog: changes wait in a bounded channel, and a watcher
+//! that falls behind the event's broadcast is sent a fresh snapshot instead
+//! of what it missed, so a slow reader costs one snapshot, never a queue.
+//! Each feed holds a slot: at most `SEAT_STREAMS_PER_CLIENT_MAX` per client
+//! (a signed-in principal, or an address for anonymous callers and guests,
+//! who can mint identities) and `SEAT_STREAMS_PER_NODE_MAX` per node; past
+//! either a new feed is refused with RESOURCE_EXHAUSTED / 429.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use usher_actors::{EventHandle, SeatChange, SeatMapView};
+use usher_engine::Principal;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorCode};
+use crate::limits::SEAT_FEED_QUEUED_MAX;
+
+/// One item of a seat feed.
+pub enum FeedItem {
+    /// Every seat's state: the first item, and again after the watcher lagged.
+    Snapshot(Box<SeatMapView>),
+    /// The seats one committed batch changed.
+    Changes(Arc<SeatChange>),
+}
+
+/// The node's feed slots. Cheap to share (`Arc`).
+pub struct StreamSlots {
+    node: Arc<Semaphore>,
+    per_client: Mutex<HashMap<String, usize>>,
+    per_client_max: usize,
+}
+
+/// A feed's place under both caps, given back when the feed ends.
+pub struct StreamSlot {
+    _node: OwnedSemaphorePermit,
+    client: String,
+    slots: Arc<StreamSlots>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut map = self.slots.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl StreamSlots {
+    pub fn new(per_node: usize, per_client: usize) -> StreamSlots {
+        StreamSlots { node: Arc::new(Semaphore::new(per_node)), per_client: Mutex::default(), per_client_max: per_client }
+    }
+
+    /// Feeds open now, node-wide.
+    pub fn open(&self) -> usize {
+        self.per_client.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+    }
+
+    /// A slot for `caller`, or RESOURCE_EXHAUSTED / 429 with a sentence.
+    pub fn take(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, ApiError> {
+        let client = match &caller.principal {
+            Principal::Anonymous | Principal::Guest(_) => format!("a:{}", caller.address),
+            p => p.key_scope().unwrap_or_else(|| format!("a:{}", caller.address)),
+        };
+        let full = |what: &str| {
+            let mut e = ApiError::new(ErrorCode::ResourceExhausted, "TOO_MANY_STREAMS", format!("{what}; close one and retry"));
+            e.retry_after_s = Some(5);
+            e
+        };
+        let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = map.entry(client.clone()).or_insert(0);
+        if *mine >= self.per_client_max {
+            let n = self.per_client_max;
+            if *mine == 0 {
+                map.remove(&client);
+            }
+            return Err(full(&format!("this client already watches {n} seat maps, the most one may")));
+        }
+        let node = self.node.clone().try_acquire_owned().map_err(|_| full("this server watches as many seat maps as it can"))?;
+        *mine += 1;
+        Ok(StreamSlot { _node: node, client, slots: self.clone() })
+    }
+}
+
+/// Opens a feed of `handle`'s seats: a snapshot, then every change, until
+/// the watcher goes away or `stopping` turns true (then one `Err` saying
+/// so). Subscribes before taking the snapshot, so no change falls between.
+pub async fn seat_feed(
+    handle: EventHandle,
+    mut changes: tokio::sync::broadcast::Receiver<Arc<SeatChange>>,
+    mut stopping: watch::Receiver<bool>,
+    slot: StreamSlot,
+) -> Result<mpsc::Receiver<Result<FeedItem, ApiError>>, ApiError> {
+    let first = handle.seat_map().await?;
+    let (tx, out) = mpsc::channel(SEAT_FEED_QUEUED_MAX);
+    tokio::spawn(async move {
+        let _slot = slot;
+        if tx.send(Ok(FeedItem::Snapshot(Box::new(first)))).await.is_err() {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                r = changes.recv() => Some(r),
+                _ = stopping.wait_for(|s| *s) => None,
+                // The watcher went away: stop at once rather than at the next change.
+                () = tx.closed() => return,
+            };
+            let Some(next) = next else {
+                let e = ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "the server is shutting down; watch again elsewhere");
+                let _ = tx.send(Err(e)).await;
+                return;
+            };
+            let item = match next {
+                Ok(c) => FeedItem::Changes(c),
+                // A slow watcher missed changes: the whole map again.
+                Err(RecvError::Lagged(_)) => match handle.seat_map().await {
+                    Ok(m) => FeedItem::Snapshot(Box::new(m)),
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                },
+                Err(RecvError::Closed) => return,
+            };
+            if tx.send(Ok(item)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(principal: Principal, address: &str) -> Caller {
+        Caller { principal, address: address.into() }
+    }
+
+    #[test]
+    fn slots_are_capped_per_client_and_per_node_and_come_back() {
+        let slots = Arc::new(StreamSlots::new(3, 2));
+        let a = caller(Principal::Anonymous, "10.0.0.1");
+        let b = caller(Principal::Anonymous, "10.0.0.2");
+        let (a1, _a2) = (slots.take(&a).unwrap(), slots.take(&a).unwrap());
+        let e = slots.take(&a).err().unwrap();
+        assert_eq!((e.code, e.reason), (ErrorCode::ResourceExhausted, "TOO_MANY_STREAMS"));
+        assert!(e.message.starts_with("this client already watches 2 seat maps"), "{}", e.message);
+        let _b1 = slots.take(&b).unwrap();
+        let e = slots.take(&b).err().unwrap();
+        assert!(e.message.starts_with("this server watches as many seat maps as it can"), "{}", e.message);
+        assert_eq!(slots.open(), 3);
+        drop(a1);
+        assert_eq!(slots.open(), 2);
+        let _b2 = slots.take(&b).unwrap();
+    }
+}

@@ -1,0 +1,132 @@
+//! Live seat feeds: the storefront's server-sent events carry the same
+//! snapshot-then-changes as `WatchSeats`, in a compact snapshot; feeds past
+//! the per-client cap are refused (429 / RESOURCE_EXHAUSTED) while the open
+//! ones keep working, and a closed feed gives its slot back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+use usher_proto::v1::catalog_service_client::CatalogServiceClient;
+use usher_proto::v1::inventory_service_client::InventoryServiceClient;
+
+/// An open server-sent-event feed, read as raw HTTP/1.1.
+struct Feed {
+    stream: TcpStream,
+    buf: String,
+}
+
+impl Feed {
+    /// Opens the event's live feed; returns the status line's code and the feed.
+    async fn open(app: &TestApp, event: &str) -> (u16, Feed) {
+        let mut stream = TcpStream::connect(app.http).await.unwrap();
+        let req = format!("GET /api/events/{event}/seats/live HTTP/1.1\r\nHost: usher\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut feed = Feed { stream, buf: String::new() };
+        feed.fill_until("\r\n\r\n").await;
+        let code = feed.buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, feed)
+    }
+
+    async fn fill_until(&mut self, what: &str) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut chunk = [0u8; 4096];
+            while !self.buf.contains(what) {
+                let n = self.stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the feed ended early: {}", self.buf);
+                self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {what:?} on the feed: {}", self.buf));
+    }
+
+    /// The data of the next event named `name` (chunked framing aside: the
+    /// JSON is on one `data:` line).
+    async fn next(&mut self, name: &str) -> serde_json::Value {
+        let tag = format!("event: {name}\ndata: ");
+        self.fill_until(&tag).await;
+        let at = self.buf.find(&tag).unwrap() + tag.len();
+        self.fill_until_from(at, "\n").await;
+        let end = at + self.buf[at..].find('\n').unwrap();
+        let data = serde_json::from_str(&self.buf[at..end]).unwrap();
+        self.buf.drain(..end);
+        data
+    }
+
+    async fn fill_until_from(&mut self, from: usize, what: &str) {
+        while !self.buf[from..].contains(what) {
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the feed ended early");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_sends_a_compact_snapshot_then_each_change() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let event = create_event(&app, 1, 2, 5).await;
+    let (code, mut feed) = Feed::open(&app, &event).await;
+    assert_eq!(code, 200);
+    assert!(feed.buf.to_lowercase().contains("content-type: text/event-stream"), "{}", feed.buf);
+    let snap = feed.next("snapshot").await;
+    assert_eq!(snap["status"], "0".repeat(10), "one character a seat, all available");
+    assert_eq!(snap["counts"]["available"], 10);
+    let mut inv = InventoryServiceClient::new(app.channel().await);
+    inv.hold_seats(hold_req(&event, "ann", &["A-1-2", "A-1-3"])).await.unwrap();
+    let changes = feed.next("changes").await;
+    let mut seats: Vec<(String, String)> = changes["seats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["seat_id"].as_str().unwrap().to_owned(), c["status"].as_str().unwrap().to_owned()))
+        .collect();
+    seats.sort();
+    assert_eq!(seats, [("A-1-2".into(), "held".into()), ("A-1-3".into(), "held".into())]);
+    assert_eq!((changes["counts"]["available"].as_u64(), changes["counts"]["held"].as_u64()), (Some(8), Some(2)));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_past_the_per_client_cap_are_refused_and_a_closed_one_gives_its_slot_back() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let mut cfg = db.config();
+    cfg.seat_streams_per_client_max = 2;
+    let app = TestApp::spawn_with(db, cfg).await;
+    let event = create_event(&app, 1, 1, 4).await;
+    let (a, mut first) = Feed::open(&app, &event).await;
+    let (b, _second) = Feed::open(&app, &event).await;
+    assert_eq!((a, b), (200, 200));
+    first.next("snapshot").await;
+    let (refused, mut third) = Feed::open(&app, &event).await;
+    assert_eq!(refused, 429, "{}", third.buf);
+    third.fill_until("TOO_MANY_STREAMS").await;
+    assert!(third.buf.contains("this client already watches 2 seat maps"), "{}", third.buf);
+    // gRPC watchers from the same address share the cap.
+    let mut cat = CatalogServiceClient::new(app.channel_as("").await);
+    let e = cat.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone() }).await.unwrap_err();
+    assert_eq!((e.code(), reason(&e).as_str()), (Code::ResourceExhausted, "TOO_MANY_STREAMS"));
+    // The open feeds keep working, and closing one frees its slot.
+    let mut inv = InventoryServiceClient::new(app.channel().await);
+    inv.hold_seats(hold_req(&event, "bob", &["A-1-1"])).await.unwrap();
+    first.next("changes").await;
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        let (code, feed) = Feed::open(&app, &event).await;
+        if code == 200 {
+            reopened = Some(feed);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snap = reopened.expect("a closed feed's slot comes back").next("snapshot").await;
+    assert_eq!(snap["status"], "1000");
+    app.stop().await;
+}

@@ -162,6 +162,31 @@ impl Catalog {
         Ok(check(&self.ctx.quotas, &usage)?)
     }
 
+    /// The event's seats as rows (see `GetSeatLayout`), for `c`.
+    pub(crate) async fn seat_layout(&self, c: &Caller, event_id: &str) -> Result<pb::SeatLayout, ApiError> {
+        let id = convert::event_id(event_id)?;
+        let handle = self.ctx.registry.event(id).await?;
+        let (config, _) = handle.summary().await?;
+        if !c.sees(&config) {
+            return Err(event_not_found(id));
+        }
+        Ok(convert::seat_layout(&config, &handle.layout))
+    }
+
+    /// Every seat's status, a byte a seat (see `GetSeatStatus`), for `c`.
+    pub(crate) async fn seat_status(&self, c: &Caller, event_id: &str) -> Result<pb::SeatStatusVector, ApiError> {
+        let id = convert::event_id(event_id)?;
+        let m = self.ctx.registry.event(id).await?.seat_map().await?;
+        if !c.sees(&m.config) {
+            return Err(event_not_found(id));
+        }
+        Ok(pb::SeatStatusVector {
+            event_id: id.to_string(),
+            status: m.seats.iter().map(|&s| convert::seat_status(s) as u8).collect(),
+            counts: Some(convert::counts(m.counts)),
+        })
+    }
+
     /// A venue's layout, and the organization that owns it.
     /// The venue's layout, organization and IANA time zone.
     async fn layout_of(&self, venue: VenueId) -> Result<(Layout, OrgId, String), ApiError> {
@@ -456,6 +481,16 @@ impl CatalogService for Catalog {
     async fn get_seat_map(&self, req: Request<pb::GetSeatMapRequest>) -> Result<Response<pb::SeatMap>, Status> {
         let c = caller(&req)?;
         Ok(Response::new(self.seat_map(&c, &req.get_ref().event_id).await?))
+    }
+
+    async fn get_seat_layout(&self, req: Request<pb::GetSeatLayoutRequest>) -> Result<Response<pb::SeatLayout>, Status> {
+        let c = caller(&req)?;
+        Ok(Response::new(self.seat_layout(&c, &req.get_ref().event_id).await?))
+    }
+
+    async fn get_seat_status(&self, req: Request<pb::GetSeatStatusRequest>) -> Result<Response<pb::SeatStatusVector>, Status> {
+        let c = caller(&req)?;
+        Ok(Response::new(self.seat_status(&c, &req.get_ref().event_id).await?))
     }
 
     async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {

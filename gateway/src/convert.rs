@@ -131,6 +131,35 @@ pub fn event(c: &EventConfig, venue: VenueView<'_>, n: Option<Counts>) -> pb::Ev
     }
 }
 
+/// The event's seats as rows: a row's seats are consecutive indexes one
+/// unit apart (`Layout::build`), so a row says everything of its seats.
+pub fn seat_layout(c: &EventConfig, layout: &Layout) -> pb::SeatLayout {
+    let rows = layout
+        .rows
+        .iter()
+        .map(|r| {
+            let first = layout.describe(SeatIdx(r.first_seat));
+            pb::SeatRow {
+                section: first.section.to_owned(),
+                row: r.label.clone(),
+                category: first.category_code.to_owned(),
+                first_seat: r.first_seat,
+                seats: r.len,
+                first_number: first.number,
+                x: first.x,
+                y: first.y,
+            }
+        })
+        .collect();
+    pb::SeatLayout {
+        event_id: c.id.to_string(),
+        venue_id: c.venue_id.to_string(),
+        venue_name: layout.name.clone(),
+        seat_count: layout.seat_count() as u32,
+        rows,
+    }
+}
+
 pub fn seat(layout: &Layout, c: &EventConfig, s: SeatIdx, state: SeatState) -> pb::Seat {
     let d = layout.describe(s);
     pb::Seat {

@@ -55,6 +55,8 @@ pub fn router(ctx: Ctx) -> Router {
         .add("GET", "/api/events/{id}", get(get_event))
         .add("GET", "/api/events/{id}/seats", get(seat_map))
         .add("GET", "/api/events/{id}/seats/live", get(live_seats))
+        .add("GET", "/api/events/{id}/seats/status", get(seat_status))
+        .add("GET", "/api/events/{id}/layout", get(seat_layout))
         .add("POST", "/api/events/{id}/holds", post(create_hold))
         .add("GET", "/api/holds/{id}", get(get_hold))
         .add("DELETE", "/api/holds/{id}", axum::routing::delete(release_hold))
@@ -377,14 +379,58 @@ async fn seat_map(State(h): State<Http>, Extension(c): Ext, Path(id): Path<Strin
     }))
 }
 
-/// The first event of a live feed, and again after the watcher lagged:
-/// every seat's state as one character, in the seat map's order (`0`
-/// available, `1` held, `2` sold, `3` blocked), so that a 200,000-seat
-/// event's snapshot is 200 KB.
+/// Every seat's status as one character, in seat-index order, the digit of
+/// its gRPC `SeatStatus` (`1` available, `2` held, `3` sold, `4` blocked), so
+/// that a 200,000-seat event's statuses are 200 KB: `GET …/seats/status`, and
+/// the first event of a live feed (again after the watcher lagged).
 #[derive(Serialize)]
 struct SnapshotJson {
     counts: CountsJson,
     status: String,
+}
+
+fn status_chars(seats: &[usher_engine::SeatState]) -> String {
+    seats.iter().map(|&s| char::from(b'0' + crate::convert::seat_status(s) as u8)).collect()
+}
+
+async fn seat_status(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<SnapshotJson>, ApiError> {
+    let v = h.catalog.seat_status(&c, &id).await?;
+    Ok(Json(SnapshotJson { counts: v.counts.unwrap_or_default().into(), status: v.status.iter().map(|&b| char::from(b'0' + b)).collect() }))
+}
+
+#[derive(Serialize)]
+struct SeatRowJson {
+    section: String,
+    row: String,
+    category: String,
+    first_seat: u32,
+    seats: u32,
+    first_number: u32,
+    x: f32,
+    y: f32,
+}
+
+/// The event's seats as rows (`GetSeatLayout`): a venue never changes, so
+/// the answer is tagged with the venue (`ETag`) and a client that has it
+/// (`If-None-Match`) gets 304 and no body.
+async fn seat_layout(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let l = h.catalog.seat_layout(&c, &id).await?;
+    let tag = format!("\"venue-{}\"", l.venue_id);
+    let cache = [(header::ETAG, tag.clone()), (header::CACHE_CONTROL, "public, max-age=86400".to_owned())];
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == tag)) {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    let body = serde_json::json!({
+        "event_id": l.event_id,
+        "venue_id": l.venue_id,
+        "venue_name": l.venue_name,
+        "seat_count": l.seat_count,
+        "rows": l.rows.into_iter().map(|r| SeatRowJson {
+            section: r.section, row: r.row, category: r.category, first_seat: r.first_seat, seats: r.seats,
+            first_number: r.first_number, x: r.x, y: r.y,
+        }).collect::<Vec<_>>(),
+    });
+    Ok((cache, Json(body)).into_response())
 }
 
 #[derive(Serialize)]
@@ -425,10 +471,9 @@ async fn live_seats(
     let (handle, feed) = h.catalog.seat_feed(&c, &id).await?;
     let event = move |item: Result<crate::streams::FeedItem, ApiError>| {
         let made = match item {
-            Ok(crate::streams::FeedItem::Snapshot(m)) => Event::default().event("snapshot").json_data(SnapshotJson {
-                counts: crate::convert::counts(m.counts).into(),
-                status: m.seats.iter().map(|&s| char::from(b'0' + s as u8)).collect(),
-            }),
+            Ok(crate::streams::FeedItem::Snapshot(m)) => Event::default()
+                .event("snapshot")
+                .json_data(SnapshotJson { counts: crate::convert::counts(m.counts).into(), status: status_chars(&m.seats) }),
             Ok(crate::streams::FeedItem::Changes(ch)) => Event::default().event("changes").json_data(ChangesJson {
                 counts: crate::convert::counts(ch.counts).into(),
                 seats: ch.seats.iter().map(|&(s, st)| SeatStatusJson { seat_id: handle.layout.label(s), status: state_name(st) }).collect(),

@@ -76,7 +76,7 @@ async fn the_live_feed_sends_a_compact_snapshot_then_each_change() {
     assert_eq!(code, 200);
     assert!(feed.buf.to_lowercase().contains("content-type: text/event-stream"), "{}", feed.buf);
     let snap = feed.next("snapshot").await;
-    assert_eq!(snap["status"], "0".repeat(10), "one character a seat, all available");
+    assert_eq!(snap["status"], "1".repeat(10), "one character a seat, all available");
     assert_eq!(snap["counts"]["available"], 10);
     let mut inv = InventoryServiceClient::new(app.channel().await);
     inv.hold_seats(hold_req(&event, "ann", &["A-1-2", "A-1-3"])).await.unwrap();
@@ -127,6 +127,53 @@ async fn feeds_past_the_per_client_cap_are_refused_and_a_closed_one_gives_its_sl
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let snap = reopened.expect("a closed feed's slot comes back").next("snapshot").await;
-    assert_eq!(snap["status"], "1000");
+    assert_eq!(snap["status"], "2111");
+    app.stop().await;
+}
+
+/// The seat map in two parts: the layout (rows; tagged per venue, 304 when
+/// the client has it) and a status character a seat. A 200,000-seat event's
+/// layout and statuses fit a default gRPC client's 4 MiB message limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200k_seat_map_comes_as_a_small_layout_and_a_byte_a_seat() {
+    use usher_proto::v1 as pb;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut cat = app.catalog().await;
+    // 10 sections of 100 rows of 200 seats.
+    let venue = create_venue(&mut cat, 10, 100, 200).await;
+    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
+    // A default client: 4 MiB per message.
+    let mut anyone = CatalogServiceClient::new(app.channel_as("").await);
+    let layout = anyone.get_seat_layout(pb::GetSeatLayoutRequest { event_id: event.clone() }).await.unwrap().into_inner();
+    assert_eq!((layout.seat_count, layout.rows.len()), (200_000, 1_000));
+    let last = layout.rows.last().unwrap();
+    assert_eq!((last.section.as_str(), last.row.as_str(), last.first_seat, last.seats, last.first_number), ("J", "100", 199_800, 200, 1));
+    let status = anyone.get_seat_status(pb::GetSeatStatusRequest { event_id: event.clone() }).await.unwrap().into_inner();
+    assert_eq!(status.status.len(), 200_000);
+    assert!(status.status.iter().all(|&b| b == pb::SeatStatus::Available as u8));
+    let mut inv = InventoryServiceClient::new(app.channel().await);
+    inv.hold_seats(hold_req(&event, "ann", &["J-100-200"])).await.unwrap();
+    let status = anyone.get_seat_status(pb::GetSeatStatusRequest { event_id: event.clone() }).await.unwrap().into_inner();
+    assert_eq!(status.status[199_999], pb::SeatStatus::Held as u8, "the last seat is the last byte");
+    eprintln!(
+        "200,000 seats over gRPC: layout {} bytes, status {} bytes",
+        prost::Message::encoded_len(&layout),
+        prost::Message::encoded_len(&status)
+    );
+
+    // The same over HTTP: the layout is tagged by venue and revalidates to 304.
+    let (code, layout_body) = http(app.http, "GET", &format!("/api/events/{event}/layout"), &[], None).await;
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&layout_body).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 1_000);
+    let tag = format!("\"venue-{}\"", venue.venue_id);
+    let (code, body) = http(app.http, "GET", &format!("/api/events/{event}/layout"), &[("If-None-Match", &tag)], None).await;
+    assert_eq!((code, body.as_str()), (304, ""));
+    let (code, status_body) = http(app.http, "GET", &format!("/api/events/{event}/seats/status"), &[], None).await;
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&status_body).unwrap();
+    let s = json["status"].as_str().unwrap();
+    assert_eq!((s.len(), &s[199_999..]), (200_000, "2"));
+    eprintln!("200,000 seats over HTTP: layout {} bytes of JSON, status {} bytes of JSON", layout_body.len(), status_body.len());
     app.stop().await;
 }

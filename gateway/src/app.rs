@@ -154,6 +154,7 @@ impl Application {
                 streams: Arc::new(crate::streams::StreamSlots::new(
                     config.seat_streams_per_node_max.max(1),
                     config.seat_streams_per_client_max.max(1),
+                    std::time::Duration::from_millis(config.seat_feed_stall_ms.max(1)),
                 )),
             },
             demo,

@@ -72,6 +72,8 @@ pub struct Config {
     /// one client, and the whole node, may hold open.
     pub seat_streams_per_client_max: usize,
     pub seat_streams_per_node_max: usize,
+    /// A feed whose watcher takes nothing this long while items wait is dropped.
+    pub seat_feed_stall_ms: u64,
     /// Rate limits per kind of caller (`[rates]` in the file).
     pub rates: crate::auth::rate::RateConfig,
     /// What one organization may hold (`[quotas]` in the file): venues,
@@ -142,6 +144,7 @@ impl Default for Config {
             grpc_idle_ms: limits::GRPC_IDLE_MS_DEFAULT,
             seat_streams_per_client_max: limits::SEAT_STREAMS_PER_CLIENT_MAX,
             seat_streams_per_node_max: limits::SEAT_STREAMS_PER_NODE_MAX,
+            seat_feed_stall_ms: limits::SEAT_FEED_STALL_MS_DEFAULT,
             rates: crate::auth::rate::RateConfig::default(),
             quotas: usher_engine::Quotas::default(),
         }

@@ -21,8 +21,8 @@ use tower::ServiceExt as _;
 use tracing::{debug, warn};
 
 use crate::limits::{
-    ACCEPT_BACKOFF_MS_MAX, ACCEPT_BACKOFF_MS_MIN, GRPC_CLOSE_GRACE_MS, GRPC_KEEPALIVE_INTERVAL_MS, GRPC_KEEPALIVE_TIMEOUT_MS,
-    GRPC_STREAMS_PER_CONNECTION_MAX, TCP_KEEPALIVE_MS,
+    ACCEPT_BACKOFF_MS_MAX, ACCEPT_BACKOFF_MS_MIN, CONN_DRAIN_MS_MAX, GRPC_CLOSE_GRACE_MS, GRPC_KEEPALIVE_INTERVAL_MS,
+    GRPC_KEEPALIVE_TIMEOUT_MS, GRPC_STREAMS_PER_CONNECTION_MAX, TCP_KEEPALIVE_MS,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -144,14 +144,13 @@ async fn run_conn<C: GracefulConnection>(
         () = idle => false,
     };
     conn.as_mut().graceful_shutdown();
-    match grace {
-        Some(grace) if !stop => {
-            let _ = tokio::time::timeout(grace, conn).await;
-        }
-        _ => {
-            let _ = conn.await;
-        }
-    }
+    // Bounded either way: a client that never reads its answer would
+    // otherwise hold the connection, and the node's shutdown, for ever.
+    let grace = match grace {
+        Some(grace) if !stop => grace,
+        _ => ms(CONN_DRAIN_MS_MAX),
+    };
+    let _ = tokio::time::timeout(grace, conn).await;
 }
 
 /// Accepts until `stopping` turns true and hands each connection to `serve`

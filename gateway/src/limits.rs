@@ -41,6 +41,10 @@ pub const SEAT_STREAMS_PER_NODE_MAX: usize = 20_000;
 /// Feed items waiting for a slow watcher before the feed waits too (it then
 /// falls behind the event's broadcast and is sent a fresh snapshot).
 pub const SEAT_FEED_QUEUED_MAX: usize = 16;
+/// How long a feed waits for its watcher to take an item before it drops
+/// the watcher, by default (`seat_feed_stall_ms`): a live page takes each at
+/// once; one that has stopped reading only holds memory.
+pub const SEAT_FEED_STALL_MS_DEFAULT: u64 = 30_000;
 /// Seconds between keep-alive comments on an idle server-sent-event feed,
 /// so proxies and the HTTP idle timeout do not cut it.
 pub const SEAT_FEED_KEEPALIVE_S: u64 = 15;
@@ -101,6 +105,13 @@ pub const GRPC_IDLE_MS_DEFAULT: u64 = 60_000;
 /// After an idle GOAWAY, how long a connection may take to close before it
 /// is dropped (a client stuck in its handshake never answers).
 pub const GRPC_CLOSE_GRACE_MS: u64 = 5_000;
+/// How long a connection may take to finish its calls once the node stops,
+/// before it is cut: enough for a call that is being answered, so a clean
+/// stop loses nothing; bounded, because a client that never reads its
+/// answer would otherwise hold the stop for ever. A `PayOrder` waiting for
+/// its payment is cut sooner than its wait; the payment goes on and its
+/// retry (same key) reads the outcome.
+pub const CONN_DRAIN_MS_MAX: u64 = 20_000;
 /// An HTTP/2 PING every 20 s with 10 s to answer: a client that vanished
 /// without closing goes within half a minute.
 pub const GRPC_KEEPALIVE_INTERVAL_MS: u64 = 20_000;

@@ -5,6 +5,9 @@
 //! It holds no backlog: changes wait in a bounded channel, and a watcher
 //! that falls behind the event's broadcast is sent a fresh snapshot instead
 //! of what it missed, so a slow reader costs one snapshot, never a queue.
+//! A watcher that takes nothing for `seat_feed_stall_ms` while items wait
+//! (it stopped reading, or cannot keep up even with snapshots) is dropped:
+//! its feed ends and its slot and queue are freed.
 //! Each feed holds a slot: at most `SEAT_STREAMS_PER_CLIENT_MAX` per client
 //! (a signed-in principal, or an address for anonymous callers and guests,
 //! who can mint identities) and `SEAT_STREAMS_PER_NODE_MAX` per node; past
@@ -35,6 +38,8 @@ pub struct StreamSlots {
     node: Arc<Semaphore>,
     per_client: Mutex<HashMap<String, usize>>,
     per_client_max: usize,
+    /// How long a feed waits for its watcher to take an item.
+    stall: std::time::Duration,
 }
 
 /// A feed's place under both caps, given back when the feed ends.
@@ -57,8 +62,8 @@ impl Drop for StreamSlot {
 }
 
 impl StreamSlots {
-    pub fn new(per_node: usize, per_client: usize) -> StreamSlots {
-        StreamSlots { node: Arc::new(Semaphore::new(per_node)), per_client: Mutex::default(), per_client_max: per_client }
+    pub fn new(per_node: usize, per_client: usize, stall: std::time::Duration) -> StreamSlots {
+        StreamSlots { node: Arc::new(Semaphore::new(per_node)), per_client: Mutex::default(), per_client_max: per_client, stall }
     }
 
     /// Feeds open now, node-wide.
@@ -103,9 +108,24 @@ pub async fn seat_feed(
 ) -> Result<mpsc::Receiver<Result<FeedItem, ApiError>>, ApiError> {
     let first = handle.seat_map().await?;
     let (tx, out) = mpsc::channel(SEAT_FEED_QUEUED_MAX);
+    let stall = slot.slots.stall;
+    let handle_id = handle.event_id;
     tokio::spawn(async move {
         let _slot = slot;
-        if tx.send(Ok(FeedItem::Snapshot(Box::new(first)))).await.is_err() {
+        // False once the watcher is gone, or took nothing for `stall`.
+        let give = |item: Result<FeedItem, ApiError>| {
+            let tx = &tx;
+            async move {
+                match tokio::time::timeout(stall, tx.send(item)).await {
+                    Ok(sent) => sent.is_ok(),
+                    Err(_) => {
+                        tracing::info!(event_id = %handle_id, "a seat feed's watcher stopped reading; dropping the feed");
+                        false
+                    }
+                }
+            }
+        };
+        if !give(Ok(FeedItem::Snapshot(Box::new(first)))).await {
             return;
         }
         loop {
@@ -117,7 +137,7 @@ pub async fn seat_feed(
             };
             let Some(next) = next else {
                 let e = ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "the server is shutting down; watch again elsewhere");
-                let _ = tx.send(Err(e)).await;
+                give(Err(e)).await;
                 return;
             };
             let item = match next {
@@ -126,13 +146,13 @@ pub async fn seat_feed(
                 Err(RecvError::Lagged(_)) => match handle.seat_map().await {
                     Ok(m) => FeedItem::Snapshot(Box::new(m)),
                     Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                        give(Err(e.into())).await;
                         return;
                     }
                 },
                 Err(RecvError::Closed) => return,
             };
-            if tx.send(Ok(item)).await.is_err() {
+            if !give(Ok(item)).await {
                 return;
             }
         }
@@ -150,7 +170,7 @@ mod tests {
 
     #[test]
     fn slots_are_capped_per_client_and_per_node_and_come_back() {
-        let slots = Arc::new(StreamSlots::new(3, 2));
+        let slots = Arc::new(StreamSlots::new(3, 2, std::time::Duration::from_secs(1)));
         let a = caller(Principal::Anonymous, "10.0.0.1");
         let b = caller(Principal::Anonymous, "10.0.0.2");
         let (a1, _a2) = (slots.take(&a).unwrap(), slots.take(&a).unwrap());

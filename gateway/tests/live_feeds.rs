@@ -177,3 +177,37 @@ async fn a_200k_seat_map_comes_as_a_small_layout_and_a_byte_a_seat() {
     eprintln!("200,000 seats over HTTP: layout {} bytes of JSON, status {} bytes of JSON", layout_body.len(), status_body.len());
     app.stop().await;
 }
+
+/// A watcher that never reads holds no memory for long: once its feed's
+/// queue is full and it has taken nothing for `seat_feed_stall_ms`, the feed
+/// is dropped and its slot (and queue) freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_never_reads_is_dropped() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let mut cfg = db.config();
+    cfg.seat_feed_stall_ms = 300;
+    let app = TestApp::spawn_with(db, cfg).await;
+    let mut cat = app.catalog().await;
+    // A snapshot far larger than the HTTP/2 window, so the server cannot
+    // push it all into the socket while the client reads nothing.
+    let venue = create_venue(&mut cat, 10, 100, 200).await;
+    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
+    let mut watcher = CatalogServiceClient::new(app.channel_as("").await);
+    let _never_read = watcher.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone() }).await.unwrap();
+    assert_eq!(app.app_ctx.streams.open(), 1);
+    // More committed changes than the feed queues.
+    let mut inv = InventoryServiceClient::new(app.channel().await);
+    for i in 0..40u32 {
+        let seat = format!("A-{}-{}", i / 200 + 1, i % 200 + 1);
+        inv.hold_seats(hold_req(&event, &format!("c{i}"), &[&seat])).await.unwrap();
+    }
+    let dropped = tokio::time::timeout(Duration::from_secs(10), async {
+        while app.app_ctx.streams.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the stalled feed still holds its slot");
+    drop(_never_read);
+    app.stop().await;
+}

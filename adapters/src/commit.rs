@@ -85,10 +85,13 @@ enum Outcome {
     Fenced,
     /// Dropped without committing: an error on the way.
     Failed,
+    /// Rolled back on purpose: nothing to write (a replayed key).
+    Abandoned,
 }
 
 /// One transaction on the commit path. Dropping it without [`finish`]
-/// rolls the transaction back and counts a failure (or a fence).
+/// rolls the transaction back and counts a failure (or a fence, or nothing
+/// after [`abandon`](Commit::abandon)).
 ///
 /// [`finish`]: Commit::finish
 pub(crate) struct Commit<'m, DB: sqlx::Database> {
@@ -129,6 +132,12 @@ impl<'m, DB: sqlx::Database> Commit<'m, DB> {
         Ok(())
     }
 
+    /// Rolls back on purpose (the request was answered without writing):
+    /// counted neither as a commit nor as a failure.
+    pub fn abandon(mut self) {
+        self.outcome = Outcome::Abandoned;
+    }
+
     fn fenced(&self, event_id: EventId, epoch: Epoch) -> StoreError {
         self.meter.of(self.kind).fenced.fetch_add(1, Relaxed);
         StoreError::Fenced { event_id, epoch }
@@ -146,8 +155,8 @@ impl<DB: sqlx::Database> Drop for Commit<'_, DB> {
                 m.micros_total.fetch_add(us, Relaxed);
                 m.micros_max.fetch_max(us, Relaxed);
             }
-            // Counted where the fence refused.
-            Outcome::Fenced => {}
+            // Counted where the fence refused; nothing went wrong.
+            Outcome::Fenced | Outcome::Abandoned => {}
             Outcome::Failed => {
                 m.failed.fetch_add(1, Relaxed);
             }
@@ -155,10 +164,19 @@ impl<DB: sqlx::Database> Drop for Commit<'_, DB> {
     }
 }
 
-/// What both dialects share: the same SQL text, with PostgreSQL's row locks
-/// (`$key_share`, `$for_update`) where SQLite needs none.
+/// What both dialects share. Each reads the event's epoch with a lock of
+/// its own kind, as the transaction's first statement:
+/// - `$share`: an order write's read. PostgreSQL: `FOR KEY SHARE`, which
+///   the owner's seat batches (`FOR NO KEY UPDATE`) never wait for, but a
+///   new owner's `FOR UPDATE` does. SQLite: a write that changes nothing,
+///   so the transaction takes the database's write lock at once and waits
+///   (busy timeout) for it; a read first would have to upgrade to a write
+///   later, and SQLite refuses that upgrade at once with SQLITE_BUSY when
+///   another connection wrote meanwhile.
+/// - `$exclusive`: a new owner's read (`fence_event`), `FOR UPDATE` on
+///   PostgreSQL, the same write-lock-first form on SQLite.
 macro_rules! fences {
-    ($db:ty, $key_share:literal, $for_update:literal) => {
+    ($db:ty, $share:literal, $exclusive:literal) => {
         impl<'m> Commit<'m, $db> {
             /// The owner's fence for a seat batch: touches the event's row
             /// where the epoch is `epoch`, or refuses the whole commit.
@@ -178,29 +196,44 @@ macro_rules! fences {
                 Ok(())
             }
 
-            /// An order write's fence: refuses this write alone when the
-            /// event's epoch is not `epoch`. Reads each event once per commit.
-            pub async fn fence_share(&mut self, event_id: EventId, epoch: Epoch) -> Result<(), StoreError> {
-                let current = match self.seen.get(&event_id) {
-                    Some(&e) => e,
-                    None => {
-                        let row: Option<(i64,)> = sqlx::query_as(concat!("SELECT owner_epoch FROM events WHERE id = $1", $key_share))
-                            .bind(event_id.to_string())
-                            .fetch_optional(&mut **self.tx())
-                            .await
-                            .map_err(db_error)?;
-                        let e = Epoch(row.ok_or_else(|| StoreError::NotFound(format!("event {event_id}")))?.0);
-                        self.seen.insert(event_id, e);
-                        e
+            /// Reads and locks the epochs of `events` for this transaction's
+            /// order writes, in sorted order, outside any savepoint (rolling
+            /// a savepoint back would release its locks). An event that is
+            /// not stored is left out: `check_epoch` refuses its writes.
+            pub async fn lock_epochs(&mut self, events: impl IntoIterator<Item = EventId>) -> Result<(), StoreError> {
+                let mut ids: Vec<EventId> = events.into_iter().filter(|e| !self.seen.contains_key(e)).collect();
+                ids.sort();
+                ids.dedup();
+                for id in ids {
+                    let row: Option<(i64,)> =
+                        sqlx::query_as($share).bind(id.to_string()).fetch_optional(&mut **self.tx()).await.map_err(db_error)?;
+                    if let Some((e,)) = row {
+                        self.seen.insert(id, Epoch(e));
                     }
-                };
-                if current != epoch {
-                    // Dropped now, the commit counts as fenced, not failed;
-                    // a batch that goes on to `finish` counts as committed.
-                    self.outcome = Outcome::Fenced;
-                    return Err(self.fenced(event_id, epoch));
                 }
                 Ok(())
+            }
+
+            /// An order write's fence, after `lock_epochs`: refuses this
+            /// write alone when the event's epoch is not `epoch`.
+            pub fn check_epoch(&self, event_id: EventId, epoch: Epoch) -> Result<(), StoreError> {
+                match self.seen.get(&event_id) {
+                    Some(&current) if current == epoch => Ok(()),
+                    Some(_) => Err(self.fenced(event_id, epoch)),
+                    None => Err(StoreError::NotFound(format!("event {event_id}"))),
+                }
+            }
+
+            /// The fence of a transaction that writes for one event only
+            /// (an order's creation): locks, checks, and on a stale epoch
+            /// refuses the whole commit.
+            pub async fn fence_share(&mut self, event_id: EventId, epoch: Epoch) -> Result<(), StoreError> {
+                self.lock_epochs([event_id]).await?;
+                self.check_epoch(event_id, epoch).inspect_err(|e| {
+                    if matches!(e, StoreError::Fenced { .. }) {
+                        self.outcome = Outcome::Fenced;
+                    }
+                })
             }
 
             /// `Store::fence_event`: moves the event's epoch forward for a
@@ -208,11 +241,7 @@ macro_rules! fences {
             pub async fn fence_event(pool: &sqlx::Pool<$db>, id: EventId, claim: EpochClaim) -> Result<Epoch, StoreError> {
                 let mut tx = pool.begin().await.map_err(db_error)?;
                 let eid = id.to_string();
-                let row: Option<(i64,)> = sqlx::query_as(concat!("SELECT owner_epoch FROM events WHERE id = $1", $for_update))
-                    .bind(&eid)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                let row: Option<(i64,)> = sqlx::query_as($exclusive).bind(&eid).fetch_optional(&mut *tx).await.map_err(db_error)?;
                 let current = Epoch(row.ok_or_else(|| StoreError::NotFound(format!("event {id}")))?.0);
                 let next = match claim {
                     EpochClaim::Next => Epoch(current.0 + 1),
@@ -232,8 +261,16 @@ macro_rules! fences {
     };
 }
 
-fences!(sqlx::Sqlite, "", "");
-fences!(sqlx::Postgres, " FOR KEY SHARE", " FOR UPDATE");
+fences!(
+    sqlx::Sqlite,
+    "UPDATE events SET owner_epoch = owner_epoch WHERE id = $1 RETURNING owner_epoch",
+    "UPDATE events SET owner_epoch = owner_epoch WHERE id = $1 RETURNING owner_epoch"
+);
+fences!(
+    sqlx::Postgres,
+    "SELECT owner_epoch FROM events WHERE id = $1 FOR KEY SHARE",
+    "SELECT owner_epoch FROM events WHERE id = $1 FOR UPDATE"
+);
 
 impl Commit<'_, sqlx::Sqlite> {
     /// Multi-row VALUES: SQLite parses in-process, so the varying statement

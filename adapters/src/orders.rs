@@ -112,8 +112,14 @@ macro_rules! order_store {
                 c.fence_share(order.event_id, epoch).await?;
                 match Self::claim_command(c.tx(), key, fingerprint, &order.id.to_string(), order.created_at).await? {
                     Created::New(_) => {}
-                    Created::Replayed(id) => return Ok(OrderCreated::Replayed(OrderId::parse(&id).map_err(corrupt)?)),
-                    Created::KeyReused => return Ok(OrderCreated::KeyReused),
+                    Created::Replayed(id) => {
+                        c.abandon();
+                        return Ok(OrderCreated::Replayed(OrderId::parse(&id).map_err(corrupt)?));
+                    }
+                    Created::KeyReused => {
+                        c.abandon();
+                        return Ok(OrderCreated::KeyReused);
+                    }
                 }
                 let state = serde_json::to_string(order).map_err(corrupt)?;
                 sqlx::query(
@@ -146,7 +152,8 @@ macro_rules! order_store {
                             .await
                             .map_err(db_error)?
                             .get(0);
-                        // Dropping the commit rolls back the key and the order.
+                        // Rolling back takes back the key and the order.
+                        c.abandon();
                         return Ok(OrderCreated::HoldInOrder { hold_id: *h, order_id: OrderId::parse(&other).map_err(corrupt)? });
                     }
                 }
@@ -164,12 +171,16 @@ macro_rules! order_store {
                     Ok(c) => c,
                     Err(e) => return all(e),
                 };
+                // Every event's epoch locked once, before any savepoint.
+                if let Err(e) = c.lock_epochs(ws.iter().map(|w| w.order.event_id)).await {
+                    return all(e);
+                }
                 let mut out = Vec::with_capacity(ws.len());
                 for w in ws {
                     if let Err(e) = sqlx::query("SAVEPOINT order_write").execute(&mut **c.tx()).await {
                         return all(db_error(e));
                     }
-                    let r = match c.fence_share(w.order.event_id, w.epoch).await {
+                    let r = match c.check_epoch(w.order.event_id, w.epoch) {
                         Ok(()) => Self::write_order(&mut c, w).await,
                         Err(e) => Err(e),
                     };

@@ -133,3 +133,44 @@ async fn a_second_node_on_one_database_is_refused_until_the_first_lets_go() {
     })
     .await;
 }
+
+/// Order writes and the owner's seat batches commit side by side: on SQLite
+/// an order transaction takes the write lock first (a read that later
+/// upgrades would be refused at once while seat batches write), on
+/// PostgreSQL the order's epoch lock does not wait for the seat batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_and_seat_batches_commit_side_by_side() {
+    on_both("sidebyside", |url| async move {
+        let (store, orders, _) = stores(&url).await;
+        let (event, layout) = stored_event(&*store, 40).await;
+        let epoch = store.fence_event(event.id, EpochClaim::Next).await.unwrap();
+        let layout = std::sync::Arc::new(layout);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..30u32 {
+            let (store, layout) = (store.clone(), layout.clone());
+            let id = event.id;
+            tasks.spawn(async move {
+                let batch = usher_actors::Batch {
+                    event_id: id,
+                    epoch,
+                    now: Millis(100 + i64::from(i)),
+                    layout: &layout,
+                    decisions: &[],
+                    audits: &[],
+                };
+                store.commit(batch).await.map(|_| ())
+            });
+            let (orders, o) = (orders.clone(), order(&event, i));
+            tasks.spawn(async move {
+                match orders.create_order(&format!("k-{i}"), 1, &o, &["A-1-1".into()], epoch).await {
+                    Ok(OrderCreated::New) => Ok(()),
+                    other => panic!("{other:?}"),
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap_or_else(|e| panic!("{url}: a commit failed beside the others: {e}"));
+        }
+    })
+    .await;
+}

@@ -252,7 +252,12 @@ impl Actor for RegistryActor {
                 {
                     state.unloading.insert(id, Vec::new());
                     info!(event_id = %id, "unloading idle event");
-                    entry.handle.actor.cast(EventMsg::Unload)?;
+                    // Never `?`: an error would stop the registry. An actor
+                    // that died meanwhile is reported by supervision, which
+                    // serves the look-ups waiting for it.
+                    if let Err(e) = entry.handle.actor.cast(EventMsg::Unload) {
+                        warn!(event_id = %id, error = %e, "the idle event actor had already stopped");
+                    }
                 }
             }
             RegistryMsg::Subscribe(id, reply) => {

@@ -602,3 +602,22 @@ async fn an_order_write_with_a_stale_epoch_is_fenced_and_changes_nothing() {
     let again = within(shop.orders.create_order("order-stale", 1, &o, &[], stale)).await;
     assert!(matches!(again, Err(StoreError::Fenced { .. })), "{again:?}");
 }
+
+/// The grant comes back before the lost saga has finished stopping: the
+/// order still gets a running saga and is fulfilled once.
+#[tokio::test(start_paused = true)]
+async fn a_grant_that_comes_back_at_once_still_resumes_the_order() {
+    let shop = Shop::open().await;
+    shop.provider.script_authorize([Authorize::ApproveSilently]);
+    let o = shop.order("judy", &[11]).await;
+    let paid_at = Instant::now();
+    shop.pay(o.id).await;
+    let ours = shop.h.event().await;
+    within(shop.h.store.fence_event(shop.h.event_id, EpochClaim::Next)).await.unwrap();
+    let _ = within(ours.command(key("fenced-now"), hold_seats(new_hold_id(), "kim", &[12]))).await;
+    // No wait for the saga to stop: the next use takes the event again.
+    shop.h.next_actor(ours.actor.get_id()).await;
+    let done = shop.finished(o.id).await;
+    assert_fulfilled(&shop, &done).await;
+    assert_eq!(shop.calls_since(Call::Capture, paid_at).len(), 1, "captured once");
+}

@@ -28,6 +28,8 @@ pub enum SupervisorMsg {
     },
     /// The registry took or lost an event (`Registry::grants`).
     Grant(Grant),
+    /// Grant notices were missed: ask again about every lost event.
+    RecheckLost,
 }
 
 /// The reason a saga stops with when its event's grant went to another
@@ -88,8 +90,18 @@ impl SupervisorState {
             return Ok(a.clone());
         }
         let stored = self.deps.orders.get_order(id).await?.ok_or(SagaError::NotFound(id))?;
+        let parked = self.parked_at.get(&id).copied();
         self.unpark(id);
-        self.spawn(myself, stored).await
+        let spawned = self.spawn(myself, stored).await;
+        if spawned.is_err()
+            && let Some(at) = parked
+        {
+            // Not started: it stays parked, so its payment deadline still comes.
+            self.parked.insert((at, id));
+            self.parked_at.insert(id, at);
+            self.schedule_wake(myself);
+        }
+        spawned
     }
 
     /// An order waiting for its payment is parked; any other gets its saga.
@@ -138,7 +150,10 @@ impl SupervisorState {
         for id in &orders {
             self.unpark(*id);
             self.event_of.remove(id);
-            if let Some(a) = self.live.get(id) {
+            // Out of `live` at once: a saga started again for the order
+            // (the grant came back before this one has stopped) must not
+            // be handed the one that is stopping.
+            if let Some(a) = self.live.remove(id) {
                 a.stop(Some(STOP_EVENT_LOST.into()));
             }
         }
@@ -187,9 +202,15 @@ impl Actor for OrderSupervisor {
                             break;
                         }
                     }
-                    // Every saga write is fenced anyway: a missed notice
-                    // costs a refused write and a retry, never a double sale.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!(missed = n, "order supervisor missed grant notices"),
+                    // A missed Lost costs a refused (fenced) write and a retry;
+                    // a missed Taken would leave a lost event's sagas stopped:
+                    // look at every lost event again.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "order supervisor missed grant notices; checking its lost events again");
+                        if me.cast(SupervisorMsg::RecheckLost).is_err() {
+                            break;
+                        }
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }
@@ -303,10 +324,24 @@ impl Actor for OrderSupervisor {
                     }
                 }
             }
-            SupervisorMsg::Respawn(id) => {
-                if let Err(e) = s.saga_for(&myself, id).await {
+            SupervisorMsg::Respawn(id) => match s.saga_for(&myself, id).await {
+                Ok(_) => {}
+                // Its event is another node's: resumed here if the grant comes back.
+                Err(SagaError::OwnedElsewhere(event_id)) => {
+                    s.lost.insert(event_id);
+                }
+                Err(e) => {
                     error!(order_id = %id, error = %e, "could not restart an order saga; retrying");
                     myself.send_after(Duration::from_millis(s.deps.cfg.retry_ms_max), move || SupervisorMsg::Respawn(id));
+                }
+            },
+            SupervisorMsg::RecheckLost => {
+                // Whichever lost event this node holds again is taken back.
+                let lost: Vec<usher_engine::EventId> = s.lost.iter().copied().collect();
+                for event_id in lost {
+                    if let Ok(h) = s.deps.registry.event(event_id).await {
+                        let _ = myself.cast(SupervisorMsg::Grant(Grant::Taken(event_id, h.epoch)));
+                    }
                 }
             }
         }
@@ -325,9 +360,15 @@ impl Actor for OrderSupervisor {
             _ => return Ok(()),
         };
         let Some(id) = s.by_cell.remove(&cell.get_id()) else { return Ok(()) };
-        s.live.remove(&id);
-        if failure.is_none() && !s.parked_at.contains_key(&id) {
-            s.event_of.remove(&id);
+        // Only if it is this actor's entry: after a lost grant came back, a
+        // new saga for the order may already run under the same id.
+        if s.live.get(&id).is_some_and(|a| a.get_id() == cell.get_id()) {
+            s.live.remove(&id);
+            if failure.is_none() && !s.parked_at.contains_key(&id) {
+                s.event_of.remove(&id);
+            }
+        } else {
+            return Ok(());
         }
         if let Some(why) = failure {
             // Restart from storage; after repeated failures, wait first.

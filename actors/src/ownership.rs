@@ -17,6 +17,10 @@ use crate::ports::{BoxFuture, Epoch, EpochClaim, Ownership, OwnershipError, Stor
 pub trait SoleServer: Send + Sync + 'static {
     /// What is held, e.g. `lock on /var/lib/usher/usher.db`.
     fn describe(&self) -> String;
+    /// Whether it is still held: a lock that lives on a database connection
+    /// is gone when the connection is (a restart, a failover), and then
+    /// another process may have taken the database. A sentence if not.
+    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// Grants every event to this node: the store mints the next epoch.
@@ -33,8 +37,13 @@ impl LocalOwnership {
 }
 
 impl Ownership for LocalOwnership {
+    /// Grants nothing once the guard is lost: another process may serve
+    /// the database now, and taking its events would fence it out.
     fn acquire(&self, event: EventId) -> BoxFuture<'_, Result<Epoch, OwnershipError>> {
-        Box::pin(async move { Ok(self.store.fence_event(event, EpochClaim::Next).await?) })
+        Box::pin(async move {
+            self.guard.check().await.map_err(|why| OwnershipError::Elsewhere { event_id: event, owner: why })?;
+            Ok(self.store.fence_event(event, EpochClaim::Next).await?)
+        })
     }
 
     /// Nothing to give back: the next grant moves the epoch past this one.

@@ -10,12 +10,11 @@
 //!   cluster's leases instead, not this lock.
 
 use std::str::FromStr;
-use std::sync::Mutex;
 
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-use usher_actors::{SoleServer, StoreError};
+use usher_actors::{BoxFuture, SoleServer, StoreError};
 
 use crate::db_error::db_error;
 
@@ -27,7 +26,7 @@ pub const PG_NODE_LOCK_KEY: i64 = i64::from_be_bytes(*b"usher-1n");
 /// process take the database.
 pub enum NodeLock {
     File { _file: std::fs::File, path: std::path::PathBuf },
-    Postgres { _conn: Mutex<PgConnection> },
+    Postgres { conn: tokio::sync::Mutex<PgConnection> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +51,7 @@ pub async fn lock_node(url: &str) -> Result<NodeLock, NodeLockError> {
                 "another usher process already serves this PostgreSQL database as a single node; stop it first".into(),
             ));
         }
-        return Ok(NodeLock::Postgres { _conn: Mutex::new(conn) });
+        return Ok(NodeLock::Postgres { conn: tokio::sync::Mutex::new(conn) });
     }
     let db = url.strip_prefix("sqlite://").unwrap_or(url);
     let path = std::path::PathBuf::from(format!("{db}.lock"));
@@ -81,5 +80,31 @@ impl SoleServer for NodeLock {
             NodeLock::File { path, .. } => format!("lock on {}", path.display()),
             NodeLock::Postgres { .. } => format!("PostgreSQL advisory lock {PG_NODE_LOCK_KEY}"),
         }
+    }
+
+    /// A file lock lasts as long as the process. The advisory lock lasts as
+    /// long as its connection: asked over it, so a lost connection (and lock)
+    /// is noticed at the next grant.
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match self {
+                NodeLock::File { .. } => Ok(()),
+                NodeLock::Postgres { conn } => {
+                    let mut conn = conn.lock().await;
+                    let held: Result<(bool,), _> = sqlx::query_as(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
+                         AND ((classid::bigint << 32) | objid::bigint) = $1)",
+                    )
+                    .bind(PG_NODE_LOCK_KEY)
+                    .fetch_one(&mut *conn)
+                    .await;
+                    match held {
+                        Ok((true,)) => Ok(()),
+                        Ok((false,)) => Err("this node no longer holds its single-node lock on PostgreSQL".into()),
+                        Err(e) => Err(format!("this node lost its single-node lock on PostgreSQL (its connection failed: {e})")),
+                    }
+                }
+            }
+        })
     }
 }

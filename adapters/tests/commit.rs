@@ -174,3 +174,27 @@ async fn orders_and_seat_batches_commit_side_by_side() {
     })
     .await;
 }
+
+/// The PostgreSQL single-node lock lives on a connection: when that
+/// connection is gone (a restart, a failover), `check` says so, and the
+/// node grants itself no more events. A file lock holds for the process.
+#[tokio::test]
+async fn a_lost_postgres_node_lock_is_noticed() {
+    use usher_actors::SoleServer as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = lock_node(&format!("sqlite://{}", dir.path().join("usher.db").display())).await.unwrap();
+    assert_eq!(file.check().await, Ok(()));
+    let (name, url) = usher_test_support::fresh_pg_database("locklost").await;
+    let lock = lock_node(&url).await.unwrap();
+    assert_eq!(lock.check().await, Ok(()));
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'usher node lock' AND datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let lost = lock.check().await.unwrap_err();
+    assert!(lost.starts_with("this node lost its single-node lock on PostgreSQL"), "{lost}");
+    drop((lock, admin));
+    usher_test_support::drop_pg_database(&name).await;
+}

@@ -130,7 +130,8 @@ impl Catalog {
         &self,
         c: &Caller,
         event_id: &str,
-    ) -> Result<(EventHandle, tokio::sync::mpsc::Receiver<Result<FeedItem, ApiError>>), ApiError> {
+        cut: Option<crate::conns::ConnCut>,
+    ) -> Result<(EventHandle, crate::streams::FeedStream), ApiError> {
         let id = convert::event_id(event_id)?;
         let handle = self.ctx.registry.event(id).await?;
         if !c.sees(&handle.summary().await?.0) {
@@ -139,7 +140,7 @@ impl Catalog {
         let slot = self.ctx.streams.take(c)?;
         // Subscribe before the snapshot so no change falls between the two.
         let changes = self.ctx.registry.subscribe(id).await?;
-        let feed = crate::streams::seat_feed(handle.clone(), changes, self.ctx.stopping.clone(), slot).await?;
+        let feed = crate::streams::seat_feed(handle.clone(), changes, self.ctx.stopping.clone(), slot, cut).await?;
         Ok((handle, feed))
     }
 
@@ -495,10 +496,11 @@ impl CatalogService for Catalog {
 
     async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {
         let c = caller(&req)?;
-        let (handle, feed) = self.seat_feed(&c, &req.get_ref().event_id).await?;
+        let cut = req.extensions().get::<crate::conns::ConnCut>().cloned();
+        let (handle, feed) = self.seat_feed(&c, &req.get_ref().event_id, cut).await?;
         let id = handle.event_id.to_string();
         let label = move |s: usher_engine::SeatIdx| handle.layout.label(s);
-        let out = tokio_stream::wrappers::ReceiverStream::new(feed).map(move |item| {
+        let out = feed.map(move |item| {
             let (changes, counts, snapshot) = match item.map_err(Status::from)? {
                 FeedItem::Snapshot(m) => {
                     let changes = m.seats.iter().enumerate().map(|(i, &s)| (usher_engine::SeatIdx(i as u32), s)).collect::<Vec<_>>();

@@ -38,6 +38,20 @@ pub struct ConnLimits {
     pub grpc_idle: Duration,
 }
 
+/// A handle on the connection a request came on, in the request's
+/// extensions: `cut` drops the connection at once, with whatever it still
+/// had to send. For a watcher that stopped reading: what waits for it is
+/// held by the connection (HTTP/2 and socket buffers), not by the handler,
+/// so only dropping the connection frees it.
+#[derive(Clone, Default)]
+pub struct ConnCut(Arc<tokio::sync::Notify>);
+
+impl ConnCut {
+    pub fn cut(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// Serves the storefront and JSON API until `stopping` turns true, then
 /// lets every open connection finish its request.
 pub async fn serve_http(listener: TcpListener, router: axum::Router, limits: ConnLimits, stopping: watch::Receiver<bool>) {
@@ -46,14 +60,17 @@ pub async fn serve_http(listener: TcpListener, router: axum::Router, limits: Con
     let body_time = limits.http_body;
     accept_loop(listener, limits.http_connections_max, "http", stopping.clone(), |stream, peer, permit| {
         let router = router.clone();
+        let cut = ConnCut::default();
+        let handle = cut.clone();
         let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(axum::extract::ConnectInfo(peer));
+            parts.extensions.insert(handle.clone());
             let body = axum::body::Body::new(Deadline { inner: body, at: Box::pin(tokio::time::sleep(body_time)) });
             router.clone().oneshot(http::Request::from_parts(parts, body))
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        tokio::spawn(run_conn(conn, permit, stopping.clone(), std::future::pending(), None));
+        tokio::spawn(run_conn(conn, permit, stopping.clone(), std::future::pending(), None, cut));
     })
     .await;
 }
@@ -81,8 +98,11 @@ where
         let (busy, calls) = watch::channel(0usize);
         let busy = Arc::new(busy);
         let grpc = grpc.clone();
+        let cut = ConnCut::default();
+        let handle = cut.clone();
         let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(info.clone());
+            req.extensions_mut().insert(handle.clone());
             let call = InFlight::enter(&busy);
             let deadline = grpc_deadline(req.headers());
             let answer = grpc.clone().oneshot(req.map(tonic::body::Body::new));
@@ -99,7 +119,7 @@ where
             }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        tokio::spawn(run_conn(conn, permit, stopping.clone(), idle_for(calls, idle), Some(ms(GRPC_CLOSE_GRACE_MS))));
+        tokio::spawn(run_conn(conn, permit, stopping.clone(), idle_for(calls, idle), Some(ms(GRPC_CLOSE_GRACE_MS)), cut));
     })
     .await;
 }
@@ -136,12 +156,15 @@ async fn run_conn<C: GracefulConnection>(
     mut stopping: watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
     grace: Option<Duration>,
+    cut: ConnCut,
 ) {
     let mut conn = std::pin::pin!(conn);
     let stop = tokio::select! {
         _ = conn.as_mut() => return,
         _ = stopping.wait_for(|s| *s) => true,
         () = idle => false,
+        // Dropped at once, unsent data and all.
+        () = cut.0.notified() => return,
     };
     conn.as_mut().graceful_shutdown();
     // Bounded either way: a client that never reads its answer would
@@ -150,7 +173,10 @@ async fn run_conn<C: GracefulConnection>(
         Some(grace) if !stop => grace,
         _ => ms(CONN_DRAIN_MS_MAX),
     };
-    let _ = tokio::time::timeout(grace, conn).await;
+    tokio::select! {
+        _ = tokio::time::timeout(grace, conn) => {}
+        () = cut.0.notified() => {}
+    }
 }
 
 /// Accepts until `stopping` turns true and hands each connection to `serve`

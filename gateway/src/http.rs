@@ -464,11 +464,12 @@ fn state_name(s: usher_engine::SeatState) -> &'static str {
 async fn live_seats(
     State(h): State<Http>,
     Extension(c): Ext,
+    cut: Option<Extension<crate::conns::ConnCut>>,
     Path(id): Path<String>,
 ) -> Result<axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::StreamExt as _;
-    let (handle, feed) = h.catalog.seat_feed(&c, &id).await?;
+    let (handle, feed) = h.catalog.seat_feed(&c, &id, cut.map(|Extension(c)| c)).await?;
     let event = move |item: Result<crate::streams::FeedItem, ApiError>| {
         let made = match item {
             Ok(crate::streams::FeedItem::Snapshot(m)) => Event::default()
@@ -488,7 +489,7 @@ async fn live_seats(
         // Serializing these types cannot fail; an empty comment keeps the feed well-formed if it ever did.
         Ok(made.unwrap_or_else(|_| Event::default().comment("")))
     };
-    let stream = tokio_stream::wrappers::ReceiverStream::new(feed).map(event);
+    let stream = feed.map(event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(crate::limits::SEAT_FEED_KEEPALIVE_S))))
 }
 

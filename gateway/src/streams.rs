@@ -7,7 +7,9 @@
 //! of what it missed, so a slow reader costs one snapshot, never a queue.
 //! A watcher that takes nothing for `seat_feed_stall_ms` while items wait
 //! (it stopped reading, or cannot keep up even with snapshots) is dropped:
-//! its feed ends and its slot and queue are freed.
+//! its connection is cut (`ConnCut`), which frees what waited for it in the
+//! connection's buffers, its queue and its slot. Until then the slot stays
+//! taken, so a client's unread feeds count against its cap.
 //! Each feed holds a slot: at most `SEAT_STREAMS_PER_CLIENT_MAX` per client
 //! (a signed-in principal, or an address for anonymous callers and guests,
 //! who can mint identities) and `SEAT_STREAMS_PER_NODE_MAX` per node; past
@@ -74,8 +76,8 @@ impl StreamSlots {
     /// A slot for `caller`, or RESOURCE_EXHAUSTED / 429 with a sentence.
     pub fn take(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, ApiError> {
         let client = match &caller.principal {
-            Principal::Anonymous | Principal::Guest(_) => format!("a:{}", caller.address),
-            p => p.key_scope().unwrap_or_else(|| format!("a:{}", caller.address)),
+            Principal::Anonymous | Principal::Guest(_) => address_key(&caller.address),
+            p => p.key_scope().unwrap_or_else(|| address_key(&caller.address)),
         };
         let full = |what: &str| {
             let mut e = ApiError::new(ErrorCode::ResourceExhausted, "TOO_MANY_STREAMS", format!("{what}; close one and retry"));
@@ -83,43 +85,69 @@ impl StreamSlots {
             e
         };
         let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = map.entry(client.clone()).or_insert(0);
-        if *mine >= self.per_client_max {
-            let n = self.per_client_max;
-            if *mine == 0 {
-                map.remove(&client);
-            }
-            return Err(full(&format!("this client already watches {n} seat maps, the most one may")));
+        if map.get(&client).is_some_and(|&n| n >= self.per_client_max) {
+            return Err(full(&format!("this client already watches {} seat maps, the most one may", self.per_client_max)));
         }
         let node = self.node.clone().try_acquire_owned().map_err(|_| full("this server watches as many seat maps as it can"))?;
-        *mine += 1;
+        *map.entry(client.clone()).or_insert(0) += 1;
         Ok(StreamSlot { _node: node, client, slots: self.clone() })
+    }
+}
+
+/// A feed as its watcher reads it; holds the feed's slot until dropped.
+pub struct FeedStream {
+    rx: mpsc::Receiver<Result<FeedItem, ApiError>>,
+    _slot: StreamSlot,
+}
+
+impl futures::Stream for FeedStream {
+    type Item = Result<FeedItem, ApiError>;
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The client an address stands for: the address itself, or for IPv6 its
+/// /64 (one subscriber's network: a host picks any address in it at will).
+fn address_key(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
+            let s = a.segments();
+            format!("a:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(a)) => format!("a:{}", a.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default()),
+        _ => format!("a:{address}"),
     }
 }
 
 /// Opens a feed of `handle`'s seats: a snapshot, then every change, until
 /// the watcher goes away or `stopping` turns true (then one `Err` saying
 /// so). Subscribes before taking the snapshot, so no change falls between.
+/// `cut` is the watcher's connection, cut if it stalls.
 pub async fn seat_feed(
     handle: EventHandle,
     mut changes: tokio::sync::broadcast::Receiver<Arc<SeatChange>>,
     mut stopping: watch::Receiver<bool>,
     slot: StreamSlot,
-) -> Result<mpsc::Receiver<Result<FeedItem, ApiError>>, ApiError> {
+    cut: Option<crate::conns::ConnCut>,
+) -> Result<FeedStream, ApiError> {
     let first = handle.seat_map().await?;
-    let (tx, out) = mpsc::channel(SEAT_FEED_QUEUED_MAX);
+    let (tx, rx) = mpsc::channel(SEAT_FEED_QUEUED_MAX);
     let stall = slot.slots.stall;
     let handle_id = handle.event_id;
     tokio::spawn(async move {
-        let _slot = slot;
         // False once the watcher is gone, or took nothing for `stall`.
+        let cut = &cut;
         let give = |item: Result<FeedItem, ApiError>| {
             let tx = &tx;
             async move {
                 match tokio::time::timeout(stall, tx.send(item)).await {
                     Ok(sent) => sent.is_ok(),
                     Err(_) => {
-                        tracing::info!(event_id = %handle_id, "a seat feed's watcher stopped reading; dropping the feed");
+                        tracing::info!(event_id = %handle_id, "a seat feed's watcher stopped reading; cutting its connection");
+                        if let Some(cut) = cut {
+                            cut.cut();
+                        }
                         false
                     }
                 }
@@ -157,7 +185,7 @@ pub async fn seat_feed(
             }
         }
     });
-    Ok(out)
+    Ok(FeedStream { rx, _slot: slot })
 }
 
 #[cfg(test)]
@@ -184,5 +212,15 @@ mod tests {
         drop(a1);
         assert_eq!(slots.open(), 2);
         let _b2 = slots.take(&b).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_client() {
+        let slots = Arc::new(StreamSlots::new(10, 1, std::time::Duration::from_secs(1)));
+        let _one = slots.take(&caller(Principal::Anonymous, "2001:db8:1:2::10")).unwrap();
+        assert!(slots.take(&caller(Principal::Anonymous, "2001:db8:1:2:ffff::99")).is_err(), "the same /64");
+        let _other = slots.take(&caller(Principal::Anonymous, "2001:db8:1:3::10")).unwrap();
+        let _v4 = slots.take(&caller(Principal::Anonymous, "192.0.2.7")).unwrap();
+        assert!(slots.take(&caller(Principal::Anonymous, "::ffff:192.0.2.7")).is_err(), "a mapped IPv4 is that IPv4");
     }
 }

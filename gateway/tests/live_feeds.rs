@@ -208,6 +208,18 @@ async fn a_watcher_that_never_reads_is_dropped() {
     })
     .await;
     assert!(dropped.is_ok(), "the stalled feed still holds its slot");
-    drop(_never_read);
+    // Its connection was cut: reading now ends in an error, not the changes.
+    let mut stream = _never_read.into_inner();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert!(read.is_err() || matches!(read, Ok(None)), "{read:?}");
     app.stop().await;
 }

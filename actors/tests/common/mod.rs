@@ -45,6 +45,9 @@ impl SoleServer for OneProcess {
     fn describe(&self) -> String {
         "one test process".into()
     }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 // ---------------------------------------------------------------- MemStore

@@ -19,7 +19,7 @@ use usher_proto::v1 as pb;
 
 use crate::doors::{GUEST_COOKIE, REFRESH_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
-use crate::http::{Ext, Http, Routes, idempotency_key, parse, ts};
+use crate::http::{Ext, Http, Routes, body_or_default, idempotency_key, parse, query, ts};
 
 pub(crate) fn routes(r: Routes) -> Routes {
     r.add("POST", "/api/auth/register", post(register))
@@ -89,10 +89,6 @@ fn session(h: &Http, s: pb::Session, as_cookie: bool, status: StatusCode) -> Res
     r
 }
 
-fn body_or_default<T: for<'de> Deserialize<'de> + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() { Ok(T::default()) } else { parse(headers, body) }
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct Credentials {
@@ -121,24 +117,26 @@ struct RefreshBody {
     cookie: bool,
 }
 
+impl RefreshBody {
+    /// The refresh token in the body, else the browser's refresh cookie
+    /// (empty when neither is there), and whether to answer with cookies.
+    fn token(self, headers: &HeaderMap) -> (String, bool) {
+        if self.refresh_token.is_empty() {
+            (crate::doors::cookie(headers, REFRESH_COOKIE).unwrap_or_default().to_owned(), true)
+        } else {
+            (self.refresh_token, self.cookie)
+        }
+    }
+}
+
 async fn refresh(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let b: RefreshBody = body_or_default(&headers, &body)?;
-    let (token, as_cookie) = if b.refresh_token.is_empty() {
-        (crate::doors::cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned(), true)
-    } else {
-        (b.refresh_token, b.cookie)
-    };
+    let (token, as_cookie) = body_or_default::<RefreshBody>(&headers, &body)?.token(&headers);
     let s = h.identity.refresh(&c, pb::RefreshRequest { refresh_token: token }).await?;
     Ok(session(&h, s, as_cookie, StatusCode::OK))
 }
 
 async fn logout(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let b: RefreshBody = body_or_default(&headers, &body)?;
-    let token = if b.refresh_token.is_empty() {
-        crate::doors::cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned()
-    } else {
-        b.refresh_token
-    };
+    let (token, _) = body_or_default::<RefreshBody>(&headers, &body)?.token(&headers);
     h.identity.log_out(pb::LogOutRequest { refresh_token: token }).await?;
     let mut r = Json(json!({})).into_response();
     for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth"), (GUEST_COOKIE, "/")] {
@@ -362,7 +360,7 @@ async fn audit(
     Path(org): Path<String>,
     q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let axum::extract::Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let q = query(q)?;
     let r = h.identity.audit_log(&c, pb::ListAuditLogRequest { org_id: org, page_size: q.page_size, page_token: q.page_token }).await?;
     let records: Vec<Value> = r
         .records

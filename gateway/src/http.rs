@@ -3,8 +3,9 @@
 //! JSON body `{"error": {"code", "reason", "message", "seats"}}`.
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::rejection::{ExtensionRejection, QueryRejection};
+use axum::extract::{Extension, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -75,7 +76,18 @@ pub fn router(ctx: Ctx) -> Router {
         .with_state(state)
 }
 
-pub(crate) type Ext = Extension<Caller>;
+/// What nearly every handler starts from: the services, and who is calling
+/// (`doors::http_auth` puts the caller in the request's extensions).
+pub(crate) struct Call(pub(crate) Http, pub(crate) Caller);
+
+impl FromRequestParts<Http> for Call {
+    type Rejection = ExtensionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Http) -> Result<Call, ExtensionRejection> {
+        let Extension(c) = Extension::<Caller>::from_request_parts(parts, state).await?;
+        Ok(Call(state.clone(), c))
+    }
+}
 
 async fn jwks(State(h): State<Http>) -> Json<serde_json::Value> {
     Json(h.identity.ctx.auth.keys.jwks(h.identity.ctx.now()))
@@ -328,11 +340,7 @@ struct EventsJson {
     next_page_token: String,
 }
 
-async fn list_events(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<EventsJson>, ApiError> {
+async fn list_events(Call(h, c): Call, q: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<EventsJson>, ApiError> {
     let q = query(q)?;
     let status = match q.status.as_deref() {
         None | Some("") => pb::EventStatus::Unspecified,
@@ -354,11 +362,11 @@ async fn list_events(
     Ok(Json(EventsJson { events: r.events.into_iter().map(EventJson::from).collect(), next_page_token: r.next_page_token }))
 }
 
-async fn get_event(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
+async fn get_event(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
     Ok(Json(h.catalog.event(&c, &id).await?.into()))
 }
 
-async fn seat_map(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<SeatMapJson>, ApiError> {
+async fn seat_map(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SeatMapJson>, ApiError> {
     let m = h.catalog.seat_map(&c, &id).await?;
     Ok(Json(SeatMapJson {
         event_id: m.event_id,
@@ -417,8 +425,7 @@ pub(crate) fn body_or_default<T: for<'de> Deserialize<'de> + Default>(headers: &
 }
 
 async fn create_hold(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -450,7 +457,7 @@ async fn create_hold(
     Ok((StatusCode::CREATED, Json(hold.into())))
 }
 
-async fn get_hold(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<HoldJson>, ApiError> {
+async fn get_hold(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<HoldJson>, ApiError> {
     Ok(Json(h.inventory.get(&c, pb::GetHoldRequest { hold_id: id, event_id: String::new() }).await?.into()))
 }
 
@@ -461,8 +468,7 @@ struct ReleaseQuery {
 }
 
 async fn release_hold(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     Path(id): Path<String>,
     headers: HeaderMap,
     q: Result<Query<ReleaseQuery>, QueryRejection>,
@@ -586,12 +592,7 @@ struct OrderBody {
     idempotency_key: String,
 }
 
-async fn create_order(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
+async fn create_order(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
     let b: OrderBody = parse(&headers, &body)?;
     let r = pb::CreateOrderRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -602,7 +603,7 @@ async fn create_order(
     Ok((StatusCode::CREATED, Json(h.orders.create_order(&c, r).await?.into())))
 }
 
-async fn get_order(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<OrderJson>, ApiError> {
+async fn get_order(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<OrderJson>, ApiError> {
     Ok(Json(h.orders.get_order(&c, pb::GetOrderRequest { order_id: id }).await?.into()))
 }
 
@@ -621,11 +622,7 @@ struct OrdersJson {
     next_page_token: String,
 }
 
-async fn list_orders(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    q: Result<Query<OrdersQuery>, QueryRejection>,
-) -> Result<Json<OrdersJson>, ApiError> {
+async fn list_orders(Call(h, c): Call, q: Result<Query<OrdersQuery>, QueryRejection>) -> Result<Json<OrdersJson>, ApiError> {
     let q = query(q)?;
     let r = h
         .orders
@@ -644,13 +641,7 @@ struct CancelBody {
     idempotency_key: String,
 }
 
-async fn cancel_order(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<OrderJson>, ApiError> {
+async fn cancel_order(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<OrderJson>, ApiError> {
     let b: CancelBody = body_or_default(&headers, &body)?;
     let r =
         pb::CancelOrderRequest { idempotency_key: idempotency_key(&headers, &b.idempotency_key), order_id: id, customer_id: b.customer_id };
@@ -674,13 +665,7 @@ struct PayJson {
     settled: bool,
 }
 
-async fn pay_order(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<PayJson>, ApiError> {
+async fn pay_order(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<PayJson>, ApiError> {
     let b: PayBody = parse(&headers, &body)?;
     let r = pb::PayOrderRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -709,7 +694,7 @@ struct TicketsJson {
     tickets: Vec<TicketJson>,
 }
 
-async fn list_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
+async fn list_tickets(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
     let r = h.orders.list_tickets(&c, pb::ListTicketsRequest { order_id: id }).await?;
     Ok(Json(TicketsJson { tickets: r.tickets.into_iter().map(ticket_json).collect() }))
 }
@@ -727,7 +712,7 @@ fn ticket_json(t: pb::Ticket) -> TicketJson {
     }
 }
 
-async fn download_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn download_tickets(Call(h, c): Call, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (filename, bytes) = h.orders.pdf(&c, pb::DownloadTicketsRequest { order_id: id }).await?;
     Ok(pdf(filename, bytes))
 }
@@ -800,7 +785,7 @@ struct ScanJson {
     first_gate: String,
 }
 
-async fn scan(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Json<ScanJson>, ApiError> {
+async fn scan(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Json<ScanJson>, ApiError> {
     let b: ScanBody = parse(&headers, &body)?;
     let r = pb::ScanRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),

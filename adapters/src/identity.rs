@@ -72,6 +72,9 @@ const API_KEY_COLUMNS: &str = "k.id, k.partner_id, p.name, k.org_id, k.prefix, k
 const DEVICE_COLUMNS: &str = "id, org_id, gate, prefix, hash, events, created_at, last_used_at, revoked_at";
 const AUDIT_COLUMNS: &str = "seq, org_id, at, actor, address, action, target, detail";
 
+/// Reads one stored row of a driver's `DB` into a record.
+type FromRow<DB, T> = fn(&<DB as sqlx::Database>::Row) -> Result<T, StoreError>;
+
 macro_rules! identity_store {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -148,6 +151,54 @@ macro_rules! identity_store {
                 })
             }
 
+            /// The one row `sql` finds by the text key `$1`, if any.
+            async fn fetch_by<T>(&self, sql: &str, key: &str, from_row: FromRow<$db, T>) -> Result<Option<T>, StoreError> {
+                let row = sqlx::query(sql).bind(key).fetch_optional(self.pool()).await.map_err(db_error)?;
+                row.as_ref().map(from_row).transpose()
+            }
+
+            /// Every row `sql` finds by the text key `$1`, in its order.
+            async fn fetch_all_by<T>(&self, sql: &str, key: &str, from_row: FromRow<$db, T>) -> Result<Vec<T>, StoreError> {
+                let rows = sqlx::query(sql).bind(key).fetch_all(self.pool()).await.map_err(db_error)?;
+                rows.iter().map(from_row).collect()
+            }
+
+            /// Ends a change: its audit entry joins the same transaction, then both commit.
+            async fn commit_audited(mut tx: sqlx::Transaction<'static, $db>, audit: &AuditEntry) -> Result<(), StoreError> {
+                Self::insert_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(db_error)
+            }
+
+            /// The last write of a change (`q`, an INSERT or upsert; a failure
+            /// is refused as `written` says of `what`), then the audit entry in
+            /// the same transaction, then the commit.
+            async fn write_audited<'q>(
+                mut tx: sqlx::Transaction<'static, $db>,
+                q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                what: &str,
+                audit: &AuditEntry,
+            ) -> Result<(), StoreError> {
+                q.execute(&mut *tx).await.map_err(|e| written(what, e))?;
+                Self::commit_audited(tx, audit).await
+            }
+
+            /// A change that may find nothing to change (`q` is one UPDATE or
+            /// DELETE): with no row affected nothing is written and the answer
+            /// is `false`; otherwise the audit entry joins the same
+            /// transaction, both commit, and the answer is `true`.
+            async fn change_audited<'q>(
+                &self,
+                q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                audit: &AuditEntry,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool().begin().await.map_err(db_error)?;
+                if q.execute(&mut *tx).await.map_err(db_error)?.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                Self::commit_audited(tx, audit).await?;
+                Ok(true)
+            }
+
             // -- organizations and members
 
             async fn do_create_org(&self, org: &OrgRecord, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -163,17 +214,11 @@ macro_rules! identity_store {
                 if inserted == 0 {
                     return Err(StoreError::Conflict(format!("organization {} exists", org.id)));
                 }
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db_error)
+                Self::commit_audited(tx, audit).await
             }
 
             async fn do_get_org(&self, id: OrgId) -> Result<Option<OrgRecord>, StoreError> {
-                let row = sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(db_error)?;
-                row.as_ref().map(Self::org_from_row).transpose()
+                self.fetch_by("SELECT id, name, created_at FROM organizations WHERE id = $1", &id.to_string(), Self::org_from_row).await
             }
 
             async fn do_list_orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
@@ -183,71 +228,44 @@ macro_rules! identity_store {
             }
 
             async fn do_set_member(&self, org: OrgId, user: UserId, role: Role, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(db_error)?;
+                let tx = self.pool().begin().await.map_err(db_error)?;
                 // A role change keeps the date the member was added.
-                sqlx::query(
+                let q = sqlx::query(
                     "INSERT INTO memberships (org_id, user_id, role, added_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
                 )
                 .bind(org.to_string())
                 .bind(user.to_string())
                 .bind(role.as_str())
-                .bind(audit.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| written(&format!("member {user} of {org}"), e))?;
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db_error)
+                .bind(audit.at.0);
+                Self::write_audited(tx, q, &format!("member {user} of {org}"), audit).await
             }
 
             async fn do_remove_member(&self, org: OrgId, user: UserId, audit: &AuditEntry) -> Result<bool, StoreError> {
-                let mut tx = self.pool().begin().await.map_err(db_error)?;
-                let removed = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
-                    .bind(org.to_string())
-                    .bind(user.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                if removed == 0 {
-                    return Ok(false);
-                }
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db_error)?;
-                Ok(true)
+                let q = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2").bind(org.to_string()).bind(user.to_string());
+                self.change_audited(q, audit).await
             }
 
             async fn do_members(&self, org: OrgId) -> Result<Vec<MemberRecord>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT m.org_id, m.user_id, u.email, m.role, m.added_at FROM memberships m JOIN users u ON u.id = m.user_id \
-                     WHERE m.org_id = $1 ORDER BY u.email",
-                )
-                .bind(org.to_string())
-                .fetch_all(self.pool())
-                .await
-                .map_err(db_error)?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(MemberRecord {
-                            org: parse_id(Self::col(r, 0)?, OrgId::parse)?,
-                            user: parse_id(Self::col(r, 1)?, UserId::parse)?,
-                            email: Self::col(r, 2)?,
-                            role: parse_role(Self::col(r, 3)?)?,
-                            added_at: Millis(Self::col(r, 4)?),
-                        })
+                let sql = "SELECT m.org_id, m.user_id, u.email, m.role, m.added_at FROM memberships m JOIN users u ON u.id = m.user_id \
+                           WHERE m.org_id = $1 ORDER BY u.email";
+                self.fetch_all_by(sql, &org.to_string(), |r| {
+                    Ok(MemberRecord {
+                        org: parse_id(Self::col(r, 0)?, OrgId::parse)?,
+                        user: parse_id(Self::col(r, 1)?, UserId::parse)?,
+                        email: Self::col(r, 2)?,
+                        role: parse_role(Self::col(r, 3)?)?,
+                        added_at: Millis(Self::col(r, 4)?),
                     })
-                    .collect()
+                })
+                .await
             }
 
             async fn do_memberships(&self, user: UserId) -> Result<Vec<Membership>, StoreError> {
-                let rows = sqlx::query("SELECT org_id, role FROM memberships WHERE user_id = $1 ORDER BY org_id")
-                    .bind(user.to_string())
-                    .fetch_all(self.pool())
-                    .await
-                    .map_err(db_error)?;
-                rows.iter()
-                    .map(|r| Ok(Membership { org: parse_id(Self::col(r, 0)?, OrgId::parse)?, role: parse_role(Self::col(r, 1)?)? }))
-                    .collect()
+                self.fetch_all_by("SELECT org_id, role FROM memberships WHERE user_id = $1 ORDER BY org_id", &user.to_string(), |r| {
+                    Ok(Membership { org: parse_id(Self::col(r, 0)?, OrgId::parse)?, role: parse_role(Self::col(r, 1)?)? })
+                })
+                .await
             }
 
             // -- users
@@ -271,21 +289,11 @@ macro_rules! identity_store {
             }
 
             async fn do_user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-                let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
-                    .bind(email_key(email))
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(db_error)?;
-                row.as_ref().map(Self::user_from_row).transpose()
+                self.fetch_by(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"), &email_key(email), Self::user_from_row).await
             }
 
             async fn do_get_user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-                let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-                    .bind(id.to_string())
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(db_error)?;
-                row.as_ref().map(Self::user_from_row).transpose()
+                self.fetch_by(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &id.to_string(), Self::user_from_row).await
             }
 
             // -- refresh tokens
@@ -403,7 +411,7 @@ macro_rules! identity_store {
                 if owner != k.org.to_string() {
                     return Err(StoreError::Conflict(format!("partner {} belongs to another organization", k.partner_id)));
                 }
-                sqlx::query(
+                let q = sqlx::query(
                     "INSERT INTO api_keys (id, partner_id, org_id, prefix, hash, scopes, events, expires_at, created_at, last_used_at, revoked_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
@@ -417,32 +425,20 @@ macro_rules! identity_store {
                 .bind(k.expires_at.map(|t| t.0))
                 .bind(k.created_at.0)
                 .bind(k.last_used_at.map(|t| t.0))
-                .bind(k.revoked_at.map(|t| t.0))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| written(&format!("api key {}", k.prefix), e))?;
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db_error)
+                .bind(k.revoked_at.map(|t| t.0));
+                Self::write_audited(tx, q, &format!("api key {}", k.prefix), audit).await
             }
 
             async fn do_api_key_by_prefix(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-                let row = sqlx::query(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN partners p ON p.id = k.partner_id WHERE k.prefix = $1"))
-                    .bind(prefix)
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(db_error)?;
-                row.as_ref().map(Self::api_key_from_row).transpose()
+                let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN partners p ON p.id = k.partner_id WHERE k.prefix = $1");
+                self.fetch_by(&sql, prefix, Self::api_key_from_row).await
             }
 
             async fn do_api_keys(&self, org: OrgId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-                let rows = sqlx::query(&format!(
+                let sql = format!(
                     "SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN partners p ON p.id = k.partner_id WHERE k.org_id = $1 ORDER BY k.created_at, k.id"
-                ))
-                .bind(org.to_string())
-                .fetch_all(self.pool())
-                .await
-                .map_err(db_error)?;
-                rows.iter().map(Self::api_key_from_row).collect()
+                );
+                self.fetch_all_by(&sql, &org.to_string(), Self::api_key_from_row).await
             }
 
             async fn do_partner_name(&self, org: OrgId, partner: PartnerId) -> Result<Option<String>, StoreError> {
@@ -457,21 +453,8 @@ macro_rules! identity_store {
 
             /// Revokes a live key or device of `org` (`table` is a constant).
             async fn revoke_credential(&self, table: &str, org: OrgId, id: String, audit: &AuditEntry) -> Result<bool, StoreError> {
-                let mut tx = self.pool().begin().await.map_err(db_error)?;
-                let revoked = sqlx::query(&format!("UPDATE {table} SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL"))
-                    .bind(audit.at.0)
-                    .bind(id)
-                    .bind(org.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                if revoked == 0 {
-                    return Ok(false);
-                }
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db_error)?;
-                Ok(true)
+                let sql = format!("UPDATE {table} SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL");
+                self.change_audited(sqlx::query(&sql).bind(audit.at.0).bind(id).bind(org.to_string()), audit).await
             }
 
             /// Records a use of a key or device (`table` is a constant); never moves back.
@@ -488,8 +471,8 @@ macro_rules! identity_store {
             // -- gate devices
 
             async fn do_create_device(&self, d: &DeviceRecord, audit: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(db_error)?;
-                sqlx::query(
+                let tx = self.pool().begin().await.map_err(db_error)?;
+                let q = sqlx::query(
                     "INSERT INTO gate_devices (id, org_id, gate, prefix, hash, events, created_at, last_used_at, revoked_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
@@ -501,30 +484,17 @@ macro_rules! identity_store {
                 .bind(join_events(&d.events))
                 .bind(d.created_at.0)
                 .bind(d.last_used_at.map(|t| t.0))
-                .bind(d.revoked_at.map(|t| t.0))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| written(&format!("device {}", d.prefix), e))?;
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db_error)
+                .bind(d.revoked_at.map(|t| t.0));
+                Self::write_audited(tx, q, &format!("device {}", d.prefix), audit).await
             }
 
             async fn do_device_by_prefix(&self, prefix: &str) -> Result<Option<DeviceRecord>, StoreError> {
-                let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM gate_devices WHERE prefix = $1"))
-                    .bind(prefix)
-                    .fetch_optional(self.pool())
-                    .await
-                    .map_err(db_error)?;
-                row.as_ref().map(Self::device_from_row).transpose()
+                self.fetch_by(&format!("SELECT {DEVICE_COLUMNS} FROM gate_devices WHERE prefix = $1"), prefix, Self::device_from_row).await
             }
 
             async fn do_devices(&self, org: OrgId) -> Result<Vec<DeviceRecord>, StoreError> {
-                let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM gate_devices WHERE org_id = $1 ORDER BY created_at, id"))
-                    .bind(org.to_string())
-                    .fetch_all(self.pool())
-                    .await
-                    .map_err(db_error)?;
-                rows.iter().map(Self::device_from_row).collect()
+                let sql = format!("SELECT {DEVICE_COLUMNS} FROM gate_devices WHERE org_id = $1 ORDER BY created_at, id");
+                self.fetch_all_by(&sql, &org.to_string(), Self::device_from_row).await
             }
 
             // -- signing keys
@@ -568,9 +538,7 @@ macro_rules! identity_store {
             // -- audit log
 
             async fn do_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-                let mut tx = self.pool().begin().await.map_err(db_error)?;
-                Self::insert_audit(&mut tx, entry).await?;
-                tx.commit().await.map_err(db_error)
+                Self::commit_audited(self.pool().begin().await.map_err(db_error)?, entry).await
             }
 
             async fn do_audit_log(&self, org: OrgId, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {

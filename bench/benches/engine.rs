@@ -2,7 +2,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use usher_engine::{Command, Currency, CustomerId, EventConfig, HoldId, Inventory, Layout, Millis, Money, SeatIdx, grid_venue};
@@ -21,6 +21,26 @@ fn stadium() -> Inventory {
         ..usher_test_support::event_config(&layout, T0)
     };
     Inventory::new(config, Arc::new(layout), T0)
+}
+
+/// Times `iters` runs of `op`, in batches of at most 100,000 on a fresh
+/// map each: `prepare` gives a batch's inputs untimed, `op` is timed on
+/// each of them.
+fn timed_batches<T>(iters: u64, mut prepare: impl FnMut(&mut Inventory, u32) -> Vec<T>, op: impl Fn(&mut Inventory, &T)) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let batch = left.min(100_000) as u32;
+        let mut inv = stadium();
+        let inputs = prepare(&mut inv, batch);
+        let t = Instant::now();
+        for input in &inputs {
+            op(&mut inv, input);
+        }
+        total += t.elapsed();
+        left -= u64::from(batch);
+    }
+    total
 }
 
 fn benches(c: &mut Criterion) {
@@ -46,42 +66,34 @@ fn benches(c: &mut Criterion) {
     // Hold one seat on a 100k-seat map; the map is refilled untimed.
     c.bench_function("hold 1 seat, 100k-seat map", |b| {
         b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let batch = left.min(100_000) as u32;
-                let mut inv = stadium();
-                let cmds: Vec<Command> = (0..batch)
-                    .map(|s| Command::HoldSeats { hold_id: next_id(), customer: customers[s as usize].clone(), seats: vec![SeatIdx(s)] })
-                    .collect();
-                let t = Instant::now();
-                for cmd in &cmds {
+            timed_batches(
+                iters,
+                |_, batch| {
+                    (0..batch)
+                        .map(|s| Command::HoldSeats {
+                            hold_id: next_id(),
+                            customer: customers[s as usize].clone(),
+                            seats: vec![SeatIdx(s)],
+                        })
+                        .collect()
+                },
+                |inv, cmd| {
                     black_box(inv.apply(cmd, T0).expect("free"));
-                }
-                total += t.elapsed();
-                left -= u64::from(batch);
-            }
-            total
+                },
+            )
         })
     });
 
     // Release one hold of one seat; the holds are placed untimed.
     c.bench_function("release a 1-seat hold, 100k-seat map", |b| {
         b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let batch = left.min(100_000) as u32;
-                let mut inv = stadium();
-                let ids = start(&customers, &mut next_id, &mut inv, 0, batch);
-                let t = Instant::now();
-                for id in &ids {
+            timed_batches(
+                iters,
+                |inv, batch| start(&customers, &mut next_id, inv, 0, batch),
+                |inv, id| {
                     black_box(inv.apply(&Command::Release { hold_id: *id, customer: None }, T0).expect("live"));
-                }
-                total += t.elapsed();
-                left -= u64::from(batch);
-            }
-            total
+                },
+            )
         })
     });
 
@@ -92,7 +104,7 @@ fn benches(c: &mut Criterion) {
     let best = CustomerId::parse("best").expect("valid");
     c.bench_function("best available 4, 100k-seat map half full", |b| {
         b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
+            let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let id = next_id();
                 let cmd = Command::HoldBestAvailable { hold_id: id, customer: best.clone(), quantity: 4, section: None, category: None };

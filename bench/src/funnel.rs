@@ -132,27 +132,34 @@ pub async fn funnel(args: &Args, server: &Server) -> anyhow::Result<Funnel> {
     Ok(f)
 }
 
+/// The best `quantity` seats of `event`, held for `customer`.
+async fn hold_best(inv: &mut InventoryServiceClient<Ch>, event: &str, customer: &str, quantity: u32) -> anyhow::Result<pb::Hold> {
+    let req = pb::HoldBestAvailableRequest {
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+        event_id: event.into(),
+        customer_id: customer.into(),
+        quantity,
+        ..Default::default()
+    };
+    Ok(inv.hold_best_available(req).await?.into_inner())
+}
+
+/// An order of `hold` for `customer`, the tickets sent to `customer@example.com`.
+async fn order_of(ord: &mut OrderingServiceClient<Ch>, customer: &str, hold: pb::Hold) -> anyhow::Result<pb::Order> {
+    let req = pb::CreateOrderRequest {
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+        customer_id: customer.into(),
+        email: format!("{customer}@example.com"),
+        hold_ids: vec![hold.hold_id],
+    };
+    Ok(ord.create_order(req).await?.into_inner())
+}
+
 /// A hold of one seat and its order, left unpaid.
 async fn unpaid_order(ch: &Ch, event: &str, i: usize) -> anyhow::Result<()> {
     let customer = format!("browser-{i}");
-    let h = InventoryServiceClient::new(ch.clone())
-        .hold_best_available(pb::HoldBestAvailableRequest {
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
-            event_id: event.into(),
-            customer_id: customer.clone(),
-            quantity: 1,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    OrderingServiceClient::new(ch.clone())
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
-            customer_id: customer,
-            email: format!("browser-{i}@example.com"),
-            hold_ids: vec![h.hold_id],
-        })
-        .await?;
+    let h = hold_best(&mut InventoryServiceClient::new(ch.clone()), event, &customer, 1).await?;
+    order_of(&mut OrderingServiceClient::new(ch.clone()), &customer, h).await?;
     Ok(())
 }
 
@@ -164,27 +171,10 @@ async fn buy(ch: &Ch, event: &str, i: usize, seats: u32, start: Instant) -> anyh
     let mut ord = OrderingServiceClient::new(ch.clone());
     let mut pay = PaymentServiceClient::new(ch.clone());
     let t = Instant::now();
-    let h = inv
-        .hold_best_available(pb::HoldBestAvailableRequest {
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
-            event_id: event.into(),
-            customer_id: customer.clone(),
-            quantity: seats,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let h = hold_best(&mut inv, event, &customer, seats).await?;
     let t_hold = t.elapsed();
     let t = Instant::now();
-    let o = ord
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
-            customer_id: customer,
-            email: format!("buyer-{i}@example.com"),
-            hold_ids: vec![h.hold_id],
-        })
-        .await?
-        .into_inner();
+    let o = order_of(&mut ord, &customer, h).await?;
     let t_order = t.elapsed();
     let t = Instant::now();
     let p = pay

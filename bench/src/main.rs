@@ -375,36 +375,52 @@ fn ts(offset_s: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: now + offset_s, nanos: 0 }
 }
 
-/// A venue and an on-sale event in it, made by the server's owner.
-async fn create_event(server: &Server, sections: usize, rows: usize, per_row: u32) -> anyhow::Result<String> {
-    let c = CatalogServiceClient::new(server.owner().await?);
-    let req = venue(&server.org_id, sections, rows, per_row);
-    let v = paced(|| {
-        let (mut c, req) = (c.clone(), req.clone());
-        async move { c.create_venue(req).await }
-    })
-    .await?;
-    let req = pb::CreateEventRequest {
+/// An event on sale in `venue_id` named `name`, starting `starts_in_s` from
+/// now, priced P1 and P2 (EUR minor units).
+fn on_sale(venue_id: String, name: &str, starts_in_s: i64, [p1, p2]: [i64; 2]) -> pb::CreateEventRequest {
+    pb::CreateEventRequest {
         idempotency_key: uuid::Uuid::new_v4().to_string(),
-        venue_id: v.venue_id,
-        name: "Onsale".into(),
-        starts_at: Some(ts(86_400 * 30)),
-        sales_start: Some(ts(-60)),
-        sales_end: Some(ts(86_400 * 29)),
+        venue_id,
+        name: name.into(),
+        starts_at: Some(ts(starts_in_s)),
         currency: "EUR".into(),
         prices: vec![
-            pb::CategoryPrice { category: "P1".into(), amount_minor: 12_000 },
-            pb::CategoryPrice { category: "P2".into(), amount_minor: 6_000 },
+            pb::CategoryPrice { category: "P1".into(), amount_minor: p1 },
+            pb::CategoryPrice { category: "P2".into(), amount_minor: p2 },
         ],
         open_sales: true,
         ..Default::default()
-    };
-    let e = paced(|| {
+    }
+}
+
+/// `req`'s venue, made by the owner's catalog client `c` (see `paced`).
+async fn make_venue(c: &CatalogServiceClient<Ch>, req: pb::CreateVenueRequest) -> Result<pb::Venue, tonic::Status> {
+    paced(|| {
+        let (mut c, req) = (c.clone(), req.clone());
+        async move { c.create_venue(req).await }
+    })
+    .await
+}
+
+/// `req`'s event, made by the owner's catalog client `c` (see `paced`).
+async fn make_event(c: &CatalogServiceClient<Ch>, req: pb::CreateEventRequest) -> Result<pb::Event, tonic::Status> {
+    paced(|| {
         let (mut c, req) = (c.clone(), req.clone());
         async move { c.create_event(req).await }
     })
-    .await?;
-    Ok(e.event_id)
+    .await
+}
+
+/// A venue and an on-sale event in it, made by the server's owner.
+async fn create_event(server: &Server, sections: usize, rows: usize, per_row: u32) -> anyhow::Result<String> {
+    let c = CatalogServiceClient::new(server.owner().await?);
+    let v = make_venue(&c, venue(&server.org_id, sections, rows, per_row)).await?;
+    let req = pb::CreateEventRequest {
+        sales_start: Some(ts(-60)),
+        sales_end: Some(ts(86_400 * 29)),
+        ..on_sale(v.venue_id, "Onsale", 86_400 * 30, [12_000, 6_000])
+    };
+    Ok(make_event(&c, req).await?.event_id)
 }
 
 #[derive(Serialize, Clone, Default, Debug)]
@@ -695,76 +711,58 @@ async fn analyze(args: &Args, server: &Server) -> anyhow::Result<()> {
 /// After the run, ask the database itself: how many seats are in more than
 /// one live hold (must be 0), and do claims agree with holds?
 async fn check_storage(args: &Args, target: &str, server: &Server, event: &str) -> anyhow::Result<(i64, bool)> {
-    match base(target) {
+    // Per store: seats in more than one live hold; seats held, by the holds;
+    // seats held, by the claims (the baseline: by its seat rows).
+    let (mut db, [twice, held, claimed]) = match base(target) {
         "usher-sqlite" => {
             let path = server.data_dir.as_ref().expect("sqlite dir").join("usher.db");
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?;
-            let twice: i64 = sqlx::query(
+            let sqls = [
                 "SELECT COUNT(*) FROM (SELECT j.value FROM holds h, json_each(h.seats) j \
                  WHERE h.event_id = $1 AND h.state IN ('active', 'confirmed') GROUP BY j.value HAVING COUNT(*) > 1)",
-            )
-            .bind(event)
-            .fetch_one(&pool)
-            .await?
-            .get(0);
-            let held: i64 = sqlx::query("SELECT COALESCE(SUM(seat_count), 0) FROM holds WHERE event_id = $1 AND state = 'active'")
-                .bind(event)
-                .fetch_one(&pool)
-                .await?
-                .get(0);
-            let claims: i64 = sqlx::query("SELECT COUNT(*) FROM seat_claims WHERE event_id = $1 AND kind = 'held'")
-                .bind(event)
-                .fetch_one(&pool)
-                .await?
-                .get(0);
-            Ok((twice, held == claims))
+                "SELECT COALESCE(SUM(seat_count), 0) FROM holds WHERE event_id = $1 AND state = 'active'",
+                "SELECT COUNT(*) FROM seat_claims WHERE event_id = $1 AND kind = 'held'",
+            ];
+            (Db::Sqlite(pool), sqls)
         }
-        "usher-pg" => {
+        pg_target => {
             let db = server.pg_db.as_ref().expect("pg db");
-            let mut c = sqlx::PgConnection::connect(&format!("{}/{db}", args.pg_url)).await?;
-            let twice: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM (SELECT j.value FROM bc_inventory.holds h, json_array_elements_text(h.seats::json) j \
-                 WHERE h.event_id = $1 AND h.state IN ('active', 'confirmed') GROUP BY j.value HAVING COUNT(*) > 1) x",
-            )
-            .bind(event)
-            .fetch_one(&mut c)
-            .await?
-            .get(0);
-            let held: i64 =
-                sqlx::query("SELECT COALESCE(SUM(seat_count), 0)::bigint FROM bc_inventory.holds WHERE event_id = $1 AND state = 'active'")
-                    .bind(event)
-                    .fetch_one(&mut c)
-                    .await?
-                    .get(0);
-            let claims: i64 = sqlx::query("SELECT COUNT(*) FROM bc_inventory.seat_claims WHERE event_id = $1 AND kind = 'held'")
-                .bind(event)
-                .fetch_one(&mut c)
-                .await?
-                .get(0);
-            Ok((twice, held == claims))
+            let c = sqlx::PgConnection::connect(&format!("{}/{db}", args.pg_url)).await?;
+            let sqls = if pg_target == "usher-pg" {
+                [
+                    "SELECT COUNT(*) FROM (SELECT j.value FROM bc_inventory.holds h, json_array_elements_text(h.seats::json) j \
+                     WHERE h.event_id = $1 AND h.state IN ('active', 'confirmed') GROUP BY j.value HAVING COUNT(*) > 1) x",
+                    "SELECT COALESCE(SUM(seat_count), 0)::bigint FROM bc_inventory.holds WHERE event_id = $1 AND state = 'active'",
+                    "SELECT COUNT(*) FROM bc_inventory.seat_claims WHERE event_id = $1 AND kind = 'held'",
+                ]
+            } else {
+                [
+                    "SELECT COUNT(*) FROM (SELECT s FROM baseline.holds h, unnest(h.seats) s WHERE h.event_id = $1 GROUP BY s HAVING COUNT(*) > 1) x",
+                    "SELECT COALESCE(SUM(cardinality(seats)), 0)::bigint FROM baseline.holds WHERE event_id = $1",
+                    "SELECT COUNT(*) FROM baseline.seats WHERE event_id = $1 AND status = 'held'",
+                ]
+            };
+            (Db::Pg(c), sqls)
         }
-        _ => {
-            let db = server.pg_db.as_ref().expect("pg db");
-            let mut c = sqlx::PgConnection::connect(&format!("{}/{db}", args.pg_url)).await?;
-            let twice: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM (SELECT s FROM baseline.holds h, unnest(h.seats) s WHERE h.event_id = $1 GROUP BY s HAVING COUNT(*) > 1) x",
-            )
-            .bind(event)
-            .fetch_one(&mut c)
-            .await?
-            .get(0);
-            let held: i64 = sqlx::query("SELECT COALESCE(SUM(cardinality(seats)), 0)::bigint FROM baseline.holds WHERE event_id = $1")
-                .bind(event)
-                .fetch_one(&mut c)
-                .await?
-                .get(0);
-            let rows: i64 = sqlx::query("SELECT COUNT(*) FROM baseline.seats WHERE event_id = $1 AND status = 'held'")
-                .bind(event)
-                .fetch_one(&mut c)
-                .await?
-                .get(0);
-            Ok((twice, held == rows))
-        }
+    };
+    let twice = db.count(twice, event).await?;
+    let held = db.count(held, event).await?;
+    Ok((twice, held == db.count(claimed, event).await?))
+}
+
+/// A connection to a run's database, to count what it holds.
+enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Pg(sqlx::PgConnection),
+}
+
+impl Db {
+    /// The one number `sql` gives for `event` (bound as `$1`).
+    async fn count(&mut self, sql: &str, event: &str) -> anyhow::Result<i64> {
+        Ok(match self {
+            Db::Sqlite(pool) => sqlx::query(sql).bind(event).fetch_one(&*pool).await?.get(0),
+            Db::Pg(c) => sqlx::query(sql).bind(event).fetch_one(c).await?.get(0),
+        })
     }
 }
 
@@ -798,31 +796,9 @@ async fn memory(args: &Args) -> anyhow::Result<Memory> {
             let mut reader = CatalogServiceClient::new(server.buyers(1).await?.remove(0));
             tokio::time::sleep(Duration::from_millis(500)).await;
             let idle = rss_kib(pid)?;
-            let req = venue(&server.org_id, sections, 50, 40);
-            let v = paced(|| {
-                let (mut c, req) = (owner.clone(), req.clone());
-                async move { c.create_venue(req).await }
-            })
-            .await?;
+            let v = make_venue(&owner, venue(&server.org_id, sections, 50, 40)).await?;
             for _ in 0..events {
-                let req = pb::CreateEventRequest {
-                    idempotency_key: uuid::Uuid::new_v4().to_string(),
-                    venue_id: v.venue_id.clone(),
-                    name: "m".into(),
-                    starts_at: Some(ts(86_400)),
-                    currency: "EUR".into(),
-                    prices: vec![
-                        pb::CategoryPrice { category: "P1".into(), amount_minor: 1 },
-                        pb::CategoryPrice { category: "P2".into(), amount_minor: 1 },
-                    ],
-                    open_sales: true,
-                    ..Default::default()
-                };
-                let e = paced(|| {
-                    let (mut c, req) = (owner.clone(), req.clone());
-                    async move { c.create_event(req).await }
-                })
-                .await?;
+                let e = make_event(&owner, on_sale(v.venue_id.clone(), "m", 86_400, [1, 1])).await?;
                 // Loads the event's actor and seat map.
                 reader.get_event(pb::GetEventRequest { event_id: e.event_id }).await?;
             }

@@ -3,7 +3,9 @@
 //! JSON body `{"error": {"code", "reason", "message", "seats"}}`.
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::rejection::{ExtensionRejection, QueryRejection};
+use axum::extract::{Extension, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -77,7 +79,18 @@ pub fn router(ctx: Ctx) -> Router {
         .with_state(state)
 }
 
-pub(crate) type Ext = Extension<Caller>;
+/// What nearly every handler starts from: the services, and who is calling
+/// (`doors::http_auth` puts the caller in the request's extensions).
+pub(crate) struct Call(pub(crate) Http, pub(crate) Caller);
+
+impl FromRequestParts<Http> for Call {
+    type Rejection = ExtensionRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Http) -> Result<Call, ExtensionRejection> {
+        let Extension(c) = Extension::<Caller>::from_request_parts(parts, state).await?;
+        Ok(Call(state.clone(), c))
+    }
+}
 
 async fn jwks(State(h): State<Http>) -> Json<serde_json::Value> {
     Json(h.identity.ctx.auth.keys.jwks(h.identity.ctx.now()))
@@ -150,8 +163,27 @@ fn local(t: &Option<prost_types::Timestamp>, zone: &str) -> Option<String> {
     Some(usher_actors::local_time::written(usher_engine::Millis(ms), zone))
 }
 
-fn status_name(v: i32) -> String {
-    pb::EventStatus::try_from(v).map(|s| s.as_str_name().trim_start_matches("EVENT_STATUS_").to_lowercase()).unwrap_or_default()
+/// A proto enum value as the JSON writes it: its name without the type's
+/// prefix, lower-cased (`ORDER_STATUS_PAID` is `paid`); empty for a value
+/// this build does not know.
+fn enum_name<E: TryFrom<i32>>(v: i32, name: fn(&E) -> &'static str, prefix: &str) -> String {
+    E::try_from(v).map(|e| name(&e).trim_start_matches(prefix).to_lowercase()).unwrap_or_default()
+}
+
+/// The amount of an optional price, in minor units (0 when absent).
+fn minor(price: Option<pb::Money>) -> i64 {
+    price.map(|p| p.amount_minor).unwrap_or_default()
+}
+
+/// The query string as `T`, or INVALID_ARGUMENT with axum's account of what is wrong.
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::invalid("query", e.body_text()))
+}
+
+/// A PDF download named `filename`.
+fn pdf(filename: String, bytes: Vec<u8>) -> Response {
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    ([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response()
 }
 
 #[derive(Serialize)]
@@ -216,7 +248,7 @@ impl From<pb::Event> for EventJson {
             starts_at: ts(&e.starts_at),
             sales_start: ts(&e.sales_start),
             sales_end: ts(&e.sales_end),
-            status: status_name(e.status),
+            status: enum_name(e.status, pb::EventStatus::as_str_name, "EVENT_STATUS_"),
             event_id: e.event_id,
             name: e.name,
             description: e.description,
@@ -283,9 +315,7 @@ impl From<pb::Hold> for HoldJson {
     fn from(h: pb::Hold) -> Self {
         let total = h.total.clone().unwrap_or_default();
         HoldJson {
-            state: pb::HoldState::try_from(h.state)
-                .map(|s| s.as_str_name().trim_start_matches("HOLD_STATE_").to_lowercase())
-                .unwrap_or_default(),
+            state: enum_name(h.state, pb::HoldState::as_str_name, "HOLD_STATE_"),
             created_at: ts(&h.created_at),
             expires_at: ts(&h.expires_at),
             hold_id: h.hold_id,
@@ -294,13 +324,7 @@ impl From<pb::Hold> for HoldJson {
             seats: h
                 .seats
                 .into_iter()
-                .map(|s| HeldSeatJson {
-                    seat_id: s.seat_id,
-                    section: s.section,
-                    row: s.row,
-                    number: s.number,
-                    price_minor: s.price.map(|p| p.amount_minor).unwrap_or_default(),
-                })
+                .map(|s| HeldSeatJson { seat_id: s.seat_id, section: s.section, row: s.row, number: s.number, price_minor: minor(s.price) })
                 .collect(),
             total_minor: total.amount_minor,
             currency_exponent: exponent(&total.currency),
@@ -324,12 +348,8 @@ struct EventsJson {
     next_page_token: String,
 }
 
-async fn list_events(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<EventsJson>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+async fn list_events(Call(h, c): Call, q: Result<Query<ListQuery>, QueryRejection>) -> Result<Json<EventsJson>, ApiError> {
+    let q = query(q)?;
     let status = match q.status.as_deref() {
         None | Some("") => pb::EventStatus::Unspecified,
         Some(s) => pb::EventStatus::from_str_name(&format!("EVENT_STATUS_{}", s.to_uppercase()))
@@ -350,11 +370,11 @@ async fn list_events(
     Ok(Json(EventsJson { events: r.events.into_iter().map(EventJson::from).collect(), next_page_token: r.next_page_token }))
 }
 
-async fn get_event(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
+async fn get_event(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<EventJson>, ApiError> {
     Ok(Json(h.catalog.event(&c, &id).await?.into()))
 }
 
-async fn seat_map(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<SeatMapJson>, ApiError> {
+async fn seat_map(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SeatMapJson>, ApiError> {
     let m = h.catalog.seat_map(&c, &id).await?;
     Ok(Json(SeatMapJson {
         event_id: m.event_id,
@@ -363,10 +383,8 @@ async fn seat_map(State(h): State<Http>, Extension(c): Ext, Path(id): Path<Strin
             .seats
             .into_iter()
             .map(|s| SeatJson {
-                status: pb::SeatStatus::try_from(s.status)
-                    .map(|x| x.as_str_name().trim_start_matches("SEAT_STATUS_").to_lowercase())
-                    .unwrap_or_default(),
-                price_minor: s.price.map(|p| p.amount_minor).unwrap_or_default(),
+                status: enum_name(s.status, pb::SeatStatus::as_str_name, "SEAT_STATUS_"),
+                price_minor: minor(s.price),
                 seat_id: s.seat_id,
                 section: s.section,
                 row: s.row,
@@ -523,9 +541,13 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(headers: &HeaderMap, body: &By
     serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", format!("not the expected JSON: {e}")))
 }
 
+/// As `parse`, but an empty body is `T::default()`.
+pub(crate) fn body_or_default<T: for<'de> Deserialize<'de> + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() { Ok(T::default()) } else { parse(headers, body) }
+}
+
 async fn create_hold(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -557,7 +579,7 @@ async fn create_hold(
     Ok((StatusCode::CREATED, Json(hold.into())))
 }
 
-async fn get_hold(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<HoldJson>, ApiError> {
+async fn get_hold(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<HoldJson>, ApiError> {
     Ok(Json(h.inventory.get(&c, pb::GetHoldRequest { hold_id: id, event_id: String::new() }).await?.into()))
 }
 
@@ -568,13 +590,12 @@ struct ReleaseQuery {
 }
 
 async fn release_hold(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     Path(id): Path<String>,
     headers: HeaderMap,
-    q: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ReleaseQuery>, QueryRejection>,
 ) -> Result<Json<HoldJson>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let q = query(q)?;
     let key = idempotency_key(&headers, "");
     let r = pb::ReleaseHoldRequest { idempotency_key: key, hold_id: id, event_id: String::new(), customer_id: q.customer_id };
     Ok(Json(h.inventory.release(&c, r).await?.into()))
@@ -582,10 +603,6 @@ async fn release_hold(
 
 // ---------------------------------------------------------------------------
 // Orders, payment, tickets, check-in.
-
-fn enum_name(name: &str, prefix: &str) -> String {
-    name.trim_start_matches(prefix).to_lowercase()
-}
 
 #[derive(Serialize)]
 struct OrderLineJson {
@@ -614,7 +631,7 @@ impl From<pb::Payment> for PaymentJson {
     fn from(p: pb::Payment) -> Self {
         let amount = p.amount.unwrap_or_default();
         PaymentJson {
-            status: pb::PaymentStatus::try_from(p.status).map(|s| enum_name(s.as_str_name(), "PAYMENT_STATUS_")).unwrap_or_default(),
+            status: enum_name(p.status, pb::PaymentStatus::as_str_name, "PAYMENT_STATUS_"),
             created_at: ts(&p.created_at),
             payment_id: p.payment_id,
             amount_minor: amount.amount_minor,
@@ -652,7 +669,7 @@ impl From<pb::Order> for OrderJson {
     fn from(o: pb::Order) -> Self {
         let total = o.total.clone().unwrap_or_default();
         OrderJson {
-            status: pb::OrderStatus::try_from(o.status).map(|s| enum_name(s.as_str_name(), "ORDER_STATUS_")).unwrap_or_default(),
+            status: enum_name(o.status, pb::OrderStatus::as_str_name, "ORDER_STATUS_"),
             pay_by: ts(&o.pay_by),
             created_at: ts(&o.created_at),
             updated_at: ts(&o.updated_at),
@@ -667,7 +684,7 @@ impl From<pb::Order> for OrderJson {
                 .lines
                 .into_iter()
                 .map(|l| OrderLineJson {
-                    price_minor: l.price.map(|p| p.amount_minor).unwrap_or_default(),
+                    price_minor: minor(l.price),
                     seat_id: l.seat_id,
                     section: l.section,
                     row: l.row,
@@ -697,12 +714,7 @@ struct OrderBody {
     idempotency_key: String,
 }
 
-async fn create_order(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
+async fn create_order(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
     let b: OrderBody = parse(&headers, &body)?;
     let r = pb::CreateOrderRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -713,7 +725,7 @@ async fn create_order(
     Ok((StatusCode::CREATED, Json(h.orders.create_order(&c, r).await?.into())))
 }
 
-async fn get_order(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<OrderJson>, ApiError> {
+async fn get_order(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<OrderJson>, ApiError> {
     Ok(Json(h.orders.get_order(&c, pb::GetOrderRequest { order_id: id }).await?.into()))
 }
 
@@ -732,12 +744,8 @@ struct OrdersJson {
     next_page_token: String,
 }
 
-async fn list_orders(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    q: Result<Query<OrdersQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<OrdersJson>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+async fn list_orders(Call(h, c): Call, q: Result<Query<OrdersQuery>, QueryRejection>) -> Result<Json<OrdersJson>, ApiError> {
+    let q = query(q)?;
     let r = h
         .orders
         .list_orders(
@@ -755,14 +763,8 @@ struct CancelBody {
     idempotency_key: String,
 }
 
-async fn cancel_order(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<OrderJson>, ApiError> {
-    let b: CancelBody = if body.is_empty() { CancelBody::default() } else { parse(&headers, &body)? };
+async fn cancel_order(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<OrderJson>, ApiError> {
+    let b: CancelBody = body_or_default(&headers, &body)?;
     let r =
         pb::CancelOrderRequest { idempotency_key: idempotency_key(&headers, &b.idempotency_key), order_id: id, customer_id: b.customer_id };
     Ok(Json(h.orders.cancel_order(&c, r).await?.into()))
@@ -785,13 +787,7 @@ struct PayJson {
     settled: bool,
 }
 
-async fn pay_order(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<PayJson>, ApiError> {
+async fn pay_order(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<PayJson>, ApiError> {
     let b: PayBody = parse(&headers, &body)?;
     let r = pb::PayOrderRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -820,16 +816,16 @@ struct TicketsJson {
     tickets: Vec<TicketJson>,
 }
 
-async fn list_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
+async fn list_tickets(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<TicketsJson>, ApiError> {
     let r = h.orders.list_tickets(&c, pb::ListTicketsRequest { order_id: id }).await?;
     Ok(Json(TicketsJson { tickets: r.tickets.into_iter().map(ticket_json).collect() }))
 }
 
 fn ticket_json(t: pb::Ticket) -> TicketJson {
     TicketJson {
-        status: pb::TicketStatus::try_from(t.status).map(|s| enum_name(s.as_str_name(), "TICKET_STATUS_")).unwrap_or_default(),
+        status: enum_name(t.status, pb::TicketStatus::as_str_name, "TICKET_STATUS_"),
         issued_at: ts(&t.issued_at),
-        price_minor: t.price.map(|p| p.amount_minor).unwrap_or_default(),
+        price_minor: minor(t.price),
         ticket_id: t.ticket_id,
         order_id: t.order_id,
         event_id: t.event_id,
@@ -838,10 +834,9 @@ fn ticket_json(t: pb::Ticket) -> TicketJson {
     }
 }
 
-async fn download_tickets(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn download_tickets(Call(h, c): Call, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (filename, bytes) = h.orders.pdf(&c, pb::DownloadTicketsRequest { order_id: id }).await?;
-    let disposition = format!("attachment; filename=\"{filename}\"");
-    Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
+    Ok(pdf(filename, bytes))
 }
 
 #[derive(Deserialize, Default)]
@@ -860,9 +855,9 @@ struct LinkedOrderJson {
 async fn order_by_link(
     State(h): State<Http>,
     Path(id): Path<String>,
-    q: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<LinkQuery>, QueryRejection>,
 ) -> Result<Json<LinkedOrderJson>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let q = query(q)?;
     let (_, order, tickets) = h.orders.by_link(&id, &q.secret).await?;
     Ok(Json(LinkedOrderJson { order: order.into(), tickets: tickets.into_iter().map(ticket_json).collect() }))
 }
@@ -870,13 +865,12 @@ async fn order_by_link(
 async fn pdf_by_link(
     State(h): State<Http>,
     Path(id): Path<String>,
-    q: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<LinkQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let q = query(q)?;
     let (o, _, _) = h.orders.by_link(&id, &q.secret).await?;
     let (filename, bytes) = h.orders.pdf_of(&o).await?;
-    let disposition = format!("attachment; filename=\"{filename}\"");
-    Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response())
+    Ok(pdf(filename, bytes))
 }
 
 #[derive(Serialize)]
@@ -913,7 +907,7 @@ struct ScanJson {
     first_gate: String,
 }
 
-async fn scan(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Json<ScanJson>, ApiError> {
+async fn scan(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Json<ScanJson>, ApiError> {
     let b: ScanBody = parse(&headers, &body)?;
     let r = pb::ScanRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -923,7 +917,7 @@ async fn scan(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body
     };
     let s = h.orders.scan(&c, r).await?;
     Ok(Json(ScanJson {
-        verdict: pb::ScanVerdict::try_from(s.verdict).map(|v| enum_name(v.as_str_name(), "SCAN_VERDICT_")).unwrap_or_default(),
+        verdict: enum_name(s.verdict, pb::ScanVerdict::as_str_name, "SCAN_VERDICT_"),
         first_scanned_at: ts(&s.first_scanned_at),
         message: s.message,
         ticket_id: s.ticket_id,

@@ -9,7 +9,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -19,7 +19,7 @@ use usher_proto::v1 as pb;
 
 use crate::doors::{GUEST_COOKIE, REFRESH_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
-use crate::http::{Ext, Http, Routes, idempotency_key, parse, ts};
+use crate::http::{Call, Http, Routes, body_or_default, idempotency_key, parse, query, ts};
 
 pub(crate) fn routes(r: Routes) -> Routes {
     r.add("POST", "/api/auth/register", post(register))
@@ -89,10 +89,6 @@ fn session(h: &Http, s: pb::Session, as_cookie: bool, status: StatusCode) -> Res
     r
 }
 
-fn body_or_default<T: for<'de> Deserialize<'de> + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() { Ok(T::default()) } else { parse(headers, body) }
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct Credentials {
@@ -102,13 +98,13 @@ struct Credentials {
     cookie: bool,
 }
 
-async fn register(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn register(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: Credentials = parse(&headers, &body)?;
     let s = h.identity.register(&c, pb::RegisterRequest { email: b.email, password: b.password, name: b.name }).await?;
     Ok(session(&h, s, b.cookie, StatusCode::CREATED))
 }
 
-async fn login(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn login(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: Credentials = parse(&headers, &body)?;
     let s = h.identity.log_in(&c, pb::LogInRequest { email: b.email, password: b.password }).await?;
     Ok(session(&h, s, b.cookie, StatusCode::OK))
@@ -121,24 +117,26 @@ struct RefreshBody {
     cookie: bool,
 }
 
-async fn refresh(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let b: RefreshBody = body_or_default(&headers, &body)?;
-    let (token, as_cookie) = if b.refresh_token.is_empty() {
-        (crate::doors::cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned(), true)
-    } else {
-        (b.refresh_token, b.cookie)
-    };
+impl RefreshBody {
+    /// The refresh token in the body, else the browser's refresh cookie
+    /// (empty when neither is there), and whether to answer with cookies.
+    fn token(self, headers: &HeaderMap) -> (String, bool) {
+        if self.refresh_token.is_empty() {
+            (crate::doors::cookie(headers, REFRESH_COOKIE).unwrap_or_default().to_owned(), true)
+        } else {
+            (self.refresh_token, self.cookie)
+        }
+    }
+}
+
+async fn refresh(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let (token, as_cookie) = body_or_default::<RefreshBody>(&headers, &body)?.token(&headers);
     let s = h.identity.refresh(&c, pb::RefreshRequest { refresh_token: token }).await?;
     Ok(session(&h, s, as_cookie, StatusCode::OK))
 }
 
 async fn logout(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let b: RefreshBody = body_or_default(&headers, &body)?;
-    let token = if b.refresh_token.is_empty() {
-        crate::doors::cookie(&headers, REFRESH_COOKIE).unwrap_or_default().to_owned()
-    } else {
-        b.refresh_token
-    };
+    let (token, _) = body_or_default::<RefreshBody>(&headers, &body)?.token(&headers);
     h.identity.log_out(pb::LogOutRequest { refresh_token: token }).await?;
     let mut r = Json(json!({})).into_response();
     for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth"), (GUEST_COOKIE, "/")] {
@@ -153,13 +151,13 @@ struct GuestBody {
     cookie: bool,
 }
 
-async fn guest(State(h): State<Http>, Extension(c): Ext, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn guest(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: GuestBody = body_or_default(&headers, &body)?;
     let s = h.identity.guest(&c).await?;
     Ok(session(&h, s, b.cookie, StatusCode::CREATED))
 }
 
-async fn me(State(h): State<Http>, Extension(c): Ext) -> Result<Json<Value>, ApiError> {
+async fn me(Call(h, c): Call) -> Result<Json<Value>, ApiError> {
     Ok(Json(me_json(&h.identity.me(&c).await?)))
 }
 
@@ -167,7 +165,7 @@ fn org_json(o: &pb::Organization) -> Value {
     json!({"org_id": o.org_id, "name": o.name, "created_at": ts(&o.created_at)})
 }
 
-async fn list_orgs(State(h): State<Http>, Extension(c): Ext) -> Result<Json<Value>, ApiError> {
+async fn list_orgs(Call(h, c): Call) -> Result<Json<Value>, ApiError> {
     let r = h.identity.list_orgs(&c).await?;
     Ok(Json(json!({"organizations": r.organizations.iter().map(org_json).collect::<Vec<_>>()})))
 }
@@ -180,12 +178,7 @@ struct OrgBody {
     idempotency_key: String,
 }
 
-async fn create_org(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create_org(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b: OrgBody = parse(&headers, &body)?;
     let r = pb::CreateOrganizationRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
@@ -199,7 +192,7 @@ fn member_json(m: &pb::Member) -> Value {
     json!({"org_id": m.org_id, "user_id": m.user_id, "email": m.email, "role": m.role, "added_at": ts(&m.added_at)})
 }
 
-async fn members(State(h): State<Http>, Extension(c): Ext, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn members(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
     let r = h.identity.members(&c, pb::ListMembersRequest { org_id: org }).await?;
     Ok(Json(json!({"members": r.members.iter().map(member_json).collect::<Vec<_>>()})))
 }
@@ -212,25 +205,14 @@ struct MemberBody {
     idempotency_key: String,
 }
 
-async fn set_member(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+async fn set_member(Call(h, c): Call, Path(org): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let b: MemberBody = parse(&headers, &body)?;
     let r =
         pb::SetMemberRequest { idempotency_key: idempotency_key(&headers, &b.idempotency_key), org_id: org, email: b.email, role: b.role };
     Ok(Json(member_json(&h.identity.set_member(&c, r).await?)))
 }
 
-async fn remove_member(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path((org, user)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+async fn remove_member(Call(h, c): Call, Path((org, user)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let r = pb::RemoveMemberRequest { idempotency_key: idempotency_key(&headers, ""), org_id: org, user_id: user };
     h.identity.remove_member(&c, r).await?;
     Ok(Json(json!({})))
@@ -244,7 +226,7 @@ fn key_json(k: &pb::ApiKey) -> Value {
     })
 }
 
-async fn api_keys(State(h): State<Http>, Extension(c): Ext, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn api_keys(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
     let r = h.identity.api_keys(&c, pb::ListApiKeysRequest { org_id: org }).await?;
     Ok(Json(json!({"keys": r.keys.iter().map(key_json).collect::<Vec<_>>()})))
 }
@@ -262,8 +244,7 @@ struct KeyBody {
 }
 
 async fn create_api_key(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     Path(org): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -291,12 +272,7 @@ async fn create_api_key(
     Ok((StatusCode::CREATED, Json(json!({"key": k.key.as_ref().map(key_json), "secret": k.secret}))))
 }
 
-async fn revoke_api_key(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path((org, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+async fn revoke_api_key(Call(h, c): Call, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let r = pb::RevokeApiKeyRequest { idempotency_key: idempotency_key(&headers, ""), org_id: org, api_key_id: id };
     Ok(Json(key_json(&h.identity.revoke_api_key(&c, r).await?)))
 }
@@ -308,7 +284,7 @@ fn device_json(d: &pb::DeviceToken) -> Value {
     })
 }
 
-async fn devices(State(h): State<Http>, Extension(c): Ext, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn devices(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
     let r = h.identity.devices(&c, pb::ListDeviceTokensRequest { org_id: org }).await?;
     Ok(Json(json!({"devices": r.devices.iter().map(device_json).collect::<Vec<_>>()})))
 }
@@ -322,8 +298,7 @@ struct DeviceBody {
 }
 
 async fn create_device(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     Path(org): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -339,12 +314,7 @@ async fn create_device(
     Ok((StatusCode::CREATED, Json(json!({"device": d.device.as_ref().map(device_json), "secret": d.secret}))))
 }
 
-async fn revoke_device(
-    State(h): State<Http>,
-    Extension(c): Ext,
-    Path((org, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+async fn revoke_device(Call(h, c): Call, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let r = pb::RevokeDeviceTokenRequest { idempotency_key: idempotency_key(&headers, ""), org_id: org, device_id: id };
     Ok(Json(device_json(&h.identity.revoke_device(&c, r).await?)))
 }
@@ -357,12 +327,11 @@ struct AuditQuery {
 }
 
 async fn audit(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     Path(org): Path<String>,
     q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let axum::extract::Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let q = query(q)?;
     let r = h.identity.audit_log(&c, pb::ListAuditLogRequest { org_id: org, page_size: q.page_size, page_token: q.page_token }).await?;
     let records: Vec<Value> = r
         .records

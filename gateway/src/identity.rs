@@ -46,8 +46,18 @@ fn ts_opt(t: Option<Millis>) -> Option<prost_types::Timestamp> {
     t.map(convert::ts)
 }
 
-fn not_org_member(org: OrgId) -> impl Fn(usher_engine::Denied) -> ApiError {
-    move |d| ApiError::denied(d, "ORG_NOT_FOUND", format_args!("organization {org}"))
+/// The organization a request names, once the caller may use `cap` there
+/// (to anyone else it is not found).
+fn org_for(c: &Caller, org_id: &str, cap: Cap) -> Result<OrgId, ApiError> {
+    let org = OrgId::parse(org_id)?;
+    c.may(org, cap, "ORG_NOT_FOUND", format_args!("organization {org}"))?;
+    Ok(org)
+}
+
+/// The answer to a retry that arrives while the first request is still
+/// creating `what`.
+fn being_created(what: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", format!("the {what} is being created; retry with the same key"))
 }
 
 pub fn api_key_pb(k: &ApiKeyRecord) -> pb::ApiKey {
@@ -341,9 +351,7 @@ impl Identity {
         let fp = format!("{n}\n{}", r.owner_email.trim().to_lowercase());
         if let Some(id) = self.claim(c, "org", &r.idempotency_key, fp.as_bytes(), &fresh.to_string()).await? {
             let id = org_id(&id)?;
-            return self.auth().store.get_org(id).await?.map(|o| org_pb(&o)).ok_or_else(|| {
-                ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", "the organization is being created; retry with the same key")
-            });
+            return self.auth().store.get_org(id).await?.map(|o| org_pb(&o)).ok_or_else(|| being_created("organization"));
         }
         let org = OrgRecord { id: fresh, name: n.clone(), created_at: self.ctx.now() };
         self.auth().store.create_org(&org, &self.audit(c, fresh, "org.create", fresh, n)).await?;
@@ -371,8 +379,7 @@ impl Identity {
     }
 
     pub(crate) async fn set_member(&self, c: &Caller, r: pb::SetMemberRequest) -> Result<pb::Member, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageMembers).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageMembers)?;
         let role = Role::parse(&r.role)?;
         let email = r.email.trim().to_lowercase();
         let fp = format!("{org}\n{email}\n{}", role.as_str());
@@ -390,8 +397,7 @@ impl Identity {
     }
 
     pub(crate) async fn remove_member(&self, c: &Caller, r: pb::RemoveMemberRequest) -> Result<pb::RemoveMemberResponse, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageMembers).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageMembers)?;
         let user = UserId::parse(&r.user_id)?;
         if self.claim(c, "unmember", &r.idempotency_key, format!("{org}\n{user}").as_bytes(), &user.to_string()).await?.is_some() {
             return Ok(pb::RemoveMemberResponse {});
@@ -403,8 +409,7 @@ impl Identity {
     }
 
     pub(crate) async fn members(&self, c: &Caller, r: pb::ListMembersRequest) -> Result<pb::ListMembersResponse, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageMembers).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageMembers)?;
         Ok(pb::ListMembersResponse { members: self.auth().store.members(org).await?.iter().map(member_pb).collect() })
     }
 
@@ -420,9 +425,18 @@ impl Identity {
         Ok(events)
     }
 
+    /// A key of `org`, as stored now.
+    async fn api_key(&self, org: OrgId, id: ApiKeyId) -> Result<Option<ApiKeyRecord>, ApiError> {
+        Ok(self.auth().store.api_keys(org).await?.into_iter().find(|k| k.id == id))
+    }
+
+    /// A gate device of `org`, as stored now.
+    async fn device(&self, org: OrgId, id: DeviceId) -> Result<Option<DeviceRecord>, ApiError> {
+        Ok(self.auth().store.devices(org).await?.into_iter().find(|d| d.id == id))
+    }
+
     pub(crate) async fn create_api_key(&self, c: &Caller, r: pb::CreateApiKeyRequest) -> Result<pb::CreatedApiKey, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         if r.scopes.is_empty() {
             return Err(ApiError::invalid("scopes", "give at least one of events:read, holds, orders, payments, tickets"));
         }
@@ -451,10 +465,7 @@ impl Identity {
         let fp = format!("{org}\n{}\n{}\n{:?}\n{:?}\n{:?}", r.partner_id, r.partner_name, scopes, events, expires_at);
         if let Some(prev) = self.claim(c, "api_key", &r.idempotency_key, fp.as_bytes(), &id.to_string()).await? {
             let prev = ApiKeyId::parse(&prev)?;
-            let key =
-                self.auth().store.api_keys(org).await?.into_iter().find(|k| k.id == prev).ok_or_else(|| {
-                    ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", "the key is being created; retry with the same key")
-                })?;
+            let key = self.api_key(org, prev).await?.ok_or_else(|| being_created("key"))?;
             // The secret was shown once, in the first answer.
             return Ok(pb::CreatedApiKey { key: Some(api_key_pb(&key)), secret: String::new() });
         }
@@ -480,28 +491,25 @@ impl Identity {
     }
 
     pub(crate) async fn api_keys(&self, c: &Caller, r: pb::ListApiKeysRequest) -> Result<pb::ListApiKeysResponse, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         Ok(pb::ListApiKeysResponse { keys: self.auth().store.api_keys(org).await?.iter().map(api_key_pb).collect() })
     }
 
     pub(crate) async fn revoke_api_key(&self, c: &Caller, r: pb::RevokeApiKeyRequest) -> Result<pb::ApiKey, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         let id = ApiKeyId::parse(&r.api_key_id)?;
         let not_found = || ApiError::new(ErrorCode::NotFound, "API_KEY_NOT_FOUND", format!("API key {id} not found"));
-        let key = self.auth().store.api_keys(org).await?.into_iter().find(|k| k.id == id).ok_or_else(not_found)?;
+        let key = self.api_key(org, id).await?.ok_or_else(not_found)?;
         if key.revoked_at.is_none() {
             self.auth().store.revoke_api_key(org, id, &self.audit(c, org, "api_key.revoke", id, key.prefix.clone())).await?;
             self.auth().forget_credentials();
         }
-        let key = self.auth().store.api_keys(org).await?.into_iter().find(|k| k.id == id).ok_or_else(not_found)?;
+        let key = self.api_key(org, id).await?.ok_or_else(not_found)?;
         Ok(api_key_pb(&key))
     }
 
     pub(crate) async fn create_device(&self, c: &Caller, r: pb::CreateDeviceTokenRequest) -> Result<pb::CreatedDeviceToken, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         let gate = usher_engine::token("gate", r.gate.trim(), GATE_BYTES_MAX)?;
         let gate = gate.as_str();
         let events = self.org_events(org, &r.event_ids).await?;
@@ -509,9 +517,7 @@ impl Identity {
         let fp = format!("{org}\n{gate}\n{events:?}");
         if let Some(prev) = self.claim(c, "device", &r.idempotency_key, fp.as_bytes(), &id.to_string()).await? {
             let prev = DeviceId::parse(&prev)?;
-            let d = self.auth().store.devices(org).await?.into_iter().find(|d| d.id == prev).ok_or_else(|| {
-                ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", "the device is being created; retry with the same key")
-            })?;
+            let d = self.device(org, prev).await?.ok_or_else(|| being_created("device"))?;
             return Ok(pb::CreatedDeviceToken { device: Some(device_pb(&d)), secret: String::new() });
         }
         let (secret, prefix) = secrets::new_keyed_secret(secrets::DEVICE_TOKEN_PREFIX);
@@ -531,28 +537,25 @@ impl Identity {
     }
 
     pub(crate) async fn devices(&self, c: &Caller, r: pb::ListDeviceTokensRequest) -> Result<pb::ListDeviceTokensResponse, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         Ok(pb::ListDeviceTokensResponse { devices: self.auth().store.devices(org).await?.iter().map(device_pb).collect() })
     }
 
     pub(crate) async fn revoke_device(&self, c: &Caller, r: pb::RevokeDeviceTokenRequest) -> Result<pb::DeviceToken, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ManageKeys).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         let id = DeviceId::parse(&r.device_id)?;
         let not_found = || ApiError::new(ErrorCode::NotFound, "DEVICE_NOT_FOUND", format!("device {id} not found"));
-        let d = self.auth().store.devices(org).await?.into_iter().find(|d| d.id == id).ok_or_else(not_found)?;
+        let d = self.device(org, id).await?.ok_or_else(not_found)?;
         if d.revoked_at.is_none() {
             self.auth().store.revoke_device(org, id, &self.audit(c, org, "device.revoke", id, d.prefix.clone())).await?;
             self.auth().forget_credentials();
         }
-        let d = self.auth().store.devices(org).await?.into_iter().find(|d| d.id == id).ok_or_else(not_found)?;
+        let d = self.device(org, id).await?.ok_or_else(not_found)?;
         Ok(device_pb(&d))
     }
 
     pub(crate) async fn audit_log(&self, c: &Caller, r: pb::ListAuditLogRequest) -> Result<pb::ListAuditLogResponse, ApiError> {
-        let org = org_id(&r.org_id)?;
-        c.principal.may(org, Cap::ViewAudit).map_err(not_org_member(org))?;
+        let org = org_for(c, &r.org_id, Cap::ViewAudit)?;
         if r.page_size > AUDIT_PAGE_MAX {
             return Err(ApiError::invalid("page_size", format!("at most {AUDIT_PAGE_MAX}")));
         }

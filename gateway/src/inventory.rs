@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 use usher_actors::{EventHandle, Outcome};
-use usher_engine::{Cap, Command, CustomerId, EventId, EventStatus, HoldId, Reject, Reply};
+use usher_engine::{Cap, Command, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, Layout, Reject, Reply};
 use usher_proto::v1::{self as pb, inventory_service_server::InventoryService};
 
 use crate::app::Ctx;
@@ -16,13 +16,27 @@ pub struct Inventory {
     pub ctx: Ctx,
 }
 
+/// A hold as this caller sees it: the customer as the caller refers to them.
+fn hold_pb(c: &Caller, h: &Hold, config: &EventConfig, layout: &Layout) -> pb::Hold {
+    let mut pb = convert::hold(h, config, layout);
+    pb.customer_id = c.principal.customer_ref_of(&h.customer).to_owned();
+    pb
+}
+
+/// An optional code of the venue (`""` for none) as its index, looked up
+/// with `index`; an unknown one is INVALID_ARGUMENT on `field`.
+fn venue_code<T>(field: &'static str, code: &str, index: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, ApiError> {
+    match code {
+        "" => Ok(None),
+        code => index(code)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(field, format!("no {field} {} in this venue", usher_engine::quoted(code)))),
+    }
+}
+
 fn hold_reply(c: &Caller, out: Outcome) -> Result<pb::Hold, ApiError> {
     match out.result {
-        Ok(Reply::Hold(h)) => {
-            let mut pb = convert::hold(&h, &out.config, &out.layout);
-            pb.customer_id = c.principal.customer_ref_of(&h.customer).to_owned();
-            Ok(pb)
-        }
+        Ok(Reply::Hold(h)) => Ok(hold_pb(c, &h, &out.config, &out.layout)),
         Ok(other) => {
             tracing::error!(answer = ?other, "the event actor answered a command with another command's reply");
             Err(ApiError::new(ErrorCode::Internal, "INTERNAL", "the server could not complete the request"))
@@ -88,24 +102,8 @@ impl Inventory {
         }
         let handle = self.visible(c, id).await?;
         let customer = customer(c, &handle, &r.customer_id)?;
-        let section = match r.section.as_str() {
-            "" => None,
-            code => Some(
-                handle
-                    .layout
-                    .section_index(code)
-                    .ok_or_else(|| ApiError::invalid("section", format!("no section {} in this venue", usher_engine::quoted(code))))?,
-            ),
-        };
-        let category = match r.category.as_str() {
-            "" => None,
-            code => Some(
-                handle
-                    .layout
-                    .category_index(code)
-                    .ok_or_else(|| ApiError::invalid("category", format!("no category {} in this venue", usher_engine::quoted(code))))?,
-            ),
-        };
+        let section = venue_code("section", &r.section, |code| handle.layout.section_index(code))?;
+        let category = venue_code("category", &r.category, |code| handle.layout.category_index(code))?;
         let cmd = Command::HoldBestAvailable { hold_id: HoldId(uuid::Uuid::new_v4()), customer, quantity: r.quantity, section, category };
         hold_reply(c, handle.command(key, cmd).await?)
     }
@@ -119,9 +117,7 @@ impl Inventory {
         if !c.principal.acts_for(&h.customer, handle.event_id) && c.principal.may(handle.org, Cap::ViewOrders).is_err() {
             return Err(not_found());
         }
-        let mut pb = convert::hold(&h, &config, &handle.layout);
-        pb.customer_id = c.principal.customer_ref_of(&h.customer).to_owned();
-        Ok(pb)
+        Ok(hold_pb(c, &h, &config, &handle.layout))
     }
 
     pub(crate) async fn release(&self, c: &Caller, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {

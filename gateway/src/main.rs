@@ -30,6 +30,24 @@ impl Addr {
     }
 }
 
+/// What every command that changes something takes besides its own
+/// arguments: an idempotency key, and the server.
+#[derive(Args)]
+struct Change {
+    /// Idempotency key; a fresh one by default. Repeat it to retry safely.
+    #[arg(long)]
+    key: Option<String>,
+    #[command(flatten)]
+    a: Addr,
+}
+
+impl Change {
+    /// The key given, or a fresh one.
+    fn key(self) -> String {
+        self.key.unwrap_or_else(client::new_key)
+    }
+}
+
 /// Where the deployment's configuration and database are (`usher serve`
 /// and `usher admin` read the same).
 #[derive(Args)]
@@ -163,11 +181,8 @@ enum Cmd {
         /// For a partner or a box office: its reference for the customer.
         #[arg(long, default_value = "")]
         customer: String,
-        /// Idempotency key; a fresh one by default. Repeat it to retry safely.
-        #[arg(long)]
-        key: Option<String>,
         #[command(flatten)]
-        a: Addr,
+        c: Change,
     },
     /// Hold the best available seats.
     Best {
@@ -180,10 +195,8 @@ enum Cmd {
         /// For a partner or a box office: its reference for the customer.
         #[arg(long, default_value = "")]
         customer: String,
-        #[arg(long)]
-        key: Option<String>,
         #[command(flatten)]
-        a: Addr,
+        c: Change,
     },
     /// Show a hold.
     ShowHold {
@@ -194,10 +207,8 @@ enum Cmd {
     /// Release a hold.
     Release {
         hold: String,
-        #[arg(long)]
-        key: Option<String>,
         #[command(flatten)]
-        a: Addr,
+        c: Change,
     },
     /// Order the seats of one or more holds (prices come from the event).
     Order {
@@ -209,10 +220,8 @@ enum Cmd {
         /// For a partner or a box office: its reference for the customer.
         #[arg(long, default_value = "")]
         customer: String,
-        #[arg(long)]
-        key: Option<String>,
         #[command(flatten)]
-        a: Addr,
+        c: Change,
     },
     /// Show an order.
     ShowOrder {
@@ -226,19 +235,15 @@ enum Cmd {
         /// For a partner or a box office: its reference for the customer.
         #[arg(long, default_value = "")]
         customer: String,
-        #[arg(long)]
-        key: Option<String>,
         #[command(flatten)]
-        a: Addr,
+        c: Change,
     },
     /// Pay an order with a card number (see the README's test cards) and wait for the tickets.
     Pay {
         order: String,
         card: String,
-        #[arg(long)]
-        key: Option<String>,
         #[command(flatten)]
-        a: Addr,
+        c: Change,
     },
     /// List an order's tickets and their codes; `--pdf FILE` downloads the PDF.
     Tickets {
@@ -254,10 +259,8 @@ enum Cmd {
         code: String,
         #[arg(long, default_value = "gate-1")]
         gate: String,
-        #[arg(long)]
-        key: Option<String>,
         #[command(flatten)]
-        a: Addr,
+        c: Change,
     },
 }
 
@@ -426,33 +429,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Admin(cmd) => admin(cmd).await,
         Cmd::Events { a } => client::events(a.connect().await?).await,
         Cmd::Seats { event, a } => client::seats(a.connect().await?, event).await,
-        Cmd::Hold { event, seats, customer, key, a } => {
-            client::hold(a.connect().await?, event, seats, customer, key.unwrap_or_else(client::new_key)).await
-        }
-        Cmd::Best { event, quantity, section, category, customer, key, a } => {
-            let r = HoldBestAvailableRequest {
-                idempotency_key: key.unwrap_or_else(client::new_key),
-                event_id: event,
-                customer_id: customer,
-                quantity,
-                section,
-                category,
-            };
-            client::best(a.connect().await?, r).await
+        Cmd::Hold { event, seats, customer, c } => client::hold(c.a.connect().await?, event, seats, customer, c.key()).await,
+        Cmd::Best { event, quantity, section, category, customer, c } => {
+            let ch = c.a.connect().await?;
+            let r =
+                HoldBestAvailableRequest { idempotency_key: c.key(), event_id: event, customer_id: customer, quantity, section, category };
+            client::best(ch, r).await
         }
         Cmd::ShowHold { hold, a } => client::show_hold(a.connect().await?, hold).await,
-        Cmd::Release { hold, key, a } => client::release(a.connect().await?, hold, key.unwrap_or_else(client::new_key)).await,
-        Cmd::Order { holds, email, customer, key, a } => {
-            client::order(a.connect().await?, holds, customer, email, key.unwrap_or_else(client::new_key)).await
-        }
+        Cmd::Release { hold, c } => client::release(c.a.connect().await?, hold, c.key()).await,
+        Cmd::Order { holds, email, customer, c } => client::order(c.a.connect().await?, holds, customer, email, c.key()).await,
         Cmd::ShowOrder { order, a } => client::show_order(a.connect().await?, order).await,
-        Cmd::CancelOrder { order, customer, key, a } => {
-            client::cancel_order(a.connect().await?, order, customer, key.unwrap_or_else(client::new_key)).await
-        }
-        Cmd::Pay { order, card, key, a } => client::pay(a.connect().await?, order, card, key.unwrap_or_else(client::new_key)).await,
+        Cmd::CancelOrder { order, customer, c } => client::cancel_order(c.a.connect().await?, order, customer, c.key()).await,
+        Cmd::Pay { order, card, c } => client::pay(c.a.connect().await?, order, card, c.key()).await,
         Cmd::Tickets { order, pdf, a } => client::tickets(a.connect().await?, order, pdf).await,
-        Cmd::Scan { event, code, gate, key, a } => {
-            client::scan(a.connect().await?, event, code, gate, key.unwrap_or_else(client::new_key)).await
-        }
+        Cmd::Scan { event, code, gate, c } => client::scan(c.a.connect().await?, event, code, gate, c.key()).await,
     }
 }

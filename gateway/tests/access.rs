@@ -83,12 +83,7 @@ async fn world(b: Backend) -> World {
     let mut bob_inv = InventoryServiceClient::new(app.channel_as(&bob).await);
     let bob_hold = bob_inv.hold_seats(hold_req(&event, "", &["A-1-2"])).await.unwrap().into_inner();
     let bob_order = OrderingServiceClient::new(app.channel_as(&bob).await)
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: key(),
-            customer_id: String::new(),
-            email: "bob@example.com".into(),
-            hold_ids: vec![bob_hold.hold_id.clone()],
-        })
+        .create_order(order_req("", "bob@example.com", vec![bob_hold.hold_id.clone()]))
         .await
         .unwrap()
         .into_inner();
@@ -353,17 +348,11 @@ async fn every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_not
     assert_eq!(code(ord.get_order(pb::GetOrderRequest { order_id: bob_order.clone() }).await), Code::NotFound, "ann reads bob's order");
     let cancel = pb::CancelOrderRequest { idempotency_key: key(), order_id: bob_order.clone(), customer_id: String::new() };
     assert_eq!(code(ord.cancel_order(cancel).await), Code::NotFound, "ann cancels bob's order");
-    let create = pb::CreateOrderRequest {
-        idempotency_key: key(),
-        customer_id: String::new(),
-        email: "ann@example.com".into(),
-        hold_ids: vec![w.bob_hold.hold_id.clone()],
-    };
+    let create = order_req("", "ann@example.com", vec![w.bob_hold.hold_id.clone()]);
     assert_eq!(code(ord.create_order(create).await), Code::NotFound, "ann orders bob's hold");
     let by_event = ord.list_orders(pb::ListOrdersRequest { event_id: w.event.clone(), ..Default::default() }).await;
     assert_eq!(by_event.unwrap_err().code(), Code::NotFound, "a customer lists an event's orders");
-    let pay =
-        pb::PayOrderRequest { idempotency_key: key(), order_id: bob_order.clone(), card_number: "4000 0000 0000 0002".into(), wait_ms: 1 };
+    let pay = pay_req(&bob_order, "4000 0000 0000 0002", 1);
     assert_eq!(PaymentServiceClient::new(ann_ch.clone()).pay_order(pay).await.unwrap_err().code(), Code::NotFound, "ann pays bob's order");
     let mut ful = FulfillmentServiceClient::new(ann_ch.clone());
     assert_eq!(ful.list_tickets(pb::ListTicketsRequest { order_id: bob_order.clone() }).await.unwrap_err().code(), Code::NotFound);
@@ -477,12 +466,7 @@ async fn every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_not
         .secret;
     let h = InventoryServiceClient::new(full.clone()).hold_seats(hold_req(&w.event, "pat", &["B-3-3"])).await.unwrap().into_inner();
     let o = OrderingServiceClient::new(full.clone())
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: key(),
-            customer_id: "pat".into(),
-            email: "pat@example.com".into(),
-            hold_ids: vec![h.hold_id.clone()],
-        })
+        .create_order(order_req("pat", "pat@example.com", vec![h.hold_id.clone()]))
         .await
         .unwrap()
         .into_inner();
@@ -509,16 +493,10 @@ async fn a_strangers_actions_fail_and_the_rightful_callers_are_served(b: Backend
     let bob_order = w.bob_order.order_id.clone();
     // The stranger (ann) fails paying bob's order with the declining card; bob pays it.
     let mut ann_pay = PaymentServiceClient::new(app.channel_as(&w.ann).await);
-    let decline =
-        pb::PayOrderRequest { idempotency_key: key(), order_id: bob_order.clone(), card_number: "4000 0000 0000 0002".into(), wait_ms: 1 };
+    let decline = pay_req(&bob_order, "4000 0000 0000 0002", 1);
     assert_eq!(ann_pay.pay_order(decline).await.unwrap_err().code(), Code::NotFound);
     let paid = PaymentServiceClient::new(app.channel_as(&w.bob).await)
-        .pay_order(pb::PayOrderRequest {
-            idempotency_key: key(),
-            order_id: bob_order.clone(),
-            card_number: "4242424242424242".into(),
-            wait_ms: 15_000,
-        })
+        .pay_order(pay_req(&bob_order, "4242424242424242", 15_000))
         .await
         .unwrap()
         .into_inner();

@@ -123,24 +123,11 @@ async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) 
     let h1 = inv.hold_seats(hold_req(&event, "carol", &seats[..2])).await.unwrap().into_inner();
     let h2 = inv.hold_seats(hold_req(&event, "carol", &seats[2..])).await.unwrap().into_inner();
     let order = OrderingServiceClient::new(ch.clone())
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: key(),
-            customer_id: "carol".into(),
-            email: "carol@example.com".into(),
-            hold_ids: vec![h1.hold_id, h2.hold_id],
-        })
+        .create_order(order_req("carol", "carol@example.com", vec![h1.hold_id, h2.hold_id]))
         .await
         .unwrap()
         .into_inner();
-    PaymentServiceClient::new(ch.clone())
-        .pay_order(pb::PayOrderRequest {
-            idempotency_key: key(),
-            order_id: order.order_id.clone(),
-            card_number: "4242 4242 4242 4242".into(),
-            wait_ms: 10_000,
-        })
-        .await
-        .unwrap();
+    PaymentServiceClient::new(ch.clone()).pay_order(pay_req(&order.order_id, "4242 4242 4242 4242", 10_000)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let o = get_order(&ch, &order.order_id).await;

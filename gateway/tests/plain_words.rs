@@ -56,16 +56,8 @@ async fn event_with_hold_seconds(app: &TestApp, hold_seconds: u32) -> String {
 
 async fn order_for(app: &TestApp, event: &str, customer: &str, seat: &str) -> pb::Order {
     let h = app.inventory().await.hold_seats(hold_req(event, customer, &[seat])).await.unwrap().into_inner();
-    OrderingServiceClient::new(app.channel().await)
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: key(),
-            customer_id: customer.into(),
-            email: format!("{customer}@example.com"),
-            hold_ids: vec![h.hold_id],
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let r = order_req(customer, &format!("{customer}@example.com"), vec![h.hold_id]);
+    OrderingServiceClient::new(app.channel().await).create_order(r).await.unwrap().into_inner()
 }
 
 async fn wait_done(app: &TestApp, order_id: &str) -> pb::Order {
@@ -99,7 +91,7 @@ async fn order_notes_and_emails_say_why_in_sentences(b: Backend) {
     let mut numbers = Vec::new();
     for (i, (event, seat, card, _)) in cases.iter().enumerate() {
         let o = order_for(&app, event, &format!("plain{i}"), seat).await;
-        let r = pb::PayOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), card_number: (*card).into(), wait_ms: 0 };
+        let r = pay_req(&o.order_id, card, 0);
         pay.pay_order(r).await.unwrap();
         numbers.push(o.order_id);
     }

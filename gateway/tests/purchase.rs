@@ -110,29 +110,44 @@ async fn event_with_hold_seconds(c: &mut Clients, hold_seconds: u32) -> String {
     c.cat.create_event(event_request(&v.venue_id, hold_seconds)).await.unwrap().into_inner().event_id
 }
 
+/// The app on `b`, every client as its owner, and an event on sale whose
+/// holds last `hold_seconds` (0: the default).
+async fn shop(b: Backend, hold_seconds: u32) -> (TestApp, Clients, String) {
+    let app = TestApp::spawn(b).await;
+    let mut c = clients(&app).await;
+    let event = event_with_hold_seconds(&mut c, hold_seconds).await;
+    (app, c, event)
+}
+
 async fn hold(c: &mut Clients, event: &str, customer: &str, seats: &[&str]) -> pb::Hold {
     c.inv.hold_seats(hold_req(event, customer, seats)).await.unwrap().into_inner()
 }
 
 async fn order(c: &mut Clients, customer: &str, holds: &[&pb::Hold]) -> pb::Order {
-    c.ord
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: key(),
-            customer_id: customer.into(),
-            email: format!("{customer}@example.com"),
-            hold_ids: holds.iter().map(|h| h.hold_id.clone()).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let r = order_req(customer, &format!("{customer}@example.com"), holds.iter().map(|h| h.hold_id.clone()).collect());
+    c.ord.create_order(r).await.unwrap().into_inner()
+}
+
+/// Pays with `card`, waiting up to `wait_ms` for the provider.
+async fn try_pay(c: &mut Clients, order_id: &str, card: &str, wait_ms: u32) -> Result<pb::PayOrderResponse, tonic::Status> {
+    c.pay.pay_order(pay_req(order_id, card, wait_ms)).await.map(tonic::Response::into_inner)
 }
 
 async fn pay(c: &mut Clients, order_id: &str, card: &str) -> pb::PayOrderResponse {
-    c.pay
-        .pay_order(pb::PayOrderRequest { idempotency_key: key(), order_id: order_id.into(), card_number: card.into(), wait_ms: 15_000 })
-        .await
-        .unwrap()
-        .into_inner()
+    try_pay(c, order_id, card, 15_000).await.unwrap()
+}
+
+/// `customer` holds `seats`, orders and pays them with a good card: the
+/// order once fulfilled (within 60 s).
+async fn bought(c: &mut Clients, event: &str, customer: &str, seats: &[&str]) -> pb::Order {
+    let h = hold(c, event, customer, seats).await;
+    let o = order(c, customer, &[&h]).await;
+    pay(c, &o.order_id, CARD_OK).await;
+    wait_for(c, &o.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(60)).await
+}
+
+async fn tickets(c: &mut Clients, order_id: &str) -> Vec<pb::Ticket> {
+    c.ful.list_tickets(pb::ListTicketsRequest { order_id: order_id.into() }).await.unwrap().into_inner().tickets
 }
 
 fn status(o: &pb::Order) -> pb::OrderStatus {
@@ -210,12 +225,7 @@ async fn a_purchase_ends_in_the_inbox_with_tickets_that_scan_once(b: Backend) {
     let event = event_with_hold_seconds(&mut c, 0).await;
     let h1 = hold(&mut c, &event, "alice", &["A-1-1", "A-1-2"]).await;
     let h2 = hold(&mut c, &event, "alice", &["B-2-5"]).await;
-    let req = pb::CreateOrderRequest {
-        idempotency_key: key(),
-        customer_id: "alice".into(),
-        email: "alice@example.com".into(),
-        hold_ids: vec![h1.hold_id.clone(), h2.hold_id.clone()],
-    };
+    let req = order_req("alice", "alice@example.com", vec![h1.hold_id.clone(), h2.hold_id.clone()]);
     let o = c.ord.create_order(req.clone()).await.unwrap().into_inner();
     // Prices come from the event: A is P1 (90.00), B is P2 (50.00).
     assert_eq!(o.total.as_ref().unwrap().amount_minor, 9_000 * 2 + 5_000);
@@ -261,7 +271,7 @@ async fn a_purchase_ends_in_the_inbox_with_tickets_that_scan_once(b: Backend) {
     let key_pub = public_key(&mut c).await;
     let mut codes = qr_codes(&pdf);
     codes.sort();
-    let tickets = c.ful.list_tickets(pb::ListTicketsRequest { order_id: o.order_id.clone() }).await.unwrap().into_inner().tickets;
+    let tickets = tickets(&mut c, &o.order_id).await;
     let mut issued: Vec<String> = tickets.iter().map(|t| t.code.clone()).collect();
     issued.sort();
     assert_eq!(codes, issued, "one QR code per ticket, carrying its code");
@@ -298,9 +308,7 @@ async fn a_purchase_ends_in_the_inbox_with_tickets_that_scan_once(b: Backend) {
 }
 
 async fn a_declined_payment_releases_the_seats_and_fails_the_order(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(b, 0).await;
     for (i, (card, why)) in [(CARD_DECLINED, "card_declined"), (CARD_NO_FUNDS, "insufficient_funds")].into_iter().enumerate() {
         let customer = format!("bob{i}");
         let h = hold(&mut c, &event, &customer, &["A-2-1", "A-2-2"]).await;
@@ -314,48 +322,23 @@ async fn a_declined_payment_releases_the_seats_and_fails_the_order(b: Backend) {
         // The seats are available again at once.
         assert_eq!(app.db.claims(&event).await.len(), 0);
         // A second payment of a failed order is refused and changes nothing.
-        let e = c
-            .pay
-            .pay_order(pb::PayOrderRequest {
-                idempotency_key: key(),
-                order_id: o.order_id.clone(),
-                card_number: CARD_OK.into(),
-                wait_ms: 0,
-            })
-            .await
-            .unwrap_err();
+        let e = try_pay(&mut c, &o.order_id, CARD_OK, 0).await.unwrap_err();
         assert_eq!((e.code(), reason(&e).as_str()), (Code::FailedPrecondition, "ORDER_CLOSED"));
         assert_eq!(app.db.payloads("payment-failed", &event).await.len(), i + 1);
     }
     // One "payment failed" email per order, in the maildir.
-    let t = Instant::now();
-    while maildir(&app.db).len() < 2 && t.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mails = maildir(&app.db);
+    let mails = maildir_at_least(&app.db, 2).await;
     assert_eq!(mails.len(), 2);
     assert!(mails.iter().all(|m| m.contains("Payment failed")), "{mails:?}");
     app.stop().await;
 }
 
 async fn a_payment_that_succeeds_after_its_hold_expired_is_refunded_and_never_sold(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let mut c = clients(&app).await;
     // Holds live 1 s; the slow card answers after 2.5 s.
-    let event = event_with_hold_seconds(&mut c, 1).await;
+    let (app, mut c, event) = shop(b, 1).await;
     let h = hold(&mut c, &event, "carol", &["A-3-3"]).await;
     let o = order(&mut c, "carol", &[&h]).await;
-    let r = c
-        .pay
-        .pay_order(pb::PayOrderRequest {
-            idempotency_key: key(),
-            order_id: o.order_id.clone(),
-            card_number: CARD_SLOW.into(),
-            wait_ms: 100,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = try_pay(&mut c, &o.order_id, CARD_SLOW, 100).await.unwrap();
     assert!(!r.settled, "the slow card has not answered yet");
     let done = wait_for(&mut c, &o.order_id, pb::OrderStatus::Refunded, Duration::from_secs(30)).await;
     assert_eq!(pb::PaymentStatus::try_from(done.payments[0].status).unwrap(), pb::PaymentStatus::Refunded);
@@ -369,9 +352,7 @@ async fn a_payment_that_succeeds_after_its_hold_expired_is_refunded_and_never_so
 
 async fn a_provider_that_never_answers_is_resolved_by_its_status(b: Backend) {
     // The test config waits 1 s for the provider before asking for the status.
-    let app = TestApp::spawn(b).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(b, 0).await;
     let h = hold(&mut c, &event, "erin", &["B-1-1"]).await;
     let o = order(&mut c, "erin", &[&h]).await;
     pay(&mut c, &o.order_id, CARD_SILENT_DECLINED).await;
@@ -388,20 +369,14 @@ async fn a_provider_that_never_answers_is_resolved_by_its_status(b: Backend) {
 }
 
 async fn cancelling_an_event_refunds_every_paid_order(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(b, 0).await;
     let mut paid = Vec::new();
     for (i, seat) in ["A-1-1", "A-1-2"].iter().enumerate() {
-        let customer = format!("gina{i}");
-        let h = hold(&mut c, &event, &customer, &[seat]).await;
-        let o = order(&mut c, &customer, &[&h]).await;
-        pay(&mut c, &o.order_id, CARD_OK).await;
-        paid.push(wait_for(&mut c, &o.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(60)).await);
+        paid.push(bought(&mut c, &event, &format!("gina{i}"), &[seat]).await);
     }
     let h = hold(&mut c, &event, "hank", &["A-1-3"]).await;
     let pending = order(&mut c, "hank", &[&h]).await;
-    let tickets = c.ful.list_tickets(pb::ListTicketsRequest { order_id: paid[0].order_id.clone() }).await.unwrap().into_inner().tickets;
+    let tickets = tickets(&mut c, &paid[0].order_id).await;
     c.cat.cancel_event(pb::EventCommandRequest { idempotency_key: key(), event_id: event.clone() }).await.unwrap();
     for o in &paid {
         let r = wait_for(&mut c, &o.order_id, pb::OrderStatus::Refunded, Duration::from_secs(30)).await;
@@ -418,14 +393,9 @@ async fn cancelling_an_event_refunds_every_paid_order(b: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gates_scanning_one_ticket_at_once_admit_it_exactly_once() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
-    let h = hold(&mut c, &event, "ivy", &["A-1-1", "A-1-2", "A-1-3"]).await;
-    let o = order(&mut c, "ivy", &[&h]).await;
-    pay(&mut c, &o.order_id, CARD_OK).await;
-    wait_for(&mut c, &o.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(60)).await;
-    let tickets = c.ful.list_tickets(pb::ListTicketsRequest { order_id: o.order_id.clone() }).await.unwrap().into_inner().tickets;
+    let (app, mut c, event) = shop(Backend::Sqlite, 0).await;
+    let o = bought(&mut c, &event, "ivy", &["A-1-1", "A-1-2", "A-1-3"]).await;
+    let tickets = tickets(&mut c, &o.order_id).await;
     for t in &tickets {
         let mut tasks = Vec::new();
         for g in 0..8 {
@@ -452,15 +422,10 @@ async fn two_gates_scanning_one_ticket_at_once_admit_it_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_truncated_and_foreign_codes_are_refused() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(Backend::Sqlite, 0).await;
     let other_event = event_with_hold_seconds(&mut c, 0).await;
-    let h = hold(&mut c, &event, "jo", &["A-1-1"]).await;
-    let o = order(&mut c, "jo", &[&h]).await;
-    pay(&mut c, &o.order_id, CARD_OK).await;
-    wait_for(&mut c, &o.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(60)).await;
-    let t = &c.ful.list_tickets(pb::ListTicketsRequest { order_id: o.order_id.clone() }).await.unwrap().into_inner().tickets[0];
+    let o = bought(&mut c, &event, "jo", &["A-1-1"]).await;
+    let t = &tickets(&mut c, &o.order_id).await[0];
     let forger = usher_engine::SigningKey::from_bytes(&[9u8; 32]);
     let claims = usher_engine::verify_ticket(&public_key(&mut c).await, &t.code).unwrap();
     let forged = usher_engine::sign_ticket(&forger, claims.event_id, claims.ticket_id, claims.seat);
@@ -490,34 +455,22 @@ async fn forged_truncated_and_foreign_codes_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_expires_when_its_hold_runs_out_before_payment() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 1).await;
+    let (app, mut c, event) = shop(Backend::Sqlite, 1).await;
     let h = hold(&mut c, &event, "kim", &["A-1-1"]).await;
     let o = order(&mut c, "kim", &[&h]).await;
     let expired = wait_for(&mut c, &o.order_id, pb::OrderStatus::Expired, Duration::from_secs(20)).await;
     assert!(expired.payments.is_empty());
-    let e = c
-        .pay
-        .pay_order(pb::PayOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), card_number: CARD_OK.into(), wait_ms: 0 })
-        .await
-        .unwrap_err();
+    let e = try_pay(&mut c, &o.order_id, CARD_OK, 0).await.unwrap_err();
     assert_eq!((e.code(), reason(&e).as_str()), (Code::FailedPrecondition, "ORDER_CLOSED"));
     assert_eq!(app.db.payloads("order-expired", &event).await.len(), 1);
-    let t = Instant::now();
-    while maildir(&app.db).is_empty() && t.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(maildir(&app.db)[0].contains("expired"));
+    assert!(maildir_at_least(&app.db, 1).await[0].contains("expired"));
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpaid_order_expires_on_time_after_a_restart() {
     // Unpaid orders wait without an actor; a restart must find them again.
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 5).await;
+    let (app, mut c, event) = shop(Backend::Sqlite, 5).await;
     let h = hold(&mut c, &event, "lou", &["A-2-2"]).await;
     let kept = hold(&mut c, &event, "max", &["A-2-3"]).await;
     let o = order(&mut c, "lou", &[&h]).await;
@@ -529,11 +482,7 @@ async fn an_unpaid_order_expires_on_time_after_a_restart() {
     wait_for(&mut c, &paid.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(20)).await;
     wait_for(&mut c, &o.order_id, pb::OrderStatus::Expired, Duration::from_secs(20)).await;
     assert_eq!(app.db.payloads("order-expired", &event).await.len(), 1);
-    let t = Instant::now();
-    while maildir(&app.db).len() < 2 && t.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mails = maildir(&app.db);
+    let mails = maildir_at_least(&app.db, 2).await;
     assert_eq!(mails.len(), 2, "one confirmation, one expiry notice");
     assert!(mails.iter().any(|m| m.contains("expired")));
     app.stop().await;
@@ -541,16 +490,9 @@ async fn an_unpaid_order_expires_on_time_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_order_and_payment_input_gets_clear_errors_and_changes_nothing() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(Backend::Sqlite, 0).await;
     let h = hold(&mut c, &event, "lee", &["A-1-1"]).await;
-    let base = pb::CreateOrderRequest {
-        idempotency_key: key(),
-        customer_id: "lee".into(),
-        email: "lee@example.com".into(),
-        hold_ids: vec![h.hold_id.clone()],
-    };
+    let base = order_req("lee", "lee@example.com", vec![h.hold_id.clone()]);
     let cases = [
         (pb::CreateOrderRequest { email: "not-an-email".into(), ..base.clone() }, Code::InvalidArgument),
         (pb::CreateOrderRequest { hold_ids: vec![], ..base.clone() }, Code::InvalidArgument),
@@ -569,16 +511,13 @@ async fn bad_order_and_payment_input_gets_clear_errors_and_changes_nothing() {
     // The same key for a different request.
     let e = c.ord.create_order(pb::CreateOrderRequest { email: "x@example.com".into(), ..base.clone() }).await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
-    let bad_card =
-        pb::PayOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), card_number: "4242 4242 4242 4241".into(), wait_ms: 0 };
-    let e = c.pay.pay_order(bad_card).await.unwrap_err();
+    let e = try_pay(&mut c, &o.order_id, "4242 4242 4242 4241", 0).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("card_number"), "{e:?}");
     let e = c.ord.get_order(pb::GetOrderRequest { order_id: uuid::Uuid::new_v4().to_string() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     // A pay retried with its key is one payment, not two.
-    let k = key();
-    let req = pb::PayOrderRequest { idempotency_key: k, order_id: o.order_id.clone(), card_number: CARD_OK.into(), wait_ms: 15_000 };
+    let req = pay_req(&o.order_id, CARD_OK, 15_000);
     let first = c.pay.pay_order(req.clone()).await.unwrap().into_inner();
     let second = c.pay.pay_order(req).await.unwrap().into_inner();
     assert_eq!(first.payment.as_ref().unwrap().payment_id, second.payment.as_ref().unwrap().payment_id);
@@ -596,9 +535,7 @@ async fn bad_order_and_payment_input_gets_clear_errors_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_order_gives_its_seats_back() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(Backend::Sqlite, 0).await;
     let h = hold(&mut c, &event, "max", &["A-1-1"]).await;
     let o = order(&mut c, "max", &[&h]).await;
     // Someone else (a guest of the storefront) is told the order does not exist.
@@ -662,9 +599,7 @@ async fn email_queued_while_smtp_is_down_arrives_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_a_purchase_leaves_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(Backend::Sqlite, 0).await;
     let h = hold(&mut c, &event, "una", &["A-1-1"]).await;
     let o = order(&mut c, "una", &[&h]).await;
     pay(&mut c, &o.order_id, "4242 4242 4242 4242").await;
@@ -697,19 +632,11 @@ async fn files_a_purchase_leaves_are_readable_by_their_owner_only() {
 /// (issue 11, item 6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_whose_email_could_never_be_delivered_is_refused_and_nothing_is_stored() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut c = clients(&app).await;
-    let event = event_with_hold_seconds(&mut c, 0).await;
+    let (app, mut c, event) = shop(Backend::Sqlite, 0).await;
     let h = hold(&mut c, &event, "vic", &["A-1-1"]).await;
     let bad = ["a,b@x.co", "a<b@x.co", "a;b@x.co", "a(comment)@x.co", "a@[x.co]", "a@-x.co", "a..b@x.co"];
     for email in bad {
-        let r = pb::CreateOrderRequest {
-            idempotency_key: key(),
-            customer_id: "vic".into(),
-            email: email.into(),
-            hold_ids: vec![h.hold_id.clone()],
-        };
-        let e = c.ord.create_order(r).await.unwrap_err();
+        let e = c.ord.create_order(order_req("vic", email, vec![h.hold_id.clone()])).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{email}: {e:?}");
         assert!(e.message().starts_with("email:"), "{}", e.message());
         let body = serde_json::json!({"customer_id": "vic", "email": email, "hold_ids": [h.hold_id]}).to_string();
@@ -788,13 +715,7 @@ async fn prices_and_totals_beyond_their_ceilings_are_refused_and_nothing_is_stor
     let event = event_in(&mut c, "EUR", usher_engine::limits::PRICE_MINOR_MAX, 100).await.unwrap();
     let six = hold(&mut c, &event, "rich", &["A-1-1", "A-1-2", "A-1-3", "A-1-4", "A-1-5", "A-1-6"]).await;
     let five = hold(&mut c, &event, "rich", &["A-2-1", "A-2-2", "A-2-3", "A-2-4", "A-2-5"]).await;
-    let r = pb::CreateOrderRequest {
-        idempotency_key: key(),
-        customer_id: "rich".into(),
-        email: "rich@example.com".into(),
-        hold_ids: vec![six.hold_id.clone(), five.hold_id.clone()],
-    };
-    let e = c.ord.create_order(r).await.unwrap_err();
+    let e = c.ord.create_order(order_req("rich", "rich@example.com", vec![six.hold_id.clone(), five.hold_id.clone()])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert_eq!(e.message(), "hold_ids: the order would cost more than one order may, EUR 10,000,000,000.00");
     let body = serde_json::json!({"customer_id": "rich", "email": "rich@example.com", "hold_ids": [six.hold_id, five.hold_id]}).to_string();
@@ -832,11 +753,7 @@ async fn tickets_and_emails_show_the_venues_local_time_across_a_daylight_saving_
         er.starts_at = Some(prost_types::Timestamp { seconds: starts_utc, nanos: 0 });
         let event = c.cat.create_event(er).await.unwrap().into_inner();
         assert_eq!(event.time_zone, "Europe/Berlin");
-        let customer = format!("dst-{starts_utc}");
-        let h = hold(&mut c, &event.event_id, &customer, &["A-1-1"]).await;
-        let o = order(&mut c, &customer, &[&h]).await;
-        pay(&mut c, &o.order_id, CARD_OK).await;
-        wait_for(&mut c, &o.order_id, pb::OrderStatus::Fulfilled, Duration::from_secs(60)).await;
+        let o = bought(&mut c, &event.event_id, &format!("dst-{starts_utc}"), &["A-1-1"]).await;
         let pdf = app.db.data_dir.join("tickets").join(format!("{}.pdf", o.order_id));
         let text = run("pdftotext", &["-raw", pdf.to_str().unwrap(), "-"]);
         assert!(text.contains(local), "the ticket shows {local}: {text}");

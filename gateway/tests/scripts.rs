@@ -80,25 +80,8 @@ async fn a_ticket_prints_cjk_names_with_cjk_glyphs_and_wraps_a_long_holder(b: Ba
     assert_eq!(email.len(), 254);
     let hold = InventoryServiceClient::new(ch.clone()).hold_seats(hold_req(&event, &customer, &["A-1-1"])).await.unwrap().into_inner();
     let mut ord = OrderingServiceClient::new(ch.clone());
-    let order = ord
-        .create_order(pb::CreateOrderRequest {
-            idempotency_key: key(),
-            customer_id: customer.clone(),
-            email: email.clone(),
-            hold_ids: vec![hold.hold_id],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    PaymentServiceClient::new(ch)
-        .pay_order(pb::PayOrderRequest {
-            idempotency_key: key(),
-            order_id: order.order_id.clone(),
-            card_number: "4242 4242 4242 4242".into(),
-            wait_ms: 15_000,
-        })
-        .await
-        .unwrap();
+    let order = ord.create_order(order_req(&customer, &email, vec![hold.hold_id])).await.unwrap().into_inner();
+    PaymentServiceClient::new(ch).pay_order(pay_req(&order.order_id, "4242 4242 4242 4242", 15_000)).await.unwrap();
     let started = Instant::now();
     loop {
         let o = ord.get_order(pb::GetOrderRequest { order_id: order.order_id.clone() }).await.unwrap().into_inner();

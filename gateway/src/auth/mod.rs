@@ -301,39 +301,42 @@ impl Auth {
 
     /// An access token for a user with these memberships: (token, expiry).
     pub fn access_token(&self, user: UserId, admin: bool, memberships: &[Membership], now: Millis) -> Result<(String, Millis), ApiError> {
-        let exp = now.plus_ms(self.cfg.access_ttl_ms);
-        let claims = Claims {
-            iss: self.keys.issuer().to_owned(),
-            aud: self.keys.audience().to_owned(),
-            sub: user.to_string(),
-            exp: exp.0 / 1000,
-            iat: now.0 / 1000,
-            jti: uuid::Uuid::new_v4().simple().to_string(),
-            typ: TYP_ACCESS.into(),
-            adm: admin,
-            orgs: memberships.iter().map(|m| (m.org.to_string(), m.role.as_str().to_owned())).collect(),
-        };
-        let t = self.keys.sign(&claims).map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("signing a token: {e}")))?;
-        Ok((t, Millis(claims.exp * 1000)))
+        let orgs = memberships.iter().map(|m| (m.org.to_string(), m.role.as_str().to_owned())).collect();
+        self.sign_token(user.to_string(), TYP_ACCESS, admin, orgs, now, self.cfg.access_ttl_ms)
     }
 
     /// A guest token with a fresh guest id: (token, guest, expiry).
     pub fn guest_token(&self, now: Millis) -> Result<(String, GuestId, Millis), ApiError> {
         let guest = GuestId(uuid::Uuid::new_v4());
-        let exp = now.plus_ms(self.cfg.guest_ttl_ms);
+        let (t, exp) = self.sign_token(guest.to_string(), TYP_GUEST, false, Vec::new(), now, self.cfg.guest_ttl_ms)?;
+        Ok((t, guest, exp))
+    }
+
+    /// A token of type `typ` for `sub` (with this server's issuer and
+    /// audience and a fresh `jti`) that expires `ttl_ms` after `now`, to
+    /// the second: (token, expiry).
+    fn sign_token(
+        &self,
+        sub: String,
+        typ: &str,
+        adm: bool,
+        orgs: Vec<(String, String)>,
+        now: Millis,
+        ttl_ms: u64,
+    ) -> Result<(String, Millis), ApiError> {
         let claims = Claims {
             iss: self.keys.issuer().to_owned(),
             aud: self.keys.audience().to_owned(),
-            sub: guest.to_string(),
-            exp: exp.0 / 1000,
+            sub,
+            exp: now.plus_ms(ttl_ms).0 / 1000,
             iat: now.0 / 1000,
             jti: uuid::Uuid::new_v4().simple().to_string(),
-            typ: TYP_GUEST.into(),
-            adm: false,
-            orgs: Vec::new(),
+            typ: typ.into(),
+            adm,
+            orgs,
         };
         let t = self.keys.sign(&claims).map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("signing a token: {e}")))?;
-        Ok((t, guest, Millis(claims.exp * 1000)))
+        Ok((t, Millis(claims.exp * 1000)))
     }
 }
 

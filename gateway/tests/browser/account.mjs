@@ -19,6 +19,17 @@ async function open(url) {
   await page.goto(url);
   return page;
 }
+// Fills in the open sign-in or sign-up form and submits it.
+async function submitAuth(page, mail, pass) {
+  await page.fill("#auth-email", mail);
+  await page.fill("#auth-password", pass);
+  await page.click("#auth-submit");
+}
+// What the form says back, once it says something.
+async function authMessage(page) {
+  await page.locator("#auth-message").filter({ hasText: /\S/ }).waitFor();
+  return page.locator("#auth-message").innerText();
+}
 // "My orders" has been (re)loaded with `count` orders.
 const ordersLoaded = (page, count) =>
   page.waitForFunction((n) => document.getElementById("my-orders")?.dataset.count === String(n), count, { timeout: 15000 });
@@ -32,11 +43,8 @@ try {
 
   // Sign up: a too-short password is refused with the server's words.
   await page.click("#sign-up-btn");
-  await page.fill("#auth-email", email);
-  await page.fill("#auth-password", "short");
-  await page.click("#auth-submit");
-  await page.locator("#auth-message").filter({ hasText: /\S/ }).waitFor();
-  out.short_password_message = await page.locator("#auth-message").innerText();
+  await submitAuth(page, email, "short");
+  out.short_password_message = await authMessage(page);
   await page.fill("#auth-password", password);
   await page.fill("#auth-name", "Judy");
   await page.click("#auth-submit");
@@ -89,23 +97,15 @@ try {
   // A wrong password, then the same email signing up again: plain words.
   await page.click("#sign-in-btn");
   out.name_hidden_on_sign_in = await page.locator("#auth-name").isHidden();
-  await page.fill("#auth-email", email);
-  await page.fill("#auth-password", password + " nope");
-  await page.click("#auth-submit");
-  await page.locator("#auth-message").filter({ hasText: /\S/ }).waitFor();
-  out.bad_password_message = await page.locator("#auth-message").innerText();
+  await submitAuth(page, email, password + " nope");
+  out.bad_password_message = await authMessage(page);
   await page.click("#sign-up-btn");
-  await page.fill("#auth-email", email);
-  await page.fill("#auth-password", password);
-  await page.click("#auth-submit");
-  await page.locator("#auth-message").filter({ hasText: /\S/ }).waitFor();
-  out.email_taken_message = await page.locator("#auth-message").innerText();
+  await submitAuth(page, email, password);
+  out.email_taken_message = await authMessage(page);
 
   // Signing in again brings the order back.
   await page.click("#sign-in-btn");
-  await page.fill("#auth-email", email);
-  await page.fill("#auth-password", password);
-  await page.click("#auth-submit");
+  await submitAuth(page, email, password);
   await page.locator("#sign-out-btn").waitFor();
   await page.locator(`#my-orders li[data-order="${out.order_id}"]`).waitFor({ timeout: 15000 });
   out.who_after_sign_in = await page.locator("#who").innerText();

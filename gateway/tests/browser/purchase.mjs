@@ -4,7 +4,7 @@
 // declined test card. Prints one JSON line with what it saw; exits non-zero
 // on any failure.
 // Usage: node purchase.mjs BASE_URL EVENT_NAME SEAT_OK SEAT_DECLINED PDF_OUT SCREENSHOT.png
-import { launch } from "./launch.mjs";
+import { launch, seatClass } from "./launch.mjs";
 
 const [base, eventName, seatOk, seatDeclined, pdfOut, shot] = process.argv.slice(2);
 const browser = await launch();
@@ -32,8 +32,7 @@ try {
   out.tickets = await page.locator("#tickets li").allInnerTexts();
   out.hold_card_hidden = await page.locator("#hold").isHidden();
   out.order_seats = await page.locator("#order-seats").innerText();
-  await page.waitForFunction((id) => document.getElementById("seat-" + id)?.getAttribute("class") === "sold", seatOk);
-  out.sold_class = await page.locator("#seat-" + seatOk).getAttribute("class");
+  out.sold_class = await seatClass(page, seatOk, "sold");
   if (shot) await page.screenshot({ path: shot, fullPage: true });
   const [download] = await Promise.all([page.waitForEvent("download"), page.click("#pdf-link")]);
   out.pdf_name = download.suggestedFilename();
@@ -48,8 +47,7 @@ try {
   await page.locator("#order-status[data-status=payment_failed]").waitFor({ timeout: 30000 });
   out.declined_status = await page.locator("#order-status").innerText();
   out.declined_note = await page.locator("#order-note").innerText();
-  await page.waitForFunction((id) => document.getElementById("seat-" + id)?.getAttribute("class") === "available", seatDeclined);
-  out.declined_seat_class = await page.locator("#seat-" + seatDeclined).getAttribute("class");
+  out.declined_seat_class = await seatClass(page, seatDeclined, "available");
   out.page_errors = errors;
   console.log(JSON.stringify(out));
 } catch (e) {

@@ -2,7 +2,7 @@
 // two seats, hold them (as a guest: no name needed), see the hold, release
 // it. Prints one JSON line with what it saw; exits non-zero on any failure.
 // Usage: node storefront.mjs BASE_URL EVENT_NAME SEAT_A SEAT_B SCREENSHOT.png
-import { launch } from "./launch.mjs";
+import { launch, seatClass } from "./launch.mjs";
 
 const [base, eventName, seatA, seatB, shot] = process.argv.slice(2);
 const browser = await launch();
@@ -37,8 +37,7 @@ try {
   await page.click("#release-btn");
   await page.waitForFunction(() => document.querySelector("#hold-title")?.innerText.includes("released"));
   out.after_release = await page.locator("#hold-title").innerText();
-  await page.waitForFunction((id) => document.getElementById("seat-" + id)?.getAttribute("class") === "available", seatA);
-  out.released_class = await page.locator("#seat-" + seatA).getAttribute("class");
+  out.released_class = await seatClass(page, seatA, "available");
   out.page_errors = errors;
   console.log(JSON.stringify(out));
 } catch (e) {

@@ -117,27 +117,21 @@ impl TestDb {
         conn
     }
 
+    /// A pool on the test's SQLite file (close it when done).
+    async fn sqlite(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&self.url).await.unwrap()
+    }
+
     /// One number from SQL, with `$1`… bound as text.
     pub async fn scalar(&self, sql: &str, args: &[&str]) -> i64 {
         match self.backend {
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-                let mut q = sqlx::query(sql);
-                for a in args {
-                    q = q.bind(*a);
-                }
-                let v: i64 = q.fetch_one(&pool).await.unwrap().get(0);
+                let pool = self.sqlite().await;
+                let v: i64 = bound(sql, args).fetch_one(&pool).await.unwrap().get(0);
                 pool.close().await;
                 v
             }
-            Backend::Postgres => {
-                let mut conn = self.pg().await;
-                let mut q = sqlx::query(sql);
-                for a in args {
-                    q = q.bind(*a);
-                }
-                q.fetch_one(&mut conn).await.unwrap().get::<i64, _>(0)
-            }
+            Backend::Postgres => bound(sql, args).fetch_one(&mut self.pg().await).await.unwrap().get::<i64, _>(0),
         }
     }
 
@@ -145,21 +139,12 @@ impl TestDb {
     pub async fn exec(&self, sql: &str, args: &[&str]) {
         match self.backend {
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-                let mut q = sqlx::query(sql);
-                for a in args {
-                    q = q.bind(*a);
-                }
-                q.execute(&pool).await.unwrap();
+                let pool = self.sqlite().await;
+                bound(sql, args).execute(&pool).await.unwrap();
                 pool.close().await;
             }
             Backend::Postgres => {
-                let mut conn = self.pg().await;
-                let mut q = sqlx::query(sql);
-                for a in args {
-                    q = q.bind(*a);
-                }
-                q.execute(&mut conn).await.unwrap();
+                bound(sql, args).execute(&mut self.pg().await).await.unwrap();
             }
         }
     }
@@ -169,14 +154,13 @@ impl TestDb {
         let sql = "SELECT payload FROM outbox WHERE topic = $1 AND aggregate_id = $2 ORDER BY seq";
         match self.backend {
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-                let rows = sqlx::query(sql).bind(topic).bind(event_id).fetch_all(&pool).await.unwrap();
+                let pool = self.sqlite().await;
+                let rows = bound(sql, &[topic, event_id]).fetch_all(&pool).await.unwrap();
                 pool.close().await;
                 rows.iter().map(|r| r.get(0)).collect()
             }
             Backend::Postgres => {
-                let mut conn = self.pg().await;
-                let rows = sqlx::query(sql).bind(topic).bind(event_id).fetch_all(&mut conn).await.unwrap();
+                let rows = bound(sql, &[topic, event_id]).fetch_all(&mut self.pg().await).await.unwrap();
                 rows.iter().map(|r| r.get(0)).collect()
             }
         }
@@ -187,18 +171,25 @@ impl TestDb {
         let sql = "SELECT seat_idx, hold_id, kind FROM seat_claims WHERE event_id = $1 ORDER BY seat_idx";
         match self.backend {
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
-                let rows = sqlx::query(sql).bind(event_id).fetch_all(&pool).await.unwrap();
+                let pool = self.sqlite().await;
+                let rows = bound(sql, &[event_id]).fetch_all(&pool).await.unwrap();
                 pool.close().await;
                 rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
             }
             Backend::Postgres => {
-                let mut conn = self.pg().await;
-                let rows = sqlx::query(sql).bind(event_id).fetch_all(&mut conn).await.unwrap();
+                let rows = bound(sql, &[event_id]).fetch_all(&mut self.pg().await).await.unwrap();
                 rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
             }
         }
     }
+}
+
+/// `sql` with `$1`… bound to `args`, as text.
+fn bound<'q, DB: sqlx::Database>(sql: &'q str, args: &[&'q str]) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    args.iter().fold(sqlx::query(sql), |q, a| q.bind(*a))
 }
 
 pub struct TestApp {
@@ -364,6 +355,18 @@ pub fn hold_req(event_id: &str, customer: &str, seats: &[&str]) -> pb::HoldSeats
     }
 }
 
+/// An order of `holds` for `customer` (a reference, or "" for the caller
+/// itself), tickets to `email`, with a fresh key.
+pub fn order_req(customer: &str, email: &str, holds: Vec<String>) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest { idempotency_key: key(), customer_id: customer.into(), email: email.into(), hold_ids: holds }
+}
+
+/// A payment of `order_id` with `card`, waiting up to `wait_ms` for the
+/// provider's answer, with a fresh key.
+pub fn pay_req(order_id: &str, card: &str, wait_ms: u32) -> pb::PayOrderRequest {
+    pb::PayOrderRequest { idempotency_key: key(), order_id: order_id.into(), card_number: card.into(), wait_ms }
+}
+
 pub fn reason(s: &tonic::Status) -> String {
     s.metadata().get("usher-reason").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
 }
@@ -501,6 +504,16 @@ pub async fn mail_for(db: &TestDb, number: &str) -> String {
         assert!(std::time::Instant::now() < deadline, "no email about order {number}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The maildir messages once there are at least `n` of them, waiting up to
+/// 10 s (then whatever is there).
+pub async fn maildir_at_least(db: &TestDb, n: usize) -> Vec<String> {
+    let t = std::time::Instant::now();
+    while maildir(db).len() < n && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    maildir(db)
 }
 
 /// Runs a tool the test command installs (pdftotext, pdffonts, zbarimg, …)

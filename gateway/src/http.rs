@@ -411,7 +411,7 @@ fn status_chars(seats: &[usher_engine::SeatState]) -> String {
     seats.iter().map(|&s| char::from(b'0' + crate::convert::seat_status(s) as u8)).collect()
 }
 
-async fn seat_status(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>) -> Result<Json<SnapshotJson>, ApiError> {
+async fn seat_status(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SnapshotJson>, ApiError> {
     let v = h.catalog.seat_status(&c, &id).await?;
     Ok(Json(SnapshotJson { counts: v.counts.unwrap_or_default().into(), status: v.status.iter().map(|&b| char::from(b'0' + b)).collect() }))
 }
@@ -431,7 +431,7 @@ struct SeatRowJson {
 /// The event's seats as rows (`GetSeatLayout`): a venue never changes, so
 /// the answer is tagged with the venue (`ETag`) and a client that has it
 /// (`If-None-Match`) gets 304 and no body.
-async fn seat_layout(State(h): State<Http>, Extension(c): Ext, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn seat_layout(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let l = h.catalog.seat_layout(&c, &id).await?;
     let tag = format!("\"venue-{}\"", l.venue_id);
     let cache = [(header::ETAG, tag.clone()), (header::CACHE_CONTROL, "public, max-age=86400".to_owned())];
@@ -480,8 +480,7 @@ fn state_name(s: usher_engine::SeatState) -> &'static str {
 /// JSON error body) before the server ends the feed. The same feed as
 /// `WatchSeats`, under the same caps (429 past them).
 async fn live_seats(
-    State(h): State<Http>,
-    Extension(c): Ext,
+    Call(h, c): Call,
     cut: Option<Extension<crate::conns::ConnCut>>,
     Path(id): Path<String>,
 ) -> Result<axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {

@@ -4,17 +4,15 @@
 // held, counting the seat-map polls it made meanwhile (none while the
 // feed is up). Prints one JSON line; exits non-zero on any failure.
 // Usage: node live.mjs BASE_URL EVENT_NAME SEAT
-import { launch } from "./launch.mjs";
+import { script } from "./launch.mjs";
 
 const [base, eventName, seat] = process.argv.slice(2);
-const browser = await launch();
-const out = {};
-try {
+await script(async (browser, out) => {
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   let polls = 0;
-  page.on("request", (r) => { if (new URL(r.url()).pathname.endsWith("/seats")) polls++; });
+  page.on("request", (r) => { if (/\/seats(\/status)?$/.test(new URL(r.url()).pathname)) polls++; });
   await page.goto(base + "/");
   await page.getByRole("button", { name: new RegExp(eventName) }).click();
   await page.locator("#seat-" + seat).waitFor();
@@ -37,10 +35,4 @@ try {
   out.polls_meanwhile = polls;
   out.live = await page.evaluate(() => document.body.dataset.live);
   out.page_errors = errors;
-  console.log(JSON.stringify(out));
-} catch (e) {
-  console.log(JSON.stringify({ ...out, failure: String(e) }));
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+});

@@ -2,12 +2,10 @@
 // two seats, hold them (as a guest: no name needed), see the hold, release
 // it. Prints one JSON line with what it saw; exits non-zero on any failure.
 // Usage: node storefront.mjs BASE_URL EVENT_NAME SEAT_A SEAT_B SCREENSHOT.png
-import { launch, seatClass } from "./launch.mjs";
+import { script, seatClass } from "./launch.mjs";
 
 const [base, eventName, seatA, seatB, shot] = process.argv.slice(2);
-const browser = await launch();
-const out = {};
-try {
+await script(async (browser, out) => {
   const page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
@@ -39,10 +37,4 @@ try {
   out.after_release = await page.locator("#hold-title").innerText();
   out.released_class = await seatClass(page, seatA, "available");
   out.page_errors = errors;
-  console.log(JSON.stringify(out));
-} catch (e) {
-  console.log(JSON.stringify({ ...out, failure: String(e) }));
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+});

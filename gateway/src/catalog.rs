@@ -497,16 +497,20 @@ impl CatalogService for Catalog {
     async fn watch_seats(&self, req: Request<pb::WatchSeatsRequest>) -> Result<Response<WatchStream>, Status> {
         let c = caller(&req)?;
         let cut = req.extensions().get::<crate::conns::ConnCut>().cloned();
+        let compact = req.get_ref().compact;
         let (handle, feed) = self.seat_feed(&c, &req.get_ref().event_id, cut).await?;
         let id = handle.event_id.to_string();
         let label = move |s: usher_engine::SeatIdx| handle.layout.label(s);
         let out = feed.map(move |item| {
-            let (changes, counts, snapshot) = match item.map_err(Status::from)? {
+            let (changes, status, counts, snapshot) = match item.map_err(Status::from)? {
+                FeedItem::Snapshot(m) if compact => {
+                    (Vec::new(), m.seats.iter().map(|&s| convert::seat_status(s) as u8).collect(), m.counts, true)
+                }
                 FeedItem::Snapshot(m) => {
                     let changes = m.seats.iter().enumerate().map(|(i, &s)| (usher_engine::SeatIdx(i as u32), s)).collect::<Vec<_>>();
-                    (changes, m.counts, true)
+                    (changes, Vec::new(), m.counts, true)
                 }
-                FeedItem::Changes(c) => (c.seats.clone(), c.counts, false),
+                FeedItem::Changes(c) => (c.seats.clone(), Vec::new(), c.counts, false),
             };
             Ok(pb::SeatChanges {
                 event_id: id.clone(),
@@ -516,6 +520,7 @@ impl CatalogService for Catalog {
                     .collect(),
                 counts: Some(convert::counts(counts)),
                 snapshot,
+                status,
             })
         });
         Ok(Response::new(Box::pin(out)))

@@ -473,7 +473,7 @@ async fn seat_changes_are_streamed_to_watchers(b: Backend) {
     let app = TestApp::spawn(b).await;
     let event = create_event(&app, 1, 1, 4).await;
     let mut cat = app.catalog().await;
-    let mut stream = cat.watch_seats(pb::WatchSeatsRequest { event_id: event.clone() }).await.unwrap().into_inner();
+    let mut stream = cat.watch_seats(pb::WatchSeatsRequest { event_id: event.clone(), compact: false }).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert!(first.snapshot);
     assert_eq!(first.changes.len(), 4);
@@ -485,7 +485,7 @@ async fn seat_changes_are_streamed_to_watchers(b: Backend) {
     got.sort();
     assert_eq!(got, [("A-1-2".to_string(), pb::SeatStatus::Held as i32), ("A-1-3".to_string(), pb::SeatStatus::Held as i32)]);
     assert_eq!(next.counts.unwrap().held, 2);
-    let Err(e) = cat.watch_seats(pb::WatchSeatsRequest { event_id: uuid::Uuid::new_v4().to_string() }).await else {
+    let Err(e) = cat.watch_seats(pb::WatchSeatsRequest { event_id: uuid::Uuid::new_v4().to_string(), compact: false }).await else {
         panic!("an unknown event must be refused")
     };
     assert_eq!(e.code(), Code::NotFound);

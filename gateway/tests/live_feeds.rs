@@ -110,7 +110,7 @@ async fn feeds_past_the_per_client_cap_are_refused_and_a_closed_one_gives_its_sl
     assert!(third.buf.contains("this client already watches 2 seat maps"), "{}", third.buf);
     // gRPC watchers from the same address share the cap.
     let mut cat = CatalogServiceClient::new(app.channel_as("").await);
-    let e = cat.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone() }).await.unwrap_err();
+    let e = cat.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone(), compact: false }).await.unwrap_err();
     assert_eq!((e.code(), reason(&e).as_str()), (Code::ResourceExhausted, "TOO_MANY_STREAMS"));
     // The open feeds keep working, and closing one frees its slot.
     let mut inv = InventoryServiceClient::new(app.channel().await);
@@ -155,6 +155,12 @@ async fn a_200k_seat_map_comes_as_a_small_layout_and_a_byte_a_seat() {
     inv.hold_seats(hold_req(&event, "ann", &["J-100-200"])).await.unwrap();
     let status = anyone.get_seat_status(pb::GetSeatStatusRequest { event_id: event.clone() }).await.unwrap().into_inner();
     assert_eq!(status.status[199_999], pb::SeatStatus::Held as u8, "the last seat is the last byte");
+    // A compact watch's snapshot is the same byte a seat.
+    let mut watch = anyone.watch_seats(pb::WatchSeatsRequest { event_id: event.clone(), compact: true }).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert!(first.snapshot && first.changes.is_empty());
+    assert_eq!(first.status, status.status);
+    drop(watch);
     eprintln!(
         "200,000 seats over gRPC: layout {} bytes, status {} bytes",
         prost::Message::encoded_len(&layout),
@@ -193,7 +199,7 @@ async fn a_watcher_that_never_reads_is_dropped() {
     let venue = create_venue(&mut cat, 10, 100, 200).await;
     let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
     let mut watcher = CatalogServiceClient::new(app.channel_as("").await);
-    let _never_read = watcher.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone() }).await.unwrap();
+    let _never_read = watcher.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone(), compact: false }).await.unwrap();
     assert_eq!(app.app_ctx.streams.open(), 1);
     // More committed changes than the feed queues.
     let mut inv = InventoryServiceClient::new(app.channel().await);

@@ -56,10 +56,11 @@ pub(super) async fn issue(deps: &SagaDeps, order: &Order) -> Result<Vec<TicketRe
         .collect())
 }
 
-/// Renders the order's PDF on the worker pool and writes it atomically.
+/// Renders the order's PDF on the worker pool, in a slot handed out fewest
+/// pages first (one page per ticket), and writes it atomically.
 pub(super) async fn render(deps: &SagaDeps, order: &Order) -> Result<(), SagaError> {
     let doc = order_doc(deps, order).await?;
-    let _slot = deps.render_slots.clone().acquire_owned().await.map_err(|_| SagaError::Unavailable("shutting down".into()))?;
+    let _slot = deps.render_slots.slot(doc.tickets.len()).await;
     let renderer = deps.renderer.clone();
     let bytes = tokio::task::spawn_blocking(move || renderer.render(&doc))
         .await

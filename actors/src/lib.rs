@@ -18,4 +18,4 @@ pub use identity::*;
 pub use ownership::{LocalOwnership, SoleServer};
 pub use ports::*;
 pub use registry::{Grant, Registry, RegistryConfig};
-pub use saga::{CardVault, OrderWriter, SagaConfig, SagaDeps, SagaError, Sagas};
+pub use saga::{CardVault, OrderWriter, RenderQueue, SagaConfig, SagaDeps, SagaError, Sagas};

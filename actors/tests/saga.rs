@@ -17,7 +17,7 @@ use common::*;
 use usher_actors::postman::{PostmanArgs, PostmanConfig};
 use usher_actors::{
     CardVault, CommandError, Email, Epoch, EpochClaim, OrderCreated, OrderStore, OrderWrite, OrderWriter, ProviderError, ProviderStatus,
-    SagaConfig, SagaDeps, SagaError, Sagas, Store as _, StoreError, StoredOrder, TicketStatus,
+    RenderQueue, SagaConfig, SagaDeps, SagaError, Sagas, Store as _, StoreError, StoredOrder, TicketStatus,
 };
 use usher_engine::{
     Command, EventStatus, HoldState, MailKind, Order, OrderEvent, OrderId, OrderInput, OrderStatus, PaymentId, PaymentStatus, SeatState,
@@ -73,7 +73,7 @@ impl Shop {
             registry: h.registry.clone(),
             provider: provider.clone(),
             renderer: renderer.clone(),
-            render_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            render_slots: RenderQueue::new(1),
             signing_key: Arc::new(SigningKey::from_bytes(&[7; 32])),
             pdf_dir: pdfs.0.clone(),
             clock: h.clock.clone(),
@@ -248,6 +248,50 @@ async fn rendering_that_fails_twice_is_retried_and_the_tickets_are_issued_once()
     // A failed render writes nothing: the saga redoes the step it stands on.
     assert_eq!(shop.orders.steps(o.id), FULFILLED);
     assert_eq!(shop.orders.writes(o.id).iter().map(|w| w.new_tickets).sum::<usize>(), 2, "the tickets are written once");
+}
+
+/// Three 6-seat orders reach rendering before a 1-seat one, with one render
+/// slot: the 1-seat order's render begins as soon as the running one ends,
+/// ahead of the two large ones queued before it. The renders are held at the
+/// fake's gate on the blocking pool, and tokio's paused clock does not move
+/// while a blocking task runs, so this test runs on the real clock; it
+/// counts renders and never measures time.
+#[tokio::test]
+async fn a_large_order_delays_a_one_seat_order_by_at_most_one_render() {
+    let shop = Shop::open().await;
+    shop.renderer.close_gate();
+    let slots = &shop.sagas.deps.render_slots;
+    let mut large = Vec::new();
+    for (i, who) in ["bob", "carol", "dave"].into_iter().enumerate() {
+        let first = 6 * i as u32;
+        let o = shop.order(who, &(first..first + 6).collect::<Vec<_>>()).await;
+        shop.pay(o.id).await;
+        eventually("the large order reaches its render", || shop.renderer.begun().len() == 1 && slots.waiting() == i).await;
+        large.push(o);
+    }
+    let small = shop.order("alice", &[19]).await;
+    shop.pay(small.id).await;
+    eventually("the 1-seat order waits for a slot", || slots.waiting() == 3).await;
+    assert_eq!(shop.renderer.begun(), [6]);
+
+    // One render ends: the freed slot goes to the 1-seat order.
+    shop.renderer.let_through(1);
+    eventually("the next render begins", || shop.renderer.begun().len() == 2).await;
+    assert_eq!(shop.renderer.begun(), [6, 1], "the 1-seat order waited for one render only");
+    shop.renderer.let_through(1);
+    let small = shop.finished(small.id).await;
+    assert_eq!(small.status, OrderStatus::Fulfilled);
+    assert_eq!(
+        large.iter().filter(|o| shop.orders.order(o.id).unwrap().order.step == Done).count(),
+        1,
+        "the 1-seat order's tickets came after one large order's, not three"
+    );
+
+    shop.renderer.let_through(2);
+    for o in &large {
+        assert_eq!(shop.finished(o.id).await.status, OrderStatus::Fulfilled);
+    }
+    assert_eq!(shop.renderer.begun(), [6, 1, 6, 6]);
 }
 
 // ---------------------------------------------------------------- the customer's money

@@ -308,3 +308,66 @@ pub fn pdf_render(args: &Args) -> anyhow::Result<PdfRender> {
     }
     Ok(out)
 }
+
+/// Resident memory of the bench process across many renders (the
+/// `pdf-memory` scenario): `renders` PDFs through the server's render queue
+/// (`RenderQueue`, `workers` slots), 100 at a time, most of `small_tickets`
+/// tickets and one in every 100 of `large_tickets`. With `blocking_pool`,
+/// each render runs on tokio's blocking pool instead (as before the queue
+/// had a thread per slot), `workers` at once.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct PdfMemory {
+    pub renders: usize,
+    pub workers: usize,
+    pub blocking_pool: bool,
+    pub small_tickets: usize,
+    pub large_tickets: usize,
+    /// VmRSS before the first render (fonts parsed, one PDF warmed up).
+    pub warm_rss_mib: f64,
+    /// VmRSS after each 100 renders: (renders so far, MiB).
+    pub rss_mib: Vec<(usize, f64)>,
+    pub seconds: f64,
+}
+
+pub async fn pdf_memory(args: &Args) -> anyhow::Result<PdfMemory> {
+    const BLOCK: usize = 100;
+    let r: Arc<dyn TicketRenderer> = Arc::new(usher_adapters::pdf::TypstRenderer::new());
+    r.render(&doc(1, 0))?;
+    let workers = args.pdf_workers.max(1);
+    let (small, large) = (6, args.pdf_large_tickets);
+    let queue = usher_actors::RenderQueue::new(workers);
+    let pool = Arc::new(tokio::sync::Semaphore::new(workers));
+    let mut out = PdfMemory {
+        renders: args.pdf_memory_renders,
+        workers,
+        blocking_pool: args.pdf_memory_blocking_pool,
+        small_tickets: small,
+        large_tickets: large,
+        warm_rss_mib: crate::rss_kib(std::process::id())? as f64 / 1024.0,
+        ..PdfMemory::default()
+    };
+    let t = Instant::now();
+    for first in (0..args.pdf_memory_renders).step_by(BLOCK) {
+        let n = BLOCK.min(args.pdf_memory_renders - first);
+        let renders = (0..n).map(|i| {
+            let d = doc(if i == BLOCK / 2 { large } else { small }, first + i);
+            let (r, queue, pool, blocking_pool) = (r.clone(), queue.clone(), pool.clone(), args.pdf_memory_blocking_pool);
+            tokio::spawn(async move {
+                if blocking_pool {
+                    let _slot = pool.acquire_owned().await?;
+                    Ok(tokio::task::spawn_blocking(move || r.render(&d)).await??)
+                } else {
+                    Ok::<_, anyhow::Error>(queue.render(r, d).await?)
+                }
+            })
+        });
+        for render in renders.collect::<Vec<_>>() {
+            render.await??;
+        }
+        let rss = crate::rss_kib(std::process::id())? as f64 / 1024.0;
+        eprintln!("pdf-memory {} renders: {rss:.1} MiB resident", first + n);
+        out.rss_mib.push((first + n, rss));
+    }
+    out.seconds = t.elapsed().as_secs_f64();
+    Ok(out)
+}

@@ -37,7 +37,7 @@ mod funnel;
 #[derive(Parser, Clone)]
 #[command(about = "Onsale load generator for Usher, with the lock-per-seat baseline side by side")]
 struct Args {
-    /// hot-seat, stadium, memory, funnel, pdf (comma-separated), or all.
+    /// hot-seat, stadium, memory, funnel, pdf, pdf-memory (comma-separated), or all.
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// usher-sqlite, usher-pg, baseline (comma-separated); also
@@ -82,6 +82,15 @@ struct Args {
     /// Threads rendering at once in the pdf scenario.
     #[arg(long, default_value_t = 2)]
     pdf_workers: usize,
+    /// PDFs the pdf-memory scenario renders (one in 100 of them large).
+    #[arg(long, default_value_t = 1_000)]
+    pdf_memory_renders: usize,
+    /// Tickets in each large PDF of the pdf-memory scenario (the most one order may have).
+    #[arg(long, default_value_t = usher_engine::limits::ORDER_SEATS_MAX)]
+    pdf_large_tickets: usize,
+    /// Render the pdf-memory scenario on tokio's blocking pool instead of the render queue's threads.
+    #[arg(long)]
+    pdf_memory_blocking_pool: bool,
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench/results/latest.json")]
     json: PathBuf,
@@ -833,6 +842,7 @@ struct Report {
     memory: Option<Memory>,
     funnel: Vec<(String, funnel::Funnel)>,
     pdf: Option<funnel::PdfRender>,
+    pdf_memory: Option<funnel::PdfMemory>,
     ratios: Vec<(String, f64)>,
 }
 
@@ -848,8 +858,11 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let scenarios: Vec<&str> =
-        if args.scenarios == "all" { vec!["hot-seat", "stadium", "memory", "funnel", "pdf"] } else { args.scenarios.split(',').collect() };
+    let scenarios: Vec<&str> = if args.scenarios == "all" {
+        vec!["hot-seat", "stadium", "memory", "funnel", "pdf", "pdf-memory"]
+    } else {
+        args.scenarios.split(',').collect()
+    };
     let targets: Vec<&str> = args.targets.split(',').collect();
     let mut report =
         Report { machine: machine(), seed: args.seed, concurrency: args.concurrency, connections: args.connections, ..Default::default() };
@@ -938,6 +951,25 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         report.pdf = Some(p);
+    }
+    if scenarios.contains(&"pdf-memory") {
+        let m = funnel::pdf_memory(&args).await?;
+        let last = m.rss_mib.last().map_or(0.0, |(_, mib)| *mib);
+        let first = m.rss_mib.first().map_or(0.0, |(_, mib)| *mib);
+        let peak = m.rss_mib.iter().map(|(_, mib)| *mib).fold(0.0, f64::max);
+        println!(
+            "pdf-memory {} PDFs ({} of {} tickets, 1 in 100 of {}), {} at once{} in {:.0} s: resident {:.1} MiB warm, {first:.1} after 100, {last:.1} after {}, peak {peak:.1}",
+            m.renders,
+            m.renders - m.renders / 100,
+            m.small_tickets,
+            m.large_tickets,
+            m.workers,
+            if m.blocking_pool { " on the blocking pool" } else { " in the render queue" },
+            m.seconds,
+            m.warm_rss_mib,
+            m.renders
+        );
+        report.pdf_memory = Some(m);
     }
     let rate = |name: &str| report.stadium.iter().find(|(t, _)| t == name).map(|(_, s)| s.holds_per_s);
     if let Some(base) = rate("baseline") {

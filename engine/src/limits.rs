@@ -31,6 +31,15 @@ pub const CUSTOMER_ID_BYTES_MAX: usize = 128;
 pub const CUSTOMER_REF_BYTES_MAX: usize = 64;
 /// Length of an idempotency key.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// Seats in one order, and so pages in its ticket PDF (one page per ticket):
+/// every seat a customer may hold on one event at once
+/// (`HOLDS_PER_CUSTOMER_MAX` x `HOLD_SEATS_MAX`). An order of one event is
+/// further bounded by that event's own hold limit ([`order_seats_max`]), so
+/// no order is larger than the holds it could gather; the render of the
+/// largest takes a few seconds and about 9 MB of PDF.
+///
+/// [`order_seats_max`]: crate::order_seats_max
+pub const ORDER_SEATS_MAX: usize = (HOLDS_PER_CUSTOMER_MAX * HOLD_SEATS_MAX) as usize;
 /// Highest price of one seat, in minor units of the event's currency
 /// (EUR 1,000,000,000.00; JPY 100,000,000,000). Far above any ticket, and low
 /// enough that an order of every seat a customer may hold

@@ -335,6 +335,31 @@ pub fn order_lines(
     Ok((lines, hold.expires_at))
 }
 
+/// The most seats (and so ticket pages) one order of an event may have:
+/// every seat its customer may hold there at once, `HOLDS_PER_CUSTOMER_MAX`
+/// holds of the event's `hold_seats_max`, and never more than
+/// `limits::ORDER_SEATS_MAX`.
+pub fn order_seats_max(config: &crate::inventory::EventConfig) -> usize {
+    (config.hold_seats_max as usize).saturating_mul(limits::HOLDS_PER_CUSTOMER_MAX as usize).min(limits::ORDER_SEATS_MAX)
+}
+
+/// Refuses an order of `seats` seats of an event with `config` when it is
+/// larger than [`order_seats_max`] (field `hold_ids`). Checked where an
+/// order's holds are gathered, before anything is written.
+pub fn check_order_seats(seats: usize, config: &crate::inventory::EventConfig) -> Result<(), InvalidInput> {
+    seats_within(seats, order_seats_max(config))
+}
+
+fn seats_within(seats: usize, max: usize) -> Result<(), InvalidInput> {
+    if seats > max {
+        return Err(InvalidInput::new(
+            "hold_ids",
+            format!("an order may have at most {max} seats of this event; these holds have {seats}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Why a payment was declined, as the sentence an order's note and its
 /// email give people. `reason` is the provider's decline code (the codes of
 /// the card networks as payment providers name them: `card_declined`,
@@ -361,7 +386,8 @@ impl Order {
     /// A new order, pending payment until `pay_by` (its holds' earliest
     /// expiry). The total is the sum of the lines, in their one currency.
     ///
-    /// Errors (field `hold_ids`): no lines; lines in several currencies; a
+    /// Errors (field `hold_ids`): no lines; more than
+    /// `limits::ORDER_SEATS_MAX` lines; lines in several currencies; a
     /// total above `limits::ORDER_TOTAL_MINOR_MAX` (or one that would not fit
     /// an `i64` at all, from prices stored before their ceiling existed).
     #[allow(clippy::too_many_arguments)]
@@ -378,6 +404,7 @@ impl Order {
         let Some(first) = lines.first() else {
             return Err(InvalidInput::new("hold_ids", "the holds have no seats"));
         };
+        seats_within(lines.len(), limits::ORDER_SEATS_MAX)?;
         let currency = first.price.currency;
         if lines.iter().any(|l| l.price.currency != currency) {
             return Err(InvalidInput::new("hold_ids", "the seats are priced in several currencies"));
@@ -736,6 +763,34 @@ mod tests {
         );
         assert!(make(&[(1, "EUR"), (1, "JPY")]).unwrap_err().message.contains("several currencies"));
         assert!(make(&[]).is_err());
+    }
+
+    #[test]
+    fn an_order_is_at_most_every_seat_its_customer_may_hold() {
+        let (id, event, alice) = (OrderId(Uuid::from_u128(1)), EventId(Uuid::from_u128(2)), CustomerId::parse("a").unwrap());
+        let hold = HoldId(Uuid::from_u128(5));
+        let eur = Currency::parse("EUR").unwrap();
+        let make = |seats: usize| {
+            let lines =
+                (0..seats as u32).map(|i| OrderLine { hold_id: hold, seat: SeatIdx(i), price: Money { minor: 100, currency: eur } });
+            Order::new(id, event, alice.clone(), "a@example.com".into(), vec![hold], lines.collect(), T0, T0)
+        };
+        assert_eq!(limits::ORDER_SEATS_MAX, 800);
+        assert_eq!(make(limits::ORDER_SEATS_MAX).unwrap().lines.len(), 800);
+        let e = make(limits::ORDER_SEATS_MAX + 1).unwrap_err();
+        assert_eq!((e.field, e.message.as_str()), ("hold_ids", "an order may have at most 800 seats of this event; these holds have 801"));
+
+        // An event's own hold limit bounds its orders further: 8 holds of 6.
+        let layout = crate::Layout::build(&crate::grid_venue("v", 1, 1, 1)).unwrap();
+        let mut config = crate::inventory::EventConfig { hold_seats_max: 6, ..crate::tests::config(&layout) };
+        assert_eq!(order_seats_max(&config), 48);
+        assert_eq!(check_order_seats(48, &config), Ok(()));
+        assert_eq!(
+            check_order_seats(49, &config).unwrap_err().message,
+            "an order may have at most 48 seats of this event; these holds have 49"
+        );
+        config.hold_seats_max = limits::HOLD_SEATS_MAX;
+        assert_eq!(order_seats_max(&config), limits::ORDER_SEATS_MAX);
     }
 
     fn pay() -> OrderInput {

@@ -104,7 +104,7 @@ impl Application {
             registry: registry.clone(),
             provider,
             renderer: Arc::new(usher_adapters::pdf::TypstRenderer::new()),
-            render_slots: Arc::new(tokio::sync::Semaphore::new(config.render_workers.max(1))),
+            render_slots: usher_actors::RenderQueue::new(config.render_workers),
             signing_key,
             pdf_dir: config.pdf_dir(),
             clock: clock.clone(),

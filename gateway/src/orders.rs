@@ -244,6 +244,7 @@ impl Orders {
                 .map_err(|r| ApiError::from_reject(&r, &handle.layout))?;
             pay_by = Some(pay_by.map_or(expires_at, |p: usher_engine::Millis| p.min(expires_at)));
             lines.extend(hold_lines);
+            usher_engine::check_order_seats(lines.len(), &config).map_err(ApiError::from)?;
             owner = Some((handle.layout.clone(), handle.epoch));
         }
         let (event_id, (layout, epoch), pay_by, customer) = match (event, owner, pay_by, customer) {

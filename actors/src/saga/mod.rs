@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -65,7 +65,8 @@ pub struct SagaDeps {
     pub registry: Registry,
     pub provider: Arc<dyn PaymentProvider>,
     pub renderer: Arc<dyn TicketRenderer>,
-    pub render_slots: Arc<Semaphore>,
+    /// Render slots, fewest pages first (`render_queue.rs`).
+    pub render_slots: RenderQueue,
     pub signing_key: Arc<SigningKey>,
     pub pdf_dir: PathBuf,
     pub clock: Clock,
@@ -483,12 +484,14 @@ impl SagaState {
     }
 }
 
+mod render_queue;
 mod steps;
 mod supervisor;
 mod text;
 mod vault;
 mod writer;
 
+pub use render_queue::{RenderQueue, RenderSlot};
 pub use steps::write_atomically;
 use steps::{card_of, event_command, issue, render, step_key};
 pub use supervisor::{OrderSupervisor, Sagas, SupervisorMsg, SupervisorState};

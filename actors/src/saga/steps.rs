@@ -56,15 +56,11 @@ pub(super) async fn issue(deps: &SagaDeps, order: &Order) -> Result<Vec<TicketRe
         .collect())
 }
 
-/// Renders the order's PDF on the worker pool and writes it atomically.
+/// Renders the order's PDF in a render slot (fewest pages first, on the
+/// slot's thread; `render_queue.rs`) and writes it atomically.
 pub(super) async fn render(deps: &SagaDeps, order: &Order) -> Result<(), SagaError> {
     let doc = order_doc(deps, order).await?;
-    let _slot = deps.render_slots.clone().acquire_owned().await.map_err(|_| SagaError::Unavailable("shutting down".into()))?;
-    let renderer = deps.renderer.clone();
-    let bytes = tokio::task::spawn_blocking(move || renderer.render(&doc))
-        .await
-        .map_err(|e| SagaError::Internal(format!("render worker: {e}")))?
-        .map_err(|e| SagaError::Internal(e.to_string()))?;
+    let bytes = deps.render_slots.render(deps.renderer.clone(), doc).await.map_err(|e| SagaError::Internal(e.to_string()))?;
     let path = deps.pdf_path(order.id);
     write_atomically(&path, &bytes).await.map_err(|e| SagaError::Unavailable(format!("write {}: {e}", path.display())))
 }

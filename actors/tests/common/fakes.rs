@@ -172,10 +172,22 @@ impl PaymentProvider for ScriptedProvider {
 }
 
 /// A renderer that fails its first `n` calls, then answers `pdf_bytes`.
+/// Its renders can be held at a gate and let through one by one, to see
+/// which order a freed render slot goes to.
 #[derive(Default)]
 pub struct FlakyRenderer {
     fail: AtomicU32,
     calls: AtomicU32,
+    gate: Gate,
+    /// The page counts of the renders begun, in the order they began.
+    begun: Mutex<Vec<usize>>,
+}
+
+/// While closed, each render waits for a pass (`let_through`).
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(bool, u32)>,
+    opened: std::sync::Condvar,
 }
 
 impl FlakyRenderer {
@@ -188,6 +200,19 @@ impl FlakyRenderer {
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::Acquire)
     }
+    /// From now on every render waits at the gate for a pass.
+    pub fn close_gate(&self) {
+        self.gate.state.lock().unwrap().0 = true;
+    }
+    /// Lets `n` more renders through the gate.
+    pub fn let_through(&self, n: u32) {
+        self.gate.state.lock().unwrap().1 += n;
+        self.gate.opened.notify_all();
+    }
+    /// The page counts of the renders begun so far, in order.
+    pub fn begun(&self) -> Vec<usize> {
+        self.begun.lock().unwrap().clone()
+    }
 }
 
 /// The PDF the fake renderer makes of an order.
@@ -198,6 +223,15 @@ pub fn pdf_bytes(doc: &OrderDoc) -> Vec<u8> {
 impl TicketRenderer for FlakyRenderer {
     fn render(&self, doc: &OrderDoc) -> Result<Vec<u8>, RenderError> {
         self.calls.fetch_add(1, Ordering::AcqRel);
+        self.begun.lock().unwrap().push(doc.tickets.len());
+        let gate = self.gate.state.lock().unwrap();
+        // Waits in real time, at most `WAIT`: a failed test ends instead of
+        // hanging in the runtime's shutdown, which waits for this thread.
+        let (mut gate, _) = self.gate.opened.wait_timeout_while(gate, super::WAIT, |(closed, passes)| *closed && *passes == 0).unwrap();
+        if gate.0 {
+            gate.1 = gate.1.saturating_sub(1);
+        }
+        drop(gate);
         if take_one(&self.fail) {
             return Err(RenderError("scripted render failure".into()));
         }

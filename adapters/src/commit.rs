@@ -12,7 +12,8 @@
 //!   PostgreSQL, a lock that does not wait for the owner's seat batches
 //!   (they take `FOR NO KEY UPDATE`) but does hold off a new owner, whose
 //!   [`fence_event`](usher_actors::Store::fence_event) takes `FOR UPDATE`.
-//!   SQLite has one writer at a time, so a plain read is enough there.
+//!   SQLite has one writer at a time: there the order write takes the write
+//!   lock first (see `fences!`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -58,7 +59,8 @@ impl CommitMeter {
         &self.kinds[kind as usize]
     }
 
-    /// One line per kind that has run, for the log at shutdown.
+    /// Every kind's counters (zero for a kind that has not run), for the
+    /// log at shutdown and the metrics.
     pub fn stats(&self) -> Vec<CommitStats> {
         CommitKind::ALL
             .iter()

@@ -67,6 +67,8 @@ pub struct Application {
     pub mail_to: String,
     /// The demo credentials, when demo data was loaded (for the start banner).
     pub demo: Option<crate::demo::DemoCredentials>,
+    /// What grants this node its events (for the start banner).
+    pub ownership: String,
 }
 
 impl Application {
@@ -83,6 +85,7 @@ impl Application {
         let demo =
             if config.demo_data() { Some(crate::demo::load(store.as_ref(), &auth, &config.data_dir, clock.now()).await?) } else { None };
         let ownership = Arc::new(usher_actors::LocalOwnership::new(store.clone(), Box::new(node_lock)));
+        let ownership_is = usher_actors::Ownership::describe(ownership.as_ref());
         let mut rc = RegistryConfig::new(store, ownership);
         rc.clock = clock.clone();
         let (registry, registry_join) = Registry::start(rc).await?;
@@ -158,6 +161,7 @@ impl Application {
                 )),
             },
             demo,
+            ownership: ownership_is,
             listener,
             grpc_addr,
             http_listener,

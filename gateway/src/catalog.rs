@@ -183,7 +183,7 @@ impl Catalog {
         }
         Ok(pb::SeatStatusVector {
             event_id: id.to_string(),
-            status: m.seats.iter().map(|&s| convert::seat_status(s) as u8).collect(),
+            status: convert::status_bytes(&m.seats),
             counts: Some(convert::counts(m.counts)),
         })
     }
@@ -503,9 +503,7 @@ impl CatalogService for Catalog {
         let label = move |s: usher_engine::SeatIdx| handle.layout.label(s);
         let out = feed.map(move |item| {
             let (changes, status, counts, snapshot) = match item.map_err(Status::from)? {
-                FeedItem::Snapshot(m) if compact => {
-                    (Vec::new(), m.seats.iter().map(|&s| convert::seat_status(s) as u8).collect(), m.counts, true)
-                }
+                FeedItem::Snapshot(m) if compact => (Vec::new(), convert::status_bytes(&m.seats), m.counts, true),
                 FeedItem::Snapshot(m) => {
                     let changes = m.seats.iter().enumerate().map(|(i, &s)| (usher_engine::SeatIdx(i as u32), s)).collect::<Vec<_>>();
                     (changes, Vec::new(), m.counts, true)

@@ -160,6 +160,13 @@ pub fn seat_layout(c: &EventConfig, layout: &Layout) -> pb::SeatLayout {
     }
 }
 
+/// Every seat's `SeatStatus` as a byte, in seat-index order: the compact
+/// status vector of `GetSeatStatus`, `WatchSeats { compact }` and the JSON
+/// status string (whose characters are these digits).
+pub fn status_bytes(seats: &[SeatState]) -> Vec<u8> {
+    seats.iter().map(|&s| seat_status(s) as u8).collect()
+}
+
 pub fn seat(layout: &Layout, c: &EventConfig, s: SeatIdx, state: SeatState) -> pb::Seat {
     let d = layout.describe(s);
     pb::Seat {

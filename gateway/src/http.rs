@@ -132,13 +132,17 @@ fn code_name(code: ErrorCode) -> &'static str {
     }
 }
 
+impl From<ApiError> for ErrorJson {
+    fn from(e: ApiError) -> ErrorJson {
+        ErrorJson { code: code_name(e.code), reason: e.reason, message: e.message, seats: e.seats }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let code = code_name(self.code);
         let retry_after = self.retry_after_s;
-        let mut r = (status, Json(ErrorBody { error: ErrorJson { code, reason: self.reason, message: self.message, seats: self.seats } }))
-            .into_response();
+        let mut r = (status, Json(ErrorBody { error: self.into() })).into_response();
         if let Some(secs) = retry_after
             && let Ok(v) = secs.to_string().parse()
         {
@@ -407,13 +411,14 @@ struct SnapshotJson {
     status: String,
 }
 
-fn status_chars(seats: &[usher_engine::SeatState]) -> String {
-    seats.iter().map(|&s| char::from(b'0' + crate::convert::seat_status(s) as u8)).collect()
+/// The status vector as its digits.
+fn status_chars(status: &[u8]) -> String {
+    status.iter().map(|&b| char::from(b'0' + b)).collect()
 }
 
 async fn seat_status(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SnapshotJson>, ApiError> {
     let v = h.catalog.seat_status(&c, &id).await?;
-    Ok(Json(SnapshotJson { counts: v.counts.unwrap_or_default().into(), status: v.status.iter().map(|&b| char::from(b'0' + b)).collect() }))
+    Ok(Json(SnapshotJson { counts: v.counts.unwrap_or_default().into(), status: status_chars(&v.status) }))
 }
 
 #[derive(Serialize)]
@@ -489,19 +494,15 @@ async fn live_seats(
     let (handle, feed) = h.catalog.seat_feed(&c, &id, cut.map(|Extension(c)| c)).await?;
     let event = move |item: Result<crate::streams::FeedItem, ApiError>| {
         let made = match item {
-            Ok(crate::streams::FeedItem::Snapshot(m)) => Event::default()
-                .event("snapshot")
-                .json_data(SnapshotJson { counts: crate::convert::counts(m.counts).into(), status: status_chars(&m.seats) }),
+            Ok(crate::streams::FeedItem::Snapshot(m)) => Event::default().event("snapshot").json_data(SnapshotJson {
+                counts: crate::convert::counts(m.counts).into(),
+                status: status_chars(&crate::convert::status_bytes(&m.seats)),
+            }),
             Ok(crate::streams::FeedItem::Changes(ch)) => Event::default().event("changes").json_data(ChangesJson {
                 counts: crate::convert::counts(ch.counts).into(),
                 seats: ch.seats.iter().map(|&(s, st)| SeatStatusJson { seat_id: handle.layout.label(s), status: state_name(st) }).collect(),
             }),
-            Err(e) => Event::default().event("error").json_data(ErrorJson {
-                code: code_name(e.code),
-                reason: e.reason,
-                message: e.message,
-                seats: e.seats,
-            }),
+            Err(e) => Event::default().event("error").json_data(ErrorJson::from(e)),
         };
         // Serializing these types cannot fail; an empty comment keeps the feed well-formed if it ever did.
         Ok(made.unwrap_or_else(|_| Event::default().comment("")))

@@ -198,7 +198,7 @@ impl Identity {
             ));
         }
         let display = name("name", &r.name, false)?;
-        self.auth().limit(Bucket::Identities, &c.address)?;
+        self.auth().limit(Bucket::Identities, c.network())?;
         let password = r.password;
         let hash = self
             .auth()
@@ -225,10 +225,10 @@ impl Identity {
         if email.is_empty() || email.len() > EMAIL_BYTES_MAX || r.password.len() > 4 * PASSWORD_CHARS_MAX {
             return Err(ApiError::invalid("email", "give the email and the password of an account"));
         }
-        self.auth().limit(Bucket::LoginAddress, &c.address)?;
+        self.auth().limit(Bucket::LoginAddress, c.network())?;
         // Per account *and* address: a stranger's wrong guesses cannot lock
         // the owner out from elsewhere.
-        self.auth().limit(Bucket::LoginAccount, format!("{email} {}", c.address))?;
+        self.auth().limit(Bucket::LoginAccount, format!("{email} {}", c.network()))?;
         let user = self.auth().store.user_by_email(&email).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| secrets::decoy_hash().to_owned());
         let password = r.password;
@@ -250,7 +250,7 @@ impl Identity {
         if !r.refresh_token.starts_with(secrets::REFRESH_TOKEN_PREFIX) || r.refresh_token.len() > 100 {
             return Err(bad());
         }
-        self.auth().limit(Bucket::Anonymous, &c.address)?;
+        self.auth().limit(Bucket::Anonymous, c.network())?;
         match self.auth().store.use_refresh(&secrets::digest(&r.refresh_token), self.ctx.now()).await? {
             RefreshUse::Fresh(rec) => {
                 let user = self.auth().store.get_user(rec.user).await?.ok_or_else(bad)?;
@@ -277,7 +277,7 @@ impl Identity {
 
     pub(crate) async fn guest(&self, c: &Caller) -> Result<pb::Session, ApiError> {
         // Each guest is a customer with its own hold cap: guests are scarce per address.
-        self.auth().limit(Bucket::GuestSessions, &c.address)?;
+        self.auth().limit(Bucket::GuestSessions, c.network())?;
         let (token, guest, exp) = self.auth().guest_token(self.ctx.now())?;
         let p = Principal::Guest(guest);
         Ok(pb::Session {

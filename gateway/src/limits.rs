@@ -124,8 +124,9 @@ pub const GRPC_STREAMS_PER_CONNECTION_MAX: u32 = 100;
 /// Largest gRPC message received: gRPC's default of 4 MiB (a venue at
 /// `SECTIONS_PER_VENUE_MAX` is a few hundred KiB).
 pub const GRPC_DECODING_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Largest gRPC message sent: above the 10 MB seat map of a 200,000-seat
-/// event, which has to fit until the map is split.
+/// Largest gRPC message sent: above the 10 MB `GetSeatMap` of a 200,000-seat
+/// event, kept for clients of that call (`GetSeatLayout` and `GetSeatStatus`
+/// carry the same in 230 KB).
 pub const GRPC_ENCODING_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Wait after a failed accept (out of file descriptors), doubling from the
 /// first to the last: the waiting connection keeps the listener readable,

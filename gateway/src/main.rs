@@ -328,6 +328,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "PostgreSQL".to_owned()
     };
     println!("usher: store: {store}{}", if c.demo_data() { " (demo data loaded)" } else { "" });
+    println!("usher: events: {}", app.ownership);
     println!("usher: grpc listening on http://{} (reflection v1 and v1alpha, grpc.health.v1)", app.grpc_addr());
     println!("usher: storefront on http://{}/ (JSON API under /api)", app.http_addr());
     let mail = if c.smtp_url.is_empty() { format!("maildir {}", c.mail_dir().join("new").display()) } else { "SMTP".to_owned() };

@@ -38,6 +38,7 @@ pub enum FeedItem {
 /// The node's feed slots. Cheap to share (`Arc`).
 pub struct StreamSlots {
     node: Arc<Semaphore>,
+    per_node: usize,
     per_client: Mutex<HashMap<String, usize>>,
     per_client_max: usize,
     /// How long a feed waits for its watcher to take an item.
@@ -65,19 +66,19 @@ impl Drop for StreamSlot {
 
 impl StreamSlots {
     pub fn new(per_node: usize, per_client: usize, stall: std::time::Duration) -> StreamSlots {
-        StreamSlots { node: Arc::new(Semaphore::new(per_node)), per_client: Mutex::default(), per_client_max: per_client, stall }
+        StreamSlots { node: Arc::new(Semaphore::new(per_node)), per_node, per_client: Mutex::default(), per_client_max: per_client, stall }
     }
 
     /// Feeds open now, node-wide.
     pub fn open(&self) -> usize {
-        self.per_client.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
+        self.per_node - self.node.available_permits()
     }
 
     /// A slot for `caller`, or RESOURCE_EXHAUSTED / 429 with a sentence.
     pub fn take(self: &Arc<Self>, caller: &Caller) -> Result<StreamSlot, ApiError> {
         let client = match &caller.principal {
-            Principal::Anonymous | Principal::Guest(_) => address_key(&caller.address),
-            p => p.key_scope().unwrap_or_else(|| address_key(&caller.address)),
+            Principal::Anonymous | Principal::Guest(_) => format!("a:{}", caller.network()),
+            p => p.key_scope().unwrap_or_else(|| format!("a:{}", caller.network())),
         };
         let full = |what: &str| {
             let mut e = ApiError::new(ErrorCode::ResourceExhausted, "TOO_MANY_STREAMS", format!("{what}; close one and retry"));
@@ -104,19 +105,6 @@ impl futures::Stream for FeedStream {
     type Item = Result<FeedItem, ApiError>;
     fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
-    }
-}
-
-/// The client an address stands for: the address itself, or for IPv6 its
-/// /64 (one subscriber's network: a host picks any address in it at will).
-fn address_key(address: &str) -> String {
-    match address.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
-            let s = a.segments();
-            format!("a:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Ok(std::net::IpAddr::V6(a)) => format!("a:{}", a.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default()),
-        _ => format!("a:{address}"),
     }
 }
 

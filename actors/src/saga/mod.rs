@@ -160,6 +160,10 @@ pub struct SagaState {
     tasks: Vec<JoinHandle<()>>,
     backoff_ms: u64,
     watch: watch::Sender<Order>,
+    /// The event's owner as last seen: its layout names the seats, its
+    /// epoch fences the writes. Asked of the registry once, and again after
+    /// a write was fenced (the event was granted again since).
+    owner: Option<(Arc<usher_engine::Layout>, Epoch)>,
 }
 
 impl Drop for SagaState {
@@ -185,6 +189,7 @@ impl Actor for OrderSaga {
             tasks: Vec::new(),
             backoff_ms: 0,
             watch,
+            owner: None,
         };
         s.drive(&myself);
         Ok(s)
@@ -242,17 +247,20 @@ impl SagaState {
         // fences the write (a saga whose event moved to another owner, or
         // was taken again after a restart, changes nothing), its layout
         // names the seats for the outbox.
-        let owner = match self.deps.registry.event(self.order.event_id).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.order = before;
-                return Err(SagaError::Unavailable(e.to_string()));
-            }
+        let (layout, epoch) = match self.owner.clone() {
+            Some(owner) => owner,
+            None => match self.deps.registry.event(self.order.event_id).await {
+                Ok(h) => self.owner.insert((h.layout.clone(), h.epoch)).clone(),
+                Err(e) => {
+                    self.order = before;
+                    return Err(SagaError::Unavailable(e.to_string()));
+                }
+            },
         };
-        let labels = self.order.lines.iter().map(|l| owner.layout.label(l.seat)).collect();
+        let labels = self.order.lines.iter().map(|l| layout.label(l.seat)).collect();
         let w = PendingWrite {
             order: self.order.clone(),
-            epoch: owner.epoch,
+            epoch,
             version: self.version,
             transition: t.clone(),
             new_tickets: tickets,
@@ -261,6 +269,10 @@ impl SagaState {
         };
         if let Err(e) = self.deps.writer.write(w).await {
             self.order = before;
+            if matches!(e, StoreError::Fenced { .. }) {
+                // Granted again since: the retry asks who owns it now.
+                self.owner = None;
+            }
             if let StoreError::Conflict(m) = &e {
                 // Another writer has this order: ours is stale. Stop; the
                 // supervisor reloads it from storage.

@@ -1,7 +1,7 @@
 //! The render slots, handed out fewest pages first.
 //!
-//! A slot is one PDF typeset at a time on the blocking pool (there are
-//! `render_workers` of them). When every slot is busy, waiting renders queue,
+//! A slot is one PDF typeset at a time on a thread of the slot's own (there
+//! are `render_workers` of them). When every slot is busy, waiting renders queue,
 //! and a freed slot goes to the waiting render of the fewest pages (the
 //! earliest among equals). A render that has a slot keeps it to the end: a
 //! large order is never preempted, and a small one never waits behind a

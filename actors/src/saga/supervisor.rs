@@ -90,18 +90,11 @@ impl SupervisorState {
             return Ok(a.clone());
         }
         let stored = self.deps.orders.get_order(id).await?.ok_or(SagaError::NotFound(id))?;
-        let parked = self.parked_at.get(&id).copied();
+        // Unparked only once it runs: one that cannot start now stays
+        // parked, so its payment deadline still comes.
+        let saga = self.spawn(myself, stored).await?;
         self.unpark(id);
-        let spawned = self.spawn(myself, stored).await;
-        if spawned.is_err()
-            && let Some(at) = parked
-        {
-            // Not started: it stays parked, so its payment deadline still comes.
-            self.parked.insert((at, id));
-            self.parked_at.insert(id, at);
-            self.schedule_wake(myself);
-        }
-        spawned
+        Ok(saga)
     }
 
     /// An order waiting for its payment is parked; any other gets its saga.

@@ -63,6 +63,23 @@ impl Caller {
     pub fn anonymous(address: String) -> Caller {
         Caller { principal: Principal::Anonymous, address }
     }
+
+    /// The client the peer's address stands for, wherever a limit counts
+    /// by address (rates, sign-ups, log-ins, guest sessions, seat feeds):
+    /// the address itself, or for IPv6 its /64, one subscriber's network,
+    /// in which a host picks any address at will.
+    pub fn network(&self) -> String {
+        match self.address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = a.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+            _ => self.address.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,7 +277,7 @@ impl Auth {
     /// counted by address.
     pub fn charge(&self, caller: &Caller) -> Result<(), ApiError> {
         let (bucket, key) = match &caller.principal {
-            Principal::Anonymous => (Bucket::Anonymous, caller.address.clone()),
+            Principal::Anonymous => (Bucket::Anonymous, caller.network()),
             Principal::User(_) | Principal::Guest(_) => (Bucket::Customer, caller.principal.key_scope().unwrap_or_default()),
             Principal::Partner(_) => (Bucket::Partner, caller.principal.key_scope().unwrap_or_default()),
             Principal::Gate(_) => (Bucket::Gate, caller.principal.key_scope().unwrap_or_default()),

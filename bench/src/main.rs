@@ -33,6 +33,7 @@ use usher_proto::v1::{
 };
 
 mod funnel;
+mod readers;
 
 #[derive(Parser, Clone)]
 #[command(about = "Onsale load generator for Usher, with the lock-per-seat baseline side by side")]
@@ -91,6 +92,15 @@ struct Args {
     /// Render the pdf-memory scenario on tokio's blocking pool instead of the render queue's threads.
     #[arg(long)]
     pdf_memory_blocking_pool: bool,
+    /// Live seat feeds (storefront pages) open during the readers scenario's onsale.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
+    /// Readers fetching the compact seat status during the readers scenario.
+    #[arg(long, default_value_t = 100)]
+    readers: usize,
+    /// How often each reader fetches it (a page whose feed broke polls every 2 s).
+    #[arg(long, default_value_t = 2_000)]
+    reader_interval_ms: u64,
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench/results/latest.json")]
     json: PathBuf,
@@ -111,6 +121,8 @@ struct Server {
     owner_token: Option<String>,
     /// The partner API key (`usk_…`, every scope): every buyer request (Usher only).
     partner_key: Option<String>,
+    /// The storefront's address (Usher only).
+    http: Option<String>,
 }
 
 /// Who the buyers and the catalog setup are, as the reports say it.
@@ -244,6 +256,10 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         Some(store) => {
             // The buyers are one partner: lift its rate limit far above the load.
             cmd.env("USHER_PARTNER_RATE_PER_S", PARTNER_RATE_PER_S);
+            // The readers scenario's crowd is that partner too, from one address.
+            for var in ["USHER_SEAT_STREAMS_PER_CLIENT_MAX", "USHER_SEAT_STREAMS_PER_NODE_MAX", "USHER_HTTP_CONNECTIONS_MAX"] {
+                cmd.env(var, "1000000");
+            }
             Some(bootstrap(store).await.with_context(|| format!("bootstrapping credentials for {target}"))?)
         }
         None => None,
@@ -260,6 +276,22 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     })
     .await
     .context("server start")??;
+    // Usher prints its storefront's address next.
+    let http = if base(target) == "baseline" {
+        None
+    } else {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("usher: storefront on http://") {
+                    return Ok(rest.split('/').next().unwrap_or_default().to_owned());
+                }
+            }
+            bail!("{target} printed no storefront address")
+        })
+        .await
+        .ok()
+        .transpose()?
+    };
     let commits: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let seen = commits.clone();
     tokio::spawn(async move {
@@ -273,7 +305,7 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         Some(b) => (b.org_id, Some(log_in(&addr, &b.owner_password).await?), Some(b.partner_key)),
         None => (String::new(), None, None),
     };
-    Ok(Server { child, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key })
+    Ok(Server { child, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key, http })
 }
 
 impl Server {
@@ -560,6 +592,12 @@ fn pick(rng: &mut Rng, sections: usize, rows: usize, per_row: u32) -> Want {
 }
 
 async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<Stadium> {
+    Ok(stadium_watched(args, target, server, false).await?.0)
+}
+
+/// The stadium onsale; with `crowd`, while the readers scenario's crowd
+/// watches the event (its feeds open before the first hold).
+async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool) -> anyhow::Result<(Stadium, Option<readers::Crowd>)> {
     let chans = server.buyers(args.connections).await?;
     let (sections, rows, per_row) = grid(args.seats);
     let seats = sections * rows * per_row as usize;
@@ -568,6 +606,13 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
         // Fresh tables after a bulk load: plans must see real statistics.
         analyze(args, server).await?;
     }
+    let watching = match (crowd, &server.http, &server.partner_key, server.pid()) {
+        (false, ..) => None,
+        (true, Some(http), Some(key), Some(pid)) => {
+            Some(readers::watch(http, key, &event, pid, args.streams, args.readers, Duration::from_millis(args.reader_interval_ms)).await?)
+        }
+        (true, ..) => bail!("{target} has no storefront to watch"),
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let sold_out = Arc::new(AtomicBool::new(false));
     let (holds, held, requests, conflicts, retries, other) = (
@@ -680,6 +725,10 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
     let elapsed = start.elapsed();
     sold_out.store(true, Ordering::Relaxed);
     let _ = monitor.await;
+    let crowd = match watching {
+        Some(w) => Some(w.finish().await),
+        None => None,
+    };
     let at = sold_out_at.load(Ordering::Relaxed);
     let t99 = at99.load(Ordering::Relaxed);
     let (window, holds_in_window) =
@@ -687,26 +736,29 @@ async fn stadium(args: &Args, target: &str, server: &Server) -> anyhow::Result<S
     let (twice, consistent) = check_storage(args, target, server, &event).await?;
     let h = holds.load(Ordering::Relaxed);
     let req = requests.load(Ordering::Relaxed);
-    Ok(Stadium {
-        seats,
-        buyers: args.buyers,
-        buyers_served: served,
-        holds: h,
-        seats_held: held.load(Ordering::Relaxed),
-        requests: req,
-        conflicts: conflicts.load(Ordering::Relaxed),
-        retries: retries.load(Ordering::Relaxed),
-        other_errors: other.load(Ordering::Relaxed),
-        sold_out_ms: (at > 0).then(|| at as f64 / 1000.0),
-        ninety_nine_ms: (t99 > 0).then(|| t99 as f64 / 1000.0),
-        holds_per_s: holds_in_window as f64 / window.as_secs_f64(),
-        requests_per_s: req as f64 / elapsed.as_secs_f64(),
-        latency: latency(all),
-        seats_held_twice: twice,
-        storage_consistent: consistent,
-        group_commit: None,
-        principal: server.principal().to_owned(),
-    })
+    Ok((
+        Stadium {
+            seats,
+            buyers: args.buyers,
+            buyers_served: served,
+            holds: h,
+            seats_held: held.load(Ordering::Relaxed),
+            requests: req,
+            conflicts: conflicts.load(Ordering::Relaxed),
+            retries: retries.load(Ordering::Relaxed),
+            other_errors: other.load(Ordering::Relaxed),
+            sold_out_ms: (at > 0).then(|| at as f64 / 1000.0),
+            ninety_nine_ms: (t99 > 0).then(|| t99 as f64 / 1000.0),
+            holds_per_s: holds_in_window as f64 / window.as_secs_f64(),
+            requests_per_s: req as f64 / elapsed.as_secs_f64(),
+            latency: latency(all),
+            seats_held_twice: twice,
+            storage_consistent: consistent,
+            group_commit: None,
+            principal: server.principal().to_owned(),
+        },
+        crowd,
+    ))
 }
 
 async fn analyze(args: &Args, server: &Server) -> anyhow::Result<()> {
@@ -786,7 +838,7 @@ struct Memory {
     bytes_per_seat_100x10k: f64,
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
     Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
@@ -831,6 +883,16 @@ async fn memory(args: &Args) -> anyhow::Result<Memory> {
 
 // ---------------------------------------------------------------- main
 
+/// The readers scenario: the same onsale alone and watched, on one server.
+#[derive(Serialize, Debug)]
+struct Readers {
+    alone: Stadium,
+    watched: Stadium,
+    crowd: readers::Crowd,
+    /// Watched holds/s over alone holds/s.
+    holds_ratio: f64,
+}
+
 #[derive(Serialize, Default)]
 struct Report {
     machine: String,
@@ -843,6 +905,7 @@ struct Report {
     funnel: Vec<(String, funnel::Funnel)>,
     pdf: Option<funnel::PdfRender>,
     pdf_memory: Option<funnel::PdfMemory>,
+    readers: Vec<(String, Readers)>,
     ratios: Vec<(String, f64)>,
 }
 
@@ -859,7 +922,7 @@ fn machine() -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenarios: Vec<&str> = if args.scenarios == "all" {
-        vec!["hot-seat", "stadium", "memory", "funnel", "pdf", "pdf-memory"]
+        vec!["hot-seat", "stadium", "memory", "funnel", "pdf", "pdf-memory", "readers"]
     } else {
         args.scenarios.split(',').collect()
     };
@@ -906,6 +969,28 @@ async fn main() -> anyhow::Result<()> {
                 println!("           {t:<13} group commit: {g}");
             }
             report.stadium.push((t.to_string(), r));
+        }
+        if scenarios.contains(&"readers") && *t != "baseline" {
+            // One server, one run: the onsale alone, then again while the crowd watches.
+            let s = start(&args, t).await?;
+            let (alone, _) = stadium_watched(&args, t, &s, false).await?;
+            let (watched, crowd) = stadium_watched(&args, t, &s, true).await?;
+            s.stop(&args).await?;
+            let c = crowd.unwrap_or_default();
+            let ratio = watched.holds_per_s / alone.holds_per_s;
+            println!(
+                "readers    {t:<13} {} feeds + {} readers: {:.0} holds/s p99 {:.1} ms (alone {:.0} holds/s p99 {:.1} ms, ratio {ratio:.2}) | {:.2} KiB resident per feed | {:.0} B per feed and {:.0} B per reader per minute",
+                c.streams,
+                c.readers,
+                watched.holds_per_s,
+                watched.latency.p99_ms,
+                alone.holds_per_s,
+                alone.latency.p99_ms,
+                c.rss_per_stream_kib,
+                c.stream_bytes_per_min,
+                c.reader_bytes_per_min
+            );
+            report.readers.push((t.to_string(), Readers { alone, watched, crowd: c, holds_ratio: ratio }));
         }
         if scenarios.contains(&"funnel") && *t != "baseline" {
             let s = start(&args, t).await?;

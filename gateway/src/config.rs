@@ -225,6 +225,12 @@ impl Config {
             c.token_audience = v;
         }
         let count = |name: &str, v: String| num(name, v).map(|n| n.clamp(1, u64::from(u32::MAX)) as usize);
+        if let Some(v) = env("USHER_SEAT_STREAMS_PER_CLIENT_MAX") {
+            c.seat_streams_per_client_max = count("USHER_SEAT_STREAMS_PER_CLIENT_MAX", v)?;
+        }
+        if let Some(v) = env("USHER_SEAT_STREAMS_PER_NODE_MAX") {
+            c.seat_streams_per_node_max = count("USHER_SEAT_STREAMS_PER_NODE_MAX", v)?;
+        }
         if let Some(v) = env("USHER_HTTP_CONNECTIONS_MAX") {
             c.http_connections_max = count("USHER_HTTP_CONNECTIONS_MAX", v)?;
         }

@@ -42,6 +42,8 @@ pub struct Ctx {
     pub quotas: usher_engine::Quotas,
     /// The node's live seat feeds, under their caps.
     pub streams: Arc<crate::streams::StreamSlots>,
+    /// One frame maker per watched event, shared by its watchers.
+    pub hubs: Arc<crate::streams::Hubs>,
 }
 
 impl Ctx {
@@ -159,6 +161,7 @@ impl Application {
                     config.seat_streams_per_client_max.max(1),
                     std::time::Duration::from_millis(config.seat_feed_stall_ms.max(1)),
                 )),
+                hubs: Default::default(),
             },
             demo,
             ownership: ownership_is,

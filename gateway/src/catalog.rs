@@ -139,8 +139,8 @@ impl Catalog {
         }
         let slot = self.ctx.streams.take(c)?;
         // Subscribe before the snapshot so no change falls between the two.
-        let changes = self.ctx.registry.subscribe(id).await?;
-        let feed = crate::streams::seat_feed(handle.clone(), changes, self.ctx.stopping.clone(), slot, cut).await?;
+        let frames = self.ctx.hubs.subscribe(&self.ctx.registry, &handle).await?;
+        let feed = crate::streams::seat_feed(handle.clone(), frames, self.ctx.stopping.clone(), slot, cut).await?;
         Ok((handle, feed))
     }
 
@@ -501,25 +501,37 @@ impl CatalogService for Catalog {
         let (handle, feed) = self.seat_feed(&c, &req.get_ref().event_id, cut).await?;
         let id = handle.event_id.to_string();
         let label = move |s: usher_engine::SeatIdx| handle.layout.label(s);
-        let out = feed.map(move |item| {
-            let (changes, status, counts, snapshot) = match item.map_err(Status::from)? {
-                FeedItem::Snapshot(m) if compact => (Vec::new(), convert::status_bytes(&m.seats), m.counts, true),
-                FeedItem::Snapshot(m) => {
-                    let changes = m.seats.iter().enumerate().map(|(i, &s)| (usher_engine::SeatIdx(i as u32), s)).collect::<Vec<_>>();
-                    (changes, Vec::new(), m.counts, true)
-                }
-                FeedItem::Changes(c) => (c.seats.clone(), Vec::new(), c.counts, false),
+        let out = feed.filter_map(move |item| {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => return Some(Err(Status::from(e))),
             };
-            Ok(pb::SeatChanges {
+            let snapshot = |changes: Vec<pb::SeatStatusChange>, status: Vec<u8>, counts| pb::SeatChanges {
                 event_id: id.clone(),
-                changes: changes
-                    .into_iter()
-                    .map(|(s, st)| pb::SeatStatusChange { seat_id: label(s), status: convert::seat_status(st) as i32 })
-                    .collect(),
+                changes,
                 counts: Some(convert::counts(counts)),
-                snapshot,
+                snapshot: true,
                 status,
-            })
+            };
+            Some(Ok(match item {
+                // HTTP/2 keeps the connection itself.
+                FeedItem::KeepAlive => return None,
+                // Encoded once by the event's hub, for every watcher.
+                FeedItem::Frame(f) => f.pb.clone(),
+                FeedItem::Snapshot(m) if compact => snapshot(Vec::new(), convert::status_bytes(&m.seats), m.counts),
+                FeedItem::Snapshot(m) => snapshot(
+                    m.seats
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &st)| pb::SeatStatusChange {
+                            seat_id: label(usher_engine::SeatIdx(i as u32)),
+                            status: convert::seat_status(st) as i32,
+                        })
+                        .collect(),
+                    Vec::new(),
+                    m.counts,
+                ),
+            }))
         });
         Ok(Response::new(Box::pin(out)))
     }

@@ -190,19 +190,7 @@ fn pdf(filename: String, bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response()
 }
 
-#[derive(Serialize)]
-struct CountsJson {
-    available: u32,
-    held: u32,
-    sold: u32,
-    blocked: u32,
-}
-
-impl From<pb::SeatCounts> for CountsJson {
-    fn from(c: pb::SeatCounts) -> Self {
-        CountsJson { available: c.available, held: c.held, sold: c.sold, blocked: c.blocked }
-    }
-}
+use crate::streams::CountsJson;
 
 #[derive(Serialize)]
 struct PriceJson {
@@ -456,59 +444,31 @@ async fn seat_layout(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMa
     Ok((cache, Json(body)).into_response())
 }
 
-#[derive(Serialize)]
-struct SeatStatusJson {
-    seat_id: String,
-    status: &'static str,
-}
-
-/// The seats one committed batch changed.
-#[derive(Serialize)]
-struct ChangesJson {
-    counts: CountsJson,
-    seats: Vec<SeatStatusJson>,
-}
-
-fn state_name(s: usher_engine::SeatState) -> &'static str {
-    match s {
-        usher_engine::SeatState::Available => "available",
-        usher_engine::SeatState::Held => "held",
-        usher_engine::SeatState::Sold => "sold",
-        usher_engine::SeatState::Blocked => "blocked",
-    }
-}
-
 /// The event's seats, live, as server-sent events
 /// (<https://html.spec.whatwg.org/multipage/server-sent-events.html>):
 /// `snapshot` (`SnapshotJson`) first and whenever the watcher fell behind,
-/// `changes` (`ChangesJson`) for every committed batch, and `error` (the
-/// JSON error body) before the server ends the feed. The same feed as
-/// `WatchSeats`, under the same caps (429 past them).
-async fn live_seats(
-    Call(h, c): Call,
-    cut: Option<Extension<crate::conns::ConnCut>>,
-    Path(id): Path<String>,
-) -> Result<axum::response::sse::Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
+/// `changes` (`{"counts", "seats": [{"seat_id", "status"}]}`) for every frame
+/// of committed batches (`SEAT_FEED_FRAME_MS`), a comment when idle, and
+/// `error` (the JSON error body) before the server ends the feed. The same
+/// feed as `WatchSeats`, under the same caps (429 past them). A frame is
+/// written as its hub encoded it: watchers share its bytes.
+async fn live_seats(Call(h, c): Call, cut: Option<Extension<crate::conns::ConnCut>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    use crate::streams::{FeedItem, sse_event};
     use tokio_stream::StreamExt as _;
-    let (handle, feed) = h.catalog.seat_feed(&c, &id, cut.map(|Extension(c)| c)).await?;
-    let event = move |item: Result<crate::streams::FeedItem, ApiError>| {
-        let made = match item {
-            Ok(crate::streams::FeedItem::Snapshot(m)) => Event::default().event("snapshot").json_data(SnapshotJson {
-                counts: crate::convert::counts(m.counts).into(),
-                status: status_chars(&crate::convert::status_bytes(&m.seats)),
-            }),
-            Ok(crate::streams::FeedItem::Changes(ch)) => Event::default().event("changes").json_data(ChangesJson {
-                counts: crate::convert::counts(ch.counts).into(),
-                seats: ch.seats.iter().map(|&(s, st)| SeatStatusJson { seat_id: handle.layout.label(s), status: state_name(st) }).collect(),
-            }),
-            Err(e) => Event::default().event("error").json_data(ErrorJson::from(e)),
-        };
-        // Serializing these types cannot fail; an empty comment keeps the feed well-formed if it ever did.
-        Ok(made.unwrap_or_else(|_| Event::default().comment("")))
-    };
-    let stream = feed.map(event);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(crate::limits::SEAT_FEED_KEEPALIVE_S))))
+    let (_, feed) = h.catalog.seat_feed(&c, &id, cut.map(|Extension(c)| c)).await?;
+    let body = feed.map(|item| {
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(FeedItem::Snapshot(m)) => sse_event(
+                "snapshot",
+                &SnapshotJson { counts: m.counts.into(), status: status_chars(&crate::convert::status_bytes(&m.seats)) },
+            ),
+            Ok(FeedItem::Frame(f)) => f.sse.clone(),
+            Ok(FeedItem::KeepAlive) => Bytes::from_static(b":\n\n"),
+            Err(e) => sse_event("error", &ErrorJson::from(e)),
+        })
+    });
+    Ok(([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], axum::body::Body::from_stream(body))
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -45,6 +45,13 @@ pub const SEAT_FEED_QUEUED_MAX: usize = 16;
 /// the watcher, by default (`seat_feed_stall_ms`): a live page takes each at
 /// once; one that has stopped reading only holds memory.
 pub const SEAT_FEED_STALL_MS_DEFAULT: u64 = 30_000;
+/// How long an event's feed gathers committed batches into one frame before
+/// it sends them: each watcher gets at most five writes a second however
+/// fast the onsale commits, and a change shows within a fifth of a second.
+pub const SEAT_FEED_FRAME_MS: u64 = 200;
+/// Frames waiting for a watcher in the event's hub before the watcher
+/// counts as behind (it then takes a fresh snapshot): 12 s of frames.
+pub const SEAT_FEED_FRAMES_QUEUED_MAX: usize = 64;
 /// Seconds between keep-alive comments on an idle server-sent-event feed,
 /// so proxies and the HTTP idle timeout do not cut it.
 pub const SEAT_FEED_KEEPALIVE_S: u64 = 15;

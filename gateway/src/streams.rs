@@ -19,20 +19,221 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use usher_actors::{EventHandle, SeatChange, SeatMapView};
-use usher_engine::Principal;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use usher_actors::{EventHandle, Registry, SeatChange, SeatMapView};
+use usher_engine::{Counts, EventId, Principal, SeatIdx, SeatState};
+use usher_proto::v1 as pb;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::limits::SEAT_FEED_QUEUED_MAX;
+use crate::limits::{SEAT_FEED_FRAME_MS, SEAT_FEED_FRAMES_QUEUED_MAX, SEAT_FEED_KEEPALIVE_S, SEAT_FEED_QUEUED_MAX};
 
 /// One item of a seat feed.
 pub enum FeedItem {
     /// Every seat's state: the first item, and again after the watcher lagged.
     Snapshot(Box<SeatMapView>),
-    /// The seats one committed batch changed.
-    Changes(Arc<SeatChange>),
+    /// What the event's committed batches changed over one frame.
+    Frame(Arc<Frame>),
+    /// Nothing happened for `SEAT_FEED_KEEPALIVE_S`: a server-sent-event
+    /// feed writes a comment so that proxies keep the connection.
+    KeepAlive,
+}
+
+/// What an event's committed batches changed over one frame
+/// (`SEAT_FEED_FRAME_MS`), each seat at its last state, encoded once for
+/// every watcher of the event: N watchers cost one encoding per frame and
+/// one write each, instead of an encoding each per batch.
+pub struct Frame {
+    pub seats: Vec<(SeatIdx, SeatState)>,
+    pub counts: Counts,
+    /// The frame as a server-sent event (`event: changes`), ready to write.
+    pub sse: axum::body::Bytes,
+    /// The frame as `WatchSeats` sends it.
+    pub pb: pb::SeatChanges,
+    /// The hub missed batches (it fell behind the event's broadcast): every
+    /// watcher takes a fresh snapshot instead.
+    pub resync: bool,
+}
+
+/// Counts as the JSON API writes them.
+#[derive(serde::Serialize)]
+pub struct CountsJson {
+    pub available: u32,
+    pub held: u32,
+    pub sold: u32,
+    pub blocked: u32,
+}
+
+impl From<pb::SeatCounts> for CountsJson {
+    fn from(c: pb::SeatCounts) -> CountsJson {
+        CountsJson { available: c.available, held: c.held, sold: c.sold, blocked: c.blocked }
+    }
+}
+
+impl From<Counts> for CountsJson {
+    fn from(c: Counts) -> CountsJson {
+        crate::convert::counts(c).into()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SeatStatusJson {
+    seat_id: String,
+    status: &'static str,
+}
+
+/// A frame's server-sent event: `{"counts", "seats": [{"seat_id", "status"}]}`.
+#[derive(serde::Serialize)]
+struct ChangesJson {
+    counts: CountsJson,
+    seats: Vec<SeatStatusJson>,
+}
+
+/// A server-sent event with a JSON payload, ready to write.
+pub fn sse_event(name: &str, data: &impl serde::Serialize) -> axum::body::Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+    axum::body::Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
+}
+
+fn state_name(s: SeatState) -> &'static str {
+    match s {
+        SeatState::Available => "available",
+        SeatState::Held => "held",
+        SeatState::Sold => "sold",
+        SeatState::Blocked => "blocked",
+    }
+}
+
+impl Frame {
+    fn encode(handle: &EventHandle, seats: Vec<(SeatIdx, SeatState)>, counts: Counts) -> Frame {
+        let labelled: Vec<(String, SeatState)> = seats.iter().map(|&(s, st)| (handle.layout.label(s), st)).collect();
+        let sse = sse_event(
+            "changes",
+            &ChangesJson {
+                counts: counts.into(),
+                seats: labelled.iter().map(|(l, st)| SeatStatusJson { seat_id: l.clone(), status: state_name(*st) }).collect(),
+            },
+        );
+        let pb = pb::SeatChanges {
+            event_id: handle.event_id.to_string(),
+            changes: labelled
+                .into_iter()
+                .map(|(seat_id, st)| pb::SeatStatusChange { seat_id, status: crate::convert::seat_status(st) as i32 })
+                .collect(),
+            counts: Some(crate::convert::counts(counts)),
+            snapshot: false,
+            status: Vec::new(),
+        };
+        Frame { seats, counts, sse, pb, resync: false }
+    }
+}
+
+/// The node's event hubs: one task per watched event turns its committed
+/// batches into frames and hands each to every watcher. A hub ends once no
+/// watcher is left.
+#[derive(Default)]
+pub struct Hubs {
+    hubs: Mutex<HashMap<EventId, broadcast::Sender<Arc<Frame>>>>,
+}
+
+impl Hubs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, broadcast::Sender<Arc<Frame>>>> {
+        self.hubs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The frames of `handle`'s event, starting its hub if none runs.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        registry: &Registry,
+        handle: &EventHandle,
+    ) -> Result<broadcast::Receiver<Arc<Frame>>, ApiError> {
+        if let Some(tx) = self.lock().get(&handle.event_id) {
+            return Ok(tx.subscribe());
+        }
+        let changes = registry.subscribe(handle.event_id).await?;
+        let mut hubs = self.lock();
+        if let Some(tx) = hubs.get(&handle.event_id) {
+            return Ok(tx.subscribe());
+        }
+        let (tx, rx) = broadcast::channel(SEAT_FEED_FRAMES_QUEUED_MAX);
+        hubs.insert(handle.event_id, tx.clone());
+        tokio::spawn(hub(self.clone(), handle.clone(), changes, tx));
+        Ok(rx)
+    }
+
+    /// Ends `id`'s hub if nobody watches it (decided under the lock that
+    /// subscribing takes, so no watcher is left with a dead hub).
+    fn done(&self, id: EventId, tx: &broadcast::Sender<Arc<Frame>>) -> bool {
+        let mut hubs = self.lock();
+        if tx.receiver_count() == 0 {
+            hubs.remove(&id);
+            return true;
+        }
+        false
+    }
+}
+
+/// One event's hub: gathers what its batches change over a frame, then
+/// sends the frame, until nobody watches.
+async fn hub(hubs: Arc<Hubs>, handle: EventHandle, mut changes: broadcast::Receiver<Arc<SeatChange>>, tx: broadcast::Sender<Arc<Frame>>) {
+    let id = handle.event_id;
+    let frame = std::time::Duration::from_millis(SEAT_FEED_FRAME_MS);
+    loop {
+        let first = match tokio::time::timeout(std::time::Duration::from_secs(SEAT_FEED_KEEPALIVE_S), changes.recv()).await {
+            Err(_) => {
+                if hubs.done(id, &tx) {
+                    return;
+                }
+                continue;
+            }
+            Ok(r) => r,
+        };
+        let mut seats = std::collections::BTreeMap::new();
+        let mut counts = None;
+        let mut resync = false;
+        let mut take = |r: Result<Arc<SeatChange>, RecvError>| match r {
+            Ok(c) => {
+                seats.extend(c.seats.iter().copied());
+                counts = Some(c.counts);
+                true
+            }
+            Err(RecvError::Lagged(_)) => {
+                resync = true;
+                true
+            }
+            Err(RecvError::Closed) => false,
+        };
+        if !take(first) {
+            hubs.done(id, &tx);
+            return;
+        }
+        // The rest of the frame's batches.
+        tokio::time::sleep(frame).await;
+        loop {
+            match changes.try_recv() {
+                Ok(c) => {
+                    take(Ok(c));
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    take(Err(RecvError::Lagged(n)));
+                }
+                Err(_) => break,
+            }
+        }
+        let out = match (resync, counts) {
+            (false, Some(counts)) => Frame::encode(&handle, seats.into_iter().collect(), counts),
+            _ => Frame {
+                seats: Vec::new(),
+                counts: Counts::default(),
+                sse: axum::body::Bytes::new(),
+                pb: pb::SeatChanges::default(),
+                resync: true,
+            },
+        };
+        if tx.send(Arc::new(out)).is_err() && hubs.done(id, &tx) {
+            return;
+        }
+    }
 }
 
 /// The node's feed slots. Cheap to share (`Arc`).
@@ -108,13 +309,13 @@ impl futures::Stream for FeedStream {
     }
 }
 
-/// Opens a feed of `handle`'s seats: a snapshot, then every change, until
+/// Opens a feed of `handle`'s seats: a snapshot, then every frame, until
 /// the watcher goes away or `stopping` turns true (then one `Err` saying
 /// so). Subscribes before taking the snapshot, so no change falls between.
 /// `cut` is the watcher's connection, cut if it stalls.
 pub async fn seat_feed(
     handle: EventHandle,
-    mut changes: tokio::sync::broadcast::Receiver<Arc<SeatChange>>,
+    mut frames: broadcast::Receiver<Arc<Frame>>,
     mut stopping: watch::Receiver<bool>,
     slot: StreamSlot,
     cut: Option<crate::conns::ConnCut>,
@@ -144,11 +345,12 @@ pub async fn seat_feed(
         if !give(Ok(FeedItem::Snapshot(Box::new(first)))).await {
             return;
         }
+        let keepalive = std::time::Duration::from_secs(SEAT_FEED_KEEPALIVE_S);
         loop {
             let next = tokio::select! {
-                r = changes.recv() => Some(r),
+                r = tokio::time::timeout(keepalive, frames.recv()) => Some(r),
                 _ = stopping.wait_for(|s| *s) => None,
-                // The watcher went away: stop at once rather than at the next change.
+                // The watcher went away: stop at once rather than at the next frame.
                 () = tx.closed() => return,
             };
             let Some(next) = next else {
@@ -157,16 +359,17 @@ pub async fn seat_feed(
                 return;
             };
             let item = match next {
-                Ok(c) => FeedItem::Changes(c),
-                // A slow watcher missed changes: the whole map again.
-                Err(RecvError::Lagged(_)) => match handle.seat_map().await {
+                Err(_) => FeedItem::KeepAlive,
+                Ok(Ok(f)) if !f.resync => FeedItem::Frame(f),
+                // Changes were missed (by this watcher, or by the hub): the whole map again.
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => match handle.seat_map().await {
                     Ok(m) => FeedItem::Snapshot(Box::new(m)),
                     Err(e) => {
                         give(Err(e.into())).await;
                         return;
                     }
                 },
-                Err(RecvError::Closed) => return,
+                Ok(Err(RecvError::Closed)) => return,
             };
             if !give(Ok(item)).await {
                 return;

@@ -201,11 +201,13 @@ async fn a_watcher_that_never_reads_is_dropped() {
     let mut watcher = CatalogServiceClient::new(app.channel_as("").await);
     let _never_read = watcher.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone(), compact: false }).await.unwrap();
     assert_eq!(app.app_ctx.streams.open(), 1);
-    // More committed changes than the feed queues.
+    // More frames than the feed queues: a hold per frame.
     let mut inv = InventoryServiceClient::new(app.channel().await);
-    for i in 0..40u32 {
+    let frame = Duration::from_millis(usher_gateway::limits::SEAT_FEED_FRAME_MS + 20);
+    for i in 0..(usher_gateway::limits::SEAT_FEED_QUEUED_MAX as u32 + 8) {
         let seat = format!("A-{}-{}", i / 200 + 1, i % 200 + 1);
         inv.hold_seats(hold_req(&event, &format!("c{i}"), &[&seat])).await.unwrap();
+        tokio::time::sleep(frame).await;
     }
     let dropped = tokio::time::timeout(Duration::from_secs(10), async {
         while app.app_ctx.streams.open() > 0 {

@@ -447,7 +447,7 @@ async fn seat_layout(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMa
 /// The event's seats, live, as server-sent events
 /// (<https://html.spec.whatwg.org/multipage/server-sent-events.html>):
 /// `snapshot` (`SnapshotJson`) first and whenever the watcher fell behind,
-/// `changes` (`{"counts", "seats": [{"seat_id", "status"}]}`) for every frame
+/// `changes` (`{"counts", "seats": [gap, status, …]}`, see `streams`) for every frame
 /// of committed batches (`SEAT_FEED_FRAME_MS`), a comment when idle, and
 /// `error` (the JSON error body) before the server ends the feed. The same
 /// feed as `WatchSeats`, under the same caps (429 past them). A frame is

@@ -46,9 +46,11 @@ pub const SEAT_FEED_QUEUED_MAX: usize = 16;
 /// once; one that has stopped reading only holds memory.
 pub const SEAT_FEED_STALL_MS_DEFAULT: u64 = 30_000;
 /// How long an event's feed gathers committed batches into one frame before
-/// it sends them: each watcher gets at most five writes a second however
-/// fast the onsale commits, and a change shows within a fifth of a second.
-pub const SEAT_FEED_FRAME_MS: u64 = 200;
+/// it sends them: each watcher gets at most two writes a second however fast
+/// the onsale commits, and a change shows within half a second. Each write
+/// to each watcher costs the node: with 10,000 watchers of an onsale, frames
+/// of 200 ms held 61 % of the onsale's holds/s, of 500 ms (bench/README.md).
+pub const SEAT_FEED_FRAME_MS: u64 = 500;
 /// Frames waiting for a watcher in the event's hub before the watcher
 /// counts as behind (it then takes a fresh snapshot): 12 s of frames.
 pub const SEAT_FEED_FRAMES_QUEUED_MAX: usize = 64;

@@ -225,3 +225,36 @@ async fn a_watcher_that_never_reads_is_dropped() {
     assert!(read.is_err() || matches!(read, Ok(None)), "{read:?}");
     app.stop().await;
 }
+
+/// The seat map's new doors answer a stranger as the old one does: a draft
+/// event is not found (404 / NOT_FOUND) on every one of them, an unknown
+/// event likewise, and a malformed id is a 400 with a JSON body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_finds_no_draft_event_behind_the_new_seat_map_doors() {
+    use usher_proto::v1 as pb;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut cat = app.catalog().await;
+    let venue = create_venue(&mut cat, 1, 1, 4).await;
+    let draft =
+        cat.create_event(pb::CreateEventRequest { open_sales: false, ..event_request(&venue.venue_id, 0) }).await.unwrap().into_inner();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for event in [&draft.event_id, &unknown] {
+        for path in ["layout", "seats/status", "seats/live"] {
+            let (code, body) = http(app.http, "GET", &format!("/api/events/{event}/{path}"), &[], None).await;
+            assert_eq!(code, 404, "{path}: {body}");
+            assert!(body.contains("\"reason\":\"EVENT_NOT_FOUND\""), "{path}: {body}");
+        }
+        let mut stranger = CatalogServiceClient::new(app.channel_as("").await);
+        let e = stranger.get_seat_layout(pb::GetSeatLayoutRequest { event_id: event.clone() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        let e = stranger.get_seat_status(pb::GetSeatStatusRequest { event_id: event.clone() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+    }
+    let (code, body) = http(app.http, "GET", "/api/events/not-an-id/seats/status", &[], None).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"code\":\"INVALID_ARGUMENT\""), "{body}");
+    // The owner sees the draft's layout.
+    let mine = cat.get_seat_layout(pb::GetSeatLayoutRequest { event_id: draft.event_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(mine.seat_count, 4);
+    app.stop().await;
+}

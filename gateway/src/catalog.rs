@@ -144,6 +144,42 @@ impl Catalog {
         Ok((handle, feed))
     }
 
+    /// A page's live feed of the event's seats for `c` (see
+    /// `crate::streams::PageWatcher`): checked and given its slot now; once
+    /// the answer's head is out, `taken` brings its socket, which joins the
+    /// event's hub. Refused past the stream caps, and for an event `c` may
+    /// not see.
+    pub(crate) async fn page_feed(
+        &self,
+        c: &Caller,
+        event_id: &str,
+        taken: tokio::sync::oneshot::Receiver<crate::conns::TakenSocket>,
+        cut: crate::conns::ConnCut,
+    ) -> Result<(), ApiError> {
+        let id = convert::event_id(event_id)?;
+        let handle = self.ctx.registry.event(id).await?;
+        if !c.sees(&handle.summary().await?.0) {
+            return Err(event_not_found(id));
+        }
+        let slot = self.ctx.streams.take(c)?;
+        let (hubs, registry) = (self.ctx.hubs.clone(), self.ctx.registry.clone());
+        let wait = self.ctx.streams.stall();
+        tokio::spawn(async move {
+            // The head goes out at once unless the client reads nothing.
+            let taken = tokio::time::timeout(wait, taken).await;
+            // Hyper's side of the connection is no longer needed (or the
+            // head never went out): drop it.
+            cut.cut();
+            if let Ok(Ok(taken)) = taken {
+                let page = crate::streams::PageWatcher::new(taken, slot);
+                if let Err(e) = hubs.attach(&registry, &handle, page).await {
+                    tracing::info!(event_id = %id, error = %e.message, "a page's live feed could not join its event's hub");
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Refuses a create that would take `org` past a quota; a retry of a
     /// create already made (its key is known) is never refused, so it gets
     /// its first answer. Two creates of one organization at once may both
@@ -516,8 +552,9 @@ impl CatalogService for Catalog {
             Some(Ok(match item {
                 // HTTP/2 keeps the connection itself.
                 FeedItem::KeepAlive => return None,
-                // Encoded once by the event's hub, for every watcher.
-                FeedItem::Frame(f) => f.pb.clone(),
+                // Encoded once by the event's hub, for every watcher
+                // (`seat_feed` passes on only frames encoded for it).
+                FeedItem::Frame(f) => f.pb.clone()?,
                 FeedItem::Snapshot(m) if compact => snapshot(Vec::new(), convert::status_bytes(&m.seats), m.counts),
                 FeedItem::Snapshot(m) => snapshot(
                     m.seats

@@ -62,17 +62,149 @@ pub async fn serve_http(listener: TcpListener, router: axum::Router, limits: Con
         let router = router.clone();
         let cut = ConnCut::default();
         let handle = cut.clone();
+        let takeover = SocketTakeover::default();
+        let take = takeover.clone();
         let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(axum::extract::ConnectInfo(peer));
             parts.extensions.insert(handle.clone());
+            parts.extensions.insert(take.clone());
             let body = axum::body::Body::new(Deadline { inner: body, at: Box::pin(tokio::time::sleep(body_time)) });
             router.clone().oneshot(http::Request::from_parts(parts, body))
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        tokio::spawn(run_conn(conn, permit, stopping.clone(), std::future::pending(), None, cut));
+        let conn = builder.serve_connection(TokioIo::new(HttpIo { io: Some((stream, permit)), takeover }), svc);
+        tokio::spawn(run_conn(conn, None, stopping.clone(), std::future::pending(), None, cut));
     })
     .await;
+}
+
+/// A request's way to take its connection's socket from hyper once its
+/// response head is sent, in the request's extensions (HTTP side only).
+/// For a live feed: hyper keeps, per connection, read and write buffers of
+/// 8 KiB and a task that each frame wakes; a taken socket is written by its
+/// event's hub directly (`streams`), for well under a KiB of the node's
+/// memory and no wake-up per frame.
+///
+/// The answer's body must be `TakeoverBody`: its first poll (after hyper
+/// has put the head in its write buffer) arms the takeover, and once hyper
+/// has flushed that buffer the socket, with its place under the connection
+/// cap, goes to the receiver from `request`, and the hyper connection is
+/// dropped. Bytes the client sent after the request are lost with hyper's
+/// read buffer (a feed's client sends none).
+#[derive(Clone, Default)]
+pub struct SocketTakeover(Arc<Takeover>);
+
+#[derive(Default)]
+struct Takeover {
+    armed: std::sync::atomic::AtomicBool,
+    to: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<TakenSocket>>>,
+}
+
+/// A socket taken from hyper, holding its connection's place under
+/// `http_connections_max` until dropped.
+pub struct TakenSocket {
+    pub socket: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A taken socket's place under the connection cap.
+pub struct ConnPlace {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl TakenSocket {
+    pub fn into_parts(self) -> (TcpStream, ConnPlace) {
+        (self.socket, ConnPlace { _permit: self._permit })
+    }
+}
+
+impl SocketTakeover {
+    /// Asks for the socket; it comes once the answer's head is out.
+    pub fn request(&self) -> tokio::sync::oneshot::Receiver<TakenSocket> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.0.to.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+}
+
+/// The body of an answer whose socket is taken (see `SocketTakeover`):
+/// never yields a frame, so hyper writes the head and nothing else.
+pub struct TakeoverBody(SocketTakeover);
+
+impl TakeoverBody {
+    pub fn new(takeover: SocketTakeover) -> TakeoverBody {
+        TakeoverBody(takeover)
+    }
+}
+
+impl Body for TakeoverBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // Hyper polls the body after putting the head in its buffer and
+        // flushes that buffer next; the flush hands the socket over.
+        self.0.0.armed.store(true, std::sync::atomic::Ordering::Release);
+        Poll::Pending
+    }
+}
+
+/// An HTTP connection's socket as hyper sees it, until a request takes it.
+struct HttpIo {
+    io: Option<(TcpStream, OwnedSemaphorePermit)>,
+    takeover: SocketTakeover,
+}
+
+impl HttpIo {
+    fn gone() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the socket was taken by a live feed")
+    }
+}
+
+impl tokio::io::AsyncRead for HttpIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.io {
+            Some((io, _)) => Pin::new(io).poll_read(cx, buf),
+            // Taken: the connection is being dropped (`ConnCut`).
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for HttpIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match &mut self.io {
+            Some((io, _)) => Pin::new(io).poll_write(cx, buf),
+            None => Poll::Ready(Err(HttpIo::gone())),
+        }
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        match &mut self.io {
+            Some((io, _)) => Pin::new(io).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(HttpIo::gone())),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some((io, _)) = &mut self.io else { return Poll::Ready(Err(HttpIo::gone())) };
+        std::task::ready!(Pin::new(io).poll_flush(cx))?;
+        // Hyper's buffer is empty when it flushes the socket: the head is out.
+        if self.takeover.0.armed.load(std::sync::atomic::Ordering::Acquire) {
+            let to = self.takeover.0.to.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let (Some(to), Some((socket, permit))) = (to, self.io.take()) {
+                // A receiver that gave up drops the socket, closing it.
+                let _ = to.send(TakenSocket { socket, _permit: permit });
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.io {
+            Some((io, _)) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 /// Serves gRPC (HTTP/2 only) until `stopping` turns true, then lets every
@@ -119,7 +251,7 @@ where
             }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        tokio::spawn(run_conn(conn, permit, stopping.clone(), idle_for(calls, idle), Some(ms(GRPC_CLOSE_GRACE_MS)), cut));
+        tokio::spawn(run_conn(conn, Some(permit), stopping.clone(), idle_for(calls, idle), Some(ms(GRPC_CLOSE_GRACE_MS)), cut));
     })
     .await;
 }
@@ -147,12 +279,13 @@ fn grpc_deadline(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Drives one connection, holding its place under the cap. When the node
+/// Drives one connection, holding its place under the cap (gRPC: `permit`;
+/// HTTP: its socket holds it, to keep it when a feed takes it). When the node
 /// stops, or `idle` resolves, it is closed gracefully: calls in flight
 /// finish; after an idle close it gets at most `grace` to do so.
 async fn run_conn<C: GracefulConnection>(
     conn: C,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
     mut stopping: watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
     grace: Option<Duration>,

@@ -108,7 +108,7 @@ struct ErrorBody {
 }
 
 #[derive(Serialize)]
-struct ErrorJson {
+pub(crate) struct ErrorJson {
     code: &'static str,
     reason: &'static str,
     message: String,
@@ -190,7 +190,7 @@ fn pdf(filename: String, bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response()
 }
 
-use crate::streams::CountsJson;
+use crate::streams::{CountsJson, SnapshotJson, status_chars};
 
 #[derive(Serialize)]
 struct PriceJson {
@@ -393,16 +393,6 @@ async fn seat_map(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SeatM
 /// its gRPC `SeatStatus` (`1` available, `2` held, `3` sold, `4` blocked), so
 /// that a 200,000-seat event's statuses are 200 KB: `GET …/seats/status`, and
 /// the first event of a live feed (again after the watcher lagged).
-#[derive(Serialize)]
-struct SnapshotJson {
-    counts: CountsJson,
-    status: String,
-}
-
-/// The status vector as its digits.
-fn status_chars(status: &[u8]) -> String {
-    status.iter().map(|&b| char::from(b'0' + b)).collect()
-}
 
 async fn seat_status(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SnapshotJson>, ApiError> {
     let v = h.catalog.seat_status(&c, &id).await?;
@@ -450,24 +440,28 @@ async fn seat_layout(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMa
 /// `changes` (`{"counts", "seats": [gap, status, …]}`, see `streams`) for every frame
 /// of committed batches (`SEAT_FEED_FRAME_MS`), a comment when idle, and
 /// `error` (the JSON error body) before the server ends the feed. The same
-/// feed as `WatchSeats`, under the same caps (429 past them). A frame is
-/// written as its hub encoded it: watchers share its bytes.
-async fn live_seats(Call(h, c): Call, cut: Option<Extension<crate::conns::ConnCut>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    use crate::streams::{FeedItem, sse_event};
-    use tokio_stream::StreamExt as _;
-    let (_, feed) = h.catalog.seat_feed(&c, &id, cut.map(|Extension(c)| c)).await?;
-    let body = feed.map(|item| {
-        Ok::<_, std::convert::Infallible>(match item {
-            Ok(FeedItem::Snapshot(m)) => sse_event(
-                "snapshot",
-                &SnapshotJson { counts: m.counts.into(), status: status_chars(&crate::convert::status_bytes(&m.seats)) },
-            ),
-            Ok(FeedItem::Frame(f)) => f.sse.clone(),
-            Ok(FeedItem::KeepAlive) => Bytes::from_static(b":\n\n"),
-            Err(e) => sse_event("error", &ErrorJson::from(e)),
-        })
-    });
-    Ok(([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], axum::body::Body::from_stream(body))
+/// feed as `WatchSeats`, under the same caps (429 past them). The feed is
+/// HTTP/1.1 only (chunked); once its head is out, the event's hub writes its
+/// socket directly (`streams::PageWatcher`).
+async fn live_seats(
+    Call(h, c): Call,
+    version: http::Version,
+    cut: Option<Extension<crate::conns::ConnCut>>,
+    takeover: Option<Extension<crate::conns::SocketTakeover>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (Some(Extension(cut)), Some(Extension(takeover))) = (cut, takeover) else {
+        return Err(ApiError::new(ErrorCode::Internal, "INTERNAL", "this connection cannot carry a live feed"));
+    };
+    if version != http::Version::HTTP_11 {
+        return Err(ApiError::invalid("version", "a live feed needs HTTP/1.1"));
+    }
+    let taken = takeover.request();
+    h.catalog.page_feed(&c, &id, taken, cut).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache"), (header::TRANSFER_ENCODING, "chunked")],
+        axum::body::Body::new(crate::conns::TakeoverBody::new(takeover)),
+    )
         .into_response())
 }
 

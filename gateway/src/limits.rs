@@ -57,6 +57,17 @@ pub const SEAT_FEED_FRAMES_QUEUED_MAX: usize = 64;
 /// Seconds between keep-alive comments on an idle server-sent-event feed,
 /// so proxies and the HTTP idle timeout do not cut it.
 pub const SEAT_FEED_KEEPALIVE_S: u64 = 15;
+/// Bytes a page may send on its live feed's connection after the request
+/// before the feed is closed: an `EventSource` sends nothing, so more is a
+/// client abusing an open socket (what it sends is read and dropped).
+pub const PAGE_WATCHER_SENT_BYTES_MAX: usize = 4_096;
+/// Send buffer of a page's live feed socket (`SO_SNDBUF`; Linux doubles
+/// it for its own bookkeeping). Fixed, because Linux otherwise grows a
+/// socket's buffer towards `tcp_wmem`'s 4 MiB for a page that reads
+/// nothing; a snapshot larger than this goes out over several writes.
+pub const PAGE_FEED_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// How soon a hub writes again to pages whose sockets were full.
+pub const PAGE_FEED_RETRY_MS: u64 = 50;
 
 // ---- credentials
 

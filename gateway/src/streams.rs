@@ -26,7 +26,10 @@ use usher_proto::v1 as pb;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::limits::{SEAT_FEED_FRAME_MS, SEAT_FEED_FRAMES_QUEUED_MAX, SEAT_FEED_KEEPALIVE_S, SEAT_FEED_QUEUED_MAX};
+use crate::limits::{
+    PAGE_FEED_RETRY_MS, PAGE_FEED_SEND_BUFFER_BYTES, PAGE_WATCHER_SENT_BYTES_MAX, SEAT_FEED_FRAME_MS, SEAT_FEED_FRAMES_QUEUED_MAX,
+    SEAT_FEED_KEEPALIVE_S, SEAT_FEED_QUEUED_MAX,
+};
 
 /// One item of a seat feed.
 pub enum FeedItem {
@@ -46,10 +49,12 @@ pub enum FeedItem {
 pub struct Frame {
     pub seats: Vec<(SeatIdx, SeatState)>,
     pub counts: Counts,
-    /// The frame as a server-sent event (`event: changes`), ready to write.
+    /// The frame as a server-sent event (`event: changes`) in one chunk,
+    /// ready to write on a page's socket.
     pub sse: axum::body::Bytes,
-    /// The frame as `WatchSeats` sends it.
-    pub pb: pb::SeatChanges,
+    /// The frame as `WatchSeats` sends it; none when no such feed watched
+    /// as it was encoded (a feed that subscribed since takes a snapshot).
+    pub pb: Option<pb::SeatChanges>,
     /// The hub missed batches (it fell behind the event's broadcast): every
     /// watcher takes a fresh snapshot instead.
     pub resync: bool,
@@ -96,7 +101,9 @@ pub fn sse_event(name: &str, data: &impl serde::Serialize) -> axum::body::Bytes 
 }
 
 impl Frame {
-    fn encode(handle: &EventHandle, seats: Vec<(SeatIdx, SeatState)>, counts: Counts) -> Frame {
+    /// `grpc`: some `WatchSeats` feed watches, so the frame is encoded for
+    /// it too (a label per change; skipped when only pages watch).
+    fn encode(handle: &EventHandle, seats: Vec<(SeatIdx, SeatState)>, counts: Counts, grpc: bool) -> Frame {
         // `seats` is in index order (gathered in a BTreeMap).
         let mut prev = 0;
         let gaps = seats
@@ -107,8 +114,8 @@ impl Frame {
                 [gap, crate::convert::seat_status(st) as u32]
             })
             .collect();
-        let sse = sse_event("changes", &ChangesJson { counts: counts.into(), seats: gaps });
-        let pb = pb::SeatChanges {
+        let sse = sse_chunk(&sse_event("changes", &ChangesJson { counts: counts.into(), seats: gaps }));
+        let pb = grpc.then(|| pb::SeatChanges {
             event_id: handle.event_id.to_string(),
             changes: seats
                 .iter()
@@ -117,114 +124,402 @@ impl Frame {
             counts: Some(crate::convert::counts(counts)),
             snapshot: false,
             status: Vec::new(),
-        };
+        });
         Frame { seats, counts, sse, pb, resync: false }
     }
+
+    fn resync() -> Frame {
+        Frame { seats: Vec::new(), counts: Counts::default(), sse: axum::body::Bytes::new(), pb: None, resync: true }
+    }
+}
+
+/// The whole map as a server-sent event (`snapshot`): counts and a status
+/// digit a seat (see `GET /api/events/{id}/seats/status`).
+#[derive(serde::Serialize)]
+pub struct SnapshotJson {
+    pub counts: CountsJson,
+    pub status: String,
+}
+
+/// The status vector as its digits.
+pub fn status_chars(status: &[u8]) -> String {
+    status.iter().map(|&b| char::from(b'0' + b)).collect()
+}
+
+/// `bytes` as one chunk of HTTP/1.1 chunked transfer coding (RFC 9112
+/// §7.1): size in hex, CRLF, the bytes, CRLF. A page's feed is written on
+/// its socket as such chunks (`PageWatcher`).
+pub fn sse_chunk(bytes: &[u8]) -> axum::body::Bytes {
+    let mut out = format!("{:x}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+    out.into()
+}
+
+/// The last chunk (RFC 9112 §7.1): the feed ends cleanly.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A page's live feed (`GET /api/events/{id}/seats/live`) once its answer's
+/// head is out: the socket, taken from hyper, which the event's hub writes
+/// directly and never waits on (`conns::SocketTakeover`). Its slot and its
+/// place under the connection cap are held by a small task that waits for
+/// the page to close the connection; dropping the watcher ends that task
+/// and closes the socket.
+pub struct PageWatcher {
+    socket: Arc<tokio::net::TcpStream>,
+    /// Chunks its socket has not taken yet, the first perhaps in part:
+    /// shared with every other watcher of the frame, so a slow page costs a
+    /// reference a chunk. At most `SEAT_FEED_QUEUED_MAX`; past that the
+    /// page is behind.
+    unsent: std::collections::VecDeque<axum::body::Bytes>,
+    /// Since when its socket has not taken what waits; the watcher is
+    /// dropped once that lasts `seat_feed_stall_ms`.
+    stuck_since: Option<std::time::Instant>,
+    /// It missed frames: once what waits is sent, it takes a snapshot.
+    behind: bool,
+    /// Set by its task when the page closed the connection.
+    left: Arc<std::sync::atomic::AtomicBool>,
+    _alive: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PageWatcher {
+    /// A watcher on `taken`'s socket, holding `slot` while it lives.
+    pub fn new(taken: crate::conns::TakenSocket, slot: StreamSlot) -> PageWatcher {
+        let (socket, place) = taken.into_parts();
+        // A fixed send buffer: the kernel would otherwise grow it towards
+        // 4 MiB for a page that reads nothing.
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(PAGE_FEED_SEND_BUFFER_BYTES);
+        let socket = Arc::new(socket);
+        let left = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (alive, mut dropped) = tokio::sync::oneshot::channel::<()>();
+        let (sock, gone) = (socket.clone(), left.clone());
+        tokio::spawn(async move {
+            let _held = (slot, place);
+            let mut buf = [0u8; 256];
+            let mut sent = 0;
+            loop {
+                tokio::select! {
+                    _ = &mut dropped => return,
+                    ready = sock.readable() => {
+                        if ready.is_err() {
+                            break;
+                        }
+                        match sock.try_read(&mut buf) {
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Ok(n) if n > 0 && sent + n <= PAGE_WATCHER_SENT_BYTES_MAX => sent += n,
+                            // Closed, failed, or sending what a feed's client never sends.
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            gone.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        PageWatcher { socket, unsent: Default::default(), stuck_since: None, behind: false, left, _alive: alive }
+    }
+
+    /// Writes what waits, as far as the socket takes it now; `Err` when the
+    /// connection failed.
+    fn flush(&mut self, now: std::time::Instant) -> Result<(), ()> {
+        while let Some(front) = self.unsent.front_mut() {
+            match self.socket.try_write(front) {
+                Ok(n) if n == front.len() => {
+                    self.unsent.pop_front();
+                }
+                Ok(n) => *front = front.slice(n..),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.stuck_since.get_or_insert(now);
+                    return Ok(());
+                }
+                Err(_) => return Err(()),
+            }
+        }
+        self.stuck_since = None;
+        Ok(())
+    }
+
+    /// Whether it keeps its place: it did not leave, its connection did not
+    /// fail, and its socket has not been full for `stall`.
+    fn keeps(&mut self, now: std::time::Instant, stall: std::time::Duration) -> bool {
+        !self.left.load(std::sync::atomic::Ordering::Relaxed)
+            && self.flush(now).is_ok()
+            && self.stuck_since.is_none_or(|t| now.duration_since(t) < stall)
+    }
+
+    /// Offers the watcher a frame's chunk: queued behind what waits, unless
+    /// `SEAT_FEED_QUEUED_MAX` chunks already wait (then it is behind and
+    /// skips frames until it takes a snapshot). False when it is to be
+    /// dropped (`keeps`).
+    fn offer(&mut self, chunk: &axum::body::Bytes, now: std::time::Instant, stall: std::time::Duration) -> bool {
+        if !self.behind {
+            if self.unsent.len() < SEAT_FEED_QUEUED_MAX {
+                self.unsent.push_back(chunk.clone());
+            } else {
+                self.behind = true;
+            }
+        }
+        self.keeps(now, stall)
+    }
+
+    /// Whether it is behind with nothing left to send: it takes a snapshot now.
+    fn wants_snapshot(&mut self, now: std::time::Instant) -> bool {
+        self.behind && self.flush(now).is_ok() && self.unsent.is_empty()
+    }
+
+    /// Sends it a snapshot (a page joining, or one that was behind).
+    fn snapshot(&mut self, chunk: &axum::body::Bytes, now: std::time::Instant, stall: std::time::Duration) -> bool {
+        self.behind = false;
+        self.unsent.push_back(chunk.clone());
+        self.keeps(now, stall)
+    }
+
+    fn stuck(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Best effort: what waits, `bytes`, then the last chunk, as far as the
+    /// socket takes them now.
+    fn end(mut self, bytes: &[u8]) {
+        let mut last = bytes.to_vec();
+        last.extend_from_slice(LAST_CHUNK);
+        self.unsent.push_back(last.into());
+        let _ = self.flush(std::time::Instant::now());
+    }
+}
+
+/// An event's hub as the node's map knows it.
+struct HubEntry {
+    frames: broadcast::Sender<Arc<Frame>>,
+    pages: mpsc::UnboundedSender<PageWatcher>,
 }
 
 /// The node's event hubs: one task per watched event turns its committed
-/// batches into frames and hands each to every watcher. A hub ends once no
-/// watcher is left.
-#[derive(Default)]
+/// batches into frames, writes each to every page watching (on its socket)
+/// and hands it to every `WatchSeats` feed. A hub ends once no watcher is
+/// left.
 pub struct Hubs {
-    hubs: Mutex<HashMap<EventId, broadcast::Sender<Arc<Frame>>>>,
+    hubs: Mutex<HashMap<EventId, HubEntry>>,
+    stopping: watch::Receiver<bool>,
+    stall: std::time::Duration,
 }
 
 impl Hubs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, broadcast::Sender<Arc<Frame>>>> {
+    pub fn new(stopping: watch::Receiver<bool>, stall: std::time::Duration) -> Hubs {
+        Hubs { hubs: Mutex::default(), stopping, stall }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventId, HubEntry>> {
         self.hubs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The frames of `handle`'s event, starting its hub if none runs.
+    /// The hub of `handle`'s event, started if none runs.
+    async fn entry<T>(
+        self: &Arc<Self>,
+        registry: &Registry,
+        handle: &EventHandle,
+        mut with: impl FnMut(&HubEntry) -> Option<T>,
+    ) -> Result<T, ApiError> {
+        loop {
+            if let Some(t) = self.lock().get(&handle.event_id).and_then(&mut with) {
+                return Ok(t);
+            }
+            let changes = registry.subscribe(handle.event_id).await?;
+            let mut hubs = self.lock();
+            if let Some(e) = hubs.get(&handle.event_id) {
+                if let Some(t) = with(e) {
+                    return Ok(t);
+                }
+                continue;
+            }
+            let (frames, _) = broadcast::channel(SEAT_FEED_FRAMES_QUEUED_MAX);
+            let (pages, joins) = mpsc::unbounded_channel();
+            let entry = HubEntry { frames: frames.clone(), pages };
+            let t = with(&entry);
+            hubs.insert(handle.event_id, entry);
+            tokio::spawn(hub(self.clone(), handle.clone(), changes, frames, joins));
+            if let Some(t) = t {
+                return Ok(t);
+            }
+        }
+    }
+
+    /// The frames of `handle`'s event for a `WatchSeats` feed.
     pub async fn subscribe(
         self: &Arc<Self>,
         registry: &Registry,
         handle: &EventHandle,
     ) -> Result<broadcast::Receiver<Arc<Frame>>, ApiError> {
-        if let Some(tx) = self.lock().get(&handle.event_id) {
-            return Ok(tx.subscribe());
-        }
-        let changes = registry.subscribe(handle.event_id).await?;
-        let mut hubs = self.lock();
-        if let Some(tx) = hubs.get(&handle.event_id) {
-            return Ok(tx.subscribe());
-        }
-        let (tx, rx) = broadcast::channel(SEAT_FEED_FRAMES_QUEUED_MAX);
-        hubs.insert(handle.event_id, tx.clone());
-        tokio::spawn(hub(self.clone(), handle.clone(), changes, tx));
-        Ok(rx)
+        self.entry(registry, handle, |e| Some(e.frames.subscribe())).await
+    }
+
+    /// Hands `page` to `handle`'s hub, which sends it a snapshot, then every
+    /// frame. (Sent under the map's lock, so a hub never ends with a page
+    /// waiting for it.)
+    pub async fn attach(self: &Arc<Self>, registry: &Registry, handle: &EventHandle, page: PageWatcher) -> Result<(), ApiError> {
+        let mut page = Some(page);
+        self.entry(registry, handle, |e| match e.pages.send(page.take()?) {
+            Ok(()) => Some(()),
+            Err(back) => {
+                page = Some(back.0);
+                None
+            }
+        })
+        .await
     }
 
     /// Ends `id`'s hub if nobody watches it (decided under the lock that
-    /// subscribing takes, so no watcher is left with a dead hub).
-    fn done(&self, id: EventId, tx: &broadcast::Sender<Arc<Frame>>) -> bool {
+    /// subscribing takes, so no watcher is left with a dead hub); `force`:
+    /// whoever watches.
+    fn done(
+        &self,
+        id: EventId,
+        frames: &broadcast::Sender<Arc<Frame>>,
+        pages: usize,
+        joins: &mpsc::UnboundedReceiver<PageWatcher>,
+        force: bool,
+    ) -> bool {
         let mut hubs = self.lock();
-        if tx.receiver_count() == 0 {
-            hubs.remove(&id);
+        if force || (frames.receiver_count() == 0 && pages == 0 && joins.is_empty()) {
+            if hubs.get(&id).is_some_and(|e| e.frames.same_channel(frames)) {
+                hubs.remove(&id);
+            }
             return true;
         }
         false
     }
 }
 
+/// What woke a hub.
+enum Wake {
+    Change(Result<Arc<SeatChange>, RecvError>),
+    Page(PageWatcher),
+    Idle,
+    Retry,
+    Stop,
+}
+
 /// One event's hub: gathers what its batches change over a frame, then
-/// sends the frame, until nobody watches.
-async fn hub(hubs: Arc<Hubs>, handle: EventHandle, mut changes: broadcast::Receiver<Arc<SeatChange>>, tx: broadcast::Sender<Arc<Frame>>) {
+/// writes the frame, until nobody watches. Pages that join, and pages that
+/// fell behind once their socket has room, get a snapshot after the frame:
+/// one read of the map and one encoding for all of them.
+async fn hub(
+    hubs: Arc<Hubs>,
+    handle: EventHandle,
+    mut changes: broadcast::Receiver<Arc<SeatChange>>,
+    tx: broadcast::Sender<Arc<Frame>>,
+    mut joins: mpsc::UnboundedReceiver<PageWatcher>,
+) {
     let id = handle.event_id;
     let frame = std::time::Duration::from_millis(SEAT_FEED_FRAME_MS);
+    let keepalive_every = std::time::Duration::from_secs(SEAT_FEED_KEEPALIVE_S);
+    let keepalive = sse_chunk(b":\n\n");
+    let retry_every = std::time::Duration::from_millis(PAGE_FEED_RETRY_MS);
+    let stall = hubs.stall;
+    let mut stopping = hubs.stopping.clone();
+    let mut pages: Vec<PageWatcher> = Vec::new();
+    let mut joining: Vec<PageWatcher> = Vec::new();
+    // Ends the hub whoever watches: each page gets `e` and the last chunk.
+    let finish = |pages: Vec<PageWatcher>, joining: Vec<PageWatcher>, mut joins: mpsc::UnboundedReceiver<PageWatcher>, e: ApiError| {
+        hubs.done(id, &tx, 0, &joins, true);
+        let bytes = sse_chunk(&sse_event("error", &crate::http::ErrorJson::from(e)));
+        let mut waiting = Vec::new();
+        while let Ok(p) = joins.try_recv() {
+            waiting.push(p);
+        }
+        for p in pages.into_iter().chain(joining).chain(waiting) {
+            p.end(&bytes);
+        }
+    };
     loop {
-        let first = match tokio::time::timeout(std::time::Duration::from_secs(SEAT_FEED_KEEPALIVE_S), changes.recv()).await {
-            Err(_) => {
-                if hubs.done(id, &tx) {
-                    return;
+        let wake = tokio::select! {
+            r = changes.recv() => Wake::Change(r),
+            Some(p) = joins.recv() => Wake::Page(p),
+            _ = stopping.wait_for(|s| *s) => Wake::Stop,
+            () = tokio::time::sleep(keepalive_every) => Wake::Idle,
+            // Pages whose sockets were full try again soon, not at the next frame.
+            () = tokio::time::sleep(retry_every), if pages.iter().any(PageWatcher::stuck) => Wake::Retry,
+        };
+        let now = std::time::Instant::now();
+        match wake {
+            Wake::Stop => {
+                let e = ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "the server is shutting down; watch again elsewhere");
+                return finish(pages, joining, joins, e);
+            }
+            Wake::Idle => pages.retain_mut(|p| p.offer(&keepalive, now, stall)),
+            Wake::Retry => pages.retain_mut(|p| p.keeps(now, stall)),
+            Wake::Page(p) => {
+                joining.push(p);
+                while let Ok(p) = joins.try_recv() {
+                    joining.push(p);
                 }
-                continue;
             }
-            Ok(r) => r,
-        };
-        let mut seats = std::collections::BTreeMap::new();
-        let mut counts = None;
-        let mut resync = false;
-        let mut take = |r: Result<Arc<SeatChange>, RecvError>| match r {
-            Ok(c) => {
-                seats.extend(c.seats.iter().copied());
-                counts = Some(c.counts);
-                true
+            Wake::Change(first) => {
+                let mut seats = std::collections::BTreeMap::new();
+                let mut counts = None;
+                let mut resync = false;
+                let mut take = |r: Result<Arc<SeatChange>, RecvError>| match r {
+                    Ok(c) => {
+                        seats.extend(c.seats.iter().copied());
+                        counts = Some(c.counts);
+                        true
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        resync = true;
+                        true
+                    }
+                    Err(RecvError::Closed) => false,
+                };
+                if !take(first) {
+                    // The event stopped here (unloaded, or owned elsewhere):
+                    // its watchers watch again, wherever it runs next.
+                    let e = ApiError::new(ErrorCode::Unavailable, "FEED_ENDED", "the event's live feed ended here; watch again");
+                    return finish(pages, joining, joins, e);
+                }
+                // The rest of the frame's batches.
+                tokio::time::sleep(frame).await;
+                loop {
+                    match changes.try_recv() {
+                        Ok(c) => {
+                            take(Ok(c));
+                        }
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            take(Err(RecvError::Lagged(n)));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let out = Arc::new(match (resync, counts) {
+                    (false, Some(counts)) => Frame::encode(&handle, seats.into_iter().collect(), counts, tx.receiver_count() > 0),
+                    _ => Frame::resync(),
+                });
+                let now = std::time::Instant::now();
+                if out.resync {
+                    pages.iter_mut().for_each(|p| p.behind = true);
+                } else {
+                    pages.retain_mut(|p| p.offer(&out.sse, now, stall));
+                }
+                let _ = tx.send(out);
             }
-            Err(RecvError::Lagged(_)) => {
-                resync = true;
-                true
-            }
-            Err(RecvError::Closed) => false,
-        };
-        if !take(first) {
-            hubs.done(id, &tx);
-            return;
         }
-        // The rest of the frame's batches.
-        tokio::time::sleep(frame).await;
-        loop {
-            match changes.try_recv() {
-                Ok(c) => {
-                    take(Ok(c));
+        // Snapshots for those joining and those behind with room again.
+        let now = std::time::Instant::now();
+        let behind = pages.iter_mut().map(|p| p.wants_snapshot(now)).filter(|&b| b).count();
+        if !joining.is_empty() || behind > 0 {
+            match handle.seat_map().await {
+                Ok(m) => {
+                    let bytes = sse_chunk(&sse_event(
+                        "snapshot",
+                        &SnapshotJson { counts: m.counts.into(), status: status_chars(&crate::convert::status_bytes(&m.seats)) },
+                    ));
+                    let now = std::time::Instant::now();
+                    pages.retain_mut(|p| !p.wants_snapshot(now) || p.snapshot(&bytes, now, stall));
+                    joining.retain_mut(|p| p.snapshot(&bytes, now, stall));
+                    pages.append(&mut joining);
                 }
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    take(Err(RecvError::Lagged(n)));
-                }
-                Err(_) => break,
+                Err(e) => return finish(pages, joining, joins, e.into()),
             }
         }
-        let out = match (resync, counts) {
-            (false, Some(counts)) => Frame::encode(&handle, seats.into_iter().collect(), counts),
-            _ => Frame {
-                seats: Vec::new(),
-                counts: Counts::default(),
-                sse: axum::body::Bytes::new(),
-                pb: pb::SeatChanges::default(),
-                resync: true,
-            },
-        };
-        if tx.send(Arc::new(out)).is_err() && hubs.done(id, &tx) {
+        if hubs.done(id, &tx, pages.len(), &joins, false) {
             return;
         }
     }
@@ -262,6 +557,11 @@ impl Drop for StreamSlot {
 impl StreamSlots {
     pub fn new(per_node: usize, per_client: usize, stall: std::time::Duration) -> StreamSlots {
         StreamSlots { node: Arc::new(Semaphore::new(per_node)), per_node, per_client: Mutex::default(), per_client_max: per_client, stall }
+    }
+
+    /// How long a feed waits for its watcher (`seat_feed_stall_ms`).
+    pub fn stall(&self) -> std::time::Duration {
+        self.stall
     }
 
     /// Feeds open now, node-wide.
@@ -354,7 +654,7 @@ pub async fn seat_feed(
             };
             let item = match next {
                 Err(_) => FeedItem::KeepAlive,
-                Ok(Ok(f)) if !f.resync => FeedItem::Frame(f),
+                Ok(Ok(f)) if !f.resync && f.pb.is_some() => FeedItem::Frame(f),
                 // Changes were missed (by this watcher, or by the hub): the whole map again.
                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => match handle.seat_map().await {
                     Ok(m) => FeedItem::Snapshot(Box::new(m)),

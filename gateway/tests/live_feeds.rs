@@ -258,3 +258,144 @@ async fn a_stranger_finds_no_draft_event_behind_the_new_seat_map_doors() {
     assert_eq!(mine.seat_count, 4);
     app.stop().await;
 }
+
+/// Reads one chunk of HTTP/1.1 chunked coding (RFC 9112 §7.1), strictly:
+/// its size line, exactly that many bytes, then CRLF. `None` at the last chunk.
+async fn read_chunk(r: &mut tokio::io::BufReader<TcpStream>) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    let size = usize::from_str_radix(line.trim_end_matches("\r\n"), 16).unwrap_or_else(|_| panic!("not a chunk size line: {line:?}"));
+    let mut data = vec![0u8; size + 2];
+    r.read_exact(&mut data).await.unwrap();
+    assert_eq!(&data[size..], b"\r\n", "a chunk ends with CRLF");
+    if size == 0 {
+        return None;
+    }
+    data.truncate(size);
+    Some(String::from_utf8(data).unwrap())
+}
+
+/// A page's feed, once its head is out, is written by the event's hub on
+/// the socket it took from hyper: the chunks are whole and well framed, one
+/// server-sent event each, and when the server stops the page is told so
+/// (`error`, SHUTTING_DOWN) and the feed ends with the last chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_feed_is_well_framed_chunks_and_ends_cleanly_when_the_server_stops() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let event = create_event(&app, 2, 10, 20).await;
+    let mut stream = TcpStream::connect(app.http).await.unwrap();
+    let req = format!("GET /api/events/{event}/seats/live HTTP/1.1\r\nHost: usher\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut r = tokio::io::BufReader::new(stream);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(r.read_line(&mut head).await.unwrap() > 0, "{head}");
+    }
+    let lower = head.to_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{head}");
+    assert!(lower.contains("transfer-encoding: chunked") && lower.contains("content-type: text/event-stream"), "{head}");
+    let snapshot = read_chunk(&mut r).await.unwrap();
+    assert!(snapshot.starts_with("event: snapshot\ndata: ") && snapshot.ends_with("\n\n"), "{snapshot:?}");
+    let mut inv = InventoryServiceClient::new(app.channel().await);
+    for (i, seat) in ["A-1-1", "A-1-5", "B-10-20"].iter().enumerate() {
+        inv.hold_seats(hold_req(&event, &format!("c{i}"), &[seat])).await.unwrap();
+        let changes = read_chunk(&mut r).await.unwrap();
+        assert!(changes.starts_with("event: changes\ndata: ") && changes.ends_with("\n\n"), "{changes:?}");
+        let json: serde_json::Value = serde_json::from_str(changes.trim_start_matches("event: changes\ndata: ").trim_end()).unwrap();
+        assert_eq!(json["counts"]["held"], i + 1);
+    }
+    assert_eq!(app.app_ctx.streams.open(), 1);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(chunk) = read_chunk(&mut r).await {
+            seen.push(chunk);
+        }
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        (seen, rest)
+    });
+    tokio::time::timeout(Duration::from_secs(30), app.stop()).await.expect("the server stops with a feed open");
+    let (seen, rest) = tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+    let last = seen.last().expect("an error event before the end");
+    assert!(last.starts_with("event: error\ndata: ") && last.contains("SHUTTING_DOWN"), "{seen:?}");
+    assert!(rest.is_empty(), "nothing after the last chunk: {rest:?}");
+}
+
+/// A page that never reads its feed holds nothing for long: its socket
+/// fills, the hub skips it, and after `seat_feed_stall_ms` of a full socket
+/// the feed is closed and its slot given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_never_reads_is_dropped() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let mut cfg = db.config();
+    cfg.seat_feed_stall_ms = 300;
+    let app = TestApp::spawn_with(db, cfg).await;
+    let mut cat = app.catalog().await;
+    // A 200,000-character snapshot against a 4 KiB receive buffer.
+    let venue = create_venue(&mut cat, 10, 100, 200).await;
+    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.http).await.unwrap();
+    let req = format!("GET /api/events/{event}/seats/live HTTP/1.1\r\nHost: usher\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let opened = tokio::time::timeout(Duration::from_secs(10), async {
+        while app.app_ctx.streams.open() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "the feed opens");
+    let mut inv = InventoryServiceClient::new(app.channel().await);
+    let frame = Duration::from_millis(usher_gateway::limits::SEAT_FEED_FRAME_MS + 20);
+    let dropped = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut i = 0;
+        while app.app_ctx.streams.open() > 0 {
+            let seat = format!("A-{}-{}", i / 200 + 1, i % 200 + 1);
+            inv.hold_seats(hold_req(&event, &format!("c{i}"), &[&seat])).await.unwrap();
+            tokio::time::sleep(frame).await;
+            i += 1;
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the stalled page still holds its slot");
+    // Its socket was closed: reading ends (after what the kernel held).
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled page's connection is closed");
+    app.stop().await;
+}
+
+/// A page that reads slowly still gets a snapshot larger than its socket's
+/// buffer on an event where nothing happens: the hub writes the rest as the
+/// socket takes it, without waiting for a frame or a keep-alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_reaches_a_slow_page_on_a_quiet_event() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut cat = app.catalog().await;
+    let venue = create_venue(&mut cat, 10, 100, 200).await;
+    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.http).await.unwrap();
+    let mut feed = Feed { stream, buf: String::new() };
+    let req = format!("GET /api/events/{event}/seats/live HTTP/1.1\r\nHost: usher\r\n\r\n");
+    feed.stream.write_all(req.as_bytes()).await.unwrap();
+    // Its socket fills while the page reads nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let snap = feed.next("snapshot").await;
+    assert_eq!(snap["status"].as_str().unwrap().len(), 200_000);
+    assert!(started.elapsed() < Duration::from_secs(usher_gateway::limits::SEAT_FEED_KEEPALIVE_S), "{:?}", started.elapsed());
+    app.stop().await;
+}

@@ -41,6 +41,14 @@ const QUIET_ZONE: usize = 4;
 /// survives. Without eviction that cache grows with every order rendered.
 const CACHE_MAX_AGE: usize = 8;
 
+/// Pages past which a render empties Typst's memoization cache when it is
+/// done: a large order's entries are hundreds of MiB and never reused (the
+/// next order has other names and codes), and with `CACHE_MAX_AGE` twelve
+/// 800-page orders in a row kept 7.6 GiB resident (bench/README.md,
+/// big-orders). Small renders keep the cache: it holds the template's and
+/// fonts' work that every order shares.
+const CACHE_CLEAR_PAGES_MIN: usize = 50;
+
 const MAIN_PATH: &str = "/main.typ";
 const ORDER_PATH: &str = "/order.json";
 const QR_PATH: &str = "/qr.json";
@@ -380,7 +388,7 @@ impl TypstRenderer {
             let options = PdfOptions { ident: Smart::Custom(format!("usher-order-{}", doc.order_number)), ..PdfOptions::default() };
             typst_pdf::pdf(&document, &options)
         });
-        typst::comemo::evict(CACHE_MAX_AGE);
+        typst::comemo::evict(if doc.tickets.len() > CACHE_CLEAR_PAGES_MIN { 0 } else { CACHE_MAX_AGE });
         result.map_err(|errors| {
             let messages: Vec<String> = errors.iter().map(|d| describe(&world, d)).collect();
             RenderError(format!("order {}: {}", doc.order_number, messages.join("; ")))

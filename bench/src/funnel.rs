@@ -371,3 +371,115 @@ pub async fn pdf_memory(args: &Args) -> anyhow::Result<PdfMemory> {
     out.seconds = t.elapsed().as_secs_f64();
     Ok(out)
 }
+
+/// Large orders beside a small one, through the real server (issue 10:
+/// twelve orders of 800 seats once took the server to 7.7 GiB resident,
+/// kept afterwards, and a 1-seat order behind them waited 25.8 s for its
+/// tickets).
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct BigOrders {
+    pub large_orders: usize,
+    pub large_seats: u32,
+    /// The server's resident memory before, at its peak (sampled every
+    /// 100 ms), and 5 s after the last order was fulfilled.
+    pub rss_before_mib: f64,
+    pub rss_peak_mib: f64,
+    pub rss_after_mib: f64,
+    /// From the small order's payment settling to its tickets, sent while
+    /// the large ones render.
+    pub small_fulfil_ms: f64,
+    /// First large payment to the last large order fulfilled.
+    pub large_wall_s: f64,
+}
+
+/// `BigOrders`: `large` orders of 800 seats (eight holds of 100) paid at
+/// once, then, while they render, one order of one seat.
+pub async fn big_orders(server: &Server, large: usize) -> anyhow::Result<BigOrders> {
+    let chans = server.buyers(4).await?;
+    let c = pb::catalog_service_client::CatalogServiceClient::new(server.owner().await?);
+    // 40 sections × 20 rows × 20: room for every order.
+    let v = crate::make_venue(&c, crate::venue(&server.org_id, 40, 20, 20)).await?;
+    let req = pb::CreateEventRequest {
+        sales_start: Some(crate::ts(-60)),
+        sales_end: Some(crate::ts(86_400 * 29)),
+        hold_seats_max: usher_engine::limits::HOLD_SEATS_MAX,
+        ..crate::on_sale(v.venue_id, "Big orders", 86_400 * 30, [12_000, 6_000])
+    };
+    let event = crate::make_event(&c, req).await?.event_id;
+    let pid = server.pid().ok_or_else(|| anyhow::anyhow!("server pid"))?;
+    let mut out =
+        BigOrders { large_orders: large, large_seats: 800, rss_before_mib: crate::rss_kib(pid)? as f64 / 1024.0, ..Default::default() };
+    // Orders of `holds` × `per_hold` seats, created but not yet paid.
+    let order = |ch: Ch, customer: String, holds: u32, per_hold: u32, event: String| async move {
+        let mut inv = InventoryServiceClient::new(ch.clone());
+        let mut ids = Vec::new();
+        for _ in 0..holds {
+            ids.push(hold_best(&mut inv, &event, &customer, per_hold).await?.hold_id);
+        }
+        let req = pb::CreateOrderRequest {
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            customer_id: customer.clone(),
+            email: format!("{customer}@example.com"),
+            hold_ids: ids,
+        };
+        Ok::<_, anyhow::Error>(OrderingServiceClient::new(ch).create_order(req).await?.into_inner())
+    };
+    let mut larges = Vec::new();
+    for i in 0..large {
+        larges.push(order(chans[i % chans.len()].clone(), format!("large-{i}"), 8, 100, event.clone()).await?);
+    }
+    let small = order(chans[0].clone(), "small".into(), 1, 1, event.clone()).await?;
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        async move {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(kib) = crate::rss_kib(pid) {
+                    peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    // Pays and waits for the tickets: the time from settled to fulfilled.
+    let pay_and_wait = |ch: Ch, o: pb::Order| async move {
+        let mut ord = OrderingServiceClient::new(ch.clone());
+        let p = PaymentServiceClient::new(ch)
+            .pay_order(pb::PayOrderRequest {
+                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                order_id: o.order_id.clone(),
+                card_number: "4242424242424242".into(),
+                wait_ms: 60_000,
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(p.settled, "payment did not settle within 60 s");
+        let t = Instant::now();
+        loop {
+            let o = ord.get_order(pb::GetOrderRequest { order_id: o.order_id.clone() }).await?.into_inner();
+            if o.status == pb::OrderStatus::Fulfilled as i32 {
+                return Ok::<_, anyhow::Error>(t.elapsed());
+            }
+            anyhow::ensure!(o.status == pb::OrderStatus::Paid as i32, "order {} ended {:?}: {}", o.order_id, o.status, o.note);
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "order {} not fulfilled within 600 s", o.order_id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let start = Instant::now();
+    let large_tasks: Vec<_> =
+        larges.into_iter().enumerate().map(|(i, o)| tokio::spawn(pay_and_wait(chans[i % chans.len()].clone(), o))).collect();
+    // The large ones are rendering by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    out.small_fulfil_ms = pay_and_wait(chans[0].clone(), small).await?.as_secs_f64() * 1000.0;
+    for t in large_tasks {
+        t.await??;
+    }
+    out.large_wall_s = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.await?;
+    out.rss_peak_mib = peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0;
+    out.rss_after_mib = crate::rss_kib(pid)? as f64 / 1024.0;
+    Ok(out)
+}

@@ -38,7 +38,8 @@ mod readers;
 #[derive(Parser, Clone)]
 #[command(about = "Onsale load generator for Usher, with the lock-per-seat baseline side by side")]
 struct Args {
-    /// hot-seat, stadium, memory, funnel, pdf, pdf-memory (comma-separated), or all.
+    /// hot-seat, stadium, memory, funnel, pdf, pdf-memory, readers,
+    /// big-orders (comma-separated), or all.
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// usher-sqlite, usher-pg, baseline (comma-separated); also
@@ -906,6 +907,7 @@ struct Report {
     pdf: Option<funnel::PdfRender>,
     pdf_memory: Option<funnel::PdfMemory>,
     readers: Vec<(String, Readers)>,
+    big_orders: Vec<(String, funnel::BigOrders)>,
     ratios: Vec<(String, f64)>,
 }
 
@@ -922,7 +924,7 @@ fn machine() -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenarios: Vec<&str> = if args.scenarios == "all" {
-        vec!["hot-seat", "stadium", "memory", "funnel", "pdf", "pdf-memory", "readers"]
+        vec!["hot-seat", "stadium", "memory", "funnel", "pdf", "pdf-memory", "readers", "big-orders"]
     } else {
         args.scenarios.split(',').collect()
     };
@@ -1015,6 +1017,18 @@ async fn main() -> anyhow::Result<()> {
                 r.bytes_per_unpaid_order
             );
             report.funnel.push((t.to_string(), r));
+            s.stop(&args).await?;
+        }
+    }
+    if scenarios.contains(&"big-orders") {
+        for t in targets.iter().filter(|t| t.starts_with("usher")) {
+            let s = start(&args, t).await?;
+            let b = funnel::big_orders(&s, 12).await?;
+            println!(
+                "big-orders {t:<13} {} orders of {} seats and one of 1: the small one's tickets {:.0} ms after its payment; large ones done in {:.1} s | resident {:.0} MiB before, peak {:.0}, {:.0} 5 s after",
+                b.large_orders, b.large_seats, b.small_fulfil_ms, b.large_wall_s, b.rss_before_mib, b.rss_peak_mib, b.rss_after_mib
+            );
+            report.big_orders.push((t.to_string(), b));
             s.stop(&args).await?;
         }
     }

@@ -66,6 +66,9 @@ pub const PAGE_WATCHER_SENT_BYTES_MAX: usize = 4_096;
 /// socket's buffer towards `tcp_wmem`'s 4 MiB for a page that reads
 /// nothing; a snapshot larger than this goes out over several writes.
 pub const PAGE_FEED_SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// Pages a hub writes to before it lets other tasks run: about a
+/// millisecond of writes (see `streams::each_page`).
+pub const PAGE_WRITES_PER_YIELD: usize = 128;
 /// How soon a hub writes again to pages whose sockets were full.
 pub const PAGE_FEED_RETRY_MS: u64 = 50;
 

@@ -27,8 +27,8 @@ use usher_proto::v1 as pb;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::{
-    PAGE_FEED_RETRY_MS, PAGE_FEED_SEND_BUFFER_BYTES, PAGE_WATCHER_SENT_BYTES_MAX, SEAT_FEED_FRAME_MS, SEAT_FEED_FRAMES_QUEUED_MAX,
-    SEAT_FEED_KEEPALIVE_S, SEAT_FEED_QUEUED_MAX,
+    PAGE_FEED_RETRY_MS, PAGE_FEED_SEND_BUFFER_BYTES, PAGE_WATCHER_SENT_BYTES_MAX, PAGE_WRITES_PER_YIELD, SEAT_FEED_FRAME_MS,
+    SEAT_FEED_FRAMES_QUEUED_MAX, SEAT_FEED_KEEPALIVE_S, SEAT_FEED_QUEUED_MAX,
 };
 
 /// One item of a seat feed.
@@ -389,6 +389,29 @@ impl Hubs {
     }
 }
 
+/// Keeps the pages for which `keep` (which writes to them) is true,
+/// yielding to the runtime every `PAGE_WRITES_PER_YIELD` pages: a frame for
+/// 10,000 pages is 10,000 writes, and a task that makes them all at once
+/// holds its worker thread for tens of milliseconds, and with it the task
+/// the runtime woke last on that worker, which no other worker may take
+/// (tokio's LIFO slot): often the event's actor, whose batches then wait.
+async fn each_page(pages: &mut Vec<PageWatcher>, mut keep: impl FnMut(&mut PageWatcher) -> bool) {
+    let mut i = 0;
+    let mut written = 0;
+    while i < pages.len() {
+        if keep(&mut pages[i]) {
+            i += 1;
+        } else {
+            // Order does not matter among pages.
+            pages.swap_remove(i);
+        }
+        written += 1;
+        if written % PAGE_WRITES_PER_YIELD == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// What woke a hub.
 enum Wake {
     Change(Result<Arc<SeatChange>, RecvError>),
@@ -445,8 +468,8 @@ async fn hub(
                 let e = ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "the server is shutting down; watch again elsewhere");
                 return finish(pages, joining, joins, e);
             }
-            Wake::Idle => pages.retain_mut(|p| p.offer(&keepalive, now, stall)),
-            Wake::Retry => pages.retain_mut(|p| p.keeps(now, stall)),
+            Wake::Idle => each_page(&mut pages, |p| p.offer(&keepalive, now, stall)).await,
+            Wake::Retry => each_page(&mut pages, |p| p.keeps(now, stall)).await,
             Wake::Page(p) => {
                 joining.push(p);
                 while let Ok(p) = joins.try_recv() {
@@ -496,7 +519,7 @@ async fn hub(
                 if out.resync {
                     pages.iter_mut().for_each(|p| p.behind = true);
                 } else {
-                    pages.retain_mut(|p| p.offer(&out.sse, now, stall));
+                    each_page(&mut pages, |p| p.offer(&out.sse, now, stall)).await;
                 }
                 let _ = tx.send(out);
             }
@@ -512,8 +535,8 @@ async fn hub(
                         &SnapshotJson { counts: m.counts.into(), status: status_chars(&crate::convert::status_bytes(&m.seats)) },
                     ));
                     let now = std::time::Instant::now();
-                    pages.retain_mut(|p| !p.wants_snapshot(now) || p.snapshot(&bytes, now, stall));
-                    joining.retain_mut(|p| p.snapshot(&bytes, now, stall));
+                    each_page(&mut pages, |p| !p.wants_snapshot(now) || p.snapshot(&bytes, now, stall)).await;
+                    each_page(&mut joining, |p| p.snapshot(&bytes, now, stall)).await;
                     pages.append(&mut joining);
                 }
                 Err(e) => return finish(pages, joining, joins, e.into()),

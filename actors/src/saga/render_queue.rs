@@ -9,6 +9,12 @@
 //! running renders to finish, one render slot, however many large orders
 //! are queued; a running render is at most `limits::ORDER_SEATS_MAX` pages.
 //!
+//! With two slots or more, the first is an express slot, for renders of at
+//! most `RENDER_EXPRESS_PAGES_MAX` pages: large orders share the others, so
+//! a small order never waits for a large render at all (twelve orders of
+//! 800 seats once held a 1-seat order's tickets 22 s; bench/README.md,
+//! big-orders).
+//!
 //! The price: a large order waits while smaller ones keep arriving faster
 //! than the slots render them. An onsale wave delays large orders' tickets
 //! until it passes; they are never refused.
@@ -36,6 +42,13 @@ use crate::ports::{OrderDoc, RenderError, TicketRenderer};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Pages a render may have to use the express slot: with two slots or more,
+/// the first takes only renders of at most this many pages, so small orders
+/// never wait for a large one (an 800-page render takes tens of seconds).
+/// An onsale's orders are a few tickets each; box-office group orders are
+/// the large ones.
+pub const RENDER_EXPRESS_PAGES_MAX: usize = 10;
+
 /// The render slots of a node. Cheap to clone; clones share the slots.
 #[derive(Clone)]
 pub struct RenderQueue {
@@ -50,6 +63,14 @@ struct Slots {
     /// Arrivals so far: ties among equal page counts go to the earliest.
     arrivals: u64,
     waiting: BinaryHeap<Reverse<Waiter>>,
+    /// The express slot's thread, if there are two slots or more.
+    express: Option<usize>,
+}
+
+impl Slots {
+    fn may_use(&self, thread: usize, pages: usize) -> bool {
+        pages <= RENDER_EXPRESS_PAGES_MAX || self.express != Some(thread)
+    }
 }
 
 struct Waiter {
@@ -100,7 +121,8 @@ impl RenderQueue {
                 jobs
             })
             .collect::<Vec<_>>();
-        let slots = Slots { free: (0..threads.len()).rev().collect(), threads, arrivals: 0, waiting: BinaryHeap::new() };
+        let express = (threads.len() >= 2).then_some(0);
+        let slots = Slots { free: (0..threads.len()).rev().collect(), threads, arrivals: 0, waiting: BinaryHeap::new(), express };
         RenderQueue { shared: Arc::new(Mutex::new(slots)) }
     }
 
@@ -120,7 +142,12 @@ impl RenderQueue {
     pub async fn slot(&self, pages: usize) -> RenderSlot {
         let receiver = {
             let mut slots = self.lock();
-            if let Some(thread) = slots.free.pop() {
+            // A small render takes the express slot when it is free, which
+            // leaves the others to large ones.
+            let express = slots.express.and_then(|e| slots.free.iter().position(|&t| t == e)).filter(|_| pages <= RENDER_EXPRESS_PAGES_MAX);
+            let free = express.or_else(|| slots.free.iter().rposition(|&t| slots.may_use(t, pages)));
+            if let Some(at) = free {
+                let thread = slots.free.swap_remove(at);
                 return RenderSlot { queue: Some(self.clone()), thread };
             }
             let (slot, receiver) = oneshot::channel();
@@ -143,10 +170,15 @@ impl RenderQueue {
     }
 
     /// Slot `thread` came back: to the waiter of the fewest pages still
-    /// waiting, else to the free ones.
+    /// waiting (if it may use the slot: the express slot takes no large
+    /// render), else to the free ones.
     fn hand_on(&self, thread: usize) {
         let mut slots = self.lock();
-        while let Some(Reverse(waiter)) = slots.waiting.pop() {
+        while let Some(Reverse(first)) = slots.waiting.peek() {
+            if !slots.may_use(thread, first.pages) {
+                break;
+            }
+            let Some(Reverse(waiter)) = slots.waiting.pop() else { break };
             match waiter.slot.send(RenderSlot { queue: Some(self.clone()), thread }) {
                 Ok(()) => return,
                 // That waiter gave up; the slot must not hand itself on
@@ -220,6 +252,35 @@ mod tests {
         drop(medium);
         drop(medium_second.await.unwrap());
         drop(large.await.unwrap());
+        assert_eq!(queue.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_two_slots_large_renders_never_take_the_express_one() {
+        let queue = RenderQueue::new(2);
+        let large = queue.slot(800).await;
+        // The other slot is the express one: a second large render waits.
+        let second_large = queue_up(&queue, 800);
+        settle().await;
+        assert_eq!(queue.waiting(), 1);
+        // A small render is served at once, beside the large one.
+        let small = queue.slot(RENDER_EXPRESS_PAGES_MAX).await;
+        assert_eq!(small.thread, 0, "the express slot");
+        // Another small one waits for the express slot, not behind the large
+        // queued before it.
+        let next_small = queue_up(&queue, 1);
+        settle().await;
+        drop(small);
+        let next_small = next_small.await.unwrap();
+        assert!(!second_large.is_finished());
+        // The express slot coming back with only a large render waiting stays free.
+        drop(next_small);
+        settle().await;
+        assert!(!second_large.is_finished());
+        drop(large);
+        let second = second_large.await.unwrap();
+        assert_ne!(second.thread, 0);
+        drop(second);
         assert_eq!(queue.waiting(), 0);
     }
 

@@ -389,11 +389,8 @@ async fn seat_map(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SeatM
     }))
 }
 
-/// Every seat's status as one character, in seat-index order, the digit of
-/// its gRPC `SeatStatus` (`1` available, `2` held, `3` sold, `4` blocked), so
-/// that a 200,000-seat event's statuses are 200 KB: `GET …/seats/status`, and
-/// the first event of a live feed (again after the watcher lagged).
-
+/// `GET /api/events/{id}/seats/status`: counts and a status digit a seat
+/// (`SnapshotJson`).
 async fn seat_status(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SnapshotJson>, ApiError> {
     let v = h.catalog.seat_status(&c, &id).await?;
     Ok(Json(SnapshotJson { counts: v.counts.unwrap_or_default().into(), status: status_chars(&v.status) }))

@@ -177,35 +177,47 @@ async fn buy(ch: &Ch, event: &str, i: usize, seats: u32, start: Instant) -> anyh
     let o = order_of(&mut ord, &customer, h).await?;
     let t_order = t.elapsed();
     let t = Instant::now();
+    pay_order(&mut pay, &o.order_id).await?;
+    let t_pay = t.elapsed();
+    let t_fulfil = fulfilled(&mut ord, &o.order_id, Duration::from_secs(120)).await?;
+    let us = |d: Duration| d.as_micros() as u64;
+    Ok([us(t_hold), us(t_order), us(t_pay), us(t_fulfil), us(start.elapsed())])
+}
+
+/// Pays `order_id` with the simulator's accepted card and waits (up to
+/// 60 s) until the payment settled.
+async fn pay_order(pay: &mut PaymentServiceClient<Ch>, order_id: &str) -> anyhow::Result<()> {
     let p = pay
         .pay_order(pb::PayOrderRequest {
             idempotency_key: uuid::Uuid::new_v4().to_string(),
-            order_id: o.order_id.clone(),
+            order_id: order_id.into(),
             card_number: "4242424242424242".into(),
             wait_ms: 60_000,
         })
         .await?
         .into_inner();
     anyhow::ensure!(p.settled, "payment did not settle within 60 s");
-    let t_pay = t.elapsed();
+    Ok(())
+}
+
+/// Polls the paid `order_id` until it is fulfilled (tickets, PDF, email),
+/// at most `limit`: how long that took.
+async fn fulfilled(ord: &mut OrderingServiceClient<Ch>, order_id: &str, limit: Duration) -> anyhow::Result<Duration> {
     let t = Instant::now();
     loop {
-        let o = ord.get_order(pb::GetOrderRequest { order_id: o.order_id.clone() }).await?.into_inner();
+        let o = ord.get_order(pb::GetOrderRequest { order_id: order_id.into() }).await?.into_inner();
         if o.status == pb::OrderStatus::Fulfilled as i32 {
-            break;
+            return Ok(t.elapsed());
         }
         anyhow::ensure!(
             o.status == pb::OrderStatus::Paid as i32,
-            "order {} ended {:?}: {}",
-            o.order_id,
+            "order {order_id} ended {:?}: {}",
             pb::OrderStatus::try_from(o.status),
             o.note
         );
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "order {} not fulfilled within 120 s", o.order_id);
+        anyhow::ensure!(t.elapsed() < limit, "order {order_id} not fulfilled within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let us = |d: Duration| d.as_micros() as u64;
-    Ok([us(t_hold), us(t_order), us(t_pay), us(t.elapsed()), us(start.elapsed())])
 }
 
 #[derive(Serialize, Clone, Debug, Default)]
@@ -444,27 +456,8 @@ pub async fn big_orders(server: &Server, large: usize) -> anyhow::Result<BigOrde
     });
     // Pays and waits for the tickets: the time from settled to fulfilled.
     let pay_and_wait = |ch: Ch, o: pb::Order| async move {
-        let mut ord = OrderingServiceClient::new(ch.clone());
-        let p = PaymentServiceClient::new(ch)
-            .pay_order(pb::PayOrderRequest {
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
-                order_id: o.order_id.clone(),
-                card_number: "4242424242424242".into(),
-                wait_ms: 60_000,
-            })
-            .await?
-            .into_inner();
-        anyhow::ensure!(p.settled, "payment did not settle within 60 s");
-        let t = Instant::now();
-        loop {
-            let o = ord.get_order(pb::GetOrderRequest { order_id: o.order_id.clone() }).await?.into_inner();
-            if o.status == pb::OrderStatus::Fulfilled as i32 {
-                return Ok::<_, anyhow::Error>(t.elapsed());
-            }
-            anyhow::ensure!(o.status == pb::OrderStatus::Paid as i32, "order {} ended {:?}: {}", o.order_id, o.status, o.note);
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "order {} not fulfilled within 600 s", o.order_id);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        pay_order(&mut PaymentServiceClient::new(ch.clone()), &o.order_id).await?;
+        fulfilled(&mut OrderingServiceClient::new(ch), &o.order_id, Duration::from_secs(600)).await
     };
     let start = Instant::now();
     let large_tasks: Vec<_> =

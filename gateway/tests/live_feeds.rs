@@ -68,6 +68,25 @@ impl Feed {
     }
 }
 
+/// A 200,000-seat event (10 sections of 100 rows of 200 seats): its
+/// snapshot is far larger than a socket's or an HTTP/2 window's buffer.
+async fn stadium_event(app: &TestApp) -> String {
+    let mut cat = app.catalog().await;
+    let venue = create_venue(&mut cat, 10, 100, 200).await;
+    cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id
+}
+
+/// Requests `event`'s live feed over a socket with a 4 KiB receive buffer,
+/// and reads nothing.
+async fn open_with_small_buffer(app: &TestApp, event: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.http).await.unwrap();
+    let req = format!("GET /api/events/{event}/seats/live HTTP/1.1\r\nHost: usher\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_feed_sends_a_compact_snapshot_then_each_change() {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -187,11 +206,9 @@ async fn a_watcher_that_never_reads_is_dropped() {
     let mut cfg = db.config();
     cfg.seat_feed_stall_ms = 300;
     let app = TestApp::spawn_with(db, cfg).await;
-    let mut cat = app.catalog().await;
     // A snapshot far larger than the HTTP/2 window, so the server cannot
     // push it all into the socket while the client reads nothing.
-    let venue = create_venue(&mut cat, 10, 100, 200).await;
-    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
+    let event = stadium_event(&app).await;
     let mut watcher = CatalogServiceClient::new(app.channel_as("").await);
     let _never_read = watcher.watch_seats(usher_proto::v1::WatchSeatsRequest { event_id: event.clone(), compact: false }).await.unwrap();
     assert_eq!(app.app_ctx.streams.open(), 1);
@@ -332,15 +349,9 @@ async fn a_page_that_never_reads_is_dropped() {
     let mut cfg = db.config();
     cfg.seat_feed_stall_ms = 300;
     let app = TestApp::spawn_with(db, cfg).await;
-    let mut cat = app.catalog().await;
     // A 200,000-character snapshot against a 4 KiB receive buffer.
-    let venue = create_venue(&mut cat, 10, 100, 200).await;
-    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(app.http).await.unwrap();
-    let req = format!("GET /api/events/{event}/seats/live HTTP/1.1\r\nHost: usher\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
+    let event = stadium_event(&app).await;
+    let mut stream = open_with_small_buffer(&app, &event).await;
     let opened = tokio::time::timeout(Duration::from_secs(10), async {
         while app.app_ctx.streams.open() == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -382,15 +393,8 @@ async fn a_page_that_never_reads_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_snapshot_reaches_a_slow_page_on_a_quiet_event() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut cat = app.catalog().await;
-    let venue = create_venue(&mut cat, 10, 100, 200).await;
-    let event = cat.create_event(event_request(&venue.venue_id, 0)).await.unwrap().into_inner().event_id;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(app.http).await.unwrap();
-    let mut feed = Feed { stream, buf: String::new() };
-    let req = format!("GET /api/events/{event}/seats/live HTTP/1.1\r\nHost: usher\r\n\r\n");
-    feed.stream.write_all(req.as_bytes()).await.unwrap();
+    let event = stadium_event(&app).await;
+    let mut feed = Feed { stream: open_with_small_buffer(&app, &event).await, buf: String::new() };
     // Its socket fills while the page reads nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = std::time::Instant::now();

@@ -175,8 +175,8 @@ pub struct PageWatcher {
     /// reference a chunk. At most `SEAT_FEED_QUEUED_MAX`; past that the
     /// page is behind.
     unsent: std::collections::VecDeque<axum::body::Bytes>,
-    /// Since when its socket has not taken what waits; the watcher is
-    /// dropped once that lasts `seat_feed_stall_ms`.
+    /// Since when its socket has taken nothing of what waits; the watcher
+    /// is dropped once that lasts `seat_feed_stall_ms`.
     stuck_since: Option<std::time::Instant>,
     /// It missed frames: once what waits is sent, it takes a snapshot.
     behind: bool,
@@ -224,14 +224,23 @@ impl PageWatcher {
     /// Writes what waits, as far as the socket takes it now; `Err` when the
     /// connection failed.
     fn flush(&mut self, now: std::time::Instant) -> Result<(), ()> {
+        let mut progressed = false;
         while let Some(front) = self.unsent.front_mut() {
             match self.socket.try_write(front) {
                 Ok(n) if n == front.len() => {
                     self.unsent.pop_front();
+                    progressed = true;
                 }
-                Ok(n) => *front = front.slice(n..),
+                Ok(n) => {
+                    *front = front.slice(n..);
+                    progressed |= n > 0;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stuck_since.get_or_insert(now);
+                    // Stuck counts from the last write that took anything:
+                    // a slow page that keeps reading is not stalled.
+                    if progressed || self.stuck_since.is_none() {
+                        self.stuck_since = Some(now);
+                    }
                     return Ok(());
                 }
                 Err(_) => return Err(()),
@@ -442,6 +451,12 @@ async fn hub(
     let retry_every = std::time::Duration::from_millis(PAGE_FEED_RETRY_MS);
     let stall = hubs.stall;
     let mut stopping = hubs.stopping.clone();
+    // Deadlines, not sleeps restarted on every wake: pages joining or
+    // retries must not put off the keep-alive (which also finds pages that
+    // left), nor joins the retries.
+    let mut next_keepalive = tokio::time::Instant::now() + keepalive_every;
+    let mut retry = tokio::time::interval(retry_every);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pages: Vec<PageWatcher> = Vec::new();
     let mut joining: Vec<PageWatcher> = Vec::new();
     // Ends the hub whoever watches: each page gets `e` and the last chunk.
@@ -461,9 +476,9 @@ async fn hub(
             r = changes.recv() => Wake::Change(r),
             Some(p) = joins.recv() => Wake::Page(p),
             _ = stopping.wait_for(|s| *s) => Wake::Stop,
-            () = tokio::time::sleep(keepalive_every) => Wake::Idle,
+            () = tokio::time::sleep_until(next_keepalive) => Wake::Idle,
             // Pages whose sockets were full try again soon, not at the next frame.
-            () = tokio::time::sleep(retry_every), if pages.iter().any(PageWatcher::stuck) => Wake::Retry,
+            _ = retry.tick(), if pages.iter().any(PageWatcher::stuck) => Wake::Retry,
         };
         let now = std::time::Instant::now();
         match wake {
@@ -471,7 +486,10 @@ async fn hub(
                 let e = ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "the server is shutting down; watch again elsewhere");
                 return finish(pages, joining, joins, e);
             }
-            Wake::Idle => each_page(&mut pages, |p| p.offer(&keepalive, now, stall)).await,
+            Wake::Idle => {
+                next_keepalive = tokio::time::Instant::now() + keepalive_every;
+                each_page(&mut pages, |p| p.offer(&keepalive, now, stall)).await
+            }
             Wake::Retry => each_page(&mut pages, |p| p.keeps(now, stall)).await,
             Wake::Page(p) => {
                 joining.push(p);
@@ -523,6 +541,7 @@ async fn hub(
                     pages.iter_mut().for_each(|p| p.behind = true);
                 } else {
                     each_page(&mut pages, |p| p.offer(&out.sse, now, stall)).await;
+                    next_keepalive = tokio::time::Instant::now() + keepalive_every;
                 }
                 let _ = tx.send(out);
             }

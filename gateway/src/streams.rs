@@ -47,8 +47,6 @@ pub enum FeedItem {
 /// every watcher of the event: N watchers cost one encoding per frame and
 /// one write each, instead of an encoding each per batch.
 pub struct Frame {
-    pub seats: Vec<(SeatIdx, SeatState)>,
-    pub counts: Counts,
     /// The frame as a server-sent event (`event: changes`) in one chunk,
     /// ready to write on a page's socket.
     pub sse: axum::body::Bytes,
@@ -125,11 +123,11 @@ impl Frame {
             snapshot: false,
             status: Vec::new(),
         });
-        Frame { seats, counts, sse, pb, resync: false }
+        Frame { sse, pb, resync: false }
     }
 
     fn resync() -> Frame {
-        Frame { seats: Vec::new(), counts: Counts::default(), sse: axum::body::Bytes::new(), pb: None, resync: true }
+        Frame { sse: axum::body::Bytes::new(), pb: None, resync: true }
     }
 }
 
@@ -548,8 +546,7 @@ async fn hub(
         }
         // Snapshots for those joining and those behind with room again.
         let now = std::time::Instant::now();
-        let behind = pages.iter_mut().map(|p| p.wants_snapshot(now)).filter(|&b| b).count();
-        if !joining.is_empty() || behind > 0 {
+        if !joining.is_empty() || pages.iter_mut().any(|p| p.wants_snapshot(now)) {
             match handle.seat_map().await {
                 Ok(m) => {
                     let bytes = sse_chunk(&sse_event(

@@ -17,5 +17,5 @@ pub use event::{BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatCh
 pub use identity::*;
 pub use ownership::{LocalOwnership, SoleServer};
 pub use ports::*;
-pub use registry::{Grant, Registry, RegistryConfig};
+pub use registry::{EventFacts, Grant, Registry, RegistryConfig};
 pub use saga::{CardVault, OrderWriter, RenderQueue, SagaConfig, SagaDeps, SagaError, Sagas};

@@ -63,6 +63,27 @@ pub trait Ownership: Send + Sync + 'static {
     fn release(&self, event: EventId, epoch: Epoch) -> BoxFuture<'_, ()>;
     /// What grants events here, for the start banner and logs.
     fn describe(&self) -> String;
+    /// Grants this node lost without giving them back (a lease that expired
+    /// or was taken while this node stalled, or a lease service restarted
+    /// empty): the registry stops each one's actor at once, so the node
+    /// stops deciding for the event and forwards instead. Taken once, by the
+    /// registry; `None` where grants are never lost (one node).
+    fn revocations(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<(EventId, Epoch)>> {
+        None
+    }
+    /// How often (ms) the registry looks for events that should run
+    /// somewhere and run nowhere (their owner died) and takes them, so their
+    /// hold expiries and order sagas go on without traffic. `None`: only at
+    /// start (one node, which owns every event).
+    fn sweep_ms(&self) -> Option<u64> {
+        None
+    }
+    /// Gives every grant back at once (a drain: SIGTERM), so that other
+    /// nodes take the events now instead of after the lease expires. Called
+    /// after every actor has stopped.
+    fn release_all(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -511,8 +532,9 @@ pub trait OrderStore: Send + Sync + 'static {
     fn save_orders<'a>(&'a self, ws: &'a [OrderWrite<'a>]) -> BoxFuture<'a, Vec<Result<(), StoreError>>>;
     fn get_order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<StoredOrder>, StoreError>>;
     fn list_orders(&self, filter: OrderFilter) -> BoxFuture<'_, Result<Vec<Order>, StoreError>>;
-    /// Orders whose saga has work left (step is not done), to resume at start.
-    fn live_orders(&self) -> BoxFuture<'_, Result<Vec<StoredOrder>, StoreError>>;
+    /// Orders whose saga has work left (step is not done), to resume at
+    /// start (`None`: every event's) or when this node takes `Some(event)`.
+    fn live_orders(&self, event: Option<EventId>) -> BoxFuture<'_, Result<Vec<StoredOrder>, StoreError>>;
     /// Orders of an event that are paid, fulfilled or still pending payment.
     fn open_orders_of_event(&self, event_id: EventId) -> BoxFuture<'_, Result<Vec<OrderId>, StoreError>>;
     fn find_payment(&self, id: PaymentId) -> BoxFuture<'_, Result<Option<OrderId>, StoreError>>;
@@ -541,6 +563,9 @@ pub trait OrderStore: Send + Sync + 'static {
         now: Millis,
     ) -> BoxFuture<'a, Result<Option<ScanRecord>, StoreError>>;
 
+    /// Claims up to `limit` emails due at `now` for this node's postman: no
+    /// other node gets them for `limits::MAIL_CLAIM_MS`, by when this one
+    /// has recorded the outcome (`mail_sent`, `mail_retry`, `mail_failed`).
     fn due_mail(&self, now: Millis, limit: u32) -> BoxFuture<'_, Result<Vec<QueuedMail>, StoreError>>;
     fn mail_sent(&self, order: OrderId, kind: MailKind, now: Millis) -> BoxFuture<'_, Result<(), StoreError>>;
     fn mail_retry<'a>(&'a self, order: OrderId, kind: MailKind, next_at: Millis, error: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;

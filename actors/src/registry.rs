@@ -52,6 +52,10 @@ pub enum RegistryMsg {
     Stopping(RpcReplyPort<()>),
     /// An event actor has been idle long enough to be unloaded.
     Idle(EventId, ractor::ActorId),
+    /// The `Ownership` lost this grant (`Ownership::revocations`): its actor
+    /// stops deciding at once; look-ups wait until it has stopped, then go
+    /// to whoever holds the event now.
+    Revoked(EventId, Epoch),
 }
 
 struct Entry {
@@ -220,6 +224,16 @@ impl Actor for RegistryActor {
         (cfg, stats, grants): Self::Arguments,
     ) -> Result<RegistryState, ActorProcessingErr> {
         myself.cast(RegistryMsg::Warm)?;
+        if let Some(mut lost) = cfg.ownership.revocations() {
+            let me = myself.clone();
+            tokio::spawn(async move {
+                while let Some((id, epoch)) = lost.recv().await {
+                    if me.cast(RegistryMsg::Revoked(id, epoch)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         Ok(RegistryState {
             cfg,
             events: HashMap::new(),
@@ -260,6 +274,17 @@ impl Actor for RegistryActor {
                     }
                 }
             }
+            RegistryMsg::Revoked(id, epoch) => {
+                let ours = state.events.get(&id).is_some_and(|e| e.handle.epoch == epoch);
+                if ours && let Some(entry) = state.events.remove(&id) {
+                    warn!(event_id = %id, epoch = %epoch, "lost the event's lease; no longer deciding for it");
+                    state.unloading.insert(id, Vec::new());
+                    // A stop is taken between messages: a batch being
+                    // decided finishes (and its commit is fenced if another
+                    // node has the event by then).
+                    entry.handle.actor.stop(Some(STOP_FENCED.into()));
+                }
+            }
             RegistryMsg::Subscribe(id, reply) => {
                 let _ = reply.send(state.changes_for(id).subscribe());
             }
@@ -274,13 +299,24 @@ impl Actor for RegistryActor {
                     match state.cfg.store.list_events(filter).await {
                         Ok(events) => {
                             for e in events {
-                                if let Err(err) = state.spawn(&myself, e.id).await {
-                                    warn!(event_id = %e.id, error = %err, "could not wake event");
+                                match state.spawn(&myself, e.id).await {
+                                    Ok(_) => {}
+                                    // Another node runs it: as it should.
+                                    Err(CommandError::OwnedElsewhere { .. }) => {}
+                                    Err(CommandError::ShuttingDown) => return Ok(()),
+                                    Err(err) => warn!(event_id = %e.id, error = %err, "could not wake event"),
                                 }
                             }
                         }
                         Err(e) => warn!(error = %e, "could not list events to wake"),
                     }
+                }
+                // In a cluster, again and again: an event whose owner died
+                // is taken by the first node that looks.
+                if let Some(ms) = state.cfg.ownership.sweep_ms()
+                    && !state.stopping
+                {
+                    myself.send_after(Duration::from_millis(ms), || RegistryMsg::Warm);
                 }
             }
             RegistryMsg::Stopping(reply) => {
@@ -354,7 +390,18 @@ pub struct Registry {
     actor: ActorRef<RegistryMsg>,
     stats: Arc<BatchStats>,
     store: Arc<dyn Store>,
+    ownership: Arc<dyn Ownership>,
     grants: broadcast::Sender<Grant>,
+    facts: Arc<std::sync::Mutex<HashMap<EventId, EventFacts>>>,
+}
+
+/// What never changes about an event, known without owning it: read by
+/// handlers that only check access or print seat labels, so that in a
+/// cluster they need not go to the event's owner.
+#[derive(Clone)]
+pub struct EventFacts {
+    pub org: usher_engine::OrgId,
+    pub layout: Arc<usher_engine::Layout>,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(limits::REGISTRY_CALL_MS_MAX);
@@ -372,11 +419,12 @@ impl Registry {
     pub async fn start(cfg: RegistryConfig) -> Result<(Registry, tokio::task::JoinHandle<()>), StoreError> {
         let stats = Arc::new(BatchStats::default());
         let store = cfg.store.clone();
+        let ownership = cfg.ownership.clone();
         let grants = broadcast::channel(limits::GRANT_NOTICES_QUEUED_MAX).0;
         let (actor, join) = Actor::spawn(None, RegistryActor, (cfg, stats.clone(), grants.clone()))
             .await
             .map_err(|e| StoreError::Unavailable(format!("registry failed to start: {e}")))?;
-        Ok((Registry { actor, stats, store, grants }, join))
+        Ok((Registry { actor, stats, store, ownership, grants, facts: Default::default() }, join))
     }
 
     /// Every grant this node takes or loses from now on.
@@ -386,6 +434,37 @@ impl Registry {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The event's organization and layout, from memory or storage; never
+    /// takes the event (see `EventFacts`).
+    pub async fn facts(&self, id: EventId) -> Result<EventFacts, CommandError> {
+        if let Some(f) = self.facts.lock().expect("facts").get(&id) {
+            return Ok(f.clone());
+        }
+        let unavailable = |e: StoreError| CommandError::Unavailable(e.to_string());
+        let config = self.store.get_event(id).await.map_err(unavailable)?.ok_or(CommandError::EventNotFound(id))?;
+        let venue = self
+            .store
+            .get_venue(config.venue_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| CommandError::Internal(format!("event {id} names venue {}, which is not stored", config.venue_id)))?;
+        let layout = usher_engine::Layout::build(&venue.spec)
+            .map_err(|e| CommandError::Internal(format!("venue {} does not build: {}", config.venue_id, e.message)))?;
+        let f = EventFacts { org: config.org_id, layout: Arc::new(layout) };
+        let mut facts = self.facts.lock().expect("facts");
+        // Bounded like the loaded events: a node that looked at more starts over.
+        if facts.len() >= limits::EVENTS_LOADED_MAX {
+            facts.clear();
+        }
+        facts.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// What grants this node its events.
+    pub fn ownership(&self) -> &Arc<dyn Ownership> {
+        &self.ownership
     }
 
     pub fn stats(&self) -> &BatchStats {
@@ -409,5 +488,7 @@ impl Registry {
         let _ = self.actor.call(RegistryMsg::Stopping, Some(CALL_TIMEOUT)).await;
         let _ = self.actor.stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(30))).await;
         self.actor.stop(Some("shutdown".into()));
+        // Every batch is decided: the grants go back now, not at their expiry.
+        self.ownership.release_all().await;
     }
 }

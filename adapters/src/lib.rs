@@ -3,6 +3,7 @@
 mod commit;
 mod db_error;
 pub mod identity;
+pub mod lease;
 pub mod mail;
 mod node_lock;
 pub mod orders;

@@ -56,8 +56,21 @@ impl TicketRow {
 
 const TICKET_COLUMNS: &str = "id, order_id, event_id, seat_idx, seat_label, price_minor, currency, code, status, issued_at";
 
+/// Claims due email: moves each row's next attempt past the claim window
+/// (`MAIL_CLAIM_MS`), so no other node's postman takes it meanwhile; the
+/// postman then records the outcome. PostgreSQL skips rows another node is
+/// claiming this instant (`FOR UPDATE SKIP LOCKED`); SQLite is one node's.
+const DUE_MAIL_PG: &str = "UPDATE notifications SET next_attempt_at = $2 WHERE (order_id, kind) IN (\
+     SELECT order_id, kind FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1 \
+     ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     RETURNING order_id, kind, recipient, attempts";
+const DUE_MAIL_SQLITE: &str = "UPDATE notifications SET next_attempt_at = $2 WHERE (order_id, kind) IN (\
+     SELECT order_id, kind FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1 \
+     ORDER BY next_attempt_at LIMIT $3) \
+     RETURNING order_id, kind, recipient, attempts";
+
 macro_rules! order_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $due_mail:expr) => {
         impl $store {
             fn ticket_from_row(r: &<$db as sqlx::Database>::Row) -> Result<TicketRecord, StoreError> {
                 TicketRow {
@@ -292,8 +305,12 @@ macro_rules! order_store {
                 rows.iter().map(|r| order_from_json(r.get(0), r.get(1)).map(|s| s.order)).collect()
             }
 
-            async fn do_live_orders(&self) -> Result<Vec<StoredOrder>, StoreError> {
-                let rows = sqlx::query("SELECT state, version FROM orders WHERE step <> 'done' ORDER BY created_at")
+            async fn do_live_orders(&self, event: Option<EventId>) -> Result<Vec<StoredOrder>, StoreError> {
+                let rows = match event {
+                    None => sqlx::query("SELECT state, version FROM orders WHERE step <> 'done' ORDER BY created_at"),
+                    Some(e) => sqlx::query("SELECT state, version FROM orders WHERE event_id = $1 AND step <> 'done' ORDER BY created_at")
+                        .bind(e.to_string()),
+                }
                     .fetch_all(self.pool())
                     .await
                     .map_err(db_error)?;
@@ -367,11 +384,9 @@ macro_rules! order_store {
             }
 
             async fn do_due_mail(&self, now: Millis, limit: u32) -> Result<Vec<QueuedMail>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT order_id, kind, recipient, attempts FROM notifications WHERE status = 'pending' AND next_attempt_at <= $1 \
-                     ORDER BY next_attempt_at LIMIT $2",
-                )
+                let rows = sqlx::query($due_mail)
                 .bind(now.0)
+                .bind(now.plus_ms(usher_engine::limits::MAIL_CLAIM_MS).0)
                 .bind(i64::from(limit))
                 .fetch_all(self.pool())
                 .await
@@ -437,8 +452,8 @@ macro_rules! order_store {
             fn list_orders(&self, filter: OrderFilter) -> BoxFuture<'_, Result<Vec<Order>, StoreError>> {
                 Box::pin(self.do_list_orders(filter))
             }
-            fn live_orders(&self) -> BoxFuture<'_, Result<Vec<StoredOrder>, StoreError>> {
-                Box::pin(self.do_live_orders())
+            fn live_orders(&self, event: Option<EventId>) -> BoxFuture<'_, Result<Vec<StoredOrder>, StoreError>> {
+                Box::pin(self.do_live_orders(event))
             }
             fn open_orders_of_event(&self, event_id: EventId) -> BoxFuture<'_, Result<Vec<OrderId>, StoreError>> {
                 Box::pin(self.do_open_orders_of_event(event_id))
@@ -518,5 +533,5 @@ macro_rules! order_store {
     };
 }
 
-order_store!(SqliteStore, sqlx::Sqlite);
-order_store!(PgStore, sqlx::Postgres);
+order_store!(SqliteStore, sqlx::Sqlite, DUE_MAIL_SQLITE);
+order_store!(PgStore, sqlx::Postgres, DUE_MAIL_PG);

@@ -100,6 +100,10 @@ fn unix_ms() -> u64 {
 pub struct SimulatedProvider {
     ledger: Mutex<HashMap<String, Entry>>,
     file: Option<Mutex<std::fs::File>>,
+    /// The ledger's path and how far it has been read: the nodes of a
+    /// cluster share one ledger file (one provider's memory), each appending
+    /// whole lines; every look-up first reads what the others appended.
+    follow: Option<(PathBuf, Mutex<u64>)>,
     slow: Duration,
 }
 
@@ -127,6 +131,7 @@ impl SimulatedProvider {
     /// `slow`: how long the slow test card takes to answer.
     pub fn open(ledger: Option<PathBuf>, slow: Duration) -> std::io::Result<SimulatedProvider> {
         let mut map = HashMap::new();
+        let mut follow = None;
         let file = match ledger {
             None => None,
             Some(path) => {
@@ -134,7 +139,11 @@ impl SimulatedProvider {
                     std::fs::create_dir_all(dir)?;
                 }
                 let mut whole_numbers = false;
+                let mut read_to = 0u64;
                 if let Ok(text) = std::fs::read_to_string(&path) {
+                    // Up to the last whole line; a torn one is read again
+                    // once its writer has finished it.
+                    read_to = text.rfind('\n').map_or(0, |i| i as u64 + 1);
                     // The last line of a key wins; a torn last line (crash
                     // mid-write) is skipped.
                     for line in text.lines() {
@@ -163,11 +172,39 @@ impl SimulatedProvider {
                     }
                     write_owner_only(&tmp, &text)?;
                     std::fs::rename(&tmp, &path)?;
+                    read_to = text.len() as u64;
                 }
-                Some(Mutex::new(open_owner_only(&path)?))
+                let f = open_owner_only(&path)?;
+                follow = Some((path, Mutex::new(read_to)));
+                Some(Mutex::new(f))
             }
         };
-        Ok(SimulatedProvider { ledger: Mutex::new(map), file, slow })
+        Ok(SimulatedProvider { ledger: Mutex::new(map), file, follow, slow })
+    }
+
+    /// Reads the lines other processes appended to the ledger since the
+    /// last look (the last line of a key wins, as at start).
+    fn catch_up(&self) {
+        use std::io::{Read as _, Seek as _};
+        let Some((path, read_to)) = &self.follow else { return };
+        let mut read_to = read_to.lock().expect("ledger offset");
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        if meta.len() <= *read_to {
+            return;
+        }
+        let Ok(mut f) = std::fs::File::open(path) else { return };
+        let mut bytes = Vec::new();
+        if f.seek(std::io::SeekFrom::Start(*read_to)).is_err() || f.read_to_end(&mut bytes).is_err() {
+            return;
+        }
+        let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else { return };
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        for line in bytes[..end].split(|&b| b == b'\n') {
+            if let Ok(e) = serde_json::from_slice::<Entry>(line) {
+                ledger.insert(e.key.clone(), e);
+            }
+        }
+        *read_to += end as u64 + 1;
     }
 
     fn record(&self, e: &Entry) -> Result<(), ProviderError> {
@@ -176,12 +213,15 @@ impl SimulatedProvider {
             let mut f = f.lock().expect("ledger file lock");
             let mut line = serde_json::to_vec(e).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
             line.push(b'\n');
+            // One write of a whole line to a file opened for appending:
+            // the lines of several processes never interleave.
             f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| ProviderError::Unavailable(format!("ledger: {e}")))?;
         }
         Ok(())
     }
 
     fn get(&self, key: &str) -> Option<Entry> {
+        self.catch_up();
         self.ledger.lock().expect("ledger lock").get(key).cloned()
     }
 

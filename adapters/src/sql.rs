@@ -152,8 +152,16 @@ impl PgStore {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // No call may wait forever (a lock held by an operator's
-                    // open transaction would hang an event's actor).
-                    conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, public; SET statement_timeout = '30s'").await?;
+                    // open transaction would hang an event's actor). A node
+                    // that stalls inside a transaction (SIGSTOP, a frozen VM)
+                    // holds its event's row lock: the server ends that
+                    // session after `idle_in_transaction_session_timeout`, so
+                    // the event's new owner can fence it and go on.
+                    conn.execute(
+                        "SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, public; \
+                         SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '5s'",
+                    )
+                    .await?;
                     Ok(())
                 })
             })

@@ -11,12 +11,14 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::ids::{ApiKeyId, CustomerId, DeviceId, EventId, GuestId, InvalidInput, OrgId, PartnerId, UserId};
 use crate::limits;
 
 /// A member's role in one organization, named by what people do there
 /// (pretix's team permissions are the model). Ordered from most to least.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Role {
     /// Everything, including members, keys, devices and the audit log.
     Owner,
@@ -82,7 +84,7 @@ impl Role {
 }
 
 /// What a partner's API key may call. A key has one or more.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Scope {
     /// Read events and seat maps, including the partner's organization's drafts.
     EventsRead,
@@ -120,7 +122,7 @@ impl Scope {
 }
 
 /// One organization a user belongs to, with the role there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     pub org: OrgId,
     pub role: Role,
@@ -128,7 +130,7 @@ pub struct Membership {
 
 /// A signed-in person: a customer of their own orders, and a member of
 /// organizations with a role in each.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserPrincipal {
     pub id: UserId,
     /// Platform administrator: every organization, every capability.
@@ -137,7 +139,7 @@ pub struct UserPrincipal {
 }
 
 /// A partner box office calling with one of its API keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerPrincipal {
     pub key_id: ApiKeyId,
     pub partner_id: PartnerId,
@@ -148,7 +150,7 @@ pub struct PartnerPrincipal {
 }
 
 /// A gate device: it may only scan, at the events it is scoped to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatePrincipal {
     pub device_id: DeviceId,
     pub org: OrgId,
@@ -158,8 +160,10 @@ pub struct GatePrincipal {
     pub events: Vec<EventId>,
 }
 
-/// Who a request acts as, once its credentials are checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who a request acts as, once its credentials are checked. Serializable:
+/// a node that forwards a request to its event's owner sends the principal it
+/// authenticated along (over the authenticated node-to-node service).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Principal {
     Anonymous,
     User(UserPrincipal),

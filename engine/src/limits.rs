@@ -85,6 +85,11 @@ pub const ORDER_WRITES_PER_BATCH_MAX: usize = 256;
 /// Emails the postman takes per look at its queue: a batch sends within a
 /// few seconds even to a slow server, and the queue is looked at again at once.
 pub const MAIL_BATCH_MAX: u32 = 32;
+/// How long a postman's claim on a due email lasts: longer than one
+/// delivery attempt (an SMTP conversation with its timeouts), so no other
+/// node's postman sends it meanwhile; a node that dies mid-delivery leaves
+/// its claimed email to the others after this.
+pub const MAIL_CLAIM_MS: u64 = 120_000;
 /// How often a saga waiting for its confirmation email looks at the mail
 /// queue (the postman also tells it; this covers a lost message).
 pub const MAIL_STATE_POLL_MS: u64 = 5_000;

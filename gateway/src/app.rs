@@ -44,6 +44,8 @@ pub struct Ctx {
     pub streams: Arc<crate::streams::StreamSlots>,
     /// One frame maker per watched event, shared by its watchers.
     pub hubs: Arc<crate::streams::Hubs>,
+    /// This node's place in a cluster; `None` for a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Ctx {
@@ -75,25 +77,50 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
+        config.check_cluster()?;
         // Usher's own directory: keys, tickets, mail, the embedded database.
         create_private_dir(&config.data_dir)?;
         // One process per database in single-node mode: the lock comes
-        // before the store, so a second `usher serve` changes nothing.
-        let node_lock = usher_adapters::lock_node(&config.store_url()).await?;
+        // before the store, so a second `usher serve` changes nothing. A
+        // cluster's nodes share the database under leases instead.
+        let node_lock = if config.is_clustered() { None } else { Some(usher_adapters::lock_node(&config.store_url()).await?) };
         let (store, orders, identity) =
             usher_adapters::connect_all(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
         let auth = Auth::start(identity, config.auth(), clock.now()).await?;
         let demo =
             if config.demo_data() { Some(crate::demo::load(store.as_ref(), &auth, &config.data_dir, clock.now()).await?) } else { None };
-        let ownership = Arc::new(usher_actors::LocalOwnership::new(store.clone(), Box::new(node_lock)));
-        let ownership_is = usher_actors::Ownership::describe(ownership.as_ref());
+        // Bound before any event is taken: a cluster advertises the address.
+        let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.grpc_addr))?;
+        let grpc_addr = listener.local_addr()?;
+        let http_listener = TcpListener::bind(config.http_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.http_addr))?;
+        let http_addr = http_listener.local_addr()?;
+        let (ownership, cluster): (Arc<dyn usher_actors::Ownership>, _) = match node_lock {
+            Some(lock) => (Arc::new(usher_actors::LocalOwnership::new(store.clone(), Box::new(lock))), None),
+            None => {
+                let leases = usher_adapters::lease::RedisLeases::start(
+                    usher_adapters::lease::LeaseConfig {
+                        redis_url: config.redis_url.clone(),
+                        node_name: config.node_name(),
+                        grpc_addr: if config.advertise_addr.is_empty() { grpc_addr.to_string() } else { config.advertise_addr.clone() },
+                        http_addr: http_addr.to_string(),
+                        ttl_ms: config.lease_ttl_ms,
+                        renew_ms: config.lease_renew_ms,
+                        key_prefix: config.cluster_key_prefix.clone(),
+                    },
+                    store.clone(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("joining the cluster at {}: {e}", crate::config::redact_url(&config.redis_url)))?;
+                let secret = crate::cluster::ClusterSecret::new(config.cluster_secret.clone());
+                (leases.clone() as Arc<dyn usher_actors::Ownership>, Some(Arc::new(crate::cluster::Cluster::new(leases, secret))))
+            }
+        };
+        let ownership_is = ownership.describe();
         let mut rc = RegistryConfig::new(store, ownership);
         rc.clock = clock.clone();
         let (registry, registry_join) = Registry::start(rc).await?;
         let signing_key = Arc::new(load_or_make_key(&config.ticket_key_file())?);
-        let http_listener = TcpListener::bind(config.http_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.http_addr))?;
-        let http_addr = http_listener.local_addr()?;
         let public_url = if config.public_url.is_empty() { format!("http://{http_addr}") } else { config.public_url.clone() };
         let links = Arc::new(crate::auth::links::OrderLinks::new(&public_url, &signing_key.to_bytes()));
         let provider = Arc::new(
@@ -143,8 +170,6 @@ impl Application {
         let postman = usher_actors::postman::start(usher_actors::postman::PostmanArgs { mailer, sagas: sagas.clone(), cfg: postman_cfg })
             .await
             .map_err(|e| anyhow::anyhow!("starting the postman: {e}"))?;
-        let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.grpc_addr))?;
-        let grpc_addr = listener.local_addr()?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         Ok(Application {
             ctx: Ctx {
@@ -165,6 +190,7 @@ impl Application {
                     stopping.clone(),
                     std::time::Duration::from_millis(config.seat_feed_stall_ms.max(1)),
                 )),
+                cluster,
             },
             demo,
             ownership: ownership_is,
@@ -207,6 +233,14 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let orders = Orders { ctx: self.ctx.clone() };
+        let node = self.ctx.cluster.as_ref().map(|_| {
+            usher_proto::cluster::node_service_server::NodeServiceServer::new(crate::cluster::Node {
+                ctx: self.ctx.clone(),
+                catalog: Catalog { ctx: self.ctx.clone() },
+                inventory: Inventory { ctx: self.ctx.clone() },
+                orders: orders.clone(),
+            })
+        });
         // Every service takes and sends messages up to the same sizes.
         macro_rules! sized {
             ($server:expr) => {
@@ -227,7 +261,14 @@ impl Application {
             .add_service(sized!(FulfillmentServiceServer::new(orders.clone())))
             .add_service(sized!(CheckInServiceServer::new(orders)))
             .add_service(sized!(IdentityServiceServer::new(Identity { ctx: self.ctx.clone() })));
-        let doors = crate::doors::GrpcAuthLayer { auth: self.ctx.auth.clone(), clock: self.ctx.clock.clone() };
+        if let Some(node) = node {
+            routes.add_service(sized!(node));
+        }
+        let doors = crate::doors::GrpcAuthLayer {
+            auth: self.ctx.auth.clone(),
+            clock: self.ctx.clock.clone(),
+            cluster: self.ctx.cluster.as_ref().map(|c| (c.secret().clone(), Arc::from(c.name()))),
+        };
         let grpc = tower::Layer::layer(&doors, routes.routes().prepare());
         let stop = self.stop;
         tokio::spawn(async move {
@@ -282,7 +323,16 @@ fn load_or_make_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
             opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(path).map_err(|e| anyhow::anyhow!("writing ticket key {}: {e}", path.display()))?;
+            let mut f = match opts.open(path) {
+                Ok(f) => f,
+                // Another node of a cluster sharing the directory made it
+                // first: use that one (written and synced before we read).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    return load_or_make_key(path);
+                }
+                Err(e) => return Err(anyhow::anyhow!("writing ticket key {}: {e}", path.display())),
+            };
             std::io::Write::write_all(&mut f, format!("{}\n", b64.encode(seed)).as_bytes())?;
             f.sync_all()?;
             info!(path = %path.display(), "made a new ticket-signing key");

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::convert;
 use crate::doors::caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::streams::FeedItem;
+use crate::streams::{FeedItem, Source};
 
 pub struct Catalog {
     pub ctx: Ctx,
@@ -103,6 +103,11 @@ impl Catalog {
     }
 
     pub(crate) async fn event(&self, c: &Caller, event_id: &str) -> Result<pb::Event, ApiError> {
+        let r = pb::GetEventRequest { event_id: event_id.to_owned() };
+        self.ctx.routed(c, "/usher.v1.CatalogService/GetEvent", r, |r| async move { self.event_here(c, &r.event_id).await }).await
+    }
+
+    pub(crate) async fn event_here(&self, c: &Caller, event_id: &str) -> Result<pb::Event, ApiError> {
         let id = convert::event_id(event_id)?;
         let handle = self.ctx.registry.event(id).await?;
         let (config, counts) = handle.summary().await?;
@@ -113,6 +118,11 @@ impl Catalog {
     }
 
     pub(crate) async fn seat_map(&self, c: &Caller, event_id: &str) -> Result<pb::SeatMap, ApiError> {
+        let r = pb::GetSeatMapRequest { event_id: event_id.to_owned() };
+        self.ctx.routed(c, "/usher.v1.CatalogService/GetSeatMap", r, |r| async move { self.seat_map_here(c, &r.event_id).await }).await
+    }
+
+    pub(crate) async fn seat_map_here(&self, c: &Caller, event_id: &str) -> Result<pb::SeatMap, ApiError> {
         let id = convert::event_id(event_id)?;
         let handle = self.ctx.registry.event(id).await?;
         let m = handle.seat_map().await?;
@@ -131,17 +141,30 @@ impl Catalog {
         c: &Caller,
         event_id: &str,
         cut: Option<crate::conns::ConnCut>,
-    ) -> Result<(EventHandle, crate::streams::FeedStream), ApiError> {
+    ) -> Result<(Source, crate::streams::FeedStream), ApiError> {
         let id = convert::event_id(event_id)?;
-        let handle = self.ctx.registry.event(id).await?;
-        if !c.sees(&handle.summary().await?.0) {
+        let source = self.feed_source(id).await?;
+        if !c.sees(&source.config().await?) {
             return Err(event_not_found(id));
         }
         let slot = self.ctx.streams.take(c)?;
         // Subscribe before the snapshot so no change falls between the two.
-        let frames = self.ctx.hubs.subscribe(&self.ctx.registry, &handle).await?;
-        let feed = crate::streams::seat_feed(handle.clone(), frames, self.ctx.stopping.clone(), slot, cut).await?;
-        Ok((handle, feed))
+        let frames = self.ctx.hubs.subscribe(&self.ctx.registry, &source).await?;
+        let feed = crate::streams::seat_feed(source.clone(), frames, self.ctx.stopping.clone(), slot, cut).await?;
+        Ok((source, feed))
+    }
+
+    /// Where this node reads an event's live seats: its actor here, or in a
+    /// cluster the mirror of the owner's (`crate::cluster::Mirror`), so a
+    /// feed works from any node.
+    async fn feed_source(&self, id: EventId) -> Result<Source, ApiError> {
+        match (self.ctx.registry.event(id).await, &self.ctx.cluster) {
+            (Ok(h), _) => Ok(Source::Local(h)),
+            (Err(usher_actors::CommandError::OwnedElsewhere { owner, .. }), Some(cluster)) => {
+                Ok(Source::Remote(cluster.mirror(&self.ctx.registry, id, &owner).await?))
+            }
+            (Err(e), _) => Err(e.into()),
+        }
     }
 
     /// A page's live feed of the event's seats for `c` (see
@@ -157,8 +180,8 @@ impl Catalog {
         cut: crate::conns::ConnCut,
     ) -> Result<(), ApiError> {
         let id = convert::event_id(event_id)?;
-        let handle = self.ctx.registry.event(id).await?;
-        if !c.sees(&handle.summary().await?.0) {
+        let handle = self.feed_source(id).await?;
+        if !c.sees(&handle.config().await?) {
             return Err(event_not_found(id));
         }
         let slot = self.ctx.streams.take(c)?;
@@ -201,6 +224,13 @@ impl Catalog {
 
     /// The event's seats as rows (see `GetSeatLayout`), for `c`.
     pub(crate) async fn seat_layout(&self, c: &Caller, event_id: &str) -> Result<pb::SeatLayout, ApiError> {
+        let r = pb::GetSeatLayoutRequest { event_id: event_id.to_owned() };
+        self.ctx
+            .routed(c, "/usher.v1.CatalogService/GetSeatLayout", r, |r| async move { self.seat_layout_here(c, &r.event_id).await })
+            .await
+    }
+
+    pub(crate) async fn seat_layout_here(&self, c: &Caller, event_id: &str) -> Result<pb::SeatLayout, ApiError> {
         let id = convert::event_id(event_id)?;
         let handle = self.ctx.registry.event(id).await?;
         let (config, _) = handle.summary().await?;
@@ -212,6 +242,13 @@ impl Catalog {
 
     /// Every seat's status, a byte a seat (see `GetSeatStatus`), for `c`.
     pub(crate) async fn seat_status(&self, c: &Caller, event_id: &str) -> Result<pb::SeatStatusVector, ApiError> {
+        let r = pb::GetSeatStatusRequest { event_id: event_id.to_owned() };
+        self.ctx
+            .routed(c, "/usher.v1.CatalogService/GetSeatStatus", r, |r| async move { self.seat_status_here(c, &r.event_id).await })
+            .await
+    }
+
+    pub(crate) async fn seat_status_here(&self, c: &Caller, event_id: &str) -> Result<pb::SeatStatusVector, ApiError> {
         let id = convert::event_id(event_id)?;
         let m = self.ctx.registry.event(id).await?.seat_map().await?;
         if !c.sees(&m.config) {
@@ -251,7 +288,45 @@ impl Catalog {
         }
     }
 
+    /// Opens, closes or cancels an event's sales (on its owner).
+    async fn status_command(&self, c: &Caller, r: pb::EventCommandRequest, to: EventStatus) -> Result<pb::Event, ApiError> {
+        let path = match to {
+            EventStatus::OnSale => "/usher.v1.CatalogService/OpenSales",
+            EventStatus::SalesClosed => "/usher.v1.CatalogService/CloseSales",
+            _ => "/usher.v1.CatalogService/CancelEvent",
+        };
+        self.ctx.routed(c, path, r, |r| self.status_command_here(c, r, to)).await
+    }
+
+    pub(crate) async fn status_command_here(&self, c: &Caller, r: pb::EventCommandRequest, to: EventStatus) -> Result<pb::Event, ApiError> {
+        let action = match to {
+            EventStatus::OnSale => "event.open_sales",
+            EventStatus::SalesClosed => "event.close_sales",
+            _ => "event.cancel",
+        };
+        let event = self.event_command(c, &r.idempotency_key, &r.event_id, Command::SetStatus { to }, action).await?;
+        if to == EventStatus::Cancelled {
+            // Every open order of the event is cancelled, and every paid one
+            // refunded, by its saga (here: the event's owner runs them). A
+            // retried cancel asks again: harmless.
+            if let Ok(id) = convert::event_id(&r.event_id) {
+                self.ctx.sagas.event_cancelled(id);
+            }
+        }
+        Ok(event)
+    }
+
     async fn seats_command(&self, c: &Caller, req: pb::SeatsCommandRequest, block: bool) -> Result<pb::SeatsChanged, ApiError> {
+        let path = if block { "/usher.v1.CatalogService/BlockSeats" } else { "/usher.v1.CatalogService/UnblockSeats" };
+        self.ctx.routed(c, path, req, |r| self.seats_command_here(c, r, block)).await
+    }
+
+    pub(crate) async fn seats_command_here(
+        &self,
+        c: &Caller,
+        req: pb::SeatsCommandRequest,
+        block: bool,
+    ) -> Result<pb::SeatsChanged, ApiError> {
         let key = c.key(&req.idempotency_key)?;
         let id = convert::event_id(&req.event_id)?;
         check_seat_list(&req.seat_ids)?;
@@ -470,29 +545,17 @@ impl CatalogService for Catalog {
 
     async fn open_sales(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
         let c = caller(&req)?;
-        let r = req.get_ref();
-        let to = Command::SetStatus { to: EventStatus::OnSale };
-        Ok(Response::new(self.event_command(&c, &r.idempotency_key, &r.event_id, to, "event.open_sales").await?))
+        Ok(Response::new(self.status_command(&c, req.into_inner(), EventStatus::OnSale).await?))
     }
 
     async fn close_sales(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
         let c = caller(&req)?;
-        let r = req.get_ref();
-        let to = Command::SetStatus { to: EventStatus::SalesClosed };
-        Ok(Response::new(self.event_command(&c, &r.idempotency_key, &r.event_id, to, "event.close_sales").await?))
+        Ok(Response::new(self.status_command(&c, req.into_inner(), EventStatus::SalesClosed).await?))
     }
 
     async fn cancel_event(&self, req: Request<pb::EventCommandRequest>) -> Result<Response<pb::Event>, Status> {
         let c = caller(&req)?;
-        let r = req.get_ref();
-        let to = Command::SetStatus { to: EventStatus::Cancelled };
-        let event = self.event_command(&c, &r.idempotency_key, &r.event_id, to, "event.cancel").await?;
-        // Every open order of the event is cancelled, and every paid one
-        // refunded, by its saga. A retried cancel asks again: harmless.
-        if let Ok(id) = convert::event_id(&r.event_id) {
-            self.ctx.sagas.event_cancelled(id);
-        }
-        Ok(Response::new(event))
+        Ok(Response::new(self.status_command(&c, req.into_inner(), EventStatus::Cancelled).await?))
     }
 
     async fn block_seats(&self, req: Request<pb::SeatsCommandRequest>) -> Result<Response<pb::SeatsChanged>, Status> {
@@ -535,8 +598,8 @@ impl CatalogService for Catalog {
         let cut = req.extensions().get::<crate::conns::ConnCut>().cloned();
         let compact = req.get_ref().compact;
         let (handle, feed) = self.seat_feed(&c, &req.get_ref().event_id, cut).await?;
-        let id = handle.event_id.to_string();
-        let label = move |s: usher_engine::SeatIdx| handle.layout.label(s);
+        let id = handle.event_id().to_string();
+        let label = move |s: usher_engine::SeatIdx| handle.layout().label(s);
         let out = feed.filter_map(move |item| {
             let item = match item {
                 Ok(item) => item,

@@ -79,6 +79,24 @@ pub struct Config {
     /// What one organization may hold (`[quotas]` in the file): venues,
     /// seats across them, upcoming events.
     pub quotas: usher_engine::Quotas,
+    /// `redis://host:port` joins a cluster of nodes on one PostgreSQL
+    /// database, with a lease per event in this Redis. Empty: one node.
+    pub redis_url: String,
+    /// This node's name in the cluster (default: the host name).
+    pub node_name: String,
+    /// Where the other nodes reach this node's gRPC server, `host:port`
+    /// (default: the gRPC listener's address; set it when that is 0.0.0.0).
+    pub advertise_addr: String,
+    /// The secret every node of a cluster shares: requests forwarded between
+    /// nodes carry it. At least 16 characters; never printed.
+    pub cluster_secret: String,
+    /// How long an event's lease lasts without renewal: the longest an
+    /// event goes unserved after its owner dies.
+    pub lease_ttl_ms: u64,
+    /// How often a node renews its leases (at most half the TTL).
+    pub lease_renew_ms: u64,
+    /// Prefix of the cluster's Redis keys, so clusters can share a Redis.
+    pub cluster_key_prefix: String,
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -109,6 +127,9 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("token_issuer", &self.token_issuer)
             .field("token_audience", &self.token_audience)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("node_name", &self.node_name)
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +168,13 @@ impl Default for Config {
             seat_feed_stall_ms: limits::SEAT_FEED_STALL_MS_DEFAULT,
             rates: crate::auth::rate::RateConfig::default(),
             quotas: usher_engine::Quotas::default(),
+            redis_url: String::new(),
+            node_name: String::new(),
+            advertise_addr: String::new(),
+            cluster_secret: String::new(),
+            lease_ttl_ms: limits::LEASE_TTL_MS_DEFAULT,
+            lease_renew_ms: limits::LEASE_RENEW_MS_DEFAULT,
+            cluster_key_prefix: "usher:".into(),
         }
     }
 }
@@ -249,6 +277,27 @@ impl Config {
         if let Some(v) = env("USHER_RENDER_WORKERS") {
             c.render_workers = num("USHER_RENDER_WORKERS", v)?.clamp(1, 64) as usize;
         }
+        if let Some(v) = env("USHER_REDIS_URL") {
+            c.redis_url = v;
+        }
+        if let Some(v) = env("USHER_NODE_NAME") {
+            c.node_name = v;
+        }
+        if let Some(v) = env("USHER_ADVERTISE_ADDR") {
+            c.advertise_addr = v;
+        }
+        if let Some(v) = env("USHER_CLUSTER_SECRET") {
+            c.cluster_secret = v;
+        }
+        if let Some(v) = env("USHER_LEASE_TTL_MS") {
+            c.lease_ttl_ms = num("USHER_LEASE_TTL_MS", v)?;
+        }
+        if let Some(v) = env("USHER_LEASE_RENEW_MS") {
+            c.lease_renew_ms = num("USHER_LEASE_RENEW_MS", v)?;
+        }
+        if let Some(v) = env("USHER_CLUSTER_KEY_PREFIX") {
+            c.cluster_key_prefix = v;
+        }
         Ok(c)
     }
 
@@ -274,6 +323,48 @@ impl Config {
             rates: self.rates.clone(),
             ..crate::auth::AuthConfig::default()
         }
+    }
+
+    /// This node's name: `node_name`, or the host's name.
+    pub fn node_name(&self) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "node".into())
+    }
+
+    /// Clustered: a Redis for leases is set.
+    pub fn is_clustered(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+
+    /// The cluster's settings, checked: PostgreSQL (SQLite is one node's
+    /// file), a shared secret, a renewal well inside the TTL.
+    pub fn check_cluster(&self) -> anyhow::Result<()> {
+        if !self.is_clustered() {
+            return Ok(());
+        }
+        if self.is_embedded() {
+            anyhow::bail!(
+                "a cluster needs PostgreSQL (--database-url postgres://…): the embedded SQLite database is one node's file, so SQLite runs single-node only; drop --redis-url or use PostgreSQL"
+            );
+        }
+        if self.cluster_secret.len() < 16 {
+            anyhow::bail!("a cluster needs a shared secret of at least 16 characters in USHER_CLUSTER_SECRET (the same on every node)");
+        }
+        if self.lease_ttl_ms < 500 || self.lease_renew_ms == 0 || self.lease_renew_ms * 2 > self.lease_ttl_ms {
+            anyhow::bail!(
+                "lease_ttl_ms must be at least 500 and lease_renew_ms at most half of it (got {} and {})",
+                self.lease_ttl_ms,
+                self.lease_renew_ms
+            );
+        }
+        Ok(())
     }
 
     pub fn is_embedded(&self) -> bool {

@@ -37,6 +37,9 @@ const SCAN: &[Who] = &[Who::Gate, Who::Org(Cap::Scan)];
 const MEMBERS: &[Who] = &[Who::Org(Cap::ManageMembers)];
 const KEYS: &[Who] = &[Who::Org(Cap::ManageKeys)];
 const AUDIT: &[Who] = &[Who::Org(Cap::ViewAudit)];
+/// No principal: node-to-node calls are admitted by the cluster's shared
+/// secret alone (`GrpcAuth`), before any client credential is looked at.
+const NODES: &[Who] = &[];
 
 /// Every gRPC method: full path → who may call it.
 pub const GRPC: &[(&str, &[Who])] = &[
@@ -92,7 +95,30 @@ pub const GRPC: &[(&str, &[Who])] = &[
     ("/usher.v1.IdentityService/RevokeDeviceToken", KEYS),
     ("/usher.v1.IdentityService/ListAuditLog", AUDIT),
     ("/usher.v1.IdentityService/RotateSigningKey", ADMIN),
+    ("/usher.cluster.v1.NodeService/Forward", NODES),
+    ("/usher.cluster.v1.NodeService/Watch", NODES),
 ];
+
+/// The node-to-node methods' prefix (`NODES` in the table).
+const NODE_PREFIX: &str = "/usher.cluster.";
+
+/// What is left of a gRPC call's deadline: its `grpc-timeout` header
+/// (gRPC over HTTP/2: digits then a unit, `H M S m u n`).
+pub fn grpc_deadline(headers: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    let d = match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(d)
+}
 
 /// Every HTTP route: `METHOD path-template` → who may call it.
 pub const HTTP: &[(&str, &[Who])] = &[
@@ -165,7 +191,7 @@ pub async fn admit(
             return Err(e);
         }
     };
-    check(auth, door, Caller { principal, address })
+    check(auth, door, Caller::new(principal, address))
 }
 
 /// The door's rules for an authenticated caller.
@@ -197,12 +223,15 @@ fn bearer_of(headers: &http::HeaderMap) -> Option<String> {
 pub struct GrpcAuthLayer {
     pub auth: Arc<Auth>,
     pub clock: usher_actors::Clock,
+    /// In a cluster: the secret node-to-node calls carry, and this node's
+    /// name (every answer's `usher-node`).
+    pub cluster: Option<(crate::cluster::ClusterSecret, Arc<str>)>,
 }
 
 impl<S> tower::Layer<S> for GrpcAuthLayer {
     type Service = GrpcAuth<S>;
     fn layer(&self, inner: S) -> GrpcAuth<S> {
-        GrpcAuth { inner, auth: self.auth.clone(), clock: self.clock.clone() }
+        GrpcAuth { inner, auth: self.auth.clone(), clock: self.clock.clone(), cluster: self.cluster.clone() }
     }
 }
 
@@ -211,6 +240,22 @@ pub struct GrpcAuth<S> {
     inner: S,
     auth: Arc<Auth>,
     clock: usher_actors::Clock,
+    cluster: Option<(crate::cluster::ClusterSecret, Arc<str>)>,
+}
+
+/// Runs `call` with this node as the one deciding (unless it forwards), and
+/// returns its output with the name of the node that did decide.
+pub(crate) async fn deciding<T>(node: Arc<str>, call: impl Future<Output = T>) -> (T, Option<String>) {
+    crate::cluster::DECIDED_BY
+        .scope(std::cell::RefCell::new(node.to_string()), async move { (call.await, crate::cluster::decided_by()) })
+        .await
+}
+
+/// Names the node that decided in the answer's `usher-node` header.
+fn name_node<B>(r: &mut http::Response<B>, by: Option<String>) {
+    if let Some(v) = by.and_then(|n| http::HeaderValue::from_str(&n).ok()) {
+        r.headers_mut().insert("usher-node", v);
+    }
 }
 
 impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
@@ -233,7 +278,16 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         let now = self.clock.now();
+        let cluster = self.cluster.clone();
         Box::pin(async move {
+            // Another node: the shared secret lets it in. Anyone else goes
+            // through the table, whose entry admits no principal.
+            if req.uri().path().starts_with(NODE_PREFIX)
+                && let Some((secret, _)) = &cluster
+                && secret.admits(bearer_of(req.headers()).as_deref())
+            {
+                return inner.call(req).await;
+            }
             let address = req
                 .extensions()
                 .get::<tonic::transport::server::TcpConnectInfo>()
@@ -242,9 +296,19 @@ where
                 .unwrap_or_default();
             let door = grpc_door(req.uri().path());
             match admit(&auth, door, bearer_of(req.headers()).as_deref(), address, now).await {
-                Ok(caller) => {
+                Ok(mut caller) => {
+                    caller.deadline = grpc_deadline(&tonic::metadata::MetadataMap::from_headers(req.headers().clone()));
                     req.extensions_mut().insert(caller);
-                    inner.call(req).await
+                    match cluster {
+                        None => inner.call(req).await,
+                        Some((_, node)) => {
+                            let (r, by) = deciding(node, inner.call(req)).await;
+                            r.map(|mut r| {
+                                name_node(&mut r, by);
+                                r
+                            })
+                        }
+                    }
                 }
                 Err(e) => Ok(tonic::Status::from(e).into_http()),
             }
@@ -279,6 +343,8 @@ pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a
 pub struct HttpAuthState {
     pub auth: Arc<Auth>,
     pub clock: usher_actors::Clock,
+    /// In a cluster, this node's name (every answer's `usher-node`).
+    pub node: Option<Arc<str>>,
 }
 
 pub async fn http_auth(
@@ -320,13 +386,20 @@ pub async fn http_auth(
                 )
                 .into_response();
             }
-            check(&s.auth, door, Caller { principal, address })
+            check(&s.auth, door, Caller::new(principal, address))
         }
     };
     match admitted {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
-            next.run(req).await
+            match s.node.clone() {
+                None => next.run(req).await,
+                Some(node) => {
+                    let (mut r, by) = deciding(node, next.run(req)).await;
+                    name_node(&mut r, by);
+                    r
+                }
+            }
         }
         Err(e) => e.into_response(),
     }

@@ -64,11 +64,14 @@ pub struct ApiError {
     pub seats: Vec<String>,
     /// For rate limits: seconds to wait (`retry-after` metadata, `Retry-After` header).
     pub retry_after_s: Option<u64>,
+    /// `OWNED_ELSEWHERE` only: the node that holds the event's lease, where
+    /// a cluster forwards the request (`crate::cluster`). Never shown.
+    pub owner: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), seats: Vec::new(), retry_after_s: None }
+        ApiError { code, reason, message: message.into(), seats: Vec::new(), retry_after_s: None, owner: None }
     }
 
     /// A refusal of the access rules, mapped here and nowhere else. `what`
@@ -145,13 +148,60 @@ impl From<usher_engine::QuotaExceeded> for ApiError {
     }
 }
 
-/// An event (or an order of it) that another node serves: retried there.
-fn owned_elsewhere(event_id: usher_engine::EventId) -> ApiError {
-    ApiError::new(
+/// An event (or an order of it) that another node serves: a cluster
+/// forwards the request to `owner` (`Ctx::routed`); a client sees this only
+/// when that could not be done (one hop, or the owner did not answer), and
+/// retries.
+fn owned_elsewhere(event_id: usher_engine::EventId, owner: String) -> ApiError {
+    let mut e = ApiError::new(
         ErrorCode::Unavailable,
         "OWNED_ELSEWHERE",
-        format!("event {event_id} is served by another node; retry with the same idempotency key"),
-    )
+        format!("event {event_id} is moving between nodes; retry with the same idempotency key"),
+    );
+    e.owner = Some(owner);
+    e
+}
+
+/// The reasons an error can carry, for an error that crossed from another
+/// node (`crate::cluster`): its reason string becomes the same `&'static
+/// str` again. A reason this build does not know (a newer node's) reads as
+/// `UNAVAILABLE`; the set is closed, so nothing grows without bound.
+pub fn known_reason(reason: &str) -> &'static str {
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    let mut set = known.lock().expect("reasons");
+    if let Some(r) = set.get(reason) {
+        return r;
+    }
+    // Reasons are SCREAMING_SNAKE_CASE and few (see `ErrorCode`'s users).
+    let plausible = !reason.is_empty() && reason.len() <= 40 && reason.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+    if plausible && set.len() < 256 {
+        let leaked: &'static str = Box::leak(reason.to_owned().into_boxed_str());
+        set.insert(leaked);
+        return leaked;
+    }
+    "UNAVAILABLE"
+}
+
+impl ErrorCode {
+    /// The code whose `grpc_code()` is `code` (an error from another node).
+    pub fn from_grpc(code: Code) -> ErrorCode {
+        use ErrorCode::*;
+        [
+            Unauthenticated,
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            FailedPrecondition,
+            ResourceExhausted,
+            Aborted,
+            Unavailable,
+        ]
+        .into_iter()
+        .find(|c| c.grpc_code() == code)
+        .unwrap_or(Internal)
+    }
 }
 
 impl From<CommandError> for ApiError {
@@ -165,7 +215,7 @@ impl From<CommandError> for ApiError {
             ),
             CommandError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", m),
             CommandError::ShuttingDown => ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "this node is shutting down"),
-            CommandError::OwnedElsewhere { event_id, .. } => owned_elsewhere(event_id),
+            CommandError::OwnedElsewhere { event_id, owner } => owned_elsewhere(event_id, owner),
             CommandError::TooManyEvents(n) => ApiError::new(
                 ErrorCode::ResourceExhausted,
                 "TOO_MANY_EVENTS",
@@ -222,7 +272,7 @@ impl From<SagaError> for ApiError {
             },
             SagaError::NotFound(id) => ApiError::new(NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")),
             SagaError::Unavailable(m) => ApiError::new(Unavailable, "UNAVAILABLE", m),
-            SagaError::OwnedElsewhere(event_id) => owned_elsewhere(event_id),
+            SagaError::OwnedElsewhere { event_id, owner } => owned_elsewhere(event_id, owner),
             SagaError::Internal(m) => {
                 tracing::error!(error = %m, "order failed");
                 ApiError::new(Internal, "INTERNAL", "internal error; it has been logged")

@@ -42,7 +42,11 @@ impl Routes {
 }
 
 pub fn router(ctx: Ctx) -> Router {
-    let auth = crate::doors::HttpAuthState { auth: ctx.auth.clone(), clock: ctx.clock.clone() };
+    let auth = crate::doors::HttpAuthState {
+        auth: ctx.auth.clone(),
+        clock: ctx.clock.clone(),
+        node: ctx.cluster.as_ref().map(|c| std::sync::Arc::from(c.name())),
+    };
     let state = Http {
         catalog: std::sync::Arc::new(Catalog { ctx: ctx.clone() }),
         inventory: std::sync::Arc::new(Inventory { ctx: ctx.clone() }),

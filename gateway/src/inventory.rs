@@ -84,6 +84,10 @@ impl Inventory {
     }
 
     pub(crate) async fn hold_seats(&self, c: &Caller, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
+        self.ctx.routed(c, "/usher.v1.InventoryService/HoldSeats", r, |r| self.hold_seats_here(c, r)).await
+    }
+
+    pub(crate) async fn hold_seats_here(&self, c: &Caller, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let id: EventId = convert::event_id(&r.event_id)?;
         check_seat_list(&r.seat_ids)?;
@@ -95,6 +99,10 @@ impl Inventory {
     }
 
     pub(crate) async fn hold_best(&self, c: &Caller, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
+        self.ctx.routed(c, "/usher.v1.InventoryService/HoldBestAvailable", r, |r| self.hold_best_here(c, r)).await
+    }
+
+    pub(crate) async fn hold_best_here(&self, c: &Caller, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let id = convert::event_id(&r.event_id)?;
         if r.quantity == 0 {
@@ -109,6 +117,10 @@ impl Inventory {
     }
 
     pub(crate) async fn get(&self, c: &Caller, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
+        self.ctx.routed(c, "/usher.v1.InventoryService/GetHold", r, |r| self.get_here(c, r)).await
+    }
+
+    pub(crate) async fn get_here(&self, c: &Caller, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
         let hold = convert::hold_id(&r.hold_id)?;
         let not_found = || ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {hold} not found"));
         let handle = self.event_of(hold, &r.event_id).await?;
@@ -121,6 +133,10 @@ impl Inventory {
     }
 
     pub(crate) async fn release(&self, c: &Caller, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {
+        self.ctx.routed(c, "/usher.v1.InventoryService/ReleaseHold", r, |r| self.release_here(c, r)).await
+    }
+
+    pub(crate) async fn release_here(&self, c: &Caller, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let hold = convert::hold_id(&r.hold_id)?;
         let handle = self.event_of(hold, &r.event_id).await?;

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod conns;
 pub mod convert;

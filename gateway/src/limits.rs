@@ -156,3 +156,23 @@ pub const GRPC_ENCODING_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// so retrying at once would spin a core.
 pub const ACCEPT_BACKOFF_MS_MIN: u64 = 10;
 pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
+
+// ---- cluster
+
+/// How long an event's lease lasts without renewal by default: the longest
+/// an event goes unserved after its owner dies (takeover time is about this
+/// plus one client retry). Shorter makes failover faster but lets a pause of
+/// the owner (a stop-the-world stall, a slow Redis) cost it its events;
+/// see ARCHITECTURE.md "Ownership" for the measurement behind it.
+pub const LEASE_TTL_MS_DEFAULT: u64 = 3_000;
+/// How often leases are renewed by default: three renewals per TTL, so two
+/// can fail before a lease is at risk.
+pub const LEASE_RENEW_MS_DEFAULT: u64 = 1_000;
+/// A forwarded request's deadline when the caller gave none (gRPC's
+/// `grpc-timeout`): long enough for a `PayOrder` that waits for its payment
+/// (`PAY_WAIT_MS_MAX`) plus the owner's own work.
+pub const FORWARD_MS_MAX: u64 = PAY_WAIT_MS_MAX + 5_000;
+/// Time to open a connection to another node: loopback or one datacenter;
+/// a node that does not answer this fast is taken for dead by the caller,
+/// who retries (UNAVAILABLE) while the lease expires.
+pub const FORWARD_CONNECT_MS: u64 = 1_000;

@@ -142,6 +142,9 @@ enum Admin {
 enum Cmd {
     /// Run the server. With no configuration: embedded SQLite in ./usher-data and demo data.
     Serve(ServeArgs),
+    /// A cluster of nodes (see README "Several nodes").
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Sign in; the session is kept in ~/.config/usher (mode 0600) for later
     /// commands. The password is read from USHER_PASSWORD or standard input.
     Login {
@@ -283,6 +286,73 @@ struct ServeArgs {
     /// USHER_SMTP_URL). Default: deliver into DATA_DIR/mail (a maildir).
     #[arg(long)]
     smtp_url: Option<String>,
+    /// Join a cluster whose leases live in this Redis, e.g.
+    /// redis://127.0.0.1:6379 (also USHER_REDIS_URL). Needs PostgreSQL and
+    /// USHER_CLUSTER_SECRET; see README "Several nodes".
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// This node's name in the cluster (also USHER_NODE_NAME; default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where the other nodes reach this node's gRPC server, host:port
+    /// (also USHER_ADVERTISE_ADDR; default: the gRPC listener's address).
+    #[arg(long)]
+    advertise_addr: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// The cluster's nodes, the events each owns with their fencing epochs,
+    /// and every lease, as the cluster's Redis has them.
+    Status {
+        /// The cluster's Redis.
+        #[arg(long, env = "USHER_REDIS_URL")]
+        redis_url: String,
+        #[arg(long, env = "USHER_CLUSTER_KEY_PREFIX", default_value = "usher:")]
+        key_prefix: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCmd::Status { redis_url, key_prefix, json } => {
+            let (nodes, leases) = usher_adapters::lease::cluster_view(&redis_url, &key_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the cluster at {}: {e}", usher_gateway::config::redact_url(&redis_url)))?;
+            if json {
+                let leases: Vec<serde_json::Value> =
+                    leases.iter().map(|l| serde_json::json!({ "event_id": l.event_id, "node": l.node, "ttl_ms": l.ttl_ms })).collect();
+                println!("{}", serde_json::json!({ "nodes": nodes, "leases": leases }));
+                return Ok(());
+            }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            println!("{} node(s), {} lease(s)", nodes.len(), leases.len());
+            for n in &nodes {
+                println!(
+                    "node {} ({})  grpc {}  http {}  up {} s  heartbeat {} ms ago  owns {} event(s)  fenced writes {}",
+                    n.name,
+                    n.node,
+                    n.grpc_addr,
+                    n.http_addr,
+                    (now - n.started_ms) / 1000,
+                    now - n.heartbeat_ms,
+                    n.events.len(),
+                    n.fenced_writes
+                );
+                for (e, epoch) in &n.events {
+                    println!("  event {e}  epoch {epoch}");
+                }
+            }
+            let owned: std::collections::HashSet<_> = nodes.iter().flat_map(|n| n.events.iter().map(|(e, _)| *e)).collect();
+            for l in leases.iter().filter(|l| !owned.contains(&l.event_id)) {
+                println!("lease of event {} held by {} ({} ms left), not yet in its node's record", l.event_id, l.node, l.ttl_ms);
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -315,6 +385,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.smtp_url {
         c.smtp_url = v;
+    }
+    if let Some(v) = a.redis_url {
+        c.redis_url = v;
+    }
+    if let Some(v) = a.node_name {
+        c.node_name = v;
+    }
+    if let Some(v) = a.advertise_addr {
+        c.advertise_addr = v;
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&c.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
@@ -424,6 +503,7 @@ async fn admin(cmd: Admin) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
+        Cmd::Cluster(cmd) => cluster(cmd).await,
         Cmd::Login { email, a } => client::login(&a.addr, email, password()?).await,
         Cmd::Logout { a } => client::logout(&a.addr).await,
         Cmd::Whoami { a } => client::whoami(a.connect().await?).await,

@@ -150,8 +150,9 @@ fn settled(o: &Order, payment: PaymentId) -> bool {
 }
 
 impl Orders {
+    /// The event's layout, for seat labels: known on every node.
     async fn layout(&self, event: EventId) -> Result<Arc<Layout>, ApiError> {
-        Ok(self.ctx.registry.event(event).await?.layout)
+        Ok(self.ctx.registry.facts(event).await?.layout)
     }
 
     async fn load(&self, id: OrderId) -> Result<StoredOrder, ApiError> {
@@ -172,13 +173,17 @@ impl Orders {
     async fn order_as(&self, c: &Caller, id: OrderId, cap: Cap) -> Result<StoredOrder, ApiError> {
         let stored = self.load(id).await?;
         if !c.principal.acts_for(&stored.order.customer, stored.order.event_id) {
-            let org = self.ctx.registry.event(stored.order.event_id).await?.org;
+            let org = self.ctx.registry.facts(stored.order.event_id).await?.org;
             c.may(org, cap, "ORDER_NOT_FOUND", format_args!("order {id}"))?;
         }
         Ok(stored)
     }
 
     pub(crate) async fn create_order(&self, c: &Caller, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
+        self.ctx.routed(c, "/usher.v1.OrderingService/CreateOrder", r, |r| self.create_order_here(c, r)).await
+    }
+
+    pub(crate) async fn create_order_here(&self, c: &Caller, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let email = check_email(&r.email)?;
         // The ticket prints "customer <email>" as its holder.
@@ -290,7 +295,7 @@ impl Orders {
         } else if r.customer_id.is_empty() {
             // By event: the organization's view.
             let e = convert::event_id(&r.event_id)?;
-            let org = self.ctx.registry.event(e).await?.org;
+            let org = self.ctx.registry.facts(e).await?.org;
             c.may(org, Cap::ViewOrders, "EVENT_NOT_FOUND", format_args!("event {e}"))?;
             f.event_id = Some(e);
         } else {
@@ -326,6 +331,10 @@ impl Orders {
     }
 
     pub(crate) async fn cancel_order(&self, c: &Caller, r: pb::CancelOrderRequest) -> Result<pb::Order, ApiError> {
+        self.ctx.routed(c, "/usher.v1.OrderingService/CancelOrder", r, |r| self.cancel_order_here(c, r)).await
+    }
+
+    pub(crate) async fn cancel_order_here(&self, c: &Caller, r: pb::CancelOrderRequest) -> Result<pb::Order, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let id = order_id(&r.order_id)?;
         let stored = self.order_as(c, id, Cap::ChangeOrders).await?;
@@ -348,6 +357,10 @@ impl Orders {
     }
 
     pub(crate) async fn pay_order(&self, c: &Caller, r: pb::PayOrderRequest) -> Result<pb::PayOrderResponse, ApiError> {
+        self.ctx.routed(c, "/usher.v1.PaymentService/PayOrder", r, |r| self.pay_order_here(c, r)).await
+    }
+
+    pub(crate) async fn pay_order_here(&self, c: &Caller, r: pb::PayOrderRequest) -> Result<pb::PayOrderResponse, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let id = order_id(&r.order_id)?;
         let card = usher_adapters::payment::parse_card_number(&r.card_number)
@@ -456,7 +469,7 @@ impl Orders {
         use pb::ScanVerdict as V;
         let key = c.key(&r.idempotency_key)?;
         let event_id = convert::event_id(&r.event_id)?;
-        let org = self.ctx.registry.event(event_id).await?.org;
+        let org = self.ctx.registry.facts(event_id).await?.org;
         let event_not_found = || ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {event_id} not found"));
         let gate = match &c.principal {
             // A gate device scans at its own gate, for its own events.

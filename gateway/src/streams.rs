@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use usher_actors::{EventHandle, Registry, SeatChange, SeatMapView};
-use usher_engine::{Counts, EventId, Principal, SeatIdx, SeatState};
+use usher_engine::{Counts, EventConfig, EventId, Layout, Principal, SeatIdx, SeatState};
 use usher_proto::v1 as pb;
 
 use crate::auth::Caller;
@@ -101,7 +101,7 @@ pub fn sse_event(name: &str, data: &impl serde::Serialize) -> axum::body::Bytes 
 impl Frame {
     /// `grpc`: some `WatchSeats` feed watches, so the frame is encoded for
     /// it too (a label per change; skipped when only pages watch).
-    fn encode(handle: &EventHandle, seats: Vec<(SeatIdx, SeatState)>, counts: Counts, grpc: bool) -> Frame {
+    fn encode(handle: &Source, seats: Vec<(SeatIdx, SeatState)>, counts: Counts, grpc: bool) -> Frame {
         // `seats` is in index order (gathered in a BTreeMap).
         let mut prev = 0;
         let gaps = seats
@@ -114,10 +114,10 @@ impl Frame {
             .collect();
         let sse = sse_chunk(&sse_event("changes", &ChangesJson { counts: counts.into(), seats: gaps }));
         let pb = grpc.then(|| pb::SeatChanges {
-            event_id: handle.event_id.to_string(),
+            event_id: handle.event_id().to_string(),
             changes: seats
                 .iter()
-                .map(|&(s, st)| pb::SeatStatusChange { seat_id: handle.layout.label(s), status: crate::convert::seat_status(st) as i32 })
+                .map(|&(s, st)| pb::SeatStatusChange { seat_id: handle.layout().label(s), status: crate::convert::seat_status(st) as i32 })
                 .collect(),
             counts: Some(crate::convert::counts(counts)),
             snapshot: false,
@@ -326,16 +326,17 @@ impl Hubs {
     async fn entry<T>(
         self: &Arc<Self>,
         registry: &Registry,
-        handle: &EventHandle,
+        handle: &Source,
         mut with: impl FnMut(&HubEntry) -> Option<T>,
     ) -> Result<T, ApiError> {
+        let id = handle.event_id();
         loop {
-            if let Some(t) = self.lock().get(&handle.event_id).and_then(&mut with) {
+            if let Some(t) = self.lock().get(&id).and_then(&mut with) {
                 return Ok(t);
             }
-            let changes = registry.subscribe(handle.event_id).await?;
+            let changes = handle.changes(registry).await?;
             let mut hubs = self.lock();
-            if let Some(e) = hubs.get(&handle.event_id) {
+            if let Some(e) = hubs.get(&id) {
                 if let Some(t) = with(e) {
                     return Ok(t);
                 }
@@ -345,7 +346,7 @@ impl Hubs {
             let (pages, joins) = mpsc::unbounded_channel();
             let entry = HubEntry { frames: frames.clone(), pages };
             let t = with(&entry);
-            hubs.insert(handle.event_id, entry);
+            hubs.insert(id, entry);
             tokio::spawn(hub(self.clone(), handle.clone(), changes, frames, joins));
             if let Some(t) = t {
                 return Ok(t);
@@ -354,18 +355,14 @@ impl Hubs {
     }
 
     /// The frames of `handle`'s event for a `WatchSeats` feed.
-    pub async fn subscribe(
-        self: &Arc<Self>,
-        registry: &Registry,
-        handle: &EventHandle,
-    ) -> Result<broadcast::Receiver<Arc<Frame>>, ApiError> {
+    pub async fn subscribe(self: &Arc<Self>, registry: &Registry, handle: &Source) -> Result<broadcast::Receiver<Arc<Frame>>, ApiError> {
         self.entry(registry, handle, |e| Some(e.frames.subscribe())).await
     }
 
     /// Hands `page` to `handle`'s hub, which sends it a snapshot, then every
     /// frame. (Sent under the map's lock, so a hub never ends with a page
     /// waiting for it.)
-    pub async fn attach(self: &Arc<Self>, registry: &Registry, handle: &EventHandle, page: PageWatcher) -> Result<(), ApiError> {
+    pub async fn attach(self: &Arc<Self>, registry: &Registry, handle: &Source, page: PageWatcher) -> Result<(), ApiError> {
         let mut page = Some(page);
         self.entry(registry, handle, |e| match e.pages.send(page.take()?) {
             Ok(()) => Some(()),
@@ -437,12 +434,12 @@ enum Wake {
 /// one read of the map and one encoding for all of them.
 async fn hub(
     hubs: Arc<Hubs>,
-    handle: EventHandle,
+    handle: Source,
     mut changes: broadcast::Receiver<Arc<SeatChange>>,
     tx: broadcast::Sender<Arc<Frame>>,
     mut joins: mpsc::UnboundedReceiver<PageWatcher>,
 ) {
-    let id = handle.event_id;
+    let id = handle.event_id();
     let frame = std::time::Duration::from_millis(SEAT_FEED_FRAME_MS);
     let keepalive_every = std::time::Duration::from_secs(SEAT_FEED_KEEPALIVE_S);
     let keepalive = sse_chunk(b":\n\n");
@@ -558,11 +555,62 @@ async fn hub(
                     each_page(&mut joining, |p| p.snapshot(&bytes, now, stall)).await;
                     pages.append(&mut joining);
                 }
-                Err(e) => return finish(pages, joining, joins, e.into()),
+                Err(e) => return finish(pages, joining, joins, e),
             }
         }
         if hubs.done(id, &tx, pages.len(), &joins, false) {
             return;
+        }
+    }
+}
+
+/// Where a feed's seats come from: the event's actor on this node, or (in a
+/// cluster) the mirror of an event another node owns, kept current by that
+/// node (`crate::cluster::Mirror`). Feeds and hubs read either the same way.
+#[derive(Clone)]
+pub enum Source {
+    Local(EventHandle),
+    Remote(Arc<crate::cluster::Mirror>),
+}
+
+impl Source {
+    pub fn event_id(&self) -> EventId {
+        match self {
+            Source::Local(h) => h.event_id,
+            Source::Remote(m) => m.event_id,
+        }
+    }
+
+    pub fn layout(&self) -> &Arc<Layout> {
+        match self {
+            Source::Local(h) => &h.layout,
+            Source::Remote(m) => &m.layout,
+        }
+    }
+
+    /// Every seat now (the mirror: as last heard from the owner).
+    pub async fn seat_map(&self) -> Result<SeatMapView, ApiError> {
+        match self {
+            Source::Local(h) => Ok(h.seat_map().await?),
+            Source::Remote(m) => Ok(m.seat_map()),
+        }
+    }
+
+    /// The event's settings, for who may see it.
+    pub async fn config(&self) -> Result<EventConfig, ApiError> {
+        match self {
+            Source::Local(h) => Ok(h.summary().await?.0),
+            Source::Remote(m) => Ok(m.config.clone()),
+        }
+    }
+
+    /// The event's committed changes from now on.
+    async fn changes(&self, registry: &Registry) -> Result<broadcast::Receiver<Arc<SeatChange>>, ApiError> {
+        match self {
+            Source::Local(h) => Ok(registry.subscribe(h.event_id).await?),
+            Source::Remote(m) => m
+                .subscribe()
+                .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "FEED_ENDED", "the event's live feed ended here; watch again")),
         }
     }
 }
@@ -650,7 +698,7 @@ impl futures::Stream for FeedStream {
 /// so). Subscribes before taking the snapshot, so no change falls between.
 /// `cut` is the watcher's connection, cut if it stalls.
 pub async fn seat_feed(
-    handle: EventHandle,
+    handle: Source,
     mut frames: broadcast::Receiver<Arc<Frame>>,
     mut stopping: watch::Receiver<bool>,
     slot: StreamSlot,
@@ -659,7 +707,7 @@ pub async fn seat_feed(
     let first = handle.seat_map().await?;
     let (tx, rx) = mpsc::channel(SEAT_FEED_QUEUED_MAX);
     let stall = slot.slots.stall;
-    let handle_id = handle.event_id;
+    let handle_id = handle.event_id();
     tokio::spawn(async move {
         // False once the watcher is gone, or took nothing for `stall`.
         let cut = &cut;
@@ -701,7 +749,7 @@ pub async fn seat_feed(
                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => match handle.seat_map().await {
                     Ok(m) => FeedItem::Snapshot(Box::new(m)),
                     Err(e) => {
-                        give(Err(e.into())).await;
+                        give(Err(e)).await;
                         return;
                     }
                 },
@@ -720,7 +768,7 @@ mod tests {
     use super::*;
 
     fn caller(principal: Principal, address: &str) -> Caller {
-        Caller { principal, address: address.into() }
+        Caller::new(principal, address.into())
     }
 
     #[test]

@@ -94,8 +94,8 @@ pub enum SagaError {
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     /// The order's event is served by another node, which runs its saga.
-    #[error("event {0} is served by another node")]
-    OwnedElsewhere(usher_engine::EventId),
+    #[error("event {event_id} is served by another node ({owner})")]
+    OwnedElsewhere { event_id: usher_engine::EventId, owner: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -70,7 +70,7 @@ impl SupervisorState {
         let event_id = stored.order.event_id;
         match self.deps.registry.event(event_id).await {
             Ok(_) => {}
-            Err(CommandError::OwnedElsewhere { .. }) => return Err(SagaError::OwnedElsewhere(event_id)),
+            Err(CommandError::OwnedElsewhere { owner, .. }) => return Err(SagaError::OwnedElsewhere { event_id, owner }),
             Err(CommandError::EventNotFound(_)) => {
                 return Err(SagaError::Internal(format!("order {id} names event {event_id}, which is not stored")));
             }
@@ -123,7 +123,7 @@ impl SupervisorState {
         let (id, event_id) = (stored.order.id, stored.order.event_id);
         match self.start(myself, stored).await {
             Ok(()) => {}
-            Err(SagaError::OwnedElsewhere(_)) => {
+            Err(SagaError::OwnedElsewhere { .. }) => {
                 // Resumed here if the grant comes to this node.
                 self.lost.insert(event_id);
                 info!(order_id = %id, event_id = %event_id, "order left to its event's owner");
@@ -209,7 +209,7 @@ impl Actor for OrderSupervisor {
             }
         });
         // Resume every saga that has work left, where its last write left it.
-        let live = s.deps.orders.live_orders().await.map_err(|e| format!("loading live orders: {e}"))?;
+        let live = s.deps.orders.live_orders(None).await.map_err(|e| format!("loading live orders: {e}"))?;
         if !live.is_empty() {
             info!(orders = live.len(), "resuming order sagas");
         }
@@ -297,30 +297,33 @@ impl Actor for OrderSupervisor {
                 }
             }
             SupervisorMsg::Grant(Grant::Lost(event_id)) => s.event_lost(event_id),
+            // Every time, not only for an event this node knew it lost: in a
+            // cluster the orders may have been made on the node that owned
+            // the event before (and died); a saga already running is kept.
             SupervisorMsg::Grant(Grant::Taken(event_id, epoch)) => {
-                if s.lost.remove(&event_id) {
-                    match s.deps.orders.live_orders().await {
-                        Ok(live) => {
-                            let mine: Vec<StoredOrder> = live.into_iter().filter(|o| o.order.event_id == event_id).collect();
-                            info!(event_id = %event_id, orders = mine.len(), "event granted back: resuming its order sagas");
-                            for stored in mine {
-                                s.resume(&myself, stored).await;
-                            }
+                s.lost.remove(&event_id);
+                match s.deps.orders.live_orders(Some(event_id)).await {
+                    Ok(mine) => {
+                        if !mine.is_empty() {
+                            info!(event_id = %event_id, orders = mine.len(), "event taken: resuming its order sagas");
                         }
-                        Err(e) => {
-                            // Never `?` here: an error would stop the supervisor, which nothing restarts.
-                            warn!(event_id = %event_id, error = %e, "could not list the orders of an event granted back; retrying");
-                            s.lost.insert(event_id);
-                            let retry = Duration::from_millis(s.deps.cfg.retry_ms_max);
-                            myself.send_after(retry, move || SupervisorMsg::Grant(Grant::Taken(event_id, epoch)));
+                        for stored in mine {
+                            s.resume(&myself, stored).await;
                         }
+                    }
+                    Err(e) => {
+                        // Never `?` here: an error would stop the supervisor, which nothing restarts.
+                        warn!(event_id = %event_id, error = %e, "could not list the orders of an event taken; retrying");
+                        s.lost.insert(event_id);
+                        let retry = Duration::from_millis(s.deps.cfg.retry_ms_max);
+                        myself.send_after(retry, move || SupervisorMsg::Grant(Grant::Taken(event_id, epoch)));
                     }
                 }
             }
             SupervisorMsg::Respawn(id) => match s.saga_for(&myself, id).await {
                 Ok(_) => {}
                 // Its event is another node's: resumed here if the grant comes back.
-                Err(SagaError::OwnedElsewhere(event_id)) => {
+                Err(SagaError::OwnedElsewhere { event_id, .. }) => {
                     s.lost.insert(event_id);
                 }
                 Err(e) => {

@@ -306,9 +306,15 @@ impl OrderStore for MemOrderStore {
         })
     }
 
-    fn live_orders(&self) -> BoxFuture<'_, Result<Vec<StoredOrder>, StoreError>> {
+    fn live_orders(&self, event: Option<EventId>) -> BoxFuture<'_, Result<Vec<StoredOrder>, StoreError>> {
         Box::pin(async move {
-            let mut v: Vec<StoredOrder> = self.listing()?.orders.values().filter(|s| s.order.step != Step::Done).cloned().collect();
+            let mut v: Vec<StoredOrder> = self
+                .listing()?
+                .orders
+                .values()
+                .filter(|s| s.order.step != Step::Done && event.is_none_or(|e| s.order.event_id == e))
+                .cloned()
+                .collect();
             v.sort_by_key(|s| (s.order.created_at, s.order.id));
             Ok(v)
         })

@@ -57,11 +57,22 @@ pub struct Caller {
     pub principal: Principal,
     /// The peer's IP address as this server saw it.
     pub address: String,
+    /// Forwarded by another node of the cluster (`crate::cluster`): served
+    /// here, never forwarded again.
+    pub forwarded: bool,
+    /// What is left of the client's deadline (gRPC's `grpc-timeout`), for a
+    /// request this node forwards.
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl Caller {
+    /// A caller as the doors admit one: not forwarded, no deadline yet.
+    pub fn new(principal: Principal, address: String) -> Caller {
+        Caller { principal, address, forwarded: false, deadline: None }
+    }
+
     pub fn anonymous(address: String) -> Caller {
-        Caller { principal: Principal::Anonymous, address }
+        Caller::new(Principal::Anonymous, address)
     }
 
     /// The client the peer's address stands for, wherever a limit counts

@@ -78,6 +78,11 @@ pub trait Ownership: Send + Sync + 'static {
     fn sweep_ms(&self) -> Option<u64> {
         None
     }
+    /// Of `events`, those no node holds now (a sweep takes only these; an
+    /// error, or a lease service that is down, answers none: no sweep).
+    fn unclaimed<'a>(&'a self, events: &'a [EventId]) -> BoxFuture<'a, Vec<EventId>> {
+        Box::pin(async move { events.to_vec() })
+    }
     /// Gives every grant back at once (a drain: SIGTERM), so that other
     /// nodes take the events now instead of after the lease expires. Called
     /// after every actor has stopped.

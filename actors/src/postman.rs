@@ -96,19 +96,29 @@ impl Actor for Postman {
         st.tick_queued.store(false, Ordering::Release);
         let s = &st.args;
         let deps = &s.sagas.deps;
-        let now = deps.clock.now();
-        match deps.orders.due_mail(now, MAIL_BATCH_MAX).await {
-            Ok(due) => {
-                let full = due.len() as u32 >= MAIL_BATCH_MAX;
-                for m in due {
-                    deliver(s, m).await;
+        // One claim per message, just before it is sent: a claim lasts
+        // `MAIL_CLAIM_MS`, longer than one delivery attempt but not than a
+        // batch of them to a slow server, after which another node's postman
+        // could take (and send) the rest of the batch too.
+        let mut sent = 0;
+        while sent < MAIL_BATCH_MAX {
+            match deps.orders.due_mail(deps.clock.now(), 1).await {
+                Ok(due) if due.is_empty() => return Ok(()),
+                Ok(due) => {
+                    for m in due {
+                        deliver(s, m).await;
+                    }
+                    sent += 1;
                 }
-                if full && !st.tick_queued.swap(true, Ordering::AcqRel) {
-                    // More may be due: look again at once.
-                    myself.cast(PostmanMsg::Tick)?;
+                Err(e) => {
+                    warn!(error = %e, "cannot read the email queue");
+                    return Ok(());
                 }
             }
-            Err(e) => warn!(error = %e, "cannot read the email queue"),
+        }
+        if !st.tick_queued.swap(true, Ordering::AcqRel) {
+            // More may be due: look again at once (after other messages).
+            myself.cast(PostmanMsg::Tick)?;
         }
         Ok(())
     }

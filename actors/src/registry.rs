@@ -16,7 +16,7 @@ use usher_engine::{EventId, EventStatus, Millis, limits};
 
 use crate::clock::Clock;
 use crate::event::{
-    BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, EventMsg, STOP_FENCED, SeatChange, channel, load,
+    BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, EventMsg, STOP_FENCED, STOP_IDLE, SeatChange, channel, load,
 };
 use crate::ports::{Epoch, EventFilter, Ownership, OwnershipError, Store, StoreError};
 
@@ -87,8 +87,10 @@ pub struct RegistryState {
 pub enum Grant {
     /// This node took the event with this epoch (an actor started).
     Taken(EventId, Epoch),
-    /// The event's actor was fenced: another owner has the event now.
-    Lost(EventId),
+    /// The event's actor stopped with this epoch, and another node may take
+    /// the event (it was fenced, its lease was lost, or in a cluster it was
+    /// unloaded idle). A `Lost` older than the last `Taken` is stale.
+    Lost(EventId, Epoch),
 }
 
 pub struct RegistryActor;
@@ -193,11 +195,11 @@ impl RegistryState {
     /// Drops what is known of a stopped actor. The event's entry goes only if
     /// it is still this actor's (an unloading one was removed already).
     /// The actor's grant is given back to the `Ownership`.
-    fn forget(&mut self, cell: &ActorCell) -> Option<(EventId, Option<Entry>)> {
+    fn forget(&mut self, cell: &ActorCell) -> Option<(EventId, Epoch, Option<Entry>)> {
         let (id, epoch) = self.by_actor.remove(&cell.get_id())?;
         self.give_back(id, epoch);
         let ours = self.events.get(&id).is_some_and(|e| e.handle.actor.get_id() == cell.get_id());
-        Some((id, if ours { self.events.remove(&id) } else { None }))
+        Some((id, epoch, if ours { self.events.remove(&id) } else { None }))
     }
 
     /// An unloaded actor has stopped: serve the look-ups that waited for it.
@@ -298,13 +300,21 @@ impl Actor for RegistryActor {
                     };
                     match state.cfg.store.list_events(filter).await {
                         Ok(events) => {
-                            for e in events {
-                                match state.spawn(&myself, e.id).await {
+                            // Not those served here or being unloaded, and
+                            // in a cluster only those nobody holds (one
+                            // look at the lease service for all).
+                            let ids: Vec<EventId> = events
+                                .iter()
+                                .map(|e| e.id)
+                                .filter(|id| !state.events.contains_key(id) && !state.unloading.contains_key(id))
+                                .collect();
+                            for id in state.cfg.ownership.unclaimed(&ids).await {
+                                match state.spawn(&myself, id).await {
                                     Ok(_) => {}
                                     // Another node runs it: as it should.
                                     Err(CommandError::OwnedElsewhere { .. }) => {}
                                     Err(CommandError::ShuttingDown) => return Ok(()),
-                                    Err(err) => warn!(event_id = %e.id, error = %err, "could not wake event"),
+                                    Err(err) => warn!(event_id = %id, error = %err, "could not wake event"),
                                 }
                             }
                         }
@@ -340,7 +350,7 @@ impl Actor for RegistryActor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some((id, entry)) = state.forget(&cell) else {
+                let Some((id, _, entry)) = state.forget(&cell) else {
                     return Ok(());
                 };
                 error!(event_id = %id, error = %err, "event actor failed; restarting from storage");
@@ -370,10 +380,24 @@ impl Actor for RegistryActor {
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some((id, _)) = state.forget(&cell) {
+                if let Some((id, epoch, _)) = state.forget(&cell) {
                     info!(event_id = %id, reason = ?reason, "event actor stopped");
-                    if reason.as_deref() == Some(STOP_FENCED) {
-                        let _ = state.grants.send(Grant::Lost(id));
+                    // In a cluster an idle event goes back too: another
+                    // node's sweep may take it, and with it its sagas.
+                    let clustered = state.cfg.ownership.sweep_ms().is_some();
+                    let lost = match reason.as_deref() {
+                        Some(STOP_FENCED) => true,
+                        Some(STOP_IDLE) => clustered,
+                        _ => false,
+                    };
+                    if lost {
+                        let _ = state.grants.send(Grant::Lost(id, epoch));
+                        // Its watchers' feeds end (the channel closes once no
+                        // actor holds it), so they watch again wherever the
+                        // event runs next, unless an actor here runs it again.
+                        if !state.events.contains_key(&id) {
+                            state.changes.remove(&id);
+                        }
                     }
                     state.after_unload(&myself, id).await;
                 }

@@ -276,6 +276,10 @@ impl RedisLeases {
                 }
             }
             Some(e) => {
+                // What the chunks that did answer found gone is gone.
+                for (event, epoch) in lost {
+                    self.revoke(event, epoch);
+                }
                 let until = *self.valid_until.lock().expect("valid_until");
                 if Instant::now() >= until {
                     if !held.is_empty() {
@@ -464,6 +468,28 @@ impl Ownership for RedisLeases {
 
     fn sweep_ms(&self) -> Option<u64> {
         Some(self.cfg.renew_ms * 2)
+    }
+
+    /// One pipelined `EXISTS` per chunk of events: the sweep then tries to
+    /// take only those whose lease is gone. While Redis fails: none.
+    fn unclaimed<'a>(&'a self, events: &'a [EventId]) -> BoxFuture<'a, Vec<EventId>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for chunk in events.chunks(RENEW_CHUNK) {
+                let mut pipe = redis::pipe();
+                for e in chunk {
+                    pipe.cmd("EXISTS").arg(self.lease_key(*e));
+                }
+                match pipe.query_async::<Vec<i64>>(&mut self.conn.clone()).await {
+                    Ok(held) => out.extend(chunk.iter().zip(held).filter(|(_, h)| *h == 0).map(|(e, _)| *e)),
+                    Err(e) => {
+                        warn!(error = %e, "cannot look for orphaned events; sweeping later");
+                        return Vec::new();
+                    }
+                }
+            }
+            out
+        })
     }
 
     fn release_all(&self) -> BoxFuture<'_, ()> {

@@ -13,5 +13,5 @@ pub mod pdf;
 mod plan;
 pub mod sql;
 
-pub use node_lock::{NodeLock, NodeLockError, PG_NODE_LOCK_KEY, lock_node};
+pub use node_lock::{NodeLock, NodeLockError, PG_NODE_LOCK_KEY, lock_cluster_node, lock_node};
 pub use sql::{PgStore, SqliteStore, Stores, connect, connect_all};

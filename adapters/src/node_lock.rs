@@ -42,16 +42,13 @@ pub enum NodeLockError {
 /// `crate::connect` reads it), or says who holds it.
 pub async fn lock_node(url: &str) -> Result<NodeLock, NodeLockError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let opts = PgConnectOptions::from_str(url).map_err(db_error)?.application_name("usher node lock");
-        let mut conn = PgConnection::connect_with(&opts).await.map_err(db_error)?;
-        let (held,): (bool,) =
-            sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(PG_NODE_LOCK_KEY).fetch_one(&mut conn).await.map_err(db_error)?;
-        if !held {
-            return Err(NodeLockError::Held(
-                "another usher process already serves this PostgreSQL database as a single node; stop it first".into(),
-            ));
-        }
-        return Ok(NodeLock::Postgres { conn: tokio::sync::Mutex::new(conn) });
+        return pg_lock(
+            url,
+            "SELECT pg_try_advisory_lock($1)",
+            "another usher process already serves this PostgreSQL database (as a single node, or the nodes of a cluster); \
+             stop it first, or join its cluster with --redis-url",
+        )
+        .await;
     }
     let db = url.strip_prefix("sqlite://").unwrap_or(url);
     let path = std::path::PathBuf::from(format!("{db}.lock"));
@@ -72,6 +69,29 @@ pub async fn lock_node(url: &str) -> Result<NodeLock, NodeLockError> {
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!("lock {}: {e}", path.display())).into()),
     }
+}
+
+/// The lock a cluster node holds on PostgreSQL for its life: the same key in
+/// shared mode, so the nodes of a cluster coexist while a single-node server
+/// (which takes it exclusively) and they keep each other out; without it the
+/// two would take events from each other forever.
+pub async fn lock_cluster_node(url: &str) -> Result<NodeLock, NodeLockError> {
+    pg_lock(
+        url,
+        "SELECT pg_try_advisory_lock_shared($1)",
+        "a single-node usher process serves this PostgreSQL database; stop it before starting the nodes of a cluster",
+    )
+    .await
+}
+
+async fn pg_lock(url: &str, take: &str, held_by_another: &str) -> Result<NodeLock, NodeLockError> {
+    let opts = PgConnectOptions::from_str(url).map_err(db_error)?.application_name("usher node lock");
+    let mut conn = PgConnection::connect_with(&opts).await.map_err(db_error)?;
+    let (held,): (bool,) = sqlx::query_as(take).bind(PG_NODE_LOCK_KEY).fetch_one(&mut conn).await.map_err(db_error)?;
+    if !held {
+        return Err(NodeLockError::Held(held_by_another.into()));
+    }
+    Ok(NodeLock::Postgres { conn: tokio::sync::Mutex::new(conn) })
 }
 
 impl SoleServer for NodeLock {

@@ -82,8 +82,8 @@ pub const SEATS_PER_ORG_MAX: u64 = 2_000_000;
 pub const ORDER_WRITES_QUEUED_MAX: usize = 4_096;
 /// Saga writes per transaction at most (one savepoint each).
 pub const ORDER_WRITES_PER_BATCH_MAX: usize = 256;
-/// Emails the postman takes per look at its queue: a batch sends within a
-/// few seconds even to a slow server, and the queue is looked at again at once.
+/// Emails the postman sends per turn (each claimed just before it is
+/// sent), then it lets its other messages in and looks again at once.
 pub const MAIL_BATCH_MAX: u32 = 32;
 /// How long a postman's claim on a due email lasts: longer than one
 /// delivery attempt (an SMTP conversation with its timeouts), so no other

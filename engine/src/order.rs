@@ -482,6 +482,10 @@ impl Order {
         let step = self.step;
         Ok(match (step, input) {
             // -- the customer
+            // A payment the order already has: a retry of the same request
+            // (its answer was lost, perhaps while the event changed owner,
+            // and the order as stored had not caught up): changes nothing.
+            (_, I::Pay { payment_id, .. }) if self.payments.iter().any(|p| p.id == payment_id) => Transition::default(),
             (Step::AwaitPayment, I::Pay { payment_id, card_last4, timeout_ms }) => {
                 if now >= self.pay_by {
                     return Err(OrderReject::PayDeadlinePassed { pay_by: self.pay_by });
@@ -802,6 +806,9 @@ mod tests {
         let mut o = order();
         o.apply(pay(), T0).unwrap();
         assert_eq!(o.step, Step::Authorize);
+        // Its retry changes nothing.
+        assert_eq!(o.apply(pay(), T0).unwrap(), Transition::default());
+        assert_eq!((o.payments.len(), o.step), (1, Step::Authorize));
         o.apply(OrderInput::Authorized { provider_ref: "p1".into() }, T0).unwrap();
         o.apply(OrderInput::Confirmed, T0).unwrap();
         let t = o.apply(OrderInput::Captured, T0).unwrap();
@@ -825,7 +832,10 @@ mod tests {
         assert_eq!(o.step, Step::Release);
         let t = o.apply(OrderInput::Released, T0).unwrap();
         assert_eq!((o.status, t.mail), (OrderStatus::PaymentFailed, Some(MailKind::PaymentFailed)));
-        assert_eq!(o.apply(pay(), T0).unwrap_err(), OrderReject::OrderClosed { status: OrderStatus::PaymentFailed });
+        let another = OrderInput::Pay { payment_id: PaymentId(Uuid::from_u128(8)), card_last4: "4242".into(), timeout_ms: 10_000 };
+        assert_eq!(o.apply(another, T0).unwrap_err(), OrderReject::OrderClosed { status: OrderStatus::PaymentFailed });
+        // The same payment again is its retry: the order as it is.
+        assert_eq!(o.apply(pay(), T0).unwrap(), Transition::default());
     }
 
     #[test]

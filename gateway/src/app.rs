@@ -83,7 +83,11 @@ impl Application {
         // One process per database in single-node mode: the lock comes
         // before the store, so a second `usher serve` changes nothing. A
         // cluster's nodes share the database under leases instead.
-        let node_lock = if config.is_clustered() { None } else { Some(usher_adapters::lock_node(&config.store_url()).await?) };
+        let (node_lock, cluster_lock) = if config.is_clustered() {
+            (None, Some(usher_adapters::lock_cluster_node(&config.store_url()).await?))
+        } else {
+            (Some(usher_adapters::lock_node(&config.store_url()).await?), None)
+        };
         let (store, orders, identity) =
             usher_adapters::connect_all(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
@@ -113,7 +117,10 @@ impl Application {
                 .await
                 .map_err(|e| anyhow::anyhow!("joining the cluster at {}: {e}", crate::config::redact_url(&config.redis_url)))?;
                 let secret = crate::cluster::ClusterSecret::new(config.cluster_secret.clone());
-                (leases.clone() as Arc<dyn usher_actors::Ownership>, Some(Arc::new(crate::cluster::Cluster::new(leases, secret))))
+                (
+                    leases.clone() as Arc<dyn usher_actors::Ownership>,
+                    Some(Arc::new(crate::cluster::Cluster::new(leases, secret, cluster_lock))),
+                )
             }
         };
         let ownership_is = ownership.describe();

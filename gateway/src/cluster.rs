@@ -91,6 +91,9 @@ mod subtle_eq {
 /// This node's place in the cluster.
 pub struct Cluster {
     pub leases: Arc<RedisLeases>,
+    /// The shared lock on the database, held for the node's life
+    /// (`usher_adapters::lock_cluster_node`).
+    _db_lock: Option<usher_adapters::NodeLock>,
     secret: ClusterSecret,
     /// One connection per peer, made on first use.
     channels: std::sync::Mutex<HashMap<String, Channel>>,
@@ -106,9 +109,10 @@ pub struct Cluster {
 
 /// What `usher cluster status` and the bench read of a node's forwarding.
 impl Cluster {
-    pub fn new(leases: Arc<RedisLeases>, secret: ClusterSecret) -> Cluster {
+    pub fn new(leases: Arc<RedisLeases>, secret: ClusterSecret, db_lock: Option<usher_adapters::NodeLock>) -> Cluster {
         Cluster {
             leases,
+            _db_lock: db_lock,
             secret,
             channels: std::sync::Mutex::new(HashMap::new()),
             addrs: std::sync::Mutex::new(HashMap::new()),
@@ -230,7 +234,9 @@ impl Cluster {
             from_node: self.name().to_owned(),
         });
         request.metadata_mut().insert("authorization", self.bearer()?);
-        request.set_timeout(c.deadline.unwrap_or(Duration::from_millis(FORWARD_MS_MAX)));
+        // What is left of the caller's deadline, at most `FORWARD_MS_MAX`.
+        let most = Duration::from_millis(FORWARD_MS_MAX);
+        request.set_timeout(c.deadline.map_or(most, |d| d.saturating_duration_since(std::time::Instant::now()).min(most)));
         self.forwarded_out.fetch_add(1, Ordering::Relaxed);
         let mut client = NodeServiceClient::new(self.channel(&addr)?)
             .max_decoding_message_size(crate::limits::GRPC_ENCODING_BYTES_MAX)
@@ -508,7 +514,7 @@ impl NodeService for Node {
     }
 
     async fn forward(&self, req: Request<cpb::ForwardRequest>) -> Result<Response<cpb::ForwardReply>, Status> {
-        let deadline = crate::doors::grpc_deadline(req.metadata());
+        let deadline = crate::doors::grpc_deadline(req.metadata()).map(|d| std::time::Instant::now() + d);
         let r = req.into_inner();
         let principal: Principal = serde_json::from_slice(&r.principal)
             .map_err(|e| Status::invalid_argument(format!("principal: not one this node reads: {e}")))?;

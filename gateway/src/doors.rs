@@ -297,7 +297,8 @@ where
             let door = grpc_door(req.uri().path());
             match admit(&auth, door, bearer_of(req.headers()).as_deref(), address, now).await {
                 Ok(mut caller) => {
-                    caller.deadline = grpc_deadline(&tonic::metadata::MetadataMap::from_headers(req.headers().clone()));
+                    caller.deadline = grpc_deadline(&tonic::metadata::MetadataMap::from_headers(req.headers().clone()))
+                        .map(|d| std::time::Instant::now() + d);
                     req.extensions_mut().insert(caller);
                     match cluster {
                         None => inner.call(req).await,

@@ -114,7 +114,9 @@ impl World {
         ];
         let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         env.extend_from_slice(extra);
-        let (child, addr, token) = start_binary(&self.db, &env, Stdio::inherit()).await;
+        // A node comes back on its port: clients keep their addresses.
+        let at = if self.nodes[i].addr.port() == 1 { "127.0.0.1:0".to_owned() } else { self.nodes[i].addr.to_string() };
+        let (child, addr, token) = start_binary_at(&self.db, &env, Stdio::inherit(), &at).await;
         self.nodes[i].child = Some(child);
         self.nodes[i].addr = addr;
         self.token = token;
@@ -648,9 +650,11 @@ async fn churn_of_nodes_loses_no_hold_or_order_and_fulfils_each_paid_order_once(
             while started.elapsed() < run_for {
                 k += 1;
                 let customer = format!("b{b}-{k}");
-                // Seats of this buyer's own two sections: the others never race it.
-                let first = b * 300 + rng.index(300);
-                let seats: Vec<String> = (0..1 + rng.index(2)).map(|i| seat((first + i * 7) % 300 + b * 300)).collect();
+                // Two buyers share each 300 seats, so they race for seats
+                // while nodes fail over.
+                let base = (b / 2) * 300;
+                let first = rng.index(300);
+                let seats: Vec<String> = (0..1 + rng.index(2)).map(|i| seat((first + i * 7) % 300 + base)).collect();
                 let seat_refs: Vec<&str> = seats.iter().map(String::as_str).collect();
                 let req = hold_req(&event, &customer, &seat_refs);
                 let h = match until_answered(&inv, k, |mut c| {

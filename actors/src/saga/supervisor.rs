@@ -56,6 +56,9 @@ pub struct SupervisorState {
     /// Events whose grant went to another owner since this node last held
     /// them: their sagas resume here only when the grant comes back.
     lost: std::collections::HashSet<usher_engine::EventId>,
+    /// The epoch of each event's last grant here: a `Lost` of an older
+    /// epoch (its notice overtaken by the next grant's) is stale.
+    taken: HashMap<usher_engine::EventId, crate::ports::Epoch>,
 }
 
 impl SupervisorState {
@@ -183,6 +186,7 @@ impl Actor for OrderSupervisor {
             wake_at: None,
             event_of: HashMap::new(),
             lost: Default::default(),
+            taken: HashMap::new(),
         };
         // Grants first, so that none taken while resuming is missed.
         let mut grants = s.deps.registry.grants();
@@ -296,12 +300,20 @@ impl Actor for OrderSupervisor {
                     myself.cast(SupervisorMsg::Input { order_id: id, input: OrderInput::EventCancelled, reply: None })?;
                 }
             }
-            SupervisorMsg::Grant(Grant::Lost(event_id)) => s.event_lost(event_id),
+            SupervisorMsg::Grant(Grant::Lost(event_id, epoch)) => {
+                if s.taken.get(&event_id).is_some_and(|t| *t > epoch) {
+                    return Ok(());
+                }
+                s.taken.remove(&event_id);
+                s.event_lost(event_id);
+            }
             // Every time, not only for an event this node knew it lost: in a
             // cluster the orders may have been made on the node that owned
             // the event before (and died); a saga already running is kept.
             SupervisorMsg::Grant(Grant::Taken(event_id, epoch)) => {
                 s.lost.remove(&event_id);
+                let newest = s.taken.get(&event_id).map_or(epoch, |t| (*t).max(epoch));
+                s.taken.insert(event_id, newest);
                 match s.deps.orders.live_orders(Some(event_id)).await {
                     Ok(mine) => {
                         if !mine.is_empty() {

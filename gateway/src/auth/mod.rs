@@ -60,9 +60,9 @@ pub struct Caller {
     /// Forwarded by another node of the cluster (`crate::cluster`): served
     /// here, never forwarded again.
     pub forwarded: bool,
-    /// What is left of the client's deadline (gRPC's `grpc-timeout`), for a
-    /// request this node forwards.
-    pub deadline: Option<std::time::Duration>,
+    /// When the client's deadline passes (from gRPC's `grpc-timeout`), for a
+    /// request this node forwards: the owner gets what is left of it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Caller {

@@ -445,6 +445,17 @@ pub const BIN_PASSWORD: &str = "a long test password";
 /// gRPC. One principal drives whole loads in these tests, so its rate limit
 /// is lifted.
 pub async fn start_binary(db: &TestDb, env: &[(&str, &str)], stderr: std::process::Stdio) -> (tokio::process::Child, SocketAddr, String) {
+    start_binary_at(db, env, stderr, "127.0.0.1:0").await
+}
+
+/// `start_binary` with its gRPC listener at `grpc_addr` (a restarted node
+/// comes back where its clients look for it).
+pub async fn start_binary_at(
+    db: &TestDb,
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+    grpc_addr: &str,
+) -> (tokio::process::Child, SocketAddr, String) {
     let store = usher_gateway::admin::open(&db.config()).await.unwrap();
     if store.user_by_email(BIN_OWNER).await.unwrap().is_none() {
         usher_gateway::admin::create_user(store.as_ref(), BIN_OWNER, BIN_PASSWORD, "Owner", false).await.unwrap();
@@ -458,7 +469,7 @@ pub async fn start_binary(db: &TestDb, env: &[(&str, &str)], stderr: std::proces
     cmd.arg("serve")
         .arg("--config")
         .arg(&config)
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data"])
+        .args(["--grpc-addr", grpc_addr, "--http-addr", "127.0.0.1:0", "--no-demo-data"])
         .args(["--database-url", &db.url])
         .arg("--data-dir")
         .arg(&db.data_dir)

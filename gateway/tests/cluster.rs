@@ -755,8 +755,6 @@ async fn churn_of_nodes_loses_no_hold_or_order_and_fulfils_each_paid_order_once(
         }
         let tickets = w.db.scalar("SELECT COUNT(*) FROM tickets WHERE order_id = $1", &[order_id]).await;
         assert_eq!(tickets as usize, *seats, "seed {seed}: one ticket per seat of order {order_id}");
-        let captured = w.db.payloads("payment-succeeded", &event).await.len();
-        assert!(captured >= ledger.paid.len(), "seed {seed}: a capture per paid order");
     }
     assert_eq!(w.db.payloads("payment-succeeded", &event).await.len(), ledger.paid.len(), "seed {seed}: one capture per order");
     assert_eq!(w.db.payloads("order-fulfilled", &event).await.len(), ledger.paid.len(), "seed {seed}: fulfilled once each");

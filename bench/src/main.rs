@@ -32,6 +32,7 @@ use usher_proto::v1::{
     inventory_service_client::InventoryServiceClient,
 };
 
+mod cluster;
 mod funnel;
 mod readers;
 
@@ -39,7 +40,8 @@ mod readers;
 #[command(about = "Onsale load generator for Usher, with the lock-per-seat baseline side by side")]
 struct Args {
     /// hot-seat, stadium, memory, funnel, pdf, pdf-memory, readers,
-    /// big-orders (comma-separated), or all.
+    /// big-orders, many-events (comma-separated), or all (all but
+    /// many-events, which is for `--nodes`).
     #[arg(long, default_value = "all")]
     scenarios: String,
     /// usher-sqlite, usher-pg, baseline (comma-separated); also
@@ -69,6 +71,18 @@ struct Args {
     pg_url: String,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Nodes of a cluster serving `usher-pg` (one PostgreSQL database, the
+    /// Redis at `--redis-url`); the buyers' connections are spread over them.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Events of the many-events scenario, and seats in each.
+    #[arg(long, default_value_t = 200)]
+    events: usize,
+    #[arg(long, default_value_t = 2_000)]
+    event_seats: usize,
+    /// Hold requests the many-events scenario sends.
+    #[arg(long, default_value_t = 50_000)]
+    many_requests: usize,
     /// Orders the funnel scenario buys (hold → order → pay → tickets → PDF → email).
     #[arg(long, default_value_t = 400)]
     funnel_orders: usize,
@@ -111,6 +125,10 @@ struct Args {
 
 struct Server {
     child: Child,
+    /// The other nodes of a cluster (`--nodes`), and every node's gRPC
+    /// address, the first node's first.
+    extra: Vec<Child>,
+    addrs: Vec<String>,
     /// The server's last "group commit" line (printed when it stops).
     commits: Arc<std::sync::Mutex<Option<String>>>,
     addr: String,
@@ -265,6 +283,25 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         }
         None => None,
     };
+    // Several nodes: a cluster on the bench's Redis, keys of this run's own.
+    let nodes = if base(target) == "usher-pg" { args.nodes.max(1) } else { 1 };
+    if args.nodes > 1 && base(target) == "usher-sqlite" {
+        bail!("--nodes {}: SQLite is one node's file; cluster usher-pg instead", args.nodes);
+    }
+    let cluster_env: Vec<(String, String)> = if nodes > 1 {
+        vec![
+            ("USHER_REDIS_URL".into(), args.redis_url.clone()),
+            ("USHER_CLUSTER_SECRET".into(), cluster::SECRET.into()),
+            ("USHER_CLUSTER_KEY_PREFIX".into(), format!("usher-bench-{tag}:")),
+            ("USHER_PARTNER_RATE_PER_S".into(), PARTNER_RATE_PER_S.into()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let cluster_store = store.clone();
+    if nodes > 1 {
+        cmd.envs(cluster_env.clone()).env("USHER_NODE_NAME", cluster::node_name(0));
+    }
     let mut child = cmd.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
@@ -306,14 +343,43 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         Some(b) => (b.org_id, Some(log_in(&addr, &b.owner_password).await?), Some(b.partner_key)),
         None => (String::new(), None, None),
     };
-    Ok(Server { child, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key, http })
+    // The cluster's other nodes: the same store and settings, their own names.
+    let mut extra = Vec::new();
+    let mut addrs = vec![addr.clone()];
+    for i in 1..nodes {
+        let (store, env) = (cluster_store.clone().unwrap_or_default(), cluster_env.clone());
+        let mut c = Command::new(&usher);
+        c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store).envs(env);
+        c.env("USHER_NODE_NAME", cluster::node_name(i));
+        let mut child = c.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let a = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("usher: grpc listening on http://") {
+                    return Ok(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+            bail!("node {} exited before listening", cluster::node_name(i))
+        })
+        .await
+        .context("node start")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        addrs.push(a);
+        extra.push(child);
+    }
+    Ok(Server { child, extra, addrs, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key, http })
 }
 
 impl Server {
     /// Stops the server; returns its group-commit summary, if it printed one.
     async fn stop(mut self, args: &Args) -> anyhow::Result<Option<String>> {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        for c in self.extra.iter().chain(std::iter::once(&self.child)) {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+        }
+        for c in &mut self.extra {
+            let _ = tokio::time::timeout(Duration::from_secs(30), c.wait()).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
         // Let the reader take the last lines.
@@ -333,9 +399,19 @@ impl Server {
         self.child.id()
     }
 
-    /// `n` connections whose every call carries the partner key: the buyers.
+    /// `n` connections whose every call carries the partner key: the buyers,
+    /// spread over the nodes in turn (connection `i` is node `i % nodes`).
     async fn buyers(&self, n: usize) -> anyhow::Result<Vec<Ch>> {
-        channels(&self.addr, n, self.partner_key.as_deref()).await
+        let mut v = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            v.extend(channels(&self.addrs[i % self.addrs.len()], 1, self.partner_key.as_deref()).await?);
+        }
+        Ok(v)
+    }
+
+    /// Nodes serving this target (1 unless `--nodes` clustered it).
+    fn nodes(&self) -> usize {
+        self.addrs.len()
     }
 
     /// One connection with the owner's access token: catalog setup.
@@ -556,6 +632,10 @@ struct Stadium {
     group_commit: Option<String>,
     /// Who the buyers and the catalog setup authenticate as.
     principal: String,
+    /// Nodes serving the target, and the share of answers decided by a
+    /// node other than the one asked (forwarded to the event's owner).
+    nodes: usize,
+    forwarded_share: Option<f64>,
 }
 
 /// Per-buyer choice: how many seats, and where.
@@ -650,10 +730,13 @@ async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool
             }
         })
     };
+    let nodes = server.nodes();
+    let forwarded = Arc::new(cluster::Forwarded::default());
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
-        let mut c = InventoryServiceClient::new(chans[w % chans.len()].clone());
-        let (next, sold_out, event) = (next.clone(), sold_out.clone(), event.clone());
+        let conn = w % chans.len();
+        let mut c = InventoryServiceClient::new(chans[conn].clone());
+        let (next, sold_out, event, forwarded) = (next.clone(), sold_out.clone(), event.clone(), forwarded.clone());
         let (holds, held, requests, conflicts, retries, other) =
             (holds.clone(), held.clone(), requests.clone(), conflicts.clone(), retries.clone(), other.clone());
         let buyers = args.buyers;
@@ -685,7 +768,10 @@ async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool
                                 ..Default::default()
                             })
                             .await
-                            .map(|h| h.into_inner().seats.len()),
+                            .map(|h| {
+                                forwarded.count(nodes, conn, h.metadata().get("usher-node"));
+                                h.into_inner().seats.len()
+                            }),
                         Want::Specific { seats } => c
                             .hold_seats(pb::HoldSeatsRequest {
                                 idempotency_key: key,
@@ -694,7 +780,10 @@ async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool
                                 seat_ids: seats.clone(),
                             })
                             .await
-                            .map(|h| h.into_inner().seats.len()),
+                            .map(|h| {
+                                forwarded.count(nodes, conn, h.metadata().get("usher-node"));
+                                h.into_inner().seats.len()
+                            }),
                     };
                     lat.push(t.elapsed().as_micros() as u64);
                     requests.fetch_add(1, Ordering::Relaxed);
@@ -757,6 +846,8 @@ async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool
             storage_consistent: consistent,
             group_commit: None,
             principal: server.principal().to_owned(),
+            nodes,
+            forwarded_share: forwarded.share(),
         },
         crowd,
     ))
@@ -908,6 +999,9 @@ struct Report {
     pdf_memory: Option<funnel::PdfMemory>,
     readers: Vec<(String, Readers)>,
     big_orders: Vec<(String, funnel::BigOrders)>,
+    many_events: Vec<(String, cluster::ManyEvents)>,
+    /// `--nodes`: nodes serving usher-pg.
+    nodes: usize,
     ratios: Vec<(String, f64)>,
 }
 
@@ -929,8 +1023,14 @@ async fn main() -> anyhow::Result<()> {
         args.scenarios.split(',').collect()
     };
     let targets: Vec<&str> = args.targets.split(',').collect();
-    let mut report =
-        Report { machine: machine(), seed: args.seed, concurrency: args.concurrency, connections: args.connections, ..Default::default() };
+    let mut report = Report {
+        machine: machine(),
+        seed: args.seed,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        nodes: args.nodes,
+        ..Default::default()
+    };
     println!("usher-bench: {} | seed {} | {} in flight over {} connections", report.machine, args.seed, args.concurrency, args.connections);
     for t in &targets {
         if scenarios.contains(&"hot-seat") {
@@ -967,6 +1067,9 @@ async fn main() -> anyhow::Result<()> {
                 r.storage_consistent
             );
             println!("           {t:<13} principal: {}", r.principal);
+            if let Some(f) = r.forwarded_share {
+                println!("           {t:<13} {} nodes: {:.1}% of answers forwarded to the event's owner", r.nodes, f * 100.0);
+            }
             if let Some(g) = &r.group_commit {
                 println!("           {t:<13} group commit: {g}");
             }
@@ -993,6 +1096,26 @@ async fn main() -> anyhow::Result<()> {
                 c.reader_bytes_per_min
             );
             report.readers.push((t.to_string(), Readers { alone, watched, crowd: c, holds_ratio: ratio }));
+        }
+        if scenarios.contains(&"many-events") && *t != "baseline" {
+            let s = start(&args, t).await?;
+            let r = cluster::many_events(&args, &s).await?;
+            s.stop(&args).await?;
+            println!(
+                "many-events {t:<12} {} nodes, {} events of {} seats: {:.0} holds/s | p50 {:.1} p99 {:.1} ms | {} requests, {} holds, {} conflicts, {} errors | forwarded {}",
+                r.nodes,
+                r.events,
+                r.seats_per_event,
+                r.holds_per_s,
+                r.latency.p50_ms,
+                r.latency.p99_ms,
+                r.requests,
+                r.holds,
+                r.conflicts,
+                r.other_errors,
+                r.forwarded_share.map(|f| format!("{:.1}%", f * 100.0)).unwrap_or_else(|| "none (one node)".into())
+            );
+            report.many_events.push((t.to_string(), r));
         }
         if scenarios.contains(&"funnel") && *t != "baseline" {
             let s = start(&args, t).await?;

@@ -512,10 +512,6 @@ async fn a_rolling_restart_with_sigterm_hands_events_over_faster_than_the_lease(
     }
 }
 
-async fn get_order(ch: &Ch, order_id: &str) -> pb::Order {
-    OrderingServiceClient::new(ch.clone()).get_order(pb::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_whose_owner_dies_between_payment_and_tickets_is_finished_once_by_the_new_owner() {
     // Node 1 alone first, so it owns the event; it waits a minute between
@@ -539,29 +535,16 @@ async fn an_order_whose_owner_dies_between_payment_and_tickets_is_finished_once_
     assert_eq!(node_of(order.metadata(), &()), "node-1", "the owner decided the order");
     let order = order.into_inner();
     PaymentServiceClient::new(ch2.clone()).pay_order(pay_req(&order.order_id, "4242 4242 4242 4242", 10_000)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = get_order(&ch2, &order.order_id).await;
-        if o.status == pb::OrderStatus::Paid as i32 && o.step == "issue" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "order did not reach paid/issue: {:?} {}", o.status, o.step);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    order_reaching(&ch2, &order.order_id, Duration::from_secs(30), "paid/issue", |o| {
+        o.status == pb::OrderStatus::Paid as i32 && o.step == "issue"
+    })
+    .await;
     let killed_at = Instant::now();
     w.kill(0).await; // SIGKILL: paid, no ticket yet
     assert_eq!(w.db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 0, "killed before any ticket");
     // No request needed: a node's sweep takes the orphaned event once its
     // lease expires, and resumes its order from storage.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let o = loop {
-        let o = get_order(&ch2, &order.order_id).await;
-        if o.step == "done" {
-            break o;
-        }
-        assert!(Instant::now() < deadline, "the new owner did not finish the order: {:?} {}", o.status, o.step);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let o = order_reaching(&ch2, &order.order_id, Duration::from_secs(60), "done by the new owner", |o| o.step == "done").await;
     println!("order finished by the new owner {:?} after the kill", killed_at.elapsed());
     assert_eq!(o.status, pb::OrderStatus::Fulfilled as i32, "{o:?}");
     let owner = w.owner(&event).expect("a new owner");

@@ -105,10 +105,6 @@ async fn acknowledged_holds_survive_sigkill_mid_load(b: Backend) {
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 }
 
-async fn get_order(ch: &Ch, order_id: &str) -> pb::Order {
-    OrderingServiceClient::new(ch.clone()).get_order(pb::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner()
-}
-
 async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) {
     let db = TestDb::fresh(b).await;
     // The first run waits 60 s after capturing the payment before issuing
@@ -128,30 +124,17 @@ async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) 
         .unwrap()
         .into_inner();
     PaymentServiceClient::new(ch.clone()).pay_order(pay_req(&order.order_id, "4242 4242 4242 4242", 10_000)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = get_order(&ch, &order.order_id).await;
-        if o.status == pb::OrderStatus::Paid as i32 && o.step == "issue" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "order did not reach paid/issue: {:?} {}", o.status, o.step);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    order_reaching(&ch, &order.order_id, Duration::from_secs(30), "paid/issue", |o| {
+        o.status == pb::OrderStatus::Paid as i32 && o.step == "issue"
+    })
+    .await;
     server.start_kill().unwrap(); // SIGKILL, paid and not yet fulfilled
     server.wait().await.unwrap();
     assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 0, "killed before any ticket");
 
     let (mut server, addr, token) = start_server(&db).await;
     let ch = connect_as(addr, &token).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let o = loop {
-        let o = get_order(&ch, &order.order_id).await;
-        if o.step == "done" {
-            break o;
-        }
-        assert!(Instant::now() < deadline, "resumed order did not finish: {:?} {}", o.status, o.step);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let o = order_reaching(&ch, &order.order_id, Duration::from_secs(60), "done after the restart", |o| o.step == "done").await;
     assert_eq!(o.status, pb::OrderStatus::Fulfilled as i32, "{o:?}");
     let tickets = FulfillmentServiceClient::new(ch.clone())
         .list_tickets(pb::ListTicketsRequest { order_id: order.order_id.clone() })

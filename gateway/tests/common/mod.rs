@@ -538,3 +538,26 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// An order as `GetOrder` answers it on `ch`.
+pub async fn get_order(ch: &Ch, order_id: &str) -> pb::Order {
+    usher_proto::v1::ordering_service_client::OrderingServiceClient::new(ch.clone())
+        .get_order(pb::GetOrderRequest { order_id: order_id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The order once `reached` holds for it (polled every 50 ms), failing
+/// after `within` and saying where it was (`what`: what was awaited).
+pub async fn order_reaching(ch: &Ch, order_id: &str, within: Duration, what: &str, reached: impl Fn(&pb::Order) -> bool) -> pb::Order {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let o = get_order(ch, order_id).await;
+        if reached(&o) {
+            return o;
+        }
+        assert!(std::time::Instant::now() < deadline, "order {order_id} did not reach {what}: {:?} {}", o.status, o.step);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

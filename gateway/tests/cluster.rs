@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::process::Child;
 use usher_proto::v1::{
-    self as pb, catalog_service_client::CatalogServiceClient, fulfillment_service_client::FulfillmentServiceClient,
-    inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
-    payment_service_client::PaymentServiceClient,
+    self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient,
+    ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient,
 };
 
 const SECRET: &str = "a cluster secret for the tests";
@@ -549,15 +548,7 @@ async fn an_order_whose_owner_dies_between_payment_and_tickets_is_finished_once_
     assert_eq!(o.status, pb::OrderStatus::Fulfilled as i32, "{o:?}");
     let owner = w.owner(&event).expect("a new owner");
     assert_ne!(owner, "node-1");
-    let tickets = FulfillmentServiceClient::new(ch2.clone())
-        .list_tickets(pb::ListTicketsRequest { order_id: order.order_id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .tickets;
-    let mut got: Vec<&str> = tickets.iter().map(|t| t.seat_id.as_str()).collect();
-    got.sort();
-    assert_eq!(got, seats, "exactly one ticket per seat");
+    assert_eq!(ticket_seats(&ch2, &order.order_id).await, seats, "exactly one ticket per seat");
     assert_eq!(w.db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 3);
     assert_eq!(w.db.payloads("payment-succeeded", &event).await.len(), 1, "one capture");
     assert_eq!(w.db.payloads("order-fulfilled", &event).await.len(), 1);

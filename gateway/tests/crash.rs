@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::process::Child;
 use usher_proto::v1::{
-    self as pb, catalog_service_client::CatalogServiceClient, fulfillment_service_client::FulfillmentServiceClient,
-    inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
-    payment_service_client::PaymentServiceClient,
+    self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient,
+    ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient,
 };
 
 both_backends!(acknowledged_holds_survive_sigkill_mid_load);
@@ -136,15 +135,7 @@ async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) 
     let ch = connect_as(addr, &token).await;
     let o = order_reaching(&ch, &order.order_id, Duration::from_secs(60), "done after the restart", |o| o.step == "done").await;
     assert_eq!(o.status, pb::OrderStatus::Fulfilled as i32, "{o:?}");
-    let tickets = FulfillmentServiceClient::new(ch.clone())
-        .list_tickets(pb::ListTicketsRequest { order_id: order.order_id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .tickets;
-    let mut got: Vec<&str> = tickets.iter().map(|t| t.seat_id.as_str()).collect();
-    got.sort();
-    assert_eq!(got, seats, "exactly one ticket per seat");
+    assert_eq!(ticket_seats(&ch, &order.order_id).await, seats, "exactly one ticket per seat");
     assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 3);
     assert_eq!(db.payloads("ticket-issued", &event).await.len(), 3, "one ticket-issued message per ticket");
     assert_eq!(db.payloads("payment-succeeded", &event).await.len(), 1);

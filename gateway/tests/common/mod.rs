@@ -561,3 +561,16 @@ pub async fn order_reaching(ch: &Ch, order_id: &str, within: Duration, what: &st
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The seats of an order's tickets (`ListTickets` on `ch`), sorted.
+pub async fn ticket_seats(ch: &Ch, order_id: &str) -> Vec<String> {
+    let tickets = usher_proto::v1::fulfillment_service_client::FulfillmentServiceClient::new(ch.clone())
+        .list_tickets(pb::ListTicketsRequest { order_id: order_id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    let mut got: Vec<String> = tickets.into_iter().map(|t| t.seat_id).collect();
+    got.sort();
+    got
+}

@@ -10,6 +10,7 @@ pub mod ownership;
 pub mod ports;
 pub mod postman;
 pub mod registry;
+pub mod relay;
 pub mod saga;
 
 pub use clock::Clock;
@@ -18,4 +19,5 @@ pub use identity::*;
 pub use ownership::{LocalOwnership, SoleServer};
 pub use ports::*;
 pub use registry::{EventFacts, Grant, Registry, RegistryConfig};
+pub use relay::{Relay, RelayConfig, RelayStatus};
 pub use saga::{CardVault, OrderWriter, RenderQueue, SagaConfig, SagaDeps, SagaError, Sagas};

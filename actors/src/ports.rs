@@ -577,3 +577,90 @@ pub trait OrderStore: Send + Sync + 'static {
     fn mail_failed<'a>(&'a self, order: OrderId, kind: MailKind, error: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     fn mail_state(&self, order: OrderId, kind: MailKind) -> BoxFuture<'_, Result<Option<MailState>, StoreError>>;
 }
+
+/// One outbox row on its way out, as the relay reads it and as a consumer
+/// receives it (from Kafka or from the embedded stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMessage {
+    /// The outbox row's number (global, assigned at insert): what the relay
+    /// marks published. Not an order between events; 0 when read from Kafka.
+    pub row: i64,
+    /// A UUID: the consumers' deduplication key (`message-id` header).
+    pub message_id: String,
+    /// The topic, one of `usher_adapters::outbox::TOPICS`.
+    pub topic: String,
+    /// The event id: the Kafka key.
+    pub key: String,
+    /// The message's place in its event's story: 1, 2, 3 ... with no gaps
+    /// (`event-seq` header); a consumer that sees n+2 after n missed one.
+    pub event_seq: i64,
+    /// The payload's full protobuf name, e.g. `usher.events.v1.SeatsSold`.
+    pub message_type: String,
+    /// The payload schema's version within its package (`schema-version`).
+    pub schema_version: u32,
+    /// When the change committed (ms since the Unix epoch).
+    pub occurred_at: Millis,
+    /// The W3C `traceparent` of the request that caused it, when known.
+    pub traceparent: Option<String>,
+    /// Protobuf bytes of `message_type`.
+    pub payload: Vec<u8>,
+    /// The position in the embedded stream (`stream_offset`), once the
+    /// embedded relay gave it one; `None` on the Kafka path.
+    pub offset: Option<i64>,
+}
+
+/// The outbox as a whole: what any node may ask of it.
+pub trait StreamStore: Send + Sync {
+    /// Tries to become the one relay of this database. `Some` holds the
+    /// right until dropped (PostgreSQL: a session advisory lock on a
+    /// connection of its own, which every relay statement runs on, so a
+    /// relay whose session died can write nothing more); `None`: another
+    /// node relays.
+    fn relay_session(&self) -> BoxFuture<'_, Result<Option<Box<dyn RelaySession>>, StoreError>>;
+    /// Rows not yet published and the time the oldest of them committed.
+    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>>;
+    /// The embedded stream from `offset` on (inclusive), at most `limit`
+    /// messages, in offset order.
+    fn read_local(&self, offset: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StreamMessage>, StoreError>>;
+    /// The offset the embedded stream's next message will have (1 when
+    /// nothing was ever appended).
+    fn stream_end(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+}
+
+/// How far the outbox is behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Unpublished rows.
+    pub rows: u64,
+    /// When the oldest unpublished row committed; `None` when there is none.
+    pub oldest_at: Option<Millis>,
+}
+
+/// The relay's right to publish, and the statements only the relay runs.
+pub trait RelaySession: Send {
+    /// Up to `limit` unpublished rows, in insert order (within one event:
+    /// `event_seq` order).
+    fn unpublished(&mut self, limit: usize) -> BoxFuture<'_, Result<Vec<StreamMessage>, StoreError>>;
+    /// Marks rows delivered to the broker.
+    fn mark_published<'a>(&'a mut self, rows: &'a [i64], now: Millis) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The embedded stream: gives `rows` the next stream offsets, in the
+    /// order given, and marks them published, in one transaction.
+    fn append_local<'a>(&'a mut self, rows: &'a [i64], now: Millis) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Deletes up to `limit` rows published before `before` that every
+    /// embedded consumer has read; returns how many went.
+    fn prune(&mut self, before: Millis, limit: usize) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// Where the relay publishes: a Kafka broker, or the embedded stream.
+pub trait Publisher: Send + Sync {
+    /// Publishes `msgs` in the order given and waits for each one's
+    /// delivery report: `true` for each the destination acknowledged.
+    fn publish<'a>(&'a self, msgs: &'a [StreamMessage]) -> BoxFuture<'a, Vec<bool>>;
+    /// `true` for the embedded stream: the relay appends rows with its
+    /// session's `append_local` instead of calling `publish`.
+    fn is_local(&self) -> bool {
+        false
+    }
+    /// For logs and `usher status`: `kafka 127.0.0.1:9092` or `embedded`.
+    fn describe(&self) -> String;
+}

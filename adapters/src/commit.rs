@@ -23,13 +23,13 @@ use usher_actors::{CommitKind, CommitStats, Epoch, EpochClaim, StoreError};
 use usher_engine::{EventId, Millis};
 
 use crate::db_error::db_error;
-use crate::outbox::OutboxRow;
+use crate::outbox::{OutboxRow, SCHEMA_VERSION, message_type};
 
 /// The outbox's columns, in the order every writer binds them (a macro so
 /// that `concat!` builds each statement at compile time).
 macro_rules! outbox_columns {
     () => {
-        "message_id, topic, aggregate_id, payload, created_at"
+        "message_id, topic, aggregate_id, payload, created_at, event_seq, message_type, schema_version"
     };
 }
 
@@ -102,7 +102,9 @@ pub(crate) struct Commit<'m, DB: sqlx::Database> {
     meter: &'m CommitMeter,
     kind: CommitKind,
     started: Instant,
-    outbox_rows: u64,
+    /// Rows appended so far, with the time each happened; written with
+    /// their sequences by `finish`.
+    outbox: Vec<(OutboxRow, Millis)>,
     outcome: Outcome,
     /// Epochs read by `fence_share` in this transaction, per event.
     seen: HashMap<EventId, Epoch>,
@@ -118,7 +120,7 @@ impl<'m, DB: sqlx::Database> Commit<'m, DB> {
                 return Err(db_error(e));
             }
         };
-        Ok(Commit { tx: Some(tx), meter, kind, started, outbox_rows: 0, outcome: Outcome::Failed, seen: HashMap::new() })
+        Ok(Commit { tx: Some(tx), meter, kind, started, outbox: Vec::new(), outcome: Outcome::Failed, seen: HashMap::new() })
     }
 
     /// The open transaction, for the caller's own rows.
@@ -126,8 +128,17 @@ impl<'m, DB: sqlx::Database> Commit<'m, DB> {
         self.tx.as_mut().expect("a commit's transaction is there until finish")
     }
 
+    /// Adds domain events to this commit's outbox rows. They are written
+    /// by `finish`, after every other row, each event's rows numbered from
+    /// its counter: the last statements before COMMIT, so the event row's
+    /// lock that numbering takes is held for as short as can be, and a
+    /// write rolled back to its savepoint before this never took numbers.
+    pub fn append_outbox(&mut self, rows: impl IntoIterator<Item = OutboxRow>, now: Millis) {
+        self.outbox.extend(rows.into_iter().map(|r| (r, now)));
+    }
+
     /// Commits and counts it.
-    pub async fn finish(mut self) -> Result<(), StoreError> {
+    async fn commit_tx(&mut self) -> Result<(), StoreError> {
         let tx = self.tx.take().expect("a commit's transaction is there until finish");
         tx.commit().await.map_err(db_error)?;
         self.outcome = Outcome::Committed;
@@ -153,7 +164,7 @@ impl<DB: sqlx::Database> Drop for Commit<'_, DB> {
             Outcome::Committed => {
                 let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 m.commits.fetch_add(1, Relaxed);
-                m.outbox_rows.fetch_add(self.outbox_rows, Relaxed);
+                m.outbox_rows.fetch_add(self.outbox.len() as u64, Relaxed);
                 m.micros_total.fetch_add(us, Relaxed);
                 m.micros_max.fetch_max(us, Relaxed);
             }
@@ -180,6 +191,45 @@ impl<DB: sqlx::Database> Drop for Commit<'_, DB> {
 macro_rules! fences {
     ($db:ty, $share:literal, $exclusive:literal) => {
         impl<'m> Commit<'m, $db> {
+            /// Numbers and writes the outbox rows, then commits and counts it.
+            ///
+            /// Each event's rows take the next numbers of `events.outbox_seq`
+            /// (`UPDATE ... RETURNING`, events in sorted order so that two
+            /// commits never wait on each other in a cycle). That update
+            /// locks the event's row until COMMIT, so commits of one event
+            /// that write rows are serialized here and become visible in
+            /// the order of their numbers: a reader never sees number n+1
+            /// before n (the trap of a sequence taken before commit).
+            pub async fn finish(mut self) -> Result<(), StoreError> {
+                if !self.outbox.is_empty() {
+                    let mut rows = std::mem::take(&mut self.outbox);
+                    // Stable: one event's rows keep the order they were appended in.
+                    rows.sort_by(|a, b| a.0.aggregate_id.cmp(&b.0.aggregate_id));
+                    // Each row's number, in the rows' (sorted) order.
+                    let mut numbered: Vec<i64> = Vec::with_capacity(rows.len());
+                    let mut rest = rows.as_slice();
+                    while let Some((first_row, _)) = rest.first() {
+                        let event = first_row.aggregate_id.clone();
+                        let n = rest.iter().take_while(|r| r.0.aggregate_id == event).count();
+                        let last: Option<(i64,)> =
+                            sqlx::query_as("UPDATE events SET outbox_seq = outbox_seq + $1 WHERE id = $2 RETURNING outbox_seq")
+                                .bind(n as i64)
+                                .bind(&event)
+                                .fetch_optional(&mut **self.tx())
+                                .await
+                                .map_err(db_error)?;
+                        let last = last.ok_or_else(|| StoreError::NotFound(format!("event {event}")))?.0;
+                        numbered.extend(last - n as i64 + 1..=last);
+                        rest = &rest[n..];
+                    }
+                    let rows: Vec<(OutboxRow, i64, Millis)> =
+                        rows.into_iter().zip(numbered).map(|((row, at), seq)| (row, seq, at)).collect();
+                    self.write_outbox(&rows).await?;
+                    self.outbox = rows.into_iter().map(|(row, _, at)| (row, at)).collect();
+                }
+                self.commit_tx().await
+            }
+
             /// The owner's fence for a seat batch: touches the event's row
             /// where the epoch is `epoch`, or refuses the whole commit.
             pub async fn fence_own(&mut self, event_id: EventId, epoch: Epoch, now: Millis) -> Result<(), StoreError> {
@@ -277,19 +327,21 @@ fences!(
 impl Commit<'_, sqlx::Sqlite> {
     /// Multi-row VALUES: SQLite parses in-process, so the varying statement
     /// text costs little.
-    pub async fn append_outbox(&mut self, rows: &[OutboxRow], now: Millis) -> Result<(), StoreError> {
+    async fn write_outbox(&mut self, rows: &[(OutboxRow, i64, Millis)]) -> Result<(), StoreError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT_MAX) {
             let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(concat!("INSERT INTO outbox (", outbox_columns!(), ") "));
-            q.push_values(chunk, |mut b, o| {
+            q.push_values(chunk, |mut b, (o, seq, at)| {
                 b.push_bind(o.message_id.clone())
                     .push_bind(o.topic)
                     .push_bind(o.aggregate_id.clone())
                     .push_bind(o.payload.clone())
-                    .push_bind(now.0);
+                    .push_bind(at.0)
+                    .push_bind(*seq)
+                    .push_bind(message_type(o.topic).unwrap_or("unknown"))
+                    .push_bind(i64::from(SCHEMA_VERSION));
             });
             q.build().execute(&mut **self.tx()).await.map_err(db_error)?;
         }
-        self.outbox_rows += rows.len() as u64;
         Ok(())
     }
 }
@@ -297,29 +349,32 @@ impl Commit<'_, sqlx::Sqlite> {
 impl Commit<'_, sqlx::Postgres> {
     /// One fixed statement, rows passed as arrays (UNNEST): prepared once
     /// per connection, whatever the number of rows.
-    pub async fn append_outbox(&mut self, rows: &[OutboxRow], now: Millis) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<&str> = rows.iter().map(|o| o.message_id.as_str()).collect();
-        let topics: Vec<&str> = rows.iter().map(|o| o.topic).collect();
-        let aggregates: Vec<&str> = rows.iter().map(|o| o.aggregate_id.as_str()).collect();
-        let payloads: Vec<&[u8]> = rows.iter().map(|o| o.payload.as_slice()).collect();
+    async fn write_outbox(&mut self, rows: &[(OutboxRow, i64, Millis)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = rows.iter().map(|(o, ..)| o.message_id.as_str()).collect();
+        let topics: Vec<&str> = rows.iter().map(|(o, ..)| o.topic).collect();
+        let aggregates: Vec<&str> = rows.iter().map(|(o, ..)| o.aggregate_id.as_str()).collect();
+        let payloads: Vec<&[u8]> = rows.iter().map(|(o, ..)| o.payload.as_slice()).collect();
+        let at: Vec<i64> = rows.iter().map(|(_, _, t)| t.0).collect();
+        let seqs: Vec<i64> = rows.iter().map(|(_, s, _)| *s).collect();
+        let types: Vec<&str> = rows.iter().map(|(o, ..)| message_type(o.topic).unwrap_or("unknown")).collect();
         sqlx::query(concat!(
             "INSERT INTO outbox (",
             outbox_columns!(),
-            ") SELECT u.message_id, u.topic, u.aggregate_id, u.payload, $1 \
-             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[]) AS u(message_id, topic, aggregate_id, payload)"
+            ") SELECT u.message_id, u.topic, u.aggregate_id, u.payload, u.created_at, u.event_seq, u.message_type, $1 \
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[], $7::bigint[], $8::text[]) \
+             AS u(message_id, topic, aggregate_id, payload, created_at, event_seq, message_type)"
         ))
-        .bind(now.0)
+        .bind(i64::from(SCHEMA_VERSION))
         .bind(&ids)
         .bind(&topics)
         .bind(&aggregates)
         .bind(&payloads)
+        .bind(&at)
+        .bind(&seqs)
+        .bind(&types)
         .execute(&mut **self.tx())
         .await
         .map_err(db_error)?;
-        self.outbox_rows += rows.len() as u64;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 mod commit;
 mod db_error;
 pub mod identity;
+pub mod kafka;
 pub mod lease;
 pub mod mail;
 mod node_lock;
@@ -12,6 +13,7 @@ pub mod payment;
 pub mod pdf;
 mod plan;
 pub mod sql;
+pub mod stream;
 
 pub use node_lock::{NodeLock, NodeLockError, PG_NODE_LOCK_KEY, lock_cluster_node, lock_node};
-pub use sql::{PgStore, SqliteStore, Stores, connect, connect_all};
+pub use sql::{PgStore, SqliteStore, Stores, connect, connect_all, connect_with_stream};

@@ -170,7 +170,7 @@ macro_rules! order_store {
                         return Ok(OrderCreated::HoldInOrder { hold_id: *h, order_id: OrderId::parse(&other).map_err(corrupt)? });
                     }
                 }
-                c.append_outbox(&[encode_order_created(order, labels, order.created_at)], order.created_at).await?;
+                c.append_outbox([encode_order_created(order, labels, order.created_at)], order.created_at);
                 c.finish().await?;
                 Ok(OrderCreated::New)
             }
@@ -271,7 +271,8 @@ macro_rules! order_store {
                     .map_err(db_error)?;
                 }
                 let rows: Vec<_> = w.transition.events.iter().flat_map(|e| encode_order_event(order, w.seat_labels, w.now, e)).collect();
-                c.append_outbox(&rows, w.now).await
+                c.append_outbox(rows, w.now);
+                Ok(())
             }
 
             async fn do_get_order(&self, id: OrderId) -> Result<Option<StoredOrder>, StoreError> {

@@ -5,11 +5,52 @@ use prost_types::Timestamp;
 use usher_engine::{Event, EventId, Hold, Layout, Millis, Order, OrderEvent, SeatIdx};
 use usher_proto::events as pb;
 
+/// One domain event on its way to the stream. Its place in its event's
+/// story (`event_seq`) is given when its transaction commits
+/// ([`Commit::finish`](crate::commit)), not here.
 pub struct OutboxRow {
+    /// A UUID (hyphenated): the consumers' deduplication key, the
+    /// `message-id` header and the payload envelope's `message_id`.
     pub message_id: String,
+    /// One of [`TOPICS`].
     pub topic: &'static str,
+    /// The event id: the Kafka message key, so one event's messages share a
+    /// partition and keep their order.
     pub aggregate_id: String,
+    /// Protobuf, the message type [`message_type`] names.
     pub payload: Vec<u8>,
+}
+
+/// The version of the payloads' schema (`usher.events.v1`) within its
+/// package: raised when a message changes in a way old readers should know
+/// of (fields added stay compatible and keep it). Sent as the
+/// `schema-version` header.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every topic and the protobuf message (in `usher.events.v1`) its
+/// payloads are, in the order a purchase meets them.
+pub const TOPICS: &[(&str, &str)] = &[
+    ("event-status-changed", "usher.events.v1.EventStatusChanged"),
+    ("seats-blocked", "usher.events.v1.SeatsBlockChanged"),
+    ("seats-unblocked", "usher.events.v1.SeatsBlockChanged"),
+    ("reservation-created", "usher.events.v1.ReservationCreated"),
+    ("reservation-released", "usher.events.v1.ReservationReleased"),
+    ("reservation-expired", "usher.events.v1.ReservationExpired"),
+    ("order-created", "usher.events.v1.OrderCreated"),
+    ("payment-succeeded", "usher.events.v1.PaymentSucceeded"),
+    ("payment-failed", "usher.events.v1.PaymentFailed"),
+    ("seats-sold", "usher.events.v1.SeatsSold"),
+    ("ticket-issued", "usher.events.v1.TicketIssued"),
+    ("order-fulfilled", "usher.events.v1.OrderFulfilled"),
+    ("order-expired", "usher.events.v1.OrderExpired"),
+    ("order-cancelled", "usher.events.v1.OrderCancelled"),
+    ("order-refunded", "usher.events.v1.OrderRefunded"),
+];
+
+/// The full protobuf name of a topic's payloads (the `message-type`
+/// header), or `None` for a topic Usher does not write.
+pub fn message_type(topic: &str) -> Option<&'static str> {
+    TOPICS.iter().find(|(t, _)| *t == topic).map(|(_, m)| *m)
 }
 
 pub fn timestamp(t: Millis) -> Timestamp {
@@ -146,5 +187,31 @@ pub fn encode_order_event(order: &Order, labels: &[String], now: Millis, event: 
                 })
                 .collect()
         }
+    }
+}
+
+/// A payload decoded by its message type and shown in protobuf's field
+/// names (Rust `Debug` form), for `usher stream tail`; `Err` when the type is
+/// unknown or the bytes are not that message.
+pub fn describe_payload(message_type: &str, payload: &[u8]) -> Result<String, String> {
+    fn show<M: Message + Default + std::fmt::Debug>(b: &[u8]) -> Result<String, String> {
+        M::decode(b).map(|m| format!("{m:?}")).map_err(|e| e.to_string())
+    }
+    match message_type.strip_prefix("usher.events.v1.").unwrap_or("") {
+        "ReservationCreated" => show::<pb::ReservationCreated>(payload),
+        "ReservationReleased" => show::<pb::ReservationReleased>(payload),
+        "ReservationExpired" => show::<pb::ReservationExpired>(payload),
+        "SeatsSold" => show::<pb::SeatsSold>(payload),
+        "SeatsBlockChanged" => show::<pb::SeatsBlockChanged>(payload),
+        "EventStatusChanged" => show::<pb::EventStatusChanged>(payload),
+        "OrderCreated" => show::<pb::OrderCreated>(payload),
+        "PaymentSucceeded" => show::<pb::PaymentSucceeded>(payload),
+        "PaymentFailed" => show::<pb::PaymentFailed>(payload),
+        "OrderExpired" => show::<pb::OrderExpired>(payload),
+        "OrderCancelled" => show::<pb::OrderCancelled>(payload),
+        "OrderRefunded" => show::<pb::OrderRefunded>(payload),
+        "OrderFulfilled" => show::<pb::OrderFulfilled>(payload),
+        "TicketIssued" => show::<pb::TicketIssued>(payload),
+        _ => Err(format!("unknown message type {message_type:?}")),
     }
 }

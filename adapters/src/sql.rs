@@ -79,13 +79,18 @@ pub type Stores = (Arc<dyn Store>, Arc<dyn OrderStore>, Arc<dyn IdentityStore>);
 /// Opens the store named by a URL (as [`connect`]) and returns it as every
 /// port it implements. Runs migrations.
 pub async fn connect_all(url: &str) -> Result<Stores, StoreError> {
+    Ok(connect_with_stream(url).await?.0)
+}
+
+/// [`connect_all`] and the same database's outbox as a stream.
+pub async fn connect_with_stream(url: &str) -> Result<(Stores, Arc<dyn usher_actors::StreamStore>), StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let s = Arc::new(PgStore::connect(url).await?);
-        Ok((s.clone(), s.clone(), s))
+        Ok(((s.clone(), s.clone(), s.clone()), s))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
-        Ok((s.clone(), s.clone(), s))
+        Ok(((s.clone(), s.clone(), s.clone()), s))
     }
 }
 
@@ -550,7 +555,7 @@ macro_rules! sql_store {
             }
 
             async fn do_commit(&self, batch: Batch<'_>) -> Result<(), StoreError> {
-                let p = plan(&batch);
+                let mut p = plan(&batch);
                 let eid = batch.event_id.to_string();
                 let mut c = Commit::begin(&self.pool, &self.meter, CommitKind::SeatBatch).await?;
                 // Fencing: a writer with a stale epoch changes nothing. In
@@ -571,7 +576,7 @@ macro_rules! sql_store {
                 if !p.is_empty() {
                     Self::write_rows(c.tx(), &eid, &p).await?;
                 }
-                c.append_outbox(&p.outbox, batch.now).await?;
+                c.append_outbox(std::mem::take(&mut p.outbox), batch.now);
                 c.finish().await
             }
         }

@@ -198,3 +198,76 @@ async fn a_lost_postgres_node_lock_is_noticed() {
     drop((lock, admin));
     usher_test_support::drop_pg_database(&name).await;
 }
+
+/// Outbox rows are numbered per event as their commits' last statements:
+/// concurrent writers of one event get 1, 2, 3 ... with no gap, in commit
+/// (insert) order, so a relay that reads "not yet published" in insert
+/// order meets each event's rows in their order. The embedded stream gives
+/// offsets in the relay's order; pruning removes published rows.
+#[tokio::test]
+async fn concurrent_writers_number_an_events_outbox_rows_without_gaps() {
+    on_both("outboxseq", |url| async move {
+        let ((store, orders, _), stream) = usher_adapters::connect_with_stream(&url).await.unwrap();
+        let (event, _) = stored_event(&*store, 40).await;
+        let epoch = store.fence_event(event.id, EpochClaim::Next).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut made = Vec::new();
+        for i in 0..30u32 {
+            let (orders, o) = (orders.clone(), order(&event, i));
+            made.push(o.clone());
+            tasks.spawn(async move { orders.create_order(&format!("k-{i}"), 1, &o, &["A-1-1".into()], epoch).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            assert!(matches!(r.unwrap(), Ok(OrderCreated::New)));
+        }
+        // One group commit that cancels ten of them.
+        let cancels: Vec<(Order, Transition)> = made[..10].iter().map(cancelled).collect();
+        let ws: Vec<OrderWrite<'_>> = cancels.iter().map(|(o, t)| write(o, 1, epoch, t)).collect();
+        assert!(orders.save_orders(&ws).await.iter().all(Result::is_ok));
+
+        let mut relay = stream.relay_session().await.unwrap().expect("the only relay");
+        let rows = relay.unpublished(1_000).await.unwrap();
+        let seqs: Vec<i64> = rows.iter().filter(|m| m.key == event.id.to_string()).map(|m| m.event_seq).collect();
+        assert!(seqs.len() >= 30, "{url}: {seqs:?}");
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{url}");
+        let n = rows.len() as i64;
+        assert!(rows.iter().all(|m| m.message_type.starts_with("usher.events.v1.") && m.schema_version == 1));
+        assert_eq!(stream.backlog().await.unwrap().rows, n as u64);
+
+        // The embedded stream: offsets 1..n in the order given.
+        let ids: Vec<i64> = rows.iter().map(|m| m.row).collect();
+        relay.append_local(&ids, Millis(50)).await.unwrap();
+        let read = stream.read_local(1, 100).await.unwrap();
+        assert_eq!(read.iter().map(|m| m.offset.unwrap()).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+        assert_eq!(read.iter().map(|m| m.row).collect::<Vec<_>>(), ids);
+        assert_eq!(stream.stream_end().await.unwrap(), n + 1);
+        assert_eq!(stream.backlog().await.unwrap(), usher_actors::Backlog { rows: 0, oldest_at: None });
+        // Appending again changes nothing.
+        relay.append_local(&ids, Millis(60)).await.unwrap();
+        assert_eq!(stream.stream_end().await.unwrap(), n + 1);
+        // Published before 40: none; before 51: all.
+        assert_eq!(relay.prune(Millis(40), 1_000).await.unwrap(), 0);
+        assert_eq!(relay.prune(Millis(51), 1_000).await.unwrap(), n as u64);
+        assert!(stream.read_local(1, 100).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+/// One relay per PostgreSQL database: a second session is refused while the
+/// first lives, and granted once it is dropped.
+#[tokio::test]
+async fn one_relay_per_postgres_database() {
+    let (name, url) = usher_test_support::fresh_pg_database("relaylock").await;
+    let (_, stream) = usher_adapters::connect_with_stream(&url).await.unwrap();
+    let (_, other) = usher_adapters::connect_with_stream(&url).await.unwrap();
+    let first = stream.relay_session().await.unwrap().expect("the first relay");
+    assert!(other.relay_session().await.unwrap().is_none(), "a second relay while the first lives");
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while other.relay_session().await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the lock was not given back");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop((stream, other));
+    usher_test_support::drop_pg_database(&name).await;
+}

@@ -118,3 +118,17 @@ pub const IDEMPOTENCY_RECORDS_PER_EVENT_MAX: usize = 250_000;
 /// An event with no live holds and no request for this long is unloaded from
 /// its node (its actor stops; the next use loads it again).
 pub const EVENT_IDLE_UNLOAD_MS: u64 = 10 * 60 * 1000;
+/// Outbox rows the relay reads and publishes per round.
+pub const RELAY_BATCH_ROWS_MAX: usize = 1_000;
+/// Published outbox rows one prune deletes (the rest wait for the next).
+pub const RELAY_PRUNE_ROWS_MAX: usize = 10_000;
+/// How long published outbox rows stay, by default (7 days).
+pub const OUTBOX_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// The relay's wait between looks at an empty outbox.
+pub const RELAY_POLL_MS: u64 = 20;
+/// How often the relay prunes and every node reads the backlog.
+pub const RELAY_PRUNE_EVERY_MS: u64 = 60_000;
+pub const RELAY_BACKLOG_EVERY_MS: u64 = 1_000;
+/// A node whose oldest unpublished row is older than this reports not
+/// ready (`/readyz`, gRPC health `usher.relay`), by default.
+pub const RELAY_BEHIND_MS_DEFAULT: u64 = 10_000;

@@ -46,6 +46,8 @@ pub struct Ctx {
     pub hubs: Arc<crate::streams::Hubs>,
     /// This node's place in a cluster; `None` for a single node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The outbox relay (this node's part in it) and its status.
+    pub relay: Arc<usher_actors::Relay>,
 }
 
 impl Ctx {
@@ -88,8 +90,8 @@ impl Application {
         } else {
             (Some(usher_adapters::lock_node(&config.store_url()).await?), None)
         };
-        let (store, orders, identity) =
-            usher_adapters::connect_all(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+        let ((store, orders, identity), stream) =
+            usher_adapters::connect_with_stream(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
         let auth = Auth::start(identity, config.auth(), clock.now()).await?;
         let demo =
@@ -177,6 +179,7 @@ impl Application {
         let postman = usher_actors::postman::start(usher_actors::postman::PostmanArgs { mailer, sagas: sagas.clone(), cfg: postman_cfg })
             .await
             .map_err(|e| anyhow::anyhow!("starting the postman: {e}"))?;
+        let relay = Arc::new(start_relay(config, stream, clock.clone())?);
         let (stop, stopping) = tokio::sync::watch::channel(false);
         Ok(Application {
             ctx: Ctx {
@@ -198,6 +201,7 @@ impl Application {
                     std::time::Duration::from_millis(config.seat_feed_stall_ms.max(1)),
                 )),
                 cluster,
+                relay,
             },
             demo,
             ownership: ownership_is,
@@ -230,6 +234,21 @@ impl Application {
         health_reporter.set_serving::<FulfillmentServiceServer<Orders>>().await;
         health_reporter.set_serving::<CheckInServiceServer<Orders>>().await;
         health_reporter.set_serving::<IdentityServiceServer<Identity>>().await;
+        // `usher.relay`: SERVING while the outbox keeps up.
+        {
+            let mut status = self.ctx.relay.subscribe();
+            let reporter = health_reporter.clone();
+            tokio::spawn(async move {
+                loop {
+                    let behind = status.borrow_and_update().behind;
+                    let s = if behind { tonic_health::ServingStatus::NotServing } else { tonic_health::ServingStatus::Serving };
+                    reporter.set_service_status(crate::limits::RELAY_HEALTH_SERVICE, s).await;
+                    if status.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(usher_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -296,8 +315,37 @@ impl Application {
         info!(batches = %self.ctx.registry.stats().summary(), "draining event actors");
         self.ctx.registry.shutdown().await;
         let _ = self.registry_join.await;
+        // Last: rows the drain committed are published by the next relay.
+        if let Ok(relay) = Arc::try_unwrap(self.ctx.relay) {
+            relay.stop().await;
+        }
         Ok(())
     }
+}
+
+/// The outbox relay: to Kafka when brokers are configured (the topics are
+/// created in the background, so a broker that is down at start only delays
+/// publishing), else to the embedded stream.
+fn start_relay(config: &Config, stream: Arc<dyn usher_actors::StreamStore>, clock: Clock) -> anyhow::Result<usher_actors::Relay> {
+    let publisher: Arc<dyn usher_actors::Publisher> = match config.kafka() {
+        Some(k) => {
+            let publisher = usher_adapters::kafka::KafkaPublisher::new(k.clone()).map_err(|e| anyhow::anyhow!("--kafka-brokers: {e}"))?;
+            tokio::spawn(async move {
+                let mut wait = std::time::Duration::from_secs(1);
+                loop {
+                    match usher_adapters::kafka::ensure_topics(&k).await {
+                        Ok(()) => return info!(brokers = %k.brokers, "kafka topics are in place"),
+                        Err(e) => tracing::warn!(error = %e, "cannot create the kafka topics yet; trying again"),
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+            });
+            Arc::new(publisher)
+        }
+        None => Arc::new(usher_adapters::stream::EmbeddedStream),
+    };
+    Ok(usher_actors::Relay::start(stream, publisher, clock, config.relay()))
 }
 
 /// Makes `dir` (and its parents) and leaves it readable by its owner only.

@@ -97,6 +97,26 @@ pub struct Config {
     pub lease_renew_ms: u64,
     /// Prefix of the cluster's Redis keys, so clusters can share a Redis.
     pub cluster_key_prefix: String,
+    /// `host:port[,host:port…]` of Kafka brokers: the relay publishes the
+    /// outbox there (librdkafka `bootstrap.servers`). Empty: the embedded
+    /// stream in the database, to the same consumers.
+    pub kafka_brokers: String,
+    /// Put before every topic name (empty: `seats-sold`, ...).
+    pub kafka_topic_prefix: String,
+    /// Partitions, replicas and `retention.ms` of the topics Usher creates
+    /// when they are missing (existing topics are left alone).
+    pub kafka_partitions: u32,
+    pub kafka_replication: u32,
+    pub kafka_retention_ms: u64,
+    /// How long published outbox rows stay in the database (the embedded
+    /// stream's retention too).
+    pub outbox_retention_ms: u64,
+    /// Not ready (`/readyz` 503, gRPC health `usher.relay` NOT_SERVING)
+    /// while the oldest unpublished outbox row is older than this.
+    pub relay_behind_ms: u64,
+    /// Fault injection for crash tests only: the relay's pause between its
+    /// delivery reports and marking rows published.
+    pub test_relay_mark_delay_ms: u64,
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -130,6 +150,7 @@ impl std::fmt::Debug for Config {
             .field("redis_url", &redact_url(&self.redis_url))
             .field("node_name", &self.node_name)
             .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("kafka_brokers", &self.kafka_brokers)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +196,14 @@ impl Default for Config {
             lease_ttl_ms: limits::LEASE_TTL_MS_DEFAULT,
             lease_renew_ms: limits::LEASE_RENEW_MS_DEFAULT,
             cluster_key_prefix: "usher:".into(),
+            kafka_brokers: String::new(),
+            kafka_topic_prefix: String::new(),
+            kafka_partitions: limits::KAFKA_PARTITIONS_DEFAULT,
+            kafka_replication: 1,
+            kafka_retention_ms: usher_engine::limits::OUTBOX_RETENTION_MS_DEFAULT,
+            outbox_retention_ms: usher_engine::limits::OUTBOX_RETENTION_MS_DEFAULT,
+            relay_behind_ms: usher_engine::limits::RELAY_BEHIND_MS_DEFAULT,
+            test_relay_mark_delay_ms: 0,
         }
     }
 }
@@ -298,6 +327,30 @@ impl Config {
         if let Some(v) = env("USHER_CLUSTER_KEY_PREFIX") {
             c.cluster_key_prefix = v;
         }
+        if let Some(v) = env("USHER_KAFKA_BROKERS") {
+            c.kafka_brokers = v;
+        }
+        if let Some(v) = env("USHER_KAFKA_TOPIC_PREFIX") {
+            c.kafka_topic_prefix = v;
+        }
+        if let Some(v) = env("USHER_KAFKA_PARTITIONS") {
+            c.kafka_partitions = num("USHER_KAFKA_PARTITIONS", v)?.clamp(1, 10_000) as u32;
+        }
+        if let Some(v) = env("USHER_KAFKA_REPLICATION") {
+            c.kafka_replication = num("USHER_KAFKA_REPLICATION", v)?.clamp(1, 16) as u32;
+        }
+        if let Some(v) = env("USHER_KAFKA_RETENTION_MS") {
+            c.kafka_retention_ms = num("USHER_KAFKA_RETENTION_MS", v)?;
+        }
+        if let Some(v) = env("USHER_OUTBOX_RETENTION_MS") {
+            c.outbox_retention_ms = num("USHER_OUTBOX_RETENTION_MS", v)?;
+        }
+        if let Some(v) = env("USHER_RELAY_BEHIND_MS") {
+            c.relay_behind_ms = num("USHER_RELAY_BEHIND_MS", v)?;
+        }
+        if let Some(v) = env("USHER_TEST_RELAY_MARK_DELAY_MS") {
+            c.test_relay_mark_delay_ms = num("USHER_TEST_RELAY_MARK_DELAY_MS", v)?;
+        }
         Ok(c)
     }
 
@@ -322,6 +375,29 @@ impl Config {
             access_ttl_ms: self.access_token_ttl_ms.clamp(60_000, 24 * 60 * 60 * 1000),
             rates: self.rates.clone(),
             ..crate::auth::AuthConfig::default()
+        }
+    }
+
+    /// Kafka settings when brokers are configured.
+    pub fn kafka(&self) -> Option<usher_adapters::kafka::KafkaConfig> {
+        (!self.kafka_brokers.is_empty()).then(|| usher_adapters::kafka::KafkaConfig {
+            brokers: self.kafka_brokers.clone(),
+            topic_prefix: self.kafka_topic_prefix.clone(),
+            partitions: self.kafka_partitions.clamp(1, 10_000) as i32,
+            replication: self.kafka_replication.clamp(1, 16) as i32,
+            retention_ms: self.kafka_retention_ms,
+            client_id: self.node_name(),
+            message_timeout_ms: limits::KAFKA_MESSAGE_TIMEOUT_MS,
+        })
+    }
+
+    /// The relay's settings.
+    pub fn relay(&self) -> usher_actors::RelayConfig {
+        usher_actors::RelayConfig {
+            retention_ms: self.outbox_retention_ms,
+            behind_ms: self.relay_behind_ms.max(1),
+            test_mark_delay_ms: self.test_relay_mark_delay_ms,
+            ..usher_actors::RelayConfig::default()
         }
     }
 

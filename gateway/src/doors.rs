@@ -124,6 +124,7 @@ pub fn grpc_deadline(headers: &tonic::metadata::MetadataMap) -> Option<std::time
 pub const HTTP: &[(&str, &[Who])] = &[
     ("GET /", ANYONE),
     ("GET /healthz", ANYONE),
+    ("GET /readyz", ANYONE),
     ("GET /.well-known/jwks.json", ANYONE),
     ("GET /api/events", ANYONE),
     ("GET /api/events/{id}", ANYONE),

@@ -56,6 +56,7 @@ pub fn router(ctx: Ctx) -> Router {
     let r = Routes(Router::new())
         .add("GET", "/", get(storefront))
         .add("GET", "/healthz", get(|| async { "ok" }))
+        .add("GET", "/readyz", get(readyz))
         .add("GET", "/.well-known/jwks.json", get(jwks))
         .add("GET", "/api/events", get(list_events))
         .add("GET", "/api/events/{id}", get(get_event))
@@ -395,6 +396,28 @@ async fn seat_map(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SeatM
 
 /// `GET /api/events/{id}/seats/status`: counts and a status digit a seat
 /// (`SnapshotJson`).
+/// Readiness: 200 while the outbox keeps up, 503 while its oldest
+/// unpublished row is older than `relay_behind_ms`; the body says how far
+/// behind either way.
+async fn readyz(State(h): State<Http>) -> Response {
+    let s = h.catalog.ctx.relay.status();
+    let body = serde_json::json!({
+        "ready": !s.behind,
+        "relay": {
+            "relaying": s.relaying,
+            "destination": s.destination,
+            "backlog_rows": s.backlog.rows,
+            "lag_ms": s.lag_ms,
+            "behind": s.behind,
+            "published_total": s.published_total,
+            "failed_total": s.failed_total,
+            "last_error": s.last_error,
+        }
+    });
+    let code = if s.behind { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body)).into_response()
+}
+
 async fn seat_status(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<SnapshotJson>, ApiError> {
     let v = h.catalog.seat_status(&c, &id).await?;
     Ok(Json(SnapshotJson { counts: v.counts.unwrap_or_default().into(), status: status_chars(&v.status) }))

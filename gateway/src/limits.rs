@@ -176,3 +176,12 @@ pub const FORWARD_MS_MAX: u64 = PAY_WAIT_MS_MAX + 5_000;
 /// a node that does not answer this fast is taken for dead by the caller,
 /// who retries (UNAVAILABLE) while the lease expires.
 pub const FORWARD_CONNECT_MS: u64 = 1_000;
+/// Partitions of each topic Usher creates by default: each event's messages
+/// stay in one of them, so this caps a consumer group's parallelism.
+pub const KAFKA_PARTITIONS_DEFAULT: u32 = 6;
+/// How long librdkafka tries to deliver one message before reporting it
+/// failed (`message.timeout.ms`); the relay sends it again later.
+pub const KAFKA_MESSAGE_TIMEOUT_MS: u64 = 10_000;
+/// The gRPC health service name that reports the outbox relay: SERVING
+/// while the oldest unpublished row is younger than `relay_behind_ms`.
+pub const RELAY_HEALTH_SERVICE: &str = "usher.relay";

@@ -145,6 +145,9 @@ enum Cmd {
     /// A cluster of nodes (see README "Several nodes").
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The stream of domain events (see README "The event stream").
+    #[command(subcommand)]
+    Stream(StreamCmd),
     /// Sign in; the session is kept in ~/.config/usher (mode 0600) for later
     /// commands. The password is read from USHER_PASSWORD or standard input.
     Login {
@@ -298,6 +301,10 @@ struct ServeArgs {
     /// (also USHER_ADVERTISE_ADDR; default: the gRPC listener's address).
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// Publish the outbox to these Kafka brokers, host:port[,host:port]
+    /// (also USHER_KAFKA_BROKERS). Default: the embedded stream.
+    #[arg(long)]
+    kafka_brokers: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -314,6 +321,114 @@ enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum StreamCmd {
+    /// Prints the stream's messages as they are published, one line each:
+    /// topic, event, its sequence number, message id and type, the time, and
+    /// the payload decoded. Reads Kafka with --kafka-brokers, else the
+    /// embedded stream in the database (--database-url / --data-dir).
+    Tail {
+        #[command(flatten)]
+        store: Store,
+        /// Kafka brokers, host:port[,host:port] (also USHER_KAFKA_BROKERS).
+        #[arg(long, env = "USHER_KAFKA_BROKERS", default_value = "")]
+        kafka_brokers: String,
+        #[arg(long, env = "USHER_KAFKA_TOPIC_PREFIX", default_value = "")]
+        topic_prefix: String,
+        /// Only these topics (repeat the flag); default: all of Usher's.
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Start at the oldest message kept instead of the next one.
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many messages (default: run until stopped).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// One JSON object per line, the payload as base64.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn stream(cmd: StreamCmd) -> anyhow::Result<()> {
+    let StreamCmd::Tail { store, kafka_brokers, topic_prefix, topic, from_start, limit, json } = cmd;
+    for t in &topic {
+        if usher_adapters::outbox::message_type(t).is_none() {
+            let all: Vec<&str> = usher_adapters::outbox::TOPICS.iter().map(|(t, _)| *t).collect();
+            anyhow::bail!("--topic {t:?} is not one of Usher's topics: {}", all.join(", "));
+        }
+    }
+    let wanted = |m: &usher_actors::StreamMessage| topic.is_empty() || topic.contains(&m.topic);
+    let mut printed = 0u64;
+    let mut print = |m: &usher_actors::StreamMessage| -> bool {
+        let at = usher_adapters::kafka::rfc3339(m.occurred_at);
+        if json {
+            use base64::Engine as _;
+            let line = serde_json::json!({
+                "topic": m.topic, "event_id": m.key, "event_seq": m.event_seq, "message_id": m.message_id,
+                "message_type": m.message_type, "schema_version": m.schema_version, "occurred_at": at,
+                "traceparent": m.traceparent, "offset": m.offset,
+                "payload": base64::engine::general_purpose::STANDARD.encode(&m.payload),
+            });
+            println!("{line}");
+        } else {
+            let body = usher_adapters::outbox::describe_payload(&m.message_type, &m.payload).unwrap_or_else(|e| format!("<{e}>"));
+            println!("{at} {} event {} #{} {} {body}", m.topic, m.key, m.event_seq, m.message_id);
+        }
+        printed += 1;
+        limit.is_some_and(|l| printed >= l)
+    };
+    if !kafka_brokers.is_empty() {
+        use rdkafka::consumer::Consumer as _;
+        let cfg = usher_adapters::kafka::KafkaConfig {
+            brokers: kafka_brokers,
+            topic_prefix,
+            partitions: 1,
+            replication: 1,
+            retention_ms: 0,
+            client_id: "usher-stream-tail".into(),
+            message_timeout_ms: 10_000,
+        };
+        let topics: Vec<&str> = if topic.is_empty() {
+            usher_adapters::outbox::TOPICS.iter().map(|(t, _)| *t).collect()
+        } else {
+            topic.iter().map(String::as_str).collect()
+        };
+        // A group of its own: a tail never takes messages from a real consumer.
+        let group = format!("usher-tail-{}", uuid::Uuid::new_v4());
+        let consumer = usher_adapters::kafka::consumer(&cfg, &group, from_start, &topics).map_err(|e| anyhow::anyhow!(e))?;
+        loop {
+            let m = consumer.recv().await.map_err(|e| anyhow::anyhow!("reading from {}: {e}", cfg.brokers))?;
+            match usher_adapters::kafka::decode(&cfg, &m) {
+                Ok(m) => {
+                    if print(&m) {
+                        consumer.unsubscribe();
+                        return Ok(());
+                    }
+                }
+                Err(e) => eprintln!("usher: skipping {} offset {}: {e}", rdkafka::Message::topic(&m), rdkafka::Message::offset(&m)),
+            }
+        }
+    }
+    let c = store.config()?;
+    let (_, s) = usher_adapters::connect_with_stream(&c.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+    // The next offset: the relay's cursor, or 1 from the start.
+    let mut next = if from_start { 1 } else { s.stream_end().await.map_err(|e| anyhow::anyhow!("{e}"))? };
+    loop {
+        let batch = s.read_local(next, 500).await.map_err(|e| anyhow::anyhow!("reading the embedded stream: {e}"))?;
+        if batch.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        for m in &batch {
+            next = m.offset.unwrap_or(next) + 1;
+            if wanted(m) && print(m) {
+                return Ok(());
+            }
+        }
+    }
 }
 
 async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
@@ -395,6 +510,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.advertise_addr {
         c.advertise_addr = v;
     }
+    if let Some(v) = a.kafka_brokers {
+        c.kafka_brokers = v;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&c.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -412,6 +530,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     println!("usher: storefront on http://{}/ (JSON API under /api)", app.http_addr());
     let mail = if c.smtp_url.is_empty() { format!("maildir {}", c.mail_dir().join("new").display()) } else { "SMTP".to_owned() };
     println!("usher: email to {mail}; ticket PDFs in {}", c.pdf_dir().display());
+    println!("usher: domain events to {} (readiness: http://{}/readyz)", app.ctx.relay.status().destination, app.http_addr());
     if let Some(d) = &app.demo {
         println!("usher: sign in to the demo (kept in {}):", c.data_dir.join("demo-credentials.json").display());
         println!("usher:   organizer  {} / {}   (owner of the demo organization)", d.organizer_email, d.organizer_password);
@@ -504,6 +623,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
         Cmd::Cluster(cmd) => cluster(cmd).await,
+        Cmd::Stream(cmd) => stream(cmd).await,
         Cmd::Login { email, a } => client::login(&a.addr, email, password()?).await,
         Cmd::Logout { a } => client::logout(&a.addr).await,
         Cmd::Whoami { a } => client::whoami(a.connect().await?).await,

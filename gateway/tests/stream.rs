@@ -1,0 +1,407 @@
+//! The event stream: the outbox relay to a real Kafka-compatible broker
+//! (tansu, started by each test on a port of its own) and to the embedded
+//! stream. Each row arrives once, in its event's order, with its headers;
+//! a killed relay and a stalled broker lose nothing.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use prost::Message as _;
+use rdkafka::consumer::StreamConsumer;
+use tokio::process::Child;
+use usher_actors::StreamMessage;
+use usher_adapters::kafka::KafkaConfig;
+use usher_proto::events as ev;
+use usher_proto::v1::{self as pb, ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient};
+
+const CARD_OK: &str = "4242 4242 4242 4242";
+
+/// A tansu broker of the test's own (memory storage) on a free port.
+struct Tansu {
+    child: Child,
+    port: u16,
+}
+
+impl Tansu {
+    async fn start() -> Tansu {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bin = std::env::var("USHER_TEST_TANSU").unwrap_or_else(|_| "tansu".into());
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = tokio::process::Command::new(&bin)
+            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url, "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin} starts (scripts/test installs tansu and sets USHER_TEST_TANSU): {e}"));
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Tansu { child, port };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tansu did not listen on port {port}");
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kafka(&self) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.brokers(),
+            topic_prefix: String::new(),
+            partitions: 3,
+            replication: 1,
+            retention_ms: 86_400_000,
+            client_id: "stream-test".into(),
+            message_timeout_ms: 10_000,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+}
+
+/// Every topic, read from the start by a consumer group of its own.
+fn reader(k: &KafkaConfig) -> StreamConsumer {
+    let topics: Vec<&str> = usher_adapters::outbox::TOPICS.iter().map(|(t, _)| *t).collect();
+    usher_adapters::kafka::consumer(k, &format!("test-{}", uuid::Uuid::new_v4()), true, &topics).unwrap()
+}
+
+/// Reads until every id in `want` has arrived and then nothing more for 2 s
+/// (so repeats behind the first copies are read too; all are returned), or
+/// fails after `within`.
+async fn read_until(c: &StreamConsumer, k: &KafkaConfig, want: &HashSet<String>, within: Duration) -> Vec<StreamMessage> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut seen = HashSet::new();
+    while !want.iter().all(|id| seen.contains(id)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{} of {} messages arrived within {within:?}", seen.len(), want.len());
+        if let Ok(r) = tokio::time::timeout(left.min(Duration::from_secs(1)), c.recv()).await {
+            let m = r.expect("the consumer reads");
+            let m = usher_adapters::kafka::decode(k, &m).expect("every message has Usher's headers");
+            seen.insert(m.message_id.clone());
+            got.push(m);
+        }
+    }
+    while let Ok(r) = tokio::time::timeout(Duration::from_secs(2), c.recv()).await {
+        got.push(usher_adapters::kafka::decode(k, &r.expect("the consumer reads")).expect("every message has Usher's headers"));
+    }
+    got
+}
+
+/// (message id, topic, event id, event_seq) of every outbox row.
+async fn outbox_rows(db: &TestDb) -> Vec<(String, String, String, i64)> {
+    let sql = "SELECT message_id, topic, aggregate_id, event_seq FROM outbox ORDER BY seq";
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::Executor::execute(&mut conn, "SET search_path TO bc_catalog, bc_inventory").await.unwrap();
+    sqlx::query_as::<_, (String, String, String, i64)>(sql).fetch_all(&mut conn).await.unwrap()
+}
+
+async fn wait_published(db: &TestDb, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = db.scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL", &[]).await;
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{left} outbox rows still unpublished after {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Decodes a payload by its `message-type` header with the types generated
+/// from the published .proto files, and returns its envelope's message id.
+fn envelope_id(m: &StreamMessage) -> String {
+    let p = m.payload.as_slice();
+    let env = match m.message_type.as_str() {
+        "usher.events.v1.ReservationCreated" => ev::ReservationCreated::decode(p).unwrap().envelope,
+        "usher.events.v1.ReservationReleased" => ev::ReservationReleased::decode(p).unwrap().envelope,
+        "usher.events.v1.ReservationExpired" => ev::ReservationExpired::decode(p).unwrap().envelope,
+        "usher.events.v1.SeatsSold" => ev::SeatsSold::decode(p).unwrap().envelope,
+        "usher.events.v1.SeatsBlockChanged" => ev::SeatsBlockChanged::decode(p).unwrap().envelope,
+        "usher.events.v1.EventStatusChanged" => ev::EventStatusChanged::decode(p).unwrap().envelope,
+        "usher.events.v1.OrderCreated" => ev::OrderCreated::decode(p).unwrap().envelope,
+        "usher.events.v1.PaymentSucceeded" => ev::PaymentSucceeded::decode(p).unwrap().envelope,
+        "usher.events.v1.PaymentFailed" => ev::PaymentFailed::decode(p).unwrap().envelope,
+        "usher.events.v1.OrderExpired" => ev::OrderExpired::decode(p).unwrap().envelope,
+        "usher.events.v1.OrderCancelled" => ev::OrderCancelled::decode(p).unwrap().envelope,
+        "usher.events.v1.OrderRefunded" => ev::OrderRefunded::decode(p).unwrap().envelope,
+        "usher.events.v1.OrderFulfilled" => ev::OrderFulfilled::decode(p).unwrap().envelope,
+        "usher.events.v1.TicketIssued" => ev::TicketIssued::decode(p).unwrap().envelope,
+        other => panic!("unknown message type {other}"),
+    };
+    env.expect("every payload has an envelope").message_id
+}
+
+/// One purchase: hold, order, pay, tickets; returns the order id.
+async fn purchase(app: &TestApp, event: &str, customer: &str, seats: &[&str]) -> String {
+    let ch = app.channel().await;
+    let h = app.inventory().await.hold_seats(hold_req(event, customer, seats)).await.unwrap().into_inner();
+    let o = OrderingServiceClient::new(ch.clone())
+        .create_order(order_req(customer, &format!("{customer}@example.com"), vec![h.hold_id]))
+        .await
+        .unwrap()
+        .into_inner();
+    PaymentServiceClient::new(ch.clone()).pay_order(pay_req(&o.order_id, CARD_OK, 15_000)).await.unwrap();
+    order_reaching(&ch, &o.order_id, Duration::from_secs(30), "fulfilled", |o| o.status == pb::OrderStatus::Fulfilled as i32).await;
+    o.order_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outbox_row_of_a_purchase_arrives_once_in_its_topic_in_event_order_with_headers() {
+    let tansu = Tansu::start().await;
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let mut cfg = db.config();
+    cfg.kafka_brokers = tansu.brokers();
+    cfg.kafka_partitions = 3;
+    let app = TestApp::spawn_with(db, cfg).await;
+    let event = create_event(&app, 1, 2, 10).await;
+    purchase(&app, &event, "ann", &["A-1-1", "A-1-2"]).await;
+    purchase(&app, &event, "bob", &["A-2-1"]).await;
+    let h = app.inventory().await.hold_seats(hold_req(&event, "cy", &["A-2-5"])).await.unwrap().into_inner();
+    app.inventory()
+        .await
+        .release_hold(pb::ReleaseHoldRequest { idempotency_key: key(), hold_id: h.hold_id, ..Default::default() })
+        .await
+        .unwrap();
+
+    wait_published(&app.db, Duration::from_secs(30)).await;
+    let rows = outbox_rows(&app.db).await;
+    let want: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(want.len(), rows.len());
+    let k = tansu.kafka();
+    let got = read_until(&reader(&k), &k, &want, Duration::from_secs(60)).await;
+
+    // Once each.
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for m in &got {
+        *count.entry(m.message_id.as_str()).or_default() += 1;
+    }
+    assert!(count.values().all(|&n| n == 1), "a message arrived twice: {count:?}");
+    assert_eq!(got.len(), rows.len());
+    let by_id: HashMap<&str, &(String, String, String, i64)> = rows.iter().map(|r| (r.0.as_str(), r)).collect();
+    let mut per_topic_event: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    for m in &got {
+        let (_, topic, event_id, seq) = by_id[m.message_id.as_str()];
+        // In its topic, keyed by its event, with its headers.
+        assert_eq!((&m.topic, &m.key, &m.event_seq), (topic, event_id, seq));
+        assert_eq!(m.message_type, usher_adapters::outbox::message_type(topic).unwrap());
+        assert_eq!(m.schema_version, 1);
+        assert!(m.occurred_at.0 > 0);
+        // The payload decodes with the published .proto, and its envelope
+        // carries the same id as the header.
+        assert_eq!(envelope_id(m), m.message_id);
+        per_topic_event.entry((m.topic.clone(), m.key.clone())).or_default().push(m.event_seq);
+    }
+    // Within a topic, one event's messages arrive in its order.
+    for ((topic, e), seqs) in &per_topic_event {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{topic} for {e}: {seqs:?}");
+    }
+    // Across topics, the event's numbers are 1..n with no gap.
+    let mut all: Vec<i64> = got.iter().filter(|m| m.key == event).map(|m| m.event_seq).collect();
+    all.sort();
+    assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>());
+    let topics: HashSet<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    for t in [
+        "reservation-created",
+        "order-created",
+        "payment-succeeded",
+        "seats-sold",
+        "ticket-issued",
+        "order-fulfilled",
+        "reservation-released",
+    ] {
+        assert!(topics.contains(t), "no {t} message in {topics:?}");
+    }
+    // Readiness says caught up.
+    let (status, body) = http(app.http, "GET", "/readyz", &[], None).await;
+    assert_eq!(status, 200, "{body}");
+    app.stop().await;
+}
+
+/// Holds `n` seats one at a time on `addr` (row by row through a grid of
+/// 20 seats a row), as fast as they are answered; stops at the first error.
+async fn hold_many(addr: std::net::SocketAddr, token: String, event: String, n: usize) -> usize {
+    let ch = connect_as(addr, &token).await;
+    let mut inv = usher_proto::v1::inventory_service_client::InventoryServiceClient::new(ch);
+    for i in 0..n {
+        let seat = format!("A-{}-{}", i / 20 + 1, i % 20 + 1);
+        if inv.hold_seats(hold_req(&event, &format!("c{i}"), &[&seat])).await.is_err() {
+            return i;
+        }
+    }
+    n
+}
+
+async fn event_on(addr: std::net::SocketAddr, token: &str, rows: usize) -> String {
+    let mut cat = usher_proto::v1::catalog_service_client::CatalogServiceClient::new(connect_as(addr, token).await);
+    let v = create_venue(&mut cat, 1, rows, 20).await;
+    cat.create_event(event_request(&v.venue_id, 0)).await.unwrap().into_inner().event_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_while_publishing_loses_nothing_and_repeats_only_with_the_same_ids() {
+    let tansu = Tansu::start().await;
+    let db = TestDb::fresh(Backend::Postgres).await;
+    // The relay pauses 3 s between its delivery reports and marking the
+    // rows: the kill lands in that window, the one that makes repeats.
+    let slow = [
+        ("USHER_KAFKA_BROKERS", tansu.brokers()),
+        ("USHER_KAFKA_PARTITIONS", "3".to_owned()),
+        ("USHER_TEST_RELAY_MARK_DELAY_MS", "3000".to_owned()),
+    ];
+    let slow: Vec<(&str, &str)> = slow.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (mut node, addr, token) = start_binary(&db, &slow, Stdio::null()).await;
+    let event = event_on(addr, &token, 50).await;
+    let k = tansu.kafka();
+    let watcher = reader(&k);
+    let held = hold_many(addr, token.clone(), event.clone(), 1_000).await;
+    assert_eq!(held, 1_000);
+    // SIGKILL as soon as part of the load has arrived in Kafka.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = 0;
+    while seen < 100 {
+        assert!(Instant::now() < deadline, "nothing arrived");
+        if let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(1), futures::StreamExt::next(&mut watcher.stream())).await {
+            seen += 1;
+        }
+    }
+    node.start_kill().unwrap();
+    node.wait().await.unwrap();
+    let unpublished = db.scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL", &[]).await;
+    assert!(unpublished > 0, "the kill came after every row was marked");
+    // Restarted (without the pause): it relays the rest.
+    let env = [("USHER_KAFKA_BROKERS", tansu.brokers())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (mut node, _, _) = start_binary(&db, &env, Stdio::null()).await;
+    wait_published(&db, Duration::from_secs(60)).await;
+    let rows = outbox_rows(&db).await;
+    let want: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let got = read_until(&reader(&k), &k, &want, Duration::from_secs(60)).await;
+    let ids: HashSet<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids.len(), want.len(), "every row arrived");
+    // A repeat is the same message: same id, same event and number.
+    let mut first: HashMap<&str, (&str, i64, &[u8])> = HashMap::new();
+    for m in &got {
+        let e = first.entry(m.message_id.as_str()).or_insert((m.key.as_str(), m.event_seq, m.payload.as_slice()));
+        assert_eq!(*e, (m.key.as_str(), m.event_seq, m.payload.as_slice()));
+    }
+    let repeats = got.len() - ids.len();
+    assert!(repeats > 0, "delivered-but-unmarked rows are sent again");
+    eprintln!("killed with {unpublished} of {} rows unpublished; {} messages arrived, {repeats} of them repeats", rows.len(), got.len());
+    node.start_kill().unwrap();
+    let _ = node.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_stalled_for_30_s_under_load_leaves_the_outbox_behind_then_drained() {
+    let _ = tracing_subscriber::fmt().with_env_filter("usher_actors=info,usher_adapters=info,rdkafka=info").try_init();
+    let tansu = Tansu::start().await;
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let mut cfg = db.config();
+    cfg.kafka_brokers = tansu.brokers();
+    cfg.kafka_partitions = 3;
+    cfg.relay_behind_ms = 2_000;
+    let app = TestApp::spawn_with(db, cfg).await;
+    let event = create_event(&app, 1, 50, 20).await;
+    // The relay has published the event's creation: the topics exist.
+    wait_published(&app.db, Duration::from_secs(30)).await;
+    tansu.signal("-STOP");
+    let stalled = Instant::now();
+    let load = tokio::spawn(hold_many(app.addr, app.creds.owner_token.clone(), event.clone(), 600));
+    // Behind, and readiness says so.
+    let mut saw_behind = false;
+    while stalled.elapsed() < Duration::from_secs(30) {
+        let (status, body) = http(app.http, "GET", "/readyz", &[], None).await;
+        if status == 503 {
+            assert!(body.contains("\"behind\":true"), "{body}");
+            saw_behind = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(saw_behind, "readiness never reported the outbox behind");
+    let held = load.await.unwrap();
+    assert_eq!(held, 600, "holds go on while the broker is down");
+    tansu.signal("-CONT");
+    wait_published(&app.db, Duration::from_secs(90)).await;
+    // Caught up, and readiness says so within the backlog's reading period.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http(app.http, "GET", "/readyz", &[], None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready after draining: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows = outbox_rows(&app.db).await;
+    let want: HashSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let k = tansu.kafka();
+    let got = read_until(&reader(&k), &k, &want, Duration::from_secs(60)).await;
+    let ids: HashSet<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids.len(), rows.len(), "nothing lost");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_the_embedded_stream_numbers_every_row_in_publishing_order() {
+    let _ = tracing_subscriber::fmt().with_env_filter("usher_actors=debug,usher_adapters=debug").try_init();
+    for b in [Backend::Postgres, Backend::Sqlite] {
+        let app = TestApp::spawn(b).await;
+        let event = create_event(&app, 1, 2, 10).await;
+        purchase(&app, &event, "ann", &["A-1-1"]).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while app.db.scalar("SELECT COUNT(*) FROM outbox WHERE stream_offset IS NULL", &[]).await > 0 {
+            if Instant::now() > deadline {
+                let (_, ready) = http(app.http, "GET", "/readyz", &[], None).await;
+                panic!("{b:?}: rows left out of the embedded stream: {ready}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let n = app.db.scalar("SELECT COUNT(*) FROM outbox", &[]).await;
+        // Offsets 1..n, each once, and each event's rows in its order.
+        assert_eq!(app.db.scalar("SELECT COUNT(DISTINCT stream_offset) FROM outbox", &[]).await, n);
+        assert_eq!(app.db.scalar("SELECT MAX(stream_offset) FROM outbox", &[]).await, n);
+        assert_eq!(
+            app.db
+                .scalar(
+                    "SELECT COUNT(*) FROM outbox a JOIN outbox b ON a.aggregate_id = b.aggregate_id \
+                     AND a.event_seq < b.event_seq AND a.stream_offset > b.stream_offset",
+                    &[],
+                )
+                .await,
+            0,
+            "{b:?}: an event's rows out of order in the stream"
+        );
+        let db = app.stop().await;
+        // `usher stream tail` reads it back.
+        let out = run(
+            env!("CARGO_BIN_EXE_usher"),
+            &[
+                "stream",
+                "tail",
+                "--from-start",
+                "--json",
+                "--limit",
+                &n.to_string(),
+                "--database-url",
+                &db.url,
+                "--data-dir",
+                db.data_dir.to_str().unwrap(),
+            ],
+        );
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len() as i64, n, "{b:?}: {out}");
+        assert_eq!(lines[0]["offset"], 1);
+        assert!(lines.iter().any(|l| l["topic"] == "ticket-issued"));
+    }
+}

@@ -3,6 +3,7 @@
 //! decisions in groups. Also owns the ports the actors drive.
 
 pub mod clock;
+pub mod consumers;
 pub mod event;
 pub mod identity;
 pub mod local_time;

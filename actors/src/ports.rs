@@ -229,16 +229,19 @@ pub enum CommitKind {
     OrderCreate = 1,
     /// The order writer's group commit of saga transitions.
     OrderBatch = 2,
+    /// A ticket's first admission at a gate, with its ticket-checked-in message.
+    Scan = 3,
 }
 
 impl CommitKind {
-    pub const ALL: [CommitKind; 3] = [CommitKind::SeatBatch, CommitKind::OrderCreate, CommitKind::OrderBatch];
+    pub const ALL: [CommitKind; 4] = [CommitKind::SeatBatch, CommitKind::OrderCreate, CommitKind::OrderBatch, CommitKind::Scan];
 
     pub fn as_str(self) -> &'static str {
         match self {
             CommitKind::SeatBatch => "seat_batch",
             CommitKind::OrderCreate => "order_create",
             CommitKind::OrderBatch => "order_batch",
+            CommitKind::Scan => "scan",
         }
     }
 }
@@ -605,8 +608,11 @@ pub struct StreamMessage {
     /// Protobuf bytes of `message_type`.
     pub payload: Vec<u8>,
     /// The position in the embedded stream (`stream_offset`), once the
-    /// embedded relay gave it one; `None` on the Kafka path.
+    /// embedded relay gave it one; read from Kafka: its offset in its
+    /// partition.
     pub offset: Option<i64>,
+    /// Read from Kafka: its partition of `topic`; `None` otherwise.
+    pub partition: Option<i32>,
 }
 
 /// The outbox as a whole: what any node may ask of it.
@@ -663,4 +669,161 @@ pub trait Publisher: Send + Sync {
     }
     /// For logs and `usher status`: `kafka 127.0.0.1:9092` or `embedded`.
     fn describe(&self) -> String;
+}
+
+/// A consumer's next offset in one Kafka topic (without the configured
+/// prefix) and partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaPosition {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// A consumer of the stream that keeps its state in the database, with
+/// exactly-once effect: each message id is recorded in the same transaction
+/// as the change it makes, and an id already recorded changes nothing.
+pub trait Projection: Send + Sync {
+    /// The consumer's name: its rows in `consumed_messages`, its cursor in
+    /// the embedded stream, its Kafka group `usher-NAME-gGENERATION`.
+    fn name(&self) -> &'static str;
+    /// Applies `msgs` in the order given, in one transaction; returns how
+    /// many were new. In the same transaction the consumer's position moves
+    /// past them: its cursor in the embedded stream, or for messages read
+    /// from Kafka its next offset in each topic partition.
+    fn apply<'a>(&'a self, msgs: &'a [StreamMessage], now: Millis) -> BoxFuture<'a, Result<usize, StoreError>>;
+    /// The next Kafka offset to read in each topic partition the consumer
+    /// has read from.
+    fn kafka_offsets(&self) -> BoxFuture<'_, Result<Vec<KafkaPosition>, StoreError>>;
+    /// The next embedded-stream offset to read (1 at first).
+    fn cursor(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+    /// The current generation (0 at first).
+    fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+    /// Empties the projection (its tables, recorded ids and cursor) and moves
+    /// its generation on, in one transaction: consumers start again from the
+    /// beginning of the stream. Returns the new generation.
+    fn reset(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+}
+
+/// Seats of one category sold through one channel, cumulative counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeatFigures {
+    /// The category's code in the venue's spec.
+    pub category: String,
+    /// `online`, `partner` or `box_office` (`engine::SalesChannel`).
+    pub channel: String,
+    /// Seats ever held, released by the customer, expired, sold, refunded.
+    pub held: i64,
+    pub released: i64,
+    pub expired: i64,
+    pub sold: i64,
+    pub refunded: i64,
+}
+
+/// Money taken through one channel in one currency (minor units).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevenueFigures {
+    pub channel: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    pub gross_minor: i64,
+    pub refunded_minor: i64,
+}
+
+/// Seats paid and their money in one minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SalesMinute {
+    /// The minute's start.
+    pub at: Millis,
+    pub currency: String,
+    pub seats: i64,
+    pub revenue_minor: i64,
+}
+
+/// Admissions at one gate in one hour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckInFigures {
+    pub gate: String,
+    /// The hour's start.
+    pub hour: Millis,
+    pub scans: i64,
+}
+
+/// An event's sales, as the read model has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SalesReport {
+    /// By category, then channel.
+    pub seats: Vec<SeatFigures>,
+    /// Orders by their latest status (`engine::OrderStatus::as_str`).
+    pub orders: Vec<(String, i64)>,
+    /// By channel, then currency.
+    pub revenue: Vec<RevenueFigures>,
+    /// Oldest first; at most `SALES_MINUTES_MAX` minutes (the latest).
+    pub timeline: Vec<SalesMinute>,
+    /// By hour, then gate.
+    pub checkins: Vec<CheckInFigures>,
+}
+
+/// Reads of the sales read model.
+pub trait Reports: Send + Sync {
+    fn sales_report(&self, event: EventId) -> BoxFuture<'_, Result<SalesReport, StoreError>>;
+}
+
+/// An organization's webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEndpointRecord {
+    pub id: uuid::Uuid,
+    pub org: OrgId,
+    /// `http://…` (see `gateway::webhooks` for what is accepted).
+    pub url: String,
+    /// Topics sent; empty: every topic.
+    pub topics: Vec<String>,
+    pub description: String,
+    pub created_at: Millis,
+    pub deleted_at: Option<Millis>,
+}
+
+/// One message on its way to one endpoint, as the delivery log shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDeliveryRecord {
+    pub id: uuid::Uuid,
+    pub endpoint: uuid::Uuid,
+    /// The stream message's id, sent as `webhook-id` on every attempt.
+    pub message_id: String,
+    pub topic: String,
+    pub event_id: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: Millis,
+    /// The last attempt's HTTP status; 0 when there was no answer.
+    pub last_status: u32,
+    pub last_error: String,
+    pub created_at: Millis,
+    pub delivered_at: Option<Millis>,
+}
+
+/// Webhook endpoints and their delivery log.
+pub trait Webhooks: Send + Sync {
+    /// Stores a new endpoint with its first signing secret.
+    fn create_endpoint<'a>(&'a self, e: &'a WebhookEndpointRecord, secret: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The organization's endpoints, deleted ones included (newest first).
+    fn list_endpoints(&self, org: OrgId) -> BoxFuture<'_, Result<Vec<WebhookEndpointRecord>, StoreError>>;
+    fn get_endpoint(&self, id: uuid::Uuid) -> BoxFuture<'_, Result<Option<WebhookEndpointRecord>, StoreError>>;
+    /// Makes `secret` the endpoint's signing secret; the ones before stay
+    /// valid until `old_until` (and are signed with until then).
+    fn rotate_secret<'a>(&'a self, id: uuid::Uuid, secret: &'a str, old_until: Millis) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Marks the endpoint deleted (nothing more is queued or sent for it).
+    fn delete_endpoint(&self, id: uuid::Uuid, now: Millis) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The endpoint's deliveries, newest first, at most `limit`, optionally
+    /// of one status.
+    fn list_deliveries<'a>(
+        &'a self,
+        endpoint: uuid::Uuid,
+        status: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<WebhookDeliveryRecord>, StoreError>>;
+    fn get_delivery(&self, id: uuid::Uuid) -> BoxFuture<'_, Result<Option<WebhookDeliveryRecord>, StoreError>>;
+    /// Queues the delivery again for `now` (pending, its attempts kept).
+    fn redeliver(&self, id: uuid::Uuid, now: Millis) -> BoxFuture<'_, Result<(), StoreError>>;
 }

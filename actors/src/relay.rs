@@ -362,6 +362,7 @@ mod tests {
             traceparent: None,
             payload: vec![],
             offset: None,
+            partition: None,
         }
     }
 

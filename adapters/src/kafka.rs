@@ -229,9 +229,10 @@ impl Publisher for KafkaPublisher {
     }
 }
 
-/// A consumer of Usher's topics: `group` names the consumer group (its
-/// committed offsets), `from_start` reads a new group's partitions from the
-/// beginning (librdkafka `auto.offset.reset=earliest`).
+/// A consumer of Usher's topics in the consumer group `group`, reading a
+/// new group's partitions from the beginning when `from_start` (librdkafka
+/// `auto.offset.reset=earliest`) and committing nothing: for `usher stream
+/// tail` and the tests, each with a group of its own.
 pub fn consumer(cfg: &KafkaConfig, group: &str, from_start: bool, topics: &[&str]) -> Result<StreamConsumer, String> {
     let c: StreamConsumer = cfg
         .client()
@@ -271,5 +272,147 @@ pub fn decode(cfg: &KafkaConfig, m: &BorrowedMessage<'_>) -> Result<StreamMessag
         traceparent,
         payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         offset: Some(m.offset()),
+        partition: Some(m.partition()),
     })
+}
+
+/// Runs `projection` from Kafka while this node relays (one consumer per
+/// database, like the relay; it moves with the relay lock). It reads every
+/// partition of every Usher topic by assignment, not through a consumer
+/// group: the next offset of each partition is stored by the projection in
+/// the same transaction as its effect (`Projection::kafka_offsets`), so
+/// nothing depends on a group coordinator noticing a dead member, and a
+/// crash re-reads exactly what was not applied. A rebuild (a new
+/// generation, which also empties the offsets) is noticed within 2 s and
+/// read from the beginning. Runs until `stopping` turns true.
+pub async fn run_projection(
+    cfg: KafkaConfig,
+    projection: std::sync::Arc<dyn usher_actors::Projection>,
+    clock: usher_actors::Clock,
+    mut relaying: tokio::sync::watch::Receiver<usher_actors::RelayStatus>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let name = projection.name();
+    loop {
+        while !relaying.borrow().relaying {
+            tokio::select! {
+                r = relaying.changed() => if r.is_err() { return },
+                _ = stopping.changed() => return,
+            }
+        }
+        match consume(&cfg, projection.as_ref(), &clock, &mut relaying, &mut stopping).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(consumer = name, error = %e, "kafka consumer stopped; starting again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopping.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Partitions of each Usher topic, or why not yet (a topic missing).
+fn partitions(cfg: &KafkaConfig, c: &StreamConsumer) -> Result<Vec<(&'static str, i32)>, String> {
+    let md =
+        tokio::task::block_in_place(|| c.fetch_metadata(None, Duration::from_secs(5))).map_err(|e| format!("reading metadata: {e}"))?;
+    let mut out = Vec::new();
+    for (t, _) in TOPICS {
+        let name = cfg.topic(t);
+        let n = md.topics().iter().find(|m| m.name() == name).map_or(0, |m| m.partitions().len());
+        if n == 0 {
+            return Err(format!("topic {name} is not there yet"));
+        }
+        out.push((*t, n as i32));
+    }
+    Ok(out)
+}
+
+/// One assignment's life: `Ok(true)` to stop for good, `Ok(false)` to
+/// assign again (the generation or the partitions changed, or this node no
+/// longer relays).
+async fn consume(
+    cfg: &KafkaConfig,
+    projection: &dyn usher_actors::Projection,
+    clock: &usher_actors::Clock,
+    relaying: &mut tokio::sync::watch::Receiver<usher_actors::RelayStatus>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<bool, String> {
+    use rdkafka::{Offset, TopicPartitionList};
+    use usher_engine::limits::CONSUMER_BATCH_MAX;
+    let name = projection.name();
+    let generation = projection.generation().await.map_err(|e| e.to_string())?;
+    // librdkafka wants a group id even when nothing is committed to it.
+    let c: StreamConsumer = cfg
+        .client()
+        .set("group.id", format!("usher-{name}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .map_err(|e| format!("kafka consumer for {}: {e}", cfg.brokers))?;
+    let parts = partitions(cfg, &c)?;
+    let stored: std::collections::HashMap<(String, i32), i64> =
+        projection.kafka_offsets().await.map_err(|e| e.to_string())?.into_iter().map(|k| ((k.topic, k.partition), k.next_offset)).collect();
+    let mut tpl = TopicPartitionList::new();
+    for (t, n) in &parts {
+        for p in 0..*n {
+            let from = stored.get(&(t.to_string(), p)).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(&cfg.topic(t), p, from).map_err(|e| e.to_string())?;
+        }
+    }
+    c.assign(&tpl).map_err(|e| format!("assigning partitions: {e}"))?;
+    let mut checked = std::time::Instant::now();
+    let mut metadata_checked = std::time::Instant::now();
+    loop {
+        if *stopping.borrow() {
+            return Ok(true);
+        }
+        if !relaying.borrow().relaying {
+            return Ok(false);
+        }
+        if checked.elapsed() > Duration::from_secs(2) {
+            checked = std::time::Instant::now();
+            if projection.generation().await.is_ok_and(|g| g != generation) {
+                return Ok(false);
+            }
+        }
+        if metadata_checked.elapsed() > Duration::from_secs(30) {
+            metadata_checked = std::time::Instant::now();
+            if partitions(cfg, &c).is_ok_and(|now| now != parts) {
+                return Ok(false);
+            }
+        }
+        let first = tokio::select! {
+            r = c.recv() => r,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            _ = stopping.changed() => return Ok(true),
+        };
+        let mut batch = Vec::new();
+        let push = |batch: &mut Vec<StreamMessage>, r: Result<BorrowedMessage<'_>, rdkafka::error::KafkaError>| match r {
+            Ok(m) => match decode(cfg, &m) {
+                Ok(s) => batch.push(s),
+                Err(why) => tracing::error!(consumer = name, topic = m.topic(), offset = m.offset(), error = %why, "skipping a message"),
+            },
+            Err(e) => tracing::warn!(consumer = name, error = %e, "kafka consumer error"),
+        };
+        push(&mut batch, first);
+        let until = tokio::time::Instant::now() + Duration::from_millis(50);
+        while batch.len() < CONSUMER_BATCH_MAX {
+            match tokio::time::timeout_at(until, c.recv()).await {
+                Ok(r) => push(&mut batch, r),
+                Err(_) => break,
+            }
+        }
+        let mut wait = Duration::from_millis(50);
+        while let Err(e) = projection.apply(&batch, clock.now()).await {
+            tracing::warn!(consumer = name, error = %e, "cannot apply a batch; trying again");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.changed() => return Ok(true),
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
 }

@@ -12,8 +12,9 @@ pub mod outbox;
 pub mod payment;
 pub mod pdf;
 mod plan;
+pub mod reporting;
 pub mod sql;
 pub mod stream;
 
 pub use node_lock::{NodeLock, NodeLockError, PG_NODE_LOCK_KEY, lock_cluster_node, lock_node};
-pub use sql::{PgStore, SqliteStore, Stores, connect, connect_all, connect_with_stream};
+pub use sql::{Everything, PgStore, SqliteStore, Stores, connect, connect_all, connect_everything, connect_with_stream};

@@ -361,7 +361,11 @@ macro_rules! order_store {
                 row.as_ref().map(Self::ticket_from_row).transpose()
             }
 
+            /// The first scan of a ticket inserts its admission and its
+            /// ticket-checked-in message in one transaction; a later scan
+            /// changes nothing and reads the first back.
             async fn do_record_scan(&self, ticket: TicketId, gate: &str, key: &str, now: Millis) -> Result<Option<ScanRecord>, StoreError> {
+                let mut c = Commit::begin(self.pool(), &self.meter, CommitKind::Scan).await?;
                 let inserted = sqlx::query(
                     "INSERT INTO scans (ticket_id, gate, idempotency_key, scanned_at) VALUES ($1, $2, $3, $4) ON CONFLICT (ticket_id) DO NOTHING",
                 )
@@ -369,13 +373,22 @@ macro_rules! order_store {
                 .bind(gate)
                 .bind(key)
                 .bind(now.0)
-                .execute(self.pool())
+                .execute(&mut **c.tx())
                 .await
                 .map_err(db_error)?
                 .rows_affected();
                 if inserted == 1 {
+                    let row = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1"))
+                        .bind(ticket.to_string())
+                        .fetch_one(&mut **c.tx())
+                        .await
+                        .map_err(db_error)?;
+                    let t = Self::ticket_from_row(&row)?;
+                    c.append_outbox([crate::outbox::encode_checked_in(&t, gate, now)], now);
+                    c.finish().await?;
                     return Ok(None);
                 }
+                c.abandon();
                 let r = sqlx::query("SELECT gate, idempotency_key, scanned_at FROM scans WHERE ticket_id = $1")
                     .bind(ticket.to_string())
                     .fetch_one(self.pool())

@@ -45,6 +45,7 @@ pub const TOPICS: &[(&str, &str)] = &[
     ("order-expired", "usher.events.v1.OrderExpired"),
     ("order-cancelled", "usher.events.v1.OrderCancelled"),
     ("order-refunded", "usher.events.v1.OrderRefunded"),
+    ("ticket-checked-in", "usher.events.v1.TicketCheckedIn"),
 ];
 
 /// The full protobuf name of a topic's payloads (the `message-type`
@@ -212,6 +213,30 @@ pub fn describe_payload(message_type: &str, payload: &[u8]) -> Result<String, St
         "OrderRefunded" => show::<pb::OrderRefunded>(payload),
         "OrderFulfilled" => show::<pb::OrderFulfilled>(payload),
         "TicketIssued" => show::<pb::TicketIssued>(payload),
+        "TicketCheckedIn" => show::<pb::TicketCheckedIn>(payload),
         _ => Err(format!("unknown message type {message_type:?}")),
     }
+}
+
+/// A ticket's first admission at `gate`.
+pub fn encode_checked_in(ticket: &usher_actors::TicketRecord, gate: &str, now: Millis) -> OutboxRow {
+    let message_id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let envelope =
+        Some(pb::Envelope { message_id: message_id.clone(), occurred_at: Some(timestamp(now)), event_id: ticket.event_id.to_string() });
+    let seat = pb::OrderSeat {
+        seat_index: ticket.seat.0,
+        seat_id: ticket.seat_label.clone(),
+        hold_id: String::new(),
+        price_minor: ticket.price.minor,
+    };
+    let payload = pb::TicketCheckedIn {
+        envelope,
+        order_id: ticket.order_id.to_string(),
+        ticket_id: ticket.id.to_string(),
+        seat: Some(seat),
+        gate: gate.to_owned(),
+        checked_in_at: Some(timestamp(now)),
+    }
+    .encode_to_vec();
+    OutboxRow { message_id, topic: "ticket-checked-in", aggregate_id: ticket.event_id.to_string(), payload }
 }

@@ -43,7 +43,7 @@ pub(crate) struct LayoutCache {
 }
 
 impl LayoutCache {
-    fn get_or_build(&self, venue: VenueId, spec: &VenueSpec) -> Result<Arc<Layout>, StoreError> {
+    pub(crate) fn get_or_build(&self, venue: VenueId, spec: &VenueSpec) -> Result<Arc<Layout>, StoreError> {
         let lock = || self.layouts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = lock().get(&venue).and_then(std::sync::Weak::upgrade) {
             return Ok(l);
@@ -84,20 +84,35 @@ pub async fn connect_all(url: &str) -> Result<Stores, StoreError> {
 
 /// [`connect_all`] and the same database's outbox as a stream.
 pub async fn connect_with_stream(url: &str) -> Result<(Stores, Arc<dyn usher_actors::StreamStore>), StoreError> {
+    let e = connect_everything(url).await?;
+    Ok((e.stores, e.stream))
+}
+
+/// Every port one database serves.
+pub struct Everything {
+    pub stores: Stores,
+    pub stream: Arc<dyn usher_actors::StreamStore>,
+    /// The sales read model, as its consumer writes it and as reports read it.
+    pub sales: Arc<dyn usher_actors::Projection>,
+    pub reports: Arc<dyn usher_actors::Reports>,
+}
+
+pub async fn connect_everything(url: &str) -> Result<Everything, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let s = Arc::new(PgStore::connect(url).await?);
-        Ok(((s.clone(), s.clone(), s.clone()), s))
+        Ok(Everything { stores: (s.clone(), s.clone(), s.clone()), stream: s.clone(), sales: s.clone(), reports: s })
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
-        Ok(((s.clone(), s.clone(), s.clone()), s))
+        Ok(Everything { stores: (s.clone(), s.clone(), s.clone()), stream: s.clone(), sales: s.clone(), reports: s })
     }
 }
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    layouts: LayoutCache,
+    pub(crate) layouts: LayoutCache,
     pub(crate) meter: CommitMeter,
+    pub(crate) report_layouts: crate::reporting::ReportLayouts,
 }
 
 impl SqliteStore {
@@ -127,7 +142,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(db_error)?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrate: {e}")))?;
-        Ok(SqliteStore { pool, layouts: LayoutCache::default(), meter: CommitMeter::default() })
+        Ok(SqliteStore { pool, layouts: LayoutCache::default(), meter: CommitMeter::default(), report_layouts: Default::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -137,8 +152,9 @@ impl SqliteStore {
 
 pub struct PgStore {
     pool: PgPool,
-    layouts: LayoutCache,
+    pub(crate) layouts: LayoutCache,
     pub(crate) meter: CommitMeter,
+    pub(crate) report_layouts: crate::reporting::ReportLayouts,
 }
 
 impl PgStore {
@@ -163,7 +179,7 @@ impl PgStore {
                     // session after `idle_in_transaction_session_timeout`, so
                     // the event's new owner can fence it and go on.
                     conn.execute(
-                        "SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, public; \
+                        "SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, bc_reporting, public; \
                          SET statement_timeout = '30s'; SET idle_in_transaction_session_timeout = '5s'",
                     )
                     .await?;
@@ -173,7 +189,7 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(db_error)?;
-        Ok(PgStore { pool, layouts: LayoutCache::default(), meter: CommitMeter::default() })
+        Ok(PgStore { pool, layouts: LayoutCache::default(), meter: CommitMeter::default(), report_layouts: Default::default() })
     }
 
     pub fn pool(&self) -> &PgPool {

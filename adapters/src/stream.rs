@@ -37,6 +37,7 @@ where
         traceparent: r.try_get::<Option<String>, _>("traceparent")?,
         payload: r.try_get("payload")?,
         offset: r.try_get::<Option<i64>, _>("stream_offset")?,
+        partition: None,
     })
 }
 
@@ -164,7 +165,9 @@ impl StreamStore for PgStore {
         Box::pin(async move {
             let opts = self.pool().connect_options();
             let mut conn = sqlx::PgConnection::connect_with(&opts).await.map_err(db_error)?;
-            conn.execute("SET search_path TO bc_catalog, bc_inventory, public; SET statement_timeout = '30s'").await.map_err(db_error)?;
+            conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_reporting, public; SET statement_timeout = '30s'")
+                .await
+                .map_err(db_error)?;
             let (got,): (bool,) =
                 sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(PG_RELAY_LOCK_KEY).fetch_one(&mut conn).await.map_err(db_error)?;
             if !got {

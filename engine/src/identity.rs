@@ -30,6 +30,39 @@ pub enum Role {
     Viewer,
 }
 
+/// The sales channel a customer bought through, read from the namespace of
+/// its customer id (`Principal::customer`): a partner's customers
+/// (`p:PARTNER:REF`), a box office's counter customers (`o:ORG:REF`), and
+/// people buying for themselves, signed in or as guests (`u:…`, `g:…`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SalesChannel {
+    Online,
+    Partner,
+    BoxOffice,
+}
+
+impl SalesChannel {
+    pub const ALL: [SalesChannel; 3] = [SalesChannel::Online, SalesChannel::Partner, SalesChannel::BoxOffice];
+
+    /// The channel of a customer id (any string: an unknown namespace is
+    /// `Online`).
+    pub fn of(customer: &str) -> SalesChannel {
+        match customer.split_once(':').map(|(ns, _)| ns) {
+            Some("p") => SalesChannel::Partner,
+            Some("o") => SalesChannel::BoxOffice,
+            _ => SalesChannel::Online,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SalesChannel::Online => "online",
+            SalesChannel::Partner => "partner",
+            SalesChannel::BoxOffice => "box_office",
+        }
+    }
+}
+
 /// What a role allows on its organization's resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cap {
@@ -534,5 +567,19 @@ mod tests {
         let u = user(None);
         assert!(!u.key_scope().unwrap().contains('/'));
         assert_eq!(Principal::Anonymous.key_scope(), None);
+    }
+}
+
+#[cfg(test)]
+mod channel_tests {
+    use super::SalesChannel;
+
+    #[test]
+    fn a_customers_channel_is_its_ids_namespace() {
+        assert_eq!(SalesChannel::of("p:0123:ref-9"), SalesChannel::Partner);
+        assert_eq!(SalesChannel::of("o:abcd:hal"), SalesChannel::BoxOffice);
+        assert_eq!(SalesChannel::of("u:abcd"), SalesChannel::Online);
+        assert_eq!(SalesChannel::of("g:abcd"), SalesChannel::Online);
+        assert_eq!(SalesChannel::of("plain"), SalesChannel::Online);
     }
 }

@@ -132,3 +132,7 @@ pub const RELAY_BACKLOG_EVERY_MS: u64 = 1_000;
 /// A node whose oldest unpublished row is older than this reports not
 /// ready (`/readyz`, gRPC health `usher.relay`), by default.
 pub const RELAY_BEHIND_MS_DEFAULT: u64 = 10_000;
+/// Messages a stream consumer applies per transaction.
+pub const CONSUMER_BATCH_MAX: usize = 500;
+/// Minutes of sales a report returns (the latest; 30 days).
+pub const SALES_MINUTES_MAX: usize = 43_200;

@@ -48,6 +48,10 @@ pub struct Ctx {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The outbox relay (this node's part in it) and its status.
     pub relay: Arc<usher_actors::Relay>,
+    /// The sales read model's reads.
+    pub reports: Arc<dyn usher_actors::Reports>,
+    /// The sales read model's consumer side (rebuilds).
+    pub sales: Arc<dyn usher_actors::Projection>,
 }
 
 impl Ctx {
@@ -69,6 +73,8 @@ pub struct Application {
     registry_join: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
     postman: ractor::ActorRef<usher_actors::postman::PostmanMsg>,
+    /// The stream consumers' tasks (they end when `stop` turns true).
+    consumers: Vec<tokio::task::JoinHandle<()>>,
     /// Where email goes, for the start banner.
     pub mail_to: String,
     /// The demo credentials, when demo data was loaded (for the start banner).
@@ -90,8 +96,8 @@ impl Application {
         } else {
             (Some(usher_adapters::lock_node(&config.store_url()).await?), None)
         };
-        let ((store, orders, identity), stream) =
-            usher_adapters::connect_with_stream(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+        let usher_adapters::Everything { stores: (store, orders, identity), stream, sales, reports } =
+            usher_adapters::connect_everything(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
         let auth = Auth::start(identity, config.auth(), clock.now()).await?;
         let demo =
@@ -179,8 +185,20 @@ impl Application {
         let postman = usher_actors::postman::start(usher_actors::postman::PostmanArgs { mailer, sagas: sagas.clone(), cfg: postman_cfg })
             .await
             .map_err(|e| anyhow::anyhow!("starting the postman: {e}"))?;
-        let relay = Arc::new(start_relay(config, stream, clock.clone())?);
+        let relay = Arc::new(start_relay(config, stream.clone(), clock.clone())?);
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        // The stream's consumers: from Kafka's consumer groups, or from the
+        // embedded stream, woken by the relay.
+        let consumers = match config.kafka() {
+            Some(k) => vec![tokio::spawn(usher_adapters::kafka::run_projection(
+                k,
+                sales.clone(),
+                clock.clone(),
+                relay.subscribe(),
+                stopping.clone(),
+            ))],
+            None => vec![usher_actors::consumers::run_embedded(stream, sales.clone(), clock.clone(), relay.published(), stopping.clone())],
+        };
         Ok(Application {
             ctx: Ctx {
                 registry,
@@ -202,7 +220,10 @@ impl Application {
                 )),
                 cluster,
                 relay,
+                reports,
+                sales,
             },
+            consumers,
             demo,
             ownership: ownership_is,
             listener,
@@ -234,6 +255,9 @@ impl Application {
         health_reporter.set_serving::<FulfillmentServiceServer<Orders>>().await;
         health_reporter.set_serving::<CheckInServiceServer<Orders>>().await;
         health_reporter.set_serving::<IdentityServiceServer<Identity>>().await;
+        health_reporter
+            .set_serving::<usher_proto::v1::reporting_service_server::ReportingServiceServer<crate::reporting::Reporting>>()
+            .await;
         // `usher.relay`: SERVING while the outbox keeps up.
         {
             let mut status = self.ctx.relay.subscribe();
@@ -286,7 +310,10 @@ impl Application {
             .add_service(sized!(PaymentServiceServer::new(orders.clone())))
             .add_service(sized!(FulfillmentServiceServer::new(orders.clone())))
             .add_service(sized!(CheckInServiceServer::new(orders)))
-            .add_service(sized!(IdentityServiceServer::new(Identity { ctx: self.ctx.clone() })));
+            .add_service(sized!(IdentityServiceServer::new(Identity { ctx: self.ctx.clone() })))
+            .add_service(sized!(usher_proto::v1::reporting_service_server::ReportingServiceServer::new(crate::reporting::Reporting {
+                ctx: self.ctx.clone()
+            })));
         if let Some(node) = node {
             routes.add_service(sized!(node));
         }
@@ -315,6 +342,9 @@ impl Application {
         info!(batches = %self.ctx.registry.stats().summary(), "draining event actors");
         self.ctx.registry.shutdown().await;
         let _ = self.registry_join.await;
+        for c in self.consumers {
+            let _ = c.await;
+        }
         // Last: rows the drain committed are published by the next relay.
         if let Ok(relay) = Arc::try_unwrap(self.ctx.relay) {
             relay.stop().await;

@@ -388,3 +388,25 @@ pub async fn scan(ch: Ch, event_id: String, code: String, gate: String, key: Str
     }
     Ok(())
 }
+
+/// `usher reports sales EVENT`: the read model's figures as tables.
+pub async fn sales_report(ch: Ch, event_id: String) -> anyhow::Result<()> {
+    let mut c = usher_proto::v1::reporting_service_client::ReportingServiceClient::new(ch);
+    let r = c.get_sales_report(pb::GetSalesReportRequest { event_id }).await.map_err(fail)?.into_inner();
+    println!("event {}: {} seats sold, {} held right now", r.event_id, r.seats_sold, r.seats_held_now);
+    println!("{:<12} {:<11} {:>8} {:>8} {:>8} {:>8} {:>8}", "CATEGORY", "CHANNEL", "HELD", "RELEASED", "EXPIRED", "SOLD", "REFUNDED");
+    for s in &r.seats {
+        println!("{:<12} {:<11} {:>8} {:>8} {:>8} {:>8} {:>8}", s.category, s.channel, s.held, s.released, s.expired, s.sold, s.refunded);
+    }
+    for x in &r.revenue {
+        println!("revenue {:<11} {} gross {} refunded {} (minor units)", x.channel, x.currency, x.gross_minor, x.refunded_minor);
+    }
+    for o in &r.orders {
+        println!("orders {:<16} {}", o.status, o.orders);
+    }
+    for g in &r.checkins {
+        let hour = g.hour.as_ref().map_or(0, |t| t.seconds * 1000);
+        println!("check-ins {} at {} {}", g.gate, usher_adapters::kafka::rfc3339(Millis(hour)), g.scans);
+    }
+    Ok(())
+}

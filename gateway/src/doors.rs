@@ -37,6 +37,7 @@ const SCAN: &[Who] = &[Who::Gate, Who::Org(Cap::Scan)];
 const MEMBERS: &[Who] = &[Who::Org(Cap::ManageMembers)];
 const KEYS: &[Who] = &[Who::Org(Cap::ManageKeys)];
 const AUDIT: &[Who] = &[Who::Org(Cap::ViewAudit)];
+const REPORTS: &[Who] = &[Who::Org(Cap::ViewOrders)];
 /// No principal: node-to-node calls are admitted by the cluster's shared
 /// secret alone (`GrpcAuth`), before any client credential is looked at.
 const NODES: &[Who] = &[];
@@ -76,6 +77,7 @@ pub const GRPC: &[(&str, &[Who])] = &[
     ("/usher.v1.FulfillmentService/DownloadTickets", TICKETS),
     ("/usher.v1.FulfillmentService/GetPublicKey", ANYONE),
     ("/usher.v1.CheckInService/Scan", SCAN),
+    ("/usher.v1.ReportingService/GetSalesReport", REPORTS),
     ("/usher.v1.IdentityService/Register", ANYONE),
     ("/usher.v1.IdentityService/LogIn", ANYONE),
     ("/usher.v1.IdentityService/Refresh", ANYONE),
@@ -125,6 +127,9 @@ pub const HTTP: &[(&str, &[Who])] = &[
     ("GET /", ANYONE),
     ("GET /healthz", ANYONE),
     ("GET /readyz", ANYONE),
+    ("GET /api/events/{id}/sales", REPORTS),
+    // The page holds no data; its script reads /api/events/{id}/sales.
+    ("GET /sales/{id}", ANYONE),
     ("GET /.well-known/jwks.json", ANYONE),
     ("GET /api/events", ANYONE),
     ("GET /api/events/{id}", ANYONE),

@@ -27,6 +27,7 @@ pub(crate) struct Http {
     inventory: std::sync::Arc<Inventory>,
     orders: std::sync::Arc<Orders>,
     pub(crate) identity: std::sync::Arc<Identity>,
+    reporting: std::sync::Arc<crate::reporting::Reporting>,
 }
 
 /// Routes are added through this, which refuses (panics at start, which
@@ -51,12 +52,15 @@ pub fn router(ctx: Ctx) -> Router {
         catalog: std::sync::Arc::new(Catalog { ctx: ctx.clone() }),
         inventory: std::sync::Arc::new(Inventory { ctx: ctx.clone() }),
         orders: std::sync::Arc::new(Orders { ctx: ctx.clone() }),
+        reporting: std::sync::Arc::new(crate::reporting::Reporting { ctx: ctx.clone() }),
         identity: std::sync::Arc::new(Identity { ctx }),
     };
     let r = Routes(Router::new())
         .add("GET", "/", get(storefront))
         .add("GET", "/healthz", get(|| async { "ok" }))
         .add("GET", "/readyz", get(readyz))
+        .add("GET", "/api/events/{id}/sales", get(sales_report))
+        .add("GET", "/sales/{id}", get(sales_page))
         .add("GET", "/.well-known/jwks.json", get(jwks))
         .add("GET", "/api/events", get(list_events))
         .add("GET", "/api/events/{id}", get(get_event))
@@ -105,6 +109,19 @@ const STOREFRONT: &str = include_str!("storefront.html");
 
 async fn storefront() -> Html<&'static str> {
     Html(STOREFRONT)
+}
+
+const SALES_PAGE: &str = include_str!("sales.html");
+
+/// The organizer's sales page for one event (its script reads the JSON
+/// report with the browser's session).
+async fn sales_page() -> Html<&'static str> {
+    Html(SALES_PAGE)
+}
+
+async fn sales_report(Call(h, c): Call, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (e, r) = h.reporting.sales_report(&c, &id).await?;
+    Ok(Json(crate::reporting::to_json(e, &r)))
 }
 
 #[derive(Serialize)]

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod inventory;
 pub mod limits;
 pub mod orders;
+pub mod reporting;
 pub mod streams;
 
 pub use app::Application;

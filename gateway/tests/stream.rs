@@ -297,6 +297,17 @@ async fn a_relay_killed_while_publishing_loses_nothing_and_repeats_only_with_the
     }
     let repeats = got.len() - ids.len();
     assert!(repeats > 0, "delivered-but-unmarked rows are sent again");
+    // The read model (the restarted node's consumer read every copy) counted
+    // each hold once.
+    let held = "SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM report_seats WHERE event_id = $1";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while db.scalar(held, &[&event]).await < 1_000 {
+        assert!(Instant::now() < deadline, "the read model did not catch up: {}", db.scalar(held, &[&event]).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(db.scalar(held, &[&event]).await, 1_000, "a repeated message was counted twice");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM consumed_messages", &[]).await, rows.len() as i64);
     eprintln!("killed with {unpublished} of {} rows unpublished; {} messages arrived, {repeats} of them repeats", rows.len(), got.len());
     node.start_kill().unwrap();
     let _ = node.wait().await;
@@ -403,5 +414,254 @@ async fn without_a_broker_the_embedded_stream_numbers_every_row_in_publishing_or
         assert_eq!(lines.len() as i64, n, "{b:?}: {out}");
         assert_eq!(lines[0]["offset"], 1);
         assert!(lines.iter().any(|l| l["topic"] == "ticket-issued"));
+    }
+}
+
+// ---- The sales read model -------------------------------------------------
+
+/// A purchase as the principal behind `token` (customer `customer` when it
+/// names one): hold, order, pay; returns the order id once fulfilled.
+async fn purchase_as(app: &TestApp, token: &str, event: &str, customer: &str, seats: &[&str]) -> String {
+    let ch = app.channel_as(token).await;
+    let h = usher_proto::v1::inventory_service_client::InventoryServiceClient::new(ch.clone())
+        .hold_seats(hold_req(event, customer, seats))
+        .await
+        .unwrap()
+        .into_inner();
+    let o = OrderingServiceClient::new(ch.clone())
+        .create_order(order_req(customer, "buyer@example.com", vec![h.hold_id]))
+        .await
+        .unwrap()
+        .into_inner();
+    PaymentServiceClient::new(ch.clone()).pay_order(pay_req(&o.order_id, CARD_OK, 15_000)).await.unwrap();
+    order_reaching(&ch, &o.order_id, Duration::from_secs(30), "fulfilled", |o| o.status == pb::OrderStatus::Fulfilled as i32).await;
+    o.order_id
+}
+
+async fn event_with(app: &TestApp, hold_seconds: u32) -> String {
+    let mut cat = app.catalog().await;
+    let v = create_venue(&mut cat, 1, 3, 10).await;
+    cat.create_event(event_request(&v.venue_id, hold_seconds)).await.unwrap().into_inner().event_id
+}
+
+/// Every kind of sale on three events: three channels buy, tickets are
+/// scanned at two gates, a hold is released, an order cancelled, a payment
+/// declined, a hold expires, and an event is cancelled after a sale (a
+/// refund). Returns the events.
+async fn sales_run(app: &TestApp) -> Vec<String> {
+    let owner = app.creds.owner_token.clone();
+    let a = event_with(app, 0).await;
+    // Box office, partner, and a guest buying for themselves.
+    let boxed = purchase_as(app, &owner, &a, "ann", &["A-1-1", "A-1-2"]).await;
+    purchase_as(app, &app.creds.partner_key, &a, "p-1", &["A-1-3"]).await;
+    let guest = usher_proto::v1::identity_service_client::IdentityServiceClient::new(app.channel_as("").await)
+        .start_guest_session(pb::StartGuestSessionRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    purchase_as(app, &guest, &a, "", &["A-2-5"]).await;
+    // Admissions at two gates.
+    let ch = app.channel().await;
+    let tickets = usher_proto::v1::fulfillment_service_client::FulfillmentServiceClient::new(ch.clone())
+        .list_tickets(pb::ListTicketsRequest { order_id: boxed })
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    let mut gate = usher_proto::v1::check_in_service_client::CheckInServiceClient::new(ch.clone());
+    for (t, g) in tickets.iter().zip(["north", "south"]) {
+        gate.scan(pb::ScanRequest { idempotency_key: key(), code: t.code.clone(), event_id: a.clone(), gate: g.into() }).await.unwrap();
+    }
+    // A second scan of a ticket admits nobody and counts nothing.
+    gate.scan(pb::ScanRequest { idempotency_key: key(), code: tickets[0].code.clone(), event_id: a.clone(), gate: "south".into() })
+        .await
+        .unwrap();
+    let mut inv = app.inventory().await;
+    let h = inv.hold_seats(hold_req(&a, "bob", &["A-2-1"])).await.unwrap().into_inner();
+    inv.release_hold(pb::ReleaseHoldRequest { idempotency_key: key(), hold_id: h.hold_id, ..Default::default() }).await.unwrap();
+    let mut ord = OrderingServiceClient::new(ch.clone());
+    let h = inv.hold_seats(hold_req(&a, "cy", &["A-2-2"])).await.unwrap().into_inner();
+    let o = ord.create_order(order_req("cy", "cy@example.com", vec![h.hold_id])).await.unwrap().into_inner();
+    ord.cancel_order(pb::CancelOrderRequest { idempotency_key: key(), order_id: o.order_id.clone(), ..Default::default() }).await.unwrap();
+    order_reaching(&ch, &o.order_id, Duration::from_secs(30), "cancelled", |o| o.status == pb::OrderStatus::Cancelled as i32).await;
+    let h = inv.hold_seats(hold_req(&a, "dee", &["A-2-3"])).await.unwrap().into_inner();
+    let o = ord.create_order(order_req("dee", "dee@example.com", vec![h.hold_id])).await.unwrap().into_inner();
+    let _ = PaymentServiceClient::new(ch.clone()).pay_order(pay_req(&o.order_id, "4000 0000 0000 0002", 15_000)).await;
+    order_reaching(&ch, &o.order_id, Duration::from_secs(30), "payment failed", |o| o.status == pb::OrderStatus::PaymentFailed as i32)
+        .await;
+    // A sale, then the event is cancelled: the order is refunded.
+    let b = event_with(app, 0).await;
+    let refunded = purchase_as(app, &owner, &b, "eve", &["A-1-1", "A-3-1"]).await;
+    app.catalog().await.cancel_event(pb::EventCommandRequest { idempotency_key: key(), event_id: b.clone() }).await.unwrap();
+    order_reaching(&ch, &refunded, Duration::from_secs(30), "refunded", |o| o.status == pb::OrderStatus::Refunded as i32).await;
+    // A hold that runs out.
+    let c = event_with(app, 1).await;
+    app.inventory().await.hold_seats(hold_req(&c, "fay", &["A-1-1", "A-1-2", "A-1-3"])).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.db.scalar("SELECT COUNT(*) FROM holds WHERE event_id = $1 AND state = 'expired'", &[&c]).await == 0 {
+        assert!(Instant::now() < deadline, "the hold did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    vec![a, b, c]
+}
+
+/// The figures the read model must show, counted from the source tables:
+/// per channel (held, released, expired, sold, refunded seats), orders by
+/// status, money (gross, refunded) and admissions by gate, as sorted lists.
+async fn recount(db: &TestDb, event: &str) -> serde_json::Value {
+    const CHANNEL: &str = "CASE WHEN customer_id LIKE 'p:%' THEN 'partner' WHEN customer_id LIKE 'o:%' THEN 'box_office' ELSE 'online' END";
+    let mut seats = Vec::new();
+    for ch in ["box_office", "online", "partner"] {
+        let q = |state: &str| {
+            format!("SELECT CAST(COALESCE(SUM(seat_count), 0) AS BIGINT) FROM holds WHERE event_id = $1 AND {CHANNEL} = $2 AND ({state})")
+        };
+        let held = db.scalar(&q("TRUE"), &[event, ch]).await;
+        let released = db.scalar(&q("state = 'released'"), &[event, ch]).await;
+        let expired = db.scalar(&q("state = 'expired'"), &[event, ch]).await;
+        let sold = db.scalar(&q("state = 'confirmed'"), &[event, ch]).await;
+        let refunded = db
+            .scalar(
+                &format!(
+                    "SELECT COUNT(*) FROM tickets t JOIN orders o ON o.id = t.order_id WHERE t.event_id = $1 AND t.status = 'refunded' AND {}= $2",
+                    CHANNEL.replace("customer_id", "o.customer_id") + " "
+                ),
+                &[event, ch],
+            )
+            .await;
+        if held + refunded > 0 {
+            seats.push(serde_json::json!([ch, held, released, expired, sold, refunded]));
+        }
+    }
+    let mut orders = Vec::new();
+    for s in ["cancelled", "expired", "fulfilled", "paid", "payment_failed", "pending_payment", "refunded"] {
+        let n = db.scalar("SELECT COUNT(*) FROM orders WHERE event_id = $1 AND status = $2", &[event, s]).await;
+        if n > 0 {
+            orders.push(serde_json::json!([s, n]));
+        }
+    }
+    let pay = |status: &str| {
+        format!(
+            "SELECT CAST(COALESCE(SUM(p.amount_minor), 0) AS BIGINT) FROM payments p JOIN orders o ON o.id = p.order_id WHERE o.event_id = $1 AND p.status IN ({status})"
+        )
+    };
+    let gross = db.scalar(&pay("'captured', 'refunded'"), &[event]).await;
+    let refunded = db.scalar(&pay("'refunded'"), &[event]).await;
+    let mut gates = Vec::new();
+    for g in ["north", "south"] {
+        let n = db
+            .scalar("SELECT COUNT(*) FROM scans s JOIN tickets t ON t.id = s.ticket_id WHERE t.event_id = $1 AND s.gate = $2", &[event, g])
+            .await;
+        if n > 0 {
+            gates.push(serde_json::json!([g, n]));
+        }
+    }
+    let sold_seats = db.scalar("SELECT COUNT(*) FROM tickets WHERE event_id = $1", &[event]).await;
+    serde_json::json!({ "seats": seats, "orders": orders, "gross": gross, "refunded": refunded, "gates": gates, "timeline_seats": sold_seats })
+}
+
+/// The read model's figures in `recount`'s shape (summed over categories,
+/// whose codes must all be the venue's), and the full report.
+async fn reported(app: &TestApp, event: &str) -> (serde_json::Value, pb::SalesReport) {
+    let r = usher_proto::v1::reporting_service_client::ReportingServiceClient::new(app.channel().await)
+        .get_sales_report(pb::GetSalesReportRequest { event_id: event.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut by: BTreeMap<String, [i64; 5]> = BTreeMap::new();
+    for s in &r.seats {
+        assert!(["P1", "P2"].contains(&s.category.as_str()), "category {:?}", s.category);
+        let e = by.entry(s.channel.clone()).or_default();
+        for (i, v) in [s.held, s.released, s.expired, s.sold, s.refunded].into_iter().enumerate() {
+            e[i] += v;
+        }
+    }
+    let seats: Vec<_> = by.into_iter().map(|(ch, v)| serde_json::json!([ch, v[0], v[1], v[2], v[3], v[4]])).collect();
+    let orders: Vec<_> = r.orders.iter().map(|o| serde_json::json!([o.status, o.orders])).collect();
+    let gross: i64 = r.revenue.iter().map(|x| x.gross_minor).sum();
+    let refunded: i64 = r.revenue.iter().map(|x| x.refunded_minor).sum();
+    let mut g: BTreeMap<String, i64> = BTreeMap::new();
+    for c in &r.checkins {
+        *g.entry(c.gate.clone()).or_default() += c.scans;
+    }
+    let gates: Vec<_> = g.into_iter().map(|(k, v)| serde_json::json!([k, v])).collect();
+    let timeline_seats: i64 = r.timeline.iter().map(|m| m.seats).sum();
+    (
+        serde_json::json!({ "seats": seats, "orders": orders, "gross": gross, "refunded": refunded, "gates": gates, "timeline_seats": timeline_seats }),
+        r,
+    )
+}
+
+/// Waits until the read model shows `want` for `event` (it trails the writes).
+async fn report_reaching(app: &TestApp, event: &str, want: &serde_json::Value, within: Duration) -> pb::SalesReport {
+    let deadline = Instant::now() + within;
+    loop {
+        let (got, full) = reported(app, event).await;
+        if &got == want {
+            return full;
+        }
+        assert!(Instant::now() < deadline, "event {event}: the read model shows\n{got}\nnot the recount\n{want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The read model equals a recount from the source tables; emptied and
+/// rebuilt from the beginning of the stream, it is identical.
+async fn read_model_matches_a_recount_and_rebuilds_identically(app: TestApp) {
+    let events = sales_run(&app).await;
+    let mut before = Vec::new();
+    for e in &events {
+        let want = recount(&app.db, e).await;
+        before.push(report_reaching(&app, e, &want, Duration::from_secs(60)).await);
+    }
+    // Spot checks of the figures themselves.
+    let a = &before[0];
+    assert_eq!(a.seats_sold, 4);
+    let channels: std::collections::BTreeSet<&str> = a.seats.iter().filter(|s| s.sold > 0).map(|s| s.channel.as_str()).collect();
+    assert_eq!(channels, ["box_office", "online", "partner"].into_iter().collect());
+    assert_eq!(before[1].seats.iter().map(|s| s.refunded).sum::<i64>(), 2);
+    assert_eq!(before[2].seats.iter().map(|s| s.expired).sum::<i64>(), 3);
+    assert_eq!(before[2].seats_held_now, 0);
+    // Rebuilt from offset zero.
+    let generation = app.app_ctx.sales.reset().await.unwrap();
+    assert!(generation >= 1);
+    for (e, old) in events.iter().zip(&before) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, now) = reported(&app, e).await;
+            if &now == old {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rebuilt report of {e} differs:\n{now:?}\nbefore:\n{old:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // The JSON door serves the same report; the page is there.
+    let (status, body) = http(app.http, "GET", &format!("/api/events/{}/sales", events[0]), &[app.bearer_ref()], None).await;
+    assert_eq!(status, 200, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["seats_sold"], 4);
+    let (status, _) = http(app.http, "GET", &format!("/api/events/{}/sales", events[0]), &[], None).await;
+    assert_eq!(status, 401);
+    let (status, page) = http(app.http, "GET", &format!("/sales/{}", events[0]), &[], None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Seats sold over time"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_model_from_kafka_matches_a_recount_and_rebuilds_identically() {
+    let tansu = Tansu::start().await;
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let mut cfg = db.config();
+    cfg.kafka_brokers = tansu.brokers();
+    cfg.kafka_partitions = 3;
+    read_model_matches_a_recount_and_rebuilds_identically(TestApp::spawn_with(db, cfg).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_model_from_the_embedded_stream_matches_a_recount_and_rebuilds_identically() {
+    for b in [Backend::Sqlite, Backend::Postgres] {
+        read_model_matches_a_recount_and_rebuilds_identically(TestApp::spawn(b).await).await;
     }
 }

@@ -111,9 +111,11 @@ impl TestDb {
     /// A connection to the test database that sees the contexts' schemas.
     async fn pg(&self) -> sqlx::PgConnection {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
-        conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, public")
-            .await
-            .unwrap();
+        conn.execute(
+            "SET search_path TO bc_catalog, bc_inventory, bc_ordering, bc_fulfillment, bc_notification, bc_identity, bc_reporting, public",
+        )
+        .await
+        .unwrap();
         conn
     }
 

@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "usher/v1/orders.proto",
         "usher/v1/identity.proto",
         "usher/v1/reporting.proto",
+        "usher/v1/webhooks.proto",
         "usher/events/v1/events.proto",
         "usher/cluster/v1/node.proto",
     ];

@@ -15,6 +15,7 @@ mod plan;
 pub mod reporting;
 pub mod sql;
 pub mod stream;
+pub mod webhooks;
 
 pub use node_lock::{NodeLock, NodeLockError, PG_NODE_LOCK_KEY, lock_cluster_node, lock_node};
 pub use sql::{Everything, PgStore, SqliteStore, Stores, connect, connect_all, connect_everything, connect_with_stream};

@@ -95,16 +95,36 @@ pub struct Everything {
     /// The sales read model, as its consumer writes it and as reports read it.
     pub sales: Arc<dyn usher_actors::Projection>,
     pub reports: Arc<dyn usher_actors::Reports>,
+    /// Webhook endpoints and their log; the queue's consumer; the sender's side.
+    pub webhooks: Arc<dyn usher_actors::Webhooks>,
+    pub webhook_queue: Arc<dyn usher_actors::Projection>,
+    pub webhook_sender: Arc<dyn crate::webhooks::SenderStore>,
 }
 
 pub async fn connect_everything(url: &str) -> Result<Everything, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let s = Arc::new(PgStore::connect(url).await?);
-        Ok(Everything { stores: (s.clone(), s.clone(), s.clone()), stream: s.clone(), sales: s.clone(), reports: s })
+        Ok(Everything {
+            stores: (s.clone(), s.clone(), s.clone()),
+            stream: s.clone(),
+            sales: s.clone(),
+            reports: s.clone(),
+            webhooks: s.clone(),
+            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
+            webhook_sender: s,
+        })
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
-        Ok(Everything { stores: (s.clone(), s.clone(), s.clone()), stream: s.clone(), sales: s.clone(), reports: s })
+        Ok(Everything {
+            stores: (s.clone(), s.clone(), s.clone()),
+            stream: s.clone(),
+            sales: s.clone(),
+            reports: s.clone(),
+            webhooks: s.clone(),
+            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
+            webhook_sender: s,
+        })
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Ctx {
     pub reports: Arc<dyn usher_actors::Reports>,
     /// The sales read model's consumer side (rebuilds).
     pub sales: Arc<dyn usher_actors::Projection>,
+    /// Webhook endpoints and their delivery log.
+    pub webhooks: Arc<dyn usher_actors::Webhooks>,
 }
 
 impl Ctx {
@@ -96,8 +98,15 @@ impl Application {
         } else {
             (Some(usher_adapters::lock_node(&config.store_url()).await?), None)
         };
-        let usher_adapters::Everything { stores: (store, orders, identity), stream, sales, reports } =
-            usher_adapters::connect_everything(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+        let usher_adapters::Everything {
+            stores: (store, orders, identity),
+            stream,
+            sales,
+            reports,
+            webhooks,
+            webhook_queue,
+            webhook_sender,
+        } = usher_adapters::connect_everything(&config.store_url()).await.map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
         let clock = Clock::system();
         let auth = Auth::start(identity, config.auth(), clock.now()).await?;
         let demo =
@@ -189,16 +198,14 @@ impl Application {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         // The stream's consumers: from Kafka's consumer groups, or from the
         // embedded stream, woken by the relay.
-        let consumers = match config.kafka() {
-            Some(k) => vec![tokio::spawn(usher_adapters::kafka::run_projection(
-                k,
-                sales.clone(),
-                clock.clone(),
-                relay.subscribe(),
-                stopping.clone(),
-            ))],
-            None => vec![usher_actors::consumers::run_embedded(stream, sales.clone(), clock.clone(), relay.published(), stopping.clone())],
-        };
+        let mut consumers = Vec::new();
+        for p in [sales.clone(), webhook_queue] {
+            consumers.push(match config.kafka() {
+                Some(k) => tokio::spawn(usher_adapters::kafka::run_projection(k, p, clock.clone(), relay.subscribe(), stopping.clone())),
+                None => usher_actors::consumers::run_embedded(stream.clone(), p, clock.clone(), relay.published(), stopping.clone()),
+            });
+        }
+        consumers.push(usher_adapters::webhooks::start_sender(webhook_sender, config.webhook_sender(), clock.clone(), stopping.clone()));
         Ok(Application {
             ctx: Ctx {
                 registry,
@@ -222,6 +229,7 @@ impl Application {
                 relay,
                 reports,
                 sales,
+                webhooks,
             },
             consumers,
             demo,
@@ -258,6 +266,7 @@ impl Application {
         health_reporter
             .set_serving::<usher_proto::v1::reporting_service_server::ReportingServiceServer<crate::reporting::Reporting>>()
             .await;
+        health_reporter.set_serving::<usher_proto::v1::webhook_service_server::WebhookServiceServer<crate::webhooks::Webhooks>>().await;
         // `usher.relay`: SERVING while the outbox keeps up.
         {
             let mut status = self.ctx.relay.subscribe();
@@ -312,6 +321,9 @@ impl Application {
             .add_service(sized!(CheckInServiceServer::new(orders)))
             .add_service(sized!(IdentityServiceServer::new(Identity { ctx: self.ctx.clone() })))
             .add_service(sized!(usher_proto::v1::reporting_service_server::ReportingServiceServer::new(crate::reporting::Reporting {
+                ctx: self.ctx.clone()
+            })))
+            .add_service(sized!(usher_proto::v1::webhook_service_server::WebhookServiceServer::new(crate::webhooks::Webhooks {
                 ctx: self.ctx.clone()
             })));
         if let Some(node) = node {

@@ -117,6 +117,11 @@ pub struct Config {
     /// Fault injection for crash tests only: the relay's pause between its
     /// delivery reports and marking rows published.
     pub test_relay_mark_delay_ms: u64,
+    /// Waits between a webhook's attempts (ms); after the last, it fails.
+    /// Default: Standard Webhooks' 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    pub webhook_retry_schedule_ms: Vec<u64>,
+    /// One webhook attempt's time for an answer (ms).
+    pub webhook_timeout_ms: u64,
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -204,6 +209,8 @@ impl Default for Config {
             outbox_retention_ms: usher_engine::limits::OUTBOX_RETENTION_MS_DEFAULT,
             relay_behind_ms: usher_engine::limits::RELAY_BEHIND_MS_DEFAULT,
             test_relay_mark_delay_ms: 0,
+            webhook_retry_schedule_ms: usher_adapters::webhooks::RETRY_SCHEDULE_MS_DEFAULT.to_vec(),
+            webhook_timeout_ms: 10_000,
         }
     }
 }
@@ -348,6 +355,13 @@ impl Config {
         if let Some(v) = env("USHER_RELAY_BEHIND_MS") {
             c.relay_behind_ms = num("USHER_RELAY_BEHIND_MS", v)?;
         }
+        if let Some(v) = env("USHER_WEBHOOK_RETRY_SCHEDULE_MS") {
+            c.webhook_retry_schedule_ms =
+                v.split(',').map(|n| num("USHER_WEBHOOK_RETRY_SCHEDULE_MS", n.trim().to_owned())).collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = env("USHER_WEBHOOK_TIMEOUT_MS") {
+            c.webhook_timeout_ms = num("USHER_WEBHOOK_TIMEOUT_MS", v)?;
+        }
         if let Some(v) = env("USHER_TEST_RELAY_MARK_DELAY_MS") {
             c.test_relay_mark_delay_ms = num("USHER_TEST_RELAY_MARK_DELAY_MS", v)?;
         }
@@ -389,6 +403,15 @@ impl Config {
             client_id: self.node_name(),
             message_timeout_ms: limits::KAFKA_MESSAGE_TIMEOUT_MS,
         })
+    }
+
+    /// The webhook sender's settings.
+    pub fn webhook_sender(&self) -> usher_adapters::webhooks::SenderConfig {
+        usher_adapters::webhooks::SenderConfig {
+            retry_schedule_ms: self.webhook_retry_schedule_ms.clone(),
+            attempt_timeout_ms: self.webhook_timeout_ms.max(1),
+            ..usher_adapters::webhooks::SenderConfig::default()
+        }
     }
 
     /// The relay's settings.

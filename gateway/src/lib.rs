@@ -21,6 +21,7 @@ pub mod limits;
 pub mod orders;
 pub mod reporting;
 pub mod streams;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::Config;

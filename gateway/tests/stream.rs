@@ -665,3 +665,232 @@ async fn the_read_model_from_the_embedded_stream_matches_a_recount_and_rebuilds_
         read_model_matches_a_recount_and_rebuilds_identically(TestApp::spawn(b).await).await;
     }
 }
+
+// ---- Webhooks ---------------------------------------------------------------
+
+/// One POST the receiver got: its headers, body, and the status it answered.
+#[derive(Clone, Debug)]
+struct Got {
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+    answered: u16,
+}
+
+/// A real HTTP server that fails the first `fail_first` attempts of each
+/// webhook id with 503, then answers 200; it records everything.
+async fn receiver(fail_first: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Got>>>) {
+    use axum::routing::post;
+    let log: std::sync::Arc<std::sync::Mutex<Vec<Got>>> = Default::default();
+    let l = log.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+            let l = l.clone();
+            async move {
+                let mut all = l.lock().unwrap();
+                let id = headers.get("webhook-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+                let before = all.iter().filter(|g| g.headers.get("webhook-id").is_some_and(|v| v.to_str().unwrap() == id)).count();
+                let answered = if before < fail_first { 503 } else { 200 };
+                all.push(Got { headers, body: body.to_vec(), answered });
+                axum::http::StatusCode::from_u16(answered).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), log)
+}
+
+/// An endpoint that fails twice gets every message of a purchase once it
+/// recovers, each signed so that the receiver verifies it; a tampered body
+/// or timestamp fails verification and a replay repeats a webhook id the
+/// receiver has seen; the delivery log shows the attempts, a redelivery
+/// comes again with the same id, and a rotated secret keeps verifying.
+async fn webhooks_reach_a_failing_endpoint_signed(app: TestApp) {
+    use usher_proto::v1::webhook_service_client::WebhookServiceClient;
+    let (url, log) = receiver(2).await;
+    let mut wh = WebhookServiceClient::new(app.channel().await);
+    let topics = vec!["order-created".to_owned(), "payment-succeeded".to_owned(), "ticket-issued".to_owned()];
+    let created = wh
+        .create_webhook_endpoint(pb::CreateWebhookEndpointRequest {
+            idempotency_key: key(),
+            org_id: app.creds.org_id.clone(),
+            url: url.clone(),
+            topics: topics.clone(),
+            description: "box office system".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.secret.starts_with("whsec_"));
+    let endpoint = created.endpoint.unwrap().endpoint_id;
+    // A partner key may not manage endpoints; https and odd topics are refused.
+    let mut partner = WebhookServiceClient::new(app.channel_as(&app.creds.partner_key).await);
+    let e = partner.list_webhook_endpoints(pb::ListWebhookEndpointsRequest { org_id: app.creds.org_id.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    for (bad_url, bad_topics) in [("https://example.com/x", vec![]), (url.as_str(), vec!["nope".to_owned()])] {
+        let e = wh
+            .create_webhook_endpoint(pb::CreateWebhookEndpointRequest {
+                idempotency_key: key(),
+                org_id: app.creds.org_id.clone(),
+                url: bad_url.into(),
+                topics: bad_topics,
+                description: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    }
+
+    let event = create_event(&app, 1, 2, 10).await;
+    purchase(&app, &event, "ann", &["A-1-1", "A-1-2"]).await;
+    // Every subscribed message of the event, delivered after two failures.
+    let want: HashSet<String> = {
+        let mut ids = HashSet::new();
+        for t in &topics {
+            let n = app.db.scalar("SELECT COUNT(*) FROM outbox WHERE topic = $1 AND aggregate_id = $2", &[t, &event]).await;
+            assert!(n > 0, "{t}");
+        }
+        for t in &topics {
+            for p in app.db.payloads(t, &event).await {
+                let m = StreamMessage {
+                    row: 0,
+                    message_id: String::new(),
+                    topic: t.clone(),
+                    key: event.clone(),
+                    event_seq: 0,
+                    message_type: usher_adapters::outbox::message_type(t).unwrap().into(),
+                    schema_version: 1,
+                    occurred_at: usher_engine::Millis(0),
+                    traceparent: None,
+                    payload: p,
+                    offset: None,
+                    partition: None,
+                };
+                ids.insert(envelope_id(&m));
+            }
+        }
+        ids
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ok: HashSet<String> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.answered == 200)
+            .map(|g| g.headers["webhook-id"].to_str().unwrap().to_owned())
+            .collect();
+        if ok == want {
+            break;
+        }
+        if Instant::now() > deadline {
+            let q = |sql: &'static str| app.db.scalar(sql, &[]);
+            panic!(
+                "delivered {} of {} ({:?} missing); deliveries {}, pending {}, cursor {}, relay {}, requests {}",
+                ok.len(),
+                want.len(),
+                want.difference(&ok).collect::<Vec<_>>(),
+                q("SELECT COUNT(*) FROM webhook_deliveries").await,
+                q("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'").await,
+                q("SELECT COALESCE(MAX(position), -1) FROM stream_cursors WHERE name = 'webhooks'").await,
+                q("SELECT COALESCE(MAX(position), -1) FROM stream_cursors WHERE name = 'relay'").await,
+                log.lock().unwrap().len(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = log.lock().unwrap().clone();
+    let verifier = standardwebhooks::Webhook::new(&created.secret).unwrap();
+    for g in &got {
+        verifier.verify(&g.body, &g.headers).unwrap_or_else(|e| panic!("signature does not verify: {e:?}"));
+        let j: serde_json::Value = serde_json::from_slice(&g.body).unwrap();
+        assert!(topics.contains(&j["type"].as_str().unwrap().to_owned()), "{j}");
+        assert_eq!(j["event_id"], event.as_str());
+        assert_eq!(j["data"]["envelope"]["messageId"], g.headers["webhook-id"].to_str().unwrap(), "{j}");
+    }
+    // Each message: two 503s, then one 200, never another after it.
+    for id in &want {
+        let tries: Vec<u16> = got.iter().filter(|g| g.headers["webhook-id"] == id.as_str()).map(|g| g.answered).collect();
+        assert_eq!(tries, [503, 503, 200], "{id}");
+    }
+    // Tampered body or timestamp: verification fails. A replay is the same
+    // webhook id again: a receiver that keeps the ids it saw drops it.
+    let g = got.iter().find(|g| g.answered == 200).unwrap();
+    let mut body = g.body.clone();
+    body[10] ^= 1;
+    assert!(verifier.verify(&body, &g.headers).is_err(), "a tampered body verified");
+    let mut headers = g.headers.clone();
+    let ts: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+    headers.insert("webhook-timestamp", (ts - 1).to_string().parse().unwrap());
+    assert!(verifier.verify(&g.body, &headers).is_err(), "a changed timestamp verified");
+
+    // The delivery log, and a redelivery on request.
+    let log_rows = wh
+        .list_webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+            endpoint_id: endpoint.clone(),
+            status: "delivered".into(),
+            page_size: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(log_rows.len(), want.len());
+    assert!(log_rows.iter().all(|d| d.attempts == 3 && d.last_status == 200 && d.delivered_at.is_some()), "{log_rows:?}");
+    let again = &log_rows[0];
+    wh.redeliver_webhook(pb::RedeliverWebhookRequest { idempotency_key: key(), delivery_id: again.delivery_id.clone() }).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.lock().unwrap().iter().filter(|g| g.headers["webhook-id"] == again.message_id.as_str()).count() < 4 {
+        assert!(Instant::now() < deadline, "the redelivery did not come");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A rotated secret: the next message verifies with the new and the old.
+    let rotated = wh
+        .rotate_webhook_secret(pb::RotateWebhookSecretRequest { idempotency_key: key(), endpoint_id: endpoint.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(rotated.secret, created.secret);
+    let before = log.lock().unwrap().len();
+    purchase(&app, &event, "bob", &["A-2-1"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fresh = loop {
+        let fresh: Vec<Got> = log.lock().unwrap()[before..].iter().filter(|g| g.answered == 200).cloned().collect();
+        if !fresh.is_empty() {
+            break fresh;
+        }
+        assert!(Instant::now() < deadline, "nothing after the rotation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for secret in [&rotated.secret, &created.secret] {
+        standardwebhooks::Webhook::new(secret).unwrap().verify(&fresh[0].body, &fresh[0].headers).unwrap();
+    }
+    app.stop().await;
+}
+
+fn fast_webhooks(cfg: &mut usher_gateway::config::Config) {
+    cfg.webhook_retry_schedule_ms = vec![200, 300, 400, 500];
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_from_kafka_reach_a_failing_endpoint_signed() {
+    let tansu = Tansu::start().await;
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let mut cfg = db.config();
+    cfg.kafka_brokers = tansu.brokers();
+    cfg.kafka_partitions = 3;
+    fast_webhooks(&mut cfg);
+    webhooks_reach_a_failing_endpoint_signed(TestApp::spawn_with(db, cfg).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_from_the_embedded_stream_reach_a_failing_endpoint_signed() {
+    for b in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::fresh(b).await;
+        let mut cfg = db.config();
+        fast_webhooks(&mut cfg);
+        webhooks_reach_a_failing_endpoint_signed(TestApp::spawn_with(db, cfg).await).await;
+    }
+}

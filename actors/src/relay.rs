@@ -48,6 +48,9 @@ pub struct RelayConfig {
     /// Fault injection for crash tests only: a pause between the delivery
     /// reports and marking the rows published (ms).
     pub test_mark_delay_ms: u64,
+    /// `false` for benchmarks only: nothing is published (the outbox
+    /// grows), to weigh the relay's cost.
+    pub enabled: bool,
 }
 
 impl Default for RelayConfig {
@@ -58,6 +61,7 @@ impl Default for RelayConfig {
             poll_ms: RELAY_POLL_MS,
             batch_rows: RELAY_BATCH_ROWS_MAX,
             test_mark_delay_ms: 0,
+            enabled: true,
         }
     }
 }
@@ -98,6 +102,7 @@ impl Relay {
         let status_tx = Arc::new(status_tx);
         let (stop, stopping) = watch::channel(false);
         let published = Arc::new(Notify::new());
+        let enabled = cfg.enabled;
         let publishing = tokio::spawn(relay_loop(
             store.clone(),
             publisher,
@@ -107,6 +112,10 @@ impl Relay {
             published.clone(),
             stopping.clone(),
         ));
+        if !enabled {
+            publishing.abort();
+            warn!("the outbox relay is off (USHER_RELAY=off): nothing is published");
+        }
         let watching = tokio::spawn(backlog_loop(store, clock, cfg, status_tx, stopping));
         Relay { status, published, stop, tasks: vec![publishing, watching] }
     }

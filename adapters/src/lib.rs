@@ -1,6 +1,7 @@
 //! Driven adapters. Only this crate knows SQL.
 
 mod commit;
+mod consume;
 mod db_error;
 pub mod identity;
 pub mod kafka;

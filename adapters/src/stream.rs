@@ -61,35 +61,48 @@ struct SqliteRelay {
     pool: sqlx::SqlitePool,
 }
 
-impl StreamStore for SqliteStore {
-    fn relay_session(&self) -> BoxFuture<'_, Result<Option<Box<dyn RelaySession>>, StoreError>> {
-        let pool = self.pool().clone();
-        Box::pin(async move { Ok(Some(Box::new(SqliteRelay { pool }) as Box<dyn RelaySession>)) })
-    }
-    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>> {
-        Box::pin(async move {
-            let (n, oldest): (i64, Option<i64>) = sqlx::query_as(BACKLOG).fetch_one(self.pool()).await.map_err(db_error)?;
-            Ok(backlog_of(n, oldest))
-        })
-    }
-    fn read_local(&self, offset: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StreamMessage>, StoreError>> {
-        Box::pin(async move {
-            let sql = format!("SELECT {COLUMNS} FROM outbox WHERE stream_offset >= $1 ORDER BY stream_offset LIMIT $2");
-            let rows = sqlx::query(&sql).bind(offset).bind(limit as i64).fetch_all(self.pool()).await.map_err(db_error)?;
-            rows.iter().map(message).collect::<Result<_, _>>().map_err(db_error)
-        })
-    }
-    fn stream_end(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
-        Box::pin(async move {
-            let row: Option<(i64,)> = sqlx::query_as("SELECT position FROM stream_cursors WHERE name = $1")
-                .bind(RELAY_CURSOR)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(db_error)?;
-            Ok(row.map_or(1, |r| r.0))
-        })
+impl SqliteStore {
+    async fn take_relay(&self) -> Result<Option<Box<dyn RelaySession>>, StoreError> {
+        Ok(Some(Box::new(SqliteRelay { pool: self.pool().clone() }) as Box<dyn RelaySession>))
     }
 }
+
+/// The reads both databases share, and each one's way to take the relay.
+macro_rules! stream_store {
+    ($store:ty) => {
+        impl StreamStore for $store {
+            fn relay_session(&self) -> BoxFuture<'_, Result<Option<Box<dyn RelaySession>>, StoreError>> {
+                Box::pin(self.take_relay())
+            }
+            fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>> {
+                Box::pin(async move {
+                    let (n, oldest): (i64, Option<i64>) = sqlx::query_as(BACKLOG).fetch_one(self.pool()).await.map_err(db_error)?;
+                    Ok(backlog_of(n, oldest))
+                })
+            }
+            fn read_local(&self, offset: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StreamMessage>, StoreError>> {
+                Box::pin(async move {
+                    let sql = format!("SELECT {COLUMNS} FROM outbox WHERE stream_offset >= $1 ORDER BY stream_offset LIMIT $2");
+                    let rows = sqlx::query(&sql).bind(offset).bind(limit as i64).fetch_all(self.pool()).await.map_err(db_error)?;
+                    rows.iter().map(message).collect::<Result<_, _>>().map_err(db_error)
+                })
+            }
+            fn stream_end(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+                Box::pin(async move {
+                    let row: Option<(i64,)> = sqlx::query_as("SELECT position FROM stream_cursors WHERE name = $1")
+                        .bind(RELAY_CURSOR)
+                        .fetch_optional(self.pool())
+                        .await
+                        .map_err(db_error)?;
+                    Ok(row.map_or(1, |r| r.0))
+                })
+            }
+        }
+    };
+}
+
+stream_store!(SqliteStore);
+stream_store!(PgStore);
 
 impl RelaySession for SqliteRelay {
     fn unpublished(&mut self, limit: usize) -> BoxFuture<'_, Result<Vec<StreamMessage>, StoreError>> {
@@ -160,45 +173,20 @@ struct PgRelay {
     conn: sqlx::PgConnection,
 }
 
-impl StreamStore for PgStore {
-    fn relay_session(&self) -> BoxFuture<'_, Result<Option<Box<dyn RelaySession>>, StoreError>> {
-        Box::pin(async move {
-            let opts = self.pool().connect_options();
-            let mut conn = sqlx::PgConnection::connect_with(&opts).await.map_err(db_error)?;
-            conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_reporting, public; SET statement_timeout = '30s'")
-                .await
-                .map_err(db_error)?;
-            let (got,): (bool,) =
-                sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(PG_RELAY_LOCK_KEY).fetch_one(&mut conn).await.map_err(db_error)?;
-            if !got {
-                let _ = conn.close().await;
-                return Ok(None);
-            }
-            Ok(Some(Box::new(PgRelay { conn }) as Box<dyn RelaySession>))
-        })
-    }
-    fn backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>> {
-        Box::pin(async move {
-            let (n, oldest): (i64, Option<i64>) = sqlx::query_as(BACKLOG).fetch_one(self.pool()).await.map_err(db_error)?;
-            Ok(backlog_of(n, oldest))
-        })
-    }
-    fn read_local(&self, offset: i64, limit: usize) -> BoxFuture<'_, Result<Vec<StreamMessage>, StoreError>> {
-        Box::pin(async move {
-            let sql = format!("SELECT {COLUMNS} FROM outbox WHERE stream_offset >= $1 ORDER BY stream_offset LIMIT $2");
-            let rows = sqlx::query(&sql).bind(offset).bind(limit as i64).fetch_all(self.pool()).await.map_err(db_error)?;
-            rows.iter().map(message).collect::<Result<_, _>>().map_err(db_error)
-        })
-    }
-    fn stream_end(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
-        Box::pin(async move {
-            let row: Option<(i64,)> = sqlx::query_as("SELECT position FROM stream_cursors WHERE name = $1")
-                .bind(RELAY_CURSOR)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(db_error)?;
-            Ok(row.map_or(1, |r| r.0))
-        })
+impl PgStore {
+    async fn take_relay(&self) -> Result<Option<Box<dyn RelaySession>>, StoreError> {
+        let opts = self.pool().connect_options();
+        let mut conn = sqlx::PgConnection::connect_with(&opts).await.map_err(db_error)?;
+        conn.execute("SET search_path TO bc_catalog, bc_inventory, bc_reporting, public; SET statement_timeout = '30s'")
+            .await
+            .map_err(db_error)?;
+        let (got,): (bool,) =
+            sqlx::query_as("SELECT pg_try_advisory_lock($1)").bind(PG_RELAY_LOCK_KEY).fetch_one(&mut conn).await.map_err(db_error)?;
+        if !got {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgRelay { conn }) as Box<dyn RelaySession>))
     }
 }
 

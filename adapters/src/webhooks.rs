@@ -173,17 +173,7 @@ macro_rules! webhooks {
                 let mut tx = self.pool().begin().await.map_err(db_error)?;
                 let mut new = 0;
                 for m in msgs {
-                    let fresh = sqlx::query(
-                        "INSERT INTO consumed_messages (consumer, message_id, consumed_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING",
-                    )
-                    .bind(WEBHOOKS)
-                    .bind(&m.message_id)
-                    .bind(now.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                    if fresh == 0 {
+                    if !Self::first_time(&mut tx, WEBHOOKS, &m.message_id, now).await? {
                         continue;
                     }
                     new += 1;
@@ -228,38 +218,7 @@ macro_rules! webhooks {
                         .map_err(db_error)?;
                     }
                 }
-                if let Some(last) = msgs.iter().filter(|m| m.partition.is_none()).filter_map(|m| m.offset).max() {
-                    sqlx::query(
-                        "INSERT INTO stream_cursors (name, position) VALUES ($1, $2) \
-                         ON CONFLICT (name) DO UPDATE SET position = excluded.position WHERE stream_cursors.position < excluded.position",
-                    )
-                    .bind(WEBHOOKS)
-                    .bind(last + 1)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                }
-                let mut next: std::collections::HashMap<(&str, i32), i64> = std::collections::HashMap::new();
-                for m in msgs {
-                    if let (Some(p), Some(o)) = (m.partition, m.offset) {
-                        let e = next.entry((m.topic.as_str(), p)).or_insert(o + 1);
-                        *e = (*e).max(o + 1);
-                    }
-                }
-                for ((topic, partition), n) in next {
-                    sqlx::query(
-                        "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
-                         WHERE consumer_offsets.next_offset < excluded.next_offset",
-                    )
-                    .bind(WEBHOOKS)
-                    .bind(topic)
-                    .bind(partition)
-                    .bind(n)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                }
+                Self::advance(&mut tx, WEBHOOKS, msgs).await?;
                 tx.commit().await.map_err(db_error)?;
                 Ok(new)
             }
@@ -356,14 +315,7 @@ macro_rules! webhooks {
                 Box::pin(self.0.do_queue_webhooks(msgs, now))
             }
             fn kafka_offsets(&self) -> BoxFuture<'_, Result<Vec<usher_actors::KafkaPosition>, StoreError>> {
-                Box::pin(async move {
-                    let rows = sqlx::query_as::<_, (String, i32, i64)>("SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1")
-                        .bind(WEBHOOKS)
-                        .fetch_all(self.0.pool())
-                        .await
-                        .map_err(db_error)?;
-                    Ok(rows.into_iter().map(|(topic, partition, next_offset)| usher_actors::KafkaPosition { topic, partition, next_offset }).collect())
-                })
+                Box::pin(self.0.kafka_positions(WEBHOOKS))
             }
             fn cursor(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
                 Box::pin(async move {

@@ -46,7 +46,10 @@ struct Args {
     scenarios: String,
     /// usher-sqlite, usher-pg, baseline (comma-separated); also
     /// usher-sqlite-before and usher-pg-before: the same store served by the
-    /// `--before-bin` binary, to weigh a change in one run.
+    /// `--before-bin` binary, to weigh a change in one run; usher-pg-kafka
+    /// (the outbox relayed to a tansu broker the bench starts, and the
+    /// relay's lag measured) and usher-pg-norelay (the relay off), to weigh
+    /// the relay in one run.
     #[arg(long, default_value = "usher-sqlite,usher-pg,baseline")]
     targets: String,
     /// An `usher` binary built before identity (no authentication), for the
@@ -119,6 +122,10 @@ struct Args {
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench/results/latest.json")]
     json: PathBuf,
+    /// The tansu binary for the usher-pg-kafka target (scripts/test
+    /// installs it there).
+    #[arg(long, env = "USHER_TEST_TANSU", default_value = "tansu")]
+    tansu: PathBuf,
 }
 
 // ---------------------------------------------------------------- servers
@@ -231,7 +238,7 @@ async fn log_in(addr: &str, password: &str) -> anyhow::Result<String> {
 
 /// The store a target runs on: `usher-sqlite-before` is `usher-sqlite`.
 fn base(target: &str) -> &str {
-    target.trim_end_matches("-before")
+    target.trim_end_matches("-before").trim_end_matches("-kafka").trim_end_matches("-norelay")
 }
 
 async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
@@ -302,6 +309,30 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     if nodes > 1 {
         cmd.envs(cluster_env.clone()).env("USHER_NODE_NAME", cluster::node_name(0));
     }
+    // The relay: to a broker of the bench's own, or off.
+    let mut broker = None;
+    if target.ends_with("-kafka") {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let b = Command::new(&args.tansu)
+            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url, "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} (--tansu)", args.tansu.display()))?;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cmd.env("USHER_KAFKA_BROKERS", format!("127.0.0.1:{port}"));
+        broker = Some(b);
+    }
+    if target.ends_with("-norelay") {
+        cmd.env("USHER_RELAY", "off");
+    }
     let mut child = cmd.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
@@ -367,6 +398,7 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         addrs.push(a);
         extra.push(child);
     }
+    extra.extend(broker);
     Ok(Server { child, extra, addrs, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key, http })
 }
 
@@ -397,6 +429,39 @@ impl Server {
 
     fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// The relay's lag over every outbox row published: from the row's
+    /// time (its batch's decision, a few ms before COMMIT) to its marking,
+    /// right after the broker's delivery report. Waits up to 60 s for the
+    /// outbox to drain first. `None` without PostgreSQL or when nothing was
+    /// published (the relay off).
+    async fn relay_lag(&self, args: &Args) -> anyhow::Result<Option<RelayLag>> {
+        let Some(db) = &self.pg_db else { return Ok(None) };
+        let mut c = sqlx::PgConnection::connect(&format!("{}/{db}", args.pg_url)).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let published = loop {
+            let (left, done): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*) FILTER (WHERE published_at IS NULL), COUNT(*) FILTER (WHERE published_at IS NOT NULL) FROM bc_inventory.outbox",
+            )
+            .fetch_one(&mut c)
+            .await?;
+            if done == 0 {
+                return Ok(None);
+            }
+            if left == 0 || Instant::now() > deadline {
+                break done;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let (p50, p99, max): (f64, f64, i64) = sqlx::query_as(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY published_at - created_at), \
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY published_at - created_at), \
+                    MAX(published_at - created_at) FROM bc_inventory.outbox WHERE published_at IS NOT NULL",
+        )
+        .fetch_one(&mut c)
+        .await?;
+        Ok(Some(RelayLag { messages: published, p50_ms: p50, p99_ms: p99, max_ms: max }))
     }
 
     /// `n` connections whose every call carries the partner key: the buyers,
@@ -608,6 +673,14 @@ async fn hot_seat(args: &Args, server: &Server) -> anyhow::Result<HotSeat> {
 }
 
 #[derive(Serialize, Clone, Debug)]
+struct RelayLag {
+    messages: i64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: i64,
+}
+
+#[derive(Serialize, Clone, Debug)]
 struct Stadium {
     seats: usize,
     buyers: usize,
@@ -636,6 +709,8 @@ struct Stadium {
     /// node other than the one asked (forwarded to the event's owner).
     nodes: usize,
     forwarded_share: Option<f64>,
+    /// The outbox relay's lag during the onsale (`-kafka` targets).
+    relay_lag: Option<RelayLag>,
 }
 
 /// Per-buyer choice: how many seats, and where.
@@ -848,6 +923,7 @@ async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool
             principal: server.principal().to_owned(),
             nodes,
             forwarded_share: forwarded.share(),
+            relay_lag: server.relay_lag(args).await?,
         },
         crowd,
     ))

@@ -122,6 +122,9 @@ pub struct Config {
     pub webhook_retry_schedule_ms: Vec<u64>,
     /// One webhook attempt's time for an answer (ms).
     pub webhook_timeout_ms: u64,
+    /// `false` (USHER_RELAY=off) for benchmarks only: the relay publishes
+    /// nothing and the outbox grows.
+    pub relay_enabled: bool,
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -211,6 +214,7 @@ impl Default for Config {
             test_relay_mark_delay_ms: 0,
             webhook_retry_schedule_ms: usher_adapters::webhooks::RETRY_SCHEDULE_MS_DEFAULT.to_vec(),
             webhook_timeout_ms: 10_000,
+            relay_enabled: true,
         }
     }
 }
@@ -359,6 +363,9 @@ impl Config {
             c.webhook_retry_schedule_ms =
                 v.split(',').map(|n| num("USHER_WEBHOOK_RETRY_SCHEDULE_MS", n.trim().to_owned())).collect::<Result<_, _>>()?;
         }
+        if let Some(v) = env("USHER_RELAY") {
+            c.relay_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
+        }
         if let Some(v) = env("USHER_WEBHOOK_TIMEOUT_MS") {
             c.webhook_timeout_ms = num("USHER_WEBHOOK_TIMEOUT_MS", v)?;
         }
@@ -420,6 +427,7 @@ impl Config {
             retention_ms: self.outbox_retention_ms,
             behind_ms: self.relay_behind_ms.max(1),
             test_mark_delay_ms: self.test_relay_mark_delay_ms,
+            enabled: self.relay_enabled,
             ..usher_actors::RelayConfig::default()
         }
     }

@@ -171,10 +171,16 @@ macro_rules! reporting {
                 Some(layout)
             }
 
-            async fn apply_change(&self, tx: &mut sqlx::Transaction<'static, $db>, c: &Change, seq: i64) -> Result<(), StoreError> {
+            async fn apply_change(
+                &self,
+                tx: &mut sqlx::Transaction<'static, $db>,
+                layouts: &HashMap<String, Option<Arc<Layout>>>,
+                c: &Change,
+                seq: i64,
+            ) -> Result<(), StoreError> {
                 match c {
                     Change::Seats { event, channel, seats, column } => {
-                        let layout = self.layout_of(event).await;
+                        let layout = layouts.get(event).cloned().flatten();
                         for (category, n) in by_category(layout.as_deref(), seats) {
                             let sql = format!(
                                 "INSERT INTO report_seats (event_id, category, channel, {column}) VALUES ($1, $2, $3, $4) \
@@ -236,8 +242,8 @@ macro_rules! reporting {
                         .execute(&mut **tx)
                         .await
                         .map_err(db_error)?;
-                        Box::pin(self.apply_change(tx, &Change::Seats { event: event.clone(), channel: *channel, seats: seats.clone(), column: "refunded" }, seq))
-                            .await?;
+                        let seats = Change::Seats { event: event.clone(), channel: *channel, seats: seats.clone(), column: "refunded" };
+                        Box::pin(self.apply_change(tx, layouts, &seats, seq)).await?;
                     }
                     Change::CheckIn { event, gate, at } => {
                         sqlx::query(
@@ -256,6 +262,16 @@ macro_rules! reporting {
             }
 
             async fn do_apply(&self, msgs: &[StreamMessage], now: Millis) -> Result<usize, StoreError> {
+                // The events' layouts first, outside the transaction: on
+                // SQLite the transaction holds the write lock, and reading
+                // them inside would take a second pooled connection while
+                // other writers wait on that lock with theirs.
+                let mut layouts: HashMap<String, Option<Arc<Layout>>> = HashMap::new();
+                for m in msgs {
+                    if !layouts.contains_key(&m.key) {
+                        layouts.insert(m.key.clone(), self.layout_of(&m.key).await);
+                    }
+                }
                 let mut tx = self.pool().begin().await.map_err(db_error)?;
                 let mut new = 0;
                 for m in msgs {
@@ -266,7 +282,7 @@ macro_rules! reporting {
                     match changes(m) {
                         Ok(cs) => {
                             for c in &cs {
-                                self.apply_change(&mut tx, c, m.event_seq).await?;
+                                self.apply_change(&mut tx, &layouts, c, m.event_seq).await?;
                             }
                         }
                         // Recorded and skipped: a message that cannot be read

@@ -692,11 +692,6 @@ pub trait Projection: Send + Sync {
     /// past them: its cursor in the embedded stream, or for messages read
     /// from Kafka its next offset in each topic partition.
     fn apply<'a>(&'a self, msgs: &'a [StreamMessage], now: Millis) -> BoxFuture<'a, Result<usize, StoreError>>;
-    /// Where a consumer that has read nothing starts: the beginning of the
-    /// stream (`true`), or what comes after it starts (`false`).
-    fn reads_the_past(&self) -> bool {
-        true
-    }
     /// The next Kafka offset to read in each topic partition the consumer
     /// has read from.
     fn kafka_offsets(&self) -> BoxFuture<'_, Result<Vec<KafkaPosition>, StoreError>>;

@@ -358,8 +358,7 @@ async fn consume(
     let mut tpl = TopicPartitionList::new();
     for (t, n) in &parts {
         for p in 0..*n {
-            let fresh = if projection.reads_the_past() { Offset::Beginning } else { Offset::End };
-            let from = stored.get(&(t.to_string(), p)).map_or(fresh, |o| Offset::Offset(*o));
+            let from = stored.get(&(t.to_string(), p)).map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.add_partition_offset(&cfg.topic(t), p, from).map_err(|e| e.to_string())?;
         }
     }

@@ -12,6 +12,10 @@
 //! payload}`, the payload in protobuf's JSON mapping (`prost-reflect` over
 //! Usher's descriptor set), fixed when queued.
 //!
+//! An endpoint gets the messages that happened after it was created (a
+//! message's time against the endpoint's, so the queue may read the stream
+//! from its start without sending the past).
+//!
 //! The sender claims due deliveries (a claim lasts `CLAIM_MS`, so two nodes
 //! never send one at once), POSTs at most `IN_FLIGHT_MAX` at a time with a
 //! timeout each, and records every attempt. A 2xx answer delivers; anything
@@ -179,9 +183,10 @@ macro_rules! webhooks {
                     new += 1;
                     let endpoints = sqlx::query(
                         "SELECT w.id, w.topics FROM webhook_endpoints w JOIN events e ON e.org_id = w.org_id \
-                         WHERE e.id = $1 AND w.deleted_at IS NULL",
+                         WHERE e.id = $1 AND w.deleted_at IS NULL AND w.created_at <= $2",
                     )
                     .bind(&m.key)
+                    .bind(m.occurred_at.0)
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db_error)?;
@@ -308,9 +313,6 @@ macro_rules! webhooks {
             fn name(&self) -> &'static str {
                 WEBHOOKS
             }
-            fn reads_the_past(&self) -> bool {
-                false
-            }
             fn apply<'a>(&'a self, msgs: &'a [StreamMessage], now: Millis) -> BoxFuture<'a, Result<usize, StoreError>> {
                 Box::pin(self.0.do_queue_webhooks(msgs, now))
             }
@@ -318,26 +320,7 @@ macro_rules! webhooks {
                 Box::pin(self.0.kafka_positions(WEBHOOKS))
             }
             fn cursor(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
-                Box::pin(async move {
-                    // A new queue starts at the stream's end (endpoints get
-                    // what happens after they exist, not the past), and that
-                    // start is kept at once so the queue does not chase the end.
-                    sqlx::query(
-                        "INSERT INTO stream_cursors (name, position) \
-                         SELECT $1, COALESCE((SELECT position FROM stream_cursors WHERE name = 'relay'), 1) \
-                         ON CONFLICT (name) DO NOTHING",
-                    )
-                    .bind(WEBHOOKS)
-                    .execute(self.0.pool())
-                    .await
-                    .map_err(db_error)?;
-                    let (p,): (i64,) = sqlx::query_as("SELECT position FROM stream_cursors WHERE name = $1")
-                        .bind(WEBHOOKS)
-                        .fetch_one(self.0.pool())
-                        .await
-                        .map_err(db_error)?;
-                    Ok(p)
-                })
+                Box::pin(async move { Ok(self.0.cursor_of(WEBHOOKS).await?.unwrap_or(1)) })
             }
             fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
                 Box::pin(async { Ok(0) })

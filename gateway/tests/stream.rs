@@ -823,18 +823,26 @@ async fn webhooks_reach_a_failing_endpoint_signed(app: TestApp) {
     headers.insert("webhook-timestamp", (ts - 1).to_string().parse().unwrap());
     assert!(verifier.verify(&g.body, &headers).is_err(), "a changed timestamp verified");
 
-    // The delivery log, and a redelivery on request.
-    let log_rows = wh
-        .list_webhook_deliveries(pb::ListWebhookDeliveriesRequest {
-            endpoint_id: endpoint.clone(),
-            status: "delivered".into(),
-            page_size: 100,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .deliveries;
-    assert_eq!(log_rows.len(), want.len());
+    // The delivery log (the sender records an attempt just after its
+    // answer), and a redelivery on request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log_rows = loop {
+        let rows = wh
+            .list_webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+                endpoint_id: endpoint.clone(),
+                status: "delivered".into(),
+                page_size: 100,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
+        if rows.len() == want.len() {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "the log shows {} of {} delivered", rows.len(), want.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(log_rows.iter().all(|d| d.attempts == 3 && d.last_status == 200 && d.delivered_at.is_some()), "{log_rows:?}");
     let again = &log_rows[0];
     wh.redeliver_webhook(pb::RedeliverWebhookRequest { idempotency_key: key(), delivery_id: again.delivery_id.clone() }).await.unwrap();

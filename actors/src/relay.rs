@@ -102,22 +102,22 @@ impl Relay {
         let status_tx = Arc::new(status_tx);
         let (stop, stopping) = watch::channel(false);
         let published = Arc::new(Notify::new());
-        let enabled = cfg.enabled;
-        let publishing = tokio::spawn(relay_loop(
-            store.clone(),
-            publisher,
-            clock.clone(),
-            cfg.clone(),
-            status_tx.clone(),
-            published.clone(),
-            stopping.clone(),
-        ));
-        if !enabled {
-            publishing.abort();
+        let mut tasks = Vec::with_capacity(2);
+        if cfg.enabled {
+            tasks.push(tokio::spawn(relay_loop(
+                store.clone(),
+                publisher,
+                clock.clone(),
+                cfg.clone(),
+                status_tx.clone(),
+                published.clone(),
+                stopping.clone(),
+            )));
+        } else {
             warn!("the outbox relay is off (USHER_RELAY=off): nothing is published");
         }
-        let watching = tokio::spawn(backlog_loop(store, clock, cfg, status_tx, stopping));
-        Relay { status, published, stop, tasks: vec![publishing, watching] }
+        tasks.push(tokio::spawn(backlog_loop(store, clock, cfg, status_tx, stopping)));
+        Relay { status, published, stop, tasks }
     }
 
     /// The latest status.

@@ -100,8 +100,7 @@ impl Webhooks {
         let key = convert::key(key)?;
         let scope = c.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, "", ""))?;
         let scoped = format!("webhooks:{kind}:{scope}/{}", key.as_str());
-        let fingerprint = fp.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        match self.ctx.orders.claim_command(&scoped, fingerprint, resource, self.ctx.now()).await? {
+        match self.ctx.orders.claim_command(&scoped, usher_engine::fingerprint_bytes(40, fp.as_bytes()), resource, self.ctx.now()).await? {
             Created::New(_) => Ok(None),
             Created::Replayed(r) => Ok(Some(r)),
             Created::KeyReused => Err(ApiError::new(

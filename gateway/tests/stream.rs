@@ -308,7 +308,6 @@ async fn a_relay_killed_while_publishing_loses_nothing_and_repeats_only_with_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_stalled_for_30_s_under_load_leaves_the_outbox_behind_then_drained() {
-    let _ = tracing_subscriber::fmt().with_env_filter("usher_actors=info,usher_adapters=info,rdkafka=info").try_init();
     let tansu = Tansu::start().await;
     let db = TestDb::fresh(Backend::Postgres).await;
     let mut cfg = db.config();
@@ -358,7 +357,6 @@ async fn a_broker_stalled_for_30_s_under_load_leaves_the_outbox_behind_then_drai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_the_embedded_stream_numbers_every_row_in_publishing_order() {
-    let _ = tracing_subscriber::fmt().with_env_filter("usher_actors=debug,usher_adapters=debug").try_init();
     for b in [Backend::Postgres, Backend::Sqlite] {
         let app = TestApp::spawn(b).await;
         let event = create_event(&app, 1, 2, 10).await;

@@ -48,8 +48,9 @@ struct Args {
     /// usher-sqlite-before and usher-pg-before: the same store served by the
     /// `--before-bin` binary, to weigh a change in one run; usher-pg-kafka
     /// (the outbox relayed to a tansu broker the bench starts, and the
-    /// relay's lag measured) and usher-pg-norelay (the relay off), to weigh
-    /// the relay in one run.
+    /// relay's lag measured), usher-pg-kafka-noconsumers (the same with the
+    /// read model and webhook queue not reading) and usher-pg-norelay (the
+    /// relay off), to weigh the relay and its consumers in one run.
     #[arg(long, default_value = "usher-sqlite,usher-pg,baseline")]
     targets: String,
     /// An `usher` binary built before identity (no authentication), for the
@@ -238,7 +239,7 @@ async fn log_in(addr: &str, password: &str) -> anyhow::Result<String> {
 
 /// The store a target runs on: `usher-sqlite-before` is `usher-sqlite`.
 fn base(target: &str) -> &str {
-    target.trim_end_matches("-before").trim_end_matches("-kafka").trim_end_matches("-norelay")
+    target.trim_end_matches("-before").trim_end_matches("-noconsumers").trim_end_matches("-kafka").trim_end_matches("-norelay")
 }
 
 async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
@@ -311,7 +312,7 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     }
     // The relay: to a broker of the bench's own, or off.
     let mut broker = None;
-    if target.ends_with("-kafka") {
+    if target.ends_with("-kafka") || target.ends_with("-kafka-noconsumers") {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let url = format!("tcp://127.0.0.1:{port}");
         let b = Command::new(&args.tansu)
@@ -332,6 +333,9 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     }
     if target.ends_with("-norelay") {
         cmd.env("USHER_RELAY", "off");
+    }
+    if target.ends_with("-noconsumers") {
+        cmd.env("USHER_STREAM_CONSUMERS", "off");
     }
     let mut child = cmd.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();

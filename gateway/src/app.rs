@@ -63,6 +63,44 @@ impl Ctx {
     pub fn now(&self) -> Millis {
         self.clock.now()
     }
+
+    /// Claims a command's idempotency key for this caller, in the key space
+    /// `space`: `Ok(None)` the first time, `Ok(Some(resource))` on a retry
+    /// with the same request (`fp`), ALREADY_EXISTS `IDEMPOTENCY_KEY_REUSED`
+    /// for the same key with a different request. Keys are scoped per
+    /// caller, so two callers never collide.
+    pub(crate) async fn claim_command(
+        &self,
+        c: &crate::auth::Caller,
+        space: KeySpace,
+        kind: &str,
+        key: &str,
+        fp: &[u8],
+        resource: &str,
+    ) -> Result<Option<String>, crate::error::ApiError> {
+        let KeySpace { name: space, tag } = space;
+        use crate::error::{ApiError, ErrorCode};
+        let key = crate::convert::key(key)?;
+        let scope = c.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, "", ""))?;
+        let scoped = format!("{space}:{kind}:{scope}/{}", key.as_str());
+        match self.orders.claim_command(&scoped, usher_engine::fingerprint_bytes(tag, fp), resource, self.now()).await? {
+            usher_actors::Created::New(_) => Ok(None),
+            usher_actors::Created::Replayed(r) => Ok(Some(r)),
+            usher_actors::Created::KeyReused => Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                "IDEMPOTENCY_KEY_REUSED",
+                "idempotency_key: this key was already used for a different request",
+            )),
+        }
+    }
+}
+
+/// A family of commands whose idempotency keys live apart from others':
+/// its name prefixes the stored key, its tag seeds the fingerprint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeySpace {
+    pub name: &'static str,
+    pub tag: u8,
 }
 
 pub struct Application {
@@ -88,6 +126,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
         config.check_cluster()?;
+        // Settings that can be wrong are read before anything starts.
+        let webhook_cfg = config.webhook_sender()?;
+        let webhook_tls = usher_adapters::webhooks::tls_config(&webhook_cfg.extra_ca_pem).map_err(anyhow::Error::msg)?;
         // Usher's own directory: keys, tickets, mail, the embedded database.
         create_private_dir(&config.data_dir)?;
         // One process per database in single-node mode: the lock comes
@@ -199,13 +240,14 @@ impl Application {
         // The stream's consumers: from Kafka's consumer groups, or from the
         // embedded stream, woken by the relay.
         let mut consumers = Vec::new();
-        for p in [sales.clone(), webhook_queue] {
+        let consumed = if config.consumers_enabled { vec![sales.clone(), webhook_queue] } else { Vec::new() };
+        for p in consumed {
             consumers.push(match config.kafka() {
                 Some(k) => tokio::spawn(usher_adapters::kafka::run_projection(k, p, clock.clone(), relay.subscribe(), stopping.clone())),
                 None => usher_actors::consumers::run_embedded(stream.clone(), p, clock.clone(), relay.published(), stopping.clone()),
             });
         }
-        consumers.push(usher_adapters::webhooks::start_sender(webhook_sender, config.webhook_sender(), clock.clone(), stopping.clone()));
+        consumers.push(usher_adapters::webhooks::start_sender(webhook_sender, webhook_cfg, webhook_tls, clock.clone(), stopping.clone()));
         Ok(Application {
             ctx: Ctx {
                 registry,

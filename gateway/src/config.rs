@@ -122,9 +122,16 @@ pub struct Config {
     pub webhook_retry_schedule_ms: Vec<u64>,
     /// One webhook attempt's time for an answer (ms).
     pub webhook_timeout_ms: u64,
+    /// A PEM file of CA certificates trusted for `https://` webhook
+    /// endpoints besides Mozilla's roots (a private CA); read at start.
+    pub webhook_ca_file: Option<PathBuf>,
     /// `false` (USHER_RELAY=off) for benchmarks only: the relay publishes
     /// nothing and the outbox grows.
     pub relay_enabled: bool,
+    /// `false` (USHER_STREAM_CONSUMERS=off) for benchmarks only: neither
+    /// the sales read model nor the webhook queue reads the stream, so the
+    /// relay's own cost can be told from theirs.
+    pub consumers_enabled: bool,
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -214,7 +221,9 @@ impl Default for Config {
             test_relay_mark_delay_ms: 0,
             webhook_retry_schedule_ms: usher_adapters::webhooks::RETRY_SCHEDULE_MS_DEFAULT.to_vec(),
             webhook_timeout_ms: 10_000,
+            webhook_ca_file: None,
             relay_enabled: true,
+            consumers_enabled: true,
         }
     }
 }
@@ -366,8 +375,14 @@ impl Config {
         if let Some(v) = env("USHER_RELAY") {
             c.relay_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
         }
+        if let Some(v) = env("USHER_STREAM_CONSUMERS") {
+            c.consumers_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
+        }
         if let Some(v) = env("USHER_WEBHOOK_TIMEOUT_MS") {
             c.webhook_timeout_ms = num("USHER_WEBHOOK_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = env("USHER_WEBHOOK_CA_FILE") {
+            c.webhook_ca_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
         if let Some(v) = env("USHER_TEST_RELAY_MARK_DELAY_MS") {
             c.test_relay_mark_delay_ms = num("USHER_TEST_RELAY_MARK_DELAY_MS", v)?;
@@ -413,12 +428,20 @@ impl Config {
     }
 
     /// The webhook sender's settings.
-    pub fn webhook_sender(&self) -> usher_adapters::webhooks::SenderConfig {
-        usher_adapters::webhooks::SenderConfig {
+    ///
+    /// # Errors
+    /// `webhook_ca_file` cannot be read.
+    pub fn webhook_sender(&self) -> anyhow::Result<usher_adapters::webhooks::SenderConfig> {
+        let extra_ca_pem = match &self.webhook_ca_file {
+            Some(p) => std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read the webhook CA file {}: {e}", p.display()))?,
+            None => Vec::new(),
+        };
+        Ok(usher_adapters::webhooks::SenderConfig {
             retry_schedule_ms: self.webhook_retry_schedule_ms.clone(),
             attempt_timeout_ms: self.webhook_timeout_ms.max(1),
+            extra_ca_pem,
             ..usher_adapters::webhooks::SenderConfig::default()
-        }
+        })
     }
 
     /// The relay's settings.

@@ -176,6 +176,12 @@ pub const HTTP: &[(&str, &[Who])] = &[
     ("POST /api/orgs/{org}/devices", KEYS),
     ("DELETE /api/orgs/{org}/devices/{id}", KEYS),
     ("GET /api/orgs/{org}/audit", AUDIT),
+    ("GET /api/orgs/{org}/webhooks", KEYS),
+    ("POST /api/orgs/{org}/webhooks", KEYS),
+    ("DELETE /api/webhooks/{id}", KEYS),
+    ("POST /api/webhooks/{id}/rotate-secret", KEYS),
+    ("GET /api/webhooks/{id}/deliveries", KEYS),
+    ("POST /api/webhook-deliveries/{id}/redeliver", KEYS),
 ];
 
 pub fn grpc_door(path: &str) -> Option<&'static [Who]> {

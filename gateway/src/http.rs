@@ -28,6 +28,7 @@ pub(crate) struct Http {
     orders: std::sync::Arc<Orders>,
     pub(crate) identity: std::sync::Arc<Identity>,
     reporting: std::sync::Arc<crate::reporting::Reporting>,
+    pub(crate) webhooks: std::sync::Arc<crate::webhooks::Webhooks>,
 }
 
 /// Routes are added through this, which refuses (panics at start, which
@@ -53,6 +54,7 @@ pub fn router(ctx: Ctx) -> Router {
         inventory: std::sync::Arc::new(Inventory { ctx: ctx.clone() }),
         orders: std::sync::Arc::new(Orders { ctx: ctx.clone() }),
         reporting: std::sync::Arc::new(crate::reporting::Reporting { ctx: ctx.clone() }),
+        webhooks: std::sync::Arc::new(crate::webhooks::Webhooks { ctx: ctx.clone() }),
         identity: std::sync::Arc::new(Identity { ctx }),
     };
     let r = Routes(Router::new())
@@ -82,7 +84,7 @@ pub fn router(ctx: Ctx) -> Router {
         .add("GET", "/api/order-links/{id}", get(order_by_link))
         .add("GET", "/api/order-links/{id}/tickets.pdf", get(pdf_by_link))
         .add("POST", "/api/scans", post(scan));
-    let Routes(r) = crate::http_identity::routes(r);
+    let Routes(r) = crate::webhooks::routes(crate::http_identity::routes(r));
     r.route_layer(axum::middleware::from_fn_with_state(auth, crate::doors::http_auth))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "NOT_FOUND", "no such route") })
         .with_state(state)

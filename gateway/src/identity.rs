@@ -8,15 +8,12 @@ use crate::limits::{AUDIT_PAGE_MAX, EMAIL_BYTES_MAX, GATE_BYTES_MAX, NAME_BYTES_
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use usher_actors::{
-    ApiKeyRecord, AuditEntry, AuditRecord, Created, DeviceRecord, MemberRecord, OrgRecord, RefreshRecord, RefreshUse, UserRecord,
-};
-use usher_engine::{
-    ApiKeyId, Cap, DeviceId, EventId, Membership, Millis, OrgId, PartnerId, Principal, Role, Scope, UserId, fingerprint_bytes,
-};
+use usher_actors::{ApiKeyRecord, AuditEntry, AuditRecord, DeviceRecord, MemberRecord, OrgRecord, RefreshRecord, RefreshUse, UserRecord};
+use usher_engine::{ApiKeyId, Cap, DeviceId, EventId, Membership, Millis, OrgId, PartnerId, Principal, Role, Scope, UserId};
 use usher_proto::v1::{self as pb, identity_service_server::IdentityService};
 
 use crate::app::Ctx;
+use crate::app::KeySpace;
 use crate::auth::rate::Bucket;
 use crate::auth::{Auth, Caller, secrets};
 use crate::convert;
@@ -127,18 +124,7 @@ impl Identity {
     /// Claims a command's idempotency key for this caller: `Ok(None)` the
     /// first time, `Ok(Some(resource))` on a retry.
     async fn claim(&self, c: &Caller, kind: &str, key: &str, fp: &[u8], resource: &str) -> Result<Option<String>, ApiError> {
-        let key = convert::key(key)?;
-        let scope = c.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, "", ""))?;
-        let scoped = format!("identity:{kind}:{scope}/{}", key.as_str());
-        match self.ctx.orders.claim_command(&scoped, fingerprint_bytes(30, fp), resource, self.ctx.now()).await? {
-            Created::New(_) => Ok(None),
-            Created::Replayed(r) => Ok(Some(r)),
-            Created::KeyReused => Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                "IDEMPOTENCY_KEY_REUSED",
-                "idempotency_key: this key was already used for a different request",
-            )),
-        }
+        self.ctx.claim_command(c, KeySpace { name: "identity", tag: 30 }, kind, key, fp, resource).await
     }
 
     /// A signed-in session for `user`: an access token with its current

@@ -1,16 +1,26 @@
 //! `WebhookService`: an organization's webhook endpoints and their delivery
-//! log, for members who manage its keys (`Cap::ManageKeys`).
+//! log, for members who manage its keys (`Cap::ManageKeys`), over gRPC and
+//! as JSON (the routes are listed above `routes`).
 
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::extract::rejection::QueryRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
-use usher_actors::{Created, WebhookDeliveryRecord, WebhookEndpointRecord};
+use usher_actors::{WebhookDeliveryRecord, WebhookEndpointRecord};
 use usher_engine::{Cap, OrgId};
 use usher_proto::v1::{self as pb, webhook_service_server::WebhookService};
 
-use crate::app::Ctx;
+use crate::app::{Ctx, KeySpace};
 use crate::auth::Caller;
 use crate::convert;
 use crate::doors::caller;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::{Call, Routes, idempotency_key, parse, query, ts};
 
 /// How long a rotated-out secret still signs (ms): a day.
 pub const WEBHOOK_OLD_SECRET_MS: u64 = 24 * 60 * 60 * 1000;
@@ -59,19 +69,15 @@ fn uuid_of(field: &str, s: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, "is not a UUID"))
 }
 
-/// An endpoint URL: `http://host[:port]/path`. HTTPS is refused with a
-/// sentence until the sender speaks TLS (ARCHITECTURE.md "Known gaps").
+/// An endpoint URL: `https://` or `http://`, a host, no user name or
+/// password (the URL is shown in listings; credentials would leak there).
 fn endpoint_url(s: &str) -> Result<String, ApiError> {
     if s.len() > WEBHOOK_URL_BYTES_MAX {
         return Err(ApiError::invalid("url", format!("is longer than {WEBHOOK_URL_BYTES_MAX} bytes")));
     }
     let u = url::Url::parse(s).map_err(|e| ApiError::invalid("url", format!("is not a URL: {e}")))?;
-    match u.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(ApiError::invalid("url", "https endpoints are not supported yet; give an http:// URL behind your TLS proxy"));
-        }
-        other => return Err(ApiError::invalid("url", format!("has the scheme {other:?}; give an http:// URL"))),
+    if !matches!(u.scheme(), "https" | "http") {
+        return Err(ApiError::invalid("url", format!("has the scheme {:?}; give an https:// (or http://) URL", u.scheme())));
     }
     if u.host_str().is_none_or(str::is_empty) || !u.username().is_empty() || u.password().is_some() {
         return Err(ApiError::invalid("url", "needs a host and no user name or password"));
@@ -97,18 +103,7 @@ fn topics(list: &[String]) -> Result<Vec<String>, ApiError> {
 impl Webhooks {
     /// Claims `key` for this caller's command of `kind` on `resource`.
     async fn claim(&self, c: &Caller, kind: &str, key: &str, fp: &str, resource: &str) -> Result<Option<String>, ApiError> {
-        let key = convert::key(key)?;
-        let scope = c.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, "", ""))?;
-        let scoped = format!("webhooks:{kind}:{scope}/{}", key.as_str());
-        match self.ctx.orders.claim_command(&scoped, usher_engine::fingerprint_bytes(40, fp.as_bytes()), resource, self.ctx.now()).await? {
-            Created::New(_) => Ok(None),
-            Created::Replayed(r) => Ok(Some(r)),
-            Created::KeyReused => Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                "IDEMPOTENCY_KEY_REUSED",
-                "idempotency_key: this key was already used for a different request",
-            )),
-        }
+        self.ctx.claim_command(c, KeySpace { name: "webhooks", tag: 40 }, kind, key, fp.as_bytes(), resource).await
     }
 
     /// The endpoint, if the caller manages its organization's keys
@@ -247,4 +242,115 @@ impl WebhookService for Webhooks {
         let c = caller(&req)?;
         Ok(Response::new(self.redeliver(&c, req.into_inner()).await?))
     }
+}
+
+// ---- The JSON twin ----------------------------------------------------------
+//
+// The same calls over HTTP, through the same methods as gRPC, so the rules
+// (who may, idempotency, limits) are one code path:
+//
+// | route | body / query | answer |
+// |---|---|---|
+// | `GET /api/orgs/{org}/webhooks` | | `{"endpoints": [endpoint]}` |
+// | `POST /api/orgs/{org}/webhooks` | `{"url", "topics", "description", "idempotency_key"}` | 201 `{"endpoint", "secret"}` |
+// | `DELETE /api/webhooks/{id}` | | `endpoint` (with `deleted_at`) |
+// | `POST /api/webhooks/{id}/rotate-secret` | | `{"endpoint", "secret"}` |
+// | `GET /api/webhooks/{id}/deliveries` | `?status=pending\|delivered\|failed&page_size=N` | `{"deliveries": [delivery]}` |
+// | `POST /api/webhook-deliveries/{id}/redeliver` | | `delivery` |
+//
+// The idempotency key comes from the `Idempotency-Key` header, or the
+// body's `idempotency_key` where there is a body. Times are RFC 3339.
+
+pub(crate) fn routes(r: Routes) -> Routes {
+    r.add("GET", "/api/orgs/{org}/webhooks", get(http_list))
+        .add("POST", "/api/orgs/{org}/webhooks", post(http_create))
+        .add("DELETE", "/api/webhooks/{id}", delete(http_delete))
+        .add("POST", "/api/webhooks/{id}/rotate-secret", post(http_rotate))
+        .add("GET", "/api/webhooks/{id}/deliveries", get(http_deliveries))
+        .add("POST", "/api/webhook-deliveries/{id}/redeliver", post(http_redeliver))
+}
+
+fn endpoint_json(e: &pb::WebhookEndpoint) -> Value {
+    json!({
+        "endpoint_id": e.endpoint_id, "org_id": e.org_id, "url": e.url, "topics": e.topics, "description": e.description,
+        "created_at": ts(&e.created_at), "deleted_at": ts(&e.deleted_at),
+    })
+}
+
+fn created_json(c: &pb::CreatedWebhookEndpoint) -> Value {
+    // An empty secret is a replay: the secret was shown once, in the first answer.
+    json!({"endpoint": c.endpoint.as_ref().map(endpoint_json), "secret": (!c.secret.is_empty()).then_some(&c.secret)})
+}
+
+fn delivery_json(d: &pb::WebhookDelivery) -> Value {
+    json!({
+        "delivery_id": d.delivery_id, "endpoint_id": d.endpoint_id, "message_id": d.message_id, "topic": d.topic,
+        "event_id": d.event_id, "status": d.status, "attempts": d.attempts, "next_attempt_at": ts(&d.next_attempt_at),
+        "last_status": d.last_status, "last_error": d.last_error, "created_at": ts(&d.created_at),
+        "delivered_at": ts(&d.delivered_at),
+    })
+}
+
+async fn http_list(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = h.webhooks.list(&c, pb::ListWebhookEndpointsRequest { org_id: org }).await?;
+    Ok(Json(json!({"endpoints": r.endpoints.iter().map(endpoint_json).collect::<Vec<_>>()})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct EndpointBody {
+    url: String,
+    topics: Vec<String>,
+    description: String,
+    idempotency_key: String,
+}
+
+async fn http_create(
+    Call(h, c): Call,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let b: EndpointBody = parse(&headers, &body)?;
+    let r = pb::CreateWebhookEndpointRequest {
+        idempotency_key: idempotency_key(&headers, &b.idempotency_key),
+        org_id: org,
+        url: b.url,
+        topics: b.topics,
+        description: b.description,
+    };
+    Ok((StatusCode::CREATED, Json(created_json(&h.webhooks.create(&c, r).await?))))
+}
+
+async fn http_delete(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let r = pb::DeleteWebhookEndpointRequest { idempotency_key: idempotency_key(&headers, ""), endpoint_id: id };
+    Ok(Json(endpoint_json(&h.webhooks.delete(&c, r).await?)))
+}
+
+async fn http_rotate(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let r = pb::RotateWebhookSecretRequest { idempotency_key: idempotency_key(&headers, ""), endpoint_id: id };
+    Ok(Json(created_json(&h.webhooks.rotate(&c, r).await?)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct DeliveriesQuery {
+    status: String,
+    page_size: u32,
+}
+
+async fn http_deliveries(
+    Call(h, c): Call,
+    Path(id): Path<String>,
+    q: Result<axum::extract::Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let r = pb::ListWebhookDeliveriesRequest { endpoint_id: id, status: q.status, page_size: q.page_size };
+    let r = h.webhooks.deliveries(&c, r).await?;
+    Ok(Json(json!({"deliveries": r.deliveries.iter().map(delivery_json).collect::<Vec<_>>()})))
+}
+
+async fn http_redeliver(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let r = pb::RedeliverWebhookRequest { idempotency_key: idempotency_key(&headers, ""), delivery_id: id };
+    Ok(Json(delivery_json(&h.webhooks.redeliver(&c, r).await?)))
 }

@@ -19,7 +19,8 @@ use usher_proto::v1::{
     self as pb, catalog_service_client::CatalogServiceClient, check_in_service_client::CheckInServiceClient,
     fulfillment_service_client::FulfillmentServiceClient, identity_service_client::IdentityServiceClient,
     inventory_service_client::InventoryServiceClient, ordering_service_client::OrderingServiceClient,
-    payment_service_client::PaymentServiceClient,
+    payment_service_client::PaymentServiceClient, reporting_service_client::ReportingServiceClient,
+    webhook_service_client::WebhookServiceClient,
 };
 
 both_backends!(every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_nothing);
@@ -42,6 +43,8 @@ struct World {
     /// The owner of another organization.
     stranger_org_owner: String,
     stranger_org: String,
+    /// A webhook endpoint of the test organization.
+    endpoint: String,
     /// Partner keys: one that may only read events, one scoped to `other_event`.
     reader_partner: String,
     other_event_partner: String,
@@ -99,6 +102,20 @@ async fn world(b: Backend) -> World {
         usher_gateway::admin::create_api_key(store.as_ref(), org, "Narrow", &[], std::slice::from_ref(&other_event)).await.unwrap();
     let (_, other_event_gate) =
         usher_gateway::admin::create_device(store.as_ref(), org, "east", std::slice::from_ref(&other_event)).await.unwrap();
+    let endpoint = WebhookServiceClient::new(app.channel().await)
+        .create_webhook_endpoint(pb::CreateWebhookEndpointRequest {
+            idempotency_key: key(),
+            org_id: org.clone(),
+            url: "http://127.0.0.1:9/hook".into(),
+            topics: vec!["seats-sold".into()],
+            description: "the box office".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .endpoint
+        .unwrap()
+        .endpoint_id;
     // Credentials that must never pass.
     let owner = store.user_by_email(&app.creds.owner_email).await.unwrap().unwrap();
     let memberships = store.memberships(owner.id).await.unwrap();
@@ -179,6 +196,7 @@ async fn world(b: Backend) -> World {
         other_event_partner,
         other_event_gate,
         bad,
+        endpoint,
     }
 }
 
@@ -207,6 +225,8 @@ async fn storage(db: &TestDb) -> Vec<(String, i64)> {
         "api_keys",
         "gate_devices",
         "audit_log",
+        "webhook_endpoints",
+        "webhook_deliveries",
     ] {
         out.push((t.to_owned(), db.scalar(&format!("SELECT COUNT(*) FROM {t}"), &[]).await));
     }
@@ -215,6 +235,8 @@ async fn storage(db: &TestDb) -> Vec<(String, i64)> {
         ("active holds", "SELECT COUNT(*) FROM holds WHERE state = 'active'"),
         ("revoked keys", "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NOT NULL"),
         ("pending orders", "SELECT COUNT(*) FROM orders WHERE status = 'pending_payment'"),
+        ("deleted webhook endpoints", "SELECT COUNT(*) FROM webhook_endpoints WHERE deleted_at IS NOT NULL"),
+        ("webhook secrets' bytes", "SELECT COALESCE(SUM(LENGTH(secrets)), 0) FROM webhook_endpoints"),
     ] {
         out.push((what.to_owned(), db.scalar(sql, &[]).await));
     }
@@ -408,7 +430,42 @@ async fn every_door_refuses_the_wrong_caller_with_the_right_code_and_changes_not
     let m = pb::SetMemberRequest { idempotency_key: key(), org_id: org.clone(), email: "rival@example.com".into(), role: "owner".into() };
     assert_eq!(id.set_member(m).await.unwrap_err().code(), Code::NotFound);
     let scan = |event: &str| pb::ScanRequest { idempotency_key: key(), event_id: event.into(), code: "USH1.x".into(), gate: "g".into() };
-    assert_eq!(CheckInServiceClient::new(rival).scan(scan(&w.event)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(CheckInServiceClient::new(rival.clone()).scan(scan(&w.event)).await.unwrap_err().code(), Code::NotFound);
+    let report = pb::GetSalesReportRequest { event_id: w.event.clone() };
+    assert_eq!(ReportingServiceClient::new(rival.clone()).get_sales_report(report).await.unwrap_err().code(), Code::NotFound);
+    let mut hooks = WebhookServiceClient::new(rival.clone());
+    let list = pb::ListWebhookEndpointsRequest { org_id: org.clone() };
+    assert_eq!(hooks.list_webhook_endpoints(list).await.unwrap_err().code(), Code::NotFound, "another's webhooks");
+    let create = pb::CreateWebhookEndpointRequest {
+        idempotency_key: key(),
+        org_id: org.clone(),
+        url: "http://rival.example/hook".into(),
+        topics: vec!["seats-sold".into()],
+        description: String::new(),
+    };
+    assert_eq!(hooks.create_webhook_endpoint(create).await.unwrap_err().code(), Code::NotFound, "a webhook in another's organization");
+    let rotate = pb::RotateWebhookSecretRequest { idempotency_key: key(), endpoint_id: w.endpoint.clone() };
+    assert_eq!(hooks.rotate_webhook_secret(rotate).await.unwrap_err().code(), Code::NotFound, "another's webhook secret");
+    let delete = pb::DeleteWebhookEndpointRequest { idempotency_key: key(), endpoint_id: w.endpoint.clone() };
+    assert_eq!(hooks.delete_webhook_endpoint(delete).await.unwrap_err().code(), Code::NotFound, "another's webhook");
+    let log = pb::ListWebhookDeliveriesRequest { endpoint_id: w.endpoint.clone(), ..Default::default() };
+    assert_eq!(hooks.list_webhook_deliveries(log).await.unwrap_err().code(), Code::NotFound, "another's delivery log");
+    // The same over HTTP.
+    let bearer = format!("Bearer {}", w.stranger_org_owner);
+    let h = [("Content-Type", "application/json"), ("Idempotency-Key", "rival-1"), ("Authorization", bearer.as_str())];
+    let hook_body = r#"{"url": "http://rival.example/hook", "topics": ["seats-sold"]}"#;
+    for (method, path, body) in [
+        ("GET", format!("/api/orgs/{org}/webhooks"), None),
+        ("POST", format!("/api/orgs/{org}/webhooks"), Some(hook_body)),
+        ("DELETE", format!("/api/webhooks/{}", w.endpoint), None),
+        ("POST", format!("/api/webhooks/{}/rotate-secret", w.endpoint), None),
+        ("GET", format!("/api/webhooks/{}/deliveries", w.endpoint), None),
+        ("GET", format!("/api/events/{}/sales", w.event), None),
+    ] {
+        let (status, text) = http(app.http, method, &path, &h, body).await;
+        assert_eq!(status, 404, "{method} {path} as another organization's owner: {text}");
+        assert!(text.contains("NOT_FOUND"), "{text}");
+    }
     // A partner key outside its events, a gate on another event, a manager's
     // capability that a viewer lacks.
     let mut narrow = InventoryServiceClient::new(app.channel_as(&w.other_event_partner).await);

@@ -671,11 +671,38 @@ struct Got {
     answered: u16,
 }
 
+type Log = std::sync::Arc<std::sync::Mutex<Vec<Got>>>;
+
+/// A test certificate authority and the receiver's certificate for
+/// `127.0.0.1` and `localhost`, which it signed.
+struct TestCa {
+    ca_pem: String,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Usher webhook test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    TestCa { ca_pem: ca.pem(), cert_der: leaf.der().to_vec(), key_der: key.serialize_der() }
+}
+
 /// A real HTTP server that fails the first `fail_first` attempts of each
-/// webhook id with 503, then answers 200; it records everything.
-async fn receiver(fail_first: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Got>>>) {
+/// webhook id with 503, then answers 200; it records everything. With
+/// `tls`, it speaks HTTPS (rustls) with the certificate `tls` signed, and a
+/// client that does not trust it never gets to send a request.
+async fn receiver(fail_first: usize, tls: Option<&TestCa>) -> (String, Log) {
     use axum::routing::post;
-    let log: std::sync::Arc<std::sync::Mutex<Vec<Got>>> = Default::default();
+    let log: Log = Default::default();
     let l = log.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -693,8 +720,31 @@ async fn receiver(fail_first: usize) -> (String, std::sync::Arc<std::sync::Mutex
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), log)
+    let Some(ca) = tls else {
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        return (format!("http://{addr}/hook"), log);
+    };
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ca.key_der.clone()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ca.cert_der.clone().into()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate hangs up here.
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+    (format!("https://{addr}/hook"), log)
 }
 
 /// An endpoint that fails twice gets every message of a purchase once it
@@ -702,9 +752,19 @@ async fn receiver(fail_first: usize) -> (String, std::sync::Arc<std::sync::Mutex
 /// or timestamp fails verification and a replay repeats a webhook id the
 /// receiver has seen; the delivery log shows the attempts, a redelivery
 /// comes again with the same id, and a rotated secret keeps verifying.
-async fn webhooks_reach_a_failing_endpoint_signed(app: TestApp) {
+/// With `tls` the endpoint is https, its certificate signed by a CA the
+/// app is told to trust (`webhook_ca_file`).
+async fn webhooks_reach_a_failing_endpoint_signed(db: TestDb, mut cfg: usher_gateway::config::Config, tls: bool) {
     use usher_proto::v1::webhook_service_client::WebhookServiceClient;
-    let (url, log) = receiver(2).await;
+    let ca = tls.then(test_ca);
+    let (url, log) = receiver(2, ca.as_ref()).await;
+    if let Some(ca) = &ca {
+        let file = db.data_dir.join("webhook-ca.pem");
+        std::fs::write(&file, &ca.ca_pem).unwrap();
+        cfg.webhook_ca_file = Some(file);
+    }
+    fast_webhooks(&mut cfg);
+    let app = TestApp::spawn_with(db, cfg).await;
     let mut wh = WebhookServiceClient::new(app.channel().await);
     let topics = vec!["order-created".to_owned(), "payment-succeeded".to_owned(), "ticket-issued".to_owned()];
     let created = wh
@@ -720,11 +780,11 @@ async fn webhooks_reach_a_failing_endpoint_signed(app: TestApp) {
         .into_inner();
     assert!(created.secret.starts_with("whsec_"));
     let endpoint = created.endpoint.unwrap().endpoint_id;
-    // A partner key may not manage endpoints; https and odd topics are refused.
+    // A partner key may not manage endpoints; other schemes and odd topics are refused.
     let mut partner = WebhookServiceClient::new(app.channel_as(&app.creds.partner_key).await);
     let e = partner.list_webhook_endpoints(pb::ListWebhookEndpointsRequest { org_id: app.creds.org_id.clone() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-    for (bad_url, bad_topics) in [("https://example.com/x", vec![]), (url.as_str(), vec!["nope".to_owned()])] {
+    for (bad_url, bad_topics) in [("ftp://example.com/x", vec![]), (url.as_str(), vec!["nope".to_owned()])] {
         let e = wh
             .create_webhook_endpoint(pb::CreateWebhookEndpointRequest {
                 idempotency_key: key(),
@@ -884,16 +944,122 @@ async fn webhooks_from_kafka_reach_a_failing_endpoint_signed() {
     let mut cfg = db.config();
     cfg.kafka_brokers = tansu.brokers();
     cfg.kafka_partitions = 3;
-    fast_webhooks(&mut cfg);
-    webhooks_reach_a_failing_endpoint_signed(TestApp::spawn_with(db, cfg).await).await;
+    webhooks_reach_a_failing_endpoint_signed(db, cfg, true).await;
 }
 
+/// SQLite to an https endpoint, PostgreSQL to an http one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_from_the_embedded_stream_reach_a_failing_endpoint_signed() {
-    for b in [Backend::Sqlite, Backend::Postgres] {
+    for (b, tls) in [(Backend::Sqlite, true), (Backend::Postgres, false)] {
         let db = TestDb::fresh(b).await;
-        let mut cfg = db.config();
-        fast_webhooks(&mut cfg);
-        webhooks_reach_a_failing_endpoint_signed(TestApp::spawn_with(db, cfg).await).await;
+        let cfg = db.config();
+        webhooks_reach_a_failing_endpoint_signed(db, cfg, tls).await;
     }
+}
+
+/// The JSON twin of `WebhookService`, end to end: create (shown the
+/// secret once; a retry with the same key returns the endpoint without it;
+/// the key with another request is refused), bad input refused with a
+/// sentence and nothing stored, list, the delivery log, redelivery, a
+/// rotation and a deletion. The endpoint is https with a certificate the
+/// app was not told to trust: every attempt fails with the certificate
+/// named in the log, and the receiver never gets a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_webhook_api_manages_endpoints_and_an_untrusted_certificate_is_refused() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let mut cfg = db.config();
+    fast_webhooks(&mut cfg);
+    let app = TestApp::spawn_with(db, cfg).await;
+    let ca = test_ca();
+    let (url, log) = receiver(0, Some(&ca)).await;
+    let org = app.creds.org_id.clone();
+    let bearer = format!("Bearer {}", app.creds.owner_token);
+    let call = |method: &'static str, path: String, key: &'static str, body: Option<String>| {
+        let (addr, bearer) = (app.http, bearer.clone());
+        async move {
+            let h = [("Content-Type", "application/json"), ("Authorization", bearer.as_str()), ("Idempotency-Key", key)];
+            let (status, text) = http(addr, method, &path, &h, body.as_deref()).await;
+            (status, serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}")))
+        }
+    };
+    let hooks = format!("/api/orgs/{org}/webhooks");
+    let body = serde_json::json!({"url": url, "topics": ["order-created", "seats-sold"], "description": "box office"}).to_string();
+
+    // Bad input: a sentence, 400, nothing stored.
+    for (bad, says) in [
+        (serde_json::json!({"url": "ftp://example.com/x", "topics": ["seats-sold"]}).to_string(), "scheme"),
+        (serde_json::json!({"url": "https://user:pw@example.com/x", "topics": ["seats-sold"]}).to_string(), "password"),
+        (serde_json::json!({"url": url, "topics": ["seats-sold", "nope"]}).to_string(), "not one of Usher's topics"),
+        (serde_json::json!({"url": url, "topic": ["seats-sold"]}).to_string(), "unknown field"),
+    ] {
+        let (status, j) = call("POST", hooks.clone(), "bad", Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad}: {j}");
+        assert!(j["error"]["message"].as_str().unwrap().contains(says), "{bad}: {j}");
+    }
+    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM webhook_endpoints", &[]).await, 0);
+
+    let (status, created) = call("POST", hooks.clone(), "make-1", Some(body.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{created}");
+    let id = created["endpoint"]["endpoint_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["endpoint"]["url"], url.as_str());
+    assert_eq!(created["endpoint"]["topics"], serde_json::json!(["order-created", "seats-sold"]));
+    // A retry: the same endpoint, the secret not shown again.
+    let (status, again) = call("POST", hooks.clone(), "make-1", Some(body.clone())).await;
+    assert_eq!(
+        (status, &again["endpoint"]["endpoint_id"], &again["secret"]),
+        (201, &created["endpoint"]["endpoint_id"], &serde_json::Value::Null)
+    );
+    let other = serde_json::json!({"url": url, "topics": ["seats-sold"]}).to_string();
+    let (status, reused) = call("POST", hooks.clone(), "make-1", Some(other)).await;
+    assert_eq!((status, reused["error"]["reason"].as_str()), (409, Some("IDEMPOTENCY_KEY_REUSED")), "{reused}");
+    let (status, listed) = call("GET", hooks.clone(), "", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["endpoints"].as_array().unwrap().len(), 1, "{listed}");
+
+    // A purchase: its messages are queued for the endpoint; every attempt
+    // fails on the certificate, which the log names.
+    let event = create_event(&app, 1, 1, 4).await;
+    purchase(&app, &event, "ann", &["A-1-1"]).await;
+    let deliveries = format!("/api/webhooks/{id}/deliveries");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let (status, j) = call("GET", format!("{deliveries}?status=failed"), "", None).await;
+        assert_eq!(status, 200, "{j}");
+        let list = j["deliveries"].as_array().unwrap().clone();
+        if list.len() >= 2 {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "no failed deliveries: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for d in &failed {
+        assert_eq!(d["attempts"], 5, "{d}");
+        assert_eq!(d["last_status"], 0, "{d}");
+        let e = d["last_error"].as_str().unwrap();
+        assert!(e.contains("certificate") && e.contains("UnknownIssuer"), "{d}");
+        assert_eq!(d["event_id"], event.as_str());
+    }
+    assert!(log.lock().unwrap().is_empty(), "a request got through an untrusted TLS connection");
+    let (status, bad) = call("GET", format!("{deliveries}?status=lost"), "", None).await;
+    assert_eq!(status, 400, "{bad}");
+
+    // Redelivery puts one back in the queue, as pending.
+    let one = failed[0]["delivery_id"].as_str().unwrap();
+    let (status, d) = call("POST", format!("/api/webhook-deliveries/{one}/redeliver"), "again-1", None).await;
+    assert_eq!((status, d["status"].as_str()), (200, Some("pending")), "{d}");
+    // Rotation: a new secret.
+    let (status, rotated) = call("POST", format!("/api/webhooks/{id}/rotate-secret"), "rotate-1", None).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_") && rotated["secret"] != secret.as_str(), "{rotated}");
+    // Deletion: the endpoint stays listed, with the time it was deleted.
+    let (status, gone) = call("DELETE", format!("/api/webhooks/{id}"), "delete-1", None).await;
+    assert_eq!(status, 200, "{gone}");
+    assert!(gone["deleted_at"].is_string(), "{gone}");
+    let (_, listed) = call("GET", hooks, "", None).await;
+    assert!(listed["endpoints"][0]["deleted_at"].is_string(), "{listed}");
+    let (status, j) = call("POST", format!("/api/webhooks/{id}/rotate-secret"), "rotate-2", None).await;
+    assert_eq!((status, j["error"]["reason"].as_str()), (409, Some("WEBHOOK_DELETED")), "{j}");
+    app.stop().await;
 }

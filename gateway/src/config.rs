@@ -8,6 +8,20 @@ use serde::Deserialize;
 
 use crate::limits;
 
+/// How log lines are written (`--log-format`, `USHER_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per record, `time LEVEL target: message key=value…`;
+    /// coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp` (RFC 3339), `level`, `target`,
+    /// `fields` (with `message`), and `span` (the innermost span's name and
+    /// fields) when the record happened inside one.
+    Json,
+}
+
 /// `Debug` is written by hand: the database and SMTP URLs may carry
 /// passwords, which never print.
 #[derive(Clone, Deserialize, PartialEq)]
@@ -26,6 +40,9 @@ pub struct Config {
     pub demo_data: Option<bool>,
     /// tracing filter, e.g. `info` or `usher=debug`.
     pub log: String,
+    /// How log lines are written to stderr: `text` for people, `json` for a
+    /// log shipper (one JSON object per line).
+    pub log_format: LogFormat,
     /// `smtp://host:port` sends email to that server; empty: into the maildir.
     pub smtp_url: String,
     /// Maildir for email when no SMTP server is set (default: DATA_DIR/mail).
@@ -157,6 +174,7 @@ impl std::fmt::Debug for Config {
             .field("http_addr", &self.http_addr)
             .field("demo_data", &self.demo_data)
             .field("log", &self.log)
+            .field("log_format", &self.log_format)
             .field("smtp_url", &redact_url(&self.smtp_url))
             .field("mail_from", &self.mail_from)
             .field("public_url", &self.public_url)
@@ -179,6 +197,7 @@ impl Default for Config {
             http_addr: "127.0.0.1:8080".parse().expect("valid address"),
             demo_data: None,
             log: "info".into(),
+            log_format: LogFormat::Text,
             smtp_url: String::new(),
             mail_dir: None,
             mail_from: "Usher Tickets <tickets@usher.local>".into(),
@@ -256,6 +275,13 @@ impl Config {
         }
         if let Some(v) = env("USHER_LOG") {
             c.log = v;
+        }
+        if let Some(v) = env("USHER_LOG_FORMAT") {
+            c.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => anyhow::bail!("USHER_LOG_FORMAT={v:?}: give text or json"),
+            };
         }
         if let Some(v) = env("USHER_SMTP_URL") {
             c.smtp_url = v;

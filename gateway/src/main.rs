@@ -308,6 +308,10 @@ struct ServeArgs {
     /// (also USHER_KAFKA_BROKERS). Default: the embedded stream.
     #[arg(long)]
     kafka_brokers: Option<String>,
+    /// Log lines on stderr as text (default) or as JSON, one object per
+    /// line (also USHER_LOG_FORMAT).
+    #[arg(long, value_enum)]
+    log_format: Option<usher_gateway::config::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -547,11 +551,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.kafka_brokers {
         c.kafka_brokers = v;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&c.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Some(v) = a.log_format {
+        c.log_format = v;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&c.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match c.log_format {
+        usher_gateway::config::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        // The innermost span's fields (event, order) but not the whole
+        // stack: one line stays one record a shipper can index.
+        usher_gateway::config::LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     let app = Application::build(&c).await?;
     let store = if c.is_embedded() {
         format!("embedded SQLite at {}", c.store_url().trim_start_matches("sqlite://"))

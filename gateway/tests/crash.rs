@@ -152,3 +152,41 @@ async fn a_paid_order_killed_before_fulfillment_ends_fulfilled_once(b: Backend) 
     assert_eq!(std::fs::read_dir(db.data_dir.join("mail").join("new")).unwrap().count(), 1);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM tickets", &[]).await, 3);
 }
+
+/// `USHER_LOG_FORMAT=json`: every line on stderr, from the start to the
+/// exit after SIGTERM, is one JSON object with the time, level, target and
+/// message; a format that does not exist stops the start with a sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let log = db.data_dir.join("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let (mut server, addr, token) = start_binary(&db, &[("USHER_LOG_FORMAT", "json"), ("USHER_LOG", "info")], file.into()).await;
+    let ch = connect_as(addr, &token).await;
+    let venue = create_venue(&mut CatalogServiceClient::new(ch.clone()), 1, 1, 4).await;
+    CatalogServiceClient::new(ch).create_event(event_request(&venue.venue_id, 0)).await.unwrap();
+    let pid = server.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), server.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "too few log lines: {text}");
+    for l in &lines {
+        let j: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(j["timestamp"].as_str().is_some_and(|t| t.contains('T')), "{l}");
+        assert!(["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&j["level"].as_str().unwrap_or("")), "{l}");
+        assert!(j["target"].as_str().is_some_and(|t| t.starts_with("usher")), "{l}");
+        assert!(j["fields"]["message"].is_string(), "{l}");
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&db.data_dir)
+        .env("USHER_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("USHER_LOG_FORMAT=\"xml\": give text or json"), "{err}");
+}

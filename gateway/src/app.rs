@@ -78,8 +78,8 @@ impl Ctx {
         fp: &[u8],
         resource: &str,
     ) -> Result<Option<String>, crate::error::ApiError> {
-        let KeySpace { name: space, tag } = space;
         use crate::error::{ApiError, ErrorCode};
+        let KeySpace { name: space, tag } = space;
         let key = crate::convert::key(key)?;
         let scope = c.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, "", ""))?;
         let scoped = format!("{space}:{kind}:{scope}/{}", key.as_str());

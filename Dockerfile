@@ -9,7 +9,8 @@ RUN useradd --system --home /var/lib/usher usher && mkdir -p /var/lib/usher && c
 COPY --from=build /src/target/release/usher /usr/local/bin/usher
 USER usher
 WORKDIR /var/lib/usher
-EXPOSE 50051 8080
-ENV USHER_GRPC_ADDR=0.0.0.0:50051 USHER_HTTP_ADDR=0.0.0.0:8080 USHER_DATA_DIR=/var/lib/usher
+# 9464: the admin listener (/metrics, /status); publish it only to operators.
+EXPOSE 50051 8080 9464
+ENV USHER_GRPC_ADDR=0.0.0.0:50051 USHER_HTTP_ADDR=0.0.0.0:8080 USHER_ADMIN_ADDR=0.0.0.0:9464 USHER_DATA_DIR=/var/lib/usher
 ENTRYPOINT ["usher"]
 CMD ["serve"]

@@ -25,6 +25,7 @@ use usher_engine::{
 
 use crate::clock::Clock;
 use crate::identity::AuditEntry;
+use crate::metrics::names;
 use crate::ports::{Batch, Epoch, Store, StoreError};
 use crate::registry::RegistryMsg;
 
@@ -206,6 +207,11 @@ pub struct EventHandle {
 }
 
 impl EventHandle {
+    /// Requests waiting in this event's queue now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues a request. If this handle's actor was unloaded meanwhile, the
     /// request comes back from the closed channel and goes to the actor the
     /// registry serves now (the registry starts it only once the old one has
@@ -522,6 +528,7 @@ impl EventState {
             && self.now() < at
         {
             let wait = at.0 - self.now().0;
+            count_unavailable(&commands);
             for (_, _, reply) in commands {
                 let _ = reply.send(Err(CommandError::Unavailable(format!(
                     "storage for event {} is failing; retry with the same key in {wait} ms or later",
@@ -537,6 +544,7 @@ impl EventState {
             && let Err(e) = self.rebuild().await
         {
             warn!(event_id = %self.args.event_id, error = %e, "rebuild after a failed commit failed");
+            count_unavailable(&commands);
             for (_, _, reply) in commands {
                 let _ = reply.send(Err(command_error(&e)));
             }
@@ -574,12 +582,18 @@ impl EventState {
             };
             let started = std::time::Instant::now();
             let committed = self.args.store.commit(batch).await;
-            self.args.stats.record_commit(started.elapsed());
+            let took = started.elapsed();
+            self.args.stats.record_commit(took);
             if let Err(e) = committed {
                 // Nothing of this batch is durable: nobody is told yes, and the
                 // state goes back to what storage holds.
                 self.dirty = true;
                 let fenced = matches!(e, StoreError::Fenced { .. });
+                metrics::counter!(names::GROUP_COMMIT_FAILURES, "reason" => if fenced { "fenced" } else { "error" }).increment(1);
+                if fenced {
+                    metrics::counter!(names::FENCED_WRITES, "writer" => "event").increment(1);
+                }
+                count_unavailable(&commands);
                 error!(event_id = %self.args.event_id, error = %e, commands = commands.len(), "group commit failed");
                 for (_, _, reply) in commands {
                     let _ = reply.send(Err(command_error(&e)));
@@ -603,6 +617,12 @@ impl EventState {
             if !commands.is_empty() {
                 self.args.stats.record(commands.len());
             }
+            metrics::histogram!(names::GROUP_COMMIT_DURATION).record(took.as_secs_f64());
+            metrics::histogram!(names::GROUP_COMMIT_BATCH_SIZE).record(commands.len() as f64);
+        }
+        count_decided(&decisions[first_command..], &commands);
+        if let Some(Decision { result: Ok(Reply::Expired { holds }), .. }) = decisions.first() {
+            metrics::counter!(names::HOLDS_EXPIRED).increment(u64::from(*holds));
         }
         // Every apply checks its own change; the full recheck (O(seats +
         // holds)) runs after every apply in debug builds and every
@@ -656,6 +676,29 @@ impl EventState {
                 let _ = tx.send(self.inv.hold(id).cloned().map(|h| (h, self.inv.config().clone())));
             }
         }
+    }
+}
+
+/// Counts commands refused before the engine saw them (storage failing).
+fn count_unavailable<K, R>(commands: &[(K, Command, R)]) {
+    for (_, cmd, _) in commands {
+        metrics::counter!(names::COMMANDS, "command" => cmd.kind(), "outcome" => "unavailable").increment(1);
+    }
+}
+
+/// Counts decided commands by outcome: accepted (decided and written now),
+/// replayed (answered from the idempotency record), rejected (by reason).
+fn count_decided<K, R>(decisions: &[Decision], commands: &[(K, Command, R)]) {
+    for (d, (_, cmd, _)) in decisions.iter().zip(commands) {
+        let outcome = match &d.result {
+            Ok(_) if d.record.is_some() => "accepted",
+            Ok(_) => "replayed",
+            Err(r) => {
+                metrics::counter!(names::COMMANDS_REJECTED, "command" => cmd.kind(), "reason" => r.kind()).increment(1);
+                "rejected"
+            }
+        };
+        metrics::counter!(names::COMMANDS, "command" => cmd.kind(), "outcome" => outcome).increment(1);
     }
 }
 

@@ -7,6 +7,7 @@ pub mod consumers;
 pub mod event;
 pub mod identity;
 pub mod local_time;
+pub mod metrics;
 pub mod ownership;
 pub mod ports;
 pub mod postman;
@@ -19,6 +20,6 @@ pub use event::{BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatCh
 pub use identity::*;
 pub use ownership::{LocalOwnership, SoleServer};
 pub use ports::*;
-pub use registry::{EventFacts, Grant, Registry, RegistryConfig};
+pub use registry::{EventFacts, Grant, LiveEvent, Registry, RegistryConfig};
 pub use relay::{Relay, RelayConfig, RelayStatus};
 pub use saga::{CardVault, OrderWriter, RenderQueue, SagaConfig, SagaDeps, SagaError, Sagas};

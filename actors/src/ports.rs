@@ -579,6 +579,9 @@ pub trait OrderStore: Send + Sync + 'static {
     fn mail_retry<'a>(&'a self, order: OrderId, kind: MailKind, next_at: Millis, error: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     fn mail_failed<'a>(&'a self, order: OrderId, kind: MailKind, error: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
     fn mail_state(&self, order: OrderId, kind: MailKind) -> BoxFuture<'_, Result<Option<MailState>, StoreError>>;
+    /// Emails not yet sent or given up on, deployment-wide, and when the
+    /// oldest of them was queued (for metrics and `usher status`).
+    fn mail_backlog(&self) -> BoxFuture<'_, Result<Backlog, StoreError>>;
 }
 
 /// One outbox row on its way out, as the relay reads it and as a consumer

@@ -149,6 +149,7 @@ async fn deliver(s: &PostmanArgs, m: QueuedMail) {
                 return;
             }
             info!(order_id = %m.order_id, kind = m.kind.as_str(), to = %m.recipient, "email delivered");
+            metrics::counter!(crate::metrics::names::EMAILS_SENT).increment(1);
             if m.kind == MailKind::Confirmation {
                 s.sagas.mail_delivered(m.order_id);
             }
@@ -156,10 +157,12 @@ async fn deliver(s: &PostmanArgs, m: QueuedMail) {
         Err(MailError::Transient(e)) => {
             let wait = backoff(s.cfg.retry_ms_min, s.cfg.retry_ms_max, m.attempts);
             warn!(order_id = %m.order_id, kind = m.kind.as_str(), error = %e, retry_in_ms = wait, "email delivery failed; will retry");
+            metrics::counter!(crate::metrics::names::EMAIL_RETRIES).increment(1);
             let _ = deps.orders.mail_retry(m.order_id, m.kind, now.plus_ms(wait), &e).await;
         }
         Err(MailError::Permanent(e)) => {
             error!(order_id = %m.order_id, kind = m.kind.as_str(), error = %e, "email refused for good");
+            metrics::counter!(crate::metrics::names::EMAILS_FAILED).increment(1);
             let _ = deps.orders.mail_failed(m.order_id, m.kind, &e).await;
             if m.kind == MailKind::Confirmation {
                 s.sagas.mail_delivered(m.order_id);

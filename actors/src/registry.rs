@@ -56,6 +56,8 @@ pub enum RegistryMsg {
     /// stops deciding at once; look-ups wait until it has stopped, then go
     /// to whoever holds the event now.
     Revoked(EventId, Epoch),
+    /// What runs here now (`Registry::loaded`).
+    Loaded(RpcReplyPort<Vec<LiveEvent>>),
 }
 
 struct Entry {
@@ -174,6 +176,7 @@ impl RegistryState {
                 self.by_actor.insert(actor.get_id(), (id, epoch));
                 let restarts = self.restarts.remove(&id).unwrap_or_default();
                 self.events.insert(id, Entry { handle: handle.clone(), restarts });
+                metrics::counter!(crate::metrics::names::EVENT_LOADS).increment(1);
                 let _ = self.grants.send(Grant::Taken(id, epoch));
                 Ok(handle)
             }
@@ -290,6 +293,14 @@ impl Actor for RegistryActor {
             RegistryMsg::Subscribe(id, reply) => {
                 let _ = reply.send(state.changes_for(id).subscribe());
             }
+            RegistryMsg::Loaded(reply) => {
+                let loaded = state
+                    .events
+                    .iter()
+                    .map(|(id, e)| LiveEvent { event_id: *id, epoch: e.handle.epoch, queue_depth: e.handle.queue_depth() })
+                    .collect();
+                let _ = reply.send(loaded);
+            }
             RegistryMsg::Warm => {
                 for status in [EventStatus::OnSale, EventStatus::SalesClosed] {
                     let filter = EventFilter {
@@ -354,6 +365,7 @@ impl Actor for RegistryActor {
                     return Ok(());
                 };
                 error!(event_id = %id, error = %err, "event actor failed; restarting from storage");
+                metrics::counter!(crate::metrics::names::EVENT_UNLOADS, "reason" => "failed").increment(1);
                 if state.unloading.contains_key(&id) {
                     // It failed while unloading: whoever waits gets a fresh one.
                     state.after_unload(&myself, id).await;
@@ -382,6 +394,12 @@ impl Actor for RegistryActor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some((id, epoch, _)) = state.forget(&cell) {
                     info!(event_id = %id, reason = ?reason, "event actor stopped");
+                    let why = match reason.as_deref() {
+                        Some(STOP_FENCED) => "fenced",
+                        Some(STOP_IDLE) => "idle",
+                        _ => "shutdown",
+                    };
+                    metrics::counter!(crate::metrics::names::EVENT_UNLOADS, "reason" => why).increment(1);
                     // In a cluster an idle event goes back too: another
                     // node's sweep may take it, and with it its sagas.
                     let clustered = state.cfg.ownership.sweep_ms().is_some();
@@ -406,6 +424,16 @@ impl Actor for RegistryActor {
         }
         Ok(())
     }
+}
+
+/// An event actor alive on this node (`Registry::loaded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveEvent {
+    pub event_id: EventId,
+    /// The fencing token it was granted with.
+    pub epoch: Epoch,
+    /// Requests waiting in its queue now (at most `mailbox_capacity`).
+    pub queue_depth: usize,
 }
 
 /// The node's handle on its actor system. Cheap to clone.
@@ -497,6 +525,15 @@ impl Registry {
 
     pub async fn event(&self, id: EventId) -> Result<EventHandle, CommandError> {
         get(&self.actor, id).await
+    }
+
+    /// The event actors alive on this node now, with their queue depths.
+    /// Errors: UNAVAILABLE when the registry does not answer in time.
+    pub async fn loaded(&self) -> Result<Vec<LiveEvent>, CommandError> {
+        match self.actor.call(RegistryMsg::Loaded, Some(CALL_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => Ok(r),
+            _ => Err(CommandError::Unavailable("the registry did not answer".into())),
+        }
     }
 
     pub async fn subscribe(&self, id: EventId) -> Result<broadcast::Receiver<Arc<SeatChange>>, CommandError> {

@@ -48,6 +48,9 @@ pub struct LeaseConfig {
     pub grpc_addr: String,
     /// Where people reach this node's HTTP side (`host:port`), for `usher cluster status`.
     pub http_addr: String,
+    /// Where this node's admin listener (metrics, status) answers
+    /// (`host:port`), for `usher status`.
+    pub admin_addr: String,
     /// How long a lease lasts without renewal, in ms: the longest an event
     /// stays unserved after its owner dies.
     pub ttl_ms: u64,
@@ -65,6 +68,10 @@ pub struct NodeRecord {
     pub name: String,
     pub grpc_addr: String,
     pub http_addr: String,
+    /// The admin listener (`/metrics`, `/status`); empty from nodes that
+    /// predate it.
+    #[serde(default)]
+    pub admin_addr: String,
     /// Unix ms.
     pub started_ms: i64,
     /// Unix ms of the renewal that wrote this record.
@@ -190,6 +197,11 @@ impl RedisLeases {
         &self.node
     }
 
+    /// Leases this node holds now.
+    pub fn held_count(&self) -> usize {
+        self.held.lock().expect("held").len()
+    }
+
     pub fn config(&self) -> &LeaseConfig {
         &self.cfg
     }
@@ -222,6 +234,7 @@ impl RedisLeases {
             name: self.cfg.node_name.clone(),
             grpc_addr: self.cfg.grpc_addr.clone(),
             http_addr: self.cfg.http_addr.clone(),
+            admin_addr: self.cfg.admin_addr.clone(),
             started_ms: self.started_ms,
             heartbeat_ms: unix_ms(),
             events: events.iter().map(|(e, ep)| (*e, ep.0)).collect(),
@@ -300,6 +313,7 @@ impl RedisLeases {
         if held.get(&event) == Some(&epoch) {
             held.remove(&event);
             drop(held);
+            metrics::counter!(usher_actors::metrics::names::LEASES_LOST).increment(1);
             let _ = self.lost_tx.send((event, epoch));
         }
     }
@@ -432,6 +446,7 @@ impl Ownership for RedisLeases {
                     self.elsewhere.lock().expect("elsewhere").remove(&event);
                     self.held.lock().expect("held").insert(event, epoch);
                     info!(event_id = %event, epoch = %epoch, "took the event");
+                    metrics::counter!(usher_actors::metrics::names::LEASES_TAKEN).increment(1);
                     Ok(epoch)
                 }
                 Err(e) => {

@@ -543,6 +543,18 @@ macro_rules! order_store {
             fn mail_state(&self, order: OrderId, kind: MailKind) -> BoxFuture<'_, Result<Option<MailState>, StoreError>> {
                 Box::pin(self.do_mail_state(order, kind))
             }
+            fn mail_backlog(&self) -> BoxFuture<'_, Result<usher_actors::Backlog, StoreError>> {
+                Box::pin(async move {
+                    // The partial index `notifications_due` covers exactly these rows.
+                    let r = sqlx::query("SELECT COUNT(*), MIN(created_at) FROM notifications WHERE status = 'pending'")
+                        .fetch_one(self.pool())
+                        .await
+                        .map_err(db_error)?;
+                    let rows: i64 = r.get(0);
+                    let oldest: Option<i64> = r.get(1);
+                    Ok(usher_actors::Backlog { rows: rows as u64, oldest_at: oldest.map(Millis) })
+                })
+            }
         }
     };
 }

@@ -664,6 +664,13 @@ async fn send(store: &dyn Sender, client: &WebClient, cfg: &SenderConfig, clock:
     let next = (!delivered)
         .then(|| cfg.retry_schedule_ms.get(number as usize - 1).map(|ms| Millis(at.0 + i64::try_from(*ms).unwrap_or(i64::MAX / 2))))
         .flatten();
+    metrics::histogram!(usher_actors::metrics::names::WEBHOOK_DELIVERY_DURATION).record(started.elapsed().as_secs_f64());
+    let outcome = match (delivered, next) {
+        (true, _) => "delivered",
+        (false, Some(_)) => "failed",
+        (false, None) => "gave_up",
+    };
+    metrics::counter!(usher_actors::metrics::names::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
     if !delivered {
         match next {
             Some(n) => {

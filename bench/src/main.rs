@@ -255,7 +255,8 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let store = vec!["--data-dir".into(), dir.clone().into_os_string()];
             let mut c = Command::new(&usher);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+                .args(&store);
             (c, None, Some(dir), Some(store))
         }
         "usher-pg" => {
@@ -265,14 +266,15 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let store = vec!["--database-url".into(), url.into(), "--data-dir".into(), dir.clone().into_os_string()];
             let mut c = Command::new(&usher);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+                .args(&store);
             (c, Some(name), Some(dir), Some(store))
         }
         "baseline" => {
             let name = format!("usher_bench_{tag}");
             let url = pg_create(args, &name).await?;
             let mut c = Command::new(sibling("usher-baseline")?);
-            c.args(["--grpc-addr", "127.0.0.1:0", "--database-url", &url, "--redis-url", &args.redis_url]);
+            c.args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--database-url", &url, "--redis-url", &args.redis_url]);
             (c, Some(name), None, None)
         }
         other => bail!("unknown target {other}"),
@@ -384,7 +386,9 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     for i in 1..nodes {
         let (store, env) = (cluster_store.clone().unwrap_or_default(), cluster_env.clone());
         let mut c = Command::new(&usher);
-        c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store).envs(env);
+        c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(&store)
+            .envs(env);
         c.env("USHER_NODE_NAME", cluster::node_name(i));
         let mut child = c.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();

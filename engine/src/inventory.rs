@@ -208,6 +208,22 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's kind in snake case (`hold_seats`, `confirm_all`, ...):
+    /// a closed set, for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::HoldSeats { .. } => "hold_seats",
+            Command::HoldBestAvailable { .. } => "hold_best_available",
+            Command::Release { .. } => "release",
+            Command::Confirm { .. } => "confirm",
+            Command::ConfirmAll { .. } => "confirm_all",
+            Command::Block { .. } => "block",
+            Command::Unblock { .. } => "unblock",
+            Command::SetStatus { .. } => "set_status",
+            Command::Expire => "expire",
+        }
+    }
+
     /// A stable digest of what the command asks for, so that reusing an
     /// idempotency key for a different request can be told apart from a retry.
     /// The hold id is chosen per attempt by the caller and is left out.
@@ -321,6 +337,34 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// The variant's name in snake case (`seats_taken`, ...): a closed set,
+    /// for logs and metric labels. Unlike the API's reason, it tells
+    /// `not_hold_owner` from `hold_not_found` (operators may see the
+    /// difference; callers may not).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reject::SeatListEmpty => "seat_list_empty",
+            Reject::SeatDuplicated { .. } => "seat_duplicated",
+            Reject::UnknownSeats { .. } => "unknown_seats",
+            Reject::QuantityInvalid { .. } => "quantity_invalid",
+            Reject::OverHoldLimit { .. } => "over_hold_limit",
+            Reject::IdempotencyKeyReused => "idempotency_key_reused",
+            Reject::HoldNotFound { .. } => "hold_not_found",
+            Reject::NotHoldOwner { .. } => "not_hold_owner",
+            Reject::HoldExpired { .. } => "hold_expired",
+            Reject::HoldNotActive { .. } => "hold_not_active",
+            Reject::HoldIdExists { .. } => "hold_id_exists",
+            Reject::StatusTransition { .. } => "status_transition",
+            Reject::EventNotOnSale { .. } => "event_not_on_sale",
+            Reject::OutsideSalesWindow { .. } => "outside_sales_window",
+            Reject::EventCancelled => "event_cancelled",
+            Reject::CustomerHoldLimit { .. } => "customer_hold_limit",
+            Reject::SeatsTaken { .. } => "seats_taken",
+            Reject::SeatsNotBlocked { .. } => "seats_not_blocked",
+            Reject::NotEnoughSeats { .. } => "not_enough_seats",
+        }
+    }
+
     /// The refusal as a sentence for people (API error messages, order notes,
     /// emails), with seats by their labels (`A-3-12`). The one wording of
     /// every reason: gateway/src/error.rs adds only the status code and the

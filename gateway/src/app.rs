@@ -109,6 +109,9 @@ pub struct Application {
     grpc_addr: SocketAddr,
     http_listener: TcpListener,
     http_addr: SocketAddr,
+    admin_listener: TcpListener,
+    admin_addr: SocketAddr,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     conn_limits: crate::conns::ConnLimits,
     registry_join: tokio::task::JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -126,6 +129,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
         config.check_cluster()?;
+        // First: what starts below already counts.
+        let metrics = crate::observe::recorder()?;
         // Settings that can be wrong are read before anything starts.
         let webhook_cfg = config.webhook_sender()?;
         let webhook_tls = usher_adapters::webhooks::tls_config(&webhook_cfg.extra_ca_pem).map_err(anyhow::Error::msg)?;
@@ -157,6 +162,10 @@ impl Application {
         let grpc_addr = listener.local_addr()?;
         let http_listener = TcpListener::bind(config.http_addr).await.map_err(|e| anyhow::anyhow!("binding {}: {e}", config.http_addr))?;
         let http_addr = http_listener.local_addr()?;
+        let admin_listener = TcpListener::bind(config.admin_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding the admin listener {}: {e}", config.admin_addr))?;
+        let admin_addr = admin_listener.local_addr()?;
         let (ownership, cluster): (Arc<dyn usher_actors::Ownership>, _) = match node_lock {
             Some(lock) => (Arc::new(usher_actors::LocalOwnership::new(store.clone(), Box::new(lock))), None),
             None => {
@@ -166,6 +175,7 @@ impl Application {
                         node_name: config.node_name(),
                         grpc_addr: if config.advertise_addr.is_empty() { grpc_addr.to_string() } else { config.advertise_addr.clone() },
                         http_addr: http_addr.to_string(),
+                        admin_addr: admin_addr.to_string(),
                         ttl_ms: config.lease_ttl_ms,
                         renew_ms: config.lease_renew_ms,
                         key_prefix: config.cluster_key_prefix.clone(),
@@ -280,6 +290,9 @@ impl Application {
             grpc_addr,
             http_listener,
             http_addr,
+            admin_listener,
+            admin_addr,
+            metrics,
             conn_limits: config.conn_limits(),
             registry_join,
             stop,
@@ -294,6 +307,11 @@ impl Application {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where `/metrics`, `/livez`, `/readyz` and `/status` answer.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -376,7 +394,7 @@ impl Application {
             clock: self.ctx.clock.clone(),
             cluster: self.ctx.cluster.as_ref().map(|c| (c.secret().clone(), Arc::from(c.name()))),
         };
-        let grpc = tower::Layer::layer(&doors, routes.routes().prepare());
+        let grpc = tower::Layer::layer(&crate::observe::GrpcMetricsLayer, tower::Layer::layer(&doors, routes.routes().prepare()));
         let stop = self.stop;
         tokio::spawn(async move {
             shutdown.await;
@@ -385,6 +403,19 @@ impl Application {
         });
         let router = crate::http::router(self.ctx.clone());
         let stopping = self.ctx.stopping.clone();
+        // The admin listener outlives the doors' drain: a scrape during
+        // shutdown still answers (readiness says "stopping").
+        let admin = crate::observe::admin_router(self.ctx.clone(), self.metrics);
+        let admin_listener = self.admin_listener;
+        let (admin_stop, admin_stopping) = tokio::sync::oneshot::channel::<()>();
+        let mut admin_task = tokio::spawn(async move {
+            let serving = axum::serve(admin_listener, admin).with_graceful_shutdown(async move {
+                let _ = admin_stopping.await;
+            });
+            if let Err(e) = serving.await {
+                tracing::warn!(error = %e, "the admin listener stopped");
+            }
+        });
         tokio::join!(
             crate::conns::serve_grpc(self.listener, grpc, self.conn_limits.clone(), stopping.clone()),
             crate::conns::serve_http(self.http_listener, router, self.conn_limits, stopping),
@@ -400,6 +431,14 @@ impl Application {
             let _ = c.await;
         }
         // Last: rows the drain committed are published by the next relay.
+        // The admin listener's connections hold the context: they end
+        // before the relay is taken back (and a restart on the same
+        // database finds the node's lock free).
+        let _ = admin_stop.send(());
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut admin_task).await.is_err() {
+            admin_task.abort();
+            let _ = admin_task.await;
+        }
         if let Ok(relay) = Arc::try_unwrap(self.ctx.relay) {
             relay.stop().await;
         }

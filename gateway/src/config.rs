@@ -35,6 +35,10 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// HTTP listen address (storefront and JSON API); port 0 picks one.
     pub http_addr: SocketAddr,
+    /// The admin listener: `/metrics` (Prometheus), `/livez`, `/readyz`,
+    /// `/status`. No credentials are asked there: keep it on loopback or a
+    /// private network. Port 0 picks one.
+    pub admin_addr: SocketAddr,
     /// Load the demo venue and events on start (idempotent). Defaults to on
     /// for the embedded default and off for PostgreSQL.
     pub demo_data: Option<bool>,
@@ -172,6 +176,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
+            .field("admin_addr", &self.admin_addr)
             .field("demo_data", &self.demo_data)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
@@ -195,6 +200,8 @@ impl Default for Config {
             database_url: String::new(),
             grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
             http_addr: "127.0.0.1:8080".parse().expect("valid address"),
+            // 9464: the port OpenTelemetry's Prometheus exporters use.
+            admin_addr: "127.0.0.1:9464".parse().expect("valid address"),
             demo_data: None,
             log: "info".into(),
             log_format: LogFormat::Text,
@@ -269,6 +276,9 @@ impl Config {
         }
         if let Some(v) = env("USHER_HTTP_ADDR") {
             c.http_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_HTTP_ADDR={v:?}: {e}"))?;
+        }
+        if let Some(v) = env("USHER_ADMIN_ADDR") {
+            c.admin_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_ADMIN_ADDR={v:?}: {e}"))?;
         }
         if let Some(v) = env("USHER_DEMO_DATA") {
             c.demo_data = Some(matches!(v.as_str(), "1" | "true" | "yes" | "on"));

@@ -338,6 +338,7 @@ async fn accept_loop(
                 backoff = ms(ACCEPT_BACKOFF_MS_MIN);
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     debug!(door, %peer, cap, "connection closed: at the connection cap");
+                    metrics::counter!(usher_actors::metrics::names::CONNECTIONS_REFUSED, "door" => door).increment(1);
                     continue;
                 };
                 let _ = stream.set_nodelay(true);

@@ -22,6 +22,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// gRPC's name of the code (`RESOURCE_EXHAUSTED`): JSON error bodies
+    /// and the `code` label of `usher_refusals_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorCode::Aborted => "ABORTED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
     pub fn grpc_code(self) -> Code {
         match self {
             ErrorCode::Unauthenticated => Code::Unauthenticated,
@@ -281,8 +298,17 @@ impl From<SagaError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// Counts the refusal (`usher_refusals_total`): called where it becomes
+    /// an answer on either door. Both labels come from closed sets.
+    pub(crate) fn count(&self) {
+        metrics::counter!(usher_actors::metrics::names::REFUSALS, "code" => self.code.name(), "reason" => self.reason).increment(1);
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
+        e.count();
         let mut s = Status::new(e.code.grpc_code(), e.message);
         if let Ok(v) = e.reason.parse() {
             s.metadata_mut().insert("usher-reason", v);

@@ -87,6 +87,7 @@ pub fn router(ctx: Ctx) -> Router {
     let Routes(r) = crate::webhooks::routes(crate::http_identity::routes(r));
     r.route_layer(axum::middleware::from_fn_with_state(auth, crate::doors::http_auth))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "NOT_FOUND", "no such route") })
+        .layer(axum::middleware::from_fn(crate::observe::http_metrics))
         .with_state(state)
 }
 
@@ -142,18 +143,7 @@ pub(crate) struct ErrorJson {
 
 /// The name of a code in a JSON error body (gRPC's names).
 fn code_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::Unauthenticated => "UNAUTHENTICATED",
-        ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
-        ErrorCode::NotFound => "NOT_FOUND",
-        ErrorCode::AlreadyExists => "ALREADY_EXISTS",
-        ErrorCode::PermissionDenied => "PERMISSION_DENIED",
-        ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
-        ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        ErrorCode::Aborted => "ABORTED",
-        ErrorCode::Unavailable => "UNAVAILABLE",
-        ErrorCode::Internal => "INTERNAL",
-    }
+    code.name()
 }
 
 impl From<ApiError> for ErrorJson {
@@ -164,6 +154,7 @@ impl From<ApiError> for ErrorJson {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.count();
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after_s;
         let mut r = (status, Json(ErrorBody { error: self.into() })).into_response();

@@ -18,6 +18,7 @@ pub mod http_identity;
 pub mod identity;
 pub mod inventory;
 pub mod limits;
+pub mod observe;
 pub mod orders;
 pub mod reporting;
 pub mod streams;

@@ -145,6 +145,18 @@ enum Cmd {
     /// A cluster of nodes (see README "Several nodes").
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// A live look at running nodes, from their admin listeners: loaded
+    /// events and the deepest queues, sagas, and the lag of each background
+    /// queue (PDFs, email, outbox). Given one node of a cluster, shows
+    /// every node it sees.
+    Status {
+        /// A node's admin listener, host:port (repeat for several).
+        #[arg(long = "admin", default_value = "127.0.0.1:9464")]
+        admin: Vec<String>,
+        /// JSON (one array of nodes) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The stream of domain events (see README "The event stream").
     #[command(subcommand)]
     Stream(StreamCmd),
@@ -283,6 +295,11 @@ struct ServeArgs {
     /// HTTP listen address for the storefront and JSON API (also USHER_HTTP_ADDR).
     #[arg(long)]
     http_addr: Option<std::net::SocketAddr>,
+    /// Admin listen address: /metrics (Prometheus), /livez, /readyz, /status
+    /// (also USHER_ADMIN_ADDR; default 127.0.0.1:9464). No credentials:
+    /// keep it private.
+    #[arg(long)]
+    admin_addr: Option<std::net::SocketAddr>,
     /// Load the demo venue and events (default: on for the embedded default).
     #[arg(long, conflicts_with = "no_demo_data")]
     demo_data: bool,
@@ -530,6 +547,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.http_addr {
         c.http_addr = v;
     }
+    if let Some(v) = a.admin_addr {
+        c.admin_addr = v;
+    }
     if a.demo_data {
         c.demo_data = Some(true);
     }
@@ -574,7 +594,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     println!("usher: storefront on http://{}/ (JSON API under /api)", app.http_addr());
     let mail = if c.smtp_url.is_empty() { format!("maildir {}", c.mail_dir().join("new").display()) } else { "SMTP".to_owned() };
     println!("usher: email to {mail}; ticket PDFs in {}", c.pdf_dir().display());
-    println!("usher: domain events to {} (readiness: http://{}/readyz)", app.ctx.relay.status().destination, app.http_addr());
+    println!("usher: domain events to {}", app.ctx.relay.status().destination);
+    println!("usher: metrics on http://{0}/metrics (status /status, liveness /livez, readiness /readyz)", app.admin_addr());
     if let Some(d) = &app.demo {
         println!("usher: sign in to the demo (kept in {}):", c.data_dir.join("demo-credentials.json").display());
         println!("usher:   organizer  {} / {}   (owner of the demo organization)", d.organizer_email, d.organizer_password);
@@ -667,6 +688,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(a) => serve(a).await,
         Cmd::Cluster(cmd) => cluster(cmd).await,
+        Cmd::Status { admin, json } => usher_gateway::observe::print_status(&admin, json).await,
         Cmd::Stream(cmd) => stream(cmd).await,
         Cmd::Reports(cmd) => reports(cmd).await,
         Cmd::Login { email, a } => client::login(&a.addr, email, password()?).await,

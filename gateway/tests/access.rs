@@ -819,11 +819,22 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_sign_in() {
 async fn passwords_are_never_stored_or_logged_in_clear_and_log_ins_are_throttled() {
     let db = TestDb::fresh(Backend::Sqlite).await;
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher"));
-    cmd.args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data", "--database-url", &db.url])
-        .arg("--data-dir")
-        .arg(&db.data_dir)
-        .env("USHER_LOG", "debug")
-        .stderr(std::fs::File::create(db.data_dir.join("server.log")).unwrap());
+    cmd.args([
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--no-demo-data",
+        "--database-url",
+        &db.url,
+    ])
+    .arg("--data-dir")
+    .arg(&db.data_dir)
+    .env("USHER_LOG", "debug")
+    .stderr(std::fs::File::create(db.data_dir.join("server.log")).unwrap());
     let (mut child, rest) = spawn_until_line(cmd, "usher: grpc listening on http://", Duration::from_secs(30)).await;
     let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
     let password = "Tr0ub4dor-and-more-words";

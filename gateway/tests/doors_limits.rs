@@ -208,7 +208,7 @@ async fn out_of_file_descriptors_the_server_waits_and_recovers() {
     let db = TestDb::fresh(Backend::Sqlite).await;
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher"));
     cmd.arg("serve")
-        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--no-demo-data"])
         .args(["--database-url", &db.url])
         .arg("--data-dir")
         .arg(&db.data_dir)

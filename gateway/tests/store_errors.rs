@@ -142,7 +142,7 @@ async fn a_second_server_on_one_database_refuses_to_start() {
         let (mut first, addr, token) = start_binary(&db, &[], std::process::Stdio::null()).await;
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_usher"))
             .arg("serve")
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--no-demo-data"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--no-demo-data"])
             .args(["--database-url", &db.url])
             .arg("--data-dir")
             .arg(&db.data_dir)

@@ -30,6 +30,7 @@ use usher_engine::{
 
 use crate::clock::Clock;
 use crate::event::CommandError;
+use crate::metrics::names;
 use crate::ports::{
     AuthorizeRequest, Epoch, MailState, OrderDoc, OrderStore, OrderWrite, PaymentOutcome, PaymentProvider, ProviderError, ProviderStatus,
     Store, StoreError, StoredOrder, TicketDoc, TicketRecord, TicketRenderer, TicketStatus,
@@ -164,6 +165,8 @@ pub struct SagaState {
     /// epoch fences the writes. Asked of the registry once, and again after
     /// a write was fenced (the event was granted again since).
     owner: Option<(Arc<usher_engine::Layout>, Epoch)>,
+    /// When the order entered its current step (for the step's duration).
+    step_since: std::time::Instant,
 }
 
 impl Drop for SagaState {
@@ -190,6 +193,7 @@ impl Actor for OrderSaga {
             backoff_ms: 0,
             watch,
             owner: None,
+            step_since: std::time::Instant::now(),
         };
         s.drive(&myself);
         Ok(s)
@@ -210,7 +214,10 @@ impl Actor for OrderSaga {
                     s.retry_later(&myself);
                 }
             }
-            SagaMsg::Failed { generation } if generation == s.generation => s.retry_later(&myself),
+            SagaMsg::Failed { generation } if generation == s.generation => {
+                metrics::counter!(names::SAGA_STEPS, "step" => s.order.step.as_str(), "outcome" => "retried").increment(1);
+                s.retry_later(&myself)
+            }
             SagaMsg::Retry { generation } if generation == s.generation => s.drive(&myself),
             SagaMsg::StepDone { .. } | SagaMsg::Failed { .. } | SagaMsg::Retry { .. } => {}
             SagaMsg::MailDelivered => {
@@ -239,6 +246,7 @@ impl SagaState {
     async fn feed(&mut self, myself: &ActorRef<SagaMsg>, input: OrderInput, tickets: Vec<TicketRecord>) -> Result<(), SagaError> {
         let now = self.deps.clock.now().max(self.order.updated_at);
         let before = self.order.clone();
+        let payment = payment_outcome(&input);
         let t = self.order.apply(input, now).map_err(SagaError::Rejected)?;
         if self.order == before {
             return Ok(());
@@ -272,6 +280,7 @@ impl SagaState {
             if matches!(e, StoreError::Fenced { .. }) {
                 // Granted again since: the retry asks who owns it now.
                 self.owner = None;
+                metrics::counter!(names::FENCED_WRITES, "writer" => "saga").increment(1);
             }
             if let StoreError::Conflict(m) = &e {
                 // Another writer has this order: ours is stale. Stop; the
@@ -284,7 +293,17 @@ impl SagaState {
         self.version += 1;
         self.backoff_ms = 0;
         if t.mail.is_some() {
+            metrics::counter!(names::EMAILS_QUEUED).increment(1);
             self.deps.mail_queued.notify_one();
+        }
+        if let Some(p) = payment {
+            metrics::counter!(names::PAYMENTS, "outcome" => p).increment(1);
+        }
+        if self.order.step != before.step {
+            let step = before.step.as_str();
+            metrics::histogram!(names::SAGA_STEP_DURATION, "step" => step).record(self.step_since.elapsed().as_secs_f64());
+            metrics::counter!(names::SAGA_STEPS, "step" => step, "outcome" => "done").increment(1);
+            self.step_since = std::time::Instant::now();
         }
         let paying = |st: Step| matches!(st, Step::Authorize | Step::QueryStatus);
         if paying(before.step)
@@ -494,6 +513,18 @@ impl SagaState {
     fn spawn(&mut self, f: impl std::future::Future<Output = ()> + Send + 'static) {
         self.tasks.push(tokio::spawn(f));
     }
+}
+
+/// The payment provider's answer an input records, for `usher_payments_total`.
+fn payment_outcome(input: &OrderInput) -> Option<&'static str> {
+    Some(match input {
+        OrderInput::Authorized { .. } => "authorized",
+        OrderInput::Declined { .. } => "declined",
+        OrderInput::ProviderTimedOut => "timed_out",
+        OrderInput::Captured => "captured",
+        OrderInput::Refunded => "refunded",
+        _ => return None,
+    })
 }
 
 mod render_queue;

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
 
+use crate::metrics::names;
 use crate::ports::{OrderDoc, RenderError, TicketRenderer};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -130,12 +131,21 @@ impl RenderQueue {
     /// ticket), on the slot's thread. The caller's task waits on the
     /// blocking pool, so tokio counts the render as work in flight.
     pub async fn render(&self, renderer: Arc<dyn TicketRenderer>, doc: OrderDoc) -> Result<Vec<u8>, RenderError> {
+        let waited = std::time::Instant::now();
         let slot = self.slot(doc.tickets.len()).await;
+        metrics::histogram!(names::PDF_QUEUE_WAIT).record(waited.elapsed().as_secs_f64());
         let order = doc.order_number.clone();
-        tokio::task::spawn_blocking(move || slot.run(move || renderer.render(&doc)))
-            .await
-            .map_err(|e| RenderError(format!("order {order}: render worker: {e}")))?
-            .unwrap_or_else(|| Err(RenderError(format!("order {order}: the renderer panicked"))))
+        tokio::task::spawn_blocking(move || {
+            slot.run(move || {
+                let started = std::time::Instant::now();
+                let pdf = renderer.render(&doc);
+                metrics::histogram!(names::PDF_RENDER_DURATION).record(started.elapsed().as_secs_f64());
+                pdf
+            })
+        })
+        .await
+        .map_err(|e| RenderError(format!("order {order}: render worker: {e}")))?
+        .unwrap_or_else(|| Err(RenderError(format!("order {order}: the renderer panicked"))))
     }
 
     /// Waits for a slot to render `pages` pages.

@@ -26,6 +26,8 @@ pub enum SupervisorMsg {
     Wake {
         at: Millis,
     },
+    /// How many sagas run here, and how many orders wait parked.
+    Count(RpcReplyPort<(usize, usize)>),
     /// The registry took or lost an event (`Registry::grants`).
     Grant(Grant),
     /// Grant notices were missed: ask again about every lost event.
@@ -272,6 +274,9 @@ impl Actor for OrderSupervisor {
                     }
                 }
             },
+            SupervisorMsg::Count(reply) => {
+                let _ = reply.send((s.live.len(), s.parked.len()));
+            }
             SupervisorMsg::Watch(id, reply) => {
                 let rx = match s.live.get(&id) {
                     Some(a) => ractor::call!(a, SagaMsg::Watch).ok(),
@@ -423,6 +428,15 @@ impl Sagas {
     pub async fn watch(&self, order_id: OrderId) -> Option<watch::Receiver<Order>> {
         match self.actor.call(|reply| SupervisorMsg::Watch(order_id, reply), Some(Duration::from_secs(10))).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
+            _ => None,
+        }
+    }
+
+    /// Sagas running on this node now, and orders parked while they wait
+    /// for their payment (`None` when the supervisor does not answer).
+    pub async fn count(&self) -> Option<(usize, usize)> {
+        match self.actor.call(SupervisorMsg::Count, Some(Duration::from_secs(5))).await {
+            Ok(ractor::rpc::CallResult::Success(r)) => Some(r),
             _ => None,
         }
     }

@@ -434,4 +434,13 @@ impl OrderStore for MemOrderStore {
     fn mail_state(&self, order: OrderId, kind: MailKind) -> BoxFuture<'_, Result<Option<MailState>, StoreError>> {
         Box::pin(async move { Ok(self.lock().mail_row(order, kind).map(|r| r.state)) })
     }
+    fn mail_backlog(&self) -> BoxFuture<'_, Result<usher_actors::Backlog, StoreError>> {
+        Box::pin(async move {
+            let inner = self.lock();
+            let pending = inner.mail.values().filter(|r| r.state == MailState::Pending);
+            let (rows, oldest_at) =
+                pending.fold((0, None), |(n, o): (u64, Option<Millis>), r| (n + 1, Some(o.map_or(r.created_at, |o| o.min(r.created_at)))));
+            Ok(usher_actors::Backlog { rows, oldest_at })
+        })
+    }
 }

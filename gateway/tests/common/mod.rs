@@ -95,6 +95,7 @@ impl TestDb {
             database_url: self.url.clone(),
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
             demo_data: Some(false),
             log: "warn".into(),
             // Fast retries so outage tests finish in seconds.
@@ -198,6 +199,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The storefront and JSON API.
     pub http: SocketAddr,
+    /// The admin listener (`/metrics`, `/status`).
+    pub admin: SocketAddr,
     pub db: TestDb,
     pub app_ctx: usher_gateway::app::Ctx,
     pub creds: Creds,
@@ -221,6 +224,7 @@ impl TestApp {
         let app = Application::build(&cfg).await.expect("app builds");
         let addr = app.grpc_addr();
         let http = app.http_addr();
+        let admin = app.admin_addr();
         let app_ctx = app.ctx.clone();
         let creds = match db.creds.clone() {
             Some(c) => c,
@@ -232,7 +236,7 @@ impl TestApp {
             let _ = rx.await;
         }));
         let bearer_header = format!("Bearer {}", creds.owner_token);
-        TestApp { addr, http, db, app_ctx, creds, bearer_header, shutdown: Some(tx), join: Some(join) }
+        TestApp { addr, http, admin, db, app_ctx, creds, bearer_header, shutdown: Some(tx), join: Some(join) }
     }
 
     /// A connection as the test organization's owner.
@@ -471,7 +475,7 @@ pub async fn start_binary_at(
     cmd.arg("serve")
         .arg("--config")
         .arg(&config)
-        .args(["--grpc-addr", grpc_addr, "--http-addr", "127.0.0.1:0", "--no-demo-data"])
+        .args(["--grpc-addr", grpc_addr, "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--no-demo-data"])
         .args(["--database-url", &db.url])
         .arg("--data-dir")
         .arg(&db.data_dir)

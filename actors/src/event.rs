@@ -96,6 +96,9 @@ pub enum Request {
         /// An organizer's action: written to the audit log in the batch's
         /// transaction if the command is decided now (not a replay) and succeeds.
         audit: Option<Box<AuditEntry>>,
+        /// The sender's span, when traced: the batch that decides the
+        /// command links to it.
+        trace: Option<Box<opentelemetry::trace::SpanContext>>,
     },
     Query(Query),
 }
@@ -248,7 +251,7 @@ impl EventHandle {
 
     pub async fn command(&self, key: IdempotencyKey, cmd: Command) -> Result<Outcome, CommandError> {
         let (reply, rx) = oneshot::channel();
-        self.push(Request::Command { key, cmd, reply, audit: None }).await?;
+        self.push(Request::Command { key, cmd, reply, audit: None, trace: crate::trace::current_context().map(Box::new) }).await?;
         rx.await
             .map_err(|_| CommandError::Unavailable(format!("event {} failed while deciding; retry with the same key", self.event_id)))?
     }
@@ -256,7 +259,8 @@ impl EventHandle {
     /// A command of an organizer, recorded in the audit log with the change.
     pub async fn command_audited(&self, key: IdempotencyKey, cmd: Command, audit: AuditEntry) -> Result<Outcome, CommandError> {
         let (reply, rx) = oneshot::channel();
-        self.push(Request::Command { key, cmd, reply, audit: Some(Box::new(audit)) }).await?;
+        self.push(Request::Command { key, cmd, reply, audit: Some(Box::new(audit)), trace: crate::trace::current_context().map(Box::new) })
+            .await?;
         rx.await
             .map_err(|_| CommandError::Unavailable(format!("event {} failed while deciding; retry with the same key", self.event_id)))?
     }
@@ -511,9 +515,17 @@ impl EventState {
         let mut commands = Vec::new();
         let mut audits: Vec<(usize, Box<AuditEntry>)> = Vec::new();
         let mut queries = Vec::new();
+        let mut traces: Vec<Box<opentelemetry::trace::SpanContext>> = Vec::new();
+        // Each command's traceparent, in command order (for its outbox rows).
+        let mut parents: Vec<Option<String>> = Vec::new();
         for r in reqs {
             match r {
-                Request::Command { key, cmd, reply, audit } => {
+                Request::Command { key, cmd, reply, audit, trace } => {
+                    if let Some(t) = trace {
+                        parents.resize(commands.len(), None);
+                        parents.push(Some(crate::trace::format(&t)));
+                        traces.push(t);
+                    }
                     if let Some(a) = audit {
                         audits.push((commands.len(), a));
                     }
@@ -572,6 +584,9 @@ impl EventState {
             .map(|(_, a)| AuditEntry { at: now, ..*a })
             .collect();
         if needs_write {
+            // Aligned with `decisions`: the expiry (if any) comes first, untraced.
+            let decision_traces: Vec<Option<String>> =
+                if parents.is_empty() { Vec::new() } else { std::iter::repeat_n(None, first_command).chain(parents).collect() };
             let batch = Batch {
                 event_id: self.args.event_id,
                 epoch: self.epoch,
@@ -579,9 +594,19 @@ impl EventState {
                 layout: self.inv.layout(),
                 decisions: &decisions,
                 audits: &audits,
+                traces: &decision_traces,
             };
             let started = std::time::Instant::now();
-            let committed = self.args.store.commit(batch).await;
+            // Traced requests in the batch: one span for the group commit,
+            // linked to each of them (it has many parents, so none).
+            let span = if traces.is_empty() {
+                tracing::Span::none()
+            } else {
+                let span = tracing::info_span!(parent: None, "group_commit", event_id = %self.args.event_id, commands = commands.len());
+                crate::trace::link_all(&span, traces.iter().map(|t| &**t));
+                span
+            };
+            let committed = tracing::Instrument::instrument(self.args.store.commit(batch), span).await;
             let took = started.elapsed();
             self.args.stats.record_commit(took);
             if let Err(e) = committed {

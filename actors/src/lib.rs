@@ -14,6 +14,7 @@ pub mod postman;
 pub mod registry;
 pub mod relay;
 pub mod saga;
+pub mod trace;
 
 pub use clock::Clock;
 pub use event::{BatchStats, CommandError, EventHandle, EventMsg, Outcome, SeatChange, SeatMapView};
@@ -22,4 +23,4 @@ pub use ownership::{LocalOwnership, SoleServer};
 pub use ports::*;
 pub use registry::{EventFacts, Grant, LiveEvent, Registry, RegistryConfig};
 pub use relay::{Relay, RelayConfig, RelayStatus};
-pub use saga::{CardVault, OrderWriter, RenderQueue, SagaConfig, SagaDeps, SagaError, Sagas};
+pub use saga::{CardVault, MailTraces, OrderWriter, RenderQueue, SagaConfig, SagaDeps, SagaError, Sagas};

@@ -126,6 +126,10 @@ pub struct Batch<'a> {
     /// Organizer actions decided in this batch (open, close, cancel, block,
     /// unblock), written to the audit log in the same transaction.
     pub audits: &'a [AuditEntry],
+    /// The W3C `traceparent` of the request behind each decision, aligned
+    /// with `decisions` (shorter, or `None`: untraced): written with the
+    /// decision's outbox rows, so consumers can join the trace.
+    pub traces: &'a [Option<String>],
 }
 
 /// The outcome of a keyed create: made now, made before under the same key
@@ -400,6 +404,10 @@ pub struct Email {
     pub subject: String,
     pub text: String,
     pub attachments: Vec<Attachment>,
+    /// The W3C `traceparent` of the span that sends it, written as the
+    /// message's `Traceparent` header (the purchase's trace reaches the
+    /// inbox); `None` when untraced.
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -475,6 +483,8 @@ pub struct OrderWrite<'a> {
     /// Seat labels for the outbox payloads, in the order's line order.
     pub seat_labels: &'a [String],
     pub now: Millis,
+    /// The order's trace (`traceparent`), written with its outbox rows.
+    pub trace: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

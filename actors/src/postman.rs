@@ -130,6 +130,29 @@ impl Actor for Postman {
 }
 
 async fn deliver(s: &PostmanArgs, m: QueuedMail) {
+    // The order's trace, when its saga ran here traced: the send is a span
+    // of it, and the email names that span in its Traceparent header.
+    let parent = s.sagas.deps.mail_traces.take(m.order_id);
+    let span = match &parent {
+        Some(tp) => {
+            let span = tracing::info_span!(
+                parent: None,
+                "email",
+                order_id = %m.order_id,
+                kind = m.kind.as_str(),
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            crate::trace::adopt(&span, Some(tp));
+            crate::trace::stamp(&span);
+            span
+        }
+        None => tracing::Span::none(),
+    };
+    tracing::Instrument::instrument(deliver_in_span(s, m), span).await
+}
+
+async fn deliver_in_span(s: &PostmanArgs, m: QueuedMail) {
     let deps = &s.sagas.deps;
     let email = match compose(s, &m).await {
         Ok(e) => e,
@@ -140,6 +163,7 @@ async fn deliver(s: &PostmanArgs, m: QueuedMail) {
             return;
         }
     };
+    let email = Email { trace: crate::trace::current(), ..email };
     let now = deps.clock.now();
     match s.mailer.send(&email).await {
         Ok(()) => {
@@ -241,6 +265,7 @@ async fn compose(s: &PostmanArgs, m: &QueuedMail) -> Result<Email, String> {
         subject,
         text,
         attachments,
+        trace: None,
     })
 }
 

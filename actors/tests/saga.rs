@@ -81,6 +81,7 @@ impl Shop {
             cards: Arc::new(CardVault::default()),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
             writer: OrderWriter::start(orders.clone()),
+            mail_traces: Default::default(),
         };
         let (sagas, _) = within(Sagas::start(deps)).await.expect("the order supervisor starts");
         let postman = PostmanArgs { mailer: mailer.clone(), sagas: sagas.clone(), cfg: PostmanConfig::default() };
@@ -639,6 +640,7 @@ async fn an_order_write_with_a_stale_epoch_is_fenced_and_changes_nothing() {
         new_tickets: &[],
         seat_labels: &[],
         now: shop.h.clock.now(),
+        trace: None,
     };
     let r = within(shop.orders.save_orders(std::slice::from_ref(&w))).await;
     assert!(matches!(r.as_slice(), [Err(StoreError::Fenced { .. })]), "{r:?}");

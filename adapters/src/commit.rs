@@ -29,7 +29,7 @@ use crate::outbox::{OutboxRow, SCHEMA_VERSION, message_type};
 /// that `concat!` builds each statement at compile time).
 macro_rules! outbox_columns {
     () => {
-        "message_id, topic, aggregate_id, payload, created_at, event_seq, message_type, schema_version"
+        "message_id, topic, aggregate_id, payload, created_at, event_seq, message_type, schema_version, traceparent"
     };
 }
 
@@ -338,7 +338,8 @@ impl Commit<'_, sqlx::Sqlite> {
                     .push_bind(at.0)
                     .push_bind(*seq)
                     .push_bind(message_type(o.topic).unwrap_or("unknown"))
-                    .push_bind(i64::from(SCHEMA_VERSION));
+                    .push_bind(i64::from(SCHEMA_VERSION))
+                    .push_bind(o.traceparent.clone());
             });
             q.build().execute(&mut **self.tx()).await.map_err(db_error)?;
         }
@@ -357,12 +358,13 @@ impl Commit<'_, sqlx::Postgres> {
         let at: Vec<i64> = rows.iter().map(|(_, _, t)| t.0).collect();
         let seqs: Vec<i64> = rows.iter().map(|(_, s, _)| *s).collect();
         let types: Vec<&str> = rows.iter().map(|(o, ..)| message_type(o.topic).unwrap_or("unknown")).collect();
+        let traces: Vec<Option<&str>> = rows.iter().map(|(o, ..)| o.traceparent.as_deref()).collect();
         sqlx::query(concat!(
             "INSERT INTO outbox (",
             outbox_columns!(),
-            ") SELECT u.message_id, u.topic, u.aggregate_id, u.payload, u.created_at, u.event_seq, u.message_type, $1 \
-             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[], $7::bigint[], $8::text[]) \
-             AS u(message_id, topic, aggregate_id, payload, created_at, event_seq, message_type)"
+            ") SELECT u.message_id, u.topic, u.aggregate_id, u.payload, u.created_at, u.event_seq, u.message_type, $1, u.traceparent \
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[], $7::bigint[], $8::text[], $9::text[]) \
+             AS u(message_id, topic, aggregate_id, payload, created_at, event_seq, message_type, traceparent)"
         ))
         .bind(i64::from(SCHEMA_VERSION))
         .bind(&ids)
@@ -372,6 +374,7 @@ impl Commit<'_, sqlx::Postgres> {
         .bind(&at)
         .bind(&seqs)
         .bind(&types)
+        .bind(&traces)
         .execute(&mut **self.tx())
         .await
         .map_err(db_error)?;

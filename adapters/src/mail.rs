@@ -82,6 +82,14 @@ fn to_lettre(email: &Email) -> Result<Message, MailError> {
         .from(from)
         .mailbox(header::To::from(to))
         .subject(email.subject.clone());
+    // W3C Trace Context's header, as HTTP spells it; checked like every
+    // header value (no line breaks can reach the message).
+    let builder = match &email.trace {
+        Some(tp) if !tp.is_empty() && tp.chars().all(|c| c.is_ascii_hexdigit() || c == '-') => {
+            builder.raw_header(header::HeaderValue::new(header::HeaderName::new_from_ascii_str("Traceparent"), tp.clone()))
+        }
+        _ => builder,
+    };
 
     let text = SinglePart::plain(email.text.clone());
     let built = if email.attachments.is_empty() {
@@ -511,6 +519,7 @@ print(json.dumps(out))
                 + &"ü".repeat(120)
                 + "\n",
             attachments: vec![Attachment { filename: "tickets-42.pdf".into(), content_type: "application/pdf".into(), bytes: pdf_bytes() }],
+            trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         }
     }
 
@@ -626,6 +635,11 @@ print(json.dumps(out))
         let bad_type =
             Email { attachments: vec![Attachment { filename: "x".into(), content_type: "not a type".into(), bytes: vec![1] }], ..email() };
         assert!(matches!(build_message(&bad_type), Err(MailError::Permanent(m)) if m.contains("content type")));
+        assert!(
+            headers(&build_message(&email()).unwrap()).contains("Traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n")
+        );
+        let forged = Email { trace: Some("00-x\r\nBcc: a@b".into()), ..email() };
+        assert!(!headers(&build_message(&forged).unwrap()).contains("Bcc"));
         let bracketed = Email { message_id: "<a.b@c>".into(), ..email() };
         assert!(headers(&build_message(&bracketed).unwrap()).contains("Message-ID: <a.b@c>\r\n"));
     }

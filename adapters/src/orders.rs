@@ -270,7 +270,14 @@ macro_rules! order_store {
                     .await
                     .map_err(db_error)?;
                 }
-                let rows: Vec<_> = w.transition.events.iter().flat_map(|e| encode_order_event(order, w.seat_labels, w.now, e)).collect();
+                let trace = w.trace.map(str::to_owned);
+                let rows: Vec<_> = w
+                    .transition
+                    .events
+                    .iter()
+                    .flat_map(|e| encode_order_event(order, w.seat_labels, w.now, e))
+                    .map(|r| crate::outbox::OutboxRow { traceparent: trace.clone(), ..r })
+                    .collect();
                 c.append_outbox(rows, w.now);
                 Ok(())
             }

@@ -19,6 +19,9 @@ pub struct OutboxRow {
     pub aggregate_id: String,
     /// Protobuf, the message type [`message_type`] names.
     pub payload: Vec<u8>,
+    /// The W3C `traceparent` of the request that caused it (the
+    /// `traceparent` Kafka header), when traced.
+    pub traceparent: Option<String>,
 }
 
 /// The version of the payloads' schema (`usher.events.v1`) within its
@@ -104,7 +107,7 @@ pub fn encode(event_id: EventId, layout: &Layout, now: Millis, event: &Event) ->
             pb::EventStatusChanged { envelope, from: from.as_str().into(), to: to.as_str().into() }.encode_to_vec()
         }
     };
-    OutboxRow { message_id, topic: topic(event), aggregate_id: event_id.to_string(), payload }
+    OutboxRow { message_id, topic: topic(event), aggregate_id: event_id.to_string(), payload, traceparent: None }
 }
 
 fn order_ref(order: &Order, labels: &[String]) -> pb::OrderRef {
@@ -138,7 +141,7 @@ fn order_row(order: &Order, topic: &'static str, now: Millis, make: impl FnOnce(
     let message_id = uuid::Uuid::new_v4().hyphenated().to_string();
     let envelope =
         Some(pb::Envelope { message_id: message_id.clone(), occurred_at: Some(timestamp(now)), event_id: order.event_id.to_string() });
-    OutboxRow { message_id, topic, aggregate_id: order.event_id.to_string(), payload: make(envelope) }
+    OutboxRow { message_id, topic, aggregate_id: order.event_id.to_string(), payload: make(envelope), traceparent: None }
 }
 
 pub fn encode_order_created(order: &Order, labels: &[String], now: Millis) -> OutboxRow {
@@ -238,5 +241,5 @@ pub fn encode_checked_in(ticket: &usher_actors::TicketRecord, gate: &str, now: M
         checked_in_at: Some(timestamp(now)),
     }
     .encode_to_vec();
-    OutboxRow { message_id, topic: "ticket-checked-in", aggregate_id: ticket.event_id.to_string(), payload }
+    OutboxRow { message_id, topic: "ticket-checked-in", aggregate_id: ticket.event_id.to_string(), payload, traceparent: None }
 }

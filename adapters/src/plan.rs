@@ -72,7 +72,8 @@ pub fn plan(batch: &Batch<'_>) -> Plan {
             p.holds.push(h.clone());
         }
     };
-    for d in batch.decisions {
+    for (i, d) in batch.decisions.iter().enumerate() {
+        let trace = batch.traces.get(i).cloned().flatten();
         if let Some(r) = &d.record {
             p.idempotency.push(IdemRow {
                 key: r.key.as_str().to_owned(),
@@ -99,7 +100,7 @@ pub fn plan(batch: &Batch<'_>) -> Plan {
                 Event::SeatsUnblocked { seats } => seats.iter().for_each(|&s| touch(s, Some(Claim::Blocked), None)),
                 Event::StatusChanged { to, .. } => p.status = Some(*to),
             }
-            p.outbox.push(outbox::encode(batch.event_id, batch.layout, batch.now, e));
+            p.outbox.push(outbox::OutboxRow { traceparent: trace.clone(), ..outbox::encode(batch.event_id, batch.layout, batch.now, e) });
         }
     }
     for s in seats {
@@ -172,7 +173,15 @@ mod tests {
 
     /// The plan of one batch of `inv`'s decisions (epoch 1, at T0).
     fn plan_of(inv: &Inventory, decisions: &[Decision]) -> super::Plan {
-        plan(&Batch { event_id: inv.config().id, epoch: usher_actors::Epoch(1), now: T0, layout: inv.layout(), decisions, audits: &[] })
+        plan(&Batch {
+            event_id: inv.config().id,
+            epoch: usher_actors::Epoch(1),
+            now: T0,
+            layout: inv.layout(),
+            decisions,
+            audits: &[],
+            traces: &[],
+        })
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn cancelled(o: &Order) -> (Order, Transition) {
 }
 
 fn write<'a>(o: &'a Order, version: i64, epoch: Epoch, t: &'a Transition) -> OrderWrite<'a> {
-    OrderWrite { order: o, epoch, version, transition: t, new_tickets: &[], seat_labels: &[], now: Millis(2) }
+    OrderWrite { order: o, epoch, version, transition: t, new_tickets: &[], seat_labels: &[], now: Millis(2), trace: None }
 }
 
 async fn stores(url: &str) -> Stores {
@@ -157,6 +157,7 @@ async fn orders_and_seat_batches_commit_side_by_side() {
                     layout: &layout,
                     decisions: &[],
                     audits: &[],
+                    traces: &[],
                 };
                 store.commit(batch).await.map(|_| ())
             });

@@ -551,14 +551,14 @@ async fn a_committed_batch_writes_its_audits_and_a_fenced_one_writes_none(url: &
     new_event(&*store, &config).await;
     let epoch = store.fence_event(config.id, EpochClaim::Next).await.unwrap();
     let audits = [audit(org, 30, "event.block", "seats A-1-1"), audit(org, 30, "event.open", &config.id.to_string())];
-    let batch = Batch { event_id: config.id, epoch, now: Millis(30), layout: &layout, decisions: &[], audits: &audits };
+    let batch = Batch { event_id: config.id, epoch, now: Millis(30), layout: &layout, decisions: &[], audits: &audits, traces: &[] };
     store.commit(batch).await.unwrap();
     assert_eq!(actions(&*ids, org).await, ["event.open", "event.block", "event.create", "venue.create"]);
 
     let newer = store.fence_event(config.id, EpochClaim::Next).await.unwrap();
     assert!(newer > epoch);
     let stale = [audit(org, 40, "event.cancel", "stale")];
-    let batch = Batch { event_id: config.id, epoch, now: Millis(40), layout: &layout, decisions: &[], audits: &stale };
+    let batch = Batch { event_id: config.id, epoch, now: Millis(40), layout: &layout, decisions: &[], audits: &stale, traces: &[] };
     assert!(matches!(store.commit(batch).await.unwrap_err(), StoreError::Fenced { .. }));
     assert_eq!(ids.audit_log(org, None, 1).await.unwrap()[0].entry.action, "event.open", "a fenced batch audits nothing");
 }

@@ -224,6 +224,7 @@ impl Application {
             cards: Arc::new(CardVault::default()),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
             writer: usher_actors::OrderWriter::start(orders.clone()),
+            mail_traces: Default::default(),
         };
         let (sagas, _sagas_join) = Sagas::start(deps).await?;
         let mailer: Arc<dyn Mailer> = if config.smtp_url.is_empty() {

@@ -44,6 +44,9 @@ pub struct Config {
     pub demo_data: Option<bool>,
     /// tracing filter, e.g. `info` or `usher=debug`.
     pub log: String,
+    /// Where spans go, over OTLP/gRPC (`http://collector:4317`); empty: no
+    /// traces (the default).
+    pub otlp_endpoint: String,
     /// How log lines are written to stderr: `text` for people, `json` for a
     /// log shipper (one JSON object per line).
     pub log_format: LogFormat,
@@ -205,6 +208,7 @@ impl Default for Config {
             demo_data: None,
             log: "info".into(),
             log_format: LogFormat::Text,
+            otlp_endpoint: String::new(),
             smtp_url: String::new(),
             mail_dir: None,
             mail_from: "Usher Tickets <tickets@usher.local>".into(),
@@ -276,6 +280,9 @@ impl Config {
         }
         if let Some(v) = env("USHER_HTTP_ADDR") {
             c.http_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_HTTP_ADDR={v:?}: {e}"))?;
+        }
+        if let Some(v) = env("USHER_OTLP_ENDPOINT") {
+            c.otlp_endpoint = v;
         }
         if let Some(v) = env("USHER_ADMIN_ADDR") {
             c.admin_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_ADMIN_ADDR={v:?}: {e}"))?;

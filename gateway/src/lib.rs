@@ -22,6 +22,7 @@ pub mod observe;
 pub mod orders;
 pub mod reporting;
 pub mod streams;
+pub mod telemetry;
 pub mod webhooks;
 
 pub use app::Application;

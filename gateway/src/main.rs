@@ -329,6 +329,10 @@ struct ServeArgs {
     /// line (also USHER_LOG_FORMAT).
     #[arg(long, value_enum)]
     log_format: Option<usher_gateway::config::LogFormat>,
+    /// Export traces over OTLP/gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317 (also USHER_OTLP_ENDPOINT). Default: none.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -574,14 +578,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = a.log_format {
         c.log_format = v;
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&c.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match c.log_format {
-        usher_gateway::config::LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        // The innermost span's fields (event, order) but not the whole
-        // stack: one line stays one record a shipper can index.
-        usher_gateway::config::LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    if let Some(v) = a.otlp_endpoint {
+        c.otlp_endpoint = v;
     }
+    let telemetry = usher_gateway::telemetry::init(&c)?;
     let app = Application::build(&c).await?;
     let store = if c.is_embedded() {
         format!("embedded SQLite at {}", c.store_url().trim_start_matches("sqlite://"))
@@ -596,6 +596,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     println!("usher: email to {mail}; ticket PDFs in {}", c.pdf_dir().display());
     println!("usher: domain events to {}", app.ctx.relay.status().destination);
     println!("usher: metrics on http://{0}/metrics (status /status, liveness /livez, readiness /readyz)", app.admin_addr());
+    if !c.otlp_endpoint.is_empty() {
+        println!("usher: traces to {} (OTLP/gRPC)", c.otlp_endpoint);
+    }
     if let Some(d) = &app.demo {
         println!("usher: sign in to the demo (kept in {}):", c.data_dir.join("demo-credentials.json").display());
         println!("usher:   organizer  {} / {}   (owner of the demo organization)", d.organizer_email, d.organizer_password);
@@ -617,6 +620,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     for s in ctx.registry.store().commit_stats() {
         println!("usher: commit path: {s}");
     }
+    telemetry.shutdown();
     println!("usher: stopped cleanly");
     Ok(())
 }

@@ -278,7 +278,8 @@ pub async fn http_metrics(req: axum::extract::Request, next: axum::middleware::N
     let started = Instant::now();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = http_method(req.method());
-    let res = next.run(req).await;
+    let span = crate::telemetry::server_span("http", &format!("{method} {route}"), req.headers());
+    let res = tracing::Instrument::instrument(next.run(req), span).await;
     metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route.clone(), "method" => method).record(started.elapsed().as_secs_f64());
     metrics::counter!(names::HTTP_REQUESTS, "route" => route, "method" => method, "status" => res.status().as_str().to_owned())
         .increment(1);
@@ -343,8 +344,9 @@ where
         // would otherwise grow the label set without bound.
         let method: Arc<str> =
             if crate::doors::grpc_door(path).is_some() || path.starts_with("/grpc.") { path.into() } else { "other".into() };
+        let span = crate::telemetry::server_span("grpc", path, req.headers());
         Box::pin(async move {
-            let res = inner.call(req).await?;
+            let res = tracing::Instrument::instrument(inner.call(req), span).await?;
             let (parts, body) = res.into_parts();
             let early = parts.headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok());
             let body = Metered { inner: body, method: Some(method), started, code: early };

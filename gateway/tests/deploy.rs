@@ -64,7 +64,7 @@ fn compose_sets_only_settings_the_binary_reads_and_passes_only_its_flags() {
 fn prometheus_scrapes_every_node_on_the_admin_port_the_nodes_listen_on() {
     let compose = read("compose.yml");
     let svcs = services(&compose);
-    for s in ["postgres", "redis", "kafka", "prometheus", "grafana", "usher-1", "usher-2", "usher-3"] {
+    for s in ["postgres", "redis", "kafka", "prometheus", "grafana", "jaeger", "usher-1", "usher-2", "usher-3"] {
         assert!(svcs.iter().any(|x| x == s), "compose.yml has no service {s}: {svcs:?}");
     }
     let nodes: Vec<&String> = svcs.iter().filter(|s| s.starts_with("usher-")).collect();
@@ -83,6 +83,11 @@ fn prometheus_scrapes_every_node_on_the_admin_port_the_nodes_listen_on() {
     let want: BTreeSet<String> = nodes.iter().map(|n| format!("{n}:{port}")).collect();
     assert_eq!(targets, want, "deploy/prometheus.yml must scrape exactly every node's admin listener");
     assert!(prom.contains("metrics_path: /metrics"));
+    // Traces go to a service of this file, on OTLP/gRPC's port.
+    let otlp = compose.lines().find_map(|l| l.trim().strip_prefix("USHER_OTLP_ENDPOINT: ")).expect("compose.yml sets USHER_OTLP_ENDPOINT");
+    let host = otlp.trim_start_matches("http://").split(':').next().unwrap();
+    assert!(svcs.iter().any(|s| s == host), "USHER_OTLP_ENDPOINT names {host}, not a service");
+    assert!(otlp.ends_with(":4317"), "{otlp}: OTLP/gRPC listens on 4317");
 }
 
 #[test]

@@ -78,6 +78,32 @@ pub struct SagaDeps {
     pub mail_queued: Arc<tokio::sync::Notify>,
     /// Group commit for every saga's writes.
     pub writer: OrderWriter,
+    /// The trace each queued email belongs to, for the postman.
+    pub mail_traces: Arc<MailTraces>,
+}
+
+/// The `traceparent` of orders whose email waits, from the saga that
+/// queued it to the postman that sends it (on this node; in memory).
+/// Bounded: past `MAIL_TRACES_MAX` entries it starts over, and those
+/// emails go untraced.
+#[derive(Default)]
+pub struct MailTraces(std::sync::Mutex<HashMap<OrderId, String>>);
+
+/// Entries `MailTraces` keeps at most.
+pub const MAIL_TRACES_MAX: usize = 10_000;
+
+impl MailTraces {
+    pub fn put(&self, order: OrderId, traceparent: String) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAIL_TRACES_MAX {
+            m.clear();
+        }
+        m.insert(order, traceparent);
+    }
+
+    pub fn take(&self, order: OrderId) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&order)
+    }
 }
 
 impl SagaDeps {
@@ -125,8 +151,9 @@ const STOP_CONFLICT: &str = "conflict";
 pub struct StepGen(pub u64);
 
 pub enum SagaMsg {
-    /// A customer's or organizer's input: answered once it is durable.
-    Client(OrderInput, RpcReplyPort<Result<Order, SagaError>>),
+    /// A customer's or organizer's input: answered once it is durable; with
+    /// the caller's `traceparent` when traced.
+    Client(OrderInput, RpcReplyPort<Result<Order, SagaError>>, Option<String>),
     /// The result of the IO of step generation `generation`.
     StepDone {
         generation: StepGen,
@@ -167,6 +194,10 @@ pub struct SagaState {
     owner: Option<(Arc<usher_engine::Layout>, Epoch)>,
     /// When the order entered its current step (for the step's duration).
     step_since: std::time::Instant,
+    /// The `traceparent` of the last traced client input (the payment):
+    /// every later step is a span of that trace. In memory only: a saga
+    /// resumed after a restart starts untraced.
+    trace: Option<String>,
 }
 
 impl Drop for SagaState {
@@ -194,6 +225,7 @@ impl Actor for OrderSaga {
             watch,
             owner: None,
             step_since: std::time::Instant::now(),
+            trace: None,
         };
         s.drive(&myself);
         Ok(s)
@@ -201,7 +233,10 @@ impl Actor for OrderSaga {
 
     async fn handle(&self, myself: ActorRef<SagaMsg>, msg: SagaMsg, s: &mut SagaState) -> Result<(), ActorProcessingErr> {
         match msg {
-            SagaMsg::Client(input, reply) => {
+            SagaMsg::Client(input, reply, trace) => {
+                if trace.is_some() {
+                    s.trace = trace;
+                }
                 let out = s.feed(&myself, input, Vec::new()).await.map(|_| s.order.clone());
                 if let Err(SagaError::Internal(m)) = &out {
                     error!(order_id = %s.order.id, error = %m, "order saga failed");
@@ -274,6 +309,7 @@ impl SagaState {
             new_tickets: tickets,
             seat_labels: labels,
             now,
+            trace: self.trace.clone(),
         };
         if let Err(e) = self.deps.writer.write(w).await {
             self.order = before;
@@ -294,6 +330,11 @@ impl SagaState {
         self.backoff_ms = 0;
         if t.mail.is_some() {
             metrics::counter!(names::EMAILS_QUEUED).increment(1);
+            // The order's trace (the actor's own task may run in some
+            // unrelated span).
+            if let Some(tp) = self.trace.clone() {
+                self.deps.mail_traces.put(self.order.id, tp);
+            }
             self.deps.mail_queued.notify_one();
         }
         if let Some(p) = payment {
@@ -510,8 +551,26 @@ impl SagaState {
         }
     }
 
+    /// Runs a step's IO as a task; traced, inside a span of the order's
+    /// trace named after the step.
     fn spawn(&mut self, f: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.tasks.push(tokio::spawn(f));
+        let span = match &self.trace {
+            Some(tp) => {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "saga_step",
+                    otel.name = self.order.step.as_str(),
+                    order_id = %self.order.id,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                crate::trace::adopt(&span, Some(tp));
+                crate::trace::stamp(&span);
+                span
+            }
+            None => tracing::Span::none(),
+        };
+        self.tasks.push(tokio::spawn(tracing::Instrument::instrument(f, span)));
     }
 }
 

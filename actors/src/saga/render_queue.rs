@@ -131,6 +131,24 @@ impl RenderQueue {
     /// ticket), on the slot's thread. The caller's task waits on the
     /// blocking pool, so tokio counts the render as work in flight.
     pub async fn render(&self, renderer: Arc<dyn TicketRenderer>, doc: OrderDoc) -> Result<Vec<u8>, RenderError> {
+        // Traced (inside a saga step of a traced order): the wait and the
+        // render are a span of it.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(
+                "pdf_render",
+                tickets = doc.tickets.len(),
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty
+            );
+            crate::trace::stamp(&span);
+            span
+        };
+        tracing::Instrument::instrument(self.render_in_span(renderer, doc), span).await
+    }
+
+    async fn render_in_span(&self, renderer: Arc<dyn TicketRenderer>, doc: OrderDoc) -> Result<Vec<u8>, RenderError> {
         let waited = std::time::Instant::now();
         let slot = self.slot(doc.tickets.len()).await;
         metrics::histogram!(names::PDF_QUEUE_WAIT).record(waited.elapsed().as_secs_f64());

@@ -15,6 +15,8 @@ pub enum SupervisorMsg {
         order_id: OrderId,
         input: OrderInput,
         reply: Option<RpcReplyPort<Result<Order, SagaError>>>,
+        /// The caller's `traceparent`: the saga's next steps join its trace.
+        trace: Option<String>,
     },
     /// The latest state of a live order, as it changes.
     Watch(OrderId, RpcReplyPort<Option<watch::Receiver<Order>>>),
@@ -251,12 +253,12 @@ impl Actor for OrderSupervisor {
                 }
                 s.schedule_wake(&myself);
             }
-            SupervisorMsg::Input { order_id, input, reply } => match s.saga_for(&myself, order_id).await {
+            SupervisorMsg::Input { order_id, input, reply, trace } => match s.saga_for(&myself, order_id).await {
                 Ok(a) => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     // Forward without waiting: the saga answers the caller.
                     let port: RpcReplyPort<Result<Order, SagaError>> = tx.into();
-                    if a.cast(SagaMsg::Client(input, port)).is_err() {
+                    if a.cast(SagaMsg::Client(input, port, trace)).is_err() {
                         if let Some(r) = reply {
                             let _ = r.send(Err(SagaError::Unavailable(format!("order {order_id} is restarting; retry"))));
                         }
@@ -302,7 +304,12 @@ impl Actor for OrderSupervisor {
                 };
                 info!(event_id = %event_id, orders = ids.len(), "event cancelled: cancelling and refunding its orders");
                 for id in ids {
-                    myself.cast(SupervisorMsg::Input { order_id: id, input: OrderInput::EventCancelled, reply: None })?;
+                    myself.cast(SupervisorMsg::Input {
+                        order_id: id,
+                        input: OrderInput::EventCancelled,
+                        reply: None,
+                        trace: crate::trace::current(),
+                    })?;
                 }
             }
             SupervisorMsg::Grant(Grant::Lost(event_id, epoch)) => {
@@ -418,7 +425,14 @@ impl Sagas {
     }
 
     pub async fn input(&self, order_id: OrderId, input: OrderInput) -> Result<Order, SagaError> {
-        match self.actor.call(|reply| SupervisorMsg::Input { order_id, input, reply: Some(reply) }, Some(Duration::from_secs(30))).await {
+        match self
+            .actor
+            .call(
+                |reply| SupervisorMsg::Input { order_id, input, reply: Some(reply), trace: crate::trace::current() },
+                Some(Duration::from_secs(30)),
+            )
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             Ok(_) => Err(SagaError::Unavailable("the order did not answer in time".into())),
             Err(_) => Err(SagaError::Unavailable("node is shutting down".into())),

@@ -17,6 +17,8 @@ pub struct PendingWrite {
     pub new_tickets: Vec<TicketRecord>,
     pub seat_labels: Vec<String>,
     pub now: Millis,
+    /// The order's trace (see `OrderWrite::trace`).
+    pub trace: Option<String>,
 }
 
 type WriteRequest = (PendingWrite, tokio::sync::oneshot::Sender<Result<(), StoreError>>);
@@ -56,6 +58,7 @@ impl OrderWriter {
                             new_tickets: &w.new_tickets,
                             seat_labels: &w.seat_labels,
                             now: w.now,
+                            trace: w.trace.as_deref(),
                         })
                         .collect();
                     orders.save_orders(&ws).await

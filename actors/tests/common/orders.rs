@@ -172,7 +172,16 @@ impl MemOrderStore {
         let mut order = stored.order;
         let t = order.apply(input, now).expect("the other writer's input applies");
         let epoch = Epoch(self.events.epoch(order.event_id));
-        let w = OrderWrite { order: &order, epoch, version: stored.version, transition: &t, new_tickets: &[], seat_labels: &[], now };
+        let w = OrderWrite {
+            order: &order,
+            epoch,
+            version: stored.version,
+            transition: &t,
+            new_tickets: &[],
+            seat_labels: &[],
+            now,
+            trace: None,
+        };
         let r = g.write(&w);
         g.log(&w, r).expect("the other writer's write succeeds");
         t
@@ -247,6 +256,7 @@ impl OrderStore for MemOrderStore {
                 new_tickets: &[],
                 seat_labels: &[],
                 now: order.created_at,
+                trace: None,
             };
             g.log(&w, Ok(()))?;
             Ok(OrderCreated::New)

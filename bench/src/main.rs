@@ -34,6 +34,7 @@ use usher_proto::v1::{
 
 mod cluster;
 mod funnel;
+mod otlp;
 mod readers;
 
 #[derive(Parser, Clone)]
@@ -50,7 +51,10 @@ struct Args {
     /// (the outbox relayed to a tansu broker the bench starts, and the
     /// relay's lag measured), usher-pg-kafka-noconsumers (the same with the
     /// read model and webhook queue not reading) and usher-pg-norelay (the
-    /// relay off), to weigh the relay and its consumers in one run.
+    /// relay off), to weigh the relay and its consumers in one run;
+    /// usher-pg-nometrics (no metrics recorder) and usher-pg-traced (every
+    /// call traced, spans exported over OTLP to a receiver in the bench) to
+    /// weigh metrics and traces against usher-pg.
     #[arg(long, default_value = "usher-sqlite,usher-pg,baseline")]
     targets: String,
     /// An `usher` binary built before identity (no authentication), for the
@@ -150,6 +154,8 @@ struct Server {
     partner_key: Option<String>,
     /// The storefront's address (Usher only).
     http: Option<String>,
+    /// The OTLP receiver the node exports to (`-traced` targets).
+    traces: Option<otlp::Receiver>,
 }
 
 /// Who the buyers and the catalog setup are, as the reports say it.
@@ -239,7 +245,13 @@ async fn log_in(addr: &str, password: &str) -> anyhow::Result<String> {
 
 /// The store a target runs on: `usher-sqlite-before` is `usher-sqlite`.
 fn base(target: &str) -> &str {
-    target.trim_end_matches("-before").trim_end_matches("-noconsumers").trim_end_matches("-kafka").trim_end_matches("-norelay")
+    target
+        .trim_end_matches("-before")
+        .trim_end_matches("-noconsumers")
+        .trim_end_matches("-kafka")
+        .trim_end_matches("-norelay")
+        .trim_end_matches("-nometrics")
+        .trim_end_matches("-traced")
 }
 
 async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
@@ -255,8 +267,7 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let store = vec!["--data-dir".into(), dir.clone().into_os_string()];
             let mut c = Command::new(&usher);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-                .args(&store);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
             (c, None, Some(dir), Some(store))
         }
         "usher-pg" => {
@@ -266,21 +277,24 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
             let dir = std::env::temp_dir().join(format!("usher-bench-{tag}"));
             let store = vec!["--database-url".into(), url.into(), "--data-dir".into(), dir.clone().into_os_string()];
             let mut c = Command::new(&usher);
-            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-                .args(&store);
+            c.args(["serve", "--no-demo-data", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]).args(&store);
             (c, Some(name), Some(dir), Some(store))
         }
         "baseline" => {
             let name = format!("usher_bench_{tag}");
             let url = pg_create(args, &name).await?;
             let mut c = Command::new(sibling("usher-baseline")?);
-            c.args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--database-url", &url, "--redis-url", &args.redis_url]);
+            c.args(["--grpc-addr", "127.0.0.1:0", "--database-url", &url, "--redis-url", &args.redis_url]);
             (c, Some(name), None, None)
         }
         other => bail!("unknown target {other}"),
     };
-    // A binary from before identity has no credentials to make or check.
+    // A binary from before identity has no credentials to make or check,
+    // nor an admin listener (whose default port would collide).
     let store = if before { None } else { store };
+    if !before && base(target) != "baseline" {
+        cmd.args(["--admin-addr", "127.0.0.1:0"]);
+    }
     let boot = match &store {
         Some(store) => {
             // The buyers are one partner: lift its rate limit far above the load.
@@ -339,6 +353,17 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     if target.ends_with("-noconsumers") {
         cmd.env("USHER_STREAM_CONSUMERS", "off");
     }
+    if target.ends_with("-nometrics") {
+        cmd.env("USHER_METRICS", "off");
+    }
+    // Traces on: every call a span, exported to a receiver in this process.
+    let traces = if target.ends_with("-traced") {
+        let (receiver, endpoint) = otlp::Receiver::start().await?;
+        cmd.env("USHER_OTLP_ENDPOINT", endpoint);
+        Some(receiver)
+    } else {
+        None
+    };
     let mut child = cmd.env("USHER_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
@@ -407,7 +432,7 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
         extra.push(child);
     }
     extra.extend(broker);
-    Ok(Server { child, extra, addrs, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key, http })
+    Ok(Server { child, extra, addrs, commits, addr, pg_db, data_dir, org_id, owner_token, partner_key, http, traces })
 }
 
 impl Server {
@@ -719,6 +744,8 @@ struct Stadium {
     forwarded_share: Option<f64>,
     /// The outbox relay's lag during the onsale (`-kafka` targets).
     relay_lag: Option<RelayLag>,
+    /// Spans the node had exported when the onsale ended (`-traced`).
+    spans_exported: Option<u64>,
 }
 
 /// Per-buyer choice: how many seats, and where.
@@ -932,6 +959,7 @@ async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool
             nodes,
             forwarded_share: forwarded.share(),
             relay_lag: server.relay_lag(args).await?,
+            spans_exported: server.traces.as_ref().map(otlp::Receiver::spans),
         },
         crowd,
     ))

@@ -129,8 +129,13 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Application> {
         config.check_cluster()?;
-        // First: what starts below already counts.
-        let metrics = crate::observe::recorder()?;
+        // First: what starts below already counts. Off (benchmarks only), a
+        // recorder that is never installed renders an empty page.
+        let metrics = if config.metrics_enabled {
+            crate::observe::recorder()?
+        } else {
+            metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle()
+        };
         // Settings that can be wrong are read before anything starts.
         let webhook_cfg = config.webhook_sender()?;
         let webhook_tls = usher_adapters::webhooks::tls_config(&webhook_cfg.extra_ca_pem).map_err(anyhow::Error::msg)?;

@@ -156,6 +156,10 @@ pub struct Config {
     /// the sales read model nor the webhook queue reads the stream, so the
     /// relay's own cost can be told from theirs.
     pub consumers_enabled: bool,
+    /// `false` (USHER_METRICS=off) for benchmarks only: no metrics recorder
+    /// is installed, so every recording is a no-op and `/metrics` is empty;
+    /// the bench weighs what metrics cost against it.
+    pub metrics_enabled: bool,
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -254,6 +258,7 @@ impl Default for Config {
             webhook_ca_file: None,
             relay_enabled: true,
             consumers_enabled: true,
+            metrics_enabled: true,
         }
     }
 }
@@ -417,6 +422,9 @@ impl Config {
         }
         if let Some(v) = env("USHER_RELAY") {
             c.relay_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
+        }
+        if let Some(v) = env("USHER_METRICS") {
+            c.metrics_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
         }
         if let Some(v) = env("USHER_STREAM_CONSUMERS") {
             c.consumers_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");

@@ -144,6 +144,8 @@ struct Due {
     body: Vec<u8>,
     attempts: u32,
     secrets: Vec<String>,
+    /// The stream message's trace: each attempt is a span of it.
+    traceparent: Option<String>,
 }
 
 /// The webhook queue as a stream consumer, and the sender's claims.
@@ -224,8 +226,8 @@ macro_rules! webhooks {
                         };
                         sqlx::query(
                             "INSERT INTO webhook_deliveries (id, endpoint_id, message_id, topic, event_id, body, status, attempts, \
-                             next_attempt_at, claimed_until, last_status, last_error, created_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, 0, '', $7) ON CONFLICT (endpoint_id, message_id) DO NOTHING",
+                             next_attempt_at, claimed_until, last_status, last_error, created_at, traceparent) \
+                             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, 0, '', $7, $8) ON CONFLICT (endpoint_id, message_id) DO NOTHING",
                         )
                         .bind(uuid::Uuid::new_v4().to_string())
                         .bind(e.get::<String, _>(0))
@@ -234,6 +236,7 @@ macro_rules! webhooks {
                         .bind(&m.key)
                         .bind(b)
                         .bind(now.0)
+                        .bind(&m.traceparent)
                         .execute(&mut *tx)
                         .await
                         .map_err(db_error)?;
@@ -269,6 +272,7 @@ macro_rules! webhooks {
                         body: r.get("body"),
                         attempts: u32::try_from(r.get::<i32, _>("attempts")).unwrap_or(0),
                         secrets,
+                        traceparent: r.get("traceparent"),
                     });
                 }
                 Ok(out)
@@ -501,7 +505,7 @@ webhooks!(
      WHERE id IN (SELECT d2.id FROM webhook_deliveries d2 JOIN webhook_endpoints w2 ON w2.id = d2.endpoint_id \
        WHERE d2.status = 'pending' AND d2.next_attempt_at <= $1 AND d2.claimed_until <= $1 AND w2.deleted_at IS NULL \
        ORDER BY d2.next_attempt_at LIMIT $3) \
-     RETURNING id, endpoint_id, message_id, body, attempts"
+     RETURNING id, endpoint_id, message_id, body, attempts, traceparent"
 );
 webhooks!(
     PgStore,
@@ -510,7 +514,7 @@ webhooks!(
      WHERE id IN (SELECT d2.id FROM webhook_deliveries d2 JOIN webhook_endpoints w2 ON w2.id = d2.endpoint_id \
        WHERE d2.status = 'pending' AND d2.next_attempt_at <= $1 AND d2.claimed_until <= $1 AND w2.deleted_at IS NULL \
        ORDER BY d2.next_attempt_at LIMIT $3 FOR UPDATE OF d2 SKIP LOCKED) \
-     RETURNING id, endpoint_id, message_id, body, attempts"
+     RETURNING id, endpoint_id, message_id, body, attempts, traceparent"
 );
 
 /// The sender's HTTP client: HTTP/1.1 over TCP, or over TLS for https.
@@ -631,6 +635,27 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 async fn send(store: &dyn Sender, client: &WebClient, cfg: &SenderConfig, clock: &usher_actors::Clock, d: Due) {
+    // Traced: the attempt is a span of the message's trace, and the
+    // receiver gets that span as its parent (`traceparent`).
+    let span = match &d.traceparent {
+        Some(tp) => {
+            let span = tracing::info_span!(
+                parent: None,
+                "webhook",
+                attempt = d.attempts + 1,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            usher_actors::trace::adopt(&span, Some(tp));
+            usher_actors::trace::stamp(&span);
+            span
+        }
+        None => tracing::Span::none(),
+    };
+    tracing::Instrument::instrument(send_in_span(store, client, cfg, clock, d), span).await
+}
+
+async fn send_in_span(store: &dyn Sender, client: &WebClient, cfg: &SenderConfig, clock: &usher_actors::Clock, d: Due) {
     let number = d.attempts + 1;
     let at = clock.now();
     let ts = at.0.div_euclid(1000);
@@ -642,9 +667,12 @@ async fn send(store: &dyn Sender, client: &WebClient, cfg: &SenderConfig, clock:
             .header("user-agent", "usher-webhooks")
             .header("webhook-id", &d.message_id)
             .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", signature)
-            .body(Full::new(Bytes::from(d.body.clone())))
-            .map_err(|e| format!("bad request: {e}"))?;
+            .header("webhook-signature", signature);
+        let req = match usher_actors::trace::current() {
+            Some(tp) => req.header("traceparent", tp),
+            None => req,
+        };
+        let req = req.body(Full::new(Bytes::from(d.body.clone()))).map_err(|e| format!("bad request: {e}"))?;
         let res = tokio::time::timeout(Duration::from_millis(cfg.attempt_timeout_ms), client.request(req))
             .await
             .map_err(|_| format!("no answer within {} ms", cfg.attempt_timeout_ms))?

@@ -189,10 +189,6 @@ impl Cluster {
         let (name, addr) = self.address_of(owner).await?;
         let mut request = Request::new(cpb::WatchEventRequest { event_id: event.to_string() });
         request.metadata_mut().insert("authorization", self.bearer()?);
-        // The owner's spans join the caller's trace.
-        if let Some(tp) = usher_actors::trace::current().and_then(|tp| tp.parse().ok()) {
-            request.metadata_mut().insert("traceparent", tp);
-        }
         let mut client = NodeServiceClient::new(self.channel(&addr)?).max_decoding_message_size(crate::limits::GRPC_ENCODING_BYTES_MAX);
         let unreachable = |s: Status| moving(format!("the node that owns this event ({name}) did not answer: {}", s.message()));
         let mut stream = client.watch(request).await.map_err(unreachable)?.into_inner();
@@ -238,6 +234,10 @@ impl Cluster {
             from_node: self.name().to_owned(),
         });
         request.metadata_mut().insert("authorization", self.bearer()?);
+        // The owner's spans join the caller's trace.
+        if let Some(tp) = usher_actors::trace::current().and_then(|tp| tp.parse().ok()) {
+            request.metadata_mut().insert("traceparent", tp);
+        }
         // What is left of the caller's deadline, at most `FORWARD_MS_MAX`.
         let most = Duration::from_millis(FORWARD_MS_MAX);
         request.set_timeout(c.deadline.map_or(most, |d| d.saturating_duration_since(std::time::Instant::now()).min(most)));

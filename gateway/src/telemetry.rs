@@ -74,7 +74,10 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("usher")).with_filter(LevelFilter::INFO);
+        // ractor's own spans (one per actor, as long as its life) are not
+        // the work of a request: left out.
+        let only = tracing_subscriber::filter::Targets::new().with_default(LevelFilter::INFO).with_target("ractor", LevelFilter::OFF);
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("usher")).with_filter(only);
         ENABLED.store(true, Ordering::Relaxed);
         (Some(layer), Some(provider))
     };

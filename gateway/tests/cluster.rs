@@ -863,3 +863,52 @@ async fn live_seat_feeds_work_from_every_node() {
     let held: Vec<&str> = snap.changes.iter().filter(|c| c.status == pb::SeatStatus::Held as i32).map(|c| c.seat_id.as_str()).collect();
     assert!(held.contains(&"A-1-1") && held.contains(&"A-2-5"), "{held:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_stays_in_its_callers_trace() {
+    use common::otlp::{Receiver, hex, new_trace, traced};
+    let (receiver, endpoint) = Receiver::start().await;
+    let env = [("USHER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let mut w = World::start(0).await;
+    w.start_node_with(0, &env).await;
+    w.start_node_with(1, &env).await;
+    let event = w.event(1, 1, 10).await;
+    let clients = w.inventories().await;
+    // Someone owns the event; the call goes to the other node.
+    let (first, owner) = hold(&clients, 0, &hold_req(&event, "a", &["A-1-1"]), Duration::from_secs(30)).await;
+    first.unwrap();
+    let entry = 1 - w.index_of(&owner);
+    let (trace_id, client_span, tp) = new_trace();
+    let mut c = clients[entry].clone();
+    let rep = c.hold_seats(traced(hold_req(&event, "b", &["A-1-2"]), &tp)).await.unwrap();
+    assert_eq!(node_of(rep.metadata(), &()), owner, "the owner decided");
+
+    let t = Instant::now();
+    let (asked, served, commit) = loop {
+        let spans = receiver.spans();
+        let ours: Vec<_> = spans.iter().filter(|(_, s)| hex(&s.trace_id) == trace_id).collect();
+        let asked = ours.iter().find(|(_, s)| s.name == "/usher.v1.InventoryService/HoldSeats").cloned();
+        let served = ours.iter().find(|(_, s)| s.name == "/usher.cluster.v1.NodeService/Forward").cloned();
+        let commit = served.as_ref().and_then(|(_, f)| {
+            spans.iter().find(|(_, s)| s.name == "group_commit" && s.links.iter().any(|l| l.trace_id == f.trace_id)).cloned()
+        });
+        if let (Some(a), Some(s), Some(c)) = (asked, served, commit) {
+            break (a.clone(), s.clone(), c);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "spans of the trace: {:?}; all: {:?}",
+            ours.iter().map(|(n, s)| (n, &s.name)).collect::<Vec<_>>(),
+            spans.iter().map(|(n, s)| (n, &s.name, hex(&s.trace_id)[..8].to_owned(), hex(&s.parent_span_id))).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The node asked is a child of the client, the owner's serving span a
+    // child of the node asked, and the owner's group commit links into the
+    // same trace.
+    assert_eq!(asked.0, w.nodes[entry].name);
+    assert_eq!(hex(&asked.1.parent_span_id), client_span);
+    assert_eq!(served.0, owner);
+    assert_eq!(served.1.parent_span_id, asked.1.span_id, "the forward is a child of the call that forwarded it");
+    assert_eq!(commit.0, owner);
+}

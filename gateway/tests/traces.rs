@@ -9,84 +9,93 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::otlp::{Receiver, Span, hex, new_trace, traced};
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use usher_proto::v1::{
-    catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient,
+    self as pb, catalog_service_client::CatalogServiceClient, inventory_service_client::InventoryServiceClient,
     ordering_service_client::OrderingServiceClient, payment_service_client::PaymentServiceClient,
+    webhook_service_client::WebhookServiceClient,
 };
 
-/// An OTLP trace receiver keeping every span it is sent.
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Span>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                spans.extend(ss.spans);
-            }
+/// A webhook receiver on loopback answering 200 to every POST; the
+/// `traceparent` header of each, in arrival order.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let out = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The head, then the body its Content-Length announces.
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            let tp = head.lines().find_map(|l| l.strip_prefix("traceparent: ").map(str::to_owned)).unwrap_or_default();
+                            seen.lock().unwrap().push(tp);
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            return;
+                        }
+                    }
+                }
+            });
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-impl Receiver {
-    async fn start() -> (Receiver, String) {
-        let r = Receiver::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let svc = TraceServiceServer::new(r.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (r, format!("http://{addr}"))
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A request carrying `traceparent`.
-fn traced<T>(msg: T, traceparent: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
-    r
+    });
+    (url, out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_is_one_trace_from_the_first_request_to_the_email() {
     let (receiver, endpoint) = Receiver::start().await;
     let db = TestDb::fresh(Backend::Sqlite).await;
-    let env = [("USHER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
-    let (mut server, addr, token) = start_binary(&db, &env, std::process::Stdio::inherit()).await;
+    let env = [
+        ("USHER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("USHER_LOG_FORMAT", "json"),
+        ("USHER_LOG", "info"),
+    ];
+    let log = db.data_dir.join("usher.log");
+    let (mut server, addr, token) = start_binary(&db, &env, std::fs::File::create(&log).unwrap().into()).await;
     let ch = connect_as(addr, &token).await;
     let mut cat = CatalogServiceClient::new(ch.clone());
     let v = create_venue(&mut cat, 1, 2, 10).await;
     let event = cat.create_event(event_request(&v.venue_id, 0)).await.unwrap().into_inner().event_id;
+    // The organization's box office system takes every sale as a webhook.
+    let (hook_url, hooks) = webhook_receiver().await;
+    WebhookServiceClient::new(connect_as(addr, &token).await)
+        .create_webhook_endpoint(pb::CreateWebhookEndpointRequest {
+            idempotency_key: key(),
+            org_id: v.org_id.clone(),
+            url: hook_url,
+            topics: vec!["seats-sold".into()],
+            description: "box office".into(),
+        })
+        .await
+        .unwrap();
 
     // The buyer's browser (or a box office) starts the trace and sends it
     // with every call of the purchase.
-    let trace_id = uuid::Uuid::new_v4().simple().to_string();
-    let client_span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    let tp = format!("00-{trace_id}-{client_span}-01");
+    let (trace_id, client_span, tp) = new_trace();
+    let client_span = client_span.as_str();
     let mut inv = InventoryServiceClient::new(ch.clone());
     let mut ord = OrderingServiceClient::new(ch.clone());
     let mut pay = PaymentServiceClient::new(ch);
@@ -110,10 +119,12 @@ async fn a_purchase_is_one_trace_from_the_first_request_to_the_email() {
     let steps = ["authorize", "confirm", "capture", "issue", "render"];
     let t = Instant::now();
     let spans = loop {
-        let spans = receiver.spans();
+        let spans: Vec<Span> = receiver.spans().into_iter().map(|(_, s)| s).collect();
         let ours: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == trace_id).collect();
         let has = |name: &str| ours.iter().any(|s| s.name == name);
-        if wanted.iter().chain(&steps).chain(&["pdf_render", "email"]).all(|n| has(n)) && spans.iter().any(|s| s.name == "group_commit") {
+        if wanted.iter().chain(&steps).chain(&["pdf_render", "email", "webhook"]).all(|n| has(n))
+            && spans.iter().any(|s| s.name == "group_commit")
+        {
             break spans;
         }
         assert!(
@@ -173,8 +184,28 @@ async fn a_purchase_is_one_trace_from_the_first_request_to_the_email() {
     };
     assert_eq!(rows("reservation-created", tp_of(hold_span)).await, 1);
     assert_eq!(rows("seats-sold", tp_of(confirm)).await, 1);
+    // The sale's webhook: its attempt is a span of the trace, a child of the
+    // span that wrote the outbox row (the confirm step), and the receiver
+    // is told that span as its parent.
+    let hook = by_name("webhook");
+    assert_eq!(hook.parent_span_id, confirm.span_id);
+    let sent = hooks.lock().unwrap().clone();
+    assert_eq!(sent, vec![tp_of(hook)], "one POST, naming the webhook span");
     let traced = db.scalar("SELECT COUNT(*) FROM outbox WHERE traceparent LIKE $1", &[&format!("00-{trace_id}-%")]).await;
     assert!(traced >= 4, "the hold's, the order's and the sale's rows: {traced}");
+
+    // Log lines inside the purchase's spans name its trace and their span.
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let delivered = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "email delivered")
+        .unwrap_or_else(|| panic!("no \"email delivered\" line in:\n{logs}"));
+    assert_eq!(delivered["span"]["trace_id"], trace_id.as_str(), "{delivered}");
+    assert_eq!(delivered["span"]["span_id"], email_span_id.as_str(), "{delivered}");
+
+    // ractor's own per-actor spans are not exported.
+    assert!(!spans.iter().any(|s| s.name == "Actor"), "an actor's lifetime span was exported");
 
     // Calls without a traceparent start traces of their own.
     let created = spans.iter().find(|s| s.name == "/usher.v1.CatalogService/CreateEvent").expect("the event's creation is traced");

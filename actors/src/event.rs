@@ -570,7 +570,7 @@ impl EventState {
         let mut decisions: Vec<Decision> = Vec::with_capacity(commands.len() + 1);
         if self.inv.next_expiry().is_some_and(|t| t <= now) {
             let (_, events) = self.inv.apply(&Command::Expire, now).expect("expire never rejects");
-            decisions.push(Decision { result: Ok(Reply::Expired { holds: events.len() as u32 }), events, record: None });
+            decisions.push(Decision { result: Ok(Reply::Expired { holds: events.len() as u32 }), events, record: None, replayed: false });
         }
         let first_command = decisions.len();
         for (key, cmd, _) in &commands {
@@ -711,13 +711,14 @@ fn count_unavailable<K, R>(commands: &[(K, Command, R)]) {
     }
 }
 
-/// Counts decided commands by outcome: accepted (decided and written now),
-/// replayed (answered from the idempotency record), rejected (by reason).
+/// Counts decided commands by outcome: accepted (decided now), replayed
+/// (a retry answered from the idempotency record, whatever it said),
+/// rejected (decided now, by reason).
 fn count_decided<K, R>(decisions: &[Decision], commands: &[(K, Command, R)]) {
     for (d, (_, cmd, _)) in decisions.iter().zip(commands) {
         let outcome = match &d.result {
-            Ok(_) if d.record.is_some() => "accepted",
-            Ok(_) => "replayed",
+            _ if d.replayed => "replayed",
+            Ok(_) => "accepted",
             Err(r) => {
                 metrics::counter!(names::COMMANDS_REJECTED, "command" => cmd.kind(), "reason" => r.kind()).increment(1);
                 "rejected"

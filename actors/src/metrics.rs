@@ -74,7 +74,7 @@ metrics_table! {
     EVENT_LOADS = "usher_event_loads_total", Counter, [],
         "Event actors started (an event loaded from storage after this node took it).";
     EVENT_UNLOADS = "usher_event_unloads_total", Counter, ["reason"],
-        "Event actors stopped, by reason (idle, fenced, lost, failed, shutdown).";
+        "Event actors stopped, by reason (idle; fenced: a write was refused or the lease was lost; failed: a panic, restarted; shutdown).";
     EVENTS_LOADED = "usher_events_loaded", Gauge, [],
         "Event actors alive on this node now.";
     EVENT_QUEUE_DEPTH = "usher_event_queue_depth_requests", Gauge, [],

@@ -283,6 +283,8 @@ async fn relay_as_leader(
         status.send_modify(|s| {
             s.published_total += done.len() as u64;
             s.failed_total += failed as u64;
+            metrics::counter!(crate::metrics::names::OUTBOX_PUBLISHED).increment(done.len() as u64);
+            metrics::counter!(crate::metrics::names::OUTBOX_PUBLISH_FAILURES).increment(failed as u64);
             s.last_error =
                 (failed > 0).then(|| format!("{failed} of {} messages not acknowledged by {}", rows.len(), publisher.describe()));
         });

@@ -7,10 +7,26 @@
 //! no OpenTelemetry layer installed (no OTLP endpoint), spans have no
 //! context: `traceparent` is `None` and `adopt` does nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Says that spans are exported (the gateway sets it when an OTLP endpoint
+/// is configured). Off, work that would start a span from a stored
+/// `traceparent` (a webhook attempt) starts none.
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+/// Whether spans are exported (`set_exporting`).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// The W3C `traceparent` of `span`, when it belongs to a sampled trace.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {

@@ -197,6 +197,12 @@ impl RedisLeases {
         &self.node
     }
 
+    /// The nodes alive, as their records in Redis say (on this node's
+    /// connection).
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        nodes(&mut self.conn.clone(), &self.cfg.key_prefix).await
+    }
+
     /// Leases this node holds now.
     pub fn held_count(&self) -> usize {
         self.held.lock().expect("held").len()

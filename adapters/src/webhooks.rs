@@ -638,7 +638,7 @@ async fn send(store: &dyn Sender, client: &WebClient, cfg: &SenderConfig, clock:
     // Traced: the attempt is a span of the message's trace, and the
     // receiver gets that span as its parent (`traceparent`).
     let span = match &d.traceparent {
-        Some(tp) => {
+        Some(tp) if usher_actors::trace::exporting() => {
             let span = tracing::info_span!(
                 parent: None,
                 "webhook",
@@ -650,7 +650,7 @@ async fn send(store: &dyn Sender, client: &WebClient, cfg: &SenderConfig, clock:
             usher_actors::trace::stamp(&span);
             span
         }
-        None => tracing::Span::none(),
+        _ => tracing::Span::none(),
     };
     tracing::Instrument::instrument(send_in_span(store, client, cfg, clock, d), span).await
 }

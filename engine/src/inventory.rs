@@ -452,6 +452,8 @@ pub struct Decision {
     pub result: Result<Reply, Reject>,
     pub events: Vec<Event>,
     pub record: Option<IdempotencyRecord>,
+    /// The answer is the one remembered under the key (a retry), not decided now.
+    pub replayed: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -612,12 +614,12 @@ impl Inventory {
         // reused key; such requests are never remembered, so this is also
         // what a retry would get.
         if let Err(r) = self.check_shape(cmd) {
-            return Decision { result: Err(r), events: Vec::new(), record: None };
+            return Decision { result: Err(r), events: Vec::new(), record: None, replayed: false };
         }
         let fingerprint = cmd.fingerprint();
         if let Some(rec) = self.idempotency.get(key) {
             let result = if rec.fingerprint == fingerprint { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
-            return Decision { result, events: Vec::new(), record: None };
+            return Decision { result, events: Vec::new(), record: None, replayed: rec.fingerprint == fingerprint };
         }
         let (result, events) = match self.apply(cmd, now) {
             Ok((reply, events)) => (Ok(reply), events),
@@ -625,14 +627,14 @@ impl Inventory {
             // hold: nothing executed, and nothing is remembered under the key
             // (an access refusal leaves no trace; a retry is refused again).
             Err(r) if r.is_malformed() || matches!(r, Reject::NotHoldOwner { .. }) => {
-                return Decision { result: Err(r), events: Vec::new(), record: None };
+                return Decision { result: Err(r), events: Vec::new(), record: None, replayed: false };
             }
             Err(r) => (Err(r), Vec::new()),
         };
         let record = IdempotencyRecord { key: key.clone(), fingerprint, at: self.now, result: result.clone() };
         self.idempotency.insert(key.clone(), record.clone());
         self.idempotency_order.push_back((self.now, key.clone()));
-        Decision { result, events, record: Some(record) }
+        Decision { result, events, record: Some(record), replayed: false }
     }
 
     /// Decides one command. On `Err` nothing changed but the clock, which only

@@ -641,11 +641,12 @@ impl Model {
         self.keys.retain(|_, r| r.at.0 >= horizon);
         // A malformed request is answered as such before its key is looked up.
         if let Err(r) = self.shape(cmd) {
-            return Decision { result: Err(r), events: vec![], record: None };
+            return Decision { result: Err(r), events: vec![], record: None, replayed: false };
         }
         if let Some(rec) = self.keys.get(key) {
-            let result = if rec.request == request_of(cmd) { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
-            return Decision { result, events: vec![], record: None };
+            let same = rec.request == request_of(cmd);
+            let result = if same { rec.result.clone() } else { Err(Reject::IdempotencyKeyReused) };
+            return Decision { result, events: vec![], record: None, replayed: same };
         }
         let engine_outcome = engine.result.clone().map(|reply| (reply, engine.events.clone()));
         let (result, events) = match self.step(cmd, now, &engine_outcome) {
@@ -653,7 +654,7 @@ impl Model {
             // Nothing executed, so nothing is remembered under the key; nor
             // is a refusal to someone who does not own the hold.
             Err(r) if is_malformed(&r) || matches!(r, Reject::NotHoldOwner { .. }) => {
-                return Decision { result: Err(r), events: vec![], record: None };
+                return Decision { result: Err(r), events: vec![], record: None, replayed: false };
             }
             Err(r) => (Err(r), vec![]),
         };
@@ -667,6 +668,7 @@ impl Model {
                 at: now,
                 result,
             }),
+            replayed: false,
         }
     }
 }

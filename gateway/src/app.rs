@@ -180,7 +180,7 @@ impl Application {
                         node_name: config.node_name(),
                         grpc_addr: if config.advertise_addr.is_empty() { grpc_addr.to_string() } else { config.advertise_addr.clone() },
                         http_addr: http_addr.to_string(),
-                        admin_addr: admin_addr.to_string(),
+                        admin_addr: advertised_admin(config, admin_addr),
                         ttl_ms: config.lease_ttl_ms,
                         renew_ms: config.lease_renew_ms,
                         key_prefix: config.cluster_key_prefix.clone(),
@@ -411,11 +411,11 @@ impl Application {
         let stopping = self.ctx.stopping.clone();
         // The admin listener outlives the doors' drain: a scrape during
         // shutdown still answers (readiness says "stopping").
-        let admin = crate::observe::admin_router(self.ctx.clone(), self.metrics);
+        let (admin, refresher) = crate::observe::Admin::start(self.ctx.clone(), self.metrics);
         let admin_listener = self.admin_listener;
         let (admin_stop, admin_stopping) = tokio::sync::oneshot::channel::<()>();
         let mut admin_task = tokio::spawn(async move {
-            let serving = axum::serve(admin_listener, admin).with_graceful_shutdown(async move {
+            let serving = axum::serve(admin_listener, crate::observe::admin_router(admin)).with_graceful_shutdown(async move {
                 let _ = admin_stopping.await;
             });
             if let Err(e) = serving.await {
@@ -437,16 +437,18 @@ impl Application {
             let _ = c.await;
         }
         // Last: rows the drain committed are published by the next relay.
-        // The admin listener's connections hold the context: they end
-        // before the relay is taken back (and a restart on the same
-        // database finds the node's lock free).
+        // The refresher holds the context: it ends before the relay is
+        // taken back (and a restart on the same database finds the node's
+        // lock free). The admin listener's handlers hold none of it.
+        refresher.abort();
+        let _ = refresher.await;
         let _ = admin_stop.send(());
         if tokio::time::timeout(std::time::Duration::from_secs(5), &mut admin_task).await.is_err() {
             admin_task.abort();
-            let _ = admin_task.await;
         }
-        if let Ok(relay) = Arc::try_unwrap(self.ctx.relay) {
-            relay.stop().await;
+        match Arc::try_unwrap(self.ctx.relay) {
+            Ok(relay) => relay.stop().await,
+            Err(_) => tracing::warn!("the outbox relay is still referenced at shutdown; it stops with the process"),
         }
         Ok(())
     }
@@ -475,6 +477,17 @@ fn start_relay(config: &Config, stream: Arc<dyn usher_actors::StreamStore>, cloc
         None => Arc::new(usher_adapters::stream::EmbeddedStream),
     };
     Ok(usher_actors::Relay::start(stream, publisher, clock, config.relay()))
+}
+
+/// Where other nodes and `usher status` reach this node's admin listener:
+/// the bound address, or, when it is a wildcard (`0.0.0.0`), the host of
+/// `advertise_addr` with the admin port.
+fn advertised_admin(config: &Config, bound: SocketAddr) -> String {
+    if !bound.ip().is_unspecified() || config.advertise_addr.is_empty() {
+        return bound.to_string();
+    }
+    let host = config.advertise_addr.rsplit_once(':').map_or(config.advertise_addr.as_str(), |(h, _)| h);
+    format!("{host}:{}", bound.port())
 }
 
 /// Makes `dir` (and its parents) and leaves it readable by its owner only.

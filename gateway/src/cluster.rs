@@ -242,6 +242,7 @@ impl Cluster {
         let most = Duration::from_millis(FORWARD_MS_MAX);
         request.set_timeout(c.deadline.map_or(most, |d| d.saturating_duration_since(std::time::Instant::now()).min(most)));
         self.forwarded_out.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(usher_actors::metrics::names::FORWARDED, "direction" => "out").increment(1);
         let mut client = NodeServiceClient::new(self.channel(&addr)?)
             .max_decoding_message_size(crate::limits::GRPC_ENCODING_BYTES_MAX)
             .max_encoding_message_size(crate::limits::GRPC_DECODING_BYTES_MAX);
@@ -527,6 +528,7 @@ impl NodeService for Node {
             return Err(Status::failed_precondition("this node is not in a cluster"));
         };
         cluster.forwarded_in.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(usher_actors::metrics::names::FORWARDED, "direction" => "in").increment(1);
         tracing::debug!(method = %r.method, from = %r.from_node, "serving a forwarded request");
         let result = match self.dispatch(&c, &r.method, &r.body).await {
             Ok(body) => forward_reply::Result::Body(body),

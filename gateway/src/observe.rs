@@ -107,7 +107,7 @@ pub struct HotEvent {
     pub epoch: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OutboxStatus {
     pub relaying: bool,
     pub destination: String,
@@ -136,78 +136,101 @@ pub struct PeerStatus {
     pub heartbeat_age_ms: i64,
 }
 
-/// Reads this node's live figures and sets the gauges they feed.
-pub async fn status(ctx: &Ctx) -> NodeStatus {
+/// How often the admin listener reads the node's live figures (what
+/// `/metrics` and `/status` serve in between).
+pub const STATUS_REFRESH_MS: u64 = 2_000;
+/// The longest one source (registry, sagas, database, Redis) may take per
+/// refresh; a source that fails or takes longer keeps its last figures.
+pub const STATUS_SOURCE_MS_MAX: u64 = 1_000;
+
+/// Reads this node's live figures, each source under a time limit, on top
+/// of `prev` (what a failed source keeps), and sets the gauges they feed.
+pub async fn status(ctx: &Ctx, prev: Option<&NodeStatus>) -> NodeStatus {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut loaded = ctx.registry.loaded().await.unwrap_or_default();
-    loaded.sort_by(|a, b| b.queue_depth.cmp(&a.queue_depth).then(a.event_id.cmp(&b.event_id)));
-    let queue_depth = loaded.iter().map(|e| e.queue_depth).sum();
-    let (sagas_active, orders_parked) = ctx.sagas.count().await.unwrap_or_default();
-    let mail = ctx.orders.mail_backlog().await.unwrap_or_default();
-    let now = ctx.now();
-    let relay = ctx.relay.status();
-    let cluster = match &ctx.cluster {
-        None => None,
-        Some(c) => {
-            let cfg = c.leases.config();
-            let nodes = match usher_adapters::lease::cluster_view(&cfg.redis_url, &cfg.key_prefix).await {
-                Ok((nodes, _)) => nodes
-                    .into_iter()
-                    .map(|n| PeerStatus {
-                        name: n.name,
-                        grpc_addr: n.grpc_addr,
-                        admin_addr: n.admin_addr,
-                        events: n.events.len(),
-                        heartbeat_age_ms: now.0 - n.heartbeat_ms,
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the cluster's nodes for /status");
-                    Vec::new()
-                }
-            };
-            Some(ClusterStatus {
-                leases_held: c.leases.held_count(),
-                forwarded_out: c.forwarded_out.load(Relaxed),
-                forwarded_in: c.forwarded_in.load(Relaxed),
-                nodes,
-            })
-        }
-    };
-    let s = NodeStatus {
+    async fn within<T>(f: impl Future<Output = Option<T>>) -> Option<T> {
+        tokio::time::timeout(Duration::from_millis(STATUS_SOURCE_MS_MAX), f).await.ok().flatten()
+    }
+    let mut s = prev.cloned().unwrap_or_else(|| NodeStatus {
         node: ctx.cluster.as_ref().map_or_else(|| "single".to_owned(), |c| c.name().to_owned()),
         version: env!("CARGO_PKG_VERSION").into(),
-        events_loaded: loaded.len(),
-        queue_depth,
+        events_loaded: 0,
+        queue_depth: 0,
         queue_capacity: usher_engine::limits::MAILBOX_CAPACITY_MAX,
-        hot_events: loaded
+        hot_events: Vec::new(),
+        sagas_active: 0,
+        orders_parked: 0,
+        pdf_queue: 0,
+        email_backlog: 0,
+        email_oldest_ms: 0,
+        outbox: OutboxStatus::default(),
+        cluster: None,
+    });
+    let now = ctx.now();
+    if let Some(mut loaded) = within(async { ctx.registry.loaded().await.ok() }).await {
+        loaded.sort_by(|a, b| b.queue_depth.cmp(&a.queue_depth).then(a.event_id.cmp(&b.event_id)));
+        s.events_loaded = loaded.len();
+        s.queue_depth = loaded.iter().map(|e| e.queue_depth).sum();
+        s.hot_events = loaded
             .iter()
             .take(HOT_EVENTS_MAX)
             .map(|e| HotEvent { event_id: e.event_id.to_string(), queue_depth: e.queue_depth, epoch: e.epoch.0 })
-            .collect(),
-        sagas_active,
-        orders_parked,
-        pdf_queue: ctx.sagas.deps.render_slots.waiting(),
-        email_backlog: mail.rows,
-        email_oldest_ms: mail.oldest_at.map_or(0, |t| (now.0 - t.0).max(0) as u64),
-        outbox: OutboxStatus {
-            relaying: relay.relaying,
-            destination: relay.destination.clone(),
-            backlog_rows: relay.backlog.rows,
-            lag_ms: relay.lag_ms,
-            behind: relay.behind,
-            published_total: relay.published_total,
-            failed_total: relay.failed_total,
-            last_error: relay.last_error.clone(),
-        },
-        cluster,
+            .collect();
+    }
+    if let Some((active, parked)) = within(ctx.sagas.count()).await {
+        (s.sagas_active, s.orders_parked) = (active, parked);
+    }
+    if let Some(mail) = within(async { ctx.orders.mail_backlog().await.ok() }).await {
+        s.email_backlog = mail.rows;
+        s.email_oldest_ms = mail.oldest_at.map_or(0, |t| (now.0 - t.0).max(0) as u64);
+    }
+    s.pdf_queue = ctx.sagas.deps.render_slots.waiting();
+    let relay = ctx.relay.status();
+    s.outbox = OutboxStatus {
+        relaying: relay.relaying,
+        destination: relay.destination.clone(),
+        backlog_rows: relay.backlog.rows,
+        lag_ms: relay.lag_ms,
+        behind: relay.behind,
+        published_total: relay.published_total,
+        failed_total: relay.failed_total,
+        last_error: relay.last_error.clone(),
     };
+    if let Some(c) = &ctx.cluster {
+        let nodes: Option<Vec<PeerStatus>> = within(async {
+            match c.leases.nodes().await {
+                Ok(nodes) => Some(
+                    nodes
+                        .into_iter()
+                        .map(|n| PeerStatus {
+                            name: n.name,
+                            grpc_addr: n.grpc_addr,
+                            admin_addr: n.admin_addr,
+                            events: n.events.len(),
+                            heartbeat_age_ms: now.0 - n.heartbeat_ms,
+                        })
+                        .collect(),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the cluster's nodes for the admin listener");
+                    None
+                }
+            }
+        })
+        .await;
+        let kept = s.cluster.take().map(|c| c.nodes).unwrap_or_default();
+        s.cluster = Some(ClusterStatus {
+            leases_held: c.leases.held_count(),
+            forwarded_out: c.forwarded_out.load(Relaxed),
+            forwarded_in: c.forwarded_in.load(Relaxed),
+            nodes: nodes.unwrap_or(kept),
+        });
+    }
     set_gauges(&s);
     s
 }
 
 fn set_gauges(s: &NodeStatus) {
-    use metrics::{counter, gauge};
+    use metrics::gauge;
     gauge!(names::EVENTS_LOADED).set(s.events_loaded as f64);
     gauge!(names::EVENT_QUEUE_DEPTH).set(s.queue_depth as f64);
     // Every rank each time: a rank no event fills any more reads 0.
@@ -221,9 +244,6 @@ fn set_gauges(s: &NodeStatus) {
     gauge!(names::OUTBOX_BACKLOG).set(s.outbox.backlog_rows as f64);
     gauge!(names::OUTBOX_LAG).set(s.outbox.lag_ms as f64 / 1000.0);
     gauge!(names::OUTBOX_RELAYING).set(if s.outbox.relaying { 1.0 } else { 0.0 });
-    // The relay counts these itself (they also feed `/readyz`).
-    counter!(names::OUTBOX_PUBLISHED).absolute(s.outbox.published_total);
-    counter!(names::OUTBOX_PUBLISH_FAILURES).absolute(s.outbox.failed_total);
     match &s.cluster {
         None => {
             gauge!(names::NODES).set(1.0);
@@ -232,42 +252,75 @@ fn set_gauges(s: &NodeStatus) {
         Some(c) => {
             gauge!(names::NODES).set(c.nodes.len() as f64);
             gauge!(names::LEASES_HELD).set(c.leases_held as f64);
-            counter!(names::FORWARDED, "direction" => "out").absolute(c.forwarded_out);
-            counter!(names::FORWARDED, "direction" => "in").absolute(c.forwarded_in);
         }
     }
 }
 
 const RANKS: [&str; HOT_EVENTS_MAX] = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
 
+/// What the admin listener's handlers read: the figures the refresher
+/// last read, the page's recorder, and whether the node is stopping. No
+/// handler holds the node's context, so an open admin connection never
+/// keeps the node from shutting down.
+#[derive(Clone)]
+pub struct Admin {
+    latest: Arc<std::sync::RwLock<Option<NodeStatus>>>,
+    handle: PrometheusHandle,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Admin {
+    /// Starts the refresher (every `STATUS_REFRESH_MS`, the first at once);
+    /// abort its task to let go of `ctx`.
+    pub fn start(ctx: Ctx, handle: PrometheusHandle) -> (Admin, tokio::task::JoinHandle<()>) {
+        let admin = Admin { latest: Arc::default(), handle, stopping: ctx.stopping.clone() };
+        let latest = admin.latest.clone();
+        let task = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(STATUS_REFRESH_MS));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let prev = latest.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let s = status(&ctx, prev.as_ref()).await;
+                *latest.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
+            }
+        });
+        (admin, task)
+    }
+
+    fn latest(&self) -> Option<NodeStatus> {
+        self.latest.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The admin listener's routes. Nothing here needs credentials: bind it
 /// where only operators and Prometheus reach (loopback by default).
-pub fn admin_router(ctx: Ctx, handle: PrometheusHandle) -> Router {
+pub fn admin_router(admin: Admin) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status_page))
-        .with_state((ctx, handle))
+        .with_state(admin)
 }
 
-type AdminState = (Ctx, PrometheusHandle);
-
-async fn metrics_page(State((ctx, handle)): State<AdminState>) -> Response {
-    status(&ctx).await;
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+async fn metrics_page(State(a): State<Admin>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], a.handle.render()).into_response()
 }
 
-async fn status_page(State((ctx, _)): State<AdminState>) -> Json<NodeStatus> {
-    Json(status(&ctx).await)
+async fn status_page(State(a): State<Admin>) -> Response {
+    match a.latest() {
+        Some(s) => Json(s).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": "starting: no figures read yet" }))).into_response(),
+    }
 }
 
 /// Ready while the node is not shutting down and its outbox keeps up.
-async fn readyz(State((ctx, _)): State<AdminState>) -> Response {
-    let relay = ctx.relay.status();
-    let stopping = *ctx.stopping.borrow();
-    let ready = !stopping && !relay.behind;
-    let body = serde_json::json!({ "ready": ready, "stopping": stopping, "outbox_behind": relay.behind });
+async fn readyz(State(a): State<Admin>) -> Response {
+    let stopping = *a.stopping.borrow();
+    let behind = a.latest().is_some_and(|s| s.outbox.behind);
+    let ready = !stopping && !behind;
+    let body = serde_json::json!({ "ready": ready, "stopping": stopping, "outbox_behind": behind });
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body)).into_response()
 }
 
@@ -342,9 +395,8 @@ where
         let path = req.uri().path();
         // Only methods that exist name a series: a scanner's made-up paths
         // would otherwise grow the label set without bound.
-        let method: Arc<str> =
-            if crate::doors::grpc_door(path).is_some() || path.starts_with("/grpc.") { path.into() } else { "other".into() };
-        let span = crate::telemetry::server_span("grpc", path, req.headers());
+        let method: Arc<str> = if crate::doors::grpc_door(path).is_some() { path.into() } else { "other".into() };
+        let span = crate::telemetry::server_span("grpc", &method, req.headers());
         Box::pin(async move {
             let res = tracing::Instrument::instrument(inner.call(req), span).await?;
             let (parts, body) = res.into_parts();
@@ -462,21 +514,31 @@ pub async fn print_status(addrs: &[String], json: bool) -> anyhow::Result<()> {
     let mut todo: Vec<String> = addrs.to_vec();
     let mut seen = std::collections::HashSet::new();
     let mut nodes = Vec::new();
+    let mut failed = Vec::new();
     while let Some(addr) = todo.pop() {
         if !seen.insert(addr.clone()) {
             continue;
         }
-        let s = fetch_status(&addr).await?;
+        // A node that does not answer is reported; the others are shown.
+        let s = match fetch_status(&addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push(e.to_string());
+                continue;
+            }
+        };
         if let Some(c) = &s.cluster {
             todo.extend(c.nodes.iter().filter(|n| !n.admin_addr.is_empty()).map(|n| n.admin_addr.clone()));
         }
         nodes.push((addr, s));
     }
+    // Two addresses of one node (as given, and as it advertises itself).
     nodes.sort_by(|a, b| a.1.node.cmp(&b.1.node).then(a.0.cmp(&b.0)));
+    nodes.dedup_by(|a, b| a.1.node == b.1.node && a.1.node != "single");
     if json {
         let all: Vec<&NodeStatus> = nodes.iter().map(|(_, s)| s).collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(());
+        return done(&failed);
     }
     for (addr, s) in &nodes {
         println!("node {} (admin {addr}, version {})", s.node, s.version);
@@ -511,5 +573,13 @@ pub async fn print_status(addrs: &[String], json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    done(&failed)
+}
+
+/// Fails, naming them, when some nodes did not answer.
+fn done(failed: &[String]) -> anyhow::Result<()> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!("{} node(s) did not answer: {}", failed.len(), failed.join("; "))
 }

@@ -79,6 +79,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         let only = tracing_subscriber::filter::Targets::new().with_default(LevelFilter::INFO).with_target("ractor", LevelFilter::OFF);
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("usher")).with_filter(only);
         ENABLED.store(true, Ordering::Relaxed);
+        usher_actors::trace::set_exporting(true);
         (Some(layer), Some(provider))
     };
     tracing_subscriber::registry().with(logs).with(traces).try_init().map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;

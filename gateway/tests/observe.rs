@@ -104,6 +104,13 @@ async fn the_metrics_page_passes_promtool_and_a_purchase_moves_each_series_by_wh
     assert_eq!(status, 200);
     let mut anon = InventoryServiceClient::new(app.channel_as("").await);
     anon.hold_seats(hold_req(&event, "eve", &["A-2-1"])).await.unwrap_err();
+    // Made-up paths on either door name no series of their own.
+    let mut raw = tonic::client::Grpc::new(app.channel().await);
+    raw.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<usher_proto::v1::HoldSeatsRequest, usher_proto::v1::Hold>::default();
+    let bogus = raw.unary(tonic::Request::new(hold_req(&event, "eve", &["A-2-1"])), "/grpc.made.Up/X".parse().unwrap(), codec).await;
+    assert_eq!(bogus.unwrap_err().code(), tonic::Code::PermissionDenied, "a method with no door is refused");
+    assert_eq!(http(app.http, "GET", "/wp-admin/x.php", &[], None).await.0, 404);
 
     let after_page = page(&app).await;
     let after = until(&app, "usher_emails_sent_total", value(&before, "usher_emails_sent_total") + 1.0, Duration::from_secs(60)).await;
@@ -124,6 +131,7 @@ async fn the_metrics_page_passes_promtool_and_a_purchase_moves_each_series_by_wh
         (r#"usher_grpc_requests_total{method="/usher.v1.PaymentService/PayOrder",code="OK"}"#.to_owned(), 1.0),
         (r#"usher_refusals_total{code="FAILED_PRECONDITION",reason="SEATS_TAKEN"}"#.to_owned(), 1.0),
         (r#"usher_http_requests_total{route="/api/events/{id}",method="GET",status="200"}"#.to_owned(), 1.0),
+        (r#"usher_http_requests_total{route="unmatched",method="GET",status="404"}"#.to_owned(), 1.0),
         (r#"usher_payments_total{outcome="authorized"}"#.to_owned(), 1.0),
         (r#"usher_payments_total{outcome="captured"}"#.to_owned(), 1.0),
         (r#"usher_saga_steps_total{step="await_payment",outcome="done"}"#.to_owned(), 1.0),
@@ -147,18 +155,25 @@ async fn the_metrics_page_passes_promtool_and_a_purchase_moves_each_series_by_wh
     assert!(moved("usher_group_commit_duration_seconds_sum") > 0.0);
     assert!(value(&after, r#"usher_saga_step_duration_seconds_sum{step="authorize"}"#) > 0.0);
     assert!(moved("usher_outbox_published_total") >= 3.0, "hold, confirm and the order's events left through the outbox");
+    // Gauges of the node's state, as the admin listener's refresher last read it.
+    let after = until(&app, "usher_events_loaded", 1.0, Duration::from_secs(10)).await;
     assert_eq!(value(&after, "usher_events_loaded"), 1.0);
-    assert_eq!(value(&after, r#"usher_hot_event_queue_depth_requests{rank="1"}"#), 0.0);
+    assert_eq!(after.get(r#"usher_hot_event_queue_depth_requests{rank="1"}"#), Some(&0.0));
+    assert_eq!(after.get(r#"usher_hot_event_queue_depth_requests{rank="10"}"#), Some(&0.0));
     assert_eq!(value(&after, r#"usher_build_info{version="0.1.0"}"#), 1.0);
     assert_eq!(value(&after, "usher_event_queue_capacity_requests"), usher_engine::limits::MAILBOX_CAPACITY_MAX as f64);
 
-    // Nothing on the page is missing from the table, and no series is
-    // labelled with an id.
-    for line in after_page.lines().filter(|l| l.starts_with("# TYPE ")) {
+    // Nothing on the page is missing from the table, no series is labelled
+    // with an id, and a made-up gRPC path counts as "other".
+    let last = page(&app).await;
+    promtool(&last);
+    for line in last.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split(' ').nth(2).unwrap();
         assert!(usher_actors::metrics::find(name).is_some(), "{name} is on the page but not in usher_actors::metrics::ALL");
     }
-    assert!(!after_page.contains(&event) && !after_page.contains(&o.order_id) && !after_page.contains("alice"));
+    assert!(!last.contains(&event) && !last.contains(&o.order_id) && !last.contains("alice") && !last.contains("made.Up"));
+    assert!(!last.contains("wp-admin"));
+    assert_eq!(value(&samples(&last), r#"usher_grpc_requests_total{method="other",code="PERMISSION_DENIED"}"#), 1.0);
     app.stop().await;
 }
 
@@ -169,9 +184,19 @@ async fn status_shows_loaded_events_and_background_queues_and_usher_status_print
     let mut inv = app.inventory().await;
     inv.hold_seats(hold_req(&event, "alice", &["A-1-1"])).await.unwrap();
 
-    let (status, body) = http(app.admin, "GET", "/status", &[], None).await;
-    assert_eq!(status, 200, "{body}");
-    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The listener serves what its refresher read last (every 2 s).
+    let t = Instant::now();
+    let s: serde_json::Value = loop {
+        let (status, body) = http(app.admin, "GET", "/status", &[], None).await;
+        if status == 200 {
+            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if s["events_loaded"] == 1 {
+                break s;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(s["node"], "single");
     assert_eq!(s["events_loaded"], 1);
     assert_eq!(s["hot_events"][0]["event_id"], event.as_str());

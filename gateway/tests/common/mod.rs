@@ -223,7 +223,21 @@ impl TestApp {
     }
 
     pub async fn spawn_with(mut db: TestDb, cfg: Config) -> TestApp {
-        let app = Application::build(&cfg).await.expect("app builds");
+        // A restart in the same process may find the previous app's node
+        // lock still held for a moment: tasks it did not wait for (the
+        // postman, the saga supervisor) let go of it as they end, and
+        // PostgreSQL drops an advisory lock only once it sees the
+        // connection close. A lock held for seconds is a leak: fail then.
+        let started = std::time::Instant::now();
+        let app = loop {
+            match Application::build(&cfg).await {
+                Ok(app) => break app,
+                Err(e) if e.to_string().contains("already serves") && started.elapsed() < Duration::from_secs(5) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("app builds: {e:?}"),
+            }
+        };
         let addr = app.grpc_addr();
         let http = app.http_addr();
         let admin = app.admin_addr();

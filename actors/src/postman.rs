@@ -133,22 +133,16 @@ async fn deliver(s: &PostmanArgs, m: QueuedMail) {
     // The order's trace, when its saga ran here traced: the send is a span
     // of it, and the email names that span in its Traceparent header.
     let parent = s.sagas.deps.mail_traces.take(m.order_id);
-    let span = match &parent {
-        Some(tp) => {
-            let span = tracing::info_span!(
-                parent: None,
-                "email",
-                order_id = %m.order_id,
-                kind = m.kind.as_str(),
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-            );
-            crate::trace::adopt(&span, Some(tp));
-            crate::trace::stamp(&span);
-            span
-        }
-        None => tracing::Span::none(),
-    };
+    let span = crate::trace::joined(parent.as_deref(), || {
+        tracing::info_span!(
+            parent: None,
+            "email",
+            order_id = %m.order_id,
+            kind = m.kind.as_str(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        )
+    });
     tracing::Instrument::instrument(deliver_in_span(s, m), span).await
 }
 

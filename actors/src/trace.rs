@@ -86,3 +86,19 @@ pub fn stamp(span: &tracing::Span) {
         span.record("span_id", tracing::field::display(sc.span_id()));
     }
 }
+
+/// The span `make` builds, as a child of the span `traceparent` names and
+/// with its ids recorded (`stamp`), when spans are exported and there is a
+/// `traceparent`; else `Span::none()` and `make` is not called. `make`
+/// declares `trace_id` and `span_id` as `Empty` fields.
+pub fn joined(traceparent: Option<&str>, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    match traceparent {
+        Some(tp) if exporting() => {
+            let span = make();
+            adopt(&span, Some(tp));
+            stamp(&span);
+            span
+        }
+        _ => tracing::Span::none(),
+    }
+}

@@ -637,21 +637,10 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
 async fn send(store: &dyn Sender, client: &WebClient, cfg: &SenderConfig, clock: &usher_actors::Clock, d: Due) {
     // Traced: the attempt is a span of the message's trace, and the
     // receiver gets that span as its parent (`traceparent`).
-    let span = match &d.traceparent {
-        Some(tp) if usher_actors::trace::exporting() => {
-            let span = tracing::info_span!(
-                parent: None,
-                "webhook",
-                attempt = d.attempts + 1,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-            );
-            usher_actors::trace::adopt(&span, Some(tp));
-            usher_actors::trace::stamp(&span);
-            span
-        }
-        _ => tracing::Span::none(),
-    };
+    let span = usher_actors::trace::joined(
+        d.traceparent.as_deref(),
+        || tracing::info_span!(parent: None, "webhook", attempt = d.attempts + 1, trace_id = tracing::field::Empty, span_id = tracing::field::Empty),
+    );
     tracing::Instrument::instrument(send_in_span(store, client, cfg, clock, d), span).await
 }
 

@@ -34,7 +34,6 @@ use usher_proto::v1::{
 
 mod cluster;
 mod funnel;
-mod otlp;
 mod readers;
 
 #[derive(Parser, Clone)]
@@ -155,7 +154,7 @@ struct Server {
     /// The storefront's address (Usher only).
     http: Option<String>,
     /// The OTLP receiver the node exports to (`-traced` targets).
-    traces: Option<otlp::Receiver>,
+    traces: Option<usher_test_support::otlp::Receiver>,
 }
 
 /// Who the buyers and the catalog setup are, as the reports say it.
@@ -358,7 +357,7 @@ async fn start(args: &Args, target: &str) -> anyhow::Result<Server> {
     }
     // Traces on: every call a span, exported to a receiver in this process.
     let traces = if target.ends_with("-traced") {
-        let (receiver, endpoint) = otlp::Receiver::start().await?;
+        let (receiver, endpoint) = usher_test_support::otlp::Receiver::start(false).await?;
         cmd.env("USHER_OTLP_ENDPOINT", endpoint);
         Some(receiver)
     } else {
@@ -959,7 +958,7 @@ async fn stadium_watched(args: &Args, target: &str, server: &Server, crowd: bool
             nodes,
             forwarded_share: forwarded.share(),
             relay_lag: server.relay_lag(args).await?,
-            spans_exported: server.traces.as_ref().map(otlp::Receiver::spans),
+            spans_exported: server.traces.as_ref().map(usher_test_support::otlp::Receiver::count),
         },
         crowd,
     ))

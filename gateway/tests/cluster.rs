@@ -867,7 +867,7 @@ async fn live_seat_feeds_work_from_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_request_stays_in_its_callers_trace() {
     use common::otlp::{Receiver, hex, new_trace, traced};
-    let (receiver, endpoint) = Receiver::start().await;
+    let (receiver, endpoint) = Receiver::start(true).await.unwrap();
     let env = [("USHER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let mut w = World::start(0).await;
     w.start_node_with(0, &env).await;

@@ -65,7 +65,7 @@ async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_is_one_trace_from_the_first_request_to_the_email() {
-    let (receiver, endpoint) = Receiver::start().await;
+    let (receiver, endpoint) = Receiver::start(true).await.unwrap();
     let db = TestDb::fresh(Backend::Sqlite).await;
     let env = [
         ("USHER_OTLP_ENDPOINT", endpoint.as_str()),

@@ -1,7 +1,10 @@
 //! What the workspace's tests and benchmarks share, in one place (like
 //! rust-analyzer's `test-utils`): the seeded generator, the event-config and
-//! venue builders, and fresh PostgreSQL databases. A dev-dependency only:
-//! nothing here is in the `usher` binary or in a crate's public API.
+//! venue builders, fresh PostgreSQL databases and an OTLP trace receiver
+//! (`otlp`). A dev-dependency only: nothing here is in the `usher` binary or
+//! in a crate's public API.
+
+pub mod otlp;
 
 use sqlx::Connection;
 use usher_engine::{Currency, EventConfig, EventId, EventStatus, Layout, Millis, Money, OrgId, VenueId};

@@ -554,22 +554,16 @@ impl SagaState {
     /// Runs a step's IO as a task; traced, inside a span of the order's
     /// trace named after the step.
     fn spawn(&mut self, f: impl std::future::Future<Output = ()> + Send + 'static) {
-        let span = match &self.trace {
-            Some(tp) => {
-                let span = tracing::info_span!(
-                    parent: None,
-                    "saga_step",
-                    otel.name = self.order.step.as_str(),
-                    order_id = %self.order.id,
-                    trace_id = tracing::field::Empty,
-                    span_id = tracing::field::Empty,
-                );
-                crate::trace::adopt(&span, Some(tp));
-                crate::trace::stamp(&span);
-                span
-            }
-            None => tracing::Span::none(),
-        };
+        let span = crate::trace::joined(self.trace.as_deref(), || {
+            tracing::info_span!(
+                parent: None,
+                "saga_step",
+                otel.name = self.order.step.as_str(),
+                order_id = %self.order.id,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            )
+        });
         self.tasks.push(tokio::spawn(tracing::Instrument::instrument(f, span)));
     }
 }

@@ -4,7 +4,8 @@
 
 #![allow(dead_code)]
 
-pub mod otlp;
+#[allow(unused_imports)] // the trace tests use it
+pub use usher_test_support::otlp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

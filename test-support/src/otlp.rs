@@ -1,6 +1,7 @@
-//! An OTLP/gRPC trace receiver for tests: the collector's own service
-//! definition (`opentelemetry-proto`), keeping every span with the
-//! `service.instance.id` (node name) of the process that sent it.
+//! An OTLP/gRPC trace receiver for tests and the bench: the collector's
+//! own service definition (`opentelemetry-proto`). It counts the spans it
+//! is sent and, when asked to, keeps each with the `service.instance.id`
+//! (node name) of the process that sent it.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,8 +10,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 pub use opentelemetry_proto::tonic::trace::v1::Span;
 
+/// Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Receiver(Arc<Mutex<Vec<(String, Span)>>>);
+pub struct Receiver {
+    keep: bool,
+    count: Arc<std::sync::atomic::AtomicU64>,
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -18,8 +24,14 @@ impl TraceService for Receiver {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
+        let req = req.into_inner();
+        let n: usize = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if !self.keep {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }));
+        }
+        let mut spans = self.spans.lock().unwrap();
+        for rs in req.resource_spans {
             let instance = rs
                 .resource
                 .iter()
@@ -40,22 +52,28 @@ impl TraceService for Receiver {
 }
 
 impl Receiver {
-    /// Listens on a free loopback port; the receiver and its endpoint.
-    pub async fn start() -> (Receiver, String) {
-        let r = Receiver::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    /// Listens on a free loopback port (keeping the spans when `keep`);
+    /// the receiver and its endpoint (`http://127.0.0.1:port`).
+    pub async fn start(keep: bool) -> std::io::Result<(Receiver, String)> {
+        let r = Receiver { keep, ..Receiver::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(r.clone()))
+                .add_service(TraceServiceServer::new(r.clone()).max_decoding_message_size(64 << 20))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        (r, format!("http://{addr}"))
+        Ok((r, format!("http://{addr}")))
     }
 
-    /// Every span so far, with the node that sent it.
+    /// Every span kept so far, with the node that sent it.
     pub fn spans(&self) -> Vec<(String, Span)> {
-        self.0.lock().unwrap().clone()
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// How many spans were received.
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -184,6 +184,12 @@ pub const HTTP: &[(&str, &[Who])] = &[
     ("POST /api/webhook-deliveries/{id}/redeliver", KEYS),
 ];
 
+/// The table's own spelling of a gRPC method's path (a metric label that
+/// needs no allocation), if the method has a door.
+pub fn grpc_method(path: &str) -> Option<&'static str> {
+    GRPC.iter().find(|(p, _)| *p == path).map(|(p, _)| *p)
+}
+
 pub fn grpc_door(path: &str) -> Option<&'static [Who]> {
     GRPC.iter().find(|(p, _)| *p == path).map(|(_, w)| *w)
 }

@@ -395,8 +395,8 @@ where
         let path = req.uri().path();
         // Only methods that exist name a series: a scanner's made-up paths
         // would otherwise grow the label set without bound.
-        let method: Arc<str> = if crate::doors::grpc_door(path).is_some() { path.into() } else { "other".into() };
-        let span = crate::telemetry::server_span("grpc", &method, req.headers());
+        let method = crate::doors::grpc_method(path).unwrap_or("other");
+        let span = crate::telemetry::server_span("grpc", method, req.headers());
         Box::pin(async move {
             let res = tracing::Instrument::instrument(inner.call(req), span).await?;
             let (parts, body) = res.into_parts();
@@ -410,7 +410,7 @@ where
 /// An answer's body that records its call when it ends (or is dropped).
 struct Metered {
     inner: tonic::body::Body,
-    method: Option<Arc<str>>,
+    method: Option<&'static str>,
     started: Instant,
     code: Option<i32>,
 }
@@ -420,8 +420,8 @@ impl Metered {
         if let Some(method) = self.method.take() {
             // No status at all: the client went away before the end.
             let code = self.code.map_or("CANCELLED", grpc_code_name);
-            metrics::histogram!(names::GRPC_REQUEST_DURATION, "method" => method.to_string()).record(self.started.elapsed().as_secs_f64());
-            metrics::counter!(names::GRPC_REQUESTS, "method" => method.to_string(), "code" => code).increment(1);
+            metrics::histogram!(names::GRPC_REQUEST_DURATION, "method" => method).record(self.started.elapsed().as_secs_f64());
+            metrics::counter!(names::GRPC_REQUESTS, "method" => method, "code" => code).increment(1);
         }
     }
 }

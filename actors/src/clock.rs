@@ -1,4 +1,5 @@
-//! The one place the actors read time. Wall-clock base plus tokio's monotonic
+//! The clock every decision uses (metric timings read `Instant` directly,
+//! and decide nothing). Wall-clock base plus tokio's monotonic
 //! clock, so that tests with paused tokio time move it deterministically.
 
 use usher_engine::Millis;

@@ -6,8 +6,8 @@
 //! consumer slows nothing else: the relay and every writer never wait for
 //! it (pruning keeps the rows it has not read).
 //!
-//! The Kafka path runs the same projections from a consumer group
-//! (`adapters::kafka::run_projection`).
+//! The Kafka path runs the same projections from Kafka, reading its topics'
+//! partitions by assignment (`adapters::kafka::run_projection`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -507,83 +507,30 @@ impl EventState {
         Ok(())
     }
 
-    /// One group commit: decide everything in memory, write once, then reply.
+    /// One group commit: decide everything in memory, write once, then
+    /// reply and publish the changed seats.
     async fn process(&mut self, reqs: Vec<Request>, myself: &ActorRef<EventMsg>) -> Result<(), ActorProcessingErr> {
         if !reqs.is_empty() {
             self.last_activity = self.now();
         }
-        let mut commands = Vec::new();
-        let mut audits: Vec<(usize, Box<AuditEntry>)> = Vec::new();
-        let mut queries = Vec::new();
-        let mut traces: Vec<Box<opentelemetry::trace::SpanContext>> = Vec::new();
-        // Each command's traceparent, in command order (for its outbox rows).
-        let mut parents: Vec<Option<String>> = Vec::new();
-        for r in reqs {
-            match r {
-                Request::Command { key, cmd, reply, audit, trace } => {
-                    if let Some(t) = trace {
-                        parents.resize(commands.len(), None);
-                        parents.push(Some(crate::trace::format(&t)));
-                        traces.push(t);
-                    }
-                    if let Some(a) = audit {
-                        audits.push((commands.len(), a));
-                    }
-                    commands.push((key, cmd, reply))
-                }
-                Request::Query(q) => queries.push(q),
-            }
-        }
-        // Storage failed moments ago: refuse at once rather than hammer it;
-        // the timer retries when the backoff ends.
-        if let Some(at) = self.retry_at
-            && self.now() < at
-        {
-            let wait = at.0 - self.now().0;
-            count_unavailable(&commands);
-            for (_, _, reply) in commands {
-                let _ = reply.send(Err(CommandError::Unavailable(format!(
-                    "storage for event {} is failing; retry with the same key in {wait} ms or later",
-                    self.args.event_id
-                ))));
-            }
-            if !self.dirty {
-                queries.into_iter().for_each(|q| self.answer(q));
-            }
-            return Ok(());
-        }
+        let Drained { commands, audits, queries, traces, parents } = Drained::from(reqs);
+        let Some((commands, queries)) = self.refuse_while_backing_off(commands, queries) else { return Ok(()) };
         if self.dirty
             && let Err(e) = self.rebuild().await
         {
-            warn!(event_id = %self.args.event_id, error = %e, "rebuild after a failed commit failed");
-            count_unavailable(&commands);
-            for (_, _, reply) in commands {
-                let _ = reply.send(Err(command_error(&e)));
-            }
-            // Queries are dropped (their callers get UNAVAILABLE): memory is
-            // ahead of storage and must not be shown.
-            self.back_off();
-            self.schedule_expiry(myself);
+            self.refuse_unrebuilt(e, commands, myself);
             return Ok(());
         }
         let now = self.now();
-        let mut decisions: Vec<Decision> = Vec::with_capacity(commands.len() + 1);
-        if self.inv.next_expiry().is_some_and(|t| t <= now) {
-            let (_, events) = self.inv.apply(&Command::Expire, now).expect("expire never rejects");
-            decisions.push(Decision { result: Ok(Reply::Expired { holds: events.len() as u32 }), events, record: None, replayed: false });
-        }
-        let first_command = decisions.len();
-        for (key, cmd, _) in &commands {
-            decisions.push(self.inv.apply_keyed(key, cmd, now));
-        }
+        let (mut decisions, first_command) = self.decide(&commands, now);
         let needs_write = decisions.iter().any(|d| !d.events.is_empty() || d.record.is_some());
-        // Audited commands decided now (a replay was audited the first time) that succeeded.
-        let audits: Vec<AuditEntry> = audits
-            .into_iter()
-            .filter(|(i, _)| decisions.get(first_command + i).is_some_and(|d| d.record.is_some() && d.result.is_ok()))
-            .map(|(_, a)| AuditEntry { at: now, ..*a })
-            .collect();
         if needs_write {
+            // Audited commands decided now (a replay was audited the first time) that succeeded.
+            let audits: Vec<AuditEntry> = audits
+                .into_iter()
+                .filter(|(i, _)| decisions.get(first_command + i).is_some_and(|d| d.record.is_some() && d.result.is_ok()))
+                .map(|(_, a)| AuditEntry { at: now, ..*a })
+                .collect();
             // Aligned with `decisions`: the expiry (if any) comes first, untraced.
             let decision_traces: Vec<Option<String>> =
                 if parents.is_empty() { Vec::new() } else { std::iter::repeat_n(None, first_command).chain(parents).collect() };
@@ -596,72 +543,145 @@ impl EventState {
                 audits: &audits,
                 traces: &decision_traces,
             };
-            let started = std::time::Instant::now();
-            // Traced requests in the batch: one span for the group commit,
-            // linked to each of them (it has many parents, so none).
-            let span = if traces.is_empty() {
-                tracing::Span::none()
-            } else {
-                let span = tracing::info_span!(parent: None, "group_commit", event_id = %self.args.event_id, commands = commands.len());
-                crate::trace::link_all(&span, traces.iter().map(|t| &**t));
-                span
-            };
-            let committed = tracing::Instrument::instrument(self.args.store.commit(batch), span).await;
-            let took = started.elapsed();
-            self.args.stats.record_commit(took);
-            if let Err(e) = committed {
-                // Nothing of this batch is durable: nobody is told yes, and the
-                // state goes back to what storage holds.
-                self.dirty = true;
-                let fenced = matches!(e, StoreError::Fenced { .. });
-                metrics::counter!(names::GROUP_COMMIT_FAILURES, "reason" => if fenced { "fenced" } else { "error" }).increment(1);
-                if fenced {
-                    metrics::counter!(names::FENCED_WRITES, "writer" => "event").increment(1);
-                }
-                count_unavailable(&commands);
-                error!(event_id = %self.args.event_id, error = %e, commands = commands.len(), "group commit failed");
-                for (_, _, reply) in commands {
-                    let _ = reply.send(Err(command_error(&e)));
-                }
-                if fenced {
-                    // Another owner has the event; this actor must not serve it.
-                    myself.stop(Some(STOP_FENCED.into()));
-                    return Ok(());
-                }
-                match self.rebuild().await {
-                    // Memory equals storage again: queries can be answered.
-                    Ok(()) => queries.into_iter().for_each(|q| self.answer(q)),
-                    Err(e) => warn!(event_id = %self.args.event_id, error = %e, "rebuild failed; will retry after a backoff"),
-                }
-                self.back_off();
-                self.schedule_expiry(myself);
+            if let Err(e) = self.commit(batch, &traces, commands.len()).await {
+                self.commit_failed(e, commands, queries, myself).await;
                 return Ok(());
             }
             self.backoff_ms = 0;
             self.retry_at = None;
-            if !commands.is_empty() {
-                self.args.stats.record(commands.len());
-            }
-            metrics::histogram!(names::GROUP_COMMIT_DURATION).record(took.as_secs_f64());
-            metrics::histogram!(names::GROUP_COMMIT_BATCH_SIZE).record(commands.len() as f64);
         }
         count_decided(&decisions[first_command..], &commands);
         if let Some(Decision { result: Ok(Reply::Expired { holds }), .. }) = decisions.first() {
             metrics::counter!(names::HOLDS_EXPIRED).increment(u64::from(*holds));
         }
-        // Every apply checks its own change; the full recheck (O(seats +
-        // holds)) runs after every apply in debug builds and every
-        // INVARIANTS_FULL_CHECK_EVERY_BATCHES batches here.
+        self.check_invariants_now_and_then();
+        self.publish(&mut decisions, first_command, commands);
+        for q in queries {
+            self.answer(q);
+        }
+        self.schedule_expiry(myself);
+        Ok(())
+    }
+
+    /// Storage failed moments ago: the batch is refused at once rather
+    /// than hammer it; the timer retries when the backoff ends. Returns the
+    /// batch back when there is no backoff.
+    fn refuse_while_backing_off(&mut self, commands: Vec<Queued>, queries: Vec<Query>) -> Option<(Vec<Queued>, Vec<Query>)> {
+        let Some(at) = self.retry_at.filter(|&at| self.now() < at) else { return Some((commands, queries)) };
+        let wait = at.0 - self.now().0;
+        count_unavailable(&commands);
+        for (_, _, reply) in commands {
+            let _ = reply.send(Err(CommandError::Unavailable(format!(
+                "storage for event {} is failing; retry with the same key in {wait} ms or later",
+                self.args.event_id
+            ))));
+        }
+        if !self.dirty {
+            queries.into_iter().for_each(|q| self.answer(q));
+        }
+        None
+    }
+
+    /// Memory could not be rebuilt from storage after a failed commit: the
+    /// batch is refused, and queries are dropped (their callers get
+    /// UNAVAILABLE): memory is ahead of storage and must not be shown.
+    fn refuse_unrebuilt(&mut self, e: StoreError, commands: Vec<Queued>, myself: &ActorRef<EventMsg>) {
+        warn!(event_id = %self.args.event_id, error = %e, "rebuild after a failed commit failed");
+        count_unavailable(&commands);
+        for (_, _, reply) in commands {
+            let _ = reply.send(Err(command_error(&e)));
+        }
+        self.back_off();
+        self.schedule_expiry(myself);
+    }
+
+    /// Decides the batch in memory: expired holds first (if any are due),
+    /// then every command in order. Returns the decisions and the index of
+    /// the first command's.
+    fn decide(&mut self, commands: &[Queued], now: Millis) -> (Vec<Decision>, usize) {
+        let mut decisions: Vec<Decision> = Vec::with_capacity(commands.len() + 1);
+        if self.inv.next_expiry().is_some_and(|t| t <= now) {
+            let (_, events) = self.inv.apply(&Command::Expire, now).expect("expire never rejects");
+            decisions.push(Decision { result: Ok(Reply::Expired { holds: events.len() as u32 }), events, record: None, replayed: false });
+        }
+        let first_command = decisions.len();
+        for (key, cmd, _) in commands {
+            decisions.push(self.inv.apply_keyed(key, cmd, now));
+        }
+        (decisions, first_command)
+    }
+
+    /// Writes the batch in one transaction, timed, inside a `group_commit`
+    /// span linked to every traced request it decides (it has many
+    /// parents, so none).
+    async fn commit(&self, batch: Batch<'_>, traces: &[opentelemetry::trace::SpanContext], commands: usize) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let span = if traces.is_empty() {
+            tracing::Span::none()
+        } else {
+            let span = tracing::info_span!(parent: None, "group_commit", event_id = %self.args.event_id, commands);
+            crate::trace::link_all(&span, traces.iter());
+            span
+        };
+        let committed = tracing::Instrument::instrument(self.args.store.commit(batch), span).await;
+        let took = started.elapsed();
+        self.args.stats.record_commit(took);
+        committed?;
+        if commands > 0 {
+            self.args.stats.record(commands);
+        }
+        metrics::histogram!(names::GROUP_COMMIT_DURATION).record(took.as_secs_f64());
+        metrics::histogram!(names::GROUP_COMMIT_BATCH_SIZE).record(commands as f64);
+        Ok(())
+    }
+
+    /// Nothing of the batch is durable: nobody is told yes, and the state
+    /// goes back to what storage holds. Fenced: another owner has the event,
+    /// and this actor stops.
+    async fn commit_failed(&mut self, e: StoreError, commands: Vec<Queued>, queries: Vec<Query>, myself: &ActorRef<EventMsg>) {
+        self.dirty = true;
+        let fenced = matches!(e, StoreError::Fenced { .. });
+        metrics::counter!(names::GROUP_COMMIT_FAILURES, "reason" => if fenced { "fenced" } else { "error" }).increment(1);
+        if fenced {
+            metrics::counter!(names::FENCED_WRITES, "writer" => "event").increment(1);
+        }
+        count_unavailable(&commands);
+        error!(event_id = %self.args.event_id, error = %e, commands = commands.len(), "group commit failed");
+        for (_, _, reply) in commands {
+            let _ = reply.send(Err(command_error(&e)));
+        }
+        if fenced {
+            myself.stop(Some(STOP_FENCED.into()));
+            return;
+        }
+        match self.rebuild().await {
+            // Memory equals storage again: queries can be answered.
+            Ok(()) => queries.into_iter().for_each(|q| self.answer(q)),
+            Err(e) => warn!(event_id = %self.args.event_id, error = %e, "rebuild failed; will retry after a backoff"),
+        }
+        self.back_off();
+        self.schedule_expiry(myself);
+    }
+
+    /// Every apply checks its own change; the full recheck (O(seats +
+    /// holds)) runs after every apply in debug builds and every
+    /// INVARIANTS_FULL_CHECK_EVERY_BATCHES batches here.
+    fn check_invariants_now_and_then(&mut self) {
         self.batches_since_full_check += 1;
         if !cfg!(debug_assertions) && self.batches_since_full_check >= limits::INVARIANTS_FULL_CHECK_EVERY_BATCHES {
             self.batches_since_full_check = 0;
             self.inv.assert_invariants();
         }
+    }
+
+    /// After the commit: each command's reply, then the seats the batch
+    /// changed to the event's watchers.
+    fn publish(&mut self, decisions: &mut Vec<Decision>, first_command: usize, commands: Vec<Queued>) {
         let counts = self.inv.counts();
         let config = self.inv.config().clone();
         self.args.status.set(config.status);
         let mut changed: Vec<(SeatIdx, SeatState)> = Vec::new();
-        for d in &decisions {
+        for d in decisions.iter() {
             for e in &d.events {
                 changed.extend(seats_of(e).iter().map(|&s| (s, SeatState::Available)));
             }
@@ -677,11 +697,6 @@ impl EventState {
             }
             let _ = self.args.changes.send(Arc::new(SeatChange { event_id: self.args.event_id, seats: changed, counts }));
         }
-        for q in queries {
-            self.answer(q);
-        }
-        self.schedule_expiry(myself);
-        Ok(())
     }
 
     fn answer(&self, q: Query) {
@@ -705,6 +720,45 @@ impl EventState {
 }
 
 /// Counts commands refused before the engine saw them (storage failing).
+/// A command waiting in a batch: its key, the command, where its answer goes.
+type Queued = (IdempotencyKey, Command, oneshot::Sender<Result<Outcome, CommandError>>);
+
+/// A batch's requests, sorted by kind.
+struct Drained {
+    commands: Vec<Queued>,
+    /// Audit entries, by the index of their command.
+    audits: Vec<(usize, Box<AuditEntry>)>,
+    queries: Vec<Query>,
+    /// The traced senders' spans.
+    traces: Vec<opentelemetry::trace::SpanContext>,
+    /// Each command's traceparent, in command order (for its outbox rows);
+    /// empty when no command is traced.
+    parents: Vec<Option<String>>,
+}
+
+impl From<Vec<Request>> for Drained {
+    fn from(reqs: Vec<Request>) -> Drained {
+        let mut d = Drained { commands: Vec::new(), audits: Vec::new(), queries: Vec::new(), traces: Vec::new(), parents: Vec::new() };
+        for r in reqs {
+            match r {
+                Request::Command { key, cmd, reply, audit, trace } => {
+                    if let Some(t) = trace {
+                        d.parents.resize(d.commands.len(), None);
+                        d.parents.push(Some(crate::trace::format(&t)));
+                        d.traces.push(*t);
+                    }
+                    if let Some(a) = audit {
+                        d.audits.push((d.commands.len(), a));
+                    }
+                    d.commands.push((key, cmd, reply))
+                }
+                Request::Query(q) => d.queries.push(q),
+            }
+        }
+        d
+    }
+}
+
 fn count_unavailable<K, R>(commands: &[(K, Command, R)]) {
     for (_, cmd, _) in commands {
         metrics::counter!(names::COMMANDS, "command" => cmd.kind(), "outcome" => "unavailable").increment(1);

@@ -1,5 +1,5 @@
 //! Every metric a node exports, in one table: name, kind, labels and
-//! meaning (repeated in ARCHITECTURE.md, checked by a test).
+//! meaning (repeated in docs/metrics.md, checked by a test).
 //!
 //! Recorded through the `metrics` facade (`metrics::counter!(names::X)`),
 //! so code that records needs no handle passed in, and a process with no
@@ -36,7 +36,7 @@ macro_rules! metrics_table {
         pub mod names {
             $(#[doc = $help] pub const $const: &str = $name;)*
         }
-        /// Every metric, in the order ARCHITECTURE.md lists them.
+        /// Every metric, in the order docs/metrics.md lists them.
         pub const ALL: &[Metric] = &[$(Metric { name: $name, kind: Kind::$kind, labels: &[$($label),*], help: $help }),*];
     };
 }

@@ -520,6 +520,9 @@ webhooks!(
 /// The sender's HTTP client: HTTP/1.1 over TCP, or over TLS for https.
 type WebClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// The webhook sender's TLS settings (rustls), made by `tls_config`.
+pub type TlsConfig = rustls::ClientConfig;
+
 /// The TLS settings for `https://` endpoints: Mozilla's roots and the
 /// certificates in `extra_ca_pem` (PEM, any number; other PEM sections
 /// such as keys are ignored).

@@ -273,11 +273,31 @@ impl Command {
     }
 }
 
+/// What a request fingerprint is of, outside the event's own commands
+/// (`Command::fingerprint` tags those itself): each kind hashes with its own
+/// tag, so the same bytes of two kinds never read as a retry of each other.
+/// The numbers are in stored fingerprints: never change or reuse one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FingerprintTag {
+    /// The demo data's own venue and events (made once, at the first start).
+    Demo = 0,
+    CreateVenue = 1,
+    CreateEvent = 2,
+    CreateOrder = 20,
+    CancelOrder = 21,
+    PayOrder = 22,
+    /// Identity's commands (sign-ups, members, keys, devices).
+    Identity = 30,
+    /// Webhook endpoints' commands.
+    Webhooks = 40,
+}
+
 /// FNV-1a, 64 bits: a stable digest for request fingerprints (not for
 /// security: keys are scoped per caller and per event).
-pub fn fingerprint_bytes(tag: u8, bytes: &[u8]) -> u64 {
+pub fn fingerprint_bytes(tag: FingerprintTag, bytes: &[u8]) -> u64 {
     let mut h = Fnv::new();
-    h.tag(tag);
+    h.tag(tag as u8);
     h.bytes(bytes);
     h.0
 }

@@ -33,7 +33,7 @@ pub async fn open(config: &crate::Config) -> anyhow::Result<std::sync::Arc<dyn I
 /// Creates a user (or, for an existing email, sets a new password is not
 /// offered: the email is refused).
 pub async fn create_user(store: &dyn IdentityStore, email: &str, password: &str, name: &str, admin: bool) -> anyhow::Result<UserId> {
-    let email = crate::orders::check_email(email).map_err(|e| anyhow::anyhow!("{}", e.message))?.to_lowercase();
+    let email = crate::convert::check_email(email).map_err(|e| anyhow::anyhow!("{}", e.message))?.to_lowercase();
     let n = password.chars().count();
     if !(crate::limits::PASSWORD_CHARS_MIN..=crate::limits::PASSWORD_CHARS_MAX).contains(&n) {
         anyhow::bail!("a password has {} to {} characters", crate::limits::PASSWORD_CHARS_MIN, crate::limits::PASSWORD_CHARS_MAX);

@@ -9,24 +9,28 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use usher_actors::{Created, EventFilter, EventHandle, Visibility};
 use usher_engine::{
-    Cap, CategorySpec, Command, Currency, EventConfig, EventId, EventStatus, Layout, Millis, Money, OrgId, Principal, Reply, RowSpec,
-    SectionSpec, VenueId, VenueSpec, fingerprint_bytes, limits,
+    Cap, CategorySpec, Command, Currency, EventConfig, EventId, EventStatus, FingerprintTag, Layout, Millis, Money, OrgId, Principal,
+    Reply, RowSpec, SectionSpec, VenueId, VenueSpec, fingerprint_bytes, limits,
 };
 use usher_proto::v1::{self as pb, catalog_service_server::CatalogService};
 
-use crate::app::Ctx;
 use crate::auth::Caller;
-use crate::convert;
-use crate::doors::caller;
-use crate::error::{ApiError, ErrorCode};
+use crate::convert::{self, check_printable, check_seat_list};
+use crate::ctx::Ctx;
+use crate::doors::{self, caller};
+use crate::error::{ApiError, ErrorCode, Reason};
+use crate::node_service::{Handlers, serve_here};
 use crate::streams::{FeedItem, Source};
 
+pub(crate) mod json;
+
+#[derive(Clone)]
 pub struct Catalog {
     pub ctx: Ctx,
 }
 
 /// Fingerprint of a keyed create: the request without its key, tagged by kind.
-fn fingerprint<M: Message + Clone>(tag: u8, req: &M, clear_key: impl FnOnce(&mut M)) -> u64 {
+fn fingerprint<M: Message + Clone>(tag: FingerprintTag, req: &M, clear_key: impl FnOnce(&mut M)) -> u64 {
     let mut r = req.clone();
     clear_key(&mut r);
     fingerprint_bytes(tag, &r.encode_to_vec())
@@ -56,6 +60,20 @@ fn venue_pb(id: VenueId, org: OrgId, spec: &VenueSpec, seat_count: u32) -> pb::V
 }
 
 impl Catalog {
+    /// The calls this service serves for other nodes (`node_service`).
+    pub fn serve_forwarded(&self, h: &mut Handlers) {
+        use usher_engine::EventStatus::{Cancelled, OnSale, SalesClosed};
+        serve_here!(h, self, &doors::CATALOG_GET_EVENT, |s, c, r: pb::GetEventRequest| s.event_here(&c, &r.event_id));
+        serve_here!(h, self, &doors::CATALOG_GET_SEAT_MAP, |s, c, r: pb::GetSeatMapRequest| s.seat_map_here(&c, &r.event_id));
+        serve_here!(h, self, &doors::CATALOG_GET_SEAT_LAYOUT, |s, c, r: pb::GetSeatLayoutRequest| s.seat_layout_here(&c, &r.event_id));
+        serve_here!(h, self, &doors::CATALOG_GET_SEAT_STATUS, |s, c, r: pb::GetSeatStatusRequest| s.seat_status_here(&c, &r.event_id));
+        serve_here!(h, self, &doors::CATALOG_OPEN_SALES, |s, c, r: pb::EventCommandRequest| s.status_command_here(&c, r, OnSale));
+        serve_here!(h, self, &doors::CATALOG_CLOSE_SALES, |s, c, r: pb::EventCommandRequest| s.status_command_here(&c, r, SalesClosed));
+        serve_here!(h, self, &doors::CATALOG_CANCEL_EVENT, |s, c, r: pb::EventCommandRequest| s.status_command_here(&c, r, Cancelled));
+        serve_here!(h, self, &doors::CATALOG_BLOCK_SEATS, |s, c, r: pb::SeatsCommandRequest| s.seats_command_here(&c, r, true));
+        serve_here!(h, self, &doors::CATALOG_UNBLOCK_SEATS, |s, c, r: pb::SeatsCommandRequest| s.seats_command_here(&c, r, false));
+    }
+
     pub(crate) async fn list(&self, c: &Caller, req: pb::ListEventsRequest) -> Result<pb::ListEventsResponse, ApiError> {
         if req.page_size > crate::limits::EVENTS_PAGE_MAX {
             return Err(ApiError::invalid("page_size", format!("at most {}", crate::limits::EVENTS_PAGE_MAX)));
@@ -104,7 +122,7 @@ impl Catalog {
 
     pub(crate) async fn event(&self, c: &Caller, event_id: &str) -> Result<pb::Event, ApiError> {
         let r = pb::GetEventRequest { event_id: event_id.to_owned() };
-        self.ctx.routed(c, "/usher.v1.CatalogService/GetEvent", r, |r| async move { self.event_here(c, &r.event_id).await }).await
+        self.ctx.routed(c, &doors::CATALOG_GET_EVENT, r, |r| async move { self.event_here(c, &r.event_id).await }).await
     }
 
     pub(crate) async fn event_here(&self, c: &Caller, event_id: &str) -> Result<pb::Event, ApiError> {
@@ -119,7 +137,7 @@ impl Catalog {
 
     pub(crate) async fn seat_map(&self, c: &Caller, event_id: &str) -> Result<pb::SeatMap, ApiError> {
         let r = pb::GetSeatMapRequest { event_id: event_id.to_owned() };
-        self.ctx.routed(c, "/usher.v1.CatalogService/GetSeatMap", r, |r| async move { self.seat_map_here(c, &r.event_id).await }).await
+        self.ctx.routed(c, &doors::CATALOG_GET_SEAT_MAP, r, |r| async move { self.seat_map_here(c, &r.event_id).await }).await
     }
 
     pub(crate) async fn seat_map_here(&self, c: &Caller, event_id: &str) -> Result<pb::SeatMap, ApiError> {
@@ -225,9 +243,7 @@ impl Catalog {
     /// The event's seats as rows (see `GetSeatLayout`), for `c`.
     pub(crate) async fn seat_layout(&self, c: &Caller, event_id: &str) -> Result<pb::SeatLayout, ApiError> {
         let r = pb::GetSeatLayoutRequest { event_id: event_id.to_owned() };
-        self.ctx
-            .routed(c, "/usher.v1.CatalogService/GetSeatLayout", r, |r| async move { self.seat_layout_here(c, &r.event_id).await })
-            .await
+        self.ctx.routed(c, &doors::CATALOG_GET_SEAT_LAYOUT, r, |r| async move { self.seat_layout_here(c, &r.event_id).await }).await
     }
 
     pub(crate) async fn seat_layout_here(&self, c: &Caller, event_id: &str) -> Result<pb::SeatLayout, ApiError> {
@@ -243,9 +259,7 @@ impl Catalog {
     /// Every seat's status, a byte a seat (see `GetSeatStatus`), for `c`.
     pub(crate) async fn seat_status(&self, c: &Caller, event_id: &str) -> Result<pb::SeatStatusVector, ApiError> {
         let r = pb::GetSeatStatusRequest { event_id: event_id.to_owned() };
-        self.ctx
-            .routed(c, "/usher.v1.CatalogService/GetSeatStatus", r, |r| async move { self.seat_status_here(c, &r.event_id).await })
-            .await
+        self.ctx.routed(c, &doors::CATALOG_GET_SEAT_STATUS, r, |r| async move { self.seat_status_here(c, &r.event_id).await }).await
     }
 
     pub(crate) async fn seat_status_here(&self, c: &Caller, event_id: &str) -> Result<pb::SeatStatusVector, ApiError> {
@@ -272,7 +286,7 @@ impl Catalog {
     /// organization's event is not found).
     async fn managed(&self, c: &Caller, id: EventId) -> Result<EventHandle, ApiError> {
         let handle = self.ctx.registry.event(id).await?;
-        c.may(handle.org, Cap::ManageEvents, "EVENT_NOT_FOUND", format_args!("event {id}"))?;
+        c.may(handle.org, Cap::ManageEvents, Reason::EventNotFound, format_args!("event {id}"))?;
         Ok(handle)
     }
 
@@ -291,9 +305,9 @@ impl Catalog {
     /// Opens, closes or cancels an event's sales (on its owner).
     async fn status_command(&self, c: &Caller, r: pb::EventCommandRequest, to: EventStatus) -> Result<pb::Event, ApiError> {
         let path = match to {
-            EventStatus::OnSale => "/usher.v1.CatalogService/OpenSales",
-            EventStatus::SalesClosed => "/usher.v1.CatalogService/CloseSales",
-            _ => "/usher.v1.CatalogService/CancelEvent",
+            EventStatus::OnSale => &doors::CATALOG_OPEN_SALES,
+            EventStatus::SalesClosed => &doors::CATALOG_CLOSE_SALES,
+            _ => &doors::CATALOG_CANCEL_EVENT,
         };
         self.ctx.routed(c, path, r, |r| self.status_command_here(c, r, to)).await
     }
@@ -317,7 +331,7 @@ impl Catalog {
     }
 
     async fn seats_command(&self, c: &Caller, req: pb::SeatsCommandRequest, block: bool) -> Result<pb::SeatsChanged, ApiError> {
-        let path = if block { "/usher.v1.CatalogService/BlockSeats" } else { "/usher.v1.CatalogService/UnblockSeats" };
+        let path = if block { &doors::CATALOG_BLOCK_SEATS } else { &doors::CATALOG_UNBLOCK_SEATS };
         self.ctx.routed(c, path, req, |r| self.seats_command_here(c, r, block)).await
     }
 
@@ -340,7 +354,7 @@ impl Catalog {
             Ok(Reply::Seats { changed }) => Ok(pb::SeatsChanged { event_id: id.to_string(), changed }),
             Ok(other) => {
                 tracing::error!(answer = ?other, "the event actor answered a command with another command's reply");
-                Err(ApiError::new(ErrorCode::Internal, "INTERNAL", "the server could not complete the request"))
+                Err(ApiError::new(ErrorCode::Internal, Reason::Internal, "the server could not complete the request"))
             }
             Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
         }
@@ -348,11 +362,11 @@ impl Catalog {
 }
 
 fn venue_not_found(venue: VenueId) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {venue} not found"))
+    ApiError::new(ErrorCode::NotFound, Reason::VenueNotFound, format!("venue {venue} not found"))
 }
 
 fn event_not_found(id: EventId) -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {id} not found"))
+    ApiError::new(ErrorCode::NotFound, Reason::EventNotFound, format!("event {id} not found"))
 }
 
 /// The organization a new venue belongs to: as named, or the caller's only
@@ -369,37 +383,6 @@ fn venue_org(c: &Caller, named: &str) -> Result<OrgId, ApiError> {
         [one] => Ok(*one),
         _ => Err(ApiError::invalid("org_id", "name the organization that owns the venue")),
     }
-}
-
-/// A name printed on tickets (an event's, a venue's, a section's, a
-/// category's, a holder's email address) must be drawable by the ticket
-/// fonts (`usher_adapters::pdf::Glyphs`): a character none of them has
-/// would print as an empty box, so it is refused here, naming it.
-pub fn check_printable(field: &str, s: &str) -> Result<(), ApiError> {
-    usher_adapters::pdf::Glyphs::embedded().covers(s).map_err(|c| {
-        let shown = match usher_engine::char_shown(c) {
-            code if code.starts_with("U+") => code,
-            shown => format!("{shown} (U+{:04X})", c as u32),
-        };
-        ApiError::invalid(field, format!("{field} has the character {shown}, which no ticket font can draw; remove or replace it"))
-    })
-}
-
-/// Shape checks done at the edge, before anything reaches an actor.
-pub fn check_seat_list(ids: &[String]) -> Result<(), ApiError> {
-    if ids.is_empty() {
-        return Err(ApiError::invalid("seat_ids", "at least one seat is needed"));
-    }
-    if ids.len() > limits::SEATS_PER_EVENT_MAX {
-        return Err(ApiError::invalid("seat_ids", "too many seats"));
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(d) = ids.iter().find(|s| !seen.insert(s.as_str())) {
-        let mut e = ApiError::invalid("seat_ids", format!("seat {d} is listed twice"));
-        e.seats = vec![d.clone()];
-        return Err(e);
-    }
-    Ok(())
 }
 
 /// The venue a `CreateVenueRequest` describes (rows numbered from 1 by default).
@@ -446,14 +429,14 @@ impl CatalogService for Catalog {
         let req = req.into_inner();
         let key = c.key(&req.idempotency_key)?;
         let org = venue_org(&c, &req.org_id)?;
-        c.may(org, Cap::ManageVenues, "ORG_NOT_FOUND", format_args!("organization {org}"))?;
+        c.may(org, Cap::ManageVenues, Reason::OrgNotFound, format_args!("organization {org}"))?;
         let mut spec = spec_from(&req);
         spec.time_zone = usher_actors::local_time::zone("time_zone", &spec.time_zone).map_err(ApiError::from)?;
         let layout = Layout::build(&spec).map_err(ApiError::from)?;
         check_printable("venue.name", &spec.name)?;
         spec.categories.iter().try_for_each(|c| check_printable("venue.categories.name", &c.name))?;
         spec.sections.iter().try_for_each(|s| check_printable("venue.sections.name", &s.name))?;
-        let fp = fingerprint(1, &req, |r| r.idempotency_key.clear());
+        let fp = fingerprint(FingerprintTag::CreateVenue, &req, |r| r.idempotency_key.clear());
         let id = VenueId(uuid::Uuid::new_v4());
         let now = self.ctx.now();
         let seats = layout.seat_count() as u32;
@@ -472,7 +455,7 @@ impl CatalogService for Catalog {
     async fn get_venue(&self, req: Request<pb::GetVenueRequest>) -> Result<Response<pb::Venue>, Status> {
         let c = caller(&req)?;
         let id = VenueId::parse(&req.get_ref().venue_id).map_err(ApiError::from)?;
-        let not_found = || ApiError::new(ErrorCode::NotFound, "VENUE_NOT_FOUND", format!("venue {id} not found"));
+        let not_found = || ApiError::new(ErrorCode::NotFound, Reason::VenueNotFound, format!("venue {id} not found"));
         let v = self.ctx.store().get_venue(id).await.map_err(ApiError::from)?.ok_or_else(not_found)?;
         if !c.principal.relates_to(v.org_id) {
             return Err(not_found().into());
@@ -486,7 +469,7 @@ impl CatalogService for Catalog {
         let key = c.key(&req.idempotency_key)?;
         let venue_id = VenueId::parse(&req.venue_id).map_err(ApiError::from)?;
         let (layout, org, time_zone) = self.layout_of(venue_id).await?;
-        c.may(org, Cap::ManageEvents, "VENUE_NOT_FOUND", format_args!("venue {venue_id}"))?;
+        c.may(org, Cap::ManageEvents, Reason::VenueNotFound, format_args!("venue {venue_id}"))?;
         let now = self.ctx.now();
         let starts_at = convert::millis("starts_at", req.starts_at.as_ref().ok_or_else(|| ApiError::invalid("starts_at", "is required"))?)?;
         let sales_start = req.sales_start.as_ref().map(|t| convert::millis("sales_start", t)).transpose()?.unwrap_or(now);
@@ -531,7 +514,7 @@ impl CatalogService for Catalog {
         config.validate(&layout).map_err(ApiError::from)?;
         check_printable("name", &config.name)?;
         self.within_quota(&key, org, now, |q, usage| q.check_new_event(usage)).await?;
-        let fp = fingerprint(2, &req, |r| r.idempotency_key.clear());
+        let fp = fingerprint(FingerprintTag::CreateEvent, &req, |r| r.idempotency_key.clear());
         let audit = c.audit(org, now, "event.create", config.id, config.name.clone());
         let id = match self.ctx.store().create_event(&key, fp, &config, now, &audit).await.map_err(ApiError::from)? {
             Created::New(id) | Created::Replayed(id) => id,

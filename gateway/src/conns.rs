@@ -261,7 +261,7 @@ where
 /// `M` `S` `m` `u` or `n`); none when absent or malformed. The server stops
 /// waiting for the answer when it passes (DEADLINE_EXCEEDED), as tonic's own
 /// server does, so an abandoned call does not go on holding its stream.
-fn grpc_deadline(headers: &http::HeaderMap) -> Option<Duration> {
+pub fn grpc_deadline(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {

@@ -8,7 +8,7 @@ use usher_engine::{
 };
 use usher_proto::v1 as pb;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, Reason};
 
 pub fn ts(t: Millis) -> Timestamp {
     Timestamp { seconds: t.0.div_euclid(1000), nanos: (t.0.rem_euclid(1000) * 1_000_000) as i32 }
@@ -240,10 +240,58 @@ pub fn seats(handle: &EventHandle, labels: &[String]) -> Result<Vec<SeatIdx>, Ap
         ));
     }
     if !unknown.is_empty() {
-        let mut e =
-            ApiError::new(ErrorCode::NotFound, "UNKNOWN_SEATS", format!("seat_ids: no such seats in this venue: {}", unknown.join(", ")));
+        let mut e = ApiError::new(
+            ErrorCode::NotFound,
+            Reason::UnknownSeats,
+            format!("seat_ids: no such seats in this venue: {}", unknown.join(", ")),
+        );
         e.seats = unknown;
         return Err(e);
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Shape checks at the edge, shared by the services that take the input.
+
+/// A name printed on tickets (an event's, a venue's, a section's, a
+/// category's, a holder's email address) must be drawable by the ticket
+/// fonts (`usher_adapters::pdf::Glyphs`): a character none of them has
+/// would print as an empty box, so it is refused here, naming it.
+pub fn check_printable(field: &str, s: &str) -> Result<(), ApiError> {
+    usher_adapters::pdf::Glyphs::embedded().covers(s).map_err(|c| {
+        let shown = match usher_engine::char_shown(c) {
+            code if code.starts_with("U+") => code,
+            shown => format!("{shown} (U+{:04X})", c as u32),
+        };
+        ApiError::invalid(field, format!("{field} has the character {shown}, which no ticket font can draw; remove or replace it"))
+    })
+}
+
+/// Shape checks done at the edge, before anything reaches an actor.
+pub fn check_seat_list(ids: &[String]) -> Result<(), ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::invalid("seat_ids", "at least one seat is needed"));
+    }
+    if ids.len() > usher_engine::limits::SEATS_PER_EVENT_MAX {
+        return Err(ApiError::invalid("seat_ids", "too many seats"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = ids.iter().find(|s| !seen.insert(s.as_str())) {
+        let mut e = ApiError::invalid("seat_ids", format!("seat {d} is listed twice"));
+        e.seats = vec![d.clone()];
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A buyer's email address, checked with the parser the mailer uses
+/// (`usher_adapters::mail::parse_address`), so an order whose tickets could
+/// never be sent is never created.
+pub fn check_email(s: &str) -> Result<String, ApiError> {
+    let s = s.trim();
+    if s.len() > crate::limits::EMAIL_BYTES_MAX {
+        return Err(ApiError::invalid("email", format!("an email address has at most {} bytes", crate::limits::EMAIL_BYTES_MAX)));
+    }
+    usher_adapters::mail::parse_address(s).map_err(|why| ApiError::invalid("email", why))
 }

@@ -181,7 +181,7 @@ async fn load_catalog(store: &dyn Store, now: Millis) -> anyhow::Result<Vec<Even
     let venue_id = match store
         .create_venue(
             &key,
-            fingerprint_bytes(0, b"demo-venue-v2"),
+            fingerprint_bytes(usher_engine::FingerprintTag::Demo, b"demo-venue-v2"),
             VenueId(uuid::Uuid::new_v4()),
             DEMO_ORG,
             &spec,
@@ -223,7 +223,16 @@ async fn load_catalog(store: &dyn Store, now: Millis) -> anyhow::Result<Vec<Even
         config.validate(&layout)?;
         let k = format!("demo-event-v2-{n}");
         let key = IdempotencyKey::parse(&k)?;
-        match store.create_event(&key, fingerprint_bytes(0, k.as_bytes()), &config, now, &audit("event.create", config.id)).await? {
+        match store
+            .create_event(
+                &key,
+                fingerprint_bytes(usher_engine::FingerprintTag::Demo, k.as_bytes()),
+                &config,
+                now,
+                &audit("event.create", config.id),
+            )
+            .await?
+        {
             Created::New(id) | Created::Replayed(id) => ids.push(id),
             Created::KeyReused => anyhow::bail!("demo event key is taken by another request"),
         }

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use usher_engine::{Cap, Millis, Scope, Who};
 
 use crate::auth::{Auth, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
 
 const ANYONE: &[Who] = &[Who::Anyone];
 const SIGNED: &[Who] = &[Who::Signed];
@@ -42,91 +42,113 @@ const REPORTS: &[Who] = &[Who::Org(Cap::ViewOrders)];
 /// secret alone (`GrpcAuth`), before any client credential is looked at.
 const NODES: &[Who] = &[];
 
-/// Every gRPC method: full path → who may call it.
-pub const GRPC: &[(&str, &[Who])] = &[
-    ("/grpc.health.v1.Health/Check", ANYONE),
-    ("/grpc.health.v1.Health/Watch", ANYONE),
-    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ANYONE),
-    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ANYONE),
-    ("/usher.v1.CatalogService/CreateVenue", MANAGE_VENUES),
-    ("/usher.v1.CatalogService/GetVenue", VENUE_READ),
-    ("/usher.v1.CatalogService/CreateEvent", MANAGE_EVENTS),
-    ("/usher.v1.CatalogService/OpenSales", MANAGE_EVENTS),
-    ("/usher.v1.CatalogService/CloseSales", MANAGE_EVENTS),
-    ("/usher.v1.CatalogService/CancelEvent", MANAGE_EVENTS),
-    ("/usher.v1.CatalogService/BlockSeats", MANAGE_EVENTS),
-    ("/usher.v1.CatalogService/UnblockSeats", MANAGE_EVENTS),
+/// Where a gRPC method runs in a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// On the node that took the call.
+    Here,
+    /// On the owner of the request's event: a node that finds the event
+    /// owned elsewhere forwards the call once (`Ctx::routed`), and the
+    /// owner serves it from its node service (`node_service`).
+    ToOwner,
+}
+
+/// One gRPC method: the facts every layer reads (the permission check, the
+/// metrics label, routing to the event's owner and the node service's
+/// dispatch). Adding a method is one row below plus its handler.
+#[derive(Debug)]
+pub struct Method {
+    /// The full path, `/package.Service/Method`: also the metrics label
+    /// (`usher_grpc_requests_total{method}`), a `&'static str` from a closed set.
+    pub path: &'static str,
+    /// Who may call it (an empty list: node-to-node only).
+    pub who: &'static [Who],
+    pub route: Route,
+}
+
+impl Method {
+    /// Whether a call is sent on to the event's owner.
+    pub const fn to_owner(&self) -> bool {
+        matches!(self.route, Route::ToOwner)
+    }
+}
+
+/// Declares each method as a constant and lists them all in `GRPC`.
+macro_rules! methods {
+    ($($name:ident = $path:literal, $who:expr, $route:ident;)*) => {
+        $(pub const $name: Method = Method { path: $path, who: $who, route: Route::$route };)*
+        /// Every gRPC method, one row each (a test holds it against the
+        /// descriptor sets both ways).
+        pub const GRPC: &[&Method] = &[$(&$name),*];
+    };
+}
+
+methods! {
+    HEALTH_CHECK = "/grpc.health.v1.Health/Check", ANYONE, Here;
+    HEALTH_WATCH = "/grpc.health.v1.Health/Watch", ANYONE, Here;
+    REFLECTION_V1_SERVER_REFLECTION_INFO = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ANYONE, Here;
+    REFLECTION_V1ALPHA_SERVER_REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ANYONE, Here;
+    CATALOG_CREATE_VENUE = "/usher.v1.CatalogService/CreateVenue", MANAGE_VENUES, Here;
+    CATALOG_GET_VENUE = "/usher.v1.CatalogService/GetVenue", VENUE_READ, Here;
+    CATALOG_CREATE_EVENT = "/usher.v1.CatalogService/CreateEvent", MANAGE_EVENTS, Here;
+    CATALOG_OPEN_SALES = "/usher.v1.CatalogService/OpenSales", MANAGE_EVENTS, ToOwner;
+    CATALOG_CLOSE_SALES = "/usher.v1.CatalogService/CloseSales", MANAGE_EVENTS, ToOwner;
+    CATALOG_CANCEL_EVENT = "/usher.v1.CatalogService/CancelEvent", MANAGE_EVENTS, ToOwner;
+    CATALOG_BLOCK_SEATS = "/usher.v1.CatalogService/BlockSeats", MANAGE_EVENTS, ToOwner;
+    CATALOG_UNBLOCK_SEATS = "/usher.v1.CatalogService/UnblockSeats", MANAGE_EVENTS, ToOwner;
     // Public: on-sale events; drafts and cancelled events only to their organization (checked in the handler).
-    ("/usher.v1.CatalogService/ListEvents", ANYONE),
-    ("/usher.v1.CatalogService/GetEvent", ANYONE),
-    ("/usher.v1.CatalogService/GetSeatMap", ANYONE),
-    ("/usher.v1.CatalogService/WatchSeats", ANYONE),
-    ("/usher.v1.CatalogService/GetSeatLayout", ANYONE),
-    ("/usher.v1.CatalogService/GetSeatStatus", ANYONE),
-    ("/usher.v1.InventoryService/HoldSeats", HOLDS),
-    ("/usher.v1.InventoryService/HoldBestAvailable", HOLDS),
-    ("/usher.v1.InventoryService/GetHold", HOLD_READ),
-    ("/usher.v1.InventoryService/ReleaseHold", HOLDS),
-    ("/usher.v1.OrderingService/CreateOrder", ORDER_WRITE),
-    ("/usher.v1.OrderingService/GetOrder", ORDER_READ),
-    ("/usher.v1.OrderingService/ListOrders", ORDER_READ),
-    ("/usher.v1.OrderingService/CancelOrder", ORDER_CANCEL),
-    ("/usher.v1.PaymentService/PayOrder", PAY),
-    ("/usher.v1.PaymentService/GetPayment", PAYMENT_READ),
-    ("/usher.v1.FulfillmentService/ListTickets", TICKETS),
-    ("/usher.v1.FulfillmentService/DownloadTickets", TICKETS),
-    ("/usher.v1.FulfillmentService/GetPublicKey", ANYONE),
-    ("/usher.v1.CheckInService/Scan", SCAN),
-    ("/usher.v1.ReportingService/GetSalesReport", REPORTS),
-    ("/usher.v1.WebhookService/CreateWebhookEndpoint", KEYS),
-    ("/usher.v1.WebhookService/ListWebhookEndpoints", KEYS),
-    ("/usher.v1.WebhookService/RotateWebhookSecret", KEYS),
-    ("/usher.v1.WebhookService/DeleteWebhookEndpoint", KEYS),
-    ("/usher.v1.WebhookService/ListWebhookDeliveries", KEYS),
-    ("/usher.v1.WebhookService/RedeliverWebhook", KEYS),
-    ("/usher.v1.IdentityService/Register", ANYONE),
-    ("/usher.v1.IdentityService/LogIn", ANYONE),
-    ("/usher.v1.IdentityService/Refresh", ANYONE),
-    ("/usher.v1.IdentityService/LogOut", ANYONE),
-    ("/usher.v1.IdentityService/StartGuestSession", ANYONE),
-    ("/usher.v1.IdentityService/Me", SIGNED),
-    ("/usher.v1.IdentityService/CreateOrganization", ADMIN),
-    ("/usher.v1.IdentityService/ListOrganizations", USER),
-    ("/usher.v1.IdentityService/SetMember", MEMBERS),
-    ("/usher.v1.IdentityService/RemoveMember", MEMBERS),
-    ("/usher.v1.IdentityService/ListMembers", MEMBERS),
-    ("/usher.v1.IdentityService/CreateApiKey", KEYS),
-    ("/usher.v1.IdentityService/ListApiKeys", KEYS),
-    ("/usher.v1.IdentityService/RevokeApiKey", KEYS),
-    ("/usher.v1.IdentityService/CreateDeviceToken", KEYS),
-    ("/usher.v1.IdentityService/ListDeviceTokens", KEYS),
-    ("/usher.v1.IdentityService/RevokeDeviceToken", KEYS),
-    ("/usher.v1.IdentityService/ListAuditLog", AUDIT),
-    ("/usher.v1.IdentityService/RotateSigningKey", ADMIN),
-    ("/usher.cluster.v1.NodeService/Forward", NODES),
-    ("/usher.cluster.v1.NodeService/Watch", NODES),
-];
+    CATALOG_LIST_EVENTS = "/usher.v1.CatalogService/ListEvents", ANYONE, Here;
+    CATALOG_GET_EVENT = "/usher.v1.CatalogService/GetEvent", ANYONE, ToOwner;
+    CATALOG_GET_SEAT_MAP = "/usher.v1.CatalogService/GetSeatMap", ANYONE, ToOwner;
+    CATALOG_WATCH_SEATS = "/usher.v1.CatalogService/WatchSeats", ANYONE, Here;
+    CATALOG_GET_SEAT_LAYOUT = "/usher.v1.CatalogService/GetSeatLayout", ANYONE, ToOwner;
+    CATALOG_GET_SEAT_STATUS = "/usher.v1.CatalogService/GetSeatStatus", ANYONE, ToOwner;
+    INVENTORY_HOLD_SEATS = "/usher.v1.InventoryService/HoldSeats", HOLDS, ToOwner;
+    INVENTORY_HOLD_BEST_AVAILABLE = "/usher.v1.InventoryService/HoldBestAvailable", HOLDS, ToOwner;
+    INVENTORY_GET_HOLD = "/usher.v1.InventoryService/GetHold", HOLD_READ, ToOwner;
+    INVENTORY_RELEASE_HOLD = "/usher.v1.InventoryService/ReleaseHold", HOLDS, ToOwner;
+    ORDERING_CREATE_ORDER = "/usher.v1.OrderingService/CreateOrder", ORDER_WRITE, ToOwner;
+    ORDERING_GET_ORDER = "/usher.v1.OrderingService/GetOrder", ORDER_READ, Here;
+    ORDERING_LIST_ORDERS = "/usher.v1.OrderingService/ListOrders", ORDER_READ, Here;
+    ORDERING_CANCEL_ORDER = "/usher.v1.OrderingService/CancelOrder", ORDER_CANCEL, ToOwner;
+    PAYMENT_PAY_ORDER = "/usher.v1.PaymentService/PayOrder", PAY, ToOwner;
+    PAYMENT_GET_PAYMENT = "/usher.v1.PaymentService/GetPayment", PAYMENT_READ, Here;
+    FULFILLMENT_LIST_TICKETS = "/usher.v1.FulfillmentService/ListTickets", TICKETS, Here;
+    FULFILLMENT_DOWNLOAD_TICKETS = "/usher.v1.FulfillmentService/DownloadTickets", TICKETS, Here;
+    FULFILLMENT_GET_PUBLIC_KEY = "/usher.v1.FulfillmentService/GetPublicKey", ANYONE, Here;
+    CHECK_IN_SCAN = "/usher.v1.CheckInService/Scan", SCAN, Here;
+    REPORTING_GET_SALES_REPORT = "/usher.v1.ReportingService/GetSalesReport", REPORTS, Here;
+    WEBHOOK_CREATE_WEBHOOK_ENDPOINT = "/usher.v1.WebhookService/CreateWebhookEndpoint", KEYS, Here;
+    WEBHOOK_LIST_WEBHOOK_ENDPOINTS = "/usher.v1.WebhookService/ListWebhookEndpoints", KEYS, Here;
+    WEBHOOK_ROTATE_WEBHOOK_SECRET = "/usher.v1.WebhookService/RotateWebhookSecret", KEYS, Here;
+    WEBHOOK_DELETE_WEBHOOK_ENDPOINT = "/usher.v1.WebhookService/DeleteWebhookEndpoint", KEYS, Here;
+    WEBHOOK_LIST_WEBHOOK_DELIVERIES = "/usher.v1.WebhookService/ListWebhookDeliveries", KEYS, Here;
+    WEBHOOK_REDELIVER_WEBHOOK = "/usher.v1.WebhookService/RedeliverWebhook", KEYS, Here;
+    IDENTITY_REGISTER = "/usher.v1.IdentityService/Register", ANYONE, Here;
+    IDENTITY_LOG_IN = "/usher.v1.IdentityService/LogIn", ANYONE, Here;
+    IDENTITY_REFRESH = "/usher.v1.IdentityService/Refresh", ANYONE, Here;
+    IDENTITY_LOG_OUT = "/usher.v1.IdentityService/LogOut", ANYONE, Here;
+    IDENTITY_START_GUEST_SESSION = "/usher.v1.IdentityService/StartGuestSession", ANYONE, Here;
+    IDENTITY_ME = "/usher.v1.IdentityService/Me", SIGNED, Here;
+    IDENTITY_CREATE_ORGANIZATION = "/usher.v1.IdentityService/CreateOrganization", ADMIN, Here;
+    IDENTITY_LIST_ORGANIZATIONS = "/usher.v1.IdentityService/ListOrganizations", USER, Here;
+    IDENTITY_SET_MEMBER = "/usher.v1.IdentityService/SetMember", MEMBERS, Here;
+    IDENTITY_REMOVE_MEMBER = "/usher.v1.IdentityService/RemoveMember", MEMBERS, Here;
+    IDENTITY_LIST_MEMBERS = "/usher.v1.IdentityService/ListMembers", MEMBERS, Here;
+    IDENTITY_CREATE_API_KEY = "/usher.v1.IdentityService/CreateApiKey", KEYS, Here;
+    IDENTITY_LIST_API_KEYS = "/usher.v1.IdentityService/ListApiKeys", KEYS, Here;
+    IDENTITY_REVOKE_API_KEY = "/usher.v1.IdentityService/RevokeApiKey", KEYS, Here;
+    IDENTITY_CREATE_DEVICE_TOKEN = "/usher.v1.IdentityService/CreateDeviceToken", KEYS, Here;
+    IDENTITY_LIST_DEVICE_TOKENS = "/usher.v1.IdentityService/ListDeviceTokens", KEYS, Here;
+    IDENTITY_REVOKE_DEVICE_TOKEN = "/usher.v1.IdentityService/RevokeDeviceToken", KEYS, Here;
+    IDENTITY_LIST_AUDIT_LOG = "/usher.v1.IdentityService/ListAuditLog", AUDIT, Here;
+    IDENTITY_ROTATE_SIGNING_KEY = "/usher.v1.IdentityService/RotateSigningKey", ADMIN, Here;
+    NODE_FORWARD = "/usher.cluster.v1.NodeService/Forward", NODES, Here;
+    NODE_WATCH = "/usher.cluster.v1.NodeService/Watch", NODES, Here;
+}
 
 /// The node-to-node methods' prefix (`NODES` in the table).
 const NODE_PREFIX: &str = "/usher.cluster.";
-
-/// What is left of a gRPC call's deadline: its `grpc-timeout` header
-/// (gRPC over HTTP/2: digits then a unit, `H M S m u n`).
-pub fn grpc_deadline(headers: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    let d = match unit {
-        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
-        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
-        "S" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_millis(n),
-        "u" => std::time::Duration::from_micros(n),
-        "n" => std::time::Duration::from_nanos(n),
-        _ => return None,
-    };
-    Some(d)
-}
 
 /// Every HTTP route: `METHOD path-template` → who may call it.
 pub const HTTP: &[(&str, &[Who])] = &[
@@ -184,14 +206,14 @@ pub const HTTP: &[(&str, &[Who])] = &[
     ("POST /api/webhook-deliveries/{id}/redeliver", KEYS),
 ];
 
-/// The table's own spelling of a gRPC method's path (a metric label that
-/// needs no allocation), if the method has a door.
-pub fn grpc_method(path: &str) -> Option<&'static str> {
-    GRPC.iter().find(|(p, _)| *p == path).map(|(p, _)| *p)
+/// The method with this path, if it has a row.
+pub fn grpc_method(path: &str) -> Option<&'static Method> {
+    GRPC.iter().copied().find(|m| m.path == path)
 }
 
+/// Who may call the method with this path (`None`: no row, nobody).
 pub fn grpc_door(path: &str) -> Option<&'static [Who]> {
-    GRPC.iter().find(|(p, _)| *p == path).map(|(_, w)| *w)
+    grpc_method(path).map(|m| m.who)
 }
 
 pub fn http_door(method: &str, template: &str) -> Option<&'static [Who]> {
@@ -223,12 +245,12 @@ fn check(auth: &Auth, door: Option<&'static [Who]>, caller: Caller) -> Result<Ca
     let Some(who) = door else {
         return Err(ApiError::new(
             crate::error::ErrorCode::PermissionDenied,
-            "NO_PERMISSION_ENTRY",
+            Reason::NoPermissionEntry,
             "this call has no entry in the permission table, so nobody may make it",
         ));
     };
     auth.charge(&caller)?;
-    caller.principal.admitted(who).map_err(|d| ApiError::denied(d, "NOT_FOUND", "resource"))?;
+    caller.principal.admitted(who).map_err(|d| ApiError::denied(d, Reason::NotFound, "resource"))?;
     Ok(caller)
 }
 
@@ -321,8 +343,7 @@ where
             let door = grpc_door(req.uri().path());
             match admit(&auth, door, bearer_of(req.headers()).as_deref(), address, now).await {
                 Ok(mut caller) => {
-                    caller.deadline = grpc_deadline(&tonic::metadata::MetadataMap::from_headers(req.headers().clone()))
-                        .map(|d| std::time::Instant::now() + d);
+                    caller.deadline = crate::conns::grpc_deadline(req.headers()).map(|d| std::time::Instant::now() + d);
                     req.extensions_mut().insert(caller);
                     match cluster {
                         None => inner.call(req).await,
@@ -406,7 +427,7 @@ pub async fn http_auth(
             if has_cookie && req.method() != http::Method::GET && !same_origin(headers) {
                 return ApiError::new(
                     crate::error::ErrorCode::PermissionDenied,
-                    "CROSS_ORIGIN",
+                    Reason::CrossOrigin,
                     "a request signed in by cookie must come from this site",
                 )
                 .into_response();
@@ -460,10 +481,10 @@ mod tests {
         methods.push("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into());
         methods.push("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo".into());
         for m in &methods {
-            assert_eq!(GRPC.iter().filter(|(p, _)| p == m).count(), 1, "{m} needs exactly one entry in doors::GRPC");
+            assert_eq!(GRPC.iter().filter(|r| r.path == m).count(), 1, "{m} needs exactly one entry in doors::GRPC");
         }
-        for (p, _) in GRPC {
-            assert!(methods.iter().any(|m| m == p), "doors::GRPC names {p}, which no service has");
+        for r in GRPC {
+            assert!(methods.iter().any(|m| m == r.path), "doors::GRPC names {}, which no service has", r.path);
         }
     }
 

@@ -12,12 +12,14 @@ use usher_actors::{ApiKeyRecord, AuditEntry, AuditRecord, DeviceRecord, MemberRe
 use usher_engine::{ApiKeyId, Cap, DeviceId, EventId, Membership, Millis, OrgId, PartnerId, Principal, Role, Scope, UserId};
 use usher_proto::v1::{self as pb, identity_service_server::IdentityService};
 
-use crate::app::Ctx;
-use crate::app::KeySpace;
 use crate::auth::rate::Bucket;
 use crate::auth::{Auth, Caller, secrets};
 use crate::convert;
-use crate::error::{ApiError, ErrorCode};
+use crate::ctx::Ctx;
+use crate::ctx::KeySpace;
+use crate::error::{ApiError, ErrorCode, Reason};
+
+pub(crate) mod json;
 
 #[derive(Clone)]
 pub struct Identity {
@@ -47,14 +49,14 @@ fn ts_opt(t: Option<Millis>) -> Option<prost_types::Timestamp> {
 /// (to anyone else it is not found).
 fn org_for(c: &Caller, org_id: &str, cap: Cap) -> Result<OrgId, ApiError> {
     let org = OrgId::parse(org_id)?;
-    c.may(org, cap, "ORG_NOT_FOUND", format_args!("organization {org}"))?;
+    c.may(org, cap, Reason::OrgNotFound, format_args!("organization {org}"))?;
     Ok(org)
 }
 
 /// The answer to a retry that arrives while the first request is still
 /// creating `what`.
 fn being_created(what: &str) -> ApiError {
-    ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", format!("the {what} is being created; retry with the same key"))
+    ApiError::new(ErrorCode::Unavailable, Reason::Unavailable, format!("the {what} is being created; retry with the same key"))
 }
 
 pub fn api_key_pb(k: &ApiKeyRecord) -> pb::ApiKey {
@@ -124,7 +126,7 @@ impl Identity {
     /// Claims a command's idempotency key for this caller: `Ok(None)` the
     /// first time, `Ok(Some(resource))` on a retry.
     async fn claim(&self, c: &Caller, kind: &str, key: &str, fp: &[u8], resource: &str) -> Result<Option<String>, ApiError> {
-        self.ctx.claim_command(c, KeySpace { name: "identity", tag: 30 }, kind, key, fp, resource).await
+        self.ctx.claim_command(c, KeySpace { name: "identity", tag: usher_engine::FingerprintTag::Identity }, kind, key, fp, resource).await
     }
 
     /// A signed-in session for `user`: an access token with its current
@@ -175,7 +177,7 @@ impl Identity {
     }
 
     pub(crate) async fn register(&self, c: &Caller, r: pb::RegisterRequest) -> Result<pb::Session, ApiError> {
-        let email = crate::orders::check_email(&r.email)?.to_lowercase();
+        let email = crate::convert::check_email(&r.email)?.to_lowercase();
         let n = r.password.chars().count();
         if !(PASSWORD_CHARS_MIN..=PASSWORD_CHARS_MAX).contains(&n) {
             return Err(ApiError::invalid(
@@ -190,7 +192,7 @@ impl Identity {
             .auth()
             .hash_slot(move || secrets::hash_password(&password))
             .await?
-            .map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("hashing: {e}")))?;
+            .map_err(|e| ApiError::new(ErrorCode::Internal, Reason::Internal, format!("hashing: {e}")))?;
         let user = UserRecord {
             id: UserId(uuid::Uuid::new_v4()),
             email,
@@ -200,7 +202,7 @@ impl Identity {
             created_at: self.ctx.now(),
         };
         if !self.auth().store.create_user(&user).await? {
-            return Err(ApiError::new(ErrorCode::AlreadyExists, "EMAIL_TAKEN", "an account with this email exists; sign in instead"));
+            return Err(ApiError::new(ErrorCode::AlreadyExists, Reason::EmailTaken, "an account with this email exists; sign in instead"));
         }
         tracing::info!(user_id = %user.id, "user registered");
         self.session(&user, uuid::Uuid::new_v4()).await
@@ -226,13 +228,13 @@ impl Identity {
             }
             _ => {
                 tracing::info!(address = %c.address, "failed sign-in");
-                Err(ApiError::new(ErrorCode::Unauthenticated, "BAD_CREDENTIALS", "the email or the password is wrong"))
+                Err(ApiError::new(ErrorCode::Unauthenticated, Reason::BadCredentials, "the email or the password is wrong"))
             }
         }
     }
 
     pub(crate) async fn refresh(&self, c: &Caller, r: pb::RefreshRequest) -> Result<pb::Session, ApiError> {
-        let bad = || ApiError::new(ErrorCode::Unauthenticated, "BAD_REFRESH_TOKEN", "the refresh token is not valid; sign in again");
+        let bad = || ApiError::new(ErrorCode::Unauthenticated, Reason::BadRefreshToken, "the refresh token is not valid; sign in again");
         if !r.refresh_token.starts_with(secrets::REFRESH_TOKEN_PREFIX) || r.refresh_token.len() > 100 {
             return Err(bad());
         }
@@ -246,7 +248,7 @@ impl Identity {
                 tracing::warn!(%user, %family, address = %c.address, "a spent refresh token was presented again: the sign-in is revoked");
                 Err(ApiError::new(
                     ErrorCode::Unauthenticated,
-                    "REFRESH_TOKEN_REUSED",
+                    Reason::RefreshTokenReused,
                     "this refresh token was already used, so the sign-in has been revoked; sign in again",
                 ))
             }
@@ -282,12 +284,10 @@ impl Identity {
     pub(crate) async fn me(&self, c: &Caller) -> Result<pb::MeResponse, ApiError> {
         Ok(match &c.principal {
             Principal::User(u) => {
-                let rec = self
-                    .auth()
-                    .store
-                    .get_user(u.id)
-                    .await?
-                    .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", "this account no longer exists"))?;
+                let rec =
+                    self.auth().store.get_user(u.id).await?.ok_or_else(|| {
+                        ApiError::new(ErrorCode::Unauthenticated, Reason::Unauthenticated, "this account no longer exists")
+                    })?;
                 // The memberships as stored now, not as the token was issued.
                 let ms = self.auth().store.memberships(u.id).await?;
                 self.describe_user(&rec, &ms).await?
@@ -315,24 +315,23 @@ impl Identity {
                 event_ids: g.events.iter().map(ToString::to_string).collect(),
                 ..Default::default()
             },
-            Principal::Anonymous => return Err(ApiError::denied(usher_engine::Denied::Unauthenticated, "", "")),
+            Principal::Anonymous => return Err(ApiError::denied(usher_engine::Denied::Unauthenticated, Reason::NotFound, "")),
         })
     }
 
     pub(crate) async fn create_org(&self, c: &Caller, r: pb::CreateOrganizationRequest) -> Result<pb::Organization, ApiError> {
         let n = name("name", &r.name, true)?;
-        let owner = if r.owner_email.trim().is_empty() {
-            None
-        } else {
-            let email = r.owner_email.trim().to_lowercase();
-            Some(
-                self.auth()
-                    .store
-                    .user_by_email(&email)
-                    .await?
-                    .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "USER_NOT_FOUND", "no registered user has that owner_email"))?,
-            )
-        };
+        let owner =
+            if r.owner_email.trim().is_empty() {
+                None
+            } else {
+                let email = r.owner_email.trim().to_lowercase();
+                Some(
+                    self.auth().store.user_by_email(&email).await?.ok_or_else(|| {
+                        ApiError::new(ErrorCode::NotFound, Reason::UserNotFound, "no registered user has that owner_email")
+                    })?,
+                )
+            };
         let fresh = OrgId(uuid::Uuid::new_v4());
         let fp = format!("{n}\n{}", r.owner_email.trim().to_lowercase());
         if let Some(id) = self.claim(c, "org", &r.idempotency_key, fp.as_bytes(), &fresh.to_string()).await? {
@@ -371,7 +370,7 @@ impl Identity {
         let fp = format!("{org}\n{email}\n{}", role.as_str());
         self.claim(c, "member", &r.idempotency_key, fp.as_bytes(), &email).await?;
         let user = self.auth().store.user_by_email(&email).await?.ok_or_else(|| {
-            ApiError::new(ErrorCode::NotFound, "USER_NOT_FOUND", "no registered user has that email; ask them to sign up first")
+            ApiError::new(ErrorCode::NotFound, Reason::UserNotFound, "no registered user has that email; ask them to sign up first")
         })?;
         self.auth().store.set_member(org, user.id, role, &self.audit(c, org, "member.set", user.id, role.as_str())).await?;
         let members = self.auth().store.members(org).await?;
@@ -379,7 +378,7 @@ impl Identity {
             .iter()
             .find(|m| m.user == user.id)
             .map(member_pb)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", "retry"))
+            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, Reason::Unavailable, "retry"))
     }
 
     pub(crate) async fn remove_member(&self, c: &Caller, r: pb::RemoveMemberRequest) -> Result<pb::RemoveMemberResponse, ApiError> {
@@ -389,7 +388,7 @@ impl Identity {
             return Ok(pb::RemoveMemberResponse {});
         }
         if !self.auth().store.remove_member(org, user, &self.audit(c, org, "member.remove", user, "")).await? {
-            return Err(ApiError::new(ErrorCode::NotFound, "MEMBER_NOT_FOUND", format!("user {user} is not a member")));
+            return Err(ApiError::new(ErrorCode::NotFound, Reason::MemberNotFound, format!("user {user} is not a member")));
         }
         Ok(pb::RemoveMemberResponse {})
     }
@@ -405,7 +404,7 @@ impl Identity {
         for &e in &events {
             match self.ctx.store().get_event(e).await? {
                 Some(cfg) if cfg.org_id == org => {}
-                _ => return Err(ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {e} not found"))),
+                _ => return Err(ApiError::new(ErrorCode::NotFound, Reason::EventNotFound, format!("event {e} not found"))),
             }
         }
         Ok(events)
@@ -444,7 +443,7 @@ impl Identity {
                 .store
                 .partner_name(org, p)
                 .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "PARTNER_NOT_FOUND", format!("partner {p} not found")))?;
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, Reason::PartnerNotFound, format!("partner {p} not found")))?;
             (p, n)
         };
         let id = ApiKeyId(uuid::Uuid::new_v4());
@@ -484,7 +483,7 @@ impl Identity {
     pub(crate) async fn revoke_api_key(&self, c: &Caller, r: pb::RevokeApiKeyRequest) -> Result<pb::ApiKey, ApiError> {
         let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         let id = ApiKeyId::parse(&r.api_key_id)?;
-        let not_found = || ApiError::new(ErrorCode::NotFound, "API_KEY_NOT_FOUND", format!("API key {id} not found"));
+        let not_found = || ApiError::new(ErrorCode::NotFound, Reason::ApiKeyNotFound, format!("API key {id} not found"));
         let key = self.api_key(org, id).await?.ok_or_else(not_found)?;
         if key.revoked_at.is_none() {
             self.auth().store.revoke_api_key(org, id, &self.audit(c, org, "api_key.revoke", id, key.prefix.clone())).await?;
@@ -530,7 +529,7 @@ impl Identity {
     pub(crate) async fn revoke_device(&self, c: &Caller, r: pb::RevokeDeviceTokenRequest) -> Result<pb::DeviceToken, ApiError> {
         let org = org_for(c, &r.org_id, Cap::ManageKeys)?;
         let id = DeviceId::parse(&r.device_id)?;
-        let not_found = || ApiError::new(ErrorCode::NotFound, "DEVICE_NOT_FOUND", format!("device {id} not found"));
+        let not_found = || ApiError::new(ErrorCode::NotFound, Reason::DeviceNotFound, format!("device {id} not found"));
         let d = self.device(org, id).await?.ok_or_else(not_found)?;
         if d.revoked_at.is_none() {
             self.auth().store.revoke_device(org, id, &self.audit(c, org, "device.revoke", id, d.prefix.clone())).await?;

@@ -5,13 +5,17 @@ use usher_actors::{EventHandle, Outcome};
 use usher_engine::{Cap, Command, CustomerId, EventConfig, EventId, EventStatus, Hold, HoldId, Layout, Reject, Reply};
 use usher_proto::v1::{self as pb, inventory_service_server::InventoryService};
 
-use crate::app::Ctx;
 use crate::auth::Caller;
-use crate::catalog::check_seat_list;
 use crate::convert;
-use crate::doors::caller;
-use crate::error::{ApiError, ErrorCode};
+use crate::convert::check_seat_list;
+use crate::ctx::Ctx;
+use crate::doors::{self, caller};
+use crate::error::{ApiError, ErrorCode, Reason};
+use crate::node_service::{Handlers, serve_here};
 
+pub(crate) mod json;
+
+#[derive(Clone)]
 pub struct Inventory {
     pub ctx: Ctx,
 }
@@ -39,13 +43,13 @@ fn hold_reply(c: &Caller, out: Outcome) -> Result<pb::Hold, ApiError> {
         Ok(Reply::Hold(h)) => Ok(hold_pb(c, &h, &out.config, &out.layout)),
         Ok(other) => {
             tracing::error!(answer = ?other, "the event actor answered a command with another command's reply");
-            Err(ApiError::new(ErrorCode::Internal, "INTERNAL", "the server could not complete the request"))
+            Err(ApiError::new(ErrorCode::Internal, Reason::Internal, "the server could not complete the request"))
         }
         // A draft or cancelled event is its organization's: to anyone else it does not exist.
         Err(Reject::EventNotOnSale { status: EventStatus::Draft | EventStatus::Cancelled } | Reject::EventCancelled)
             if !c.sees(&out.config) =>
         {
-            Err(ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {} not found", out.config.id)))
+            Err(ApiError::new(ErrorCode::NotFound, Reason::EventNotFound, format!("event {} not found", out.config.id)))
         }
         Err(r) => Err(ApiError::from_reject(&r, &out.layout)),
     }
@@ -55,16 +59,24 @@ fn hold_reply(c: &Caller, out: Outcome) -> Result<pb::Hold, ApiError> {
 fn customer(c: &Caller, handle: &EventHandle, requested: &str) -> Result<CustomerId, ApiError> {
     c.principal
         .customer(handle.org, handle.event_id, requested)
-        .map_err(|d| ApiError::denied(d, "EVENT_NOT_FOUND", format_args!("event {}", handle.event_id)))
+        .map_err(|d| ApiError::denied(d, Reason::EventNotFound, format_args!("event {}", handle.event_id)))
 }
 
 impl Inventory {
+    /// The calls this service serves for other nodes (`node_service`).
+    pub fn serve_forwarded(&self, h: &mut Handlers) {
+        serve_here!(h, self, &doors::INVENTORY_HOLD_SEATS, |s, c, r: pb::HoldSeatsRequest| s.hold_seats_here(&c, r));
+        serve_here!(h, self, &doors::INVENTORY_HOLD_BEST_AVAILABLE, |s, c, r: pb::HoldBestAvailableRequest| s.hold_best_here(&c, r));
+        serve_here!(h, self, &doors::INVENTORY_GET_HOLD, |s, c, r: pb::GetHoldRequest| s.get_here(&c, r));
+        serve_here!(h, self, &doors::INVENTORY_RELEASE_HOLD, |s, c, r: pb::ReleaseHoldRequest| s.release_here(&c, r));
+    }
+
     /// The event's actor, if the caller may see the event (a draft or a
     /// cancelled event is its organization's only).
     async fn visible(&self, c: &Caller, id: EventId) -> Result<EventHandle, ApiError> {
         let handle = self.ctx.registry.event(id).await?;
         if !c.sees_handle(&handle) {
-            return Err(ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {id} not found")));
+            return Err(ApiError::new(ErrorCode::NotFound, Reason::EventNotFound, format!("event {id} not found")));
         }
         Ok(handle)
     }
@@ -76,7 +88,7 @@ impl Inventory {
                 .store()
                 .find_hold_event(hold)
                 .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {hold} not found")))?
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, Reason::HoldNotFound, format!("hold {hold} not found")))?
         } else {
             convert::event_id(event_id)?
         };
@@ -84,7 +96,7 @@ impl Inventory {
     }
 
     pub(crate) async fn hold_seats(&self, c: &Caller, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
-        self.ctx.routed(c, "/usher.v1.InventoryService/HoldSeats", r, |r| self.hold_seats_here(c, r)).await
+        self.ctx.routed(c, &doors::INVENTORY_HOLD_SEATS, r, |r| self.hold_seats_here(c, r)).await
     }
 
     pub(crate) async fn hold_seats_here(&self, c: &Caller, r: pb::HoldSeatsRequest) -> Result<pb::Hold, ApiError> {
@@ -99,7 +111,7 @@ impl Inventory {
     }
 
     pub(crate) async fn hold_best(&self, c: &Caller, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
-        self.ctx.routed(c, "/usher.v1.InventoryService/HoldBestAvailable", r, |r| self.hold_best_here(c, r)).await
+        self.ctx.routed(c, &doors::INVENTORY_HOLD_BEST_AVAILABLE, r, |r| self.hold_best_here(c, r)).await
     }
 
     pub(crate) async fn hold_best_here(&self, c: &Caller, r: pb::HoldBestAvailableRequest) -> Result<pb::Hold, ApiError> {
@@ -117,12 +129,12 @@ impl Inventory {
     }
 
     pub(crate) async fn get(&self, c: &Caller, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
-        self.ctx.routed(c, "/usher.v1.InventoryService/GetHold", r, |r| self.get_here(c, r)).await
+        self.ctx.routed(c, &doors::INVENTORY_GET_HOLD, r, |r| self.get_here(c, r)).await
     }
 
     pub(crate) async fn get_here(&self, c: &Caller, r: pb::GetHoldRequest) -> Result<pb::Hold, ApiError> {
         let hold = convert::hold_id(&r.hold_id)?;
-        let not_found = || ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {hold} not found"));
+        let not_found = || ApiError::new(ErrorCode::NotFound, Reason::HoldNotFound, format!("hold {hold} not found"));
         let handle = self.event_of(hold, &r.event_id).await?;
         let (h, config) = handle.hold(hold).await?.ok_or_else(not_found)?;
         // The customer's own hold, or any hold of an organization the caller sees orders of.
@@ -133,7 +145,7 @@ impl Inventory {
     }
 
     pub(crate) async fn release(&self, c: &Caller, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {
-        self.ctx.routed(c, "/usher.v1.InventoryService/ReleaseHold", r, |r| self.release_here(c, r)).await
+        self.ctx.routed(c, &doors::INVENTORY_RELEASE_HOLD, r, |r| self.release_here(c, r)).await
     }
 
     pub(crate) async fn release_here(&self, c: &Caller, r: pb::ReleaseHoldRequest) -> Result<pb::Hold, ApiError> {

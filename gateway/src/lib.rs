@@ -1,5 +1,6 @@
-//! The `usher` binary's library: configuration, the gRPC gateway and wiring.
-//! Only this crate knows tonic.
+//! The `usher` binary's library: configuration, the gRPC and HTTP doors,
+//! the node service between nodes, and the wiring. Of the binary's crates,
+//! only this one serves gRPC and HTTP.
 
 pub mod admin;
 pub mod app;
@@ -10,14 +11,17 @@ pub mod cluster;
 pub mod config;
 pub mod conns;
 pub mod convert;
+pub mod ctx;
 pub mod demo;
 pub mod doors;
 pub mod error;
+pub mod grpc;
 pub mod http;
-pub mod http_identity;
 pub mod identity;
 pub mod inventory;
+pub mod json;
 pub mod limits;
+pub mod node_service;
 pub mod observe;
 pub mod orders;
 pub mod reporting;

@@ -52,7 +52,8 @@ pub const SEAT_FEED_STALL_MS_DEFAULT: u64 = 30_000;
 /// of 200 ms held 61 % of the onsale's holds/s, of 500 ms (bench/README.md).
 pub const SEAT_FEED_FRAME_MS: u64 = 500;
 /// Frames waiting for a watcher in the event's hub before the watcher
-/// counts as behind (it then takes a fresh snapshot): 12 s of frames.
+/// counts as behind (it then takes a fresh snapshot): 32 s of frames
+/// (64 × `SEAT_FEED_FRAME_MS`).
 pub const SEAT_FEED_FRAMES_QUEUED_MAX: usize = 64;
 /// Seconds between keep-alive comments on an idle server-sent-event feed,
 /// so proxies and the HTTP idle timeout do not cut it.
@@ -163,7 +164,7 @@ pub const ACCEPT_BACKOFF_MS_MAX: u64 = 1_000;
 /// an event goes unserved after its owner dies (takeover time is about this
 /// plus one client retry). Shorter makes failover faster but lets a pause of
 /// the owner (a stop-the-world stall, a slow Redis) cost it its events;
-/// see ARCHITECTURE.md "Ownership" for the measurement behind it.
+/// see docs/cluster.md "The lease's TTL" for the measurement behind it.
 pub const LEASE_TTL_MS_DEFAULT: u64 = 3_000;
 /// How often leases are renewed by default: three renewals per TTL, so two
 /// can fail before a lease is at risk.

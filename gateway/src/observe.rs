@@ -22,7 +22,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use usher_actors::metrics::{ALL, Kind, names};
 
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 
 /// Duration buckets, in seconds: 0.5 ms to 60 s, about ×2.5 apart (a
 /// group commit is ~1–20 ms, a render ~50–500 ms, a payment step seconds).
@@ -395,7 +395,7 @@ where
         let path = req.uri().path();
         // Only methods that exist name a series: a scanner's made-up paths
         // would otherwise grow the label set without bound.
-        let method = crate::doors::grpc_method(path).unwrap_or("other");
+        let method = crate::doors::grpc_method(path).map_or("other", |m| m.path);
         let span = crate::telemetry::server_span("grpc", method, req.headers());
         Box::pin(async move {
             let res = tracing::Instrument::instrument(inner.call(req), span).await?;
@@ -465,27 +465,9 @@ impl Drop for Metered {
     }
 }
 
-/// gRPC's name of a status code (grpc/doc/statuscodes.md).
+/// gRPC's name of a status code, from the one table (`error::grpc_code_name`).
 fn grpc_code_name(code: i32) -> &'static str {
-    match tonic::Code::from_i32(code) {
-        tonic::Code::Ok => "OK",
-        tonic::Code::Cancelled => "CANCELLED",
-        tonic::Code::Unknown => "UNKNOWN",
-        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        tonic::Code::NotFound => "NOT_FOUND",
-        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
-        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-        tonic::Code::Aborted => "ABORTED",
-        tonic::Code::OutOfRange => "OUT_OF_RANGE",
-        tonic::Code::Unimplemented => "UNIMPLEMENTED",
-        tonic::Code::Internal => "INTERNAL",
-        tonic::Code::Unavailable => "UNAVAILABLE",
-        tonic::Code::DataLoss => "DATA_LOSS",
-        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
-    }
+    crate::error::grpc_code_name(tonic::Code::from_i32(code))
 }
 
 // -- `usher status`

@@ -1,9 +1,7 @@
 //! `OrderingService`, `PaymentService`, `FulfillmentService` and
 //! `CheckInService`. Inner methods return `ApiError`; the tonic impls wrap them.
 
-use crate::limits::{
-    EMAIL_BYTES_MAX, GATE_BYTES_MAX, ORDER_HOLDS_MAX, ORDERS_PAGE_MAX, PAY_WAIT_MS_DEFAULT, PAY_WAIT_MS_MAX, PDF_CHUNK_BYTES,
-};
+use crate::limits::{GATE_BYTES_MAX, ORDER_HOLDS_MAX, ORDERS_PAGE_MAX, PAY_WAIT_MS_DEFAULT, PAY_WAIT_MS_MAX, PDF_CHUNK_BYTES};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +10,22 @@ use base64::Engine as _;
 use tonic::{Request, Response, Status};
 use usher_actors::{Created, OrderCreated, OrderFilter, StoredOrder, TicketRecord, TicketStatus};
 use usher_engine::{
-    Cap, CodeError, CustomerId, EventId, EventStatus, HoldId, Layout, Order, OrderId, OrderInput, OrderLine, OrderStatus, PaymentId,
-    PaymentStatus, Principal, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
+    Cap, CodeError, CustomerId, EventId, EventStatus, FingerprintTag, HoldId, Layout, Order, OrderId, OrderInput, OrderLine, OrderStatus,
+    PaymentId, PaymentStatus, Principal, Step, TICKET_CODE_PREFIX, TicketId, fingerprint_bytes, verify_ticket,
 };
 use usher_proto::v1::{
     self as pb, check_in_service_server::CheckInService, fulfillment_service_server::FulfillmentService,
     ordering_service_server::OrderingService, payment_service_server::PaymentService,
 };
 
-use crate::app::Ctx;
 use crate::auth::Caller;
-use crate::convert;
-use crate::doors::caller;
-use crate::error::{ApiError, ErrorCode};
+use crate::convert::{self, check_email};
+use crate::ctx::Ctx;
+use crate::doors::{self, caller};
+use crate::error::{ApiError, ErrorCode, Reason};
+use crate::node_service::{Handlers, serve_here};
+
+pub(crate) mod json;
 
 #[derive(Clone)]
 pub struct Orders {
@@ -33,17 +34,6 @@ pub struct Orders {
 
 fn order_id(s: &str) -> Result<OrderId, ApiError> {
     Ok(OrderId::parse(s)?)
-}
-
-/// A buyer's email address, checked with the parser the mailer uses
-/// (`usher_adapters::mail::parse_address`), so an order whose tickets could
-/// never be sent is never created.
-pub(crate) fn check_email(s: &str) -> Result<String, ApiError> {
-    let s = s.trim();
-    if s.len() > EMAIL_BYTES_MAX {
-        return Err(ApiError::invalid("email", format!("an email address has at most {EMAIL_BYTES_MAX} bytes")));
-    }
-    usher_adapters::mail::parse_address(s).map_err(|why| ApiError::invalid("email", why))
 }
 
 pub fn order_status_pb(s: OrderStatus) -> pb::OrderStatus {
@@ -150,6 +140,13 @@ fn settled(o: &Order, payment: PaymentId) -> bool {
 }
 
 impl Orders {
+    /// The calls this service serves for other nodes (`node_service`).
+    pub fn serve_forwarded(&self, h: &mut Handlers) {
+        serve_here!(h, self, &doors::ORDERING_CREATE_ORDER, |s, c, r: pb::CreateOrderRequest| s.create_order_here(&c, r));
+        serve_here!(h, self, &doors::ORDERING_CANCEL_ORDER, |s, c, r: pb::CancelOrderRequest| s.cancel_order_here(&c, r));
+        serve_here!(h, self, &doors::PAYMENT_PAY_ORDER, |s, c, r: pb::PayOrderRequest| s.pay_order_here(&c, r));
+    }
+
     /// The event's layout, for seat labels: known on every node.
     async fn layout(&self, event: EventId) -> Result<Arc<Layout>, ApiError> {
         Ok(self.ctx.registry.facts(event).await?.layout)
@@ -160,7 +157,7 @@ impl Orders {
             .orders
             .get_order(id)
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")))
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, Reason::OrderNotFound, format!("order {id} not found")))
     }
 
     async fn reply(&self, c: &Caller, o: &Order) -> Result<pb::Order, ApiError> {
@@ -174,20 +171,20 @@ impl Orders {
         let stored = self.load(id).await?;
         if !c.principal.acts_for(&stored.order.customer, stored.order.event_id) {
             let org = self.ctx.registry.facts(stored.order.event_id).await?.org;
-            c.may(org, cap, "ORDER_NOT_FOUND", format_args!("order {id}"))?;
+            c.may(org, cap, Reason::OrderNotFound, format_args!("order {id}"))?;
         }
         Ok(stored)
     }
 
     pub(crate) async fn create_order(&self, c: &Caller, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
-        self.ctx.routed(c, "/usher.v1.OrderingService/CreateOrder", r, |r| self.create_order_here(c, r)).await
+        self.ctx.routed(c, &doors::ORDERING_CREATE_ORDER, r, |r| self.create_order_here(c, r)).await
     }
 
     pub(crate) async fn create_order_here(&self, c: &Caller, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let email = check_email(&r.email)?;
         // The ticket prints "customer <email>" as its holder.
-        crate::catalog::check_printable("email", &email)?;
+        convert::check_printable("email", &email)?;
         if r.hold_ids.is_empty() || r.hold_ids.len() > ORDER_HOLDS_MAX {
             return Err(ApiError::invalid("hold_ids", format!("an order takes 1 to {ORDER_HOLDS_MAX} holds")));
         }
@@ -199,7 +196,7 @@ impl Orders {
         let mut sorted = holds.clone();
         sorted.sort();
         sorted.iter().for_each(|h| fp_bytes.extend_from_slice(h.0.as_bytes()));
-        let fingerprint = fingerprint_bytes(20, &fp_bytes);
+        let fingerprint = fingerprint_bytes(FingerprintTag::CreateOrder, &fp_bytes);
         let scoped_key = format!("order:{}", key.as_str());
 
         // A retry gets the first answer, even once its holds have moved on.
@@ -223,11 +220,11 @@ impl Orders {
                 .store()
                 .find_hold_event(h)
                 .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")))?;
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, Reason::HoldNotFound, format!("hold {h} not found")))?;
             if event.is_some_and(|e| e != eid) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidArgument,
-                    "HOLDS_OF_SEVERAL_EVENTS",
+                    Reason::HoldsOfSeveralEvents,
                     "hold_ids: an order's holds must all be of one event",
                 ));
             }
@@ -239,12 +236,14 @@ impl Orders {
                     .insert(
                         c.principal
                             .customer(handle.org, eid, &r.customer_id)
-                            .map_err(|d| ApiError::denied(d, "HOLD_NOT_FOUND", format_args!("hold {h}")))?,
+                            .map_err(|d| ApiError::denied(d, Reason::HoldNotFound, format_args!("hold {h}")))?,
                     )
                     .clone(),
             };
-            let (hold, config) =
-                handle.hold(h).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "HOLD_NOT_FOUND", format!("hold {h} not found")))?;
+            let (hold, config) = handle
+                .hold(h)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, Reason::HoldNotFound, format!("hold {h} not found")))?;
             let (hold_lines, expires_at) = usher_engine::order_lines(&hold, &config, &handle.layout, &customer, now)
                 .map_err(|r| ApiError::from_reject(&r, &handle.layout))?;
             pay_by = Some(pay_by.map_or(expires_at, |p: usher_engine::Millis| p.min(expires_at)));
@@ -258,7 +257,7 @@ impl Orders {
         };
         let order =
             Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now).map_err(ApiError::from)?;
-        order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", e))?;
+        order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, Reason::Internal, e))?;
         let labels: Vec<String> = order.lines.iter().map(|l| layout.label(l.seat)).collect();
         // Written as the event's owner: a stale epoch (the actor restarted
         // meanwhile) is refused, and the client retries with the same key.
@@ -272,7 +271,7 @@ impl Orders {
             OrderCreated::KeyReused => Err(key_reused()),
             OrderCreated::HoldInOrder { hold_id, order_id } => Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
-                "HOLD_IN_ORDER",
+                Reason::HoldInOrder,
                 format!("hold {hold_id} already belongs to order {order_id}"),
             )),
         }
@@ -290,13 +289,13 @@ impl Orders {
         }
         if r.event_id.is_empty() {
             // By customer: the caller's own orders, or a partner's customer's.
-            let customer = c.principal.listed_customer(&r.customer_id).map_err(|d| ApiError::denied(d, "NOT_FOUND", "customer"))?;
+            let customer = c.principal.listed_customer(&r.customer_id).map_err(|d| ApiError::denied(d, Reason::NotFound, "customer"))?;
             f.customer = Some(customer);
         } else if r.customer_id.is_empty() {
             // By event: the organization's view.
             let e = convert::event_id(&r.event_id)?;
             let org = self.ctx.registry.facts(e).await?.org;
-            c.may(org, Cap::ViewOrders, "EVENT_NOT_FOUND", format_args!("event {e}"))?;
+            c.may(org, Cap::ViewOrders, Reason::EventNotFound, format_args!("event {e}"))?;
             f.event_id = Some(e);
         } else {
             return Err(ApiError::invalid("customer_id", "give customer_id or event_id, not both"));
@@ -331,14 +330,14 @@ impl Orders {
     }
 
     pub(crate) async fn cancel_order(&self, c: &Caller, r: pb::CancelOrderRequest) -> Result<pb::Order, ApiError> {
-        self.ctx.routed(c, "/usher.v1.OrderingService/CancelOrder", r, |r| self.cancel_order_here(c, r)).await
+        self.ctx.routed(c, &doors::ORDERING_CANCEL_ORDER, r, |r| self.cancel_order_here(c, r)).await
     }
 
     pub(crate) async fn cancel_order_here(&self, c: &Caller, r: pb::CancelOrderRequest) -> Result<pb::Order, ApiError> {
         let key = c.key(&r.idempotency_key)?;
         let id = order_id(&r.order_id)?;
         let stored = self.order_as(c, id, Cap::ChangeOrders).await?;
-        let fp = fingerprint_bytes(21, r.customer_id.as_bytes());
+        let fp = fingerprint_bytes(FingerprintTag::CancelOrder, r.customer_id.as_bytes());
         match self.ctx.orders.claim_command(&format!("cancel:{id}:{}", key.as_str()), fp, &id.to_string(), self.ctx.now()).await? {
             Created::KeyReused => return Err(key_reused()),
             // A retry: the order as it is now (the first answer's effect stands).
@@ -357,7 +356,7 @@ impl Orders {
     }
 
     pub(crate) async fn pay_order(&self, c: &Caller, r: pb::PayOrderRequest) -> Result<pb::PayOrderResponse, ApiError> {
-        self.ctx.routed(c, "/usher.v1.PaymentService/PayOrder", r, |r| self.pay_order_here(c, r)).await
+        self.ctx.routed(c, &doors::PAYMENT_PAY_ORDER, r, |r| self.pay_order_here(c, r)).await
     }
 
     pub(crate) async fn pay_order_here(&self, c: &Caller, r: pb::PayOrderRequest) -> Result<pb::PayOrderResponse, ApiError> {
@@ -370,7 +369,7 @@ impl Orders {
             w => w.min(PAY_WAIT_MS_MAX),
         });
         let stored = self.order_as(c, id, Cap::Sell).await?;
-        let fp = fingerprint_bytes(22, card.as_bytes());
+        let fp = fingerprint_bytes(FingerprintTag::PayOrder, card.as_bytes());
         let fresh = PaymentId(uuid::Uuid::new_v4());
         let payment =
             match self.ctx.orders.claim_command(&format!("pay:{id}:{}", key.as_str()), fp, &fresh.to_string(), self.ctx.now()).await? {
@@ -409,7 +408,7 @@ impl Orders {
 
     pub(crate) async fn get_payment(&self, c: &Caller, r: pb::GetPaymentRequest) -> Result<pb::Payment, ApiError> {
         let pid = PaymentId::parse(&r.payment_id)?;
-        let not_found = || ApiError::new(ErrorCode::NotFound, "PAYMENT_NOT_FOUND", format!("payment {pid} not found"));
+        let not_found = || ApiError::new(ErrorCode::NotFound, Reason::PaymentNotFound, format!("payment {pid} not found"));
         let oid = self.ctx.orders.find_payment(pid).await?.ok_or_else(not_found)?;
         let o =
             self.order_as(c, oid, Cap::ViewOrders).await.map_err(|e| if e.code == ErrorCode::NotFound { not_found() } else { e })?.order;
@@ -435,7 +434,7 @@ impl Orders {
     pub(crate) async fn by_link(&self, id: &str, secret: &str) -> Result<(Order, pb::Order, Vec<pb::Ticket>), ApiError> {
         let id = order_id(id)?;
         if !self.ctx.links.verify(id, secret) {
-            return Err(ApiError::new(ErrorCode::NotFound, "ORDER_NOT_FOUND", format!("order {id} not found")));
+            return Err(ApiError::new(ErrorCode::NotFound, Reason::OrderNotFound, format!("order {id} not found")));
         }
         let o = self.load(id).await?.order;
         let tickets = self.ctx.orders.tickets_of_order(id).await?;
@@ -449,10 +448,10 @@ impl Orders {
             Ok(bytes) => Ok((format!("tickets-{}.pdf", usher_actors::saga::order_number(id)), bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
-                "TICKETS_NOT_READY",
+                Reason::TicketsNotReady,
                 format!("the tickets of order {id} are not rendered yet (order is {}, step {})", o.status.as_str(), o.step.as_str()),
             )),
-            Err(e) => Err(ApiError::new(ErrorCode::Unavailable, "UNAVAILABLE", format!("reading the PDF: {e}"))),
+            Err(e) => Err(ApiError::new(ErrorCode::Unavailable, Reason::Unavailable, format!("reading the PDF: {e}"))),
         }
     }
 
@@ -470,7 +469,7 @@ impl Orders {
         let key = c.key(&r.idempotency_key)?;
         let event_id = convert::event_id(&r.event_id)?;
         let org = self.ctx.registry.facts(event_id).await?.org;
-        let event_not_found = || ApiError::new(ErrorCode::NotFound, "EVENT_NOT_FOUND", format!("event {event_id} not found"));
+        let event_not_found = || ApiError::new(ErrorCode::NotFound, Reason::EventNotFound, format!("event {event_id} not found"));
         let gate = match &c.principal {
             // A gate device scans at its own gate, for its own events.
             Principal::Gate(g) => {
@@ -483,7 +482,7 @@ impl Orders {
                 g.gate.clone()
             }
             _ => {
-                c.may(org, Cap::Scan, "EVENT_NOT_FOUND", format_args!("event {event_id}"))?;
+                c.may(org, Cap::Scan, Reason::EventNotFound, format_args!("event {event_id}"))?;
                 usher_engine::token("gate", &r.gate, GATE_BYTES_MAX)?
             }
         };
@@ -531,7 +530,11 @@ impl Orders {
 }
 
 fn key_reused() -> ApiError {
-    ApiError::new(ErrorCode::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", "idempotency_key: this key was already used for a different request")
+    ApiError::new(
+        ErrorCode::AlreadyExists,
+        Reason::IdempotencyKeyReused,
+        "idempotency_key: this key was already used for a different request",
+    )
 }
 
 #[tonic::async_trait]

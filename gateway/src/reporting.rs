@@ -6,11 +6,13 @@ use usher_actors::SalesReport;
 use usher_engine::{Cap, EventId};
 use usher_proto::v1::{self as pb, reporting_service_server::ReportingService};
 
-use crate::app::Ctx;
 use crate::auth::Caller;
 use crate::convert;
+use crate::ctx::Ctx;
 use crate::doors::caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Reason};
+
+pub(crate) mod json;
 
 #[derive(Clone)]
 pub struct Reporting {
@@ -23,7 +25,7 @@ impl Reporting {
     pub(crate) async fn sales_report(&self, c: &Caller, event_id: &str) -> Result<(EventId, SalesReport), ApiError> {
         let e = convert::event_id(event_id)?;
         let org = self.ctx.registry.facts(e).await?.org;
-        c.may(org, Cap::ViewOrders, "EVENT_NOT_FOUND", format_args!("event {e}"))?;
+        c.may(org, Cap::ViewOrders, Reason::EventNotFound, format_args!("event {e}"))?;
         Ok((e, self.ctx.reports.sales_report(e).await?))
     }
 }

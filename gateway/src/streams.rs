@@ -25,7 +25,7 @@ use usher_engine::{Counts, EventConfig, EventId, Layout, Principal, SeatIdx, Sea
 use usher_proto::v1 as pb;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, Reason};
 use crate::limits::{
     PAGE_FEED_RETRY_MS, PAGE_FEED_SEND_BUFFER_BYTES, PAGE_WATCHER_SENT_BYTES_MAX, PAGE_WRITES_PER_YIELD, SEAT_FEED_FRAME_MS,
     SEAT_FEED_FRAMES_QUEUED_MAX, SEAT_FEED_KEEPALIVE_S, SEAT_FEED_QUEUED_MAX,
@@ -457,7 +457,7 @@ async fn hub(
     // Ends the hub whoever watches: each page gets `e` and the last chunk.
     let finish = |pages: Vec<PageWatcher>, joining: Vec<PageWatcher>, mut joins: mpsc::UnboundedReceiver<PageWatcher>, e: ApiError| {
         hubs.done(id, &tx, 0, &joins, true);
-        let bytes = sse_chunk(&sse_event("error", &crate::http::ErrorJson::from(e)));
+        let bytes = sse_chunk(&sse_event("error", &crate::error::ErrorJson::from(e)));
         let mut waiting = Vec::new();
         while let Ok(p) = joins.try_recv() {
             waiting.push(p);
@@ -478,7 +478,7 @@ async fn hub(
         let now = std::time::Instant::now();
         match wake {
             Wake::Stop => {
-                let e = ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "the server is shutting down; watch again elsewhere");
+                let e = ApiError::new(ErrorCode::Unavailable, Reason::ShuttingDown, "the server is shutting down; watch again elsewhere");
                 return finish(pages, joining, joins, e);
             }
             Wake::Idle => {
@@ -511,7 +511,7 @@ async fn hub(
                 if !take(first) {
                     // The event stopped here (unloaded, or owned elsewhere):
                     // its watchers watch again, wherever it runs next.
-                    let e = ApiError::new(ErrorCode::Unavailable, "FEED_ENDED", "the event's live feed ended here; watch again");
+                    let e = ApiError::new(ErrorCode::Unavailable, Reason::FeedEnded, "the event's live feed ended here; watch again");
                     return finish(pages, joining, joins, e);
                 }
                 // The rest of the frame's batches.
@@ -610,7 +610,7 @@ impl Source {
             Source::Local(h) => Ok(registry.subscribe(h.event_id).await?),
             Source::Remote(m) => m
                 .subscribe()
-                .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "FEED_ENDED", "the event's live feed ended here; watch again")),
+                .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, Reason::FeedEnded, "the event's live feed ended here; watch again")),
         }
     }
 }
@@ -666,7 +666,7 @@ impl StreamSlots {
             p => p.key_scope().unwrap_or_else(|| format!("a:{}", caller.network())),
         };
         let full = |what: &str| {
-            let mut e = ApiError::new(ErrorCode::ResourceExhausted, "TOO_MANY_STREAMS", format!("{what}; close one and retry"));
+            let mut e = ApiError::new(ErrorCode::ResourceExhausted, Reason::TooManyStreams, format!("{what}; close one and retry"));
             e.retry_after_s = Some(5);
             e
         };
@@ -738,7 +738,7 @@ pub async fn seat_feed(
                 () = tx.closed() => return,
             };
             let Some(next) = next else {
-                let e = ApiError::new(ErrorCode::Unavailable, "SHUTTING_DOWN", "the server is shutting down; watch again elsewhere");
+                let e = ApiError::new(ErrorCode::Unavailable, Reason::ShuttingDown, "the server is shutting down; watch again elsewhere");
                 give(Err(e)).await;
                 return;
             };
@@ -778,7 +778,7 @@ mod tests {
         let b = caller(Principal::Anonymous, "10.0.0.2");
         let (a1, _a2) = (slots.take(&a).unwrap(), slots.take(&a).unwrap());
         let e = slots.take(&a).err().unwrap();
-        assert_eq!((e.code, e.reason), (ErrorCode::ResourceExhausted, "TOO_MANY_STREAMS"));
+        assert_eq!((e.code, e.reason), (ErrorCode::ResourceExhausted, crate::error::Reason::TooManyStreams));
         assert!(e.message.starts_with("this client already watches 2 seat maps"), "{}", e.message);
         let _b1 = slots.take(&b).unwrap();
         let e = slots.take(&b).err().unwrap();

@@ -2,25 +2,18 @@
 //! log, for members who manage its keys (`Cap::ManageKeys`), over gRPC and
 //! as JSON (the routes are listed above `routes`).
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::Path;
-use axum::extract::rejection::QueryRejection;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tonic::{Request, Response, Status};
 use usher_actors::{WebhookDeliveryRecord, WebhookEndpointRecord};
 use usher_engine::{Cap, OrgId};
 use usher_proto::v1::{self as pb, webhook_service_server::WebhookService};
 
-use crate::app::{Ctx, KeySpace};
 use crate::auth::Caller;
 use crate::convert;
+use crate::ctx::{Ctx, KeySpace};
 use crate::doors::caller;
-use crate::error::{ApiError, ErrorCode};
-use crate::http::{Call, Routes, idempotency_key, parse, query, ts};
+use crate::error::{ApiError, ErrorCode, Reason};
+
+pub(crate) mod json;
 
 /// How long a rotated-out secret still signs (ms): a day.
 pub const WEBHOOK_OLD_SECRET_MS: u64 = 24 * 60 * 60 * 1000;
@@ -103,22 +96,31 @@ fn topics(list: &[String]) -> Result<Vec<String>, ApiError> {
 impl Webhooks {
     /// Claims `key` for this caller's command of `kind` on `resource`.
     async fn claim(&self, c: &Caller, kind: &str, key: &str, fp: &str, resource: &str) -> Result<Option<String>, ApiError> {
-        self.ctx.claim_command(c, KeySpace { name: "webhooks", tag: 40 }, kind, key, fp.as_bytes(), resource).await
+        self.ctx
+            .claim_command(
+                c,
+                KeySpace { name: "webhooks", tag: usher_engine::FingerprintTag::Webhooks },
+                kind,
+                key,
+                fp.as_bytes(),
+                resource,
+            )
+            .await
     }
 
     /// The endpoint, if the caller manages its organization's keys
     /// (NOT_FOUND otherwise, as for a missing one).
     async fn endpoint_as(&self, c: &Caller, id: &str) -> Result<WebhookEndpointRecord, ApiError> {
         let id = uuid_of("endpoint_id", id)?;
-        let not_found = || ApiError::new(ErrorCode::NotFound, "WEBHOOK_NOT_FOUND", format!("webhook endpoint {id} not found"));
+        let not_found = || ApiError::new(ErrorCode::NotFound, Reason::WebhookNotFound, format!("webhook endpoint {id} not found"));
         let e = self.ctx.webhooks.get_endpoint(id).await?.ok_or_else(not_found)?;
-        c.may(e.org, Cap::ManageKeys, "WEBHOOK_NOT_FOUND", format_args!("webhook endpoint {id}")).map_err(|_| not_found())?;
+        c.may(e.org, Cap::ManageKeys, Reason::WebhookNotFound, format_args!("webhook endpoint {id}")).map_err(|_| not_found())?;
         Ok(e)
     }
 
     pub(crate) async fn create(&self, c: &Caller, r: pb::CreateWebhookEndpointRequest) -> Result<pb::CreatedWebhookEndpoint, ApiError> {
         let org = OrgId::parse(&r.org_id)?;
-        c.may(org, Cap::ManageKeys, "ORG_NOT_FOUND", format_args!("organization {org}"))?;
+        c.may(org, Cap::ManageKeys, Reason::OrgNotFound, format_args!("organization {org}"))?;
         let url = endpoint_url(&r.url)?;
         let topics = topics(&r.topics)?;
         if r.description.len() > usher_engine::limits::DESCRIPTION_BYTES_MAX {
@@ -135,7 +137,7 @@ impl Webhooks {
         if live >= WEBHOOK_ENDPOINTS_PER_ORG_MAX {
             return Err(ApiError::new(
                 ErrorCode::ResourceExhausted,
-                "QUOTA_EXCEEDED",
+                Reason::QuotaExceeded,
                 format!("the organization has {live} webhook endpoints, the most it may have; delete one first"),
             ));
         }
@@ -147,14 +149,14 @@ impl Webhooks {
 
     pub(crate) async fn list(&self, c: &Caller, r: pb::ListWebhookEndpointsRequest) -> Result<pb::ListWebhookEndpointsResponse, ApiError> {
         let org = OrgId::parse(&r.org_id)?;
-        c.may(org, Cap::ManageKeys, "ORG_NOT_FOUND", format_args!("organization {org}"))?;
+        c.may(org, Cap::ManageKeys, Reason::OrgNotFound, format_args!("organization {org}"))?;
         Ok(pb::ListWebhookEndpointsResponse { endpoints: self.ctx.webhooks.list_endpoints(org).await?.iter().map(endpoint_pb).collect() })
     }
 
     pub(crate) async fn rotate(&self, c: &Caller, r: pb::RotateWebhookSecretRequest) -> Result<pb::CreatedWebhookEndpoint, ApiError> {
         let e = self.endpoint_as(c, &r.endpoint_id).await?;
         if e.deleted_at.is_some() {
-            return Err(ApiError::new(ErrorCode::FailedPrecondition, "WEBHOOK_DELETED", "the endpoint was deleted"));
+            return Err(ApiError::new(ErrorCode::FailedPrecondition, Reason::WebhookDeleted, "the endpoint was deleted"));
         }
         if self.claim(c, "rotate", &r.idempotency_key, &e.id.to_string(), &e.id.to_string()).await?.is_some() {
             return Ok(pb::CreatedWebhookEndpoint { endpoint: Some(endpoint_pb(&e)), secret: String::new() });
@@ -190,7 +192,7 @@ impl Webhooks {
 
     pub(crate) async fn redeliver(&self, c: &Caller, r: pb::RedeliverWebhookRequest) -> Result<pb::WebhookDelivery, ApiError> {
         let id = uuid_of("delivery_id", &r.delivery_id)?;
-        let not_found = || ApiError::new(ErrorCode::NotFound, "WEBHOOK_DELIVERY_NOT_FOUND", format!("webhook delivery {id} not found"));
+        let not_found = || ApiError::new(ErrorCode::NotFound, Reason::WebhookDeliveryNotFound, format!("webhook delivery {id} not found"));
         let d = self.ctx.webhooks.get_delivery(id).await?.ok_or_else(not_found)?;
         self.endpoint_as(c, &d.endpoint.to_string()).await.map_err(|_| not_found())?;
         if self.claim(c, "redeliver", &r.idempotency_key, &id.to_string(), &id.to_string()).await?.is_none() {
@@ -242,115 +244,4 @@ impl WebhookService for Webhooks {
         let c = caller(&req)?;
         Ok(Response::new(self.redeliver(&c, req.into_inner()).await?))
     }
-}
-
-// ---- The JSON twin ----------------------------------------------------------
-//
-// The same calls over HTTP, through the same methods as gRPC, so the rules
-// (who may, idempotency, limits) are one code path:
-//
-// | route | body / query | answer |
-// |---|---|---|
-// | `GET /api/orgs/{org}/webhooks` | | `{"endpoints": [endpoint]}` |
-// | `POST /api/orgs/{org}/webhooks` | `{"url", "topics", "description", "idempotency_key"}` | 201 `{"endpoint", "secret"}` |
-// | `DELETE /api/webhooks/{id}` | | `endpoint` (with `deleted_at`) |
-// | `POST /api/webhooks/{id}/rotate-secret` | | `{"endpoint", "secret"}` |
-// | `GET /api/webhooks/{id}/deliveries` | `?status=pending\|delivered\|failed&page_size=N` | `{"deliveries": [delivery]}` |
-// | `POST /api/webhook-deliveries/{id}/redeliver` | | `delivery` |
-//
-// The idempotency key comes from the `Idempotency-Key` header, or the
-// body's `idempotency_key` where there is a body. Times are RFC 3339.
-
-pub(crate) fn routes(r: Routes) -> Routes {
-    r.add("GET", "/api/orgs/{org}/webhooks", get(http_list))
-        .add("POST", "/api/orgs/{org}/webhooks", post(http_create))
-        .add("DELETE", "/api/webhooks/{id}", delete(http_delete))
-        .add("POST", "/api/webhooks/{id}/rotate-secret", post(http_rotate))
-        .add("GET", "/api/webhooks/{id}/deliveries", get(http_deliveries))
-        .add("POST", "/api/webhook-deliveries/{id}/redeliver", post(http_redeliver))
-}
-
-fn endpoint_json(e: &pb::WebhookEndpoint) -> Value {
-    json!({
-        "endpoint_id": e.endpoint_id, "org_id": e.org_id, "url": e.url, "topics": e.topics, "description": e.description,
-        "created_at": ts(&e.created_at), "deleted_at": ts(&e.deleted_at),
-    })
-}
-
-fn created_json(c: &pb::CreatedWebhookEndpoint) -> Value {
-    // An empty secret is a replay: the secret was shown once, in the first answer.
-    json!({"endpoint": c.endpoint.as_ref().map(endpoint_json), "secret": (!c.secret.is_empty()).then_some(&c.secret)})
-}
-
-fn delivery_json(d: &pb::WebhookDelivery) -> Value {
-    json!({
-        "delivery_id": d.delivery_id, "endpoint_id": d.endpoint_id, "message_id": d.message_id, "topic": d.topic,
-        "event_id": d.event_id, "status": d.status, "attempts": d.attempts, "next_attempt_at": ts(&d.next_attempt_at),
-        "last_status": d.last_status, "last_error": d.last_error, "created_at": ts(&d.created_at),
-        "delivered_at": ts(&d.delivered_at),
-    })
-}
-
-async fn http_list(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
-    let r = h.webhooks.list(&c, pb::ListWebhookEndpointsRequest { org_id: org }).await?;
-    Ok(Json(json!({"endpoints": r.endpoints.iter().map(endpoint_json).collect::<Vec<_>>()})))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct EndpointBody {
-    url: String,
-    topics: Vec<String>,
-    description: String,
-    idempotency_key: String,
-}
-
-async fn http_create(
-    Call(h, c): Call,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let b: EndpointBody = parse(&headers, &body)?;
-    let r = pb::CreateWebhookEndpointRequest {
-        idempotency_key: idempotency_key(&headers, &b.idempotency_key),
-        org_id: org,
-        url: b.url,
-        topics: b.topics,
-        description: b.description,
-    };
-    Ok((StatusCode::CREATED, Json(created_json(&h.webhooks.create(&c, r).await?))))
-}
-
-async fn http_delete(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let r = pb::DeleteWebhookEndpointRequest { idempotency_key: idempotency_key(&headers, ""), endpoint_id: id };
-    Ok(Json(endpoint_json(&h.webhooks.delete(&c, r).await?)))
-}
-
-async fn http_rotate(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let r = pb::RotateWebhookSecretRequest { idempotency_key: idempotency_key(&headers, ""), endpoint_id: id };
-    Ok(Json(created_json(&h.webhooks.rotate(&c, r).await?)))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct DeliveriesQuery {
-    status: String,
-    page_size: u32,
-}
-
-async fn http_deliveries(
-    Call(h, c): Call,
-    Path(id): Path<String>,
-    q: Result<axum::extract::Query<DeliveriesQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let q = query(q)?;
-    let r = pb::ListWebhookDeliveriesRequest { endpoint_id: id, status: q.status, page_size: q.page_size };
-    let r = h.webhooks.deliveries(&c, r).await?;
-    Ok(Json(json!({"deliveries": r.deliveries.iter().map(delivery_json).collect::<Vec<_>>()})))
-}
-
-async fn http_redeliver(Call(h, c): Call, Path(id): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let r = pb::RedeliverWebhookRequest { idempotency_key: idempotency_key(&headers, ""), delivery_id: id };
-    Ok(Json(delivery_json(&h.webhooks.redeliver(&c, r).await?)))
 }

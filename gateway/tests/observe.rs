@@ -2,7 +2,7 @@
 //! `promtool check metrics` (Prometheus' own parser and linter), and one
 //! purchase moves the series it should by exactly what it should; `/status`
 //! and `usher status` show the node's queues; every metric on the page is in
-//! the table and in ARCHITECTURE.md.
+//! the table and in docs/metrics.md.
 
 mod common;
 
@@ -227,14 +227,14 @@ async fn status_shows_loaded_events_and_background_queues_and_usher_status_print
 
 #[test]
 fn architecture_md_lists_every_metric_with_its_labels() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../ARCHITECTURE.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md")).unwrap();
     for m in usher_actors::metrics::ALL {
         let row = doc
             .lines()
             .find(|l| l.starts_with(&format!("| `{}`", m.name)))
-            .unwrap_or_else(|| panic!("ARCHITECTURE.md has no row for {}", m.name));
+            .unwrap_or_else(|| panic!("docs/metrics.md has no row for {}", m.name));
         for label in m.labels {
-            assert!(row.contains(&format!("`{label}`")), "ARCHITECTURE.md's row for {} does not name its label {label}", m.name);
+            assert!(row.contains(&format!("`{label}`")), "docs/metrics.md's row for {} does not name its label {label}", m.name);
         }
     }
 }

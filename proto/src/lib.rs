@@ -1,5 +1,6 @@
-//! The wire contract: generated gRPC/protobuf code plus the one place where
-//! domain rejections become gRPC statuses and HTTP codes.
+//! The wire contract: generated gRPC/protobuf code and its descriptor set.
+//! Domain rejections become gRPC statuses and HTTP codes in one place, the
+//! gateway's `error.rs`.
 
 #![allow(clippy::all, clippy::pedantic)]
 

@@ -1,4 +1,11 @@
-//! Repository checks that keep the architecture honest.
+//! Repository checks that keep the architecture honest: who may depend on
+//! whom (here), module cycles (`modules`), function length (`lengths`) and
+//! documentation (`docs`). `tidy` runs them all; so does `cargo test -p xtask`.
+
+pub mod docs;
+pub mod lengths;
+pub mod modules;
+pub mod source;
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -65,7 +72,24 @@ fn graph(meta: &Value) -> Graph {
     Graph { id_of, deps, name_of }
 }
 
+/// A check over the workspace's sources: its findings go to the list;
+/// `Err` when it could not read them.
+type Check = fn(&[source::Crate], &mut Vec<String>) -> Result<(), String>;
+
+/// Every check; the errors are sentences, one per finding.
 pub fn tidy() -> Result<(), Vec<String>> {
+    let mut errors = dependencies().err().unwrap_or_default();
+    let crates = source::crates().map_err(|e| vec![e])?;
+    let checks: [Check; 3] = [modules::check, lengths::check, docs::check_module_docs];
+    for check in checks {
+        check(&crates, &mut errors).map_err(|e| vec![e])?;
+    }
+    docs::check_map_paths(&mut errors).map_err(|e| vec![e])?;
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// The dependency rules between crates, from `cargo metadata`.
+pub fn dependencies() -> Result<(), Vec<String>> {
     let meta = metadata().map_err(|e| vec![e])?;
     let Graph { id_of, deps, name_of } = graph(&meta);
     let mut errors = Vec::new();
@@ -99,7 +123,7 @@ pub fn tidy() -> Result<(), Vec<String>> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn dependency_rules_hold() {
+    fn tidy_finds_nothing() {
         if let Err(errors) = super::tidy() {
             panic!("tidy found:\n{}", errors.join("\n"));
         }

@@ -23,17 +23,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use usher_engine::{
-    Command, EventConfig, IdempotencyKey, MailKind, Millis, Order, OrderId, OrderInput, OrderReject, Reply, SeatIdx, SigningKey, Step,
-    TicketId, Transition, limits, sign_ticket, ticket_id_for,
-};
+use usher_engine::{EventConfig, Millis, Order, OrderId, OrderInput, OrderReject, SeatIdx, SigningKey, Step, Transition, limits};
 
 use crate::clock::Clock;
 use crate::event::CommandError;
 use crate::metrics::names;
 use crate::ports::{
-    AuthorizeRequest, Epoch, MailState, OrderDoc, OrderStore, OrderWrite, PaymentOutcome, PaymentProvider, ProviderError, ProviderStatus,
-    Store, StoreError, StoredOrder, TicketDoc, TicketRecord, TicketRenderer, TicketStatus,
+    Epoch, OrderDoc, OrderStore, OrderWrite, PaymentProvider, Store, StoreError, StoredOrder, TicketDoc, TicketRecord, TicketRenderer,
 };
 use crate::registry::{Grant, Registry};
 
@@ -373,182 +369,61 @@ impl SagaState {
             t.abort();
         }
         self.generation = StepGen(self.generation.0 + 1);
-        let generation = self.generation;
         let order = self.order.clone();
         let deps = self.deps.clone();
         let me = myself.clone();
-        let done = move |input: OrderInput| SagaMsg::StepDone { generation, input, tickets: Vec::new() };
-        let at = |t: Millis| deps.clock.instant_at(t);
         match order.step {
-            Step::AwaitPayment => {
-                let when = at(order.pay_by);
-                self.spawn(async move {
-                    tokio::time::sleep_until(when).await;
-                    let _ = me.cast(done(OrderInput::PayDeadlinePassed));
-                });
-            }
+            Step::AwaitPayment => self.after(myself, order.pay_by, OrderInput::PayDeadlinePassed),
             Step::Authorize => {
                 if let Some(deadline) = order.deadline {
-                    let when = at(deadline);
-                    let me = me.clone();
-                    self.spawn(async move {
-                        tokio::time::sleep_until(when).await;
-                        let _ = me.cast(done(OrderInput::ProviderTimedOut));
-                    });
+                    self.after(myself, deadline, OrderInput::ProviderTimedOut);
                 }
-                let Some(card_number) = card_of(&deps, &order) else {
-                    // Restarted after the Pay call: the card number is gone
-                    // with the old process. The deadline timer above moves
-                    // on to the status query, which finds the attempt by key.
-                    return;
-                };
-                self.spawn(async move {
-                    let p = order.current_payment().expect("authorize has a payment");
-                    let req = AuthorizeRequest { key: p.id.to_string(), reference: order.id.to_string(), amount: p.amount, card_number };
-                    let msg = match deps.provider.authorize(req).await {
-                        Ok(PaymentOutcome::Authorized { provider_ref }) => done(OrderInput::Authorized { provider_ref }),
-                        Ok(PaymentOutcome::Declined { reason }) => done(OrderInput::Declined { reason }),
-                        Err(ProviderError::Refused(m)) => {
-                            done(OrderInput::Declined { reason: format!("the payment provider refused the payment: {m}") })
-                        }
-                        Err(ProviderError::Unavailable(m)) => {
-                            warn!(order_id = %order.id, error = %m, "payment provider unavailable; asking for the status");
-                            done(OrderInput::ProviderTimedOut)
-                        }
-                    };
-                    let _ = me.cast(msg);
-                });
+                // Restarted after the Pay call: the card number is gone with
+                // the old process. The deadline timer above moves on to the
+                // status query, which finds the attempt by key.
+                if let Some(card_number) = card_of(&deps, &order) {
+                    self.run_step(myself, async move { Ok(steps::authorize(&deps, &order, card_number).await.into()) });
+                }
             }
-            Step::QueryStatus => {
-                self.spawn(async move {
-                    let p = order.current_payment().expect("query has a payment");
-                    let key = p.id.to_string();
-                    let mut wait = deps.cfg.retry_ms_min;
-                    loop {
-                        let msg = match deps.provider.status(&key).await {
-                            Ok(ProviderStatus::Unknown) if deps.cards.get(&key).is_none() => Some(OrderInput::Declined {
-                                reason: "the payment was interrupted before it reached the provider; pay again".into(),
-                            }),
-                            Ok(ProviderStatus::Unknown) => Some(OrderInput::ProviderNeverSaw { timeout_ms: deps.cfg.payment_timeout_ms }),
-                            Ok(ProviderStatus::Authorized { provider_ref } | ProviderStatus::Captured { provider_ref }) => {
-                                Some(OrderInput::Authorized { provider_ref })
-                            }
-                            Ok(ProviderStatus::Declined { reason }) => Some(OrderInput::Declined { reason }),
-                            Ok(ProviderStatus::Refunded { .. }) => Some(OrderInput::Declined { reason: "refunded by the provider".into() }),
-                            Ok(ProviderStatus::Pending) | Err(_) => None,
-                        };
-                        if let Some(input) = msg {
-                            let _ = me.cast(done(input));
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                        wait = (wait * 2).min(deps.cfg.retry_ms_max);
-                    }
-                });
-            }
-            Step::Confirm => {
-                self.spawn(async move {
-                    let key = step_key(&order, "confirm");
-                    let cmd = Command::ConfirmAll { hold_ids: order.holds.clone() };
-                    match event_command(&deps, &order, key, cmd).await {
-                        Ok(Ok(_)) => {
-                            let _ = me.cast(done(OrderInput::Confirmed));
-                        }
-                        Ok(Err(why)) => {
-                            let reason = format!("the seats were no longer held when the payment went through: {why}");
-                            let _ = me.cast(done(OrderInput::HoldsGone { reason }));
-                        }
-                        Err(e) => {
-                            warn!(order_id = %order.id, error = %e, "could not confirm the holds; retrying");
-                            let _ = me.cast(SagaMsg::Failed { generation });
-                        }
-                    }
-                });
-            }
-            Step::Capture | Step::Refund => {
-                let capture = order.step == Step::Capture;
-                self.spawn(async move {
-                    let p = order.current_payment().expect("capture/refund has a payment");
-                    let key = p.id.to_string();
-                    let Some(r) = p.provider_ref.clone() else {
-                        // Refunding a payment that never got a reference: nothing was taken.
-                        let _ = me.cast(done(OrderInput::Refunded));
-                        return;
-                    };
-                    let res = if capture { deps.provider.capture(&key, &r).await } else { deps.provider.refund(&key, &r).await };
-                    match res {
-                        Ok(()) => {
-                            let _ = me.cast(done(if capture { OrderInput::Captured } else { OrderInput::Refunded }));
-                        }
-                        Err(e) => {
-                            warn!(order_id = %order.id, error = %e, capture, "payment provider call failed; retrying");
-                            let _ = me.cast(SagaMsg::Failed { generation });
-                        }
-                    }
-                });
-            }
-            Step::Issue => {
-                self.spawn(async move {
-                    if deps.cfg.issue_delay_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(deps.cfg.issue_delay_ms)).await;
-                    }
-                    match issue(&deps, &order).await {
-                        Ok(tickets) => {
-                            let ids = tickets.iter().map(|t| t.id).collect();
-                            let _ = me.cast(SagaMsg::StepDone { generation, input: OrderInput::TicketsIssued { tickets: ids }, tickets });
-                        }
-                        Err(e) => {
-                            warn!(order_id = %order.id, error = %e, "could not issue tickets; retrying");
-                            let _ = me.cast(SagaMsg::Failed { generation });
-                        }
-                    }
-                });
-            }
-            Step::Render => {
-                self.spawn(async move {
-                    match render(&deps, &order).await {
-                        Ok(()) => {
-                            let _ = me.cast(done(OrderInput::Rendered));
-                        }
-                        Err(e) => {
-                            error!(order_id = %order.id, error = %e, "could not render the tickets; retrying");
-                            let _ = me.cast(SagaMsg::Failed { generation });
-                        }
-                    }
-                });
-            }
+            Step::QueryStatus => self.run_step(myself, async move { Ok(steps::query_status(&deps, &order).await.into()) }),
+            Step::Confirm => self.run_step(myself, async move { steps::confirm(&deps, &order).await.map(Into::into) }),
+            Step::Capture => self.run_step(myself, async move { steps::capture_or_refund(&deps, &order, true).await.map(Into::into) }),
+            Step::Refund => self.run_step(myself, async move { steps::capture_or_refund(&deps, &order, false).await.map(Into::into) }),
+            Step::Issue => self.run_step(myself, async move { steps::issue_step(&deps, &order).await }),
+            Step::Render => self.run_step(myself, async move { steps::render_step(&deps, &order).await.map(Into::into) }),
             Step::Notify => {
                 // The postman tells us when it delivers; this covers a
                 // delivery that happened before a restart.
                 self.spawn(async move {
-                    loop {
-                        match deps.orders.mail_state(order.id, MailKind::Confirmation).await {
-                            Ok(Some(MailState::Sent | MailState::Failed)) => {
-                                let _ = me.cast(SagaMsg::MailDelivered);
-                                return;
-                            }
-                            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(limits::MAIL_STATE_POLL_MS)).await,
-                        }
-                    }
+                    steps::await_mail(&deps, &order).await;
+                    let _ = me.cast(SagaMsg::MailDelivered);
                 });
             }
-            Step::Release => {
-                self.spawn(async move {
-                    for h in &order.holds {
-                        let key = step_key(&order, &format!("release-{h}"));
-                        let cmd = Command::Release { hold_id: *h, customer: None };
-                        // A hold that already ended (expired, released) is released enough.
-                        if let Err(e) = event_command(&deps, &order, key, cmd).await {
-                            warn!(order_id = %order.id, error = %e, "could not release a hold; retrying");
-                            let _ = me.cast(SagaMsg::Failed { generation });
-                            return;
-                        }
-                    }
-                    let _ = me.cast(done(OrderInput::Released));
-                });
-            }
+            Step::Release => self.run_step(myself, async move { steps::release(&deps, &order).await.map(Into::into) }),
             Step::Done => {}
         }
+    }
+
+    /// Feeds `input` to the order at the instant `at` (a deadline).
+    fn after(&mut self, myself: &ActorRef<SagaMsg>, at: Millis, input: OrderInput) {
+        let (when, generation, me) = (self.deps.clock.instant_at(at), self.generation, myself.clone());
+        self.spawn(async move {
+            tokio::time::sleep_until(when).await;
+            let _ = me.cast(SagaMsg::StepDone { generation, input, tickets: Vec::new() });
+        });
+    }
+
+    /// Runs a step's IO (`steps.rs`) and tells the saga how it went: its
+    /// input to the order, or a failure to retry (`Err`: already logged).
+    fn run_step(&mut self, myself: &ActorRef<SagaMsg>, io: impl std::future::Future<Output = Result<steps::Done, ()>> + Send + 'static) {
+        let (generation, me) = (self.generation, myself.clone());
+        self.spawn(async move {
+            let msg = match io.await {
+                Ok(steps::Done { input, tickets }) => SagaMsg::StepDone { generation, input, tickets },
+                Err(()) => SagaMsg::Failed { generation },
+            };
+            let _ = me.cast(msg);
+        });
     }
 
     /// Runs a step's IO as a task; traced, inside a span of the order's
@@ -588,8 +463,8 @@ mod vault;
 mod writer;
 
 pub use render_queue::{RenderQueue, RenderSlot};
+use steps::card_of;
 pub use steps::write_atomically;
-use steps::{card_of, event_command, issue, render, step_key};
 pub use supervisor::{OrderSupervisor, Sagas, SupervisorMsg, SupervisorState};
 pub use text::{order_doc, order_number};
 pub use vault::CardVault;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use usher_actors::IdentityStore;
 use usher_engine::{EventId, GatePrincipal, GuestId, Membership, Millis, OrgId, PartnerPrincipal, Principal, Role, UserId, UserPrincipal};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, Reason};
 use rate::{Bucket, RateLimits};
 use tokens::{Claims, KeyRing, TYP_ACCESS, TYP_GUEST, TokenError};
 
@@ -124,7 +124,7 @@ pub struct Auth {
 }
 
 fn unauthenticated(message: &str) -> ApiError {
-    ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", message)
+    ApiError::new(ErrorCode::Unauthenticated, Reason::Unauthenticated, message)
 }
 
 impl Auth {
@@ -303,7 +303,7 @@ impl Auth {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut e = ApiError::new(
                 ErrorCode::ResourceExhausted,
-                "RATE_LIMITED",
+                Reason::RateLimited,
                 format!("too many requests; retry in {secs} second{}", if secs == 1 { "" } else { "s" }),
             );
             e.retry_after_s = Some(secs.max(1));
@@ -316,7 +316,7 @@ impl Auth {
     /// is told to retry (RESOURCE_EXHAUSTED / 429).
     pub async fn hash_slot<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
         let busy = || {
-            let mut e = ApiError::new(ErrorCode::ResourceExhausted, "BUSY", "too many sign-ins at once; retry in a second");
+            let mut e = ApiError::new(ErrorCode::ResourceExhausted, Reason::Busy, "too many sign-ins at once; retry in a second");
             e.retry_after_s = Some(1);
             e
         };
@@ -324,7 +324,7 @@ impl Auth {
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("hashing: {e}")))
+        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::new(ErrorCode::Internal, Reason::Internal, format!("hashing: {e}")))
     }
 
     /// An access token for a user with these memberships: (token, expiry).
@@ -363,7 +363,8 @@ impl Auth {
             adm,
             orgs,
         };
-        let t = self.keys.sign(&claims).map_err(|e| ApiError::new(ErrorCode::Internal, "INTERNAL", format!("signing a token: {e}")))?;
+        let t =
+            self.keys.sign(&claims).map_err(|e| ApiError::new(ErrorCode::Internal, Reason::Internal, format!("signing a token: {e}")))?;
         Ok((t, Millis(claims.exp * 1000)))
     }
 }
@@ -391,13 +392,20 @@ impl Caller {
     /// keys never meet, so nobody can replay another's key to read its answer.
     pub fn key(&self, raw: &str) -> Result<usher_engine::IdempotencyKey, ApiError> {
         let key = usher_engine::IdempotencyKey::parse(raw)?;
-        let scope = self.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, "", ""))?;
+        let scope =
+            self.principal.key_scope().ok_or_else(|| ApiError::denied(usher_engine::Denied::Unauthenticated, Reason::NotFound, ""))?;
         Ok(usher_engine::IdempotencyKey::scoped(&scope, &key))
     }
 
     /// May this caller use `cap` on a resource of `org`? Another tenant's
     /// resource answers `reason` NOT_FOUND naming `what`.
-    pub fn may(&self, org: OrgId, cap: usher_engine::Cap, reason: &'static str, what: impl std::fmt::Display) -> Result<(), ApiError> {
+    pub fn may(
+        &self,
+        org: OrgId,
+        cap: usher_engine::Cap,
+        reason: crate::error::Reason,
+        what: impl std::fmt::Display,
+    ) -> Result<(), ApiError> {
         self.principal.may(org, cap).map_err(|d| ApiError::denied(d, reason, what))
     }
 

@@ -18,7 +18,7 @@ pub struct Rate {
     pub burst: u32,
 }
 
-/// The rate table (ARCHITECTURE.md repeats it). Partner keys get the most,
+/// The rate table (docs/identity.md "Rate limits" repeats it). Partner keys get the most,
 /// since one partner sells for many customers; the bench runs as one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default)]

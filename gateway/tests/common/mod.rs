@@ -205,7 +205,7 @@ pub struct TestApp {
     /// The admin listener (`/metrics`, `/status`).
     pub admin: SocketAddr,
     pub db: TestDb,
-    pub app_ctx: usher_gateway::app::Ctx,
+    pub app_ctx: usher_gateway::ctx::Ctx,
     pub creds: Creds,
     bearer_header: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,

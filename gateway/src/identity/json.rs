@@ -7,22 +7,28 @@
 //! `usher_session` (the access token), `usher_refresh` (sent only to
 //! `/api/auth/…`) or `usher_guest`.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use usher_proto::v1 as pb;
 
 use crate::doors::{GUEST_COOKIE, REFRESH_COOKIE, SESSION_COOKIE};
 use crate::error::ApiError;
-use crate::http::{Call, Http, Routes, body_or_default, idempotency_key, parse, query, ts};
+use crate::json::{Call, Routes, body_or_default, idempotency_key, parse, query, ts};
 
-pub(crate) fn routes(r: Routes) -> Routes {
-    r.add("POST", "/api/auth/register", post(register))
+use super::Identity;
+
+/// The service's JSON routes, over its state.
+pub(crate) fn routes(service: Identity) -> Router {
+    Routes::new()
+        .add("POST", "/api/auth/register", post(register))
         .add("POST", "/api/auth/login", post(login))
         .add("POST", "/api/auth/refresh", post(refresh))
         .add("POST", "/api/auth/logout", post(logout))
@@ -40,6 +46,7 @@ pub(crate) fn routes(r: Routes) -> Routes {
         .add("POST", "/api/orgs/{org}/devices", post(create_device))
         .add("DELETE", "/api/orgs/{org}/devices/{id}", delete(revoke_device))
         .add("GET", "/api/orgs/{org}/audit", get(audit))
+        .with_state(Arc::new(service))
 }
 
 fn me_json(m: &pb::MeResponse) -> Value {
@@ -62,7 +69,7 @@ fn seconds_until(t: &Option<prost_types::Timestamp>, now_s: i64) -> i64 {
 }
 
 /// The session as JSON, or as cookies for a browser.
-fn session(h: &Http, s: pb::Session, as_cookie: bool, status: StatusCode) -> Response {
+fn session(h: &Identity, s: pb::Session, as_cookie: bool, status: StatusCode) -> Response {
     let me = s.me.as_ref().map(me_json).unwrap_or(Value::Null);
     let body = if as_cookie {
         json!({"me": me, "access_expires_at": ts(&s.access_expires_at)})
@@ -74,7 +81,7 @@ fn session(h: &Http, s: pb::Session, as_cookie: bool, status: StatusCode) -> Res
     };
     let mut r = (status, Json(body)).into_response();
     if as_cookie {
-        let now_s = h.identity.ctx.now().0 / 1000;
+        let now_s = h.ctx.now().0 / 1000;
         let hs = r.headers_mut();
         if s.refresh_token.is_empty() {
             hs.append(header::SET_COOKIE, cookie(GUEST_COOKIE, &s.access_token, "/", seconds_until(&s.access_expires_at, now_s)));
@@ -98,15 +105,15 @@ struct Credentials {
     cookie: bool,
 }
 
-async fn register(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn register(Call(h, c): Call<Identity>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: Credentials = parse(&headers, &body)?;
-    let s = h.identity.register(&c, pb::RegisterRequest { email: b.email, password: b.password, name: b.name }).await?;
+    let s = h.register(&c, pb::RegisterRequest { email: b.email, password: b.password, name: b.name }).await?;
     Ok(session(&h, s, b.cookie, StatusCode::CREATED))
 }
 
-async fn login(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn login(Call(h, c): Call<Identity>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: Credentials = parse(&headers, &body)?;
-    let s = h.identity.log_in(&c, pb::LogInRequest { email: b.email, password: b.password }).await?;
+    let s = h.log_in(&c, pb::LogInRequest { email: b.email, password: b.password }).await?;
     Ok(session(&h, s, b.cookie, StatusCode::OK))
 }
 
@@ -129,15 +136,15 @@ impl RefreshBody {
     }
 }
 
-async fn refresh(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn refresh(Call(h, c): Call<Identity>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let (token, as_cookie) = body_or_default::<RefreshBody>(&headers, &body)?.token(&headers);
-    let s = h.identity.refresh(&c, pb::RefreshRequest { refresh_token: token }).await?;
+    let s = h.refresh(&c, pb::RefreshRequest { refresh_token: token }).await?;
     Ok(session(&h, s, as_cookie, StatusCode::OK))
 }
 
-async fn logout(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn logout(State(h): State<Arc<Identity>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let (token, _) = body_or_default::<RefreshBody>(&headers, &body)?.token(&headers);
-    h.identity.log_out(pb::LogOutRequest { refresh_token: token }).await?;
+    h.log_out(pb::LogOutRequest { refresh_token: token }).await?;
     let mut r = Json(json!({})).into_response();
     for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth"), (GUEST_COOKIE, "/")] {
         r.headers_mut().append(header::SET_COOKIE, cookie(name, "", path, 0));
@@ -151,22 +158,22 @@ struct GuestBody {
     cookie: bool,
 }
 
-async fn guest(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn guest(Call(h, c): Call<Identity>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let b: GuestBody = body_or_default(&headers, &body)?;
-    let s = h.identity.guest(&c).await?;
+    let s = h.guest(&c).await?;
     Ok(session(&h, s, b.cookie, StatusCode::CREATED))
 }
 
-async fn me(Call(h, c): Call) -> Result<Json<Value>, ApiError> {
-    Ok(Json(me_json(&h.identity.me(&c).await?)))
+async fn me(Call(h, c): Call<Identity>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(me_json(&h.me(&c).await?)))
 }
 
 fn org_json(o: &pb::Organization) -> Value {
     json!({"org_id": o.org_id, "name": o.name, "created_at": ts(&o.created_at)})
 }
 
-async fn list_orgs(Call(h, c): Call) -> Result<Json<Value>, ApiError> {
-    let r = h.identity.list_orgs(&c).await?;
+async fn list_orgs(Call(h, c): Call<Identity>) -> Result<Json<Value>, ApiError> {
+    let r = h.list_orgs(&c).await?;
     Ok(Json(json!({"organizations": r.organizations.iter().map(org_json).collect::<Vec<_>>()})))
 }
 
@@ -178,22 +185,22 @@ struct OrgBody {
     idempotency_key: String,
 }
 
-async fn create_org(Call(h, c): Call, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create_org(Call(h, c): Call<Identity>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b: OrgBody = parse(&headers, &body)?;
     let r = pb::CreateOrganizationRequest {
         idempotency_key: idempotency_key(&headers, &b.idempotency_key),
         name: b.name,
         owner_email: b.owner_email,
     };
-    Ok((StatusCode::CREATED, Json(org_json(&h.identity.create_org(&c, r).await?))))
+    Ok((StatusCode::CREATED, Json(org_json(&h.create_org(&c, r).await?))))
 }
 
 fn member_json(m: &pb::Member) -> Value {
     json!({"org_id": m.org_id, "user_id": m.user_id, "email": m.email, "role": m.role, "added_at": ts(&m.added_at)})
 }
 
-async fn members(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
-    let r = h.identity.members(&c, pb::ListMembersRequest { org_id: org }).await?;
+async fn members(Call(h, c): Call<Identity>, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = h.members(&c, pb::ListMembersRequest { org_id: org }).await?;
     Ok(Json(json!({"members": r.members.iter().map(member_json).collect::<Vec<_>>()})))
 }
 
@@ -205,16 +212,20 @@ struct MemberBody {
     idempotency_key: String,
 }
 
-async fn set_member(Call(h, c): Call, Path(org): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn set_member(Call(h, c): Call<Identity>, Path(org): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let b: MemberBody = parse(&headers, &body)?;
     let r =
         pb::SetMemberRequest { idempotency_key: idempotency_key(&headers, &b.idempotency_key), org_id: org, email: b.email, role: b.role };
-    Ok(Json(member_json(&h.identity.set_member(&c, r).await?)))
+    Ok(Json(member_json(&h.set_member(&c, r).await?)))
 }
 
-async fn remove_member(Call(h, c): Call, Path((org, user)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn remove_member(
+    Call(h, c): Call<Identity>,
+    Path((org, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let r = pb::RemoveMemberRequest { idempotency_key: idempotency_key(&headers, ""), org_id: org, user_id: user };
-    h.identity.remove_member(&c, r).await?;
+    h.remove_member(&c, r).await?;
     Ok(Json(json!({})))
 }
 
@@ -226,8 +237,8 @@ fn key_json(k: &pb::ApiKey) -> Value {
     })
 }
 
-async fn api_keys(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
-    let r = h.identity.api_keys(&c, pb::ListApiKeysRequest { org_id: org }).await?;
+async fn api_keys(Call(h, c): Call<Identity>, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = h.api_keys(&c, pb::ListApiKeysRequest { org_id: org }).await?;
     Ok(Json(json!({"keys": r.keys.iter().map(key_json).collect::<Vec<_>>()})))
 }
 
@@ -244,7 +255,7 @@ struct KeyBody {
 }
 
 async fn create_api_key(
-    Call(h, c): Call,
+    Call(h, c): Call<Identity>,
     Path(org): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -268,13 +279,17 @@ async fn create_api_key(
         event_ids: b.event_ids,
         expires_at,
     };
-    let k = h.identity.create_api_key(&c, r).await?;
+    let k = h.create_api_key(&c, r).await?;
     Ok((StatusCode::CREATED, Json(json!({"key": k.key.as_ref().map(key_json), "secret": k.secret}))))
 }
 
-async fn revoke_api_key(Call(h, c): Call, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn revoke_api_key(
+    Call(h, c): Call<Identity>,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let r = pb::RevokeApiKeyRequest { idempotency_key: idempotency_key(&headers, ""), org_id: org, api_key_id: id };
-    Ok(Json(key_json(&h.identity.revoke_api_key(&c, r).await?)))
+    Ok(Json(key_json(&h.revoke_api_key(&c, r).await?)))
 }
 
 fn device_json(d: &pb::DeviceToken) -> Value {
@@ -284,8 +299,8 @@ fn device_json(d: &pb::DeviceToken) -> Value {
     })
 }
 
-async fn devices(Call(h, c): Call, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
-    let r = h.identity.devices(&c, pb::ListDeviceTokensRequest { org_id: org }).await?;
+async fn devices(Call(h, c): Call<Identity>, Path(org): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = h.devices(&c, pb::ListDeviceTokensRequest { org_id: org }).await?;
     Ok(Json(json!({"devices": r.devices.iter().map(device_json).collect::<Vec<_>>()})))
 }
 
@@ -298,7 +313,7 @@ struct DeviceBody {
 }
 
 async fn create_device(
-    Call(h, c): Call,
+    Call(h, c): Call<Identity>,
     Path(org): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -310,13 +325,17 @@ async fn create_device(
         gate: b.gate,
         event_ids: b.event_ids,
     };
-    let d = h.identity.create_device(&c, r).await?;
+    let d = h.create_device(&c, r).await?;
     Ok((StatusCode::CREATED, Json(json!({"device": d.device.as_ref().map(device_json), "secret": d.secret}))))
 }
 
-async fn revoke_device(Call(h, c): Call, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn revoke_device(
+    Call(h, c): Call<Identity>,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let r = pb::RevokeDeviceTokenRequest { idempotency_key: idempotency_key(&headers, ""), org_id: org, device_id: id };
-    Ok(Json(device_json(&h.identity.revoke_device(&c, r).await?)))
+    Ok(Json(device_json(&h.revoke_device(&c, r).await?)))
 }
 
 #[derive(Deserialize, Default)]
@@ -327,12 +346,12 @@ struct AuditQuery {
 }
 
 async fn audit(
-    Call(h, c): Call,
+    Call(h, c): Call<Identity>,
     Path(org): Path<String>,
     q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
-    let r = h.identity.audit_log(&c, pb::ListAuditLogRequest { org_id: org, page_size: q.page_size, page_token: q.page_token }).await?;
+    let r = h.audit_log(&c, pb::ListAuditLogRequest { org_id: org, page_size: q.page_size, page_token: q.page_token }).await?;
     let records: Vec<Value> = r
         .records
         .iter()

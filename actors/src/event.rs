@@ -719,7 +719,6 @@ impl EventState {
     }
 }
 
-/// Counts commands refused before the engine saw them (storage failing).
 /// A command waiting in a batch: its key, the command, where its answer goes.
 type Queued = (IdempotencyKey, Command, oneshot::Sender<Result<Outcome, CommandError>>);
 
@@ -759,6 +758,7 @@ impl From<Vec<Request>> for Drained {
     }
 }
 
+/// Counts commands refused before the engine saw them (storage failing).
 fn count_unavailable<K, R>(commands: &[(K, Command, R)]) {
     for (_, cmd, _) in commands {
         metrics::counter!(names::COMMANDS, "command" => cmd.kind(), "outcome" => "unavailable").increment(1);

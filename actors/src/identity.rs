@@ -8,6 +8,7 @@
 
 use usher_engine::{ApiKeyId, DeviceId, EventId, Membership, Millis, OrgId, PartnerId, Role, Scope, UserId};
 
+pub use crate::ports::AuditEntry;
 use crate::ports::{BoxFuture, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,23 +122,6 @@ impl std::fmt::Debug for SigningKeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKeyRecord").field("kid", &self.kid).field("retired_at", &self.retired_at).finish_non_exhaustive()
     }
-}
-
-/// One organizer action, written with the change it records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEntry {
-    pub org: OrgId,
-    pub at: Millis,
-    /// `Principal::actor()`: `user:<uuid>`, `partner:<uuid>/key:<uuid>`, …
-    pub actor: String,
-    /// The caller's address as the server saw it.
-    pub address: String,
-    /// E.g. `event.cancel`, `api_key.create`.
-    pub action: String,
-    /// What it acted on, e.g. the event id.
-    pub target: String,
-    /// A few words more, for people; never a secret.
-    pub detail: String,
 }
 
 /// An audit entry as listed, with its position (newest first).

@@ -11,9 +11,24 @@ use usher_engine::{
     OrgId, OrgUsage, PaymentId, SeatIdx, Snapshot, TicketId, Transition, VenueId, VenueSpec,
 };
 
-use crate::identity::AuditEntry;
-
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One organizer action, written with the change it records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub org: OrgId,
+    pub at: Millis,
+    /// `Principal::actor()`: `user:<uuid>`, `partner:<uuid>/key:<uuid>`, …
+    pub actor: String,
+    /// The caller's address as the server saw it.
+    pub address: String,
+    /// E.g. `event.cancel`, `api_key.create`.
+    pub action: String,
+    /// What it acted on, e.g. the event id.
+    pub target: String,
+    /// A few words more, for people; never a secret.
+    pub detail: String,
+}
 
 /// The fencing token of an event's owner: minted by the database that holds
 /// the seats (`events.owner_epoch + 1` when an owner takes the event), and

@@ -1,6 +1,8 @@
-//! Driven adapters. Only this crate knows SQL.
+//! Driven adapters: SQL (only this crate knows it), Redis leases, Kafka,
+//! the webhook sender (an HTTP client), PDFs, mail and the payment provider.
 
 mod commit;
+mod connect;
 mod consume;
 mod db_error;
 pub mod identity;
@@ -18,5 +20,6 @@ pub mod sql;
 pub mod stream;
 pub mod webhooks;
 
+pub use connect::{Everything, connect_all, connect_everything, connect_with_stream};
 pub use node_lock::{NodeLock, NodeLockError, PG_NODE_LOCK_KEY, lock_cluster_node, lock_node};
-pub use sql::{Everything, PgStore, SqliteStore, Stores, connect, connect_all, connect_everything, connect_with_stream};
+pub use sql::{PgStore, SqliteStore, Stores, connect};

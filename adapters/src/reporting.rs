@@ -18,7 +18,7 @@
 //! - ticket-checked-in: admissions by gate and hour.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prost::Message as _;
 use usher_actors::{
@@ -33,13 +33,6 @@ use crate::sql::{PgStore, SqliteStore};
 
 /// The sales consumer's name.
 pub const SALES: &str = "sales";
-
-/// Layouts of the events met, to name each seat's category. Bounded: past
-/// `LAYOUTS_MAX` events it starts again empty.
-#[derive(Default)]
-pub(crate) struct ReportLayouts(Mutex<HashMap<EventId, Arc<Layout>>>);
-
-const LAYOUTS_MAX: usize = 1_000;
 
 /// One change to the read model, decoded from a message.
 enum Change {
@@ -164,7 +157,7 @@ macro_rules! reporting {
                 let venue = self.get_venue(config.venue_id).await.ok()??;
                 let layout = self.layouts.get_or_build(venue.id, &venue.spec).ok()?;
                 let mut cache = self.report_layouts.0.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() >= LAYOUTS_MAX {
+                if cache.len() >= crate::sql::REPORT_LAYOUTS_MAX {
                     cache.clear();
                 }
                 cache.insert(id, layout.clone());

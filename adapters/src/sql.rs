@@ -76,63 +76,20 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// store and the identity store.
 pub type Stores = (Arc<dyn Store>, Arc<dyn OrderStore>, Arc<dyn IdentityStore>);
 
-/// Opens the store named by a URL (as [`connect`]) and returns it as every
-/// port it implements. Runs migrations.
-pub async fn connect_all(url: &str) -> Result<Stores, StoreError> {
-    Ok(connect_with_stream(url).await?.0)
-}
+/// Layouts of the events the sales read model met (`reporting`), to name
+/// each seat's category. Bounded: past `REPORT_LAYOUTS_MAX` events it
+/// starts again empty.
+#[derive(Default)]
+pub(crate) struct ReportLayouts(pub(crate) std::sync::Mutex<std::collections::HashMap<EventId, Arc<Layout>>>);
 
-/// [`connect_all`] and the same database's outbox as a stream.
-pub async fn connect_with_stream(url: &str) -> Result<(Stores, Arc<dyn usher_actors::StreamStore>), StoreError> {
-    let e = connect_everything(url).await?;
-    Ok((e.stores, e.stream))
-}
-
-/// Every port one database serves.
-pub struct Everything {
-    pub stores: Stores,
-    pub stream: Arc<dyn usher_actors::StreamStore>,
-    /// The sales read model, as its consumer writes it and as reports read it.
-    pub sales: Arc<dyn usher_actors::Projection>,
-    pub reports: Arc<dyn usher_actors::Reports>,
-    /// Webhook endpoints and their log; the queue's consumer; the sender's side.
-    pub webhooks: Arc<dyn usher_actors::Webhooks>,
-    pub webhook_queue: Arc<dyn usher_actors::Projection>,
-    pub webhook_sender: Arc<dyn crate::webhooks::SenderStore>,
-}
-
-pub async fn connect_everything(url: &str) -> Result<Everything, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let s = Arc::new(PgStore::connect(url).await?);
-        Ok(Everything {
-            stores: (s.clone(), s.clone(), s.clone()),
-            stream: s.clone(),
-            sales: s.clone(),
-            reports: s.clone(),
-            webhooks: s.clone(),
-            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
-            webhook_sender: s,
-        })
-    } else {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
-        Ok(Everything {
-            stores: (s.clone(), s.clone(), s.clone()),
-            stream: s.clone(),
-            sales: s.clone(),
-            reports: s.clone(),
-            webhooks: s.clone(),
-            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
-            webhook_sender: s,
-        })
-    }
-}
+/// The most events `ReportLayouts` keeps.
+pub(crate) const REPORT_LAYOUTS_MAX: usize = 1_000;
 
 pub struct SqliteStore {
     pool: SqlitePool,
     pub(crate) layouts: LayoutCache,
     pub(crate) meter: CommitMeter,
-    pub(crate) report_layouts: crate::reporting::ReportLayouts,
+    pub(crate) report_layouts: ReportLayouts,
 }
 
 impl SqliteStore {
@@ -174,7 +131,7 @@ pub struct PgStore {
     pool: PgPool,
     pub(crate) layouts: LayoutCache,
     pub(crate) meter: CommitMeter,
-    pub(crate) report_layouts: crate::reporting::ReportLayouts,
+    pub(crate) report_layouts: ReportLayouts,
 }
 
 impl PgStore {

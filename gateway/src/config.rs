@@ -1,5 +1,6 @@
 //! Typed configuration: defaults, then a TOML file, then `USHER_*`
-//! environment variables, then command-line flags.
+//! environment variables, then command-line flags, all from one list of
+//! settings (`settings!`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,144 +23,305 @@ pub enum LogFormat {
     Json,
 }
 
-/// `Debug` is written by hand: the database and SMTP URLs may carry
-/// passwords, which never print.
-#[derive(Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
+/// Declares every setting once: its type, default, where it may come from
+/// (`env "USHER_…"`, or `file` only) and whether `usher serve` takes it as
+/// a flag (`flag`: `--the-field-name`). From that one list come the
+/// `Config` struct (the TOML file's shape), its defaults, the environment
+/// overlay, the flags (`ConfigFlags`, help from the same doc comments) and
+/// `SETTINGS`, which a test holds the README's table against.
+macro_rules! settings {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty = $default:expr, $from:ident $($env:literal)? $(, $flag:ident)?;)*) => {
+        /// `Debug` is written by hand: the database and SMTP URLs may carry
+        /// passwords, which never print.
+        #[derive(Clone, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $($(#[$doc])* pub $field: $ty,)*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config { $($field: $default,)* }
+            }
+        }
+
+        /// Every setting: its name in the file, its environment variable
+        /// and whether `usher serve` takes it as a flag.
+        pub const SETTINGS: &[Setting] = &[$(Setting { name: stringify!($field), env: settings!(@env $($env)?), flag: settings!(@flag $($flag)?) },)*];
+
+        impl Config {
+            /// Each `USHER_…` variable that is set replaces its setting.
+            fn overlay_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+                $(settings!(@read self, env, $field $($env)?);)*
+                Ok(())
+            }
+        }
+
+        settings!(@flags [] [] $([$(#[$doc])* $field: $ty $(, $flag)?])*);
+    };
+    (@env) => { None };
+    (@env $env:literal) => { Some($env) };
+    (@flag) => { false };
+    (@flag flag) => { true };
+    (@read $c:ident, $get:ident, $field:ident) => {};
+    (@read $c:ident, $get:ident, $field:ident $env:literal) => {
+        if let Some(v) = $get($env) {
+            $c.$field = FromEnv::from_env($env, &v)?;
+        }
+    };
+    // Gathers the flagged fields, then writes the flags' struct.
+    (@flags [$($acc:tt)*] [$($set:ident)*]) => {
+        /// The settings `usher serve` takes as flags; each overrides the
+        /// file and the environment.
+        #[derive(clap::Args, Debug, Default)]
+        pub struct ConfigFlags {
+            $($acc)*
+        }
+
+        impl ConfigFlags {
+            /// Puts every flag given into `c`.
+            pub fn apply(self, c: &mut Config) {
+                $(if let Some(v) = self.$set {
+                    c.$set = v;
+                })*
+            }
+        }
+    };
+    (@flags [$($acc:tt)*] [$($set:ident)*] [$(#[$doc:meta])* $field:ident: $ty:ty, flag] $($rest:tt)*) => {
+        settings!(@flags [$($acc)* $(#[$doc])* #[arg(long)] pub $field: Option<$ty>,] [$($set)* $field] $($rest)*);
+    };
+    (@flags [$($acc:tt)*] [$($set:ident)*] [$(#[$doc:meta])* $field:ident: $ty:ty] $($rest:tt)*) => {
+        settings!(@flags [$($acc)*] [$($set)*] $($rest)*);
+    };
+}
+
+/// One setting, as `SETTINGS` lists it.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The field's name: the key in the TOML file.
+    pub name: &'static str,
+    /// Its environment variable, if it has one.
+    pub env: Option<&'static str>,
+    /// Whether `usher serve` takes it as `--name-with-dashes`.
+    pub flag: bool,
+}
+
+settings! {
     /// Where the embedded default keeps its SQLite file.
-    pub data_dir: PathBuf,
+    data_dir: PathBuf = PathBuf::from("usher-data"), env "USHER_DATA_DIR";
     /// Empty: SQLite in `data_dir`. `postgres://…` for PostgreSQL.
-    pub database_url: String,
+    database_url: String = String::new(), env "USHER_DATABASE_URL";
     /// gRPC listen address; port 0 picks a free port.
-    pub grpc_addr: SocketAddr,
+    grpc_addr: SocketAddr = "127.0.0.1:50051".parse().expect("valid address"), env "USHER_GRPC_ADDR", flag;
     /// HTTP listen address (storefront and JSON API); port 0 picks one.
-    pub http_addr: SocketAddr,
+    http_addr: SocketAddr = "127.0.0.1:8080".parse().expect("valid address"), env "USHER_HTTP_ADDR", flag;
     /// The admin listener: `/metrics` (Prometheus), `/livez`, `/readyz`,
     /// `/status`. No credentials are asked there: keep it on loopback or a
     /// private network. Port 0 picks one.
-    pub admin_addr: SocketAddr,
+    admin_addr: SocketAddr = "127.0.0.1:9464".parse().expect("valid address") /* OpenTelemetry's Prometheus port */, env "USHER_ADMIN_ADDR", flag;
     /// Load the demo venue and events on start (idempotent). Defaults to on
     /// for the embedded default and off for PostgreSQL.
-    pub demo_data: Option<bool>,
+    demo_data: Option<bool> = None, env "USHER_DEMO_DATA";
     /// tracing filter, e.g. `info` or `usher=debug`.
-    pub log: String,
+    log: String = "info".into(), env "USHER_LOG";
     /// Where spans go, over OTLP/gRPC (`http://collector:4317`); empty: no
     /// traces (the default).
-    pub otlp_endpoint: String,
+    otlp_endpoint: String = String::new(), env "USHER_OTLP_ENDPOINT", flag;
     /// How log lines are written to stderr: `text` for people, `json` for a
     /// log shipper (one JSON object per line).
-    pub log_format: LogFormat,
+    log_format: LogFormat = LogFormat::Text, env "USHER_LOG_FORMAT", flag;
     /// `smtp://host:port` sends email to that server; empty: into the maildir.
-    pub smtp_url: String,
+    smtp_url: String = String::new(), env "USHER_SMTP_URL", flag;
     /// Maildir for email when no SMTP server is set (default: DATA_DIR/mail).
-    pub mail_dir: Option<PathBuf>,
+    mail_dir: Option<PathBuf> = None, env "USHER_MAIL_DIR";
     /// Sender of customer email.
-    pub mail_from: String,
+    mail_from: String = "Usher Tickets <tickets@usher.local>".into(), env "USHER_MAIL_FROM";
     /// Longest wait between delivery attempts while the mail server is down.
-    pub mail_retry_ms_max: u64,
+    mail_retry_ms_max: u64 = 60_000, env "USHER_MAIL_RETRY_MS_MAX";
     /// Where ticket PDFs are kept (default: DATA_DIR/tickets).
-    pub pdf_dir: Option<PathBuf>,
+    pdf_dir: Option<PathBuf> = None, env "USHER_PDF_DIR";
     /// The Ed25519 key that signs ticket codes: 32 raw bytes, base64url
     /// (default: DATA_DIR/ticket-signing.key, made at first start).
-    pub ticket_key_file: Option<PathBuf>,
+    ticket_key_file: Option<PathBuf> = None, env "USHER_TICKET_KEY_FILE";
     /// How long a saga waits for the payment provider before asking for the
     /// attempt's status.
-    pub payment_timeout_ms: u64,
+    payment_timeout_ms: u64 = 30_000, env "USHER_PAYMENT_TIMEOUT_MS";
     /// The simulated provider's memory (default: DATA_DIR/payment-sim.jsonl).
-    pub payment_ledger: Option<PathBuf>,
+    payment_ledger: Option<PathBuf> = None, env "USHER_PAYMENT_LEDGER";
     /// How long the simulated provider's slow test card takes.
-    pub sim_payment_delay_ms: u64,
+    sim_payment_delay_ms: u64 = 3_000, env "USHER_SIM_PAYMENT_DELAY_MS";
     /// PDFs rendered at once.
-    pub render_workers: usize,
+    render_workers: usize = 2, env "USHER_RENDER_WORKERS";
     /// Fault injection for crash tests only: pause between a captured
     /// payment and ticket issuing.
-    pub test_issue_delay_ms: u64,
+    test_issue_delay_ms: u64 = 0, env "USHER_TEST_ISSUE_DELAY_MS";
     /// `iss` and `aud` of access tokens (the same for every node of a deployment).
-    pub token_issuer: String,
-    pub token_audience: String,
+    token_issuer: String = "usher".into(), env "USHER_TOKEN_ISSUER";
+    token_audience: String = "usher".into(), env "USHER_TOKEN_AUDIENCE";
     /// Lifetime of an access token; a refresh token lives 30 days.
-    pub access_token_ttl_ms: u64,
+    access_token_ttl_ms: u64 = 15 * 60 * 1000, file;
     /// The storefront's URL as people reach it, for the order links in
     /// emails (default: `http://` and the HTTP listener's address).
-    pub public_url: String,
+    public_url: String = String::new(), env "USHER_PUBLIC_URL";
     /// Open connections per door; past the cap a new one is closed at once.
-    pub http_connections_max: usize,
-    pub grpc_connections_max: usize,
+    http_connections_max: usize = limits::HTTP_CONNECTIONS_MAX_DEFAULT, env "USHER_HTTP_CONNECTIONS_MAX";
+    grpc_connections_max: usize = limits::GRPC_CONNECTIONS_MAX_DEFAULT, env "USHER_GRPC_CONNECTIONS_MAX";
     /// Time for an HTTP request's head, and for an idle keep-alive connection.
-    pub http_header_read_ms: u64,
+    http_header_read_ms: u64 = limits::HTTP_HEADER_READ_MS_DEFAULT, env "USHER_HTTP_HEADER_READ_MS";
     /// Time for an HTTP request's whole body, from its head.
-    pub http_body_ms: u64,
+    http_body_ms: u64 = limits::HTTP_BODY_MS_DEFAULT, env "USHER_HTTP_BODY_MS";
     /// A gRPC connection with no call in flight this long is closed.
-    pub grpc_idle_ms: u64,
+    grpc_idle_ms: u64 = limits::GRPC_IDLE_MS_DEFAULT, env "USHER_GRPC_IDLE_MS";
     /// Live seat feeds (`WatchSeats`, the storefront's server-sent events)
     /// one client, and the whole node, may hold open.
-    pub seat_streams_per_client_max: usize,
-    pub seat_streams_per_node_max: usize,
+    seat_streams_per_client_max: usize = limits::SEAT_STREAMS_PER_CLIENT_MAX, env "USHER_SEAT_STREAMS_PER_CLIENT_MAX";
+    seat_streams_per_node_max: usize = limits::SEAT_STREAMS_PER_NODE_MAX, env "USHER_SEAT_STREAMS_PER_NODE_MAX";
     /// A feed whose watcher takes nothing this long while items wait is dropped.
-    pub seat_feed_stall_ms: u64,
+    seat_feed_stall_ms: u64 = limits::SEAT_FEED_STALL_MS_DEFAULT, file;
     /// Rate limits per kind of caller (`[rates]` in the file).
-    pub rates: crate::auth::rate::RateConfig,
+    rates: crate::auth::rate::RateConfig = crate::auth::rate::RateConfig::default(), file;
     /// What one organization may hold (`[quotas]` in the file): venues,
     /// seats across them, upcoming events.
-    pub quotas: usher_engine::Quotas,
+    quotas: usher_engine::Quotas = usher_engine::Quotas::default(), file;
     /// `redis://host:port` joins a cluster of nodes on one PostgreSQL
     /// database, with a lease per event in this Redis. Empty: one node.
-    pub redis_url: String,
+    redis_url: String = String::new(), env "USHER_REDIS_URL", flag;
     /// This node's name in the cluster (default: the host name).
-    pub node_name: String,
+    node_name: String = String::new(), env "USHER_NODE_NAME", flag;
     /// Where the other nodes reach this node's gRPC server, `host:port`
     /// (default: the gRPC listener's address; set it when that is 0.0.0.0).
-    pub advertise_addr: String,
+    advertise_addr: String = String::new(), env "USHER_ADVERTISE_ADDR", flag;
     /// The secret every node of a cluster shares: requests forwarded between
     /// nodes carry it. At least 16 characters; never printed.
-    pub cluster_secret: String,
+    cluster_secret: String = String::new(), env "USHER_CLUSTER_SECRET";
     /// How long an event's lease lasts without renewal: the longest an
     /// event goes unserved after its owner dies.
-    pub lease_ttl_ms: u64,
+    lease_ttl_ms: u64 = limits::LEASE_TTL_MS_DEFAULT, env "USHER_LEASE_TTL_MS";
     /// How often a node renews its leases (at most half the TTL).
-    pub lease_renew_ms: u64,
+    lease_renew_ms: u64 = limits::LEASE_RENEW_MS_DEFAULT, env "USHER_LEASE_RENEW_MS";
     /// Prefix of the cluster's Redis keys, so clusters can share a Redis.
-    pub cluster_key_prefix: String,
+    cluster_key_prefix: String = "usher:".into(), env "USHER_CLUSTER_KEY_PREFIX";
     /// `host:port[,host:port…]` of Kafka brokers: the relay publishes the
     /// outbox there (librdkafka `bootstrap.servers`). Empty: the embedded
     /// stream in the database, to the same consumers.
-    pub kafka_brokers: String,
+    kafka_brokers: String = String::new(), env "USHER_KAFKA_BROKERS", flag;
     /// Put before every topic name (empty: `seats-sold`, ...).
-    pub kafka_topic_prefix: String,
+    kafka_topic_prefix: String = String::new(), env "USHER_KAFKA_TOPIC_PREFIX";
     /// Partitions, replicas and `retention.ms` of the topics Usher creates
     /// when they are missing (existing topics are left alone).
-    pub kafka_partitions: u32,
-    pub kafka_replication: u32,
-    pub kafka_retention_ms: u64,
+    kafka_partitions: u32 = limits::KAFKA_PARTITIONS_DEFAULT, env "USHER_KAFKA_PARTITIONS";
+    kafka_replication: u32 = 1, env "USHER_KAFKA_REPLICATION";
+    kafka_retention_ms: u64 = usher_engine::limits::OUTBOX_RETENTION_MS_DEFAULT, env "USHER_KAFKA_RETENTION_MS";
     /// How long published outbox rows stay in the database (the embedded
     /// stream's retention too).
-    pub outbox_retention_ms: u64,
+    outbox_retention_ms: u64 = usher_engine::limits::OUTBOX_RETENTION_MS_DEFAULT, env "USHER_OUTBOX_RETENTION_MS";
     /// Not ready (`/readyz` 503, gRPC health `usher.relay` NOT_SERVING)
     /// while the oldest unpublished outbox row is older than this.
-    pub relay_behind_ms: u64,
+    relay_behind_ms: u64 = usher_engine::limits::RELAY_BEHIND_MS_DEFAULT, env "USHER_RELAY_BEHIND_MS";
     /// Fault injection for crash tests only: the relay's pause between its
     /// delivery reports and marking rows published.
-    pub test_relay_mark_delay_ms: u64,
+    test_relay_mark_delay_ms: u64 = 0, env "USHER_TEST_RELAY_MARK_DELAY_MS";
     /// Waits between a webhook's attempts (ms); after the last, it fails.
     /// Default: Standard Webhooks' 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
-    pub webhook_retry_schedule_ms: Vec<u64>,
+    webhook_retry_schedule_ms: Vec<u64> = usher_adapters::webhooks::RETRY_SCHEDULE_MS_DEFAULT.to_vec(), env "USHER_WEBHOOK_RETRY_SCHEDULE_MS";
     /// One webhook attempt's time for an answer (ms).
-    pub webhook_timeout_ms: u64,
+    webhook_timeout_ms: u64 = 10_000, env "USHER_WEBHOOK_TIMEOUT_MS";
     /// A PEM file of CA certificates trusted for `https://` webhook
     /// endpoints besides Mozilla's roots (a private CA); read at start.
-    pub webhook_ca_file: Option<PathBuf>,
+    webhook_ca_file: Option<PathBuf> = None, env "USHER_WEBHOOK_CA_FILE";
     /// `false` (USHER_RELAY=off) for benchmarks only: the relay publishes
     /// nothing and the outbox grows.
-    pub relay_enabled: bool,
+    relay_enabled: bool = true, env "USHER_RELAY";
     /// `false` (USHER_STREAM_CONSUMERS=off) for benchmarks only: neither
     /// the sales read model nor the webhook queue reads the stream, so the
     /// relay's own cost can be told from theirs.
-    pub consumers_enabled: bool,
+    consumers_enabled: bool = true, env "USHER_STREAM_CONSUMERS";
     /// `false` (USHER_METRICS=off) for benchmarks only: no metrics recorder
     /// is installed, so every recording is a no-op and `/metrics` is empty;
     /// the bench weighs what metrics cost against it.
-    pub metrics_enabled: bool,
+    metrics_enabled: bool = true, env "USHER_METRICS";
+}
+
+/// A setting's value as an environment variable spells it; the error names
+/// the variable.
+trait FromEnv: Sized {
+    fn from_env(name: &str, v: &str) -> anyhow::Result<Self>;
+}
+
+impl FromEnv for String {
+    fn from_env(_: &str, v: &str) -> anyhow::Result<String> {
+        Ok(v.to_owned())
+    }
+}
+
+impl FromEnv for PathBuf {
+    fn from_env(_: &str, v: &str) -> anyhow::Result<PathBuf> {
+        Ok(v.into())
+    }
+}
+
+/// Empty is none.
+impl FromEnv for Option<PathBuf> {
+    fn from_env(_: &str, v: &str) -> anyhow::Result<Option<PathBuf>> {
+        Ok((!v.is_empty()).then(|| PathBuf::from(v)))
+    }
+}
+
+impl FromEnv for SocketAddr {
+    fn from_env(name: &str, v: &str) -> anyhow::Result<SocketAddr> {
+        v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}"))
+    }
+}
+
+impl FromEnv for u64 {
+    fn from_env(name: &str, v: &str) -> anyhow::Result<u64> {
+        v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}"))
+    }
+}
+
+/// A count: at least one.
+impl FromEnv for u32 {
+    fn from_env(name: &str, v: &str) -> anyhow::Result<u32> {
+        Ok(u64::from_env(name, v)?.clamp(1, u64::from(u32::MAX)) as u32)
+    }
+}
+
+/// A count: at least one, at most `u32::MAX`.
+impl FromEnv for usize {
+    fn from_env(name: &str, v: &str) -> anyhow::Result<usize> {
+        Ok(u32::from_env(name, v)? as usize)
+    }
+}
+
+/// A switch: on unless `off`, `0`, `false` or `no`.
+impl FromEnv for bool {
+    fn from_env(_: &str, v: &str) -> anyhow::Result<bool> {
+        Ok(!matches!(v, "off" | "0" | "false" | "no"))
+    }
+}
+
+/// A choice that has a default: on for `1`, `true`, `yes` or `on`.
+impl FromEnv for Option<bool> {
+    fn from_env(_: &str, v: &str) -> anyhow::Result<Option<bool>> {
+        Ok(Some(matches!(v, "1" | "true" | "yes" | "on")))
+    }
+}
+
+/// Comma-separated numbers.
+impl FromEnv for Vec<u64> {
+    fn from_env(name: &str, v: &str) -> anyhow::Result<Vec<u64>> {
+        v.split(',').map(|n| u64::from_env(name, n.trim())).collect()
+    }
+}
+
+impl FromEnv for LogFormat {
+    fn from_env(name: &str, v: &str) -> anyhow::Result<LogFormat> {
+        match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => anyhow::bail!("{name}={v:?}: give text or json"),
+        }
+    }
 }
 
 /// A URL with any `user:password@` part replaced by `***@`.
@@ -200,69 +362,6 @@ impl std::fmt::Debug for Config {
     }
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            data_dir: PathBuf::from("usher-data"),
-            database_url: String::new(),
-            grpc_addr: "127.0.0.1:50051".parse().expect("valid address"),
-            http_addr: "127.0.0.1:8080".parse().expect("valid address"),
-            // 9464: the port OpenTelemetry's Prometheus exporters use.
-            admin_addr: "127.0.0.1:9464".parse().expect("valid address"),
-            demo_data: None,
-            log: "info".into(),
-            log_format: LogFormat::Text,
-            otlp_endpoint: String::new(),
-            smtp_url: String::new(),
-            mail_dir: None,
-            mail_from: "Usher Tickets <tickets@usher.local>".into(),
-            mail_retry_ms_max: 60_000,
-            pdf_dir: None,
-            ticket_key_file: None,
-            payment_timeout_ms: 30_000,
-            payment_ledger: None,
-            sim_payment_delay_ms: 3_000,
-            render_workers: 2,
-            test_issue_delay_ms: 0,
-            token_issuer: "usher".into(),
-            token_audience: "usher".into(),
-            access_token_ttl_ms: 15 * 60 * 1000,
-            public_url: String::new(),
-            http_connections_max: limits::HTTP_CONNECTIONS_MAX_DEFAULT,
-            grpc_connections_max: limits::GRPC_CONNECTIONS_MAX_DEFAULT,
-            http_header_read_ms: limits::HTTP_HEADER_READ_MS_DEFAULT,
-            http_body_ms: limits::HTTP_BODY_MS_DEFAULT,
-            grpc_idle_ms: limits::GRPC_IDLE_MS_DEFAULT,
-            seat_streams_per_client_max: limits::SEAT_STREAMS_PER_CLIENT_MAX,
-            seat_streams_per_node_max: limits::SEAT_STREAMS_PER_NODE_MAX,
-            seat_feed_stall_ms: limits::SEAT_FEED_STALL_MS_DEFAULT,
-            rates: crate::auth::rate::RateConfig::default(),
-            quotas: usher_engine::Quotas::default(),
-            redis_url: String::new(),
-            node_name: String::new(),
-            advertise_addr: String::new(),
-            cluster_secret: String::new(),
-            lease_ttl_ms: limits::LEASE_TTL_MS_DEFAULT,
-            lease_renew_ms: limits::LEASE_RENEW_MS_DEFAULT,
-            cluster_key_prefix: "usher:".into(),
-            kafka_brokers: String::new(),
-            kafka_topic_prefix: String::new(),
-            kafka_partitions: limits::KAFKA_PARTITIONS_DEFAULT,
-            kafka_replication: 1,
-            kafka_retention_ms: usher_engine::limits::OUTBOX_RETENTION_MS_DEFAULT,
-            outbox_retention_ms: usher_engine::limits::OUTBOX_RETENTION_MS_DEFAULT,
-            relay_behind_ms: usher_engine::limits::RELAY_BEHIND_MS_DEFAULT,
-            test_relay_mark_delay_ms: 0,
-            webhook_retry_schedule_ms: usher_adapters::webhooks::RETRY_SCHEDULE_MS_DEFAULT.to_vec(),
-            webhook_timeout_ms: 10_000,
-            webhook_ca_file: None,
-            relay_enabled: true,
-            consumers_enabled: true,
-            metrics_enabled: true,
-        }
-    }
-}
-
 impl Config {
     /// Reads the file (if any) and the environment.
     pub fn load(file: Option<&std::path::Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
@@ -274,171 +373,22 @@ impl Config {
             }
             None => Config::default(),
         };
-        if let Some(v) = env("USHER_DATA_DIR") {
-            c.data_dir = v.into();
-        }
-        if let Some(v) = env("USHER_DATABASE_URL") {
-            c.database_url = v;
-        }
-        if let Some(v) = env("USHER_GRPC_ADDR") {
-            c.grpc_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_GRPC_ADDR={v:?}: {e}"))?;
-        }
-        if let Some(v) = env("USHER_HTTP_ADDR") {
-            c.http_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_HTTP_ADDR={v:?}: {e}"))?;
-        }
-        if let Some(v) = env("USHER_OTLP_ENDPOINT") {
-            c.otlp_endpoint = v;
-        }
-        if let Some(v) = env("USHER_ADMIN_ADDR") {
-            c.admin_addr = v.parse().map_err(|e| anyhow::anyhow!("USHER_ADMIN_ADDR={v:?}: {e}"))?;
-        }
-        if let Some(v) = env("USHER_DEMO_DATA") {
-            c.demo_data = Some(matches!(v.as_str(), "1" | "true" | "yes" | "on"));
-        }
-        if let Some(v) = env("USHER_LOG") {
-            c.log = v;
-        }
-        if let Some(v) = env("USHER_LOG_FORMAT") {
-            c.log_format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => anyhow::bail!("USHER_LOG_FORMAT={v:?}: give text or json"),
-            };
-        }
-        if let Some(v) = env("USHER_SMTP_URL") {
-            c.smtp_url = v;
-        }
-        if let Some(v) = env("USHER_MAIL_DIR") {
-            c.mail_dir = Some(v.into());
-        }
-        if let Some(v) = env("USHER_MAIL_FROM") {
-            c.mail_from = v;
-        }
-        if let Some(v) = env("USHER_PDF_DIR") {
-            c.pdf_dir = Some(v.into());
-        }
-        if let Some(v) = env("USHER_TICKET_KEY_FILE") {
-            c.ticket_key_file = Some(v.into());
-        }
-        if let Some(v) = env("USHER_PAYMENT_LEDGER") {
-            c.payment_ledger = Some(v.into());
-        }
-        let num = |name: &str, v: String| v.parse::<u64>().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}"));
-        if let Some(v) = env("USHER_MAIL_RETRY_MS_MAX") {
-            c.mail_retry_ms_max = num("USHER_MAIL_RETRY_MS_MAX", v)?;
-        }
-        if let Some(v) = env("USHER_PAYMENT_TIMEOUT_MS") {
-            c.payment_timeout_ms = num("USHER_PAYMENT_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = env("USHER_SIM_PAYMENT_DELAY_MS") {
-            c.sim_payment_delay_ms = num("USHER_SIM_PAYMENT_DELAY_MS", v)?;
-        }
-        if let Some(v) = env("USHER_TEST_ISSUE_DELAY_MS") {
-            c.test_issue_delay_ms = num("USHER_TEST_ISSUE_DELAY_MS", v)?;
-        }
+        c.overlay_env(&env)?;
         if let Some(v) = env("USHER_PARTNER_RATE_PER_S") {
-            let n = num("USHER_PARTNER_RATE_PER_S", v)?.clamp(1, u64::from(u32::MAX / 4)) as u32;
+            let n = u64::from_env("USHER_PARTNER_RATE_PER_S", &v)?.clamp(1, u64::from(u32::MAX / 4)) as u32;
             c.rates.partner = crate::auth::rate::Rate { per_s: n, burst: n.saturating_mul(4) };
         }
-        if let Some(v) = env("USHER_PUBLIC_URL") {
-            c.public_url = v;
-        }
-        if let Some(v) = env("USHER_TOKEN_ISSUER") {
-            c.token_issuer = v;
-        }
-        if let Some(v) = env("USHER_TOKEN_AUDIENCE") {
-            c.token_audience = v;
-        }
-        let count = |name: &str, v: String| num(name, v).map(|n| n.clamp(1, u64::from(u32::MAX)) as usize);
-        if let Some(v) = env("USHER_SEAT_STREAMS_PER_CLIENT_MAX") {
-            c.seat_streams_per_client_max = count("USHER_SEAT_STREAMS_PER_CLIENT_MAX", v)?;
-        }
-        if let Some(v) = env("USHER_SEAT_STREAMS_PER_NODE_MAX") {
-            c.seat_streams_per_node_max = count("USHER_SEAT_STREAMS_PER_NODE_MAX", v)?;
-        }
-        if let Some(v) = env("USHER_HTTP_CONNECTIONS_MAX") {
-            c.http_connections_max = count("USHER_HTTP_CONNECTIONS_MAX", v)?;
-        }
-        if let Some(v) = env("USHER_GRPC_CONNECTIONS_MAX") {
-            c.grpc_connections_max = count("USHER_GRPC_CONNECTIONS_MAX", v)?;
-        }
-        if let Some(v) = env("USHER_HTTP_HEADER_READ_MS") {
-            c.http_header_read_ms = num("USHER_HTTP_HEADER_READ_MS", v)?;
-        }
-        if let Some(v) = env("USHER_HTTP_BODY_MS") {
-            c.http_body_ms = num("USHER_HTTP_BODY_MS", v)?;
-        }
-        if let Some(v) = env("USHER_GRPC_IDLE_MS") {
-            c.grpc_idle_ms = num("USHER_GRPC_IDLE_MS", v)?;
-        }
-        if let Some(v) = env("USHER_RENDER_WORKERS") {
-            c.render_workers = num("USHER_RENDER_WORKERS", v)?.clamp(1, 64) as usize;
-        }
-        if let Some(v) = env("USHER_REDIS_URL") {
-            c.redis_url = v;
-        }
-        if let Some(v) = env("USHER_NODE_NAME") {
-            c.node_name = v;
-        }
-        if let Some(v) = env("USHER_ADVERTISE_ADDR") {
-            c.advertise_addr = v;
-        }
-        if let Some(v) = env("USHER_CLUSTER_SECRET") {
-            c.cluster_secret = v;
-        }
-        if let Some(v) = env("USHER_LEASE_TTL_MS") {
-            c.lease_ttl_ms = num("USHER_LEASE_TTL_MS", v)?;
-        }
-        if let Some(v) = env("USHER_LEASE_RENEW_MS") {
-            c.lease_renew_ms = num("USHER_LEASE_RENEW_MS", v)?;
-        }
-        if let Some(v) = env("USHER_CLUSTER_KEY_PREFIX") {
-            c.cluster_key_prefix = v;
-        }
-        if let Some(v) = env("USHER_KAFKA_BROKERS") {
-            c.kafka_brokers = v;
-        }
-        if let Some(v) = env("USHER_KAFKA_TOPIC_PREFIX") {
-            c.kafka_topic_prefix = v;
-        }
-        if let Some(v) = env("USHER_KAFKA_PARTITIONS") {
-            c.kafka_partitions = num("USHER_KAFKA_PARTITIONS", v)?.clamp(1, 10_000) as u32;
-        }
-        if let Some(v) = env("USHER_KAFKA_REPLICATION") {
-            c.kafka_replication = num("USHER_KAFKA_REPLICATION", v)?.clamp(1, 16) as u32;
-        }
-        if let Some(v) = env("USHER_KAFKA_RETENTION_MS") {
-            c.kafka_retention_ms = num("USHER_KAFKA_RETENTION_MS", v)?;
-        }
-        if let Some(v) = env("USHER_OUTBOX_RETENTION_MS") {
-            c.outbox_retention_ms = num("USHER_OUTBOX_RETENTION_MS", v)?;
-        }
-        if let Some(v) = env("USHER_RELAY_BEHIND_MS") {
-            c.relay_behind_ms = num("USHER_RELAY_BEHIND_MS", v)?;
-        }
-        if let Some(v) = env("USHER_WEBHOOK_RETRY_SCHEDULE_MS") {
-            c.webhook_retry_schedule_ms =
-                v.split(',').map(|n| num("USHER_WEBHOOK_RETRY_SCHEDULE_MS", n.trim().to_owned())).collect::<Result<_, _>>()?;
-        }
-        if let Some(v) = env("USHER_RELAY") {
-            c.relay_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
-        }
-        if let Some(v) = env("USHER_METRICS") {
-            c.metrics_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
-        }
-        if let Some(v) = env("USHER_STREAM_CONSUMERS") {
-            c.consumers_enabled = !matches!(v.as_str(), "off" | "0" | "false" | "no");
-        }
-        if let Some(v) = env("USHER_WEBHOOK_TIMEOUT_MS") {
-            c.webhook_timeout_ms = num("USHER_WEBHOOK_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = env("USHER_WEBHOOK_CA_FILE") {
-            c.webhook_ca_file = (!v.is_empty()).then(|| PathBuf::from(v));
-        }
-        if let Some(v) = env("USHER_TEST_RELAY_MARK_DELAY_MS") {
-            c.test_relay_mark_delay_ms = num("USHER_TEST_RELAY_MARK_DELAY_MS", v)?;
-        }
+        c.keep_in_range();
         Ok(c)
+    }
+
+    /// Settings whose useful range is narrower than their type's, held to
+    /// it whichever layer set them: at least one render worker and at most
+    /// 64; Kafka partitions 1 to 10,000 and replicas 1 to 16.
+    fn keep_in_range(&mut self) {
+        self.render_workers = self.render_workers.clamp(1, 64);
+        self.kafka_partitions = self.kafka_partitions.clamp(1, 10_000);
+        self.kafka_replication = self.kafka_replication.clamp(1, 16);
     }
 
     /// The caps and timeouts of both doors' connections (zero times and

@@ -1,7 +1,7 @@
 //! The gRPC side: every service's server, health and reflection, and the
 //! node service in a cluster, under the doors (`doors::GrpcAuthLayer`) and
 //! the metrics layer. The gRPC twin of `http::router`: adding a service is
-//! its file and one line here.
+//! its file, its `add_service` line and its `set_serving` line here.
 
 use std::sync::Arc;
 

@@ -289,50 +289,15 @@ enum Cmd {
 struct ServeArgs {
     #[command(flatten)]
     store: Store,
-    /// gRPC listen address (also USHER_GRPC_ADDR); port 0 picks one.
-    #[arg(long)]
-    grpc_addr: Option<std::net::SocketAddr>,
-    /// HTTP listen address for the storefront and JSON API (also USHER_HTTP_ADDR).
-    #[arg(long)]
-    http_addr: Option<std::net::SocketAddr>,
-    /// Admin listen address: /metrics (Prometheus), /livez, /readyz, /status
-    /// (also USHER_ADMIN_ADDR; default 127.0.0.1:9464). No credentials:
-    /// keep it private.
-    #[arg(long)]
-    admin_addr: Option<std::net::SocketAddr>,
+    /// Every setting `usher serve` takes as a flag (also its USHER_…
+    /// variable or the file's key; see README "Configuration").
+    #[command(flatten)]
+    settings: usher_gateway::config::ConfigFlags,
     /// Load the demo venue and events (default: on for the embedded default).
     #[arg(long, conflicts_with = "no_demo_data")]
     demo_data: bool,
     #[arg(long)]
     no_demo_data: bool,
-    /// Send email to this SMTP server, e.g. smtp://127.0.0.1:2525 (also
-    /// USHER_SMTP_URL). Default: deliver into DATA_DIR/mail (a maildir).
-    #[arg(long)]
-    smtp_url: Option<String>,
-    /// Join a cluster whose leases live in this Redis, e.g.
-    /// redis://127.0.0.1:6379 (also USHER_REDIS_URL). Needs PostgreSQL and
-    /// USHER_CLUSTER_SECRET; see README "Several nodes".
-    #[arg(long)]
-    redis_url: Option<String>,
-    /// This node's name in the cluster (also USHER_NODE_NAME; default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// Where the other nodes reach this node's gRPC server, host:port
-    /// (also USHER_ADVERTISE_ADDR; default: the gRPC listener's address).
-    #[arg(long)]
-    advertise_addr: Option<String>,
-    /// Publish the outbox to these Kafka brokers, host:port[,host:port]
-    /// (also USHER_KAFKA_BROKERS). Default: the embedded stream.
-    #[arg(long)]
-    kafka_brokers: Option<String>,
-    /// Log lines on stderr as text (default) or as JSON, one object per
-    /// line (also USHER_LOG_FORMAT).
-    #[arg(long, value_enum)]
-    log_format: Option<usher_gateway::config::LogFormat>,
-    /// Export traces over OTLP/gRPC to this collector, e.g.
-    /// http://127.0.0.1:4317 (also USHER_OTLP_ENDPOINT). Default: none.
-    #[arg(long)]
-    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -545,41 +510,12 @@ async fn shutdown_signal() {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let mut c = a.store.config()?;
-    if let Some(v) = a.grpc_addr {
-        c.grpc_addr = v;
-    }
-    if let Some(v) = a.http_addr {
-        c.http_addr = v;
-    }
-    if let Some(v) = a.admin_addr {
-        c.admin_addr = v;
-    }
+    a.settings.apply(&mut c);
     if a.demo_data {
         c.demo_data = Some(true);
     }
     if a.no_demo_data {
         c.demo_data = Some(false);
-    }
-    if let Some(v) = a.smtp_url {
-        c.smtp_url = v;
-    }
-    if let Some(v) = a.redis_url {
-        c.redis_url = v;
-    }
-    if let Some(v) = a.node_name {
-        c.node_name = v;
-    }
-    if let Some(v) = a.advertise_addr {
-        c.advertise_addr = v;
-    }
-    if let Some(v) = a.kafka_brokers {
-        c.kafka_brokers = v;
-    }
-    if let Some(v) = a.log_format {
-        c.log_format = v;
-    }
-    if let Some(v) = a.otlp_endpoint {
-        c.otlp_endpoint = v;
     }
     let telemetry = usher_gateway::telemetry::init(&c)?;
     let app = Application::build(&c).await?;

@@ -5,8 +5,9 @@
 //!
 //! Which methods may be forwarded is the method table's fact
 //! (`doors::Route::ToOwner`); each service registers its handlers for them
-//! in a [`Handlers`] table, and a node refuses to start with a forwarded
-//! method that has none (fail closed, as `json::Routes::add` does).
+//! in a [`Handlers`] table, and a node of a cluster refuses to start with a
+//! forwarded method that has none (fail closed, as `json::Routes::add` does;
+//! a single node serves no node service).
 
 use std::collections::HashMap;
 use std::future::Future;

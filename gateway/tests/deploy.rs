@@ -60,6 +60,38 @@ fn compose_sets_only_settings_the_binary_reads_and_passes_only_its_flags() {
     }
 }
 
+/// README's configuration table is the settings list (`config::SETTINGS`,
+/// the one declaration): a row for every setting naming its variable and,
+/// where `usher serve` takes one, its flag (which `--help` lists); and no
+/// variable the binary does not read.
+#[test]
+fn the_readme_configuration_table_is_the_settings_list() {
+    let readme = read("README.md");
+    let section = readme.split("## Configuration").nth(1).expect("README has a Configuration section");
+    let rows: Vec<&str> = section.lines().skip_while(|l| !l.starts_with("| setting")).take_while(|l| l.starts_with('|')).collect();
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_usher")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for s in usher_gateway::config::SETTINGS {
+        let row = rows
+            .iter()
+            .find(|r| r.split('|').nth(1).is_some_and(|c| c.contains(&format!("`{}`", s.name)) || c.contains(&format!("`[{}]`", s.name))))
+            .unwrap_or_else(|| panic!("README's configuration table has no row for `{}`", s.name));
+        if let Some(env) = s.env {
+            assert!(row.contains(&format!("`{env}`")), "README's row for `{}` does not name {env}", s.name);
+        }
+        if s.flag {
+            let flag = format!("--{}", s.name.replace('_', "-"));
+            assert!(row.contains(&format!("`{flag}`")), "README's row for `{}` does not name {flag}", s.name);
+            assert!(help.contains(&flag), "`usher serve --help` does not list {flag}:\n{help}");
+        }
+    }
+    let read_by_binary: BTreeSet<&str> =
+        usher_gateway::config::SETTINGS.iter().filter_map(|s| s.env).chain(["USHER_CONFIG", "USHER_PARTNER_RATE_PER_S"]).collect();
+    for v in rows.iter().flat_map(|r| usher_vars(r)) {
+        assert!(read_by_binary.contains(v.as_str()), "README's configuration table names {v}, which the binary does not read");
+    }
+}
+
 #[test]
 fn prometheus_scrapes_every_node_on_the_admin_port_the_nodes_listen_on() {
     let compose = read("compose.yml");

@@ -1,8 +1,8 @@
 //! Function length: no function outside tests is longer than
 //! [`FN_LINES_MAX`] lines (TigerBeetle's limit), except those listed in
 //! `xtask/long-functions.txt`, a ratchet that may only shrink: a listed
-//! function may not grow past its recorded length, and one that is cut
-//! below the limit must leave the list.
+//! function is recorded at its length (shorter: write the new length;
+//! longer: refused), and one cut below the limit must leave the list.
 //!
 //! A function runs from its `fn` line to the closing brace at the same
 //! indent (rustfmt's layout); signature lines count, doc comments do not.
@@ -32,22 +32,30 @@ pub fn long_functions(crates: &[Crate]) -> Result<Vec<LongFn>, String> {
     let mut out = Vec::new();
     for file in crates.iter().flat_map(|c| &c.files) {
         let text = source::read(file)?;
-        let lines = source::non_test_lines(file, &text);
-        for (start, line) in lines.iter().enumerate() {
-            let Some(name) = fn_name(line) else { continue };
-            let trimmed = line.trim_end();
-            if trimmed.ends_with(';') || trimmed.ends_with('}') {
-                continue; // no body, or a one-line body
-            }
-            let close = format!("{}}}", " ".repeat(source::indent_of(line)));
-            let Some(end) = lines[start + 1..].iter().position(|l| l.trim_end() == close) else { continue };
-            let n = end + 2;
-            if n > FN_LINES_MAX {
-                out.push(LongFn { file: file.clone(), name, lines: n });
-            }
-        }
+        out.extend(scan(file, &source::non_test_lines(file, &text)));
     }
     Ok(out)
+}
+
+/// The functions over the limit in one file's lines.
+fn scan(file: &str, lines: &[String]) -> Vec<LongFn> {
+    let mut out = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let Some(name) = fn_name(line) else { continue };
+        // The signature ends at the first line ending in `{` (a body),
+        // `;` (a declaration, in a trait) or `}` (a one-line body).
+        let Some(sig_end) = lines[start..].iter().map(|l| l.trim_end()).find(|l| l.ends_with(['{', ';', '}'])) else { continue };
+        if !sig_end.ends_with('{') {
+            continue;
+        }
+        let close = format!("{}}}", " ".repeat(source::indent_of(line)));
+        let Some(end) = lines[start + 1..].iter().position(|l| l.trim_end() == close) else { continue };
+        let n = end + 2;
+        if n > FN_LINES_MAX {
+            out.push(LongFn { file: file.to_owned(), name, lines: n });
+        }
+    }
+    out
 }
 
 /// The name, if this line starts a function item.
@@ -103,6 +111,8 @@ pub fn check(crates: &[Crate], errors: &mut Vec<String>) -> Result<(), String> {
                 Some(max) if n > max => {
                     errors.push(format!("{file}: fn {name} grew to {n} lines (listed at {max} in {LIST}): it may only shrink"))
                 }
+                Some(max) if n < max => errors
+                    .push(format!("{file}: fn {name} is {n} lines, listed at {max} in {LIST}: write {n} there, so it cannot grow back")),
                 Some(_) => {}
             }
         }
@@ -127,5 +137,18 @@ mod tests {
         assert_eq!(fn_name("fn main() {").as_deref(), Some("main"));
         assert_eq!(fn_name("    let f = |x| x;"), None);
         assert_eq!(fn_name("// fn not_code"), None);
+    }
+
+    #[test]
+    fn a_declaration_over_several_lines_has_no_body() {
+        let file = "xtask/src/example.rs";
+        let text = format!(
+            "trait T {{\n    fn declared(\n        &self,\n    ) -> u8;\n}}\n\nfn long() {{\n{}}}\n",
+            "    let _ = 1;\n".repeat(FN_LINES_MAX)
+        );
+        let lines = source::non_test_lines(file, &text);
+        let found = scan(file, &lines);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].name.as_str(), found[0].lines), ("long", FN_LINES_MAX + 2));
     }
 }

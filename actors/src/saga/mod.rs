@@ -18,20 +18,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use usher_engine::{EventConfig, Millis, Order, OrderId, OrderInput, OrderReject, SeatIdx, SigningKey, Step, Transition, limits};
+use usher_engine::{Millis, Order, OrderId, OrderInput, OrderReject, SigningKey, Step};
 
 use crate::clock::Clock;
-use crate::event::CommandError;
 use crate::metrics::names;
-use crate::ports::{
-    Epoch, OrderDoc, OrderStore, OrderWrite, PaymentProvider, Store, StoreError, StoredOrder, TicketDoc, TicketRecord, TicketRenderer,
-};
-use crate::registry::{Grant, Registry};
+use crate::ports::{Epoch, OrderStore, PaymentProvider, Store, StoreError, StoredOrder, TicketRecord, TicketRenderer};
+use crate::registry::Registry;
 
 #[derive(Clone, Debug)]
 pub struct SagaConfig {

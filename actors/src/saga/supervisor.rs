@@ -1,6 +1,18 @@
 //! The supervisor of a node's order sagas and the handle on them.
 
-use super::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use usher_engine::{Millis, Order, OrderId, OrderInput, Step, limits};
+
+use super::{OrderSaga, STOP_CONFLICT, SagaArgs, SagaDeps, SagaError, SagaMsg};
+use crate::event::CommandError;
+use crate::ports::{StoreError, StoredOrder};
+use crate::registry::Grant;
 
 // ---------------------------------------------------------------------------
 // The supervisor: spawns one saga per live order, routes inputs to it,

@@ -1,7 +1,12 @@
 //! Text for people about an order: its number and the facts printed on
 //! its tickets (local time, money in its own units).
 
-use super::*;
+use std::collections::HashMap;
+
+use usher_engine::{EventConfig, Order, OrderId, SeatIdx};
+
+use super::{SagaDeps, SagaError};
+use crate::ports::{OrderDoc, TicketDoc, TicketRecord};
 
 /// The facts printed on an order's tickets.
 pub async fn order_doc(deps: &SagaDeps, order: &Order) -> Result<OrderDoc, SagaError> {

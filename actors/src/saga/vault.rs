@@ -1,6 +1,6 @@
 //! Card numbers in flight, in memory only.
 
-use super::*;
+use std::collections::HashMap;
 
 /// Card numbers in flight, by payment id. Never written anywhere: the saga
 /// needs a number only to send the authorization right after the Pay call

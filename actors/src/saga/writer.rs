@@ -1,6 +1,10 @@
 //! Group commit for saga writes.
 
-use super::*;
+use std::sync::Arc;
+
+use usher_engine::{Millis, Order, Transition, limits};
+
+use crate::ports::{Epoch, OrderStore, OrderWrite, StoreError, TicketRecord};
 
 // ---------------------------------------------------------------------------
 // Group commit for saga writes: every saga's transition goes through one

@@ -1,0 +1,60 @@
+//! Every port one database serves, opened from its URL: the stores, the
+//! stream, the sales read model and the webhooks (`connect_everything`).
+
+use std::sync::Arc;
+
+use usher_actors::StoreError;
+
+use crate::sql::{PgStore, SqliteStore, Stores};
+
+/// Every port one database serves.
+pub struct Everything {
+    pub stores: Stores,
+    pub stream: Arc<dyn usher_actors::StreamStore>,
+    /// The sales read model, as its consumer writes it and as reports read it.
+    pub sales: Arc<dyn usher_actors::Projection>,
+    pub reports: Arc<dyn usher_actors::Reports>,
+    /// Webhook endpoints and their log; the queue's consumer; the sender's side.
+    pub webhooks: Arc<dyn usher_actors::Webhooks>,
+    pub webhook_queue: Arc<dyn usher_actors::Projection>,
+    pub webhook_sender: Arc<dyn crate::webhooks::SenderStore>,
+}
+
+pub async fn connect_everything(url: &str) -> Result<Everything, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let s = Arc::new(PgStore::connect(url).await?);
+        Ok(Everything {
+            stores: (s.clone(), s.clone(), s.clone()),
+            stream: s.clone(),
+            sales: s.clone(),
+            reports: s.clone(),
+            webhooks: s.clone(),
+            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
+            webhook_sender: s,
+        })
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
+        Ok(Everything {
+            stores: (s.clone(), s.clone(), s.clone()),
+            stream: s.clone(),
+            sales: s.clone(),
+            reports: s.clone(),
+            webhooks: s.clone(),
+            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
+            webhook_sender: s,
+        })
+    }
+}
+
+/// Opens the store named by a URL (as [`crate::connect`]) and returns it as every
+/// port it implements. Runs migrations.
+pub async fn connect_all(url: &str) -> Result<Stores, StoreError> {
+    Ok(connect_with_stream(url).await?.0)
+}
+
+/// [`connect_all`] and the same database's outbox as a stream.
+pub async fn connect_with_stream(url: &str) -> Result<(Stores, Arc<dyn usher_actors::StreamStore>), StoreError> {
+    let e = connect_everything(url).await?;
+    Ok((e.stores, e.stream))
+}

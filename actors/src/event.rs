@@ -26,8 +26,7 @@ use usher_engine::{
 use crate::clock::Clock;
 use crate::identity::AuditEntry;
 use crate::metrics::names;
-use crate::ports::{Batch, Epoch, Store, StoreError};
-use crate::registry::RegistryMsg;
+use crate::ports::{Batch, BoxFuture, Epoch, Store, StoreError};
 
 /// Infrastructure failures, as opposed to domain rejections.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,7 +205,7 @@ pub struct EventHandle {
     pub seat_index: Arc<SeatIndex>,
     tx: mpsc::Sender<Request>,
     wake_pending: Arc<AtomicBool>,
-    registry: ActorRef<RegistryMsg>,
+    registry: Arc<dyn Supervisor>,
 }
 
 impl EventHandle {
@@ -225,7 +224,7 @@ impl EventHandle {
             Err(PushError::Refused(e)) => return Err(e),
             Err(PushError::Closed(req)) => req,
         };
-        let fresh = crate::registry::get(&self.registry, self.event_id).await?;
+        let fresh = self.registry.handle(self.event_id).await?;
         match fresh.try_push(req) {
             Ok(()) => Ok(()),
             Err(PushError::Refused(e)) => Err(e),
@@ -307,7 +306,7 @@ pub struct EventCtx {
     pub stats: Arc<BatchStats>,
     pub status: Arc<SharedStatus>,
     pub batch_max: usize,
-    pub registry: ActorRef<RegistryMsg>,
+    pub registry: Arc<dyn Supervisor>,
 }
 
 pub struct EventState {
@@ -330,6 +329,19 @@ pub struct EventState {
     timer: Option<(Millis, tokio::task::JoinHandle<()>)>,
 }
 
+/// What an event actor and its handles need from the registry that
+/// supervises them. The registry implements it, so this module names no
+/// registry type (the registry depends on the event actor, not back).
+pub trait Supervisor: Send + Sync {
+    /// The event's handle as the registry serves it now (a new actor after
+    /// an unload or a restart). Errors: unavailable, shutting down.
+    fn handle(&self, id: EventId) -> BoxFuture<'_, Result<EventHandle, CommandError>>;
+
+    /// This actor has been idle long enough to be unloaded. An error means
+    /// the registry is gone (the node is stopping).
+    fn idle(&self, id: EventId, actor: ractor::ActorId) -> Result<(), ActorProcessingErr>;
+}
+
 /// Builds the channel and handle for a new actor.
 #[allow(clippy::too_many_arguments)]
 pub fn channel(
@@ -341,7 +353,7 @@ pub fn channel(
     layout: Arc<Layout>,
     tx: mpsc::Sender<Request>,
     wake_pending: Arc<AtomicBool>,
-    registry: ActorRef<RegistryMsg>,
+    registry: Arc<dyn Supervisor>,
 ) -> EventHandle {
     let seat_index = Arc::new(SeatIndex::new(&layout));
     EventHandle { event_id, epoch, actor, layout, org, status, seat_index, tx, wake_pending, registry }
@@ -403,7 +415,7 @@ impl Actor for EventActor {
                 state.process(Vec::new(), &myself).await?;
                 if !state.idle_reported && state.is_idle() {
                     state.idle_reported = true;
-                    state.args.registry.cast(RegistryMsg::Idle(state.args.event_id, myself.get_id()))?;
+                    state.args.registry.idle(state.args.event_id, myself.get_id())?;
                 }
             }
             EventMsg::Unload => {

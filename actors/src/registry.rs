@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::event::{
     BatchStats, CommandError, EventActor, EventArgs, EventCtx, EventHandle, EventMsg, STOP_FENCED, STOP_IDLE, SeatChange, channel, load,
 };
-use crate::ports::{Epoch, EventFilter, Ownership, OwnershipError, Store, StoreError};
+use crate::ports::{BoxFuture, Epoch, EventFilter, Ownership, OwnershipError, Store, StoreError};
 
 #[derive(Clone)]
 pub struct RegistryConfig {
@@ -167,12 +167,12 @@ impl RegistryState {
                 stats: self.stats.clone(),
                 status: status.clone(),
                 batch_max: self.cfg.batch_max,
-                registry: myself.clone(),
+                registry: Arc::new(myself.clone()),
             },
         };
         match Actor::spawn_linked(None, EventActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
-                let handle = channel(id, epoch, org, status, actor.clone(), layout, tx, wake, myself.clone());
+                let handle = channel(id, epoch, org, status, actor.clone(), layout, tx, wake, Arc::new(myself.clone()));
                 self.by_actor.insert(actor.get_id(), (id, epoch));
                 let restarts = self.restarts.remove(&id).unwrap_or_default();
                 self.events.insert(id, Entry { handle: handle.clone(), restarts });
@@ -457,6 +457,17 @@ pub struct EventFacts {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(limits::REGISTRY_CALL_MS_MAX);
+
+/// The registry as its event actors and their handles see it.
+impl crate::event::Supervisor for ActorRef<RegistryMsg> {
+    fn handle(&self, id: EventId) -> BoxFuture<'_, Result<EventHandle, CommandError>> {
+        Box::pin(get(self, id))
+    }
+
+    fn idle(&self, id: EventId, actor: ractor::ActorId) -> Result<(), ActorProcessingErr> {
+        Ok(self.cast(RegistryMsg::Idle(id, actor))?)
+    }
+}
 
 /// The handle of an event's actor, spawning it when needed.
 pub(crate) async fn get(registry: &ActorRef<RegistryMsg>, id: EventId) -> Result<EventHandle, CommandError> {

@@ -479,9 +479,19 @@ impl Order {
 
     fn transition(&mut self, input: OrderInput, now: Millis) -> Result<Transition, OrderReject> {
         use OrderInput as I;
-        let step = self.step;
-        Ok(match (step, input) {
-            // -- the customer
+        match input {
+            I::Pay { .. } | I::Cancel => self.on_customer(input, now),
+            I::PayDeadlinePassed | I::ProviderTimedOut | I::ProviderNeverSaw { .. } => Ok(self.on_timer(input, now)),
+            I::Authorized { .. } | I::Declined { .. } | I::Captured | I::Refunded => Ok(self.on_provider(input, now)),
+            I::Confirmed | I::HoldsGone { .. } | I::Released | I::EventCancelled => Ok(self.on_event_actor(input, now)),
+            I::TicketsIssued { .. } | I::Rendered | I::Delivered => Ok(self.on_fulfillment(input, now)),
+        }
+    }
+
+    /// The customer: pay, or cancel.
+    fn on_customer(&mut self, input: OrderInput, now: Millis) -> Result<Transition, OrderReject> {
+        use OrderInput as I;
+        Ok(match (self.step, input) {
             // A payment the order already has: a retry of the same request
             // (its answer was lost, perhaps while the event changed owner,
             // and the order as stored had not caught up): changes nothing.
@@ -524,7 +534,15 @@ impl Order {
                     return Err(OrderReject::OrderClosed { status: self.status });
                 }
             }
-            // -- timers
+            // Not the customer's: `transition` sends those elsewhere.
+            _ => Transition::default(),
+        })
+    }
+
+    /// Timers: the payment deadline, the provider's.
+    fn on_timer(&mut self, input: OrderInput, now: Millis) -> Transition {
+        use OrderInput as I;
+        match (self.step, input) {
             (Step::AwaitPayment, I::PayDeadlinePassed) if now >= self.pay_by => {
                 // The event actor expires the holds itself: nothing to release.
                 self.finish(OrderStatus::Expired, now);
@@ -541,7 +559,16 @@ impl Order {
                 self.deadline = Some(now.plus_ms(timeout_ms));
                 Transition::default()
             }
-            // -- the provider
+            // Anything else is stale: a timer that fired after its step was
+            // left, an answer already applied. Nothing changes.
+            _ => Transition::default(),
+        }
+    }
+
+    /// The payment provider's answers.
+    fn on_provider(&mut self, input: OrderInput, now: Millis) -> Transition {
+        use OrderInput as I;
+        match (self.step, input) {
             (Step::Authorize | Step::QueryStatus, I::Authorized { provider_ref }) => {
                 let p = self.payment_mut();
                 p.status = PaymentStatus::Authorized;
@@ -586,7 +613,7 @@ impl Order {
                     // Cancelled while the authorization was in flight: the
                     // authorization is voided, and the seats are still held.
                     self.step = Step::Release;
-                    return Ok(Transition::default());
+                    return Transition::default();
                 }
                 let ends_as = self.ends_as.take().unwrap_or(OrderStatus::Refunded);
                 self.finish(ends_as, now);
@@ -596,7 +623,16 @@ impl Order {
                 };
                 Transition::with(vec![event], Some(mail))
             }
-            // -- the event actor
+            // Anything else is stale: a timer that fired after its step was
+            // left, an answer already applied. Nothing changes.
+            _ => Transition::default(),
+        }
+    }
+
+    /// The event actor's answers, and the event's cancellation.
+    fn on_event_actor(&mut self, input: OrderInput, now: Millis) -> Transition {
+        use OrderInput as I;
+        match (self.step, input) {
             (Step::Confirm, I::Confirmed) => {
                 self.step = Step::Capture;
                 Transition::default()
@@ -634,7 +670,16 @@ impl Order {
                 self.note = Some("the event was cancelled".into());
                 Transition::default()
             }
-            // -- fulfillment
+            // Anything else is stale: a timer that fired after its step was
+            // left, an answer already applied. Nothing changes.
+            _ => Transition::default(),
+        }
+    }
+
+    /// Fulfillment: tickets issued, rendered, emailed.
+    fn on_fulfillment(&mut self, input: OrderInput, now: Millis) -> Transition {
+        use OrderInput as I;
+        match (self.step, input) {
             (Step::Issue, I::TicketsIssued { tickets }) => {
                 assert_eq!(tickets.len(), self.lines.len(), "one ticket per seat");
                 self.tickets = tickets.clone();
@@ -652,7 +697,7 @@ impl Order {
             // Anything else is stale: a timer that fired after its step was
             // left, an answer already applied. Nothing changes.
             _ => Transition::default(),
-        })
+        }
     }
 
     fn closed_or(&self, otherwise: OrderReject) -> OrderReject {

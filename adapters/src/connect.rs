@@ -20,30 +20,39 @@ pub struct Everything {
     pub webhook_sender: Arc<dyn crate::webhooks::SenderStore>,
 }
 
+/// Opens the database named by a URL (`postgres://…`, else a SQLite file
+/// path, `sqlite://` optional) as every port it serves. Runs migrations.
 pub async fn connect_everything(url: &str) -> Result<Everything, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let s = Arc::new(PgStore::connect(url).await?);
-        Ok(Everything {
-            stores: (s.clone(), s.clone(), s.clone()),
-            stream: s.clone(),
-            sales: s.clone(),
-            reports: s.clone(),
-            webhooks: s.clone(),
-            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
-            webhook_sender: s,
-        })
+        Ok(everything(Arc::new(PgStore::connect(url).await?)))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        let s = Arc::new(SqliteStore::open(std::path::Path::new(path)).await?);
-        Ok(Everything {
-            stores: (s.clone(), s.clone(), s.clone()),
-            stream: s.clone(),
-            sales: s.clone(),
-            reports: s.clone(),
-            webhooks: s.clone(),
-            webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
-            webhook_sender: s,
-        })
+        Ok(everything(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?)))
+    }
+}
+
+/// One store as every port (both dialects implement them all).
+fn everything<S>(s: Arc<S>) -> Everything
+where
+    S: usher_actors::Store
+        + usher_actors::OrderStore
+        + usher_actors::IdentityStore
+        + usher_actors::StreamStore
+        + usher_actors::Projection
+        + usher_actors::Reports
+        + usher_actors::Webhooks
+        + crate::webhooks::SenderStore
+        + 'static,
+    crate::webhooks::WebhookQueue<S>: usher_actors::Projection,
+{
+    Everything {
+        stores: (s.clone(), s.clone(), s.clone()),
+        stream: s.clone(),
+        sales: s.clone(),
+        reports: s.clone(),
+        webhooks: s.clone(),
+        webhook_queue: Arc::new(crate::webhooks::WebhookQueue(s.clone())),
+        webhook_sender: s,
     }
 }
 

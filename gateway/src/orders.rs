@@ -36,6 +36,39 @@ fn order_id(s: &str) -> Result<OrderId, ApiError> {
     Ok(OrderId::parse(s)?)
 }
 
+/// A new order's request, checked: its email address (printable on a
+/// ticket), its holds (1 to `ORDER_HOLDS_MAX`, none twice) and its
+/// fingerprint (customer, email and the holds in any order).
+fn order_request(r: &pb::CreateOrderRequest) -> Result<(String, Vec<HoldId>, u64), ApiError> {
+    let email = check_email(&r.email)?;
+    // The ticket prints "customer <email>" as its holder.
+    convert::check_printable("email", &email)?;
+    if r.hold_ids.is_empty() || r.hold_ids.len() > ORDER_HOLDS_MAX {
+        return Err(ApiError::invalid("hold_ids", format!("an order takes 1 to {ORDER_HOLDS_MAX} holds")));
+    }
+    let holds: Vec<HoldId> = r.hold_ids.iter().map(|h| convert::hold_id(h)).collect::<Result<_, _>>()?;
+    if holds.iter().collect::<HashSet<_>>().len() != holds.len() {
+        return Err(ApiError::invalid("hold_ids", "a hold is listed twice"));
+    }
+    let mut fp_bytes = format!("{}\n{}\n", r.customer_id, email).into_bytes();
+    let mut sorted = holds.clone();
+    sorted.sort();
+    sorted.iter().for_each(|h| fp_bytes.extend_from_slice(h.0.as_bytes()));
+    Ok((email, holds, fingerprint_bytes(FingerprintTag::CreateOrder, &fp_bytes)))
+}
+
+/// What a new order's holds gave: its event, the event's layout and the
+/// epoch its owner holds here, when it must be paid by, whose it is, and
+/// its lines.
+struct Gathered {
+    event_id: EventId,
+    layout: std::sync::Arc<usher_engine::Layout>,
+    epoch: usher_actors::Epoch,
+    pay_by: usher_engine::Millis,
+    customer: CustomerId,
+    lines: Vec<OrderLine>,
+}
+
 pub fn order_status_pb(s: OrderStatus) -> pb::OrderStatus {
     match s {
         OrderStatus::PendingPayment => pb::OrderStatus::PendingPayment,
@@ -182,23 +215,8 @@ impl Orders {
 
     pub(crate) async fn create_order_here(&self, c: &Caller, r: pb::CreateOrderRequest) -> Result<pb::Order, ApiError> {
         let key = c.key(&r.idempotency_key)?;
-        let email = check_email(&r.email)?;
-        // The ticket prints "customer <email>" as its holder.
-        convert::check_printable("email", &email)?;
-        if r.hold_ids.is_empty() || r.hold_ids.len() > ORDER_HOLDS_MAX {
-            return Err(ApiError::invalid("hold_ids", format!("an order takes 1 to {ORDER_HOLDS_MAX} holds")));
-        }
-        let holds: Vec<HoldId> = r.hold_ids.iter().map(|h| convert::hold_id(h)).collect::<Result<_, _>>()?;
-        if holds.iter().collect::<HashSet<_>>().len() != holds.len() {
-            return Err(ApiError::invalid("hold_ids", "a hold is listed twice"));
-        }
-        let mut fp_bytes = format!("{}\n{}\n", r.customer_id, email).into_bytes();
-        let mut sorted = holds.clone();
-        sorted.sort();
-        sorted.iter().for_each(|h| fp_bytes.extend_from_slice(h.0.as_bytes()));
-        let fingerprint = fingerprint_bytes(FingerprintTag::CreateOrder, &fp_bytes);
+        let (email, holds, fingerprint) = order_request(&r)?;
         let scoped_key = format!("order:{}", key.as_str());
-
         // A retry gets the first answer, even once its holds have moved on.
         if let Some((fp, id)) = self.ctx.orders.lookup_command(&scoped_key).await? {
             if fp != fingerprint {
@@ -206,15 +224,47 @@ impl Orders {
             }
             return self.reply(c, &self.load(order_id(&id)?).await?.order).await;
         }
+        let now = self.ctx.now();
+        let Gathered { event_id, layout, epoch, pay_by, customer, lines } = self.gather_holds(c, &r.customer_id, &holds, now).await?;
+        let order =
+            Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now).map_err(ApiError::from)?;
+        order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, Reason::Internal, e))?;
+        let labels: Vec<String> = order.lines.iter().map(|l| layout.label(l.seat)).collect();
+        // Written as the event's owner: a stale epoch (the actor restarted
+        // meanwhile) is refused, and the client retries with the same key.
+        match self.ctx.orders.create_order(&scoped_key, fingerprint, &order, &labels, epoch).await? {
+            OrderCreated::New => {
+                tracing::info!(order_id = %order.id, event_id = %order.event_id, seats = order.lines.len(), "order created");
+                self.ctx.sagas.started(StoredOrder { order: order.clone(), version: 1 });
+                Ok(order_for(c, &order, &layout))
+            }
+            OrderCreated::Replayed(id) => self.reply(c, &self.load(id).await?.order).await,
+            OrderCreated::KeyReused => Err(key_reused()),
+            OrderCreated::HoldInOrder { hold_id, order_id } => Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                Reason::HoldInOrder,
+                format!("hold {hold_id} already belongs to order {order_id}"),
+            )),
+        }
+    }
+
+    /// Reads every hold of a new order from its event's actor: each live,
+    /// the caller's customer's (`customer_ref` for a partner or the box
+    /// office), all of one event, within the event's seats per order.
+    async fn gather_holds(
+        &self,
+        c: &Caller,
+        customer_ref: &str,
+        holds: &[HoldId],
+        now: usher_engine::Millis,
+    ) -> Result<Gathered, ApiError> {
         let mut customer: Option<CustomerId> = None;
-        // Read every hold from its event's actor: live, this customer's, one event.
         let mut event: Option<EventId> = None;
         let mut lines: Vec<OrderLine> = Vec::new();
         let mut pay_by = None;
-        let now = self.ctx.now();
         // The event's layout and the epoch its owner holds here.
         let mut owner = None;
-        for &h in &holds {
+        for &h in holds {
             let eid = self
                 .ctx
                 .store()
@@ -235,7 +285,7 @@ impl Orders {
                 None => customer
                     .insert(
                         c.principal
-                            .customer(handle.org, eid, &r.customer_id)
+                            .customer(handle.org, eid, customer_ref)
                             .map_err(|d| ApiError::denied(d, Reason::HoldNotFound, format_args!("hold {h}")))?,
                     )
                     .clone(),
@@ -251,29 +301,11 @@ impl Orders {
             usher_engine::check_order_seats(lines.len(), &config).map_err(ApiError::from)?;
             owner = Some((handle.layout.clone(), handle.epoch));
         }
-        let (event_id, (layout, epoch), pay_by, customer) = match (event, owner, pay_by, customer) {
-            (Some(e), Some(o), Some(p), Some(cu)) => (e, o, p, cu),
-            _ => return Err(ApiError::invalid("hold_ids", "no seats")),
-        };
-        let order =
-            Order::new(OrderId(uuid::Uuid::new_v4()), event_id, customer, email, holds, lines, pay_by, now).map_err(ApiError::from)?;
-        order.check_invariants().map_err(|e| ApiError::new(ErrorCode::Internal, Reason::Internal, e))?;
-        let labels: Vec<String> = order.lines.iter().map(|l| layout.label(l.seat)).collect();
-        // Written as the event's owner: a stale epoch (the actor restarted
-        // meanwhile) is refused, and the client retries with the same key.
-        match self.ctx.orders.create_order(&scoped_key, fingerprint, &order, &labels, epoch).await? {
-            OrderCreated::New => {
-                tracing::info!(order_id = %order.id, event_id = %order.event_id, seats = order.lines.len(), "order created");
-                self.ctx.sagas.started(StoredOrder { order: order.clone(), version: 1 });
-                Ok(order_for(c, &order, &layout))
+        match (event, owner, pay_by, customer) {
+            (Some(event_id), Some((layout, epoch)), Some(pay_by), Some(customer)) => {
+                Ok(Gathered { event_id, layout, epoch, pay_by, customer, lines })
             }
-            OrderCreated::Replayed(id) => self.reply(c, &self.load(id).await?.order).await,
-            OrderCreated::KeyReused => Err(key_reused()),
-            OrderCreated::HoldInOrder { hold_id, order_id } => Err(ApiError::new(
-                ErrorCode::FailedPrecondition,
-                Reason::HoldInOrder,
-                format!("hold {hold_id} already belongs to order {order_id}"),
-            )),
+            _ => Err(ApiError::invalid("hold_ids", "no seats")),
         }
     }
 
